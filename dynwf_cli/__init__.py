@@ -1,0 +1,1 @@
+"""The ``dynwf`` command line: thin commands over ``emulator``, rendered with rich."""

@@ -1,0 +1,74 @@
+"""The root ``dynwf`` command; each sub-command lives in its own module under ``commands/``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import typer
+
+from dynwf_cli.console import print_error
+from emulator import DynwfError, __version__
+
+app = typer.Typer(
+    name="dynwf",
+    help="Local emulator and dev loop for Dynamic Workflows: durable workflows whose code is "
+         "different for every tenant.\n\nExample:\n\n  dynwf check --config wrangler.jsonc",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dynwf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+                                           help="Print the version and exit."),
+) -> None:
+    """Local emulator and dev loop for Dynamic Workflows."""
+
+
+def _register() -> None:
+    from dynwf_cli.commands import register_all
+    register_all(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry: run the app, turning DynwfError into one red line and exit code."""
+    try:
+        app(standalone_mode=False)
+    except DynwfError as exc:
+        if os.environ.get("DYNWF_DEBUG") == "1":
+            raise
+        print_error(exc)
+        sys.exit(exit_code_for(exc))
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive as ClickException
+        import click
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+def exit_code_for(exc: DynwfError) -> int:
+    """The one table from error family to exit code (DESIGN §7)."""
+    from emulator.errors import UsageError
+    return 2 if isinstance(exc, UsageError) else 1

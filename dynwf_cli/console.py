@@ -1,0 +1,23 @@
+"""Shared rich consoles and the one way errors are printed."""
+
+from __future__ import annotations
+
+import os
+
+from rich.console import Console
+from rich.theme import Theme
+
+THEME = Theme({
+    "error": "bold red", "warning": "yellow", "ok": "green", "muted": "grey50",
+    "code": "cyan", "path": "bold",
+})
+
+console = Console(theme=THEME, highlight=False, no_color=bool(os.environ.get("NO_COLOR")) or None)
+err_console = Console(stderr=True, theme=THEME, highlight=False,
+                      no_color=bool(os.environ.get("NO_COLOR")) or None)
+
+
+def print_error(exc: Exception) -> None:
+    """One red line: ``error [code] message (hint: ...)``, never a traceback."""
+    from rich.text import Text
+    err_console.print(Text("error ", style="error") + Text(str(exc)), soft_wrap=True)

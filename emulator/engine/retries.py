@@ -1,0 +1,130 @@
+"""Step configuration: validation against the platform's rules, defaults, and back-off.
+
+Rules follow the platform's validator (spec §2.3): unknown keys are rejected; ``retries`` needs
+both ``limit`` and ``delay``; ``backoff`` is constant, linear or exponential; ``timeout`` must parse
+and must not be zero. Defaults are the documented production ones (limit 5, 10 s, exponential,
+10 minutes per attempt), not the local emulator's 1 s delay (DESIGN §6). ``limit`` counts retries,
+so a step runs at most ``limit + 1`` times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.engine.durations import parse_duration
+from emulator.errors import DurationError, StepConfigError
+
+BACKOFFS = ("constant", "linear", "exponential")
+MAX_RETRIES = 10_000
+DEFAULT_LIMIT = 5
+DEFAULT_DELAY_MS = 10_000
+DEFAULT_BACKOFF = "exponential"
+DEFAULT_TIMEOUT_MS = 10 * 60_000
+_TOP_KEYS = ("retries", "timeout", "sensitive")
+_RETRY_KEYS = ("limit", "delay", "backoff")
+
+
+@dataclass(frozen=True, slots=True)
+class StepConfig:
+    """A validated step config with defaults applied; what the engine persists and obeys."""
+
+    limit: int = DEFAULT_LIMIT
+    delay_ms: int = DEFAULT_DELAY_MS
+    backoff: str = DEFAULT_BACKOFF
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
+    sensitive: str | None = None
+
+    def delay_before_retry(self, failed_attempt: int) -> int:
+        """Milliseconds to wait after attempt ``failed_attempt`` (1-indexed) failed (spec §2.4)."""
+        if self.backoff == "constant":
+            return self.delay_ms
+        if self.backoff == "linear":
+            return self.delay_ms * failed_attempt
+        return self.delay_ms * 2 ** (failed_attempt - 1)
+
+    def will_retry(self, failed_attempt: int) -> bool:
+        return failed_attempt <= self.limit
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config in the platform's shape, as a step's ``ctx["config"]`` shows it."""
+        data: dict[str, Any] = {
+            "retries": {"limit": self.limit, "delay": self.delay_ms, "backoff": self.backoff},
+            "timeout": self.timeout_ms,
+        }
+        if self.sensitive:
+            data["sensitive"] = self.sensitive
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StepConfig":
+        """Inverse of :meth:`to_dict` for configs that were validated before they were stored."""
+        retries = data["retries"]
+        return cls(retries["limit"], retries["delay"], retries["backoff"], data["timeout"],
+                   data.get("sensitive"))
+
+
+DEFAULT_STEP_CONFIG = StepConfig()
+
+
+def step_config_problems(config: object) -> list[str]:
+    """Every reason ``config`` is not a valid step config (empty when it is). Pure, for ``check``."""
+    if config is None:
+        return []
+    if not isinstance(config, dict):
+        return [f"config must be a dict, not {type(config).__name__}"]
+    problems = [f"unknown key '{key}' (allowed: {', '.join(_TOP_KEYS)})"
+                for key in config if key not in _TOP_KEYS]
+    if "retries" in config:
+        problems += _retries_problems(config["retries"])
+    if "timeout" in config:
+        timeout = config["timeout"]
+        try:
+            if parse_duration(timeout, what="timeout") == 0:
+                problems.append("timeout must not be 0")
+        except DurationError as exc:
+            problems.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
+    if "sensitive" in config and config["sensitive"] != "output":
+        problems.append("sensitive may only be 'output'")
+    return problems
+
+
+def _retries_problems(retries: object) -> list[str]:
+    if not isinstance(retries, dict):
+        return [f"retries must be a dict, not {type(retries).__name__}"]
+    problems = [f"unknown key 'retries.{key}' (allowed: {', '.join(_RETRY_KEYS)})"
+                for key in retries if key not in _RETRY_KEYS]
+    missing = [key for key in ("limit", "delay") if key not in retries]
+    if missing:
+        problems.append("retries needs both 'limit' and 'delay' (missing: " + ", ".join(missing) + ")")
+    if "limit" in retries:
+        limit = retries["limit"]
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_RETRIES:
+            problems.append(f"retries.limit must be a whole number from 0 to {MAX_RETRIES}, not {limit!r}")
+    if "delay" in retries:
+        try:
+            parse_duration(retries["delay"], what="retries.delay")
+        except DurationError as exc:
+            problems.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
+    if "backoff" in retries and retries["backoff"] not in BACKOFFS:
+        problems.append(f"retries.backoff must be one of {', '.join(BACKOFFS)}, not {retries['backoff']!r}")
+    return problems
+
+
+def resolve_step_config(config: object, step_name: str) -> StepConfig:
+    """Validate ``config`` and merge it over the defaults; StepConfigError names the step."""
+    problems = step_config_problems(config)
+    if problems:
+        raise StepConfigError(f"Step config for \"{step_name}\" is invalid: " + "; ".join(problems),
+                              hint="see https://developers.cloudflare.com/workflows/build/sleeping-and-retrying/")
+    if not config:
+        return DEFAULT_STEP_CONFIG
+    assert isinstance(config, dict)
+    retries = config.get("retries") or {}
+    return StepConfig(
+        limit=retries.get("limit", DEFAULT_LIMIT),
+        delay_ms=parse_duration(retries["delay"]) if "delay" in retries else DEFAULT_DELAY_MS,
+        backoff=retries.get("backoff", DEFAULT_BACKOFF),
+        timeout_ms=parse_duration(config["timeout"]) if "timeout" in config else DEFAULT_TIMEOUT_MS,
+        sensitive=config.get("sensitive"),
+    )
