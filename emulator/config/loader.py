@@ -1,0 +1,334 @@
+"""Find a project's wrangler file and load it into a validated ``ProjectConfig``.
+
+A real wrangler file must load unchanged, so keys dynwf does not emulate (``routes``,
+``kv_namespaces``, ``observability``...) are kept in ``ProjectConfig.extra`` and reported as
+``DW001`` warnings rather than rejected. Everything dynwf does use is checked here, once: an error
+names the key path (``workflows[0].class_name is required``) and, in JSON and JSONC files, the
+line and column of the offending value, or of the enclosing object when a key is missing. TOML
+positions are found by a line scan, since ``tomllib`` returns no positions for values.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, NoReturn
+
+from emulator.config.jsonc import JsonPath, line_col, locate_values, parse_jsonc
+from emulator.config.model import (DevConfig, Diagnostic, ProjectConfig, WorkerLoaderConfig,
+                                   WorkflowConfig)
+from emulator.errors import ConfigError
+
+__all__ = ["CONFIG_NAMES", "find_config", "load_config"]
+
+#: Searched in this order; the first one present is the project's config.
+CONFIG_NAMES = ("wrangler.jsonc", "wrangler.json", "wrangler.toml")
+_NOT_FOUND_HINT = "run dynwf init, or pass --config FILE"
+_UNKNOWN_KEY = "DW001"
+_SILENT_KEYS = frozenset({"$schema"})     # editor tooling only; warning about it would be noise
+_TOP_LEVEL = frozenset({"name", "main", "compatibility_date", "compatibility_flags", "workflows",
+                        "worker_loaders", "vars", "dev"})
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_KINDS = {"string": "a string", "integer": "an integer", "list": "a list", "object": "an object"}
+
+
+def find_config(start: Path | None = None, explicit: Path | None = None) -> Path:
+    """The config file to use: *explicit* if given, else the first of ``CONFIG_NAMES`` in *start*.
+
+    *start* defaults to the current directory. An *explicit* directory is searched like *start*.
+    Raises ``ConfigError`` with code ``config.not_found`` when there is nothing to load.
+    """
+    if explicit is not None:
+        explicit = Path(explicit)
+        if explicit.is_file():
+            return explicit.resolve()
+        if not explicit.is_dir():
+            raise ConfigError(f"config file {explicit} does not exist", code="config.not_found",
+                              hint="check the --config path, or run dynwf init")
+        start = explicit
+    folder = Path.cwd() if start is None else Path(start)
+    for name in CONFIG_NAMES:
+        candidate = folder / name
+        if candidate.is_file():
+            return candidate.resolve()
+    raise ConfigError(f"no wrangler.jsonc, wrangler.json or wrangler.toml in {folder}",
+                      code="config.not_found", hint=_NOT_FOUND_HINT)
+
+
+def load_config(path: Path) -> ProjectConfig:
+    """Read and validate a wrangler file (``.toml`` as TOML, anything else as JSONC)."""
+    path = Path(path).resolve()
+    display = path.name
+    text = _read_text(path, display)
+    if path.suffix == ".toml":
+        data = _parse_toml(text, display)
+        locator: _JsonLocator | _TomlLocator = _TomlLocator(text)
+    else:
+        data = parse_jsonc(text, source=display)
+        locator = _JsonLocator(text)
+    return _Validator(display, locator).project(path, data)
+
+
+def _read_text(path: Path, display: str) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist", code="config.not_found",
+                          hint=_NOT_FOUND_HINT) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        # Decoded by hand, not read_text(): universal newlines would rewrite a lone \r.
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[:exc.start].decode("utf-8", "replace")
+        line, column = line_col(before, len(before))
+        raise ConfigError("the file is not valid UTF-8", path=display, line=line,
+                          column=column) from None
+
+
+def _parse_toml(text: str, display: str) -> dict[str, Any]:
+    text = text.removeprefix("\ufeff")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = getattr(exc, "msg", None) or str(exc)
+        line, column = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+        if line is None:
+            # Python before 3.14 only puts the position in the message text.
+            at = re.search(r" \(at line (\d+), column (\d+)\)$", message)
+            if at:
+                message, line, column = message[:at.start()], int(at[1]), int(at[2])
+            elif message.endswith(" (at end of document)"):
+                message = message.removesuffix(" (at end of document)")
+                line, column = line_col(text, len(text))
+            else:
+                line, column = 1, 1
+        raise ConfigError(message, path=display, line=line, column=column) from None
+
+
+class _JsonLocator:
+    """Exact positions in a JSON/JSONC file; a missing path falls back to its nearest ancestor."""
+
+    def __init__(self, text: str) -> None:
+        self._found = locate_values(text)
+
+    def key(self, path: JsonPath) -> tuple[int, int]:
+        found = self._found.get(path)
+        return found.key if found else self.value(path)
+
+    def value(self, path: JsonPath) -> tuple[int, int]:
+        while path not in self._found and path:
+            path = path[:-1]
+        found = self._found.get(path)
+        return found.value if found else (1, 1)
+
+
+class _TomlLocator:
+    """Approximate positions in a TOML file: the line that assigns a key or opens its table.
+
+    ``[[workflows]]`` headers are counted to find ``workflows[i]``; inline tables and arrays
+    resolve to the line of their top-level key. Quoted keys containing dots are not understood.
+    """
+
+    _HEADER = re.compile(r"\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+    _ASSIGN = re.compile(r"\s*([A-Za-z0-9_\-\"' .$]+?)\s*=")
+
+    def __init__(self, text: str) -> None:
+        # (line number, table path, is array-of-tables, assigned key path, column)
+        self._lines: list[tuple[int, tuple[str, ...], bool, tuple[str, ...] | None, int]] = []
+        table: tuple[str, ...] = ()
+        is_array = False
+        for number, line in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
+            header = self._HEADER.match(line)
+            if header:
+                table, is_array = _toml_key(header[2]), header[1] == "[["
+                self._lines.append((number, table, is_array, None, header.start(1) + 1))
+                continue
+            assign = self._ASSIGN.match(line)
+            if assign:
+                self._lines.append((number, table, is_array, _toml_key(assign[1]),
+                                    assign.start(1) + 1))
+
+    def key(self, path: JsonPath) -> tuple[int, int]:
+        return self.value(path)
+
+    def value(self, path: JsonPath) -> tuple[int, int]:
+        if not path:
+            return 1, 1
+        best: tuple[int, int] | None = None
+        top, rest = str(path[0]), path[1:]
+        entry = -1                     # index of the current [[top]] table, when rest starts with one
+        for number, table, is_array, key, column in self._lines:
+            full = table + key if key else table
+            if key is None and table == (top,) and is_array:
+                entry += 1
+            if not full or full[0] != top:
+                continue
+            if best is None:
+                best = (number, column)    # the key's first appearance, whatever comes after
+            if rest and isinstance(rest[0], int):
+                if entry == rest[0] and table == (top,):
+                    if key is None:
+                        best = (number, column)
+                    elif len(rest) > 1 and key[0] == rest[1]:
+                        return number, column
+            elif rest and len(full) > 1 and full[1] == rest[0]:
+                return number, column
+        return best or (1, 1)
+
+
+def _toml_key(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip("\"'") for part in raw.split("."))
+
+
+class _Validator:
+    """Checks the parsed document against what dynwf uses; collects warnings, raises on errors."""
+
+    def __init__(self, display: str, locator: _JsonLocator | _TomlLocator) -> None:
+        self.display = display
+        self.locator = locator
+        self.warnings: list[Diagnostic] = []
+
+    def project(self, path: Path, data: Any) -> ProjectConfig:
+        if not isinstance(data, dict):
+            self.fail((), f"the top level must be an object, got {_describe(data)}")
+        config = ProjectConfig(
+            path=path,
+            name=self.field(data, ("name",), "string", required=True),
+            main=self.field(data, ("main",), "string", required=True),
+            compatibility_date=self.date(data, ("compatibility_date",)),
+            compatibility_flags=self.strings(data, ("compatibility_flags",)),
+            workflows=[self.workflow(item, ("workflows", index))
+                       for index, item in enumerate(self.field(data, ("workflows",), "list") or [])],
+            worker_loaders=[self.worker_loader(item, ("worker_loaders", index)) for index, item
+                            in enumerate(self.field(data, ("worker_loaders",), "list") or [])],
+            vars=self.field(data, ("vars",), "object") or {},
+            dev=self.dev(data, ("dev",)),
+        )
+        for key, value in data.items():
+            if key not in _TOP_LEVEL:
+                config.extra[key] = value
+                if key not in _SILENT_KEYS:
+                    self.warn_unknown((key,))
+        config.warnings = sorted(self.warnings, key=lambda d: (d.line, d.column))
+        return config
+
+    def workflow(self, item: Any, path: JsonPath) -> WorkflowConfig:
+        entry = self.entry(item, path, {"name", "binding", "class_name", "script_name", "limits"})
+        name = self.field(entry, (*path, "name"), "string", required=True)
+        binding = self.field(entry, (*path, "binding"), "string", required=True)
+        class_name = self.field(entry, (*path, "class_name"), "string", required=True)
+        script_name = self.field(entry, (*path, "script_name"), "string")
+        limits = self.field(entry, (*path, "limits"), "object") or {}
+        self.warn_extra(limits, (*path, "limits"), {"steps"})
+        return WorkflowConfig(name=name, binding=binding, class_name=class_name,
+                              script_name=script_name,
+                              step_limit=self.integer(limits, (*path, "limits", "steps"), 1, 25_000))
+
+    def worker_loader(self, item: Any, path: JsonPath) -> WorkerLoaderConfig:
+        entry = self.entry(item, path, {"binding"})
+        return WorkerLoaderConfig(binding=self.field(entry, (*path, "binding"), "string",
+                                                     required=True))
+
+    def dev(self, data: dict[str, Any], path: JsonPath) -> DevConfig:
+        dev = self.field(data, path, "object")
+        if dev is None:
+            return DevConfig()
+        self.warn_extra(dev, path, {"ip", "port"})
+        given = {"ip": self.field(dev, (*path, "ip"), "string"),
+                 "port": self.integer(dev, (*path, "port"), 1, 65_535)}
+        return DevConfig(**{key: value for key, value in given.items() if value is not None})
+
+    def entry(self, item: Any, path: JsonPath, known: set[str]) -> dict[str, Any]:
+        """A list item that must be an object; keys outside *known* are warnings."""
+        if not isinstance(item, dict):
+            self.fail(path, f"{_dotted(path)} must be an object, got {_describe(item)}")
+        self.warn_extra(item, path, known)
+        return item
+
+    def field(self, data: dict[str, Any], path: JsonPath, kind: str, *,
+              required: bool = False) -> Any:
+        """The value at *path* (whose last part is a key of *data*), checked to be of *kind*."""
+        if path[-1] not in data:
+            if required:
+                self.fail(path, f"{_dotted(path)} is required")
+            return None
+        value = data[path[-1]]
+        if not _is_kind(value, kind):
+            self.fail(path, f"{_dotted(path)} must be {_KINDS[kind]}, got {_describe(value)}")
+        return value
+
+    def strings(self, data: dict[str, Any], path: JsonPath) -> list[str]:
+        values = self.field(data, path, "list") or []
+        for index, value in enumerate(values):
+            if not isinstance(value, str):
+                self.fail((*path, index),
+                          f"{_dotted((*path, index))} must be a string, got {_describe(value)}")
+        return list(values)
+
+    def integer(self, data: dict[str, Any], path: JsonPath, low: int, high: int) -> int | None:
+        value = self.field(data, path, "integer")
+        if value is not None and not low <= value <= high:
+            self.fail(path, f"{_dotted(path)} must be between {low} and {high}, got {value}")
+        return value
+
+    def date(self, data: dict[str, Any], path: JsonPath) -> str | None:
+        value = data.get(path[-1])
+        if type(value) is datetime.date:      # TOML allows the date unquoted
+            return value.isoformat()
+        value = self.field(data, path, "string")
+        if value is None:
+            return None
+        try:
+            valid = bool(_DATE.fullmatch(value)) and bool(datetime.date.fromisoformat(value))
+        except ValueError:
+            valid = False
+        if not valid:
+            self.fail(path, f"{_dotted(path)} must be a date written YYYY-MM-DD, got "
+                            f"{_describe(value)}")
+        return value
+
+    def warn_extra(self, data: dict[str, Any], path: JsonPath, known: set[str]) -> None:
+        for key in data:
+            if key not in known:
+                self.warn_unknown((*path, key))
+
+    def warn_unknown(self, path: JsonPath) -> None:
+        line, column = self.locator.key(path)
+        self.warnings.append(Diagnostic(
+            code=_UNKNOWN_KEY, severity="warning", file=self.display, line=line, column=column,
+            message=f"unknown key '{_dotted(path)}' is not emulated by dynwf; ignored"))
+
+    def fail(self, path: JsonPath, message: str) -> NoReturn:
+        line, column = self.locator.value(path)
+        raise ConfigError(message, path=self.display, line=line, column=column)
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, {"string": str, "list": list, "object": dict}[kind])
+
+
+def _describe(value: Any) -> str:
+    """What the user wrote, in JSON words: ``"8787"``, ``true``, ``a list``."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False) if len(value) <= 40 else "a long string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a TOML {type(value).__name__}"     # TOML dates and times
+
+
+def _dotted(path: JsonPath) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
