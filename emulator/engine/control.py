@@ -1,0 +1,179 @@
+"""Operations on instances that need only the database: create, status, pause, resume,
+terminate, restart, send_event.
+
+They work from any process sharing the file. A running engine notices what another process did
+on its next poll (within ``Engine.poll_ms``); an engine in this process is also told at once through
+``Control.on_change``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from emulator.engine import states
+from emulator.engine.clock import Clock
+from emulator.engine.limits import MAX_BATCH, check_event_type, check_instance_id, encode_json
+from emulator.engine.store import InstanceRow, Store
+from emulator.errors import (InstanceAlreadyExistsError, InstanceFinishedError, ValidationError)
+
+
+@dataclass(frozen=True, slots=True)
+class CreateInput:
+    id: str
+    params: str  # JSON
+
+
+def parse_create_options(options: Any, *, what: str = "create options") -> CreateInput:
+    """Validate ``{"id"?, "params"?}`` (the binding's create options) before anything is written."""
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise ValidationError(f"{what} must be a dict like {{'id': ..., 'params': ...}}, "
+                              f"not {type(options).__name__}")
+    unknown = set(options) - {"id", "params", "retention", "locationHint", "location_hint"}
+    if unknown:
+        raise ValidationError(f"{what} has unknown key(s): {', '.join(sorted(unknown))}")
+    instance_id = options.get("id")
+    instance_id = check_instance_id(instance_id) if instance_id is not None else uuid.uuid4().hex
+    params = options.get("params", {})
+    return CreateInput(instance_id, encode_json(params, what="params"))
+
+
+def event_value(payload: Any, type: str, at: int) -> dict[str, Any]:
+    return {"payload": payload, "timestamp": at, "type": type}
+
+
+class Control:
+    def __init__(self, store: Store, clock: Clock,
+                 on_change: Callable[[str, str], None] | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        # (instance_id, what) -> the engine in this process reacts at once
+        self.on_change = on_change or (lambda instance_id, what: None)
+
+    # ---- create ----------------------------------------------------------------------------
+
+    def create(self, workflow: str, options: Any = None, *, code_version: str | None = None) -> str:
+        item = parse_create_options(options)
+        with self.store.write():
+            if not self.store.insert_instance_txn(item.id, workflow, item.params, self.clock.now_ms(),
+                                                  code_version):
+                raise InstanceAlreadyExistsError(
+                    f"Instance '{item.id}' already exists", instance_id=item.id,
+                    hint="use another id, or restart() the existing instance")
+        self.on_change(item.id, "created")
+        return item.id
+
+    def create_batch(self, workflow: str, batch: Iterable[Any], *,
+                     code_version: str | None = None) -> list[str]:
+        """Create up to 100 instances at once; ids already taken are skipped and left out."""
+        items = list(batch) if not isinstance(batch, (str, bytes, dict)) else None
+        if items is None:
+            raise ValidationError("create_batch takes a list of create options")
+        if not items:
+            raise ValidationError("create_batch should have at least 1 instance")
+        if len(items) > MAX_BATCH:
+            raise ValidationError(f"create_batch takes at most {MAX_BATCH} instances, got {len(items)}")
+        parsed = [parse_create_options(o, what=f"batch[{i}]") for i, o in enumerate(items)]
+        created: list[str] = []
+        now = self.clock.now_ms()
+        with self.store.write():
+            for item in parsed:
+                if self.store.insert_instance_txn(item.id, workflow, item.params, now, code_version):
+                    created.append(item.id)
+        for instance_id in created:
+            self.on_change(instance_id, "created")
+        return created
+
+    # ---- read ------------------------------------------------------------------------------
+
+    def status(self, instance_id: str) -> dict[str, Any]:
+        """The platform's InstanceStatus: ``{"status", "error", "output"}``."""
+        row = self.store.get_instance(instance_id)
+        return {
+            "status": row.status,
+            "error": json.loads(row.error) if row.error is not None else None,
+            "output": json.loads(row.output) if row.output is not None else None,
+        }
+
+    def get(self, instance_id: str) -> InstanceRow:
+        return self.store.get_instance(instance_id)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def pause(self, instance_id: str) -> str:
+        """Pause: a running instance finishes its in-flight steps first (``waitingForPause``);
+        a queued or waiting one pauses at once and its timers stop. Otherwise a no-op."""
+        now = self.clock.now_ms()
+        with self.store.write():
+            row = self.store.get_instance(instance_id)
+            if row.status == states.RUNNING:
+                self.store.set_status_txn(instance_id, row.status, states.WAITING_FOR_PAUSE, now)
+                new = states.WAITING_FOR_PAUSE
+            elif row.status in (states.QUEUED, states.WAITING):
+                self.store.set_status_txn(instance_id, row.status, states.PAUSED, now, paused_at=now)
+                new = states.PAUSED
+            else:
+                return row.status
+        self.on_change(instance_id, "pause")
+        return new
+
+    def resume(self, instance_id: str) -> str:
+        """Resume a paused instance (its sleeps keep their remaining time) or cancel a pending
+        pause. A no-op in any other status (what the local platform does)."""
+        now = self.clock.now_ms()
+        with self.store.write():
+            row = self.store.get_instance(instance_id)
+            if row.status == states.PAUSED:
+                self.store.shift_timers_txn(instance_id, now - (row.paused_at or now))
+                self.store.set_status_txn(instance_id, row.status, states.QUEUED, now, paused_at=None)
+                new = states.QUEUED
+            elif row.status == states.WAITING_FOR_PAUSE:
+                self.store.set_status_txn(instance_id, row.status, states.RUNNING, now)
+                new = states.RUNNING
+            else:
+                return row.status
+        self.on_change(instance_id, "resume")
+        return new
+
+    def terminate(self, instance_id: str) -> None:
+        now = self.clock.now_ms()
+        with self.store.write():
+            row = self.store.get_instance(instance_id)
+            if states.is_finished(row.status):
+                raise InstanceFinishedError(
+                    f"Cannot terminate instance '{instance_id}' since it is {row.status}",
+                    instance_id=instance_id, code="instance.cannot_terminate")
+            self.store.finish_txn(instance_id, row.status, states.TERMINATED, now)
+        self.on_change(instance_id, "terminate")
+
+    def restart(self, instance_id: str) -> None:
+        """Erase all step state and run again from the top with the same params (any status)."""
+        with self.store.write():
+            self.store.get_instance(instance_id)
+            self.store.reset_txn(instance_id, self.clock.now_ms())
+        self.on_change(instance_id, "restart")
+
+    def send_event(self, instance_id: str, type: Any, payload: Any = None) -> None:
+        """Deliver to the oldest matching ``wait_for_event``, or buffer FIFO until one asks."""
+        check_event_type(type)
+        now = self.clock.now_ms()
+        encoded = encode_json(event_value(payload, type, now), what="event payload")
+        with self.store.write():
+            row = self.store.get_instance(instance_id)
+            if states.is_finished(row.status):
+                raise InstanceFinishedError(
+                    f"Cannot send event to instance '{instance_id}': it is {row.status}",
+                    instance_id=instance_id, code="instance.not_running")
+            waiter = self.store.oldest_waiter_txn(instance_id, type)
+            if waiter is None:
+                self.store.buffer_event_txn(instance_id, type, json.dumps(payload), now)
+            else:
+                self.store.resolve_step_txn(instance_id, waiter, "waiting", "done", now, result=encoded)
+                self.store.delete_step_timers_txn(instance_id, waiter)
+                if row.status == states.WAITING:
+                    self.store.set_status_txn(instance_id, row.status, states.QUEUED, now)
+        self.on_change(instance_id, "event")

@@ -1,0 +1,83 @@
+"""How errors cross a durable step boundary, and the engine's own control-flow signals.
+
+A step's failure is persisted as ``{"name", "message"}`` (the platform's error shape) and raised
+into ``run()`` as a rebuilt exception, the same on the first run and on every replay, so a
+``try``/``except`` around a step takes the same path each time. Built-in exception names
+(``ValueError``, ``KeyError``...) and ``NonRetryableError`` come back as their own class; any other
+name comes back as :class:`StepError` carrying ``name``. On the first run the original exception is
+attached as ``__cause__`` so its traceback is not lost.
+
+``WorkflowFatalError`` derives from ``BaseException``: it ends the instance ``errored`` and user
+code cannot swallow it with ``except Exception`` (the platform's fatal errors cannot be caught
+either).
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+
+class WorkflowFatalError(BaseException):
+    """An error that ends the instance at once: invalid step name/config, step limit, a value
+    that cannot be stored, a duration that does not parse."""
+
+    def __init__(self, message: str, *, code: str = "workflow.fatal") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class StepError(Exception):
+    """A step failure whose original class cannot be rebuilt; ``name`` is that class's name."""
+
+    def __init__(self, message: str, name: str = "Error") -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class WorkflowTimeoutError(Exception):
+    """A step attempt or a ``wait_for_event`` ran past its timeout."""
+
+    name = "WorkflowTimeoutError"
+
+
+def non_retryable_class() -> type[Exception]:
+    from emulator.runtime.workers.workflows import NonRetryableError
+    return NonRetryableError
+
+
+def is_non_retryable(exc: BaseException) -> bool:
+    """The platform detects NonRetryableError by name; so do we (any module's class of that name)."""
+    return any(cls.__name__ == "NonRetryableError" for cls in type(exc).__mro__)
+
+
+def error_dict(exc: BaseException) -> dict[str, str]:
+    name = getattr(exc, "name", None) if isinstance(exc, (StepError, WorkflowTimeoutError)) else None
+    if is_non_retryable(exc):
+        name = "NonRetryableError"
+    message = exc.message if isinstance(exc, WorkflowFatalError) else str(exc)
+    if isinstance(exc, KeyError) and exc.args:
+        message = str(exc.args[0])
+    return {"name": name or type(exc).__name__, "message": message}
+
+
+def rebuild(error: dict[str, Any], cause: BaseException | None = None) -> Exception:
+    """The exception to raise into ``run()`` for a persisted step error."""
+    name, message = str(error.get("name", "Error")), str(error.get("message", ""))
+    cls: Any = None
+    if name == "NonRetryableError":
+        cls = non_retryable_class()
+    elif name == "WorkflowTimeoutError":
+        cls = WorkflowTimeoutError
+    else:
+        candidate = getattr(builtins, name, None)
+        if isinstance(candidate, type) and issubclass(candidate, Exception):
+            cls = candidate
+    try:
+        exc = cls(message) if cls is not None else StepError(message, name)
+    except Exception:
+        exc = StepError(message, name)
+    if cause is not None:
+        exc.__cause__ = cause
+    return exc

@@ -1,0 +1,50 @@
+"""Instance statuses and the one table of allowed transitions between them.
+
+The nine statuses are the platform's (spec §1.4). Every status change goes through
+``Store.set_status_txn``, which checks this table and writes with ``WHERE status = <from>``, so
+two writers can never both win a transition.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+QUEUED: Final = "queued"
+RUNNING: Final = "running"
+PAUSED: Final = "paused"
+ERRORED: Final = "errored"
+TERMINATED: Final = "terminated"
+COMPLETE: Final = "complete"
+WAITING: Final = "waiting"
+WAITING_FOR_PAUSE: Final = "waitingForPause"
+UNKNOWN: Final = "unknown"
+
+ALL: Final = (QUEUED, RUNNING, PAUSED, ERRORED, TERMINATED, COMPLETE, WAITING,
+              WAITING_FOR_PAUSE, UNKNOWN)
+FINISHED: Final = frozenset({ERRORED, TERMINATED, COMPLETE})
+#: Statuses in which an engine may hold the instance's lease and run its code.
+LIVE: Final = frozenset({RUNNING, WAITING_FOR_PAUSE})
+
+# from -> the statuses it may move to. restart() may leave any status (spec §4.6) and is
+# written as its own reset, not through this table.
+TRANSITIONS: Final[dict[str, frozenset[str]]] = {
+    QUEUED: frozenset({RUNNING, PAUSED, TERMINATED}),
+    RUNNING: frozenset({WAITING, WAITING_FOR_PAUSE, PAUSED, COMPLETE, ERRORED, TERMINATED,
+                        QUEUED}),
+    WAITING: frozenset({RUNNING, QUEUED, PAUSED, TERMINATED, ERRORED}),
+    WAITING_FOR_PAUSE: frozenset({PAUSED, RUNNING, COMPLETE, ERRORED, TERMINATED, WAITING,
+                                  QUEUED}),
+    PAUSED: frozenset({QUEUED, TERMINATED}),
+    COMPLETE: frozenset(),
+    ERRORED: frozenset(),
+    TERMINATED: frozenset(),
+    UNKNOWN: frozenset({TERMINATED}),
+}
+
+
+def can_move(old: str, new: str) -> bool:
+    return new in TRANSITIONS.get(old, frozenset())
+
+
+def is_finished(status: str) -> bool:
+    return status in FINISHED

@@ -1,0 +1,441 @@
+"""Every SQL statement of the engine, on one SQLite file in WAL mode.
+
+Writers run inside ``Store.write()`` (``BEGIN IMMEDIATE``, so a writer takes the lock up front
+instead of failing half-way on upgrade). Functions that must be called inside that transaction
+end in ``_txn``. The schema lives in ``migrations/NNNN_*.sql``, applied once each through
+sqlite-utils' ``Migrations`` under the same immediate lock, so two processes opening a new file
+at the same moment do not race.
+
+Durability: ``synchronous=NORMAL`` in WAL mode survives any process crash (the guarantee this
+engine promises: a killed engine loses no committed step); only an operating-system crash or
+power loss can drop the last transactions. ``FULL`` costs ~9x in commits/s here (PEERS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from emulator.engine import states
+from emulator.errors import InstanceNotFoundError, InvalidTransitionError
+
+BUSY_TIMEOUT_MS = 10_000  # the 5 s default is exceeded when many engines share one slow disk
+StepKey = tuple[str, str, int]  # (kind, name, count)
+
+
+@dataclass(slots=True)
+class InstanceRow:
+    id: str
+    workflow: str
+    status: str
+    params: str
+    output: str | None
+    error: str | None
+    generation: int
+    lease_owner: str | None
+    lease_expiry: int | None
+    paused_at: int | None
+    code_version: str | None
+    created_at: int
+    updated_at: int
+    started_at: int | None
+    ended_at: int | None
+
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "workflow": self.workflow, "status": self.status,
+            "params": json.loads(self.params),
+            "output": json.loads(self.output) if self.output is not None else None,
+            "error": json.loads(self.error) if self.error is not None else None,
+            "created_at": self.created_at, "updated_at": self.updated_at,
+            "started_at": self.started_at, "ended_at": self.ended_at,
+            "code_version": self.code_version,
+        }
+
+
+@dataclass(slots=True)
+class StepRow:
+    kind: str
+    name: str
+    count: int
+    status: str
+    attempts: int
+    config: str | None
+    result: str | None
+    error: str | None
+    event_type: str | None
+    duration_ms: int | None
+    started_at: int | None
+    ended_at: int | None
+
+    @property
+    def key(self) -> StepKey:
+        return (self.kind, self.name, self.count)
+
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "name": self.name, "count": self.count, "status": self.status,
+            "attempts": self.attempts,
+            "result": json.loads(self.result) if self.result is not None else None,
+            "error": json.loads(self.error) if self.error is not None else None,
+            "event_type": self.event_type, "started_at": self.started_at,
+            "ended_at": self.ended_at,
+        }
+
+
+@dataclass(slots=True)
+class TimerRow:
+    id: int
+    instance_id: str
+    kind: str
+    step: StepKey
+    due: int
+
+
+_INSTANCE_COLS = ("id, workflow, status, params, output, error, generation, lease_owner, "
+                  "lease_expiry, paused_at, code_version, created_at, updated_at, started_at, ended_at")
+_STEP_COLS = ("kind, name, count, status, attempts, config, result, error, event_type, duration_ms, "
+              "started_at, ended_at")
+
+
+def _migrations() -> Migrations:
+    migrations = Migrations("dynwf.engine")
+    folder = resources.files("emulator.engine") / "migrations"
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sql"):
+            migrations(name=entry.name)(_sql_migration(entry.read_text()))
+    return migrations
+
+
+def _sql_migration(script: str):
+    def apply(db: sqlite_utils.Database) -> None:
+        for statement in _statements(script):
+            db.execute(statement)
+    return apply
+
+
+def _statements(script: str) -> Iterator[str]:
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        if not buffer and line.lstrip().startswith("--"):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+    if buffer.strip():
+        yield buffer.strip()
+
+
+class Store:
+    """One connection to the engine's database file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                                    timeout=BUSY_TIMEOUT_MS / 1000)
+        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        db = sqlite_utils.Database(self.conn)
+        migrations = _migrations()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            migrations.apply(db)
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def write(self) -> Iterator["Store"]:
+        """One immediate transaction; everything inside commits together or not at all."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    @contextmanager
+    def savepoint(self, name: str = "op") -> Iterator[None]:
+        """A nested unit inside ``write()``: undone alone if it raises."""
+        self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute(f"ROLLBACK TO {name}")
+            self.conn.execute(f"RELEASE {name}")
+            raise
+        self.conn.execute(f"RELEASE {name}")
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (cheap cross-process change detection)."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
+
+    # ---- instances -------------------------------------------------------------------------
+
+    def insert_instance_txn(self, id: str, workflow: str, params: str, now: int,
+                            code_version: str | None = None) -> bool:
+        """Insert a queued instance; False when the id is already taken."""
+        cursor = self.conn.execute(
+            "INSERT OR IGNORE INTO instances (id, workflow, status, params, code_version, "
+            "created_at, updated_at) VALUES (?, ?, 'queued', ?, ?, ?, ?)",
+            (id, workflow, params, code_version, now, now))
+        return cursor.rowcount == 1
+
+    def get_instance(self, id: str) -> InstanceRow:
+        row = self.conn.execute(f"SELECT {_INSTANCE_COLS} FROM instances WHERE id = ?",
+                                (id,)).fetchone()
+        if row is None:
+            raise InstanceNotFoundError(f"Instance '{id}' does not exist", instance_id=id,
+                                        hint="dynwf instances list")
+        return InstanceRow(*row)
+
+    def find_instance(self, id: str) -> InstanceRow | None:
+        row = self.conn.execute(f"SELECT {_INSTANCE_COLS} FROM instances WHERE id = ?",
+                                (id,)).fetchone()
+        return InstanceRow(*row) if row else None
+
+    def list_instances(self, *, workflow: str | None = None, status: str | None = None,
+                       prefix: str | None = None, limit: int = 1000) -> list[InstanceRow]:
+        where, args = [], []
+        if workflow:
+            where.append("workflow = ?")
+            args.append(workflow)
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if prefix:
+            where.append("id >= ? AND id < ?")
+            args += [prefix, prefix + "\U0010ffff"]
+        sql = f"SELECT {_INSTANCE_COLS} FROM instances"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        return [InstanceRow(*r) for r in self.conn.execute(sql, (*args, limit))]
+
+    def count_by_status(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT status, count(*) FROM instances GROUP BY status"))
+
+    def set_status_txn(self, id: str, old: str, new: str, now: int, **fields: Any) -> None:
+        """The one guarded status writer: moves ``old -> new`` or raises InvalidTransitionError."""
+        if not states.can_move(old, new):
+            raise InvalidTransitionError(f"Instance '{id}' cannot move from {old} to {new}",
+                                         instance_id=id)
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        sql = f"UPDATE instances SET status = ?, updated_at = ?{', ' + sets if sets else ''} " \
+              "WHERE id = ? AND status = ?"
+        cursor = self.conn.execute(sql, (new, now, *fields.values(), id, old))
+        if cursor.rowcount != 1:
+            raise InvalidTransitionError(
+                f"Instance '{id}' is no longer {old}; cannot move it to {new}", instance_id=id)
+
+    def owned_txn(self, id: str, owner: str, generation: int, now: int) -> bool:
+        """True when ``owner`` still holds the lease of this generation of a live instance."""
+        cursor = self.conn.execute(
+            "UPDATE instances SET updated_at = ? WHERE id = ? AND lease_owner = ? AND generation = ? "
+            "AND status IN ('running', 'waitingForPause')", (now, id, owner, generation))
+        return cursor.rowcount == 1
+
+    def claim_txn(self, owner: str, now: int, real_now: int, lease_until: int, limit: int,
+                  only: Iterable[str] | None = None) -> list[InstanceRow]:
+        """Lease up to ``limit`` runnable instances: queued ones, and live ones whose lease expired
+        (their engine died). Returns them with status ``running``."""
+        sql = (f"SELECT {_INSTANCE_COLS} FROM instances WHERE "
+               "((status = 'queued' AND (lease_owner IS NULL OR lease_expiry < ?)) OR "
+               " (status IN ('running', 'waitingForPause') AND lease_expiry < ?))")
+        args: list[Any] = [real_now, real_now]
+        if only is not None:
+            ids = list(only)
+            sql += f" AND id IN ({','.join('?' * len(ids))})"
+            args += ids
+        sql += " ORDER BY seq LIMIT ?"
+        rows = [InstanceRow(*r) for r in self.conn.execute(sql, (*args, limit))]
+        claimed = []
+        for row in rows:
+            new_status = states.RUNNING if row.status == states.QUEUED else row.status
+            self.conn.execute(
+                "UPDATE instances SET status = ?, lease_owner = ?, lease_expiry = ?, updated_at = ?, "
+                "started_at = coalesce(started_at, ?) WHERE id = ?",
+                (new_status, owner, lease_until, now, now, row.id))
+            row.status, row.lease_owner, row.lease_expiry = new_status, owner, lease_until
+            claimed.append(row)
+        return claimed
+
+    def renew_leases_txn(self, owner: str, lease_until: int) -> None:
+        self.conn.execute("UPDATE instances SET lease_expiry = ? WHERE lease_owner = ?",
+                          (lease_until, owner))
+
+    def next_lease_expiry(self) -> int | None:
+        row = self.conn.execute(
+            "SELECT min(lease_expiry) FROM instances WHERE status IN "
+            "('queued', 'running', 'waitingForPause') AND lease_owner IS NOT NULL").fetchone()
+        return row[0]
+
+    def has_unleased_work(self) -> bool:
+        return self.conn.execute(
+            "SELECT 1 FROM instances WHERE status = 'queued' AND lease_owner IS NULL LIMIT 1"
+        ).fetchone() is not None
+
+    def release_txn(self, id: str, owner: str) -> None:
+        self.conn.execute("UPDATE instances SET lease_owner = NULL, lease_expiry = NULL "
+                          "WHERE id = ? AND lease_owner = ?", (id, owner))
+
+    def release_all_txn(self, owner: str) -> None:
+        self.conn.execute("UPDATE instances SET lease_owner = NULL, lease_expiry = NULL "
+                          "WHERE lease_owner = ?", (owner,))
+
+    def finish_txn(self, row_id: str, old: str, new: str, now: int, *, output: str | None = None,
+                   error: str | None = None) -> None:
+        self.set_status_txn(row_id, old, new, now, output=output, error=error, ended_at=now,
+                            lease_owner=None, lease_expiry=None)
+        self.conn.execute("DELETE FROM timers WHERE instance_id = ?", (row_id,))
+
+    def reset_txn(self, id: str, now: int) -> None:
+        """restart(): erase every step, timer, buffered event and log; queue the instance again
+        under a new generation so writers of the old run are refused."""
+        for table in ("steps", "timers", "events", "logs"):
+            self.conn.execute(f"DELETE FROM {table} WHERE instance_id = ?", (id,))
+        self.conn.execute(
+            "UPDATE instances SET status = 'queued', output = NULL, error = NULL, paused_at = NULL, "
+            "generation = generation + 1, lease_owner = NULL, lease_expiry = NULL, "
+            "updated_at = ?, started_at = NULL, ended_at = NULL WHERE id = ?", (now, id))
+
+    def shift_timers_txn(self, id: str, by_ms: int) -> None:
+        self.conn.execute("UPDATE timers SET due = due + ? WHERE instance_id = ?", (by_ms, id))
+
+    # ---- steps -----------------------------------------------------------------------------
+
+    def load_steps(self, instance_id: str) -> dict[StepKey, StepRow]:
+        rows = self.conn.execute(f"SELECT {_STEP_COLS} FROM steps WHERE instance_id = ?",
+                                 (instance_id,))
+        return {(r[0], r[1], r[2]): StepRow(*r) for r in rows}
+
+    def list_steps(self, instance_id: str) -> list[StepRow]:
+        rows = self.conn.execute(f"SELECT {_STEP_COLS} FROM steps WHERE instance_id = ? "
+                                 "ORDER BY seq", (instance_id,))
+        return [StepRow(*r) for r in rows]
+
+    def get_step(self, instance_id: str, key: StepKey) -> StepRow | None:
+        row = self.conn.execute(
+            f"SELECT {_STEP_COLS} FROM steps WHERE instance_id = ? AND kind = ? AND name = ? "
+            "AND count = ?", (instance_id, *key)).fetchone()
+        return StepRow(*row) if row else None
+
+    def put_step_txn(self, instance_id: str, key: StepKey, status: str, now: int, *,
+                     attempts: int = 0, config: str | None = None, result: str | None = None,
+                     error: str | None = None, event_type: str | None = None,
+                     duration_ms: int | None = None, ended: bool = False) -> None:
+        """Create or update one step's row (the step's whole state is rewritten each time)."""
+        ended_at = now if ended else None
+        self.conn.execute(
+            "INSERT INTO steps (instance_id, kind, name, count, status, attempts, config, result, "
+            "error, event_type, duration_ms, started_at, ended_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (instance_id, kind, name, count) DO UPDATE SET status = excluded.status, "
+            "attempts = excluded.attempts, config = coalesce(excluded.config, config), "
+            "result = excluded.result, error = excluded.error, "
+            "event_type = coalesce(excluded.event_type, event_type), "
+            "duration_ms = coalesce(duration_ms, excluded.duration_ms), ended_at = excluded.ended_at",
+            (instance_id, *key, status, attempts, config, result, error, event_type, duration_ms,
+             now, ended_at))
+
+    def resolve_step_txn(self, instance_id: str, key: StepKey, expect: str, status: str, now: int,
+                         *, result: str | None = None, error: str | None = None) -> bool:
+        """Move a step out of a waiting state (``expect``) exactly once; False if it already left."""
+        cursor = self.conn.execute(
+            "UPDATE steps SET status = ?, result = ?, error = ?, ended_at = ? WHERE instance_id = ? "
+            "AND kind = ? AND name = ? AND count = ? AND status = ?",
+            (status, result, error, now, instance_id, *key, expect))
+        return cursor.rowcount == 1
+
+    def oldest_waiter_txn(self, instance_id: str, event_type: str) -> StepKey | None:
+        row = self.conn.execute(
+            "SELECT kind, name, count FROM steps WHERE instance_id = ? AND kind = 'wait' AND "
+            "status = 'waiting' AND event_type = ? ORDER BY seq LIMIT 1",
+            (instance_id, event_type)).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    # ---- timers ----------------------------------------------------------------------------
+
+    def add_timer_txn(self, instance_id: str, kind: str, step: StepKey, due: int) -> None:
+        self.conn.execute("INSERT INTO timers (instance_id, kind, step_kind, step_name, step_count, "
+                          "due) VALUES (?, ?, ?, ?, ?, ?)", (instance_id, kind, *step, due))
+
+    def delete_step_timers_txn(self, instance_id: str, step: StepKey) -> None:
+        self.conn.execute("DELETE FROM timers WHERE instance_id = ? AND step_kind = ? AND "
+                          "step_name = ? AND step_count = ?", (instance_id, *step))
+
+    def delete_timer_txn(self, timer_id: int) -> bool:
+        return self.conn.execute("DELETE FROM timers WHERE id = ?", (timer_id,)).rowcount == 1
+
+    def due_timers(self, now: int, limit: int = 500) -> list[TimerRow]:
+        """Timers due at ``now`` whose instance is not paused (a paused instance's clock stops)."""
+        rows = self.conn.execute(
+            "SELECT t.id, t.instance_id, t.kind, t.step_kind, t.step_name, t.step_count, t.due "
+            "FROM timers t JOIN instances i ON i.id = t.instance_id "
+            "WHERE t.due <= ? AND i.status != 'paused' ORDER BY t.due LIMIT ?", (now, limit))
+        return [TimerRow(r[0], r[1], r[2], (r[3], r[4], r[5]), r[6]) for r in rows]
+
+    def next_timer_due(self, kinds: Iterable[str] | None = None) -> int | None:
+        sql = ("SELECT min(t.due) FROM timers t JOIN instances i ON i.id = t.instance_id "
+               "WHERE i.status != 'paused'")
+        args: list[str] = []
+        if kinds is not None:
+            args = list(kinds)
+            sql += f" AND t.kind IN ({','.join('?' * len(args))})"
+        return self.conn.execute(sql, args).fetchone()[0]
+
+    def timers_of(self, instance_id: str) -> list[TimerRow]:
+        rows = self.conn.execute(
+            "SELECT id, instance_id, kind, step_kind, step_name, step_count, due FROM timers "
+            "WHERE instance_id = ? ORDER BY due", (instance_id,))
+        return [TimerRow(r[0], r[1], r[2], (r[3], r[4], r[5]), r[6]) for r in rows]
+
+    # ---- events ----------------------------------------------------------------------------
+
+    def buffer_event_txn(self, instance_id: str, type: str, payload: str, now: int) -> None:
+        self.conn.execute("INSERT INTO events (instance_id, type, payload, received_at) "
+                          "VALUES (?, ?, ?, ?)", (instance_id, type, payload, now))
+
+    def take_event_txn(self, instance_id: str, type: str) -> tuple[str, int] | None:
+        """Remove and return the oldest buffered event of ``type`` as (payload JSON, received_at)."""
+        row = self.conn.execute("SELECT seq, payload, received_at FROM events WHERE instance_id = ? "
+                                "AND type = ? ORDER BY seq LIMIT 1", (instance_id, type)).fetchone()
+        if row is None:
+            return None
+        self.conn.execute("DELETE FROM events WHERE seq = ?", (row[0],))
+        return row[1], row[2]
+
+    # ---- logs ------------------------------------------------------------------------------
+
+    def add_log_txn(self, instance_id: str, step: StepKey | None, level: str, message: str,
+                    now: int) -> None:
+        kind, name, count = step if step else (None, None, None)
+        self.conn.execute("INSERT INTO logs (instance_id, step_kind, step_name, step_count, level, "
+                          "message, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                          (instance_id, kind, name, count, level, message, now))
+
+    def list_logs(self, instance_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT step_kind, step_name, step_count, level, message, at "
+                                 "FROM logs WHERE instance_id = ? ORDER BY seq", (instance_id,))
+        return [{"step": (r[0], r[1], r[2]) if r[0] else None, "level": r[3], "message": r[4],
+                 "at": r[5]} for r in rows]

@@ -1,0 +1,9 @@
+"""Modules that user code imports inside the emulator (``workers``, ``dynamic_workflows``).
+
+They are importable as top-level names only inside the emulator (this folder is put on the
+import path of the host and of isolates), never installed as top-level packages.
+"""
+
+from pathlib import Path
+
+RUNTIME_PATH = str(Path(__file__).parent)
