@@ -30,6 +30,7 @@ from emulator.engine.clock import Clock, SystemClock, to_datetime
 from emulator.engine.control import Control
 from emulator.engine.failures import WorkflowFatalError, error_dict
 from emulator.engine.lifetime import RESOLVED, Lifetime, timeout_error
+from emulator.engine.writes import WriteBatcher
 from emulator.engine.limits import DEFAULT_STEP_LIMIT, encode_json
 from emulator.engine.step import uses_implicit_dependencies
 from emulator.engine.store import InstanceRow, StepKey, Store, TimerRow
@@ -46,58 +47,6 @@ class WorkflowDefinition:
     factory: RunnerFactory
     step_limit: int = DEFAULT_STEP_LIMIT
     compatibility_date: str | None = None
-
-
-class WriteBatcher:
-    """Group commit: writes submitted in one loop iteration share one transaction."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._queue: list[tuple[Callable[[Store], Any], asyncio.Future[Any] | None]] = []
-        self._scheduled = False
-        self.transactions = 0
-
-    def submit(self, op: Callable[[Store], Any], *, wait: bool = True) -> Awaitable[Any]:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future() if wait else None
-        self._queue.append((op, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self.flush)
-        return future if future is not None else _DONE
-
-    def flush(self) -> None:
-        self._scheduled = False
-        batch, self._queue = self._queue, []
-        if not batch:
-            return
-        outcomes: list[tuple[asyncio.Future[Any] | None, Any, BaseException | None]] = []
-        try:
-            with self.store.write():
-                for index, (op, future) in enumerate(batch):
-                    try:
-                        with self.store.savepoint(f"w{index}"):
-                            outcomes.append((future, op(self.store), None))
-                    except Exception as exc:  # one writer's failure is its own
-                        outcomes.append((future, None, exc))
-        except Exception as exc:  # the commit itself failed: nobody's write happened
-            outcomes = [(future, None, exc) for _, future in batch]
-        self.transactions += 1
-        for future, result, exc in outcomes:
-            if future is None or future.done():
-                continue
-            if exc is not None:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-
-
-class _Done:
-    def __await__(self):
-        return iter(())
-
-
-_DONE = _Done()
 
 
 class Engine:
@@ -118,7 +67,7 @@ class Engine:
         self.progress = progress.Broadcaster()
         self.control = Control(self.store, self.clock, on_change=self._on_change)
         self.live: dict[str, Lifetime] = {}
-        self.writes = WriteBatcher(self.store)
+        self.writes = WriteBatcher(self.store, self.clock)
         self._wake: asyncio.Event | None = None
         self._data_version = -1
         self._next_renewal = 0
@@ -155,8 +104,7 @@ class Engine:
         lifetime = self.live.get(instance_id)
         if lifetime is not None:
             self._sync_lifetime(lifetime)
-        if what in ("event", "created", "resume", "restart"):
-            self._publish_status(instance_id)
+        self._publish_status(instance_id)
         self._signal()
 
     def _publish_status(self, instance_id: str) -> None:

@@ -28,6 +28,7 @@ from emulator.engine.limits import check_event_type, check_step_name, encode_jso
 from emulator.engine.retries import StepConfig, resolve_step_config
 from emulator.engine.step import WorkflowStep
 from emulator.engine.store import InstanceRow, StepKey, StepRow, Store
+from emulator.engine.writes import LostOwnership
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError
 
 if TYPE_CHECKING:
@@ -36,10 +37,6 @@ if TYPE_CHECKING:
 RESOLVED = frozenset({"done", "failed", "ready"})
 INTERNAL_ATTEMPT_ERROR = {"name": "WorkflowInternalError",
                           "message": "Attempt failed due to internal workflows error"}
-
-
-class LostOwnership(Exception):
-    """This engine no longer owns the instance (terminated, restarted, or lease taken)."""
 
 
 class Lifetime:
@@ -60,6 +57,7 @@ class Lifetime:
         self.stop_reason: str | None = None   # hibernate | pause | abandon | shutdown
         self.task: asyncio.Task[Any] | None = None
         self._check_scheduled = False
+        self._guard = (row.id, engine.owner, row.generation)
 
     # ---- small helpers ---------------------------------------------------------------------
 
@@ -76,29 +74,18 @@ class Lifetime:
         if self.engine.progress.active:
             self.engine.progress.publish(progress.Progress(kind, self.id, self.clock.now_ms(), key, data))
 
-    async def _commit(self, op: Callable[[Store], Any]) -> Any:
-        """Run ``op`` in the next group commit, after checking this lifetime still owns the instance."""
-        owner, generation = self.engine.owner, self.generation
-
-        def guarded(store: Store) -> Any:
-            if not store.owned_txn(self.id, owner, generation, self.clock.now_ms()):
-                raise LostOwnership(self.id)
-            return op(store)
+    async def _commit(self, op: Callable[[Store], Any], key: StepKey | None = None) -> Any:
+        """Run ``op`` in the next group commit if this lifetime still owns the instance."""
         try:
-            return await self.engine.writes.submit(guarded)
+            return await self.engine.writes.submit(op, guard=self._guard,
+                                                   key=(self.id, key) if key else None)
         except LostOwnership:
             self.stop("abandon")
             raise asyncio.CancelledError() from None
 
-    def _note(self, op: Callable[[Store], Any]) -> None:
-        """Queue a write without waiting for it (an attempt's start: bookkeeping, not a result).
-        Skipped when this lifetime no longer owns the instance, like every other write."""
-        owner, generation = self.engine.owner, self.generation
-
-        def guarded(store: Store) -> None:
-            if store.owned_txn(self.id, owner, generation, self.clock.now_ms()):
-                op(store)
-        self.engine.writes.submit(guarded, wait=False)
+    def _note(self, op: Callable[[Store], Any], key: StepKey) -> None:
+        """Queue a write without waiting for it (an attempt's start: bookkeeping, not a result)."""
+        self.engine.writes.submit(op, wait=False, guard=self._guard, key=(self.id, key), note=True)
 
     async def _boundary(self) -> None:
         """Called before a step starts: a requested pause lets in-flight steps finish, starts
@@ -198,7 +185,7 @@ class Lifetime:
                 config = resolve_step_config(raw_config, name)
             except DynwfError as exc:
                 raise self.fatal(exc) from None
-        config_json = json.dumps(config.to_dict())
+        config_json = config.json
         attempts = row.attempts if row is not None else 0
         if row is not None and row.status == "running":
             # The engine died during this attempt: it counts as failed, like the platform's
@@ -212,10 +199,10 @@ class Lifetime:
             attempts += 1
             started = self.clock.now_ms()
             self._note(lambda s, a=attempts, t=started: s.put_step_txn(
-                self.id, key, "running", t, attempts=a, config=config_json))
+                self.id, key, "running", t, attempts=a, config=config_json), key)
             self._publish(progress.STEP_STARTED, key, attempt=attempts, max_attempts=config.limit + 1)
             ctx = {"step": {"name": name, "count": key[2]}, "attempt": attempts,
-                   "config": config.to_dict()}
+                   "config": json.loads(config_json)}
             self.in_flight += 1
             try:
                 try:
@@ -237,7 +224,7 @@ class Lifetime:
                 continue
             finished = self.clock.now_ms()
             row = await self._commit(lambda s: self._store_step(
-                s, key, "done", finished, attempts, config_json, result=encoded, ended=True))
+                s, key, "done", finished, attempts, config_json, result=encoded, ended=True), key)
             self._publish(progress.STEP_COMMITTED, key, attempt=attempts,
                           duration_ms=finished - started)
             self.schedule_check()
@@ -245,10 +232,10 @@ class Lifetime:
 
     async def _attempt(self, body: Callable[[dict[str, Any]], Awaitable[Any]], ctx: dict[str, Any],
                        config: StepConfig, name: str) -> Any:
-        timeout_s = config.timeout_ms / 1000
         try:
-            return await asyncio.wait_for(self.engine.run_step_body(self, body, ctx), timeout_s)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(config.timeout_ms / 1000):
+                return await self.engine.run_step_body(self, body, ctx)
+        except TimeoutError:
             raise WorkflowTimeoutError(f'Step "{name}" attempt {ctx["attempt"]} timed out after '
                                        f"{config.timeout_ms}ms") from None
 
@@ -257,12 +244,12 @@ class Lifetime:
         """Record a failed attempt. Returns the error to raise into ``run()`` when the step is
         finished failing, or None after waiting out the back-off when it will be retried."""
         now = self.clock.now_ms()
-        config_json = json.dumps(config.to_dict())
+        config_json = config.json
         error_json = json.dumps(error)
         retry = exc is None or not is_non_retryable(exc)
         if not retry or not config.will_retry(attempts):
             await self._commit(lambda s: self._store_step(
-                s, key, "failed", now, attempts, config_json, error=error_json, ended=True))
+                s, key, "failed", now, attempts, config_json, error=error_json, ended=True), key)
             self._publish(progress.STEP_FAILED, key, attempt=attempts, error=error)
             self.schedule_check()
             return rebuild(error, exc)
@@ -277,7 +264,7 @@ class Lifetime:
             row = self._store_step(s, key, "backoff", now, attempts, config_json, error=error_json)
             s.add_timer_txn(self.id, "retry", key, due)
             return row
-        await self._commit(backoff)
+        await self._commit(backoff, key)
         self.engine.timer_added(due)
         await self._wait(key)
         return None

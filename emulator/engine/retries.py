@@ -9,7 +9,9 @@ so a step runs at most ``limit + 1`` times.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from emulator.engine.durations import parse_duration
@@ -46,6 +48,10 @@ class StepConfig:
     def will_retry(self, failed_attempt: int) -> bool:
         return failed_attempt <= self.limit
 
+    @property
+    def json(self) -> str:
+        return _config_json(self)
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved config in the platform's shape, as a step's ``ctx["config"]`` shows it."""
         data: dict[str, Any] = {
@@ -62,6 +68,11 @@ class StepConfig:
         retries = data["retries"]
         return cls(retries["limit"], retries["delay"], retries["backoff"], data["timeout"],
                    data.get("sensitive"))
+
+
+@lru_cache(maxsize=256)
+def _config_json(config: StepConfig) -> str:
+    return json.dumps(config.to_dict())
 
 
 DEFAULT_STEP_CONFIG = StepConfig()

@@ -44,7 +44,7 @@ class StepCallable:
         self._concurrent = concurrent
         self._config = config
         self._depends = depends
-        self._params = list(inspect.signature(func).parameters.values())
+        self._params = _parameter_names(func)
         self.__name__ = getattr(func, "__name__", name)
         self.__doc__ = getattr(func, "__doc__", None)
 
@@ -61,7 +61,7 @@ class StepCallable:
     async def _arguments(self) -> list[Any]:
         """Dependency values in parameter order; ``ctx`` slots hold a placeholder filled later."""
         if self._depends is None:
-            deps = [None if p.name == "ctx" else self._step._resolve_name(p.name) for p in self._params]
+            deps = [None if p == "ctx" else self._step._resolve_name(p) for p in self._params]
         else:
             deps = self._legacy_dependencies()
         todo = [d for d in deps if d is not None]
@@ -74,17 +74,30 @@ class StepCallable:
 
     def _legacy_dependencies(self) -> list["StepCallable | None"]:
         assert self._depends is not None
-        non_ctx = [p for p in self._params if p.name != "ctx"]
+        non_ctx = [p for p in self._params if p != "ctx"]
         if non_ctx and not self._depends:
             raise TypeError(f"Step has {len(non_ctx)} non-ctx parameter(s) but no 'depends' list provided")
         if len(non_ctx) != len(self._depends):
             raise TypeError(f"Step declares {len(non_ctx)} non-ctx parameter(s) but 'depends' has "
                             f"{len(self._depends)} item(s)")
         given = iter(self._depends)
-        return [None if p.name == "ctx" else next(given) for p in self._params]
+        return [None if p == "ctx" else next(given) for p in self._params]
 
 
 _CTX = object()
+_PARAMETERS: dict[Any, tuple[str, ...]] = {}
+
+
+def _parameter_names(func: Callable[..., Any]) -> tuple[str, ...]:
+    """Parameter names of a step function. A step declared in a loop is a new closure over the
+    same code each time, so the answer is cached by code object."""
+    code = getattr(func, "__code__", None)
+    names = _PARAMETERS.get(code) if code is not None else None
+    if names is None:
+        names = tuple(inspect.signature(func).parameters)
+        if code is not None and len(_PARAMETERS) < 10_000:
+            _PARAMETERS[code] = names
+    return names
 
 
 class WorkflowStep:

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): ``python -m benchmarks [--quick] [--json]`` prints the figures."""

@@ -1,0 +1,58 @@
+"""A stand-alone engine process: ``python -m emulator.engine.worker --db FILE --workflows MOD:ATTR``.
+
+``MOD:ATTR`` names an iterable of :class:`WorkflowDefinition` (or a callable returning one).
+Several workers may serve one database file; each runs only instances it holds the lease of,
+optionally only the ids given with ``--only``. SIGTERM/SIGINT stop it gracefully (leases are
+handed back); SIGKILL is recovered by lease expiry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import signal
+import sys
+
+from emulator.engine.engine import Engine
+
+
+def load_definitions(spec: str):
+    module_name, _, attribute = spec.partition(":")
+    if not attribute:
+        raise SystemExit(f"--workflows must look like module:attribute, got {spec!r}")
+    value = getattr(importlib.import_module(module_name), attribute)
+    return list(value() if callable(value) else value)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    only = None
+    if args.only:
+        only = [i for i in args.only.split(",") if i]
+    engine = Engine(args.db, load_definitions(args.workflows), owner=args.owner,
+                    lease_ms=args.lease_ms, poll_ms=args.poll_ms, only=only)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"worker {engine.owner} ready", flush=True)
+    try:
+        await engine.serve(stop)
+    finally:
+        engine.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m emulator.engine.worker", description=__doc__)
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--workflows", required=True, help="module:attribute of WorkflowDefinitions")
+    parser.add_argument("--owner", default=None)
+    parser.add_argument("--lease-ms", type=int, default=10_000)
+    parser.add_argument("--poll-ms", type=int, default=250)
+    parser.add_argument("--only", default=None, help="comma-separated instance ids to run")
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
