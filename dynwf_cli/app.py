@@ -47,8 +47,9 @@ _register()
 
 def main() -> None:
     """Console-script entry: run the app, turning DynwfError into one red line and exit code."""
+    from typer.exceptions import TyperException
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except DynwfError as exc:
         if os.environ.get("DYNWF_DEBUG") == "1":
             raise
@@ -60,12 +61,11 @@ def main() -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive as ClickException
-        import click
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except TyperException as exc:  # usage errors: bad option, bad value, missing argument
+        exc.show()
+        sys.exit(exc.exit_code)
+    # standalone_mode=False hands typer.Exit(n) back as a return value
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def exit_code_for(exc: DynwfError) -> int:

@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-COMMANDS: list[str] = []
+COMMANDS: list[str] = ["check"]
 
 
 def register_all(app: typer.Typer) -> None:

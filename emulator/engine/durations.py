@@ -74,7 +74,9 @@ def _parse_text(text: str, what: str) -> float:
     unit = unit_of(word)
     if unit is None:
         close = difflib.get_close_matches(word.lower(), _SPOKEN_UNITS, n=1, cutoff=0.5)
-        hint = f"did you mean '{number} {close[0]}'?" if close else \
+        suggestion = close[0] if not close or close[0].endswith("s") or float(number) == 1 \
+            else close[0] + "s"
+        hint = f"did you mean '{number} {suggestion}'?" if close else \
             "units are second, minute, hour, day, week, month, year"
         raise DurationError(f"{what} {text!r} has unknown unit '{word}'", hint=hint)
     return float(number) * MS_PER_UNIT[unit]

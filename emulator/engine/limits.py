@@ -9,7 +9,7 @@ from typing import Any
 from emulator.errors import (InvalidEventTypeError, InvalidIdError, InvalidStepNameError,
                              NotSerialisableError, PayloadTooLargeError)
 
-ID_PATTERN = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9\-_]*$")
+ID_PATTERN = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9\-_]*")  # always used with fullmatch
 MAX_ID_LENGTH = 100
 MAX_EVENT_TYPE_LENGTH = 100
 MAX_STEP_NAME_LENGTH = 256
@@ -20,19 +20,19 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f]")
 
 
 def is_valid_id(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and bool(ID_PATTERN.match(value))
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and bool(ID_PATTERN.fullmatch(value))
 
 
 def check_instance_id(value: object) -> str:
     if not is_valid_id(value):
         raise InvalidIdError(
             f"Workflow instance has invalid id {value!r}: ids are 1-{MAX_ID_LENGTH} characters "
-            "matching ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$", instance_id=value if isinstance(value, str) else None)
+            "matching ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$")
     return value  # type: ignore[return-value]
 
 
 def check_event_type(value: object) -> str:
-    if not (isinstance(value, str) and 0 < len(value) <= MAX_EVENT_TYPE_LENGTH and ID_PATTERN.match(value)):
+    if not (isinstance(value, str) and 0 < len(value) <= MAX_EVENT_TYPE_LENGTH and ID_PATTERN.fullmatch(value)):
         raise InvalidEventTypeError(
             f"Event type {value!r} is invalid: event types are 1-{MAX_EVENT_TYPE_LENGTH} characters "
             "matching ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$ (no dots)")

@@ -1,0 +1,129 @@
+"""``dynwf check``: run the project's static checks and print them for a person or for CI.
+
+The checks themselves live in ``emulator.config.check``; this module parses options, picks an
+output format and maps the findings to an exit status (0 clean or warnings only, 1 errors).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.text import Text
+
+from dynwf_cli.console import console
+from emulator.config.check import DEFAULT_ENTRY_CLASS, CheckReport, run_check
+from emulator.config.model import Diagnostic
+
+HELP = """Check a project without running it: the wrangler file, the dispatcher module, every
+tenant's workflow code (structure, step names, durations, step configs, ids, replay safety).
+
+Exit status: 0 when there are no errors (warnings allowed), 1 when there are errors, or
+warnings with --strict, or when no config file is found; 2 on a usage error.
+
+Example:
+
+\b
+  dynwf check --config examples/hello/wrangler.jsonc --format github --strict
+"""
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+    github = "github"
+
+
+def check(
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", metavar="FILE",
+        help="The wrangler file (default: ./wrangler.jsonc, ./wrangler.json, ./wrangler.toml)."),
+    tenants: Optional[Path] = typer.Option(
+        None, "--tenants", metavar="DIR",
+        help="Folder with one sub-folder per tenant id (default: tenants/ beside the config)."),
+    entrypoint: str = typer.Option(
+        DEFAULT_ENTRY_CLASS, "--entrypoint", metavar="CLASS",
+        help="The class each tenant's index.py must define."),
+    output: OutputFormat = typer.Option(
+        OutputFormat.text, "--format", "-f", case_sensitive=False,
+        help="text for people, json for tools, github for GitHub Actions annotations."),
+    strict: bool = typer.Option(False, "--strict", help="Fail (exit 1) on warnings too."),
+) -> None:
+    report = run_check(config, tenants_dir=tenants, entry_class=entrypoint)
+    shown = [_relative_to_cwd(report, d) for d in report.diagnostics]
+    if output is OutputFormat.json:
+        _print_plain(json.dumps([d.to_dict() for d in shown], indent=2, ensure_ascii=False))
+    elif output is OutputFormat.github:
+        for diagnostic in shown:
+            _print_plain(_github_command(diagnostic))
+    else:
+        _print_text(report, shown)
+    failed = report.errors > 0 or (strict and report.warnings > 0)
+    raise typer.Exit(1 if failed else 0)
+
+
+def _relative_to_cwd(report: CheckReport, diagnostic: Diagnostic) -> Diagnostic:
+    """Paths as the user can open them from where they ran the command; GitHub annotations
+    also need them relative to the checkout, which is the working folder in CI."""
+    return replace(diagnostic, file=Path(os.path.relpath(report.root / diagnostic.file)).as_posix())
+
+
+def _print_plain(text: str) -> None:
+    console.print(text, markup=False, emoji=False, highlight=False, soft_wrap=True)
+
+
+def _print_text(report: CheckReport, shown: list[Diagnostic]) -> None:
+    current = None
+    for diagnostic in shown:
+        if diagnostic.file != current:
+            if current is not None:
+                console.print()
+            current = diagnostic.file
+            console.print(Text(current, style="path"))
+        line = Text("  ")
+        line += Text(f"{diagnostic.file}:{diagnostic.line}:{diagnostic.column}", style="muted")
+        line += Text("  ")
+        line += Text(f"{diagnostic.severity:<7}", style=diagnostic.severity)
+        line += Text(f" {diagnostic.code}", style="code")
+        line += Text(f"  {diagnostic.message}")
+        console.print(line, soft_wrap=True)
+        if diagnostic.hint:
+            console.print(Text(f"      hint: {diagnostic.hint}", style="muted"), soft_wrap=True)
+    if shown:
+        console.print()
+    files = _plural(len(report.files), "file")
+    if not shown:
+        console.print(Text(f"✓ no problems in {files}", style="ok"))
+        return
+    summary = f"{_plural(report.errors, 'error')}, {_plural(report.warnings, 'warning')} in {files}"
+    console.print(Text(summary, style="error" if report.errors else "warning"))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _github_command(diagnostic: Diagnostic) -> str:
+    """One GitHub Actions workflow command, which the runner turns into an annotation."""
+    message = diagnostic.message + (f" (hint: {diagnostic.hint})" if diagnostic.hint else "")
+    properties = ",".join([f"file={_escape_property(diagnostic.file)}", f"line={diagnostic.line}",
+                           f"col={diagnostic.column}", f"title={_escape_property(diagnostic.code)}"])
+    return f"::{diagnostic.severity} {properties}::{_escape_data(message)}"
+
+
+def _escape_data(text: str) -> str:
+    # The runner's own escaping rules (actions/toolkit, command.ts escapeData).
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("check", help=HELP)(check)
