@@ -74,9 +74,6 @@ class Engine:
         self._next_poll = 0
         self._maybe_runnable = True
         self._lifetime_tasks: set[asyncio.Task[None]] = set()
-        #: Hook for isolates and log capture: how a step body is awaited.
-        self.step_runner: Callable[[Lifetime, Callable[[dict], Awaitable[Any]], dict], Awaitable[Any]] \
-            = lambda lifetime, body, ctx: body(ctx)
 
     # ---- registration and bindings ---------------------------------------------------------
 
@@ -133,10 +130,6 @@ class Engine:
         self.writes.submit(lambda s: s.add_log_txn(instance_id, step, level, message, now), wait=False)
         self.progress.publish(progress.Progress(progress.LOG, instance_id, now, step,
                                                 {"level": level, "message": message}))
-
-    def run_step_body(self, lifetime: Lifetime, body: Callable[[dict], Awaitable[Any]],
-                      ctx: dict) -> Awaitable[Any]:
-        return self.step_runner(lifetime, body, ctx)
 
     # ---- the scheduler ---------------------------------------------------------------------
 

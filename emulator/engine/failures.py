@@ -18,6 +18,10 @@ import builtins
 from typing import Any
 
 
+INTERNAL_ATTEMPT_ERROR = {"name": "WorkflowInternalError",
+                          "message": "Attempt failed due to internal workflows error"}
+
+
 class WorkflowFatalError(BaseException):
     """An error that ends the instance at once: invalid step name/config, step limit, a value
     that cannot be stored, a duration that does not parse."""

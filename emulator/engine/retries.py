@@ -75,6 +75,12 @@ def _config_json(config: StepConfig) -> str:
     return json.dumps(config.to_dict())
 
 
+@lru_cache(maxsize=256)
+def config_from_json(text: str) -> StepConfig:
+    """A stored (already validated) config; cached because every attempt of a step carries it."""
+    return StepConfig.from_dict(json.loads(text))
+
+
 DEFAULT_STEP_CONFIG = StepConfig()
 
 

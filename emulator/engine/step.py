@@ -7,8 +7,9 @@ parameter receives ``{"step": {"name", "count"}, "attempt", "config"}``. Before 
 legacy form applies: ``step.do(name, depends=[...], concurrent=False, config=None)`` fills the
 non-``ctx`` parameters positionally from ``depends``. Error texts follow the SDK (spec §3.2-§3.3).
 
-Durability lives in :class:`~emulator.engine.lifetime.Lifetime`; this module is only the SDK's
-surface and its dependency resolution.
+Step semantics live in :class:`~emulator.engine.client.StepClient` (beside the code) and
+:class:`~emulator.engine.lifetime.Lifetime` (in the engine); this module is only the SDK's surface
+and its dependency resolution.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 if TYPE_CHECKING:
-    from emulator.engine.lifetime import Lifetime
+    from emulator.engine.client import StepClient
 
 IMPLICIT_DEPENDENCIES_SINCE = date(2026, 2, 25)
 
@@ -103,8 +104,8 @@ def _parameter_names(func: Callable[..., Any]) -> tuple[str, ...]:
 class WorkflowStep:
     """The ``step`` argument of ``run``; one per run of an instance (a new one on every replay)."""
 
-    def __init__(self, lifetime: "Lifetime", *, implicit_dependencies: bool = True) -> None:
-        self._lifetime = lifetime
+    def __init__(self, client: "StepClient", *, implicit_dependencies: bool = True) -> None:
+        self._client = client
         self._implicit = implicit_dependencies
         self._closures: dict[str, StepCallable] = {}
         self._memo: dict[str, Any] = {}
@@ -133,13 +134,13 @@ class WorkflowStep:
         return decorator
 
     async def sleep(self, name: str, duration: Any) -> None:
-        await self._lifetime.sleep(name, duration)
+        await self._client.sleep(name, duration)
 
     async def sleep_until(self, name: str, timestamp: Any) -> None:
-        await self._lifetime.sleep_until(name, timestamp)
+        await self._client.sleep_until(name, timestamp)
 
     async def wait_for_event(self, name: str, event_type: str, /, timeout: Any = "24 hours") -> dict:
-        return await self._lifetime.wait_for_event(name, event_type, timeout)
+        return await self._client.wait_for_event(name, event_type, timeout)
 
     # ---- dependency resolution -------------------------------------------------------------
 
@@ -170,7 +171,7 @@ class WorkflowStep:
                     result = await result
                 return result
 
-            value = await self._lifetime.do(name, body, callable_._config)
+            value = await self._client.do(name, body, callable_._config)
         except BaseException as exc:
             if not future.done():
                 future.set_exception(exc)

@@ -1,0 +1,238 @@
+"""The half of step semantics that runs where the workflow's code runs.
+
+A step body runs next to the code that declared it: in the host for workflows the engine runs
+directly, in the tenant's isolate for dynamic workflows. So the logic split is:
+
+- here (``StepClient``): step identity (kind, name, occurrence count in call order), answering
+  replays from the step cache without asking anyone, validating names, configs and durations,
+  running the body with its ``ctx`` and timeout, and turning its value into JSON;
+- in the engine (``Lifetime``, the :class:`StepBackend`): recording attempts, deciding and waiting
+  out retries, sleeps and event waits, committing results.
+
+Tried first: the engine ran bodies by calling back into the isolate. That costs two round trips
+per step and an RPC for every function; this split costs one round trip (plus a one-way notice
+when an attempt starts, so a body that kills its isolate is still counted as an attempt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Protocol
+
+from emulator.engine.clock import to_datetime
+from emulator.engine.durations import parse_duration
+from emulator.engine.failures import (INTERNAL_ATTEMPT_ERROR, WorkflowFatalError,
+                                      WorkflowTimeoutError, error_dict, is_non_retryable, rebuild)
+from emulator.engine.limits import check_event_type, check_step_name, encode_json
+from emulator.engine.retries import StepConfig, resolve_step_config
+from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError
+
+StepKey = tuple[str, str, int]
+
+#: (instance id, step key) of the step body running in this task, for log capture.
+current_step: contextvars.ContextVar[tuple[str, StepKey] | None] = \
+    contextvars.ContextVar("dynwf_current_step", default=None)
+
+
+class StepBackend(Protocol):
+    """What the engine offers the client; every method is about one step key."""
+
+    def begin(self, key: StepKey, attempt: int, config_json: str) -> None:
+        """An attempt starts (one-way)."""
+
+    async def settle(self, key: StepKey, attempt: int, config_json: str, result: str | None,
+                     error: dict[str, str] | None, retryable: bool) -> dict[str, Any]:
+        """Record an attempt's outcome: ``{"status": "done"|"failed"|"retry"}``; for retry,
+        after the back-off has passed."""
+
+    async def await_retry(self, key: StepKey) -> None:
+        """The step is backing off: return when its next attempt may start."""
+
+    async def sleep(self, key: StepKey, duration_ms: int | None, due: int) -> None: ...
+
+    async def wait_for_event(self, key: StepKey, event_type: str, timeout_ms: int) -> dict[str, Any]:
+        """``{"status": "done"|"failed", "result"?, "error"?}`` once the wait is over."""
+
+    async def boundary(self) -> None:
+        """Called before new work starts (pause takes effect here)."""
+
+    def now_ms(self) -> int: ...
+
+
+class CachedStep:
+    """What the client knows of a step from before this run (a row of the step table)."""
+
+    __slots__ = ("status", "attempts", "config", "result", "error")
+
+    def __init__(self, status: str, attempts: int = 0, config: str | None = None,
+                 result: str | None = None, error: str | None = None) -> None:
+        self.status, self.attempts, self.config = status, attempts, config
+        self.result, self.error = result, error
+
+    def to_wire(self) -> list[Any]:
+        return [self.status, self.attempts, self.config, self.result, self.error]
+
+    @classmethod
+    def from_wire(cls, data: list[Any]) -> "CachedStep":
+        return cls(*data)
+
+
+def fatal(exc: DynwfError | str) -> WorkflowFatalError:
+    if isinstance(exc, DynwfError):
+        return WorkflowFatalError(exc.message + (f" ({exc.hint})" if exc.hint else ""), code=exc.code)
+    return WorkflowFatalError(exc)
+
+
+class StepClient:
+    """Step primitives for one run of one instance."""
+
+    def __init__(self, backend: StepBackend, instance_id: str, cache: dict[StepKey, CachedStep], *,
+                 step_limit: int, on_replay: Callable[[StepKey], None] | None = None) -> None:
+        self.backend = backend
+        self.instance_id = instance_id
+        self.cache = cache
+        self.step_limit = step_limit
+        self.on_replay = on_replay
+        self._counts: dict[tuple[str, str], int] = {}
+        self._do_steps = 0
+
+    def _key(self, kind: str, name: str) -> StepKey:
+        count = self._counts.get((kind, name), 0) + 1
+        self._counts[(kind, name)] = count
+        return (kind, name, count)
+
+    def _replayed(self, key: StepKey) -> None:
+        if self.on_replay is not None:
+            self.on_replay(key)
+
+    # ---- step.do ---------------------------------------------------------------------------
+
+    async def do(self, name: str, body: Callable[[dict[str, Any]], Awaitable[Any]],
+                 raw_config: Any) -> Any:
+        try:
+            check_step_name(name)
+        except DynwfError as exc:
+            raise fatal(exc) from None
+        key = self._key("do", name)
+        cached = self.cache.get(key)
+        if cached is not None and cached.status == "done":
+            self._replayed(key)
+            return json.loads(cached.result) if cached.result is not None else None
+        if cached is not None and cached.status == "failed":
+            self._replayed(key)
+            raise rebuild(json.loads(cached.error))
+        await self.backend.boundary()
+        self._do_steps += 1
+        if self._do_steps > self.step_limit:
+            raise WorkflowFatalError(f"The limit of {self.step_limit} steps has been reached. This "
+                                     "limit can be changed in your worker configuration.",
+                                     code="step.limit_exceeded")
+        if cached is not None and cached.config:
+            config = StepConfig.from_dict(json.loads(cached.config))
+        else:
+            try:
+                config = resolve_step_config(raw_config, name)
+            except DynwfError as exc:
+                raise fatal(exc) from None
+        config_json = config.json
+        attempts = cached.attempts if cached is not None else 0
+        if cached is not None and cached.status == "running":
+            # The attempt was cut off (engine or isolate died): it counts as a failed attempt.
+            outcome = await self.backend.settle(key, attempts, config_json, None,
+                                                INTERNAL_ATTEMPT_ERROR, True)
+            if outcome["status"] == "failed":
+                raise rebuild(INTERNAL_ATTEMPT_ERROR)
+        elif cached is not None and cached.status == "backoff":
+            await self.backend.await_retry(key)
+        while True:
+            attempts += 1
+            self.backend.begin(key, attempts, config_json)
+            ctx = {"step": {"name": name, "count": key[2]}, "attempt": attempts,
+                   "config": json.loads(config_json)}
+            token = current_step.set((self.instance_id, key))
+            try:
+                async with asyncio.timeout(config.timeout_ms / 1000):
+                    value = await body(ctx)
+                encoded = encode_json(value, what=f'The output of step "{name}"')
+            except NotSerialisableError as exc:
+                raise WorkflowFatalError(
+                    f'The execution of the Workflow instance was terminated, as the step "{name}" '
+                    f"returned a value which is not serialisable: {exc.message}",
+                    code="step.not_serialisable") from None
+            except Exception as exc:  # noqa: BLE001 - any error of the body is a failed attempt
+                if isinstance(exc, TimeoutError):
+                    exc = WorkflowTimeoutError(f'Step "{name}" attempt {attempts} timed out after '
+                                               f"{config.timeout_ms}ms")
+                elif isinstance(exc, PayloadTooLargeError):
+                    exc = PayloadTooLargeError(f"Step {name}-{key[2]} output is too large: {exc.message}")
+                error = error_dict(exc)
+                outcome = await self.backend.settle(key, attempts, config_json, None, error,
+                                                    not is_non_retryable(exc))
+                if outcome["status"] == "failed":
+                    raise rebuild(error, exc) from exc
+                continue
+            finally:
+                current_step.reset(token)
+            await self.backend.settle(key, attempts, config_json, encoded, None, False)
+            return json.loads(encoded)
+
+    # ---- sleeps ----------------------------------------------------------------------------
+
+    async def sleep(self, name: str, duration: Any) -> None:
+        try:
+            check_step_name(name)
+            ms = parse_duration(duration, what=f'sleep "{name}" duration')
+        except DynwfError as exc:
+            raise fatal(exc) from None
+        await self._sleep(self._key("sleep", name), ms, None)
+
+    async def sleep_until(self, name: str, timestamp: Any) -> None:
+        try:
+            check_step_name(name)
+        except DynwfError as exc:
+            raise fatal(exc) from None
+        if isinstance(timestamp, datetime):
+            aware = timestamp if timestamp.tzinfo else timestamp.replace(tzinfo=timezone.utc)
+            due = round(aware.timestamp() * 1000)
+        elif isinstance(timestamp, (int, float)) and not isinstance(timestamp, bool):
+            due = round(timestamp)  # epoch milliseconds, as the runtime reads a number
+        else:
+            raise fatal(f'sleep_until "{name}" needs a datetime or epoch milliseconds, '
+                        f"not {type(timestamp).__name__}")
+        await self._sleep(self._key("sleep", name), None, due)
+
+    async def _sleep(self, key: StepKey, ms: int | None, due: int | None) -> None:
+        cached = self.cache.get(key)
+        if cached is not None and cached.status == "done":
+            self._replayed(key)
+            return
+        await self.backend.boundary()
+        if due is None:
+            due = self.backend.now_ms() + (ms or 0)
+        await self.backend.sleep(key, ms, due)
+
+    # ---- events ----------------------------------------------------------------------------
+
+    async def wait_for_event(self, name: str, event_type: Any, timeout: Any) -> dict[str, Any]:
+        try:
+            check_step_name(name)
+            check_event_type(event_type)
+            timeout_ms = parse_duration(timeout, what=f'wait_for_event "{name}" timeout')
+        except DynwfError as exc:
+            raise fatal(exc) from None
+        key = self._key("wait", name)
+        cached = self.cache.get(key)
+        if cached is not None and cached.status in ("done", "failed"):
+            self._replayed(key)
+            outcome = {"status": cached.status, "result": cached.result, "error": cached.error}
+        else:
+            await self.backend.boundary()
+            outcome = await self.backend.wait_for_event(key, event_type, timeout_ms)
+        if outcome["status"] == "failed":
+            raise rebuild(json.loads(outcome["error"]))
+        value = json.loads(outcome["result"])
+        value["timestamp"] = to_datetime(value["timestamp"])
+        return value
