@@ -26,7 +26,8 @@ from emulator.engine.clock import to_datetime
 from emulator.engine.durations import parse_duration
 from emulator.engine.failures import (INTERNAL_ATTEMPT_ERROR, WorkflowFatalError,
                                       WorkflowTimeoutError, error_dict, is_non_retryable, rebuild)
-from emulator.engine.limits import check_event_type, check_step_name, encode_json
+from emulator.engine.limits import (MAX_SLEEP_MS, MIN_EVENT_TIMEOUT_MS, check_event_type,
+                                    check_step_name, encode_json)
 from emulator.engine.retries import StepConfig, resolve_step_config
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError
 
@@ -51,7 +52,8 @@ class StepBackend(Protocol):
     async def await_retry(self, key: StepKey) -> None:
         """The step is backing off: return when its next attempt may start."""
 
-    async def sleep(self, key: StepKey, duration_ms: int | None, due: int) -> None: ...
+    async def sleep(self, key: StepKey, duration_ms: int | None, due: int | None) -> None:
+        """Sleep ``duration_ms`` from now, or until ``due`` (epoch ms)."""
 
     async def wait_for_event(self, key: StepKey, event_type: str, timeout_ms: int) -> dict[str, Any]:
         """``{"status": "done"|"failed", "result"?, "error"?}`` once the wait is over."""
@@ -59,7 +61,6 @@ class StepBackend(Protocol):
     async def boundary(self) -> None:
         """Called before new work starts (pause takes effect here)."""
 
-    def now_ms(self) -> int: ...
 
 
 class CachedStep:
@@ -117,6 +118,7 @@ class StepClient:
         except DynwfError as exc:
             raise fatal(exc) from None
         key = self._key("do", name)
+        self._do_steps += 1  # replayed steps count too: the limit is per instance, not per run
         cached = self.cache.get(key)
         if cached is not None and cached.status == "done":
             self._replayed(key)
@@ -125,7 +127,6 @@ class StepClient:
             self._replayed(key)
             raise rebuild(json.loads(cached.error))
         await self.backend.boundary()
-        self._do_steps += 1
         if self._do_steps > self.step_limit:
             raise WorkflowFatalError(f"The limit of {self.step_limit} steps has been reached. This "
                                      "limit can be changed in your worker configuration.",
@@ -187,6 +188,8 @@ class StepClient:
             ms = parse_duration(duration, what=f'sleep "{name}" duration')
         except DynwfError as exc:
             raise fatal(exc) from None
+        if ms > MAX_SLEEP_MS:
+            raise fatal(f'sleep "{name}" of {duration!r} is longer than the limit of 365 days')
         await self._sleep(self._key("sleep", name), ms, None)
 
     async def sleep_until(self, name: str, timestamp: Any) -> None:
@@ -205,13 +208,12 @@ class StepClient:
         await self._sleep(self._key("sleep", name), None, due)
 
     async def _sleep(self, key: StepKey, ms: int | None, due: int | None) -> None:
+        """``due`` is None for a relative sleep: the engine's clock decides when it ends."""
         cached = self.cache.get(key)
         if cached is not None and cached.status == "done":
             self._replayed(key)
             return
         await self.backend.boundary()
-        if due is None:
-            due = self.backend.now_ms() + (ms or 0)
         await self.backend.sleep(key, ms, due)
 
     # ---- events ----------------------------------------------------------------------------
@@ -223,6 +225,9 @@ class StepClient:
             timeout_ms = parse_duration(timeout, what=f'wait_for_event "{name}" timeout')
         except DynwfError as exc:
             raise fatal(exc) from None
+        if not MIN_EVENT_TIMEOUT_MS <= timeout_ms <= MAX_SLEEP_MS:
+            raise fatal(f'wait_for_event "{name}" timeout {timeout!r} is outside the allowed range '
+                        "of 1 second to 365 days")
         key = self._key("wait", name)
         cached = self.cache.get(key)
         if cached is not None and cached.status in ("done", "failed"):

@@ -224,7 +224,7 @@ class Lifetime:
         self._enter()
         await self._wait(key)
 
-    async def sleep(self, key: StepKey, duration_ms: int | None, due: int) -> None:
+    async def sleep(self, key: StepKey, duration_ms: int | None, due: int | None) -> None:
         self._enter()
         row = self.steps.get(key)
         if row is not None:
@@ -238,6 +238,8 @@ class Lifetime:
             await self._wait(key)
             return
         now = self.clock.now_ms()
+        if due is None:
+            due = now + (duration_ms or 0)
         if due <= now:
             await self._commit(lambda s: self._store_step(s, key, "done", now, 0, None,
                                                           duration_ms=duration_ms, ended=True))

@@ -111,6 +111,11 @@ class WorkflowStep:
         self._memo: dict[str, Any] = {}
         self._running: dict[str, asyncio.Future[Any]] = {}
 
+    def __rpc_proxy__(self) -> Any:
+        """Sent to an isolate as the engine's step backend plus the step cache."""
+        from emulator.isolates.steps import StepBackendTarget
+        return StepBackendTarget(self._client)
+
     # ---- the SDK surface -------------------------------------------------------------------
 
     def do(self, name: Any = None, depends: Any = None, concurrent: bool = False,

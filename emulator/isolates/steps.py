@@ -1,0 +1,97 @@
+"""The ``step`` object across the isolate boundary.
+
+When the dispatcher forwards ``step`` to a tenant's ``run(event, step)``, the engine's side is sent
+by reference as a :class:`StepBackendTarget` (the only engine methods an isolate may call, all
+scoped to that one instance) together with the step cache; the isolate builds its own
+``WorkflowStep`` over a :class:`RemoteStepBackend`, so replays are answered without a round trip
+and each new step costs one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from emulator.engine.client import CachedStep, StepClient, StepKey
+from emulator.engine.step import WorkflowStep
+from emulator.rpc.target import RpcTarget
+
+STEP_KIND = "step"
+
+
+def _key(data: Any) -> StepKey:
+    kind, name, count = data
+    if kind not in ("do", "sleep", "wait") or not isinstance(name, str) or not isinstance(count, int):
+        raise ValueError(f"invalid step key {data!r}")
+    return (kind, name, count)
+
+
+class StepBackendTarget(RpcTarget):
+    """What an isolate may ask of the engine about the one instance it is running."""
+
+    def __init__(self, client: StepClient) -> None:
+        self._client = client
+        self._backend = client.backend
+
+    def __rpc_describe__(self) -> tuple[str, dict[str, Any]]:
+        cache = [[list(key), step.to_wire()] for key, step in self._client.cache.items()]
+        return STEP_KIND, {"instance": self._client.instance_id, "cache": cache,
+                           "limit": self._client.step_limit}
+
+    def begin(self, key: Any, attempt: int, config_json: str) -> None:
+        self._backend.begin(_key(key), int(attempt), str(config_json))
+
+    async def settle(self, key: Any, attempt: int, config_json: str, result: str | None,
+                     error: dict[str, str] | None, retryable: bool) -> dict[str, Any]:
+        return await self._backend.settle(_key(key), int(attempt), str(config_json), result, error,
+                                          bool(retryable))
+
+    async def await_retry(self, key: Any) -> None:
+        await self._backend.await_retry(_key(key))
+
+    async def sleep(self, key: Any, duration_ms: int | None, due: int | None) -> None:
+        await self._backend.sleep(_key(key), duration_ms, due)
+
+    async def wait_for_event(self, key: Any, event_type: str, timeout_ms: int) -> dict[str, Any]:
+        return await self._backend.wait_for_event(_key(key), event_type, int(timeout_ms))
+
+    def replayed(self, key: Any) -> None:
+        on_replay = self._client.on_replay
+        if on_replay is not None:
+            on_replay(_key(key))
+
+
+class RemoteStepBackend:
+    """The isolate's side: the engine's step primitives, one RPC each."""
+
+    def __init__(self, stub: Any) -> None:
+        self._stub = stub
+
+    def begin(self, key: StepKey, attempt: int, config_json: str) -> None:
+        self._stub.begin.send(list(key), attempt, config_json)
+
+    async def settle(self, key: StepKey, attempt: int, config_json: str, result: str | None,
+                     error: dict[str, str] | None, retryable: bool) -> dict[str, Any]:
+        return await self._stub.settle(list(key), attempt, config_json, result, error, retryable)
+
+    async def await_retry(self, key: StepKey) -> None:
+        await self._stub.await_retry(list(key))
+
+    async def sleep(self, key: StepKey, duration_ms: int | None, due: int | None) -> None:
+        await self._stub.sleep(list(key), duration_ms, due)
+
+    async def wait_for_event(self, key: StepKey, event_type: str, timeout_ms: int) -> dict[str, Any]:
+        return await self._stub.wait_for_event(list(key), event_type, timeout_ms)
+
+    async def boundary(self) -> None:
+        """A pause is enforced by the engine, which holds back the step's answers."""
+
+
+def step_proxy(implicit_dependencies: bool):
+    """The factory the isolate registers for incoming ``step`` references."""
+    def build(stub: Any, init: dict[str, Any]) -> WorkflowStep:
+        cache = {_key(key): CachedStep.from_wire(row) for key, row in init["cache"]}
+        client = StepClient(RemoteStepBackend(stub), init["instance"], cache,
+                            step_limit=init["limit"],
+                            on_replay=lambda key: stub.replayed.send(list(key)))
+        return WorkflowStep(client, implicit_dependencies=implicit_dependencies)
+    return build

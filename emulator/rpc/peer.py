@@ -1,0 +1,320 @@
+"""One side of an RPC connection: exported objects, stubs of the other side's, calls in flight.
+
+Messages (JSON objects, one per frame):
+
+- ``{"t": "call", "id", "ref", "m", "a", "k"}``: call method ``m`` of exported object ``ref``;
+  answered by ``{"t": "ok", "id", "v"}`` or ``{"t": "err", "id", "e": {"name", "message", "code"}}``;
+- ``{"t": "send", "ref", "m", "a", "k"}``: the same, one-way (no answer, errors dropped);
+- ``{"t": "cancel", "id"}``: the caller gave up on call ``id`` (its task is cancelled here);
+- ``{"t": "drop", "id", "n"}``: the other side let go of ``n`` copies of stub ``id``.
+
+Calls are multiplexed: each incoming call runs in its own task, answers go out as they finish.
+Object 0 is each side's *root*, the object the connection was made for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import inspect
+import json
+import weakref
+from typing import Any, Callable
+
+from emulator.rpc import codec
+from emulator.rpc.target import RpcTarget
+
+ErrorFactory = Callable[[str, "str | None"], BaseException]
+_ERROR_FACTORIES: dict[str, ErrorFactory] = {}
+
+
+def register_error(name: str, factory: ErrorFactory) -> None:
+    """Rebuild remote errors named ``name`` with ``factory(message, code)``."""
+    _ERROR_FACTORIES[name] = factory
+
+
+class RemoteError(Exception):
+    """An error raised on the other side whose class cannot be rebuilt here."""
+
+    def __init__(self, message: str, name: str = "Error", code: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.message = message
+        if code:
+            self.code = code
+
+
+class ConnectionLost(Exception):
+    """The other side is gone; carries the reason (an isolate fault) when it is known."""
+
+    def __init__(self, message: str, code: str = "isolate.crashed") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def error_to_wire(exc: BaseException) -> dict[str, Any]:
+    name = getattr(exc, "name", None)
+    if not isinstance(name, str):
+        name = type(exc).__name__
+    if any(c.__name__ == "NonRetryableError" for c in type(exc).__mro__):
+        name = "NonRetryableError"
+    message = getattr(exc, "message", None)
+    if not isinstance(message, str):
+        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    code = getattr(exc, "code", None)
+    return {"name": name, "message": message, "code": code if isinstance(code, str) else None}
+
+
+def error_from_wire(error: dict[str, Any]) -> BaseException:
+    name, message, code = error.get("name", "Error"), error.get("message", ""), error.get("code")
+    factory = _ERROR_FACTORIES.get(name)
+    if factory is not None:
+        return factory(message, code)
+    if code:
+        from emulator import errors
+        for cls in vars(errors).values():
+            if isinstance(cls, type) and issubclass(cls, errors.DynwfError) and cls.code == code:
+                try:
+                    return cls(message)
+                except TypeError:
+                    break
+        return RemoteError(message, name, code)
+    candidate = getattr(builtins, name, None)
+    if isinstance(candidate, type) and issubclass(candidate, Exception):
+        try:
+            return candidate(message)
+        except Exception:
+            pass
+    return RemoteError(message, name)
+
+
+class Stub:
+    """A reference to an object on the other side; attribute access gives callable methods."""
+
+    __slots__ = ("_peer", "_ref", "_props", "__weakref__")
+
+    def __init__(self, peer: "Peer", ref: int, props: dict[str, Any] | None = None) -> None:
+        self._peer = peer
+        self._ref = ref
+        self._props = props or {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._props:
+            return self._props[name]
+        return _Method(self._peer, self._ref, name)
+
+    def __repr__(self) -> str:
+        return f"<stub {self._ref} of {self._peer.name}>"
+
+
+class _Method:
+    __slots__ = ("_peer", "_ref", "_name")
+
+    def __init__(self, peer: "Peer", ref: int, name: str) -> None:
+        self._peer, self._ref, self._name = peer, ref, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._peer.call(self._ref, self._name, args, kwargs)
+
+    def send(self, *args: Any, **kwargs: Any) -> None:
+        """Call without waiting for (or getting) an answer."""
+        self._peer.notify(self._ref, self._name, args, kwargs)
+
+
+class Peer:
+    def __init__(self, write: Callable[[bytes], None], root: Any = None, *, name: str = "peer",
+                 proxies: dict[str, Callable[[Stub, Any], Any]] | None = None) -> None:
+        self._write = write
+        self.name = name
+        self._exports: dict[int, list[Any]] = {0: [root, 1]}
+        self._export_ids: dict[int, int] = {}
+        self._next_export = 1
+        self._next_call = 1
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._handling: dict[int, asyncio.Task[Any]] = {}
+        self._stubs: dict[int, tuple[weakref.ref[Stub], list[int]]] = {}
+        self.proxies = proxies or {}
+        self.closed: BaseException | None = None
+        self.remote = Stub(self, 0)
+
+    # ---- references ------------------------------------------------------------------------
+
+    def export(self, obj: RpcTarget, path: str) -> dict[str, Any]:
+        ref = self._export_ids.get(id(obj))
+        if ref is None or self._exports.get(ref, [None])[0] is not obj:
+            ref = self._next_export
+            self._next_export += 1
+            self._exports[ref] = [obj, 0]
+            self._export_ids[id(obj)] = ref
+        self._exports[ref][1] += 1
+        data: dict[str, Any] = {codec.TAG: "ref", "id": ref}
+        props = {name: codec.encode(getattr(obj, name), self, f"{path}.{name}")
+                 for name in type(obj).__rpc_props__}
+        if props:
+            data["props"] = props
+        describe = getattr(obj, "__rpc_describe__", None)
+        if describe is not None:
+            kind, init = describe()
+            data["kind"] = kind
+            data["init"] = codec.encode(init, self, f"{path}.init")
+        return data
+
+    def import_ref(self, data: dict[str, Any]) -> Any:
+        ref = data["id"]
+        entry = self._stubs.get(ref)
+        stub = entry[0]() if entry else None
+        if stub is None:
+            props = {k: codec.decode(v, self) for k, v in data.get("props", {}).items()}
+            stub = Stub(self, ref, props)
+            counter = [0]
+            self._stubs[ref] = (weakref.ref(stub), counter)
+            weakref.finalize(stub, self._release, ref, counter)
+        self._stubs[ref][1][0] += 1
+        kind = data.get("kind")
+        if kind is not None and kind in self.proxies:
+            return self.proxies[kind](stub, codec.decode(data.get("init"), self))
+        return stub
+
+    def _release(self, ref: int, counter: list[int]) -> None:
+        entry = self._stubs.get(ref)
+        if entry is not None and entry[1] is counter:
+            del self._stubs[ref]
+        if self.closed is None and counter[0]:
+            try:
+                self._send({"t": "drop", "id": ref, "n": counter[0]})
+            except Exception:
+                pass
+
+    def local(self, ref: int) -> Any:
+        try:
+            return self._exports[ref][0]
+        except KeyError:
+            raise codec.RpcTypeError(f"stale RPC reference {ref}") from None
+
+    @property
+    def export_count(self) -> int:
+        return len(self._exports)
+
+    # ---- outgoing --------------------------------------------------------------------------
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self._write(json.dumps(message, separators=(",", ":"), ensure_ascii=False,
+                               allow_nan=False).encode())
+
+    async def call(self, ref: int, method: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+        """Call ``method`` on the other side's object ``ref``; cancelling the caller cancels the
+        call over there too."""
+        if self.closed is not None:
+            raise self.closed
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        call_id = self._next_call
+        self._next_call += 1
+        message = {"t": "call", "id": call_id, "ref": ref, "m": method,
+                   "a": codec.encode(list(args), self, f"{method}() arguments")}
+        if kwargs:
+            message["k"] = codec.encode(kwargs, self, f"{method}() keyword arguments")
+        self._pending[call_id] = future
+        self._send(message)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._cancel(call_id)
+            raise
+
+    def notify(self, ref: int, method: str, args: tuple, kwargs: dict[str, Any]) -> None:
+        if self.closed is not None:
+            return
+        message = {"t": "send", "ref": ref, "m": method,
+                   "a": codec.encode(list(args), self, f"{method}() arguments")}
+        if kwargs:
+            message["k"] = codec.encode(kwargs, self, f"{method}() keyword arguments")
+        self._send(message)
+
+    def _cancel(self, call_id: int) -> None:
+        if self._pending.pop(call_id, None) is not None and self.closed is None:
+            try:
+                self._send({"t": "cancel", "id": call_id})
+            except Exception:
+                pass
+
+    # ---- incoming --------------------------------------------------------------------------
+
+    def receive(self, frame: bytes) -> None:
+        message = json.loads(frame)
+        kind = message["t"]
+        if kind in ("call", "send"):
+            task = asyncio.get_running_loop().create_task(self._handle(message))
+            if kind == "call":
+                self._handling[message["id"]] = task
+        elif kind == "ok":
+            future = self._pending.pop(message["id"], None)
+            if future is not None and not future.done():
+                try:
+                    future.set_result(codec.decode(message["v"], self))
+                except Exception as exc:
+                    future.set_exception(exc)
+        elif kind == "err":
+            future = self._pending.pop(message["id"], None)
+            if future is not None and not future.done():
+                future.set_exception(error_from_wire(message["e"]))
+        elif kind == "cancel":
+            task = self._handling.pop(message["id"], None)
+            if task is not None:
+                task.cancel()
+        elif kind == "drop":
+            entry = self._exports.get(message["id"])
+            if entry is not None and message["id"] != 0:
+                entry[1] -= message["n"]
+                if entry[1] <= 0:
+                    del self._exports[message["id"]]
+                    self._export_ids.pop(id(entry[0]), None)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        call_id = message.get("id")
+        try:
+            target = self.local(message["ref"])
+            method = message["m"]
+            if method.startswith("_") or not callable(getattr(type(target), method, None)):
+                raise AttributeError(f"{type(target).__name__} has no method {method!r} that can be "
+                                     "called over RPC")
+            args = codec.decode(message["a"], self)
+            kwargs = codec.decode(message.get("k") or {}, self)
+            result = getattr(target, method)(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            if call_id is not None:
+                self._send({"t": "ok", "id": call_id, "v": codec.encode(result, self, "result")})
+        except asyncio.CancelledError:
+            if call_id is not None and self.closed is None and call_id in self._handling:
+                self._send({"t": "err", "id": call_id,
+                            "e": {"name": "CancelledError", "message": "call cancelled", "code": None}})
+            raise
+        except BaseException as exc:  # everything the callee raised goes back to the caller
+            if call_id is not None and self.closed is None:
+                try:
+                    self._send({"t": "err", "id": call_id, "e": error_to_wire(exc)})
+                except Exception:
+                    pass
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+        finally:
+            if call_id is not None:
+                self._handling.pop(call_id, None)
+
+    # ---- end -------------------------------------------------------------------------------
+
+    def close(self, reason: BaseException) -> None:
+        """The connection is gone: every call in flight fails with ``reason``."""
+        if self.closed is not None:
+            return
+        self.closed = reason
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(reason)
+        for task in list(self._handling.values()):
+            task.cancel()
+        self._handling.clear()
