@@ -33,8 +33,12 @@ from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeErr
 
 StepKey = tuple[str, str, int]
 
-#: (instance id, step key) of the step body running in this task, for log capture.
-current_step: contextvars.ContextVar[tuple[str, StepKey] | None] = \
+#: Called with any exception a step body raises, before it is recorded (an isolate exits on
+#: MemoryError here, so the engine sees ``isolate.memory_limit``).
+on_body_error: Callable[[BaseException], None] | None = None
+
+#: (instance id, step key, backend) of the step body running in this task, for log capture.
+current_step: contextvars.ContextVar[tuple[str, StepKey, Any] | None] = \
     contextvars.ContextVar("dynwf_current_step", default=None)
 
 
@@ -60,6 +64,9 @@ class StepBackend(Protocol):
 
     async def boundary(self) -> None:
         """Called before new work starts (pause takes effect here)."""
+
+    def log(self, key: StepKey | None, level: str, message: str) -> None:
+        """A line the step's code printed or logged (one-way)."""
 
 
 
@@ -153,7 +160,7 @@ class StepClient:
             self.backend.begin(key, attempts, config_json)
             ctx = {"step": {"name": name, "count": key[2]}, "attempt": attempts,
                    "config": json.loads(config_json)}
-            token = current_step.set((self.instance_id, key))
+            token = current_step.set((self.instance_id, key, self.backend))
             try:
                 async with asyncio.timeout(config.timeout_ms / 1000):
                     value = await body(ctx)
@@ -164,6 +171,8 @@ class StepClient:
                     f"returned a value which is not serialisable: {exc.message}",
                     code="step.not_serialisable") from None
             except Exception as exc:  # noqa: BLE001 - any error of the body is a failed attempt
+                if on_body_error is not None:
+                    on_body_error(exc)
                 if isinstance(exc, TimeoutError):
                     exc = WorkflowTimeoutError(f'Step "{name}" attempt {attempts} timed out after '
                                                f"{config.timeout_ms}ms")

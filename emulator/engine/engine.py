@@ -32,6 +32,7 @@ from emulator.engine.failures import WorkflowFatalError, error_dict
 from emulator.engine.lifetime import RESOLVED, Lifetime, timeout_error
 from emulator.engine.writes import WriteBatcher
 from emulator.engine.limits import DEFAULT_STEP_LIMIT, encode_json
+from emulator.engine.retries import config_from_json
 from emulator.engine.step import uses_implicit_dependencies
 from emulator.engine.store import InstanceRow, StepKey, Store, TimerRow
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError
@@ -325,7 +326,12 @@ class Engine:
             await self._finish(lifetime, states.ERRORED,
                                error={"name": "WorkflowFatalError", "message": exc.message})
         except Exception as exc:  # noqa: BLE001 - anything escaping run() errors the instance
-            await self._finish(lifetime, states.ERRORED, error=error_dict(exc))
+            if is_isolate_fault(exc) and lifetime.attempting:
+                await self._isolate_lost(lifetime, exc)
+            elif is_isolate_fault(exc):  # outside any step: the run itself failed
+                await self._finish(lifetime, states.ERRORED, error=isolate_error(exc))
+            else:
+                await self._finish(lifetime, states.ERRORED, error=error_dict(exc))
         finally:
             if self.live.get(lifetime.id) is lifetime:
                 del self.live[lifetime.id]
@@ -392,6 +398,45 @@ class Engine:
             self.progress.publish(progress.Progress(progress.INSTANCE_STATUS, lifetime.id, now, None,
                                                     {"status": new}))
 
+    async def _isolate_lost(self, lifetime: Lifetime, exc: BaseException) -> None:
+        """The isolate running this instance died with steps in flight: each of them failed an
+        attempt with the isolate's error (their retry policy decides what next), and the
+        instance is replayed, in a fresh isolate, when its next step may run."""
+        lifetime.stop("isolate")
+        attempting, lifetime.attempting = dict(lifetime.attempting), {}
+        error = isolate_error(exc)
+        error_json = json.dumps(error)
+        owner, generation, now = self.owner, lifetime.generation, self.clock.now_ms()
+
+        def lost(store: Store) -> str | None:
+            row = store.find_instance(lifetime.id)
+            if row is None or row.generation != generation or row.lease_owner != owner \
+                    or row.status not in states.LIVE:
+                return None
+            for key, (attempt, config_json, _started) in attempting.items():
+                config = config_from_json(config_json)
+                if config.will_retry(attempt):
+                    store.put_step_txn(lifetime.id, key, "backoff", now, attempts=attempt,
+                                       config=config_json, error=error_json)
+                    store.add_timer_txn(lifetime.id, "retry", key,
+                                        now + config.delay_before_retry(attempt))
+                else:
+                    store.put_step_txn(lifetime.id, key, "failed", now, attempts=attempt,
+                                       config=config_json, error=error_json, ended=True)
+            new = states.PAUSED if row.status == states.WAITING_FOR_PAUSE else \
+                states.WAITING if store.timers_of(lifetime.id) else states.QUEUED
+            store.set_status_txn(lifetime.id, row.status, new, now,
+                                 paused_at=now if new == states.PAUSED else None)
+            store.release_txn(lifetime.id, owner)
+            return new
+        new = await self.writes.submit(lost)
+        for key, (attempt, _config, _started) in attempting.items():
+            self.progress.publish(progress.Progress(progress.STEP_ATTEMPT_FAILED, lifetime.id, now,
+                                                    key, {"attempt": attempt, "error": error}))
+        if new is not None:
+            self.progress.publish(progress.Progress(progress.INSTANCE_STATUS, lifetime.id, now, None,
+                                                    {"status": new}))
+
     async def shutdown(self) -> None:
         """Stop every lifetime and hand its lease back, so another engine can start at once."""
         for lifetime in list(self.live.values()):
@@ -408,6 +453,16 @@ class Engine:
 
     def close(self) -> None:
         self.store.close()
+
+
+def is_isolate_fault(exc: BaseException) -> bool:
+    """An isolate died or was stopped under a call (not the workflow's own error)."""
+    code = getattr(exc, "code", None)
+    return isinstance(code, str) and code.startswith("isolate.")
+
+
+def isolate_error(exc: BaseException) -> dict[str, str]:
+    return {"name": "IsolateError", "message": f"[{getattr(exc, 'code', 'isolate.crashed')}] {exc}"}
 
 
 async def _call_run(runner: Any, event: dict[str, Any], step: Any) -> Any:

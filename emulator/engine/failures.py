@@ -35,6 +35,8 @@ class WorkflowFatalError(BaseException):
 class StepError(Exception):
     """A step failure whose original class cannot be rebuilt; ``name`` is that class's name."""
 
+    carries_name = True
+
     def __init__(self, message: str, name: str = "Error") -> None:
         super().__init__(message)
         self.name = name
@@ -44,6 +46,7 @@ class WorkflowTimeoutError(Exception):
     """A step attempt or a ``wait_for_event`` ran past its timeout."""
 
     name = "WorkflowTimeoutError"
+    carries_name = True
 
 
 def non_retryable_class() -> type[Exception]:
@@ -57,7 +60,7 @@ def is_non_retryable(exc: BaseException) -> bool:
 
 
 def error_dict(exc: BaseException) -> dict[str, str]:
-    name = getattr(exc, "name", None) if isinstance(exc, (StepError, WorkflowTimeoutError)) else None
+    name = getattr(exc, "name", None) if getattr(type(exc), "carries_name", False) else None
     if is_non_retryable(exc):
         name = "NonRetryableError"
     message = exc.message if isinstance(exc, WorkflowFatalError) else str(exc)

@@ -176,6 +176,9 @@ class Lifetime:
 
     # ---- the StepBackend ---------------------------------------------------------------------
 
+    def log(self, key: StepKey | None, level: str, message: str) -> None:
+        self.engine.log(self.id, key, level, message)
+
     def begin(self, key: StepKey, attempt: int, config_json: str) -> None:
         started = self.clock.now_ms()
         self.attempting[key] = (attempt, config_json, started)

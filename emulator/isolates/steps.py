@@ -12,10 +12,19 @@ from __future__ import annotations
 from typing import Any
 
 from emulator.engine.client import CachedStep, StepClient, StepKey
+from emulator.engine.failures import WorkflowFatalError, WorkflowTimeoutError, non_retryable_class
 from emulator.engine.step import WorkflowStep
+from emulator.rpc.peer import register_error
 from emulator.rpc.target import RpcTarget
 
 STEP_KIND = "step"
+
+# Errors that must come back as themselves, not as RemoteError: a fatal error still ends the
+# instance, a NonRetryableError still stops retries, a timeout is still a WorkflowTimeoutError.
+register_error("WorkflowFatalError",
+               lambda message, code: WorkflowFatalError(message, code=code or "workflow.fatal"))
+register_error("NonRetryableError", lambda message, code: non_retryable_class()(message))
+register_error("WorkflowTimeoutError", lambda message, code: WorkflowTimeoutError(message))
 
 
 def _key(data: Any) -> StepKey:
@@ -54,6 +63,9 @@ class StepBackendTarget(RpcTarget):
     async def wait_for_event(self, key: Any, event_type: str, timeout_ms: int) -> dict[str, Any]:
         return await self._backend.wait_for_event(_key(key), event_type, int(timeout_ms))
 
+    def log(self, key: Any, level: str, message: str) -> None:
+        self._backend.log(_key(key) if key else None, str(level)[:16], str(message)[:16_384])
+
     def replayed(self, key: Any) -> None:
         on_replay = self._client.on_replay
         if on_replay is not None:
@@ -84,6 +96,9 @@ class RemoteStepBackend:
 
     async def boundary(self) -> None:
         """A pause is enforced by the engine, which holds back the step's answers."""
+
+    def log(self, key: StepKey | None, level: str, message: str) -> None:
+        self._stub.log.send(list(key) if key else None, level, message)
 
 
 def step_proxy(implicit_dependencies: bool):

@@ -36,6 +36,8 @@ def register_error(name: str, factory: ErrorFactory) -> None:
 class RemoteError(Exception):
     """An error raised on the other side whose class cannot be rebuilt here."""
 
+    carries_name = True  # report the remote class name, not "RemoteError"
+
     def __init__(self, message: str, name: str = "Error", code: str | None = None) -> None:
         super().__init__(message)
         self.name = name
