@@ -258,7 +258,7 @@ class Engine:
                     continue
                 if not self._resolve_timer_txn(timer, now):
                     continue
-                if row.status == states.WAITING and row.id not in self.live:
+                if row.status == states.WAITING:  # written only once its lifetime has stopped
                     self.store.set_status_txn(row.id, row.status, states.QUEUED, now)
                 woken.append((timer.instance_id, timer.step))
         self._maybe_runnable = True
@@ -371,7 +371,7 @@ class Engine:
         if reason in (None, "abandon"):
             return
         owner, generation, now = self.owner, lifetime.generation, self.clock.now_ms()
-        waits = list(lifetime.waits) if reason == "hibernate" else []
+        waits = lifetime.hibernated_waits if reason == "hibernate" else []
 
         def stop(store: Store) -> str | None:
             row = store.find_instance(lifetime.id)

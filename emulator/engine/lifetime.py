@@ -55,6 +55,7 @@ class Lifetime:
         self.task: asyncio.Task[Any] | None = None
         self.handlers: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         self._check_scheduled = False
+        self.hibernated_waits: list[StepKey] = []
         self._guard = (row.id, engine.owner, row.generation)
 
     # ---- small helpers ---------------------------------------------------------------------
@@ -136,6 +137,9 @@ class Lifetime:
         if self.pause_requested:
             self.stop("pause")
         elif self.waits and all(not f.done() for f in self.waits.values()):
+            # cancelling empties self.waits: keep the keys, so the engine can see whether one of
+            # them was resolved while the lifetime was stopping
+            self.hibernated_waits = list(self.waits)
             self.stop("hibernate")
 
     def stop(self, reason: str) -> None:
