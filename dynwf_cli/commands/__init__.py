@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-COMMANDS: list[str] = ["check"]
+COMMANDS: list[str] = ["init", "check"]
 
 
 def register_all(app: typer.Typer) -> None:
