@@ -10,6 +10,10 @@ from rich.theme import Theme
 THEME = Theme({
     "error": "bold red", "warning": "yellow", "ok": "green", "muted": "grey50",
     "code": "cyan", "path": "bold",
+    # the step checklist (dynwf_cli/checklist.py); its glyphs carry the meaning without colour
+    "step.pending": "grey50", "step.running": "bold cyan", "step.done": "green",
+    "step.retrying": "yellow", "step.failed": "bold red", "step.sleeping": "blue",
+    "step.waiting": "magenta", "step.replayed": "grey50", "step.log": "grey62",
 })
 
 console = Console(theme=THEME, highlight=False, no_color=bool(os.environ.get("NO_COLOR")) or None)

@@ -56,7 +56,8 @@ class ConnectionLost(Exception):
 
 
 def error_to_wire(exc: BaseException) -> dict[str, Any]:
-    name = getattr(exc, "name", None)
+    # ``name`` is a class name only on errors that carry one (ImportError.name is a module name)
+    name = getattr(exc, "name", None) if getattr(type(exc), "carries_name", False) else None
     if not isinstance(name, str):
         name = type(exc).__name__
     if any(c.__name__ == "NonRetryableError" for c in type(exc).__mro__):

@@ -57,14 +57,17 @@ class StreamTransport:
                     raise ConnectionLost(f"frame of {length} bytes is over the {MAX_FRAME} byte limit",
                                          code="rpc.frame_too_large")
                 peer.receive(await self.reader.readexactly(length))
+        except asyncio.CancelledError:
+            self.close()
+            peer.close(ConnectionLost("the connection was closed by this side"))
+            raise
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         except ConnectionLost as exc:
             peer.close(exc)
-        finally:
-            self.close()
-            peer.close(await on_lost() if on_lost else
-                       ConnectionLost("the other side closed the connection"))
+        self.close()
+        peer.close(await on_lost() if on_lost else
+                   ConnectionLost("the other side closed the connection"))
 
     def close(self) -> None:
         try:

@@ -1,0 +1,193 @@
+"""An isolate's main: forked from the zygote, serves one tenant's module set over RPC.
+
+The host calls ``load(code)`` once (modules, env, limits), then ``invoke(entrypoint, method, args,
+kwargs, props)`` for every call, many at once. Each call gets a fresh entrypoint instance, as a
+Worker gets one per request; module-level state lives as long as the isolate.
+
+Exit codes tell the host why an isolate died: 86 a call held the CPU past the limit, 87 memory ran
+out. A signal (a segfault) or any other code is a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import io
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+from emulator.engine import client as step_client
+from emulator.engine.step import uses_implicit_dependencies
+from emulator.isolates.steps import STEP_KIND, step_proxy
+from emulator.rpc.peer import Peer
+from emulator.rpc.target import RpcTarget
+from emulator.rpc.transport import StreamTransport
+
+EXIT_CPU_LIMIT = 86
+EXIT_MEMORY_LIMIT = 87
+DEFAULT_CPU_MS = 30_000
+DEFAULT_MEMORY_MB = 128
+
+
+def main(fd: int, request: dict[str, Any]) -> None:
+    """Run the isolate until the host closes its connection; never returns."""
+    code = 0
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        asyncio.run(_serve(socket.socket(fileno=fd), request))
+    except MemoryError:
+        code = EXIT_MEMORY_LIMIT
+    except BaseException:
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+        except Exception:
+            pass
+        os._exit(code)
+
+
+async def _serve(sock: socket.socket, request: dict[str, Any]) -> None:
+    transport = await StreamTransport.open(sock)
+    root = IsolateRoot(request.get("label", "tenant"))
+    peer = Peer(transport.write, root, name=f"isolate:{root.label}",
+                proxies={STEP_KIND: root.build_step})
+    root.peer = peer
+    await transport.serve(peer)
+
+
+class _LogStream(io.TextIOBase):
+    """``print`` and ``logging`` output, sent to the host line by line with the step it came from."""
+
+    def __init__(self, root: "IsolateRoot", level: str) -> None:
+        self._root, self._level, self._buffer = root, level, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        while "\n" in self._buffer:
+            line, self._buffer = self._buffer.split("\n", 1)
+            self._root.send_log(self._level, line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._buffer:
+            line, self._buffer = self._buffer, ""
+            self._root.send_log(self._level, line)
+
+
+class _Watchdog:
+    """Kills the isolate when the event loop is held by one call for longer than the CPU limit.
+
+    The main thread's CPU clock is read from a helper thread: a blocked loop (``while True``) that
+    burns CPU is killed; a loop that waits on I/O costs no CPU and is left alone.
+    """
+
+    def __init__(self, cpu_ms: int) -> None:
+        self.cpu_ms = cpu_ms
+        self.beat = time.monotonic()
+        self._clock = time.pthread_getcpuclockid(threading.main_thread().ident)  # type: ignore[arg-type]
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        def heartbeat() -> None:
+            self.beat = time.monotonic()
+            loop.call_later(0.05, heartbeat)
+        heartbeat()
+        threading.Thread(target=self._watch, name="dynwf-watchdog", daemon=True).start()
+
+    def _watch(self) -> None:
+        blocked_since_cpu: float | None = None
+        while True:
+            time.sleep(0.05)
+            stalled = time.monotonic() - self.beat > 0.2
+            cpu = time.clock_gettime(self._clock)
+            if not stalled:
+                blocked_since_cpu = None
+                continue
+            if blocked_since_cpu is None:
+                blocked_since_cpu = cpu
+            elif (cpu - blocked_since_cpu) * 1000 > self.cpu_ms:
+                os._exit(EXIT_CPU_LIMIT)
+
+
+class IsolateRoot(RpcTarget):
+    """What the host may call in an isolate."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.peer: Peer | None = None
+        self.module: Any = None
+        self.env: Any = None
+        self.implicit = True
+
+    # called by the host ---------------------------------------------------------------------
+
+    async def load(self, code: dict[str, Any]) -> dict[str, Any]:
+        """Install the guard and import the tenant's main module."""
+        from emulator.isolates import guard
+        started = time.perf_counter()
+        modules: dict[str, str] = code["modules"]
+        self.implicit = uses_implicit_dependencies(code.get("compatibility_date"))
+        self.env = SimpleNamespace(**(code.get("env") or {}))
+        sys.stdout = _LogStream(self, "info")
+        sys.stderr = _LogStream(self, "error")
+        step_client.on_body_error = _exit_on_memory_error
+        _Watchdog(int(code.get("cpu_ms") or DEFAULT_CPU_MS)).start(asyncio.get_running_loop())
+        guard.install_guard(modules=modules, tenant_label=self.label,
+                            allow_network=bool(code.get("allow_network")),
+                            memory_mb=code.get("memory_mb", DEFAULT_MEMORY_MB))
+        main = code["main_module"]
+        self.module = importlib.import_module(main[:-3].replace("/", "."))
+        return {"pid": os.getpid(), "load_ms": (time.perf_counter() - started) * 1000}
+
+    async def invoke(self, entrypoint: str | None, method: str, args: list[Any],
+                     kwargs: dict[str, Any], props: dict[str, Any] | None = None) -> Any:
+        if self.module is None:
+            raise RuntimeError("the isolate has no code loaded")
+        name = entrypoint or "Default"
+        cls = getattr(self.module, name, None)
+        if not isinstance(cls, type):
+            raise TypeError(f"the tenant's main module has no entrypoint class {name!r}")
+        if method.startswith("_") or not callable(getattr(cls, method, None)):
+            raise TypeError(f"entrypoint {name!r} has no method {method!r}")
+        ctx = SimpleNamespace(props=props or {}, wait_until=_wait_until)
+        instance = cls(ctx, self.env)
+        try:
+            result = getattr(instance, method)(*args, **kwargs)
+            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                result = await result
+        except MemoryError:
+            os._exit(EXIT_MEMORY_LIMIT)
+        return result
+
+    # used inside the isolate ------------------------------------------------------------------
+
+    def build_step(self, stub: Any, init: dict[str, Any]) -> Any:
+        return step_proxy(self.implicit)(stub, init)
+
+    def send_log(self, level: str, message: str) -> None:
+        if self.peer is None or self.peer.closed is not None:
+            return
+        where = step_client.current_step.get()
+        if where is not None:  # inside a step: logged against that instance, through its handle
+            where[2].log(where[1], level, message)
+        else:
+            self.peer.remote.log.send(level, message)
+
+
+def _wait_until(awaitable: Any) -> None:
+    asyncio.ensure_future(awaitable)
+
+
+def _exit_on_memory_error(exc: BaseException) -> None:
+    if isinstance(exc, MemoryError):
+        os._exit(EXIT_MEMORY_LIMIT)

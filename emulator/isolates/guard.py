@@ -1,0 +1,778 @@
+"""The platform's restrictions, applied inside an isolate right after fork, before tenant code runs.
+
+What this guarantees, and what it does not. On Cloudflare a Dynamic Worker runs in a V8 isolate
+and the JavaScript engine is the sandbox. Python in a process is no such sandbox: code can reach
+any object of its own interpreter by reference (frames, ``gc``, the runtime's globals), so nothing
+written in Python can stop a determined tenant from undoing a Python-level check. The boundary
+here is the *process*: its own address space and resource limits, talking to the host only over
+its RPC socket, forked from a zygote that holds no host state. What this module adds is defence in
+depth, in two layers:
+
+- Python level, so that tenant code written for the platform fails here the way it fails there,
+  with the platform's messages: an import policy (the tenant's own modules served from memory,
+  the standard library, ``workers`` and ``dynamic_workflows``; never the emulator, the CLI,
+  third-party packages or another tenant's names) and audit hooks (``sys.addaudithook``; they
+  cannot be removed from Python) refusing network access when ``globalOutbound`` is ``None``,
+  file writes anywhere, file reads outside the standard library, child processes, signals to
+  other processes, raised resource limits and ``ctypes``.
+- Kernel level, where the kernel offers it: resource limits (address space, open files, no core
+  dumps) and, when the kernel has Landlock, a ruleset that makes the file system read-only and
+  limited to the same folders, refuses ``execve``, refuses TCP bind/connect when the network is
+  off, and scopes signals and abstract Unix sockets to the isolate. These hold even against code
+  that gets past the audit hooks.
+
+Not covered: CPU time (the child's watchdog handles it); ``os.stat``-style probing of paths (not
+audited); opens relative to a directory descriptor (``dir_fd``: the audit event omits it, Landlock
+still applies); UDP and Unix-socket traffic from native code, which audit hooks cannot see and
+Landlock does not cover; the runtime's own objects inside the isolate, reachable by reference;
+and ``RLIMIT_NPROC``, which the kernel does not enforce for root (child processes are refused by
+the audit hook and, under Landlock, by the ``execve`` rule). Landlock restricts the calling
+thread and the threads it starts afterwards: a thread already running when the guard is
+installed (the child's watchdog) is not restricted.
+"""
+
+from __future__ import annotations
+
+import builtins
+import ctypes
+import errno
+import functools
+import importlib
+import importlib.machinery
+import importlib.util
+import linecache
+import os
+import platform
+import posixpath
+import resource
+import site
+import socket
+import stat
+import sys
+import sysconfig
+import threading
+from dataclasses import dataclass
+from types import CodeType, ModuleType
+from typing import Any, Iterable, Mapping, NoReturn, Sequence
+
+from emulator.runtime import RUNTIME_PATH
+
+#: The exact message of workerd when a Worker loaded with ``globalOutbound: null`` calls out.
+NO_GLOBAL_OUTBOUND_MESSAGE = (
+    "This worker is not permitted to access the internet via global functions like fetch(). "
+    "It must use capabilities (such as bindings in 'env') to talk to the outside world.")
+
+#: Top-level names of the runtime modules tenant code may import besides the standard library.
+RUNTIME_MODULES = frozenset({"workers", "dynamic_workflows"})
+
+# Imported before the policy is installed, so their own imports of the emulator resolve normally.
+_RUNTIME_PRELOAD = ("workers", "workers.workflows", "dynamic_workflows")
+
+# Standard-library modules that hand out raw memory access: with them, any check here is moot.
+_NATIVE_ACCESS_MODULES = frozenset({"ctypes", "_ctypes"})
+
+_EMULATOR_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_MiB = 1024 * 1024
+
+# Refusals are plain ``PermissionError`` and ``ModuleNotFoundError``, not subclasses: an error
+# crosses RPC by its class name, and only built-in names are rebuilt as themselves by the host.
+
+
+def refusal_message(name: str) -> str:
+    """Why tenant code cannot import ``name``, in one sentence."""
+    if name.partition(".")[0] in _NATIVE_ACCESS_MODULES:
+        return (f"module {name!r} is not available to tenant code in a dynamic worker: it gives "
+                "direct access to the process's memory")
+    return (f"module {name!r} is not available to tenant code in a dynamic worker: only the "
+            "standard library, 'workers', 'dynamic_workflows' and the tenant's own modules can "
+            "be imported")
+
+
+# ---- the tenant's modules, served from memory ----------------------------------------------------
+
+@dataclass(frozen=True)
+class _TenantModule:
+    filename: str | None         # the synthetic path shown in tracebacks; None: a namespace package
+    source: str | None
+    package_path: str | None     # ``__path__[0]`` of a package
+
+
+class TenantModuleFinder:
+    """Serves one tenant's modules from memory, as a ``sys.meta_path`` finder and loader.
+
+    ``modules`` is keyed by relative path: ``index.py`` is module ``index``, ``lib/util.py`` is
+    ``lib.util``, ``pkg/__init__.py`` is package ``pkg``; a folder without ``__init__.py`` is a
+    namespace package. As on disk, a regular package wins over a module of the same name, and a
+    module over a namespace folder; a module already imported (``json``, ``workers``) wins over
+    a tenant module of the same name. Files are named ``<tenant:LABEL>/lib/util.py`` so tracebacks
+    point at the tenant's file and line; their source is registered with ``linecache``.
+    Paths that are not ``.py`` files or not importable names are left out.
+    """
+
+    def __init__(self, modules: Mapping[str, str], tenant_label: str) -> None:
+        self.label = tenant_label
+        self.root = f"<tenant:{tenant_label}>"
+        self._modules: dict[str, _TenantModule] = {}
+        rank: dict[str, int] = {}  # 3 regular package, 2 module, 1 namespace folder
+        for raw_path, source in modules.items():
+            path = posixpath.normpath(str(raw_path).replace("\\", "/")).lstrip("/")
+            if not path.endswith(".py") or path == ".." or path.startswith("../"):
+                continue
+            parts = path[:-3].split("/")
+            is_package = parts[-1] == "__init__"
+            if is_package:
+                parts = parts[:-1]
+            if not parts or not all(part.isidentifier() for part in parts):
+                continue
+            for depth in range(1, len(parts)):
+                folder = ".".join(parts[:depth])
+                if rank.get(folder, 0) < 1:
+                    rank[folder] = 1
+                    self._modules[folder] = _TenantModule(
+                        None, None, f"{self.root}/{'/'.join(parts[:depth])}")
+            name = ".".join(parts)
+            level = 3 if is_package else 2
+            if rank.get(name, 0) >= level:
+                continue
+            rank[name] = level
+            package_path = f"{self.root}/{'/'.join(parts)}" if is_package else None
+            self._modules[name] = _TenantModule(f"{self.root}/{path}", str(source), package_path)
+
+    @property
+    def top_level_names(self) -> frozenset[str]:
+        return frozenset(name.partition(".")[0] for name in self._modules)
+
+    # finder --------------------------------------------------------------------------------------
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        module = self._modules.get(fullname)
+        if module is None:
+            return None
+        spec = importlib.machinery.ModuleSpec(
+            fullname, self, origin=module.filename, is_package=module.package_path is not None)
+        if module.filename is not None:
+            spec.has_location = True
+        if module.package_path is not None:
+            spec.submodule_search_locations = [module.package_path]
+        return spec
+
+    def invalidate_caches(self) -> None:
+        pass
+
+    # loader --------------------------------------------------------------------------------------
+
+    def create_module(self, spec: Any) -> None:
+        return None  # the default module object
+
+    def exec_module(self, module: ModuleType) -> None:
+        code = self.get_code(module.__spec__.name)
+        if code is not None:
+            exec(code, module.__dict__)
+
+    def get_code(self, fullname: str) -> CodeType | None:
+        module = self._get(fullname)
+        if module.source is None or module.filename is None:
+            return None
+        linecache.cache[module.filename] = (  # mtime None: checkcache() leaves it alone
+            len(module.source), None, module.source.splitlines(True), module.filename)
+        # dont_inherit: this module's own ``from __future__`` flags must not leak into tenant code
+        return compile(module.source, module.filename, "exec", dont_inherit=True)
+
+    def get_source(self, fullname: str) -> str | None:
+        return self._get(fullname).source
+
+    def is_package(self, fullname: str) -> bool:
+        return self._get(fullname).package_path is not None
+
+    def get_filename(self, fullname: str) -> str:
+        filename = self._get(fullname).filename
+        if filename is None:
+            raise ImportError(f"{fullname!r} is a namespace package", name=fullname)
+        return filename
+
+    def _get(self, fullname: str) -> _TenantModule:
+        module = self._modules.get(fullname)
+        if module is None:
+            raise ImportError(f"{fullname!r} is not one of the tenant's modules", name=fullname)
+        return module
+
+
+# ---- the import policy ---------------------------------------------------------------------------
+
+_UTIL_FIND_SPEC_CODE = importlib.util.find_spec.__code__
+
+
+class ImportPolicy:
+    """The first finder on ``sys.meta_path``: decides which names tenant code may import at all.
+
+    Installing it also takes every module tenant code may not import out of ``sys.modules`` (the
+    emulator, the CLI, third-party packages), so ``import emulator`` cannot be answered from the
+    cache. The emulator keeps working: its modules hold references to each other, and the few
+    imports it makes lazily, inside functions, are answered from the modules taken out (see
+    :meth:`builtin_import`), so nothing is loaded twice.
+    """
+
+    def __init__(self, tenant: TenantModuleFinder) -> None:
+        self._tenant_names = tenant.top_level_names
+        self._search_path = list(sys.path)  # for the emulator's own late imports
+        self._hidden: dict[str, ModuleType] = {}
+        for name, module in list(sys.modules.items()):
+            if name != "__main__" and not _may_stay_loaded(name):
+                del sys.modules[name]
+                if isinstance(module, ModuleType):
+                    self._hidden[name] = module
+        self._hidden_tops = frozenset(name.partition(".")[0] for name in self._hidden)
+        still_visible = {id(module) for module in sys.modules.values()}
+        # Globals of hidden modules, except those also bound under a public name (``workers`` is
+        # also ``emulator.runtime.workers``): tenant code can hand those to ``__import__``.
+        self._trusted_globals = {id(module.__dict__) for module in self._hidden.values()
+                                 if id(module) not in still_visible}
+        self._original_import = builtins.__import__
+
+    @property
+    def hidden_module_count(self) -> int:
+        return len(self._hidden)
+
+    def _is_importable(self, name: str) -> bool:
+        return name.partition(".")[0] in self._tenant_names or _may_stay_loaded(name)
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if self._is_importable(fullname):
+            return None  # the next finders decide
+        if _asked_by_util_find_spec():
+            return None  # ``importlib.util.find_spec(name) is None`` stays a working idiom
+        # Not ``name=fullname``: the RPC layer would take ``ImportError.name`` for a class name.
+        raise ModuleNotFoundError(refusal_message(fullname))
+
+    def invalidate_caches(self) -> None:
+        pass
+
+    def builtin_import(self, name: str, globals: Mapping[str, Any] | None = None,
+                       locals: Any = None, fromlist: Sequence[str] | None = (),
+                       level: int = 0) -> ModuleType:
+        """``builtins.__import__`` while the policy is installed.
+
+        An ``import`` statement in one of the emulator's hidden modules (identified by its globals
+        dict, not by anything a module can claim about itself) gets the hidden module; every other
+        import goes through the normal machinery and so through :meth:`find_spec`.
+        """
+        if globals is not None and id(globals) in self._trusted_globals:
+            absolute = _absolute_name(name, globals, level)
+            if absolute.partition(".")[0] in self._hidden_tops:
+                return self._import_hidden(absolute, name, fromlist, level)
+        return self._original_import(name, globals, locals, fromlist, level)
+
+    def _import_hidden(self, absolute: str, name: str, fromlist: Sequence[str] | None,
+                       level: int) -> ModuleType:
+        module = self._load_hidden(absolute)
+        if fromlist:
+            if hasattr(module, "__path__"):
+                for item in fromlist:
+                    if item != "*" and not hasattr(module, item):
+                        try:
+                            self._load_hidden(f"{absolute}.{item}")
+                        except ModuleNotFoundError:
+                            pass  # the ``from`` clause reports the missing name
+            return module
+        if level == 0:
+            return self._load_hidden(absolute.partition(".")[0])
+        cut = len(name) - len(name.partition(".")[0])
+        return self._load_hidden(absolute[:len(absolute) - cut])
+
+    def _load_hidden(self, name: str) -> ModuleType:
+        module = self._hidden.get(name)
+        if module is not None:
+            return module
+        parent_name, _, leaf = name.rpartition(".")
+        search: Sequence[str] = self._search_path
+        if parent_name:
+            search = getattr(self._load_hidden(parent_name), "__path__", None) or ()
+        spec = importlib.machinery.PathFinder.find_spec(name, list(search))
+        if spec is None or spec.loader is None:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        module = importlib.util.module_from_spec(spec)
+        self._hidden[name] = module
+        self._trusted_globals.add(id(module.__dict__))
+        sys.modules[name] = module  # only while it runs: module code may look itself up there
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del self._hidden[name]
+            raise
+        finally:
+            sys.modules.pop(name, None)
+        if parent_name:
+            setattr(self._hidden[parent_name], leaf, module)
+        return module
+
+
+def _may_stay_loaded(name: str) -> bool:
+    """Whether ``name`` is the standard library's or the runtime's (and so not the tenant's)."""
+    top = name.partition(".")[0]
+    if top in _NATIVE_ACCESS_MODULES:
+        return False
+    return top in RUNTIME_MODULES or top in sys.stdlib_module_names or \
+        top in sys.builtin_module_names
+
+
+def _asked_by_util_find_spec() -> bool:
+    try:
+        frame = sys._getframe(2)
+    except ValueError:
+        return False
+    for _ in range(6):
+        if frame is None:
+            return False
+        if frame.f_code is _UTIL_FIND_SPEC_CODE:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _absolute_name(name: str, globals: Mapping[str, Any], level: int) -> str:
+    if level == 0:
+        return name
+    package = globals.get("__package__")
+    if package is None:
+        spec = globals.get("__spec__")
+        package = spec.parent if spec is not None else globals.get("__name__", "")
+    base = str(package).rsplit(".", level - 1)[0] if level > 1 else str(package)
+    return f"{base}.{name}" if name else base
+
+
+def apply_import_policy(modules: Mapping[str, str], tenant_label: str) -> ImportPolicy:
+    """Serve the tenant's modules from memory and allow only them, the stdlib and the runtime.
+
+    Also narrows ``sys.path`` to the standard library and the runtime folder, so a name is
+    never looked up in the working directory or in site-packages.
+    """
+    for name in _RUNTIME_PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass  # the runtime folder is not on sys.path: tenant code cannot import it either
+    finder = TenantModuleFinder(modules, tenant_label)
+    policy = ImportPolicy(finder)
+    roots, excluded = _stdlib_roots(), _site_package_dirs()
+    zip_name = f"python{sys.version_info[0]}{sys.version_info[1]}.zip"
+    sys.path[:] = [entry for entry in sys.path if entry and (
+        os.path.realpath(entry) == os.path.realpath(RUNTIME_PATH)
+        or os.path.basename(entry) == zip_name
+        or _is_under(os.path.realpath(entry), roots, excluded))]
+    sys.meta_path[:0] = [policy, finder]
+    builtins.__import__ = policy.builtin_import
+    importlib.invalidate_caches()
+    return policy
+
+
+# ---- files ---------------------------------------------------------------------------------------
+# Paths are computed once per process and cached; importing this module (the zygote preloads it)
+# computes them before any fork, so isolates do not pay for it.
+
+@functools.cache
+def _stdlib_roots() -> tuple[str, ...]:
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix,
+            "installed_base": sys.base_prefix, "installed_platbase": sys.base_exec_prefix}
+    paths = sysconfig.get_paths(vars=base)
+    return _existing(paths["stdlib"], paths["platstdlib"])
+
+
+@functools.cache
+def _site_package_dirs() -> tuple[str, ...]:
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}
+    found = [*site.getsitepackages(), site.getusersitepackages()]
+    for variables in (None, base):
+        paths = sysconfig.get_paths(vars=variables)
+        found += [paths["purelib"], paths["platlib"]]
+    return tuple(dict.fromkeys(os.path.realpath(path) for path in found))
+
+
+def _existing(*paths: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(os.path.realpath(p) for p in paths if p and os.path.exists(p)))
+
+
+def _is_under(path: str, roots: Iterable[str], excluded: Iterable[str] = ()) -> bool:
+    def under(root: str) -> bool:
+        return path == root or path.startswith(root.rstrip("/") + "/")
+    return not any(under(root) for root in excluded) and any(under(root) for root in roots)
+
+
+def default_read_roots() -> list[str]:
+    """What tenant code may read: the standard library, the runtime, time zones, two devices.
+
+    The emulator package's folder (which holds the runtime) is included so the emulator can load
+    its own modules late and tracebacks can show its lines; its source is not a secret.
+    """
+    return list(_default_read_roots())
+
+
+@functools.cache
+def _default_read_roots() -> tuple[str, ...]:
+    tz = (sysconfig.get_config_var("TZPATH") or "").split(os.pathsep)
+    return _existing(*_stdlib_roots(), RUNTIME_PATH, _EMULATOR_DIR, *tz,
+                     "/dev/null", "/dev/urandom")
+
+
+_FILE_READ_EVENTS = frozenset({"os.listdir", "os.scandir", "os.listxattr", "os.getxattr"})
+_FILE_CHANGE_EVENTS = frozenset({
+    "os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.mkfifo", "os.mknod", "os.link",
+    "os.symlink", "os.truncate", "os.chmod", "os.chown", "os.chflags", "os.utime",
+    "os.setxattr", "os.removexattr", "shutil.copyfile", "shutil.copymode", "shutil.copystat",
+    "shutil.copytree", "shutil.rmtree", "shutil.move", "shutil.chown", "shutil.make_archive",
+    "shutil.unpack_archive", "tempfile.mkstemp", "tempfile.mkdtemp"})
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+
+
+def _file_hook(roots: tuple[str, ...], excluded: tuple[str, ...]) -> Any:
+    def refuse(what: str, path: Any) -> NoReturn:
+        shown = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+        raise PermissionError(errno.EACCES, f"{what} is not permitted in a dynamic worker", shown)
+
+    def check_read(path: Any) -> None:
+        if isinstance(path, int):
+            return  # an open descriptor: nothing new is reached
+        target = os.path.realpath(os.fsdecode(path if path is not None else "."))
+        if not _is_under(target, roots, excluded):
+            refuse("Reading files outside the standard library", path)
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event == "open":
+            path, mode, flags = (*args, None, None)[:3]
+            writes = (isinstance(flags, int) and flags & _WRITE_FLAGS) or \
+                (isinstance(mode, str) and any(c in mode for c in "wax+"))
+            if writes and not isinstance(path, int):
+                refuse("Writing files", path)
+            check_read(path)
+        elif event in _FILE_READ_EVENTS:
+            check_read(args[0] if args else None)
+        elif event in _FILE_CHANGE_EVENTS:
+            refuse(f"Changing files ({event})", args[0] if args else "")
+
+    return hook
+
+
+def restrict_files(allowed_read_roots: Iterable[str] | None = None, *,
+                   landlock: bool = True) -> "LandlockResult":
+    """Refuse writes everywhere and reads outside ``allowed_read_roots`` (default: stdlib, runtime).
+
+    An audit hook covers ``open`` (which ``io``, ``os.open`` and the import system all raise),
+    directory listings and the ``os``/``shutil`` calls that change files; site-packages folders
+    inside the standard library's folder stay unreadable. With ``landlock`` and a kernel that has
+    it, a Landlock ruleset enforces the same in the kernel (plus shared-library folders, which
+    the dynamic loader needs when an extension module is first imported).
+    """
+    roots = tuple(_existing(*(allowed_read_roots if allowed_read_roots is not None
+                              else default_read_roots())))
+    result = (apply_landlock([*roots, *_shared_library_paths()]) if landlock
+              else _TURNED_OFF)
+    excluded = tuple(folder for folder in _site_package_dirs() if folder not in roots)
+    sys.addaudithook(_file_hook(roots, excluded))
+    return result
+
+
+# ---- network -------------------------------------------------------------------------------------
+
+_NETWORK_EVENTS = frozenset({
+    "socket.connect", "socket.bind", "socket.sendto", "socket.getaddrinfo",
+    "socket.gethostbyname", "socket.gethostbyaddr", "socket.getnameinfo"})
+_LOCAL_SOCKET_FAMILIES = frozenset({socket.AF_UNIX, -1})  # -1: wrapping an existing descriptor
+
+
+def _network_hook(event: str, args: tuple[Any, ...]) -> None:
+    if event in _NETWORK_EVENTS \
+            or (event == "socket.__new__" and args[1] not in _LOCAL_SOCKET_FAMILIES) \
+            or (event == "socket.sendmsg" and args[1] is not None):
+        raise PermissionError(NO_GLOBAL_OUTBOUND_MESSAGE)
+
+
+def block_network(*, landlock: bool = True) -> "LandlockResult":
+    """What ``global_outbound=None`` means: no connection, name lookup or datagram out.
+
+    New sockets other than Unix ones, ``connect``, ``bind``, ``sendto``/``sendmsg`` to an address
+    and name resolution raise ``PermissionError`` with the platform's message. Sockets
+    that are already connected (the isolate's RPC socket, an event loop's self-pipe) keep
+    working: ``send``/``recv`` are not touched. With ``landlock`` (kernel ABI 4 or later), TCP
+    bind and connect are also refused by the kernel.
+    """
+    result = apply_landlock(deny_tcp=True) if landlock else _TURNED_OFF
+    sys.addaudithook(_network_hook)
+    return result
+
+
+# ---- processes -----------------------------------------------------------------------------------
+
+_PROCESS_EVENTS = frozenset({
+    "os.exec", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.system",
+    "subprocess.Popen"})
+
+
+def _process_hook(event: str, args: tuple[Any, ...]) -> None:
+    if event in _PROCESS_EVENTS:
+        raise PermissionError(
+            f"Starting processes is not permitted in a dynamic worker ({event})")
+    if (event == "os.kill" and args[0] != os.getpid()) or event == "os.killpg":
+        raise PermissionError(
+            f"Sending signals to other processes is not permitted in a dynamic worker ({event})")
+    if event == "resource.setrlimit" or (event == "resource.prlimit" and args[2] is not None):
+        raise PermissionError(
+            "Changing resource limits is not permitted in a dynamic worker")
+    if event.startswith("ctypes."):
+        raise PermissionError(f"Native code is not permitted in a dynamic worker ({event})")
+    if event in ("syslog.openlog", "syslog.syslog", "socket.sethostname"):
+        raise PermissionError(f"{event} is not permitted in a dynamic worker")
+
+
+def restrict_processes(*, landlock: bool = True) -> "LandlockResult":
+    """Refuse child processes, signals to other processes, raising limits and ``ctypes``.
+
+    With ``landlock`` (kernel ABI 6 or later), signals and abstract Unix sockets are also scoped
+    to the isolate by the kernel. Install it last: the Landlock calls themselves use ``ctypes``.
+    """
+    result = apply_landlock(isolate_ipc=True) if landlock else _TURNED_OFF
+    sys.addaudithook(_process_hook)
+    return result
+
+
+# ---- resource limits -----------------------------------------------------------------------------
+
+def _virtual_size() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _lower(limit: int, value: int) -> int:
+    _soft, hard = resource.getrlimit(limit)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(limit, (value, value))
+    return value
+
+
+def apply_limits(memory_mb: int | None, max_open_files: int | None = 256) -> dict[str, int | None]:
+    """Resource limits of the isolate; returns the values set, in bytes and descriptors.
+
+    Memory is ``RLIMIT_AS`` set to the current virtual size plus ``memory_mb`` MiB, so an isolate
+    forked from a large zygote still gets ``memory_mb`` of headroom; past it, allocations raise
+    ``MemoryError``. It counts address space, not resident memory: every thread reserves its stack
+    (8 MiB) and glibc may reserve a 64 MiB malloc arena per thread from the same budget.
+    ``RLIMIT_CORE`` is 0. ``RLIMIT_NPROC`` is not set: the kernel does not enforce it for root,
+    and for other users it counts every process of the user, other isolates included.
+    """
+    applied: dict[str, int | None] = {"address_space": None, "open_files": None}
+    _lower(resource.RLIMIT_CORE, 0)
+    if memory_mb is not None:
+        if memory_mb <= 0:
+            raise ValueError(f"memory_mb must be positive, got {memory_mb}")
+        applied["address_space"] = _lower(resource.RLIMIT_AS, _virtual_size() + memory_mb * _MiB)
+    if max_open_files is not None:
+        applied["open_files"] = _lower(resource.RLIMIT_NOFILE, max_open_files)
+    return applied
+
+
+# ---- Landlock ------------------------------------------------------------------------------------
+
+# landlock_create_ruleset, landlock_add_rule, landlock_restrict_self
+_LANDLOCK_SYSCALLS = {"x86_64": (444, 445, 446), "aarch64": (444, 445, 446)}
+_CREATE_RULESET_VERSION = 1
+_RULE_PATH_BENEATH = 1
+_PR_SET_NO_NEW_PRIVS = 38
+_FS_READ_FILE, _FS_READ_DIR = 1 << 2, 1 << 3
+_NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1
+_SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+@dataclass(frozen=True)
+class LandlockResult:
+    """Whether a Landlock ruleset was applied, under which ABI version, and what it enforces."""
+
+    applied: bool
+    abi: int
+    detail: str
+
+
+_TURNED_OFF = LandlockResult(False, 0, "turned off")
+
+
+_libc_handle: Any = None
+
+
+def _libc() -> Any:
+    global _libc_handle
+    if _libc_handle is None:
+        _libc_handle = ctypes.CDLL(None, use_errno=True)
+        _libc_handle.syscall.restype = ctypes.c_long
+    return _libc_handle
+
+
+def _syscall(number: int, *args: Any) -> tuple[int, int]:
+    result = _libc().syscall(ctypes.c_long(number), *args)
+    return result, ctypes.get_errno() if result < 0 else 0
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version, 0 when it has none (or it is disabled at boot)."""
+    numbers = _LANDLOCK_SYSCALLS.get(platform.machine())
+    if numbers is None:
+        return 0
+    abi, _ = _syscall(numbers[0], None, ctypes.c_size_t(0),
+                      ctypes.c_uint32(_CREATE_RULESET_VERSION))
+    return max(abi, 0)
+
+
+def _fs_rights(abi: int) -> int:
+    rights = (1 << 13) - 1      # ABI 1: execute, write, read, make and remove everything
+    if abi >= 2:
+        rights |= 1 << 13       # refer (link and rename across folders)
+    if abi >= 3:
+        rights |= 1 << 14       # truncate
+    if abi >= 5:
+        rights |= 1 << 15       # ioctl on devices
+    return rights
+
+
+@functools.cache
+def _shared_library_paths() -> tuple[str, ...]:
+    """Folders of the shared libraries mapped now, where later ``dlopen`` calls look too."""
+    folders: set[str] = set()
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                path = line.rstrip("\n").partition("/")[2]
+                if ".so" in os.path.basename(path):
+                    folders.add(os.path.dirname("/" + path))
+    except OSError:
+        pass
+    return (*sorted(folders), "/etc/ld.so.cache")
+
+
+def apply_landlock(read_paths: Sequence[str] | None = None, *, deny_tcp: bool = False,
+                   isolate_ipc: bool = False) -> LandlockResult:
+    """Add a Landlock layer to this thread (and threads it starts), as far as the kernel allows.
+
+    ``read_paths`` given: the file system becomes read-only, readable only beneath those paths,
+    and nothing can be executed. ``deny_tcp``: no TCP bind or connect (ABI 4+). ``isolate_ipc``:
+    no signals to, or abstract Unix sockets of, processes outside the isolate (ABI 6+). Layers
+    stack; none can be removed. Best effort: the result says what happened and why.
+    """
+    abi = landlock_abi()
+    if abi == 0:
+        why = ("not supported on this architecture" if platform.machine() not in _LANDLOCK_SYSCALLS
+               else "not supported by this kernel, or disabled at boot")
+        return LandlockResult(False, 0, why)
+    fs = _fs_rights(abi) if read_paths is not None else 0
+    net = _NET_BIND_TCP | _NET_CONNECT_TCP if deny_tcp and abi >= 4 else 0
+    scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL if isolate_ipc and abi >= 6 else 0
+    if not (fs or net or scoped):
+        return LandlockResult(False, abi, f"nothing asked for is enforceable under ABI {abi}")
+    create, add_rule, restrict_self = _LANDLOCK_SYSCALLS[platform.machine()]
+    attr = _RulesetAttr(fs, net, scoped)
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    ruleset, err = _syscall(create, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
+    if ruleset < 0:
+        return LandlockResult(False, abi, f"landlock_create_ruleset failed: {os.strerror(err)}")
+    try:
+        granted = 0
+        for path in read_paths or ():
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+                rule = _PathBeneathAttr((_FS_READ_FILE | _FS_READ_DIR) if is_dir else _FS_READ_FILE,
+                                        fd)
+                done, err = _syscall(add_rule, ctypes.c_int(ruleset),
+                                     ctypes.c_int(_RULE_PATH_BENEATH), ctypes.byref(rule),
+                                     ctypes.c_uint32(0))
+                if done < 0:
+                    return LandlockResult(False, abi, f"landlock_add_rule({path}) failed: "
+                                                      f"{os.strerror(err)}")
+                granted += 1
+            finally:
+                os.close(fd)
+        if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            return LandlockResult(False, abi,
+                                  f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(err)}")
+        done, err = _syscall(restrict_self, ctypes.c_int(ruleset), ctypes.c_uint32(0))
+        if done < 0:
+            return LandlockResult(False, abi, f"landlock_restrict_self failed: {os.strerror(err)}")
+    finally:
+        os.close(ruleset)
+    parts = []
+    if fs:
+        parts.append(f"files read-only beneath {granted} paths, nothing executable")
+    if net:
+        parts.append("TCP bind/connect refused")
+    if scoped:
+        parts.append("signals and abstract Unix sockets scoped to the isolate")
+    others = threading.active_count() - 1
+    if others:
+        parts.append(f"{others} thread(s) already running are not restricted")
+    return LandlockResult(True, abi, f"applied (ABI {abi}): " + "; ".join(parts))
+
+
+# ---- everything, in order ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GuardReport:
+    """What :func:`install_guard` put in place, for logs and diagnostics."""
+
+    address_space_limit: int | None
+    open_files_limit: int | None
+    network_allowed: bool
+    hidden_modules: int
+    landlock: LandlockResult
+
+
+_installed = False
+
+
+def install_guard(*, modules: Mapping[str, str], tenant_label: str, allow_network: bool,
+                  memory_mb: int | None, landlock: bool = True,
+                  max_open_files: int | None = 256) -> GuardReport:
+    """Apply every restriction, once per isolate, before the tenant's main module is imported.
+
+    Order matters: limits first, so the guard's own work runs under them; then the import
+    policy (which still imports the runtime); then one Landlock ruleset (which needs ``ctypes``
+    and opens the folders it grants); audit hooks last, since they would refuse both.
+    """
+    global _installed
+    if _installed:
+        raise RuntimeError("the isolate guard is already installed in this process")
+    _installed = True
+    limits = apply_limits(memory_mb, max_open_files)
+    policy = apply_import_policy(modules, tenant_label)
+    roots = default_read_roots()
+    if landlock:
+        kernel = apply_landlock([*roots, *_shared_library_paths()], deny_tcp=not allow_network,
+                                isolate_ipc=True)
+    else:
+        kernel = _TURNED_OFF
+    sys.dont_write_bytecode = True
+    restrict_files(roots, landlock=False)
+    if not allow_network:
+        block_network(landlock=False)
+    restrict_processes(landlock=False)
+    return GuardReport(limits["address_space"], limits["open_files"], allow_network,
+                       policy.hidden_module_count, kernel)
+
+
+# Filled now, not in each isolate: the zygote imports this module before it forks.
+_stdlib_roots(), _site_package_dirs(), _default_read_roots(), _shared_library_paths()

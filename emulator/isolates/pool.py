@@ -1,0 +1,227 @@
+"""The pool of live isolates, keyed by loader id: LRU with an idle timeout.
+
+An isolate is evicted only between calls (never with a call in flight). A hot-reloaded tenant's
+isolate is marked stale: calls already in it finish, the next call goes to a fresh isolate loaded
+through the loader callback again. An isolate that dies fails only the calls in flight in it, with
+``isolate.crashed``, ``isolate.cpu_limit`` or ``isolate.memory_limit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from emulator.isolates.child import EXIT_CPU_LIMIT, EXIT_MEMORY_LIMIT
+from emulator.isolates.zygote import Zygote
+from emulator.rpc.peer import ConnectionLost, Peer
+from emulator.rpc.target import RpcTarget
+from emulator.rpc.transport import StreamTransport
+
+LogSink = Callable[[str, str, str], None]  # (loader key, level, message)
+
+
+@dataclass
+class IsolateLimits:
+    memory_mb: int = 128
+    cpu_ms: int = 30_000
+
+
+class HostRoot(RpcTarget):
+    """What an isolate may call in the host besides the capabilities in its env: its own log
+    (lines printed outside any step; inside a step they go through that instance's handle)."""
+
+    def __init__(self, label: str, sink: LogSink | None) -> None:
+        self._label = label
+        self._sink = sink
+
+    def log(self, level: str, message: str) -> None:
+        if self._sink is not None:
+            self._sink(self._label, str(level)[:16], str(message)[:16_384])
+
+
+@dataclass(eq=False)
+class Isolate:
+    key: str
+    pid: int
+    peer: Peer
+    transport: StreamTransport
+    in_flight: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    stale: bool = False
+    dead: bool = False
+    load_ms: float = 0.0
+    reader: asyncio.Task[None] | None = None
+
+    async def invoke(self, entrypoint: str | None, method: str, args: list[Any],
+                     kwargs: dict[str, Any], props: dict[str, Any] | None = None) -> Any:
+        self.in_flight += 1
+        self.last_used = time.monotonic()
+        try:
+            return await self.peer.remote.invoke(entrypoint, method, list(args), kwargs, props)
+        finally:
+            self.in_flight -= 1
+            self.last_used = time.monotonic()
+            if self.stale and self.in_flight == 0:
+                self.kill()  # retired or hot-reloaded: its last call is done
+
+    def kill(self) -> None:
+        if not self.dead:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class IsolatePool:
+    def __init__(self, *, max_isolates: int = 64, idle_timeout_s: float = 300.0,
+                 limits: IsolateLimits | None = None, log_sink: LogSink | None = None) -> None:
+        self.max_isolates = max_isolates
+        self.idle_timeout_s = idle_timeout_s
+        self.limits = limits or IsolateLimits()
+        self.log_sink = log_sink
+        self.zygote = Zygote()
+        self._live: OrderedDict[str, Isolate] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[Isolate]] = {}
+        self._retired: set[Isolate] = set()
+        self.loads = 0
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.zygote.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    @property
+    def live_count(self) -> int:
+        return len(self._live)
+
+    async def acquire(self, key: str, load_code: Callable[[], Awaitable[dict[str, Any]]]) -> Isolate:
+        """The live isolate for ``key``, loading one (through ``load_code``) when there is none."""
+        isolate = self._live.get(key)
+        if isolate is not None and not isolate.dead and not isolate.stale:
+            self._live.move_to_end(key)
+            return isolate
+        if isolate is not None:
+            self._retire(isolate)
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = asyncio.get_running_loop().create_future()
+            self._loading[key] = loading
+            try:
+                isolate = await self._load(key, load_code)
+            except BaseException as exc:
+                loading.set_exception(exc)
+                loading.exception()
+                raise
+            finally:
+                self._loading.pop(key, None)
+            loading.set_result(isolate)
+            return isolate
+        return await asyncio.shield(loading)
+
+    async def _load(self, key: str, load_code: Callable[[], Awaitable[dict[str, Any]]]) -> Isolate:
+        code = await load_code()
+        self._make_room()
+        pid, sock = await self.zygote.fork(key)
+        transport = await StreamTransport.open(sock)
+        peer = Peer(transport.write, HostRoot(key, self.log_sink), name=f"isolate {key}")
+        isolate = Isolate(key, pid, peer, transport)
+        loop = asyncio.get_running_loop()
+        isolate.reader = loop.create_task(transport.serve(peer, on_lost=lambda: self._lost(isolate)))
+        payload = {**code, "memory_mb": code.get("memory_mb", self.limits.memory_mb),
+                   "cpu_ms": code.get("cpu_ms", self.limits.cpu_ms)}
+        try:
+            info = await peer.remote.load(payload)
+        except BaseException:
+            isolate.kill()
+            raise
+        isolate.load_ms = info.get("load_ms", 0.0)
+        self.loads += 1
+        self._live[key] = isolate
+        return isolate
+
+    async def _lost(self, isolate: Isolate) -> BaseException:
+        isolate.dead = True
+        if self._live.get(isolate.key) is isolate:
+            del self._live[isolate.key]
+        self._retired.discard(isolate)
+        code = await self.zygote.exit_code(isolate.pid)
+        if code == EXIT_CPU_LIMIT:
+            return ConnectionLost(f"the isolate of '{isolate.key}' was stopped: a call held the CPU "
+                                  f"longer than the limit of {self.limits.cpu_ms} ms",
+                                  code="isolate.cpu_limit")
+        if code == EXIT_MEMORY_LIMIT:
+            return ConnectionLost(f"the isolate of '{isolate.key}' ran out of memory (limit "
+                                  f"{self.limits.memory_mb} MiB)", code="isolate.memory_limit")
+        if code is not None and code < 0:
+            try:
+                how = f"killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        elif code is not None:
+            how = f"exited with status {code}"
+        else:
+            how = "closed its connection"
+        return ConnectionLost(f"the isolate of '{isolate.key}' {how}", code="isolate.crashed")
+
+    def _retire(self, isolate: Isolate) -> None:
+        """Take ``isolate`` out of service; it is stopped once its calls have finished."""
+        if self._live.get(isolate.key) is isolate:
+            del self._live[isolate.key]
+        isolate.stale = True
+        if isolate.in_flight == 0:
+            isolate.kill()
+        else:
+            self._retired.add(isolate)
+
+    def _make_room(self) -> None:
+        while len(self._live) >= self.max_isolates:
+            idle = next((i for i in self._live.values() if i.in_flight == 0), None)
+            if idle is None:
+                return  # every isolate is busy: go over the bound rather than fail a call
+            self._retire(idle)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(min(5.0, self.idle_timeout_s / 4))
+            now = time.monotonic()
+            for isolate in list(self._live.values()):
+                if isolate.in_flight == 0 and now - isolate.last_used > self.idle_timeout_s:
+                    self._retire(isolate)
+            for isolate in list(self._retired):
+                if isolate.in_flight == 0:
+                    isolate.kill()
+
+    def evict(self, key: str) -> None:
+        isolate = self._live.get(key)
+        if isolate is not None:
+            self._retire(isolate)
+
+    def mark_stale(self, key: str) -> None:
+        isolate = self._live.get(key)
+        if isolate is not None:
+            isolate.stale = True
+            if isolate.in_flight == 0:
+                self._retire(isolate)
+
+    def get_live(self, key: str) -> Isolate | None:
+        return self._live.get(key)
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        readers = []
+        for isolate in [*self._live.values(), *self._retired]:
+            isolate.kill()
+            if isolate.reader is not None:
+                isolate.reader.cancel()
+                readers.append(isolate.reader)
+        if readers:
+            await asyncio.wait(readers, timeout=5)
+        self._live.clear()
+        self._retired.clear()
+        await self.zygote.close()
