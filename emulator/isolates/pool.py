@@ -56,6 +56,7 @@ class Isolate:
     dead: bool = False
     load_ms: float = 0.0
     reader: asyncio.Task[None] | None = None
+    load_phases: dict[str, float] = field(default_factory=dict)
 
     async def invoke(self, entrypoint: str | None, method: str, args: list[Any],
                      kwargs: dict[str, Any], props: dict[str, Any] | None = None) -> Any:
@@ -140,6 +141,7 @@ class IsolatePool:
             isolate.kill()
             raise
         isolate.load_ms = info.get("load_ms", 0.0)
+        isolate.load_phases = info.get("phases_ms", {})
         self.loads += 1
         self._live[key] = isolate
         return isolate
