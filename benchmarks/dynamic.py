@@ -113,7 +113,7 @@ def _project(folder: Path) -> Path:
 
 
 async def _full_path(latency_samples: int, instances: int, tenants: int) -> dict[str, object]:
-    from dynamic_workflows import dispatcher_scope, wrap_workflow_binding
+    from emulator.runtime.dynamic_workflows import dispatcher_scope, wrap_workflow_binding
     with tempfile.TemporaryDirectory() as folder:
         config = load_config(_project(Path(folder)))
         host = ProjectHost(config, HostOptions(state_dir=Path(folder) / ".dynwf", clock=SystemClock(),
@@ -135,7 +135,7 @@ async def _full_path(latency_samples: int, instances: int, tenants: int) -> dict
         try:
             with dispatcher_scope(host.module, host.env):
                 bindings = [wrap_workflow_binding({"tenantId": f"t{i}"}) for i in range(tenants)]
-            from dynamic_workflows import scoped_instance_id
+            from emulator.runtime.dynamic_workflows import scoped_instance_id
             loop = asyncio.get_running_loop()
             timings = []
             for i in range(latency_samples + 20):
@@ -152,9 +152,11 @@ async def _full_path(latency_samples: int, instances: int, tenants: int) -> dict
             while completed < target:
                 await asyncio.sleep(0.01)
             start_count, start = completed, time.perf_counter()
-            for i in range(0, instances, 100):
-                tenant = bindings[(i // 100) % tenants]
-                await tenant.create_batch([{} for _ in range(100)])
+            per_tenant = instances // tenants
+            for binding in bindings:
+                for first in range(0, per_tenant, 100):
+                    await binding.create_batch([{} for _ in range(min(100, per_tenant - first))])
+            instances = per_tenant * tenants
             while completed < start_count + instances:
                 await asyncio.sleep(0.005)
             elapsed = time.perf_counter() - start

@@ -68,7 +68,7 @@ class Engine:
         self.progress = progress.Broadcaster()
         self.control = Control(self.store, self.clock, on_change=self._on_change)
         self.live: dict[str, Lifetime] = {}
-        self.writes = WriteBatcher(self.store, self.clock)
+        self.writes = WriteBatcher(self.store)
         self._wake: asyncio.Event | None = None
         self._data_version = -1
         self._next_renewal = 0
@@ -102,16 +102,20 @@ class Engine:
         lifetime = self.live.get(instance_id)
         if lifetime is not None:
             self._sync_lifetime(lifetime)
-        self._publish_status(instance_id)
+        self._publish_status(instance_id, "queued" if what == "created" else None)
         self._signal()
 
-    def _publish_status(self, instance_id: str) -> None:
-        if self.progress.active:
+    def _publish_status(self, instance_id: str, status: str | None = None) -> None:
+        """Tell subscribers the instance's status (read from the store unless given)."""
+        if not self.progress.active:
+            return
+        if status is None:
             row = self.store.find_instance(instance_id)
-            if row is not None:
-                self.progress.publish(progress.Progress(progress.INSTANCE_STATUS, instance_id,
-                                                        self.clock.now_ms(), None,
-                                                        {"status": row.status}))
+            if row is None:
+                return
+            status = row.status
+        self.progress.publish(progress.Progress(progress.INSTANCE_STATUS, instance_id,
+                                                self.clock.now_ms(), None, {"status": status}))
 
     def _sync_lifetime(self, lifetime: Lifetime) -> None:
         """Bring a live lifetime in line with what the database says about its instance."""
@@ -296,7 +300,7 @@ class Engine:
         task = asyncio.get_running_loop().create_task(self._run_lifetime(lifetime, definition))
         self._lifetime_tasks.add(task)
         task.add_done_callback(self._lifetime_tasks.discard)
-        self._publish_status(row.id)
+        self._publish_status(row.id, row.status)
 
     async def _run_lifetime(self, lifetime: Lifetime, definition: WorkflowDefinition | None) -> None:
         row = lifetime.row

@@ -248,12 +248,12 @@ class Store:
             raise InvalidTransitionError(
                 f"Instance '{id}' is no longer {old}; cannot move it to {new}", instance_id=id)
 
-    def owned_txn(self, id: str, owner: str, generation: int, now: int) -> bool:
-        """True when ``owner`` still holds the lease of this generation of a live instance."""
-        cursor = self.conn.execute(
-            "UPDATE instances SET updated_at = ? WHERE id = ? AND lease_owner = ? AND generation = ? "
-            "AND status IN ('running', 'waitingForPause')", (now, id, owner, generation))
-        return cursor.rowcount == 1
+    def owned_txn(self, id: str, owner: str, generation: int) -> bool:
+        """True when ``owner`` still holds the lease of this generation of a live instance.
+        Inside the writer's transaction, so the answer holds until it commits."""
+        return self.conn.execute(
+            "SELECT 1 FROM instances WHERE id = ? AND lease_owner = ? AND generation = ? "
+            "AND status IN ('running', 'waitingForPause')", (id, owner, generation)).fetchone() is not None
 
     def claim_txn(self, owner: str, now: int, real_now: int, lease_until: int, limit: int,
                   only: Iterable[str] | None = None) -> list[InstanceRow]:

@@ -12,7 +12,6 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from emulator.engine.clock import Clock
 from emulator.engine.store import StepKey, Store
 
 
@@ -39,9 +38,8 @@ class WriteBatcher:
     own and nothing is half-written.
     """
 
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.clock = clock
         self._queue: list[_Write] = []
         self._scheduled = False
         self.transactions = 0
@@ -86,7 +84,6 @@ class WriteBatcher:
         finals = {w.key for w in batch if w.key is not None and not w.note}
         owned: dict[tuple[str, str, int], bool] = {}
         results: dict[int, Any] = {}
-        now = self.clock.now_ms()
         with self.store.write():
             for index, write in enumerate(batch):
                 if index in failed or (write.note and write.key in finals):
@@ -94,7 +91,7 @@ class WriteBatcher:
                 if write.guard is not None:
                     ok = owned.get(write.guard)
                     if ok is None:
-                        ok = owned[write.guard] = self.store.owned_txn(*write.guard, now)
+                        ok = owned[write.guard] = self.store.owned_txn(*write.guard)
                     if not ok:
                         if not write.note:
                             failed[index] = LostOwnership(write.guard[0])
