@@ -22,6 +22,7 @@ from emulator.engine.clock import Clock
 from emulator.errors import ConfigError
 from emulator.isolates.pool import IsolateLimits, IsolatePool
 from emulator.loader import WorkerLoader
+from emulator.project import DATABASE_NAME
 from emulator.runtime import RUNTIME_PATH
 
 
@@ -72,7 +73,7 @@ class ProjectHost:
         self.config = config
         self.options = options or HostOptions()
         state_dir = self.options.state_dir or config.root / ".dynwf"
-        self.database = self.options.database or state_dir / "state.sqlite"
+        self.database = self.options.database or state_dir / DATABASE_NAME
         self.pool = IsolatePool(max_isolates=self.options.max_isolates,
                                 idle_timeout_s=self.options.idle_timeout_s,
                                 limits=self.options.limits, log_sink=self._isolate_log)

@@ -157,6 +157,18 @@ class Control:
             self.store.reset_txn(instance_id, self.clock.now_ms())
         self.on_change(instance_id, "restart")
 
+    def wake(self, instance_id: str) -> int:
+        """End the current sleep or retry back-off now; returns how many waits were cut short."""
+        now = self.clock.now_ms()
+        with self.store.write():
+            row = self.store.get_instance(instance_id)
+            if states.is_finished(row.status):
+                raise InstanceFinishedError(f"Instance '{instance_id}' is {row.status}: nothing to wake",
+                                            instance_id=instance_id, code="instance.not_running")
+            woken = self.store.wake_timers_txn(instance_id, now)
+        self.on_change(instance_id, "wake")
+        return woken
+
     def send_event(self, instance_id: str, type: Any, payload: Any = None) -> None:
         """Deliver to the oldest matching ``wait_for_event``, or buffer FIFO until one asks."""
         check_event_type(type)

@@ -319,13 +319,23 @@ class Store:
             "generation = generation + 1, lease_owner = NULL, lease_expiry = NULL, "
             "updated_at = ?, started_at = NULL, ended_at = NULL WHERE id = ?", (now, id))
 
+    def wake_timers_txn(self, id: str, now: int) -> int:
+        """End the instance's sleeps and retry back-offs now (not its event timeouts)."""
+        return self.conn.execute("UPDATE timers SET due = ? WHERE instance_id = ? AND due > ? AND "
+                                 "kind IN ('sleep', 'retry')", (now, id, now)).rowcount
+
+    def set_code_version_txn(self, id: str, version: str) -> None:
+        """Record the code an instance started on (once: later runs keep the first)."""
+        self.conn.execute("UPDATE instances SET code_version = ? WHERE id = ? AND code_version IS NULL",
+                          (version, id))
+
     def shift_timers_txn(self, id: str, by_ms: int) -> None:
         self.conn.execute("UPDATE timers SET due = due + ? WHERE instance_id = ?", (by_ms, id))
 
     # ---- steps -----------------------------------------------------------------------------
 
     def load_steps(self, instance_id: str) -> dict[StepKey, StepRow]:
-        rows = self.conn.execute(f"SELECT {_STEP_COLS} FROM steps WHERE instance_id = ?",
+        rows = self.conn.execute(f"SELECT {_STEP_COLS} FROM steps WHERE instance_id = ? ORDER BY seq",
                                  (instance_id,))
         return {(r[0], r[1], r[2]): StepRow(*r) for r in rows}
 

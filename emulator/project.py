@@ -1,0 +1,37 @@
+"""Where a project's state lives, and opening it: ``.dynwf/`` beside the wrangler file unless
+``--state-dir`` or ``DYNWF_STATE_DIR`` says otherwise (DESIGN §7)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from emulator.config import find_config, load_config
+from emulator.config.model import ProjectConfig
+
+STATE_DIR_ENV = "DYNWF_STATE_DIR"
+DATABASE_NAME = "state.sqlite"
+
+
+@dataclass(frozen=True)
+class Project:
+    config: ProjectConfig
+    state_dir: Path
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / DATABASE_NAME
+
+    @property
+    def tenants_dir(self) -> Path:
+        return self.config.root / "tenants"
+
+
+def open_project(config: Path | None = None, state_dir: Path | None = None, *,
+                 start: Path | None = None) -> Project:
+    """Find and load the config (``config``, else ./wrangler.jsonc|json|toml) and its state dir."""
+    path = find_config(start=start, explicit=config)
+    loaded = load_config(path)
+    chosen = state_dir or (Path(os.environ[STATE_DIR_ENV]) if os.environ.get(STATE_DIR_ENV) else None)
+    return Project(loaded, (chosen or loaded.root / ".dynwf").resolve())
