@@ -1,0 +1,174 @@
+"""``dynwf run``: create one instance as a tenant would and drive it to the end, live."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.live import Live
+from rich.syntax import Syntax
+from rich.text import Text
+
+from dynwf_cli.checklist import Checklist, to_ndjson
+from dynwf_cli.console import console, err_console
+from emulator.errors import UsageError
+from emulator.outline import TenantSourceError, outline_steps
+from emulator.project import open_project
+from emulator.runner import RunOptions, RunResult, RunSession
+
+HELP = """Create one workflow instance the way tenant TENANT would, and run it to the end with a
+live per-step checklist. Sleeps and retry back-offs are skipped (fast-forwarded) unless
+--real-time is given.
+
+When the instance waits for an event: a matching --event is sent; on a terminal you are asked
+for the payload (empty input leaves it waiting); otherwise the run stops with exit status 3 and
+prints the command that continues it.
+
+Exit status: 0 complete (the output is printed), 1 errored or terminated, 2 usage error,
+3 left waiting for an event.
+
+Example:
+
+\b
+  dynwf run --tenant acme --params '{"name": "Alice"}'
+  dynwf run --tenant globex --event 'deploy-approval={"ok": true}'
+"""
+
+
+def parse_json_option(value: str | None, option: str) -> Any:
+    """A JSON option value, or ``@file.json`` to read it from a file."""
+    if value is None:
+        return None
+    text = value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"{option}: cannot read {value[1:]}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{option} is not valid JSON: {exc.msg} at line {exc.lineno} column "
+                         f"{exc.colno}", hint=f"""quote it for the shell: {option} '{{"key": "value"}}'""") from None
+
+
+def parse_event(value: str) -> tuple[str, Any]:
+    event_type, sep, payload = value.partition("=")
+    if not sep or not event_type:
+        raise UsageError(f"--event {value!r} must look like TYPE=JSON",
+                         hint="""e.g. --event 'deploy-approval={"ok": true}'""")
+    return event_type, parse_json_option(payload, f"--event {event_type}")
+
+
+def run(
+    tenant: str = typer.Option(..., "--tenant", "-t", help="The tenant whose code runs the instance."),
+    params: Optional[str] = typer.Option(None, "--params", "-p", metavar="JSON|@FILE",
+                                         help="The instance's params (event payload)."),
+    workflow: Optional[str] = typer.Option(None, "--workflow", "-w",
+                                           help="Workflow name from the config (default: the first)."),
+    instance_id: Optional[str] = typer.Option(None, "--id", help="The id the tenant gives it."),
+    metadata: Optional[str] = typer.Option(None, "--metadata", metavar="JSON",
+                                           help='Dispatcher metadata (default: {"tenantId": TENANT}).'),
+    event: list[str] = typer.Option([], "--event", "-e", metavar="TYPE=JSON",
+                                    help="An event to send when the instance waits for TYPE."),
+    real_time: bool = typer.Option(False, "--real-time", help="Wait out sleeps and back-offs for real."),
+    as_json: bool = typer.Option(False, "--json", help="NDJSON progress and a JSON result."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", metavar="FILE",
+                                          help="The wrangler file (default: ./wrangler.jsonc)."),
+    state_dir: Optional[Path] = typer.Option(None, "--state-dir", metavar="DIR",
+                                             help="Where state lives (default: .dynwf/ beside the config)."),
+) -> None:
+    options = RunOptions(tenant=tenant, params=parse_json_option(params, "--params"),
+                         workflow=workflow, instance_id=instance_id,
+                         metadata=parse_json_option(metadata, "--metadata"),
+                         events=[parse_event(e) for e in event], real_time=real_time)
+    if options.metadata is not None and not isinstance(options.metadata, dict):
+        raise UsageError("--metadata must be a JSON object")
+    project = open_project(config, state_dir)
+    live_view = not as_json and console.is_terminal
+    result = asyncio.run(_run(project, options, live_view))
+    raise typer.Exit(_report(result, project, as_json, live_view))
+
+
+async def _run(project, options: RunOptions, live_view: bool) -> RunResult:
+    session = RunSession(project, options)
+    checklist = Checklist(_outline(project, options.tenant), tenant=options.tenant,
+                          workflow=session.workflow.name, fast_forward=not options.real_time)
+    async with session:
+        checklist.instance_id = session.instance_id
+        if live_view:
+            session.subscribe(checklist.apply)
+            live = Live(console=console, refresh_per_second=12, get_renderable=lambda: checklist.render(
+                now=session.host.engine.clock.now_ms()))
+            with live:
+                await session.create()
+                result = await session.drive()
+                while not result.finished and result.waiting_for and sys.stdin.isatty():
+                    live.stop()  # the prompt needs the terminal to itself
+                    payload = await _prompt(result.waiting_for[0])
+                    live.start()
+                    if payload is _LEAVE:
+                        break
+                    session.send_event(result.waiting_for[0], payload)
+                    result = await session.drive()
+        else:
+            session.subscribe(lambda p: print(to_ndjson(p), flush=True))
+            await session.create()
+            result = await session.drive()
+        return result
+
+
+_LEAVE = object()
+
+
+async def _prompt(event_type: str) -> Any:
+    """Ask for an event payload on the terminal (empty input: leave the instance waiting)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        text = await loop.run_in_executor(None, lambda: console.input(
+            f"[bold]event [cyan]{event_type}[/cyan] payload[/bold] (JSON, empty to leave it waiting): "))
+        if not text.strip():
+            return _LEAVE
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            err_console.print(f"[error]not JSON:[/error] {exc.msg} (column {exc.colno})")
+
+
+def _outline(project, tenant: str):
+    source = project.tenants_dir / tenant / "index.py"
+    try:
+        return outline_steps(source.read_text(encoding="utf-8"), file=str(source)) if source.is_file() else []
+    except TenantSourceError:
+        return []  # the run itself reports the syntax error, with its line
+
+
+def _report(result: RunResult, project, as_json: bool, live_view: bool) -> int:
+    if as_json or not live_view:
+        print(json.dumps({"kind": "result", **result.to_dict()}, ensure_ascii=False, default=str),
+              flush=True)
+    if result.status == "complete":
+        if not as_json and live_view:
+            console.print(Text("output", style="ok"))
+            console.print(Syntax(json.dumps(result.output, indent=2, ensure_ascii=False, default=str),
+                                 "json", background_color="default"))
+        return 0
+    if result.waiting_for:
+        command = (f"dynwf instances send-event {result.tenant_instance_id} --tenant {result.tenant} "
+                   f"--type {result.waiting_for[0]} --payload '{{}}'")
+        err_console.print(Text(f"waiting for event '{result.waiting_for[0]}'; continue it with:",
+                               style="warning"))
+        err_console.print(Text("  " + command), soft_wrap=True)
+        return 3
+    error = result.error or {"name": result.status, "message": ""}
+    err_console.print(Text(f"{result.status}: {error.get('name')}: {error.get('message')}",
+                           style="error"), soft_wrap=True)
+    return 1
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run", help=HELP, no_args_is_help=True)(run)

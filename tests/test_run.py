@@ -1,0 +1,141 @@
+"""``dynwf run``: a project made by ``dynwf init`` plus tenants written for each case, run through
+Typer's CliRunner and through the installed ``dynwf`` (DESIGN §7 exit codes)."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dynwf_cli.app import app
+
+runner = CliRunner()
+DYNWF = str(Path(sys.executable).with_name("dynwf"))
+
+LONG_SLEEP = '''
+from workers import WorkflowEntrypoint
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("before")
+        async def before():
+            return event["payload"].get("n", 0) + 1
+
+        first = await before()
+        await step.sleep("wait", "365 days")
+
+        @step.do("after")
+        async def after():
+            return first * 10
+        return {"after": await after()}
+'''
+
+FAILING = '''
+from workers import WorkflowEntrypoint
+from workers.workflows import NonRetryableError
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("charge card", config={"retries": {"limit": 2, "delay": "1 minute"}})
+        async def charge(ctx):
+            if ctx["attempt"] < 3:
+                raise ValueError(f"gateway timeout on attempt {ctx['attempt']}")
+            raise NonRetryableError("card declined")
+        return await charge()
+'''
+
+
+@pytest.fixture()
+def project(tmp_path, monkeypatch):
+    assert runner.invoke(app, ["init", str(tmp_path / "demo")]).exit_code == 0
+    root = tmp_path / "demo"
+    for name, source in (("sleepy", LONG_SLEEP), ("failing", FAILING)):
+        (root / "tenants" / name).mkdir()
+        (root / "tenants" / name / "index.py").write_text(source)
+    monkeypatch.chdir(root)
+    return root
+
+
+def result_line(stdout: str) -> dict:
+    return json.loads([line for line in stdout.splitlines() if '"kind": "result"' in line][-1])
+
+
+def test_run_completes_and_prints_the_output(project):
+    result = runner.invoke(app, ["run", "--tenant", "acme", "--params", '{"name": "Alice"}'])
+    assert result.exit_code == 0, result.output
+    final = result_line(result.stdout)
+    assert final["status"] == "complete"
+    assert final["output"]["greeting"] == "Hello, Alice!"
+
+
+def test_a_365_day_sleep_is_fast_forwarded(project):
+    started = time.monotonic()
+    completed = subprocess.run([DYNWF, "run", "--tenant", "sleepy", "--params", '{"n": 4}'],
+                               capture_output=True, text=True, timeout=60, cwd=project)
+    elapsed = time.monotonic() - started
+    assert completed.returncode == 0, completed.stderr
+    assert result_line(completed.stdout)["output"] == {"after": 50}
+    progress = [json.loads(line) for line in completed.stdout.splitlines()]
+    sleeping = next(p for p in progress if p["kind"] == "step.sleeping")
+    woken = next(p for p in progress if p["kind"] == "step.woken")
+    assert woken["at"] - sleeping["at"] >= 365 * 86_400_000  # workflow time really passed
+    print(f"365-day sleep run took {elapsed:.2f}s")
+    assert elapsed < 5  # the issue's bound for this run (not a benchmark: a fast-forward check)
+
+
+def test_an_errored_run_exits_1_with_the_error(project):
+    result = runner.invoke(app, ["run", "--tenant", "failing"])
+    assert result.exit_code == 1
+    final = result_line(result.stdout)
+    assert final["status"] == "errored"
+    assert final["error"] == {"name": "NonRetryableError", "message": "card declined"}
+    assert "card declined" in result.stderr
+
+
+def test_waiting_for_an_event_exits_3_with_the_command_to_continue(project):
+    completed = subprocess.run([DYNWF, "run", "--tenant", "globex", "--id", "deploy-1"],
+                               capture_output=True, text=True, timeout=60, cwd=project,
+                               stdin=subprocess.DEVNULL)
+    assert completed.returncode == 3, completed.stderr
+    assert result_line(completed.stdout)["waiting_for"] == ["deploy-approval"]
+    assert "dynwf instances send-event deploy-1 --tenant globex --type deploy-approval" in completed.stderr
+
+
+def test_a_given_event_is_sent_when_the_instance_waits_for_it(project):
+    result = runner.invoke(app, ["run", "--tenant", "globex", "--event",
+                                 'deploy-approval={"ok": true, "by": "ann"}'])
+    assert result.exit_code == 0, result.output
+    assert result_line(result.stdout)["output"]["deployed"] is True
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--params", "{bad"], "--params is not valid JSON"),
+    (["--event", "no-equals-sign"], "must look like TYPE=JSON"),
+    (["--workflow", "nope"], "no workflow named 'nope'"),
+])
+def test_usage_errors_exit_2(project, args, fragment):
+    from emulator.errors import UsageError
+    result = runner.invoke(app, ["run", "--tenant", "acme", *args])
+    assert isinstance(result.exception, UsageError)  # main() maps it to exit 2, shown below
+    assert fragment in str(result.exception)
+    completed = subprocess.run([DYNWF, "run", "--tenant", "acme", *args], capture_output=True,
+                               text=True, timeout=60, cwd=project)
+    assert completed.returncode == 2
+    assert fragment in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_an_unknown_tenant_is_a_usage_error_listing_the_tenants(project):
+    completed = subprocess.run([DYNWF, "run", "--tenant", "initech"], capture_output=True,
+                               text=True, timeout=60, cwd=project)
+    assert completed.returncode == 2
+    assert "no tenant 'initech'" in completed.stderr and "acme" in completed.stderr
+
+
+def test_run_help_has_an_example():
+    result = runner.invoke(app, ["run", "--help"])
+    assert result.exit_code == 0
+    assert "dynwf run --tenant acme" in result.stdout
