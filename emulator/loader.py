@@ -10,6 +10,7 @@ the stub raise that error (spec §6.1).
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from typing import Any, Callable
 
@@ -30,6 +31,14 @@ MAX_CODE_BYTES = 64 * 1024 * 1024
 
 class LoaderError(DynwfError):
     code = "loader.invalid_code"
+
+
+def code_fingerprint(modules: dict[str, str]) -> str:
+    """A short, stable name for a module set: the same files give the same fingerprint."""
+    digest = hashlib.sha256()
+    for name in sorted(modules):
+        digest.update(name.encode() + b"\0" + modules[name].encode() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 def normalise_code(raw: Any, worker_id: str) -> dict[str, Any]:
@@ -61,7 +70,7 @@ def normalise_code(raw: Any, worker_id: str) -> dict[str, Any]:
         raise LoaderError(f"main_module {main!r} of '{worker_id}' is not one of its modules "
                           f"({', '.join(sorted(modules))})")
     limits = code.pop("limits", None) or {}
-    out = {"modules": modules, "main_module": main,
+    out = {"modules": modules, "main_module": main, "fingerprint": code_fingerprint(modules),
            "compatibility_date": code.get("compatibility_date"),
            "env": code.get("env") or {},
            # omitted -> inherits the parent's network, as on the platform; None -> no network

@@ -88,6 +88,11 @@ class CachedStep:
         return cls(*data)
 
 
+def _show(key: StepKey) -> str:
+    kind = {"do": "step.do", "sleep": "step.sleep", "wait": "step.wait_for_event"}[key[0]]
+    return f'{kind} "{key[1]}"' + (f" (occurrence {key[2]})" if key[2] > 1 else "")
+
+
 def fatal(exc: DynwfError | str) -> WorkflowFatalError:
     if isinstance(exc, DynwfError):
         return WorkflowFatalError(exc.message + (f" ({exc.hint})" if exc.hint else ""), code=exc.code)
@@ -98,19 +103,44 @@ class StepClient:
     """Step primitives for one run of one instance."""
 
     def __init__(self, backend: StepBackend, instance_id: str, cache: dict[StepKey, CachedStep], *,
-                 step_limit: int, on_replay: Callable[[StepKey], None] | None = None) -> None:
+                 step_limit: int, on_replay: Callable[[StepKey], None] | None = None,
+                 code_version: str | None = None, running_version: str | None = None) -> None:
         self.backend = backend
         self.instance_id = instance_id
-        self.cache = cache
+        self.cache = cache              # in the order the steps were first reached
         self.step_limit = step_limit
         self.on_replay = on_replay
+        #: the code the instance started on, and the code running now (when known)
+        self.code_version = code_version
+        self.running_version = running_version
         self._counts: dict[tuple[str, str], int] = {}
         self._do_steps = 0
+        self._visited: set[StepKey] = set()
 
     def _key(self, kind: str, name: str) -> StepKey:
         count = self._counts.get((kind, name), 0) + 1
         self._counts[(kind, name)] = count
-        return (kind, name, count)
+        key = (kind, name, count)
+        self._visited.add(key)
+        if key not in self.cache:
+            self._check_replay(key)
+        return key
+
+    def _check_replay(self, key: StepKey) -> None:
+        """A new step while recorded ones are still ahead means the code no longer takes the path
+        the instance took. Checked when the code changed since the instance started: running new
+        code against old results would be silent corruption, so the run stops with both steps."""
+        if not (self.code_version and self.running_version and
+                self.code_version != self.running_version):
+            return
+        expected = next((k for k, step in self.cache.items()
+                         if k not in self._visited and step.status in ("done", "failed")), None)
+        if expected is not None:
+            raise WorkflowFatalError(
+                f"replay does not match the steps this instance recorded: expected {_show(expected)} "
+                f"but the code now runs {_show(key)} (the tenant's code changed from "
+                f"{self.code_version} to {self.running_version} since the instance started; "
+                "restart it to run the new code from the top)", code="replay.mismatch")
 
     def _replayed(self, key: StepKey) -> None:
         if self.on_replay is not None:

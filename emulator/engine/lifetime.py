@@ -46,7 +46,7 @@ class Lifetime:
         cache = {key: CachedStep(r.status, r.attempts, r.config, r.result, r.error)
                  for key, r in steps.items()}
         self.client = StepClient(self, row.id, cache, step_limit=step_limit,
-                                 on_replay=self._on_replay)
+                                 on_replay=self._on_replay, code_version=row.code_version)
         self.step = WorkflowStep(self.client, implicit_dependencies=implicit_dependencies)
         self.attempting: dict[StepKey, tuple[int, str, int]] = {}  # key -> attempt, config, start
         self.waits: dict[StepKey, asyncio.Future[StepRow]] = {}
@@ -182,6 +182,11 @@ class Lifetime:
 
     def log(self, key: StepKey | None, level: str, message: str) -> None:
         self.engine.log(self.id, key, level, message)
+
+    def record_code_version(self, version: str) -> None:
+        if self.row.code_version is None:
+            self.row.code_version = version
+            self.engine.writes.submit(lambda s: s.set_code_version_txn(self.id, version), wait=False)
 
     def begin(self, key: StepKey, attempt: int, config_json: str) -> None:
         started = self.clock.now_ms()

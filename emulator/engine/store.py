@@ -215,7 +215,10 @@ class Store:
         return InstanceRow(*row) if row else None
 
     def list_instances(self, *, workflow: str | None = None, status: str | None = None,
-                       prefix: str | None = None, limit: int = 1000) -> list[InstanceRow]:
+                       prefix: str | None = None, tenant: str | None = None,
+                       limit: int = 1000) -> list[InstanceRow]:
+        """Newest first. ``tenant`` matches the ``tenantId`` of a dispatcher envelope's metadata
+        (compared as text, so a numeric tenant id matches its digits)."""
         where, args = [], []
         if workflow:
             where.append("workflow = ?")
@@ -226,11 +229,22 @@ class Store:
         if prefix:
             where.append("id >= ? AND id < ?")
             args += [prefix, prefix + "\U0010ffff"]
+        if tenant is not None:
+            where.append("CAST(json_extract(params, '$.__dispatcherMetadata.tenantId') AS TEXT) = ?")
+            args.append(tenant)
         sql = f"SELECT {_INSTANCE_COLS} FROM instances"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
         return [InstanceRow(*r) for r in self.conn.execute(sql, (*args, limit))]
+
+    def instances_ending_with(self, suffix: str, *, limit: int = 100) -> list[InstanceRow]:
+        """Instances whose id ends with ``suffix`` (a scan: ids are matched at the end, where no
+        index helps; fine for the id lookups of the command line), oldest first."""
+        rows = self.conn.execute(
+            f"SELECT {_INSTANCE_COLS} FROM instances WHERE length(id) > ? AND substr(id, -?) = ? "
+            "ORDER BY seq LIMIT ?", (len(suffix), len(suffix), suffix, limit))
+        return [InstanceRow(*r) for r in rows]
 
     def count_by_status(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT status, count(*) FROM instances GROUP BY status"))
@@ -435,6 +449,11 @@ class Store:
         self.conn.execute("DELETE FROM events WHERE seq = ?", (row[0],))
         return row[1], row[2]
 
+    def buffered_events(self, instance_id: str) -> dict[str, int]:
+        """How many events of each type wait, buffered, for a ``wait_for_event`` to ask."""
+        return dict(self.conn.execute("SELECT type, count(*) FROM events WHERE instance_id = ? "
+                                      "GROUP BY type ORDER BY min(seq)", (instance_id,)))
+
     # ---- logs ------------------------------------------------------------------------------
 
     def add_log_txn(self, instance_id: str, step: StepKey | None, level: str, message: str,
@@ -444,8 +463,11 @@ class Store:
                           "message, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                           (instance_id, kind, name, count, level, message, now))
 
-    def list_logs(self, instance_id: str) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT step_kind, step_name, step_count, level, message, at "
-                                 "FROM logs WHERE instance_id = ? ORDER BY seq", (instance_id,))
+    def list_logs(self, instance_id: str, after_seq: int | None = None) -> list[dict[str, Any]]:
+        """The instance's log lines in order; with ``after_seq``, only those written after the
+        line of that ``seq`` (how ``logs --follow`` asks for new lines only)."""
+        rows = self.conn.execute("SELECT step_kind, step_name, step_count, level, message, at, seq "
+                                 "FROM logs WHERE instance_id = ? AND seq > ? ORDER BY seq",
+                                 (instance_id, after_seq if after_seq is not None else -1))
         return [{"step": (r[0], r[1], r[2]) if r[0] else None, "level": r[3], "message": r[4],
-                 "at": r[5]} for r in rows]
+                 "at": r[5], "seq": r[6]} for r in rows]

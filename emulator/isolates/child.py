@@ -166,6 +166,7 @@ class IsolateRoot(RpcTarget):
         self.module: Any = None
         self.env: Any = None
         self.implicit = True
+        self.fingerprint: str | None = None
 
     # called by the host ---------------------------------------------------------------------
 
@@ -175,6 +176,7 @@ class IsolateRoot(RpcTarget):
         started = time.perf_counter()
         modules: dict[str, str] = code["modules"]
         self.implicit = uses_implicit_dependencies(code.get("compatibility_date"))
+        self.fingerprint = code.get("fingerprint")
         self.env = SimpleNamespace(**(code.get("env") or {}))
         sys.stdout = _LogStream(self, "info")
         sys.stderr = _LogStream(self, "error")
@@ -215,7 +217,7 @@ class IsolateRoot(RpcTarget):
     # used inside the isolate ------------------------------------------------------------------
 
     def build_step(self, stub: Any, init: dict[str, Any]) -> Any:
-        return step_proxy(self.implicit)(stub, init)
+        return step_proxy(self.implicit, self.fingerprint)(stub, init)
 
     def send_log(self, level: str, message: str) -> None:
         if self.peer is None or self.peer.closed is not None:

@@ -44,7 +44,12 @@ class StepBackendTarget(RpcTarget):
     def __rpc_describe__(self) -> tuple[str, dict[str, Any]]:
         cache = [[list(key), step.to_wire()] for key, step in self._client.cache.items()]
         return STEP_KIND, {"instance": self._client.instance_id, "cache": cache,
-                           "limit": self._client.step_limit}
+                           "limit": self._client.step_limit,
+                           "code_version": self._client.code_version}
+
+    def record_code_version(self, version: str) -> None:
+        """The isolate names the code it runs; kept for the instance if it is its first run."""
+        self._backend.record_code_version(str(version)[:64])
 
     def begin(self, key: Any, attempt: int, config_json: str) -> None:
         self._backend.begin(_key(key), int(attempt), str(config_json))
@@ -101,12 +106,16 @@ class RemoteStepBackend:
         self._stub.log.send(list(key) if key else None, level, message)
 
 
-def step_proxy(implicit_dependencies: bool):
+def step_proxy(implicit_dependencies: bool, fingerprint: str | None = None):
     """The factory the isolate registers for incoming ``step`` references."""
     def build(stub: Any, init: dict[str, Any]) -> WorkflowStep:
         cache = {_key(key): CachedStep.from_wire(row) for key, row in init["cache"]}
+        recorded = init.get("code_version")
+        if recorded is None and fingerprint is not None:
+            stub.record_code_version.send(fingerprint)
         client = StepClient(RemoteStepBackend(stub), init["instance"], cache,
                             step_limit=init["limit"],
-                            on_replay=lambda key: stub.replayed.send(list(key)))
+                            on_replay=lambda key: stub.replayed.send(list(key)),
+                            code_version=recorded, running_version=fingerprint)
         return WorkflowStep(client, implicit_dependencies=implicit_dependencies)
     return build

@@ -1,0 +1,295 @@
+"""Each operation on instances, written once: the command line (``dynwf instances ...``) and the
+dev server's HTTP API both call these and render what they return (plain JSON-ready data).
+
+Ids: an instance created by a tenant has the real id ``<12-hex prefix>-<tenant's id>``
+(``dynamic_workflows``). People know it by the tenant's id, so every operation takes either;
+:func:`resolve_id` decides which instance is meant, or says why it cannot.
+
+Clocks: the operations are database writes through :class:`Control`, so they work whether or not
+an engine runs, and a running engine in another process notices them on its next poll. The clock
+given here stamps what the operation writes (an event's timestamp, a woken timer's due time, a
+pause's length). The command line uses the system clock; the dev server passes its engine's
+``Control`` so its own engine also reacts at once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from emulator.engine import states
+from emulator.engine.clock import Clock, SystemClock
+from emulator.engine.control import Control
+from emulator.engine.store import InstanceRow, StepRow, Store, TimerRow
+from emulator.errors import (DynwfError, InstanceError, InstanceNotFoundError, InvalidIdError,
+                             ValidationError)
+from emulator.project import Project
+from emulator.runtime.dynamic_workflows import scoped_instance_id, tenant_instance_id, unwrap_params
+
+LIST_HINT = "dynwf instances list"
+#: Candidates named in an ``instance.ambiguous`` message (the rest are counted).
+_SHOWN_CANDIDATES = 5
+
+
+class StateNotFoundError(DynwfError):
+    """The project has no state file yet: nothing has ever run."""
+
+    code = "state.not_found"
+
+
+def open_store(project: Project) -> Store:
+    """The project's state database; refuses to create one (a typo'd ``--state-dir`` must not
+    read as "no instances")."""
+    if not project.database.is_file():
+        raise StateNotFoundError(f"no instances yet: {project.database} does not exist",
+                                 hint="run dynwf run or dynwf dev first, or check --state-dir")
+    return Store(project.database)
+
+
+# ---- what a row says about its tenant ---------------------------------------------------------
+
+def envelope_of(row: InstanceRow) -> tuple[dict[str, Any] | None, Any]:
+    """``(metadata, params)``: the dispatcher envelope opened, or ``(None, params)`` for an
+    instance created through a raw binding."""
+    params = json.loads(row.params)
+    unwrapped = unwrap_params(params)
+    if unwrapped is None:
+        return None, params
+    metadata = unwrapped.metadata if isinstance(unwrapped.metadata, dict) else None
+    return metadata, unwrapped.params
+
+
+def tenant_of(metadata: dict[str, Any] | None) -> Any:
+    return metadata.get("tenantId") if metadata else None
+
+
+def visible_id(metadata: dict[str, Any] | None, real_id: str) -> str | None:
+    """The id the instance's tenant knows it by (None when it is not in a tenant's namespace)."""
+    if metadata is None:
+        return None
+    try:
+        return tenant_instance_id(metadata, real_id)
+    except ValidationError:  # metadata that cannot be hashed has no namespace
+        return None
+
+
+def summary(row: InstanceRow) -> dict[str, Any]:
+    """One instance as ``list`` shows it."""
+    metadata, _params = envelope_of(row)
+    return {
+        "id": row.id, "tenant": tenant_of(metadata),
+        "tenant_instance_id": visible_id(metadata, row.id),
+        "workflow": row.workflow, "status": row.status,
+        "created_at": row.created_at, "updated_at": row.updated_at,
+        "code_version": row.code_version,
+    }
+
+
+# ---- id resolution ----------------------------------------------------------------------------
+
+def resolve_id(store: Store, given: str, tenant: str | None = None) -> InstanceRow:
+    """The instance ``given`` names, in this order:
+
+    1. the real id ``given`` (with ``tenant``, only if it is that tenant's instance);
+    2. with ``tenant``: the tenant's id ``given`` in the namespace of ``{"tenantId": tenant}``,
+       else in any namespace whose metadata has that ``tenantId`` (metadata with more keys);
+    3. without: the one instance some tenant knows as ``given``.
+
+    Step 3 matches the tenant-visible id exactly (``<prefix>-<given>`` where the prefix is that
+    instance's own namespace), not any id that merely ends in ``-<given>``: tenant ids contain
+    dashes, and ``wake 1`` must not pick ``...-order-1``.
+    """
+    row = store.find_instance(given) if given else None
+    if row is not None and (tenant is None or _is_tenants(row, tenant)):
+        return row
+    if given and tenant is not None:
+        try:
+            row = store.find_instance(scoped_instance_id({"tenantId": tenant}, given))
+        except InvalidIdError:
+            row = None
+        if row is not None:
+            return row
+    candidates = _known_as(store, given, tenant) if given else []
+    if len(candidates) == 1:
+        return candidates[0]
+    whose = f" of tenant '{tenant}'" if tenant is not None else ""
+    if not candidates:
+        raise InstanceNotFoundError(f"Instance '{given}'{whose} does not exist", instance_id=given,
+                                    hint=LIST_HINT + (f" --tenant {tenant}" if tenant else ""))
+    named = ", ".join(f"{r.id} (tenant {tenant_of(envelope_of(r)[0])})"
+                      for r in candidates[:_SHOWN_CANDIDATES])
+    more = len(candidates) - _SHOWN_CANDIDATES
+    raise InstanceError(
+        f"'{given}'{whose} names {len(candidates)} instances: {named}"
+        + (f" and {more} more" if more > 0 else ""),
+        instance_id=given, code="instance.ambiguous",
+        hint="give the full id, or the tenant with --tenant")
+
+
+def _is_tenants(row: InstanceRow, tenant: str) -> bool:
+    found = tenant_of(envelope_of(row)[0])
+    return found is not None and str(found) == tenant
+
+
+def _known_as(store: Store, given: str, tenant: str | None) -> list[InstanceRow]:
+    """Instances whose tenant knows them as ``given`` (of ``tenant`` only, when given)."""
+    found = []
+    for row in store.instances_ending_with("-" + given):
+        metadata, _params = envelope_of(row)
+        if visible_id(metadata, row.id) != given:
+            continue
+        if tenant is not None and str(tenant_of(metadata)) != tenant:
+            continue
+        found.append(row)
+    return found
+
+
+# ---- the operations ---------------------------------------------------------------------------
+
+class InstanceOps:
+    """list, describe, pause, resume, terminate, restart, send_event, wake and logs over one
+    store. Each takes an id as :func:`resolve_id` reads it, and an optional tenant."""
+
+    def __init__(self, store: Store, clock: Clock | None = None, *,
+                 control: Control | None = None) -> None:
+        self.store = store
+        self.control = control or Control(store, clock or SystemClock())
+        self.clock = self.control.clock
+
+    @classmethod
+    def open(cls, project: Project, clock: Clock | None = None) -> "InstanceOps":
+        """Ops on the project's state file (which must exist); close() when done."""
+        return cls(open_store(project), clock)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "InstanceOps":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def resolve(self, given: str, tenant: str | None = None) -> InstanceRow:
+        return resolve_id(self.store, given, tenant)
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def list_instances(self, *, tenant: str | None = None, status: str | None = None,
+                       workflow: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest first, at most ``limit``; each row as :func:`summary` makes it."""
+        if status is not None and status not in states.ALL:
+            raise ValidationError(f"unknown status '{status}'", code="status.invalid",
+                                  hint="one of: " + ", ".join(states.ALL))
+        if limit < 1:
+            raise ValidationError(f"limit must be at least 1, got {limit}")
+        rows = self.store.list_instances(tenant=tenant, status=status, workflow=workflow,
+                                         limit=limit)
+        return [summary(row) for row in rows]
+
+    def describe(self, given: str, *, tenant: str | None = None) -> dict[str, Any]:
+        """Everything known about one instance: status, output or error, the tenant and its
+        metadata, the params as the tenant passed them, each step, pending timers, events
+        waiting in the buffer."""
+        row = self.resolve(given, tenant)
+        metadata, params = envelope_of(row)
+        now = self.clock.now_ms()
+        buffered = self.store.buffered_events(row.id)
+        public = row.to_public()
+        return {
+            **summary(row),
+            "metadata": metadata, "params": params,
+            "output": public["output"], "error": public["error"],
+            "started_at": row.started_at, "ended_at": row.ended_at,
+            "steps": [_step(step) for step in self.store.list_steps(row.id)],
+            "timers": [_timer(timer, now) for timer in self.store.timers_of(row.id)],
+            "events_buffered": sum(buffered.values()), "events_buffered_by_type": buffered,
+            "now": now,
+        }
+
+    def logs(self, given: str, *, tenant: str | None = None,
+             after_seq: int | None = None) -> dict[str, Any]:
+        """Log lines of the instance (after ``after_seq``, if given) and its status. The status
+        is read first, so when it says finished the lines are the last there will be."""
+        row = self.resolve(given, tenant)
+        lines = [_log_line(line) for line in self.store.list_logs(row.id, after_seq)]
+        return {"id": row.id, "status": row.status, "finished": states.is_finished(row.status),
+                "lines": lines, "last_seq": lines[-1]["seq"] if lines else after_seq}
+
+    # ---- changing ------------------------------------------------------------------------------
+
+    def pause(self, given: str, *, tenant: str | None = None) -> dict[str, Any]:
+        """A running instance moves to ``waitingForPause`` until its in-flight steps commit; a
+        queued or waiting one pauses at once; any other status is left as it is."""
+        row = self.resolve(given, tenant)
+        return self._result(row, status=self.control.pause(row.id))
+
+    def resume(self, given: str, *, tenant: str | None = None) -> dict[str, Any]:
+        """A no-op for an instance that is not paused (or about to pause)."""
+        row = self.resolve(given, tenant)
+        return self._result(row, status=self.control.resume(row.id))
+
+    def terminate(self, given: str, *, tenant: str | None = None) -> dict[str, Any]:
+        row = self.resolve(given, tenant)
+        self.control.terminate(row.id)
+        return self._result(row)
+
+    def restart(self, given: str, *, tenant: str | None = None) -> dict[str, Any]:
+        """Erase every step and run again from the top with the same params."""
+        row = self.resolve(given, tenant)
+        self.control.restart(row.id)
+        return self._result(row)
+
+    def send_event(self, given: str, type: str, payload: Any = None, *,
+                   tenant: str | None = None) -> dict[str, Any]:
+        """Deliver to the oldest ``wait_for_event`` of ``type``, or buffer until one asks."""
+        row = self.resolve(given, tenant)
+        self.control.send_event(row.id, type, payload)
+        return {**self._result(row), "type": type}
+
+    def wake(self, given: str, *, tenant: str | None = None) -> dict[str, Any]:
+        """End the instance's sleeps and retry back-offs now (event timeouts are kept)."""
+        row = self.resolve(given, tenant)
+        woken = self.control.wake(row.id)
+        return {**self._result(row), "woken": woken}
+
+    def _result(self, row: InstanceRow, *, status: str | None = None) -> dict[str, Any]:
+        metadata, _params = envelope_of(row)
+        if status is None:
+            status = self.store.get_instance(row.id).status
+        return {"id": row.id, "tenant": tenant_of(metadata),
+                "tenant_instance_id": visible_id(metadata, row.id), "status": status}
+
+
+# ---- rows as data -----------------------------------------------------------------------------
+
+def _step(step: StepRow) -> dict[str, Any]:
+    public = step.to_public()
+    ended = step.ended_at is not None and step.started_at is not None
+    return {
+        "kind": step.kind, "name": step.name, "count": step.count, "status": step.status,
+        "attempts": step.attempts,
+        # from the first attempt's start to the end (retries and back-offs included)
+        "duration_ms": step.ended_at - step.started_at if ended else None,
+        # the sleep's length, or the event wait's timeout, as the code asked for it
+        "requested_ms": step.duration_ms,
+        "event_type": step.event_type,
+        "result": public["result"], "error": public["error"],
+        "started_at": step.started_at, "ended_at": step.ended_at,
+    }
+
+
+def _timer(timer: TimerRow, now: int) -> dict[str, Any]:
+    kind, name, count = timer.step
+    return {"kind": timer.kind, "step": {"kind": kind, "name": name, "count": count},
+            "due_at": timer.due, "due_in_ms": timer.due - now}
+
+
+def _log_line(line: dict[str, Any]) -> dict[str, Any]:
+    step = line["step"]
+    return {"seq": line["seq"], "at": line["at"], "level": line["level"], "message": line["message"],
+            "step": {"kind": step[0], "name": step[1], "count": step[2]} if step else None}
+
+
+__all__ = ["InstanceOps", "StateNotFoundError", "envelope_of", "open_store", "resolve_id",
+           "summary", "tenant_of", "visible_id"]

@@ -1,0 +1,91 @@
+"""Every instance records the tenant code it started on; a replay on changed code that takes a
+different path fails with the expected and the actual step (issue: code versions)."""
+
+import asyncio
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from dynwf_cli.app import app
+from emulator.engine import VirtualClock
+from emulator.host import HostOptions, ProjectHost
+from emulator.loader import code_fingerprint
+from emulator.project import open_project
+from emulator.runner import RunOptions, RunSession
+
+V1 = '''
+from workers import WorkflowEntrypoint
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("reserve")
+        async def reserve():
+            return 1
+        await reserve()
+        approval = await step.wait_for_event("approval", "approve", timeout="1 hour")
+
+        @step.do("ship")
+        async def ship():
+            return "shipped"
+        return await ship()
+'''
+
+V2_SAME_PATH = V1.replace('return "shipped"', 'return "shipped by v2"')
+V2_NEW_PATH = V1.replace('@step.do("reserve")', '@step.do("check stock")')
+
+
+def start(tmp_path: Path, source: str):
+    assert CliRunner().invoke(app, ["init", str(tmp_path / "p")]).exit_code == 0
+    tenant = tmp_path / "p" / "tenants" / "shop"
+    tenant.mkdir()
+    (tenant / "index.py").write_text(source)
+    project = open_project(tmp_path / "p" / "wrangler.jsonc")
+
+    async def first_run():
+        async with RunSession(project, RunOptions(tenant="shop", instance_id="order-1")) as session:
+            await session.create()
+            return await session.drive()
+    result = asyncio.run(first_run())
+    assert result.waiting_for == ["approve"]
+    return project, tenant, result.instance_id
+
+
+def resume(project, instance_id):
+    async def go():
+        host = ProjectHost(project.config, HostOptions(state_dir=project.state_dir,
+                                                       clock=VirtualClock()))
+        host.engine.only = {instance_id}
+        await host.start()
+        try:
+            version = host.engine.store.get_instance(instance_id).code_version
+            host.engine.control.send_event(instance_id, "approve", {"ok": True})
+            await host.engine.drain()
+            return version, host.engine.control.status(instance_id)
+        finally:
+            await host.close()
+    return asyncio.run(go())
+
+
+def test_the_starting_code_is_recorded_and_unchanged_code_replays(tmp_path):
+    project, tenant, instance_id = start(tmp_path, V1)
+    version, status = resume(project, instance_id)
+    assert version == code_fingerprint({"index.py": V1})
+    assert status == {"status": "complete", "error": None, "output": "shipped"}
+
+
+def test_changed_code_on_the_same_path_replays_and_runs_the_new_steps(tmp_path):
+    project, tenant, instance_id = start(tmp_path, V1)
+    (tenant / "index.py").write_text(V2_SAME_PATH)
+    version, status = resume(project, instance_id)
+    assert status["status"] == "complete" and status["output"] == "shipped by v2"
+
+
+def test_changed_code_on_another_path_fails_with_expected_and_actual_step(tmp_path):
+    project, tenant, instance_id = start(tmp_path, V1)
+    (tenant / "index.py").write_text(V2_NEW_PATH)
+    version, status = resume(project, instance_id)
+    assert status["status"] == "errored"
+    message = status["error"]["message"]
+    assert 'expected step.do "reserve"' in message
+    assert 'the code now runs step.do "check stock"' in message
+    assert version in message and code_fingerprint({"index.py": V2_NEW_PATH}) in message
