@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import re
 import os
 import subprocess
 import sys
@@ -254,7 +255,8 @@ def test_help_ends_with_an_example():
     commands = [line.split()[0] for line in runner.invoke(app, ["--help"]).stdout
                 .split("Commands:")[1].splitlines() if line.strip()]
     assert commands[:2] == ["init", "check"]     # the first command a newcomer runs comes first
-    assert "  init   Create a project from a template." in runner.invoke(app, ["--help"]).stdout
+    assert re.search(r"^\s+init\s+Create a project from a template\.$",
+                     runner.invoke(app, ["--help"]).stdout, re.MULTILINE)
 
 
 # ---- all or nothing --------------------------------------------------------------------------

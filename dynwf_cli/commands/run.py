@@ -171,4 +171,5 @@ def _report(result: RunResult, project, as_json: bool, live_view: bool) -> int:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run", help=HELP, no_args_is_help=True)(run)
+    app.command("run", help=HELP, no_args_is_help=True,
+                short_help="Run one instance in a tenant's code, with a live step checklist.")(run)
