@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 from emulator.config.model import ProjectConfig
 from emulator.engine import Engine, WorkflowDefinition
@@ -24,6 +26,10 @@ from emulator.isolates.pool import IsolateLimits, IsolatePool
 from emulator.loader import WorkerLoader
 from emulator.project import DATABASE_NAME
 from emulator.runtime import RUNTIME_PATH
+
+TenantLogListener = Callable[[str, str, str], None]  # (loader key, level, message)
+_EMULATOR_ROOT = Path(__file__).resolve().parent
+_reloads = itertools.count(1)
 
 
 @dataclass
@@ -85,23 +91,65 @@ class ProjectHost:
         self.dispatcher: Any = None
         self.env: Any = None
         self.tenant_logs: list[tuple[str, str, str]] = []
+        #: Called with each line a tenant prints outside any step (``dynwf dev`` shows them).
+        self.tenant_log_listeners: list[TenantLogListener] = []
 
     # ---- start and stop --------------------------------------------------------------------
 
+    @property
+    def started(self) -> bool:
+        return self.module is not None
+
     async def start(self) -> None:
         await self.pool.start()
-        self.env = self._build_env()
-        self.module = self._import_dispatcher()
+        env, loaders = self._build_env()
+        self._install(self._import_dispatcher(self._module_name()), env, loaders)
+
+    async def reload_dispatcher(self, config: ProjectConfig | None = None) -> float:
+        """Load the dispatcher again (and ``config``, when the wrangler file changed): a fresh
+        import of its module and of the project modules it imported, a new ``env``, and the
+        workflows registered again on the same engine. Every isolate is marked stale, since
+        each holds bindings into the old dispatcher; calls in flight finish on the old code.
+
+        All or nothing: when the new code fails to import, the old dispatcher keeps serving and
+        the error propagates. Returns the seconds the reload took.
+        """
+        started = time.perf_counter()
+        previous_config = self.config
+        if config is not None:
+            self.config = config
+        forgotten = self._forget_project_modules()
+        try:
+            env, loaders = self._build_env()
+            self._install(self._import_dispatcher(self._module_name(next(_reloads))), env, loaders)
+        except BaseException:
+            self.config = previous_config
+            sys.modules.update(forgotten)
+            raise
+        removed = {w.name for w in previous_config.workflows} - {w.name for w in self.config.workflows}
+        for workflow in removed:
+            self.engine.workflows.pop(workflow, None)
+        # the pool has no "every key" call; every live isolate is one of ours to retire
+        for key in list(self.pool._live):
+            self.pool.mark_stale(key)
+        return time.perf_counter() - started
+
+    def _install(self, module: ModuleType, env: Any, loaders: dict[str, WorkerLoader]) -> None:
+        """Put a freshly imported dispatcher in service (checked first, then swapped at once)."""
         from dynamic_workflows import Dispatcher
-        self.dispatcher = Dispatcher(self.module, self.env)
+        definitions = []
         for workflow in self.config.workflows:
-            cls = getattr(self.module, workflow.class_name, None)
+            cls = getattr(module, workflow.class_name, None)
             if not isinstance(cls, type):
                 raise ConfigError(f"class_name \"{workflow.class_name}\" is not defined by "
                                   f"{self.config.main}", hint="run dynwf check")
-            self.engine.register(WorkflowDefinition(
+            definitions.append(WorkflowDefinition(
                 workflow.name, self._factory(cls), step_limit=workflow.step_limit or 10_000,
                 compatibility_date=self.config.compatibility_date))
+        self.module, self.env, self.loaders = module, env, loaders
+        self.dispatcher = Dispatcher(module, env)
+        for definition in definitions:
+            self.engine.register(definition)
 
     def _factory(self, cls: type):
         def build(row: Any) -> Any:
@@ -114,28 +162,52 @@ class ProjectHost:
 
     # ---- the dispatcher --------------------------------------------------------------------
 
-    def _build_env(self) -> Any:
+    def _build_env(self) -> tuple[Any, dict[str, WorkerLoader]]:
         values: dict[str, Any] = dict(self.config.vars)
+        loaders: dict[str, WorkerLoader] = {}
         for workflow in self.config.workflows:
             values[workflow.binding] = self.engine.binding(workflow.name)
         for loader in self.config.worker_loaders:
-            self.loaders[loader.binding] = values[loader.binding] = WorkerLoader(self.pool, loader.binding)
-        return SimpleNamespace(**values)
+            loaders[loader.binding] = values[loader.binding] = WorkerLoader(self.pool, loader.binding)
+        return SimpleNamespace(**values), loaders
 
-    def _import_dispatcher(self) -> ModuleType:
+    def _module_name(self, generation: int = 0) -> str:
+        name = f"dynwf_dispatcher_{abs(hash(str(self.config.main_path)))}"
+        return f"{name}_r{generation}" if generation else name
+
+    def _import_dispatcher(self, name: str) -> ModuleType:
         path = self.config.main_path
         if not path.is_file():
             raise ConfigError(f"main module {self.config.main} does not exist", hint="run dynwf check")
         for folder in (RUNTIME_PATH, str(path.parent)):
             if folder not in sys.path:
                 sys.path.insert(0, folder)
-        name = f"dynwf_dispatcher_{abs(hash(str(path)))}"
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
         return module
+
+    def _forget_project_modules(self) -> dict[str, ModuleType]:
+        """Drop the dispatcher and the modules it imported from its own folder (``helpers.py``
+        beside ``entry.py``), so the next import reads them again; the runtime stays imported.
+        Returns what was dropped, to put back if the new code fails to import."""
+        folder = self.config.main_path.resolve().parent
+        forgotten = {}
+        for name, module in list(sys.modules.items()):
+            file = getattr(module, "__file__", None)
+            if not file:
+                continue
+            path = Path(file).resolve()
+            if path.is_relative_to(folder) and not path.is_relative_to(_EMULATOR_ROOT) \
+                    and "site-packages" not in path.parts:
+                forgotten[name] = sys.modules.pop(name)
+        return forgotten
 
     async def fetch(self, request: Any) -> Any:
         """Hand an HTTP request to the dispatcher's ``Default.fetch``."""
@@ -157,4 +229,9 @@ class ProjectHost:
         self.tenant_logs.append((label, level, message))
         if len(self.tenant_logs) > 1000:
             del self.tenant_logs[:500]
+        for listener in tuple(self.tenant_log_listeners):
+            try:
+                listener(label, level, message)
+            except Exception:  # a broken viewer must never break a tenant's call
+                pass
 

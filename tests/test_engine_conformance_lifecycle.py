@@ -14,98 +14,19 @@ import asyncio
 import json
 import re
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Callable
 
 import pytest
 
-from emulator.engine import Engine, VirtualClock, WorkflowDefinition
+from engine_harness import FATAL, HOUR, MINUTE, SECOND, T0, Harness, arun
+from emulator.engine import WorkflowDefinition
 from emulator.engine.limits import DEFAULT_STEP_LIMIT
 from emulator.errors import (InstanceAlreadyExistsError, InstanceFinishedError,
                              InstanceNotFoundError, InvalidEventTypeError, InvalidIdError,
                              PayloadTooLargeError, ValidationError)
 
-T0 = 1_700_000_000_000
-SECOND = 1_000
-MINUTE = 60 * SECOND
-HOUR = 60 * MINUTE
-DAY = 24 * HOUR
 MIB = 1024 * 1024
-FATAL = "WorkflowFatalError"
 ID_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9-_]*$")
-
-
-# ---- harness ------------------------------------------------------------------------------
-
-def arun(coro: Awaitable[Any]) -> Any:
-    return asyncio.run(coro)
-
-
-class FnWorkflow:
-    """A workflow whose ``run`` is a plain async function ``(event, step)``."""
-
-    def __init__(self, fn: Callable[[dict, Any], Awaitable[Any]]) -> None:
-        self._fn = fn
-
-    async def run(self, event: dict, step: Any) -> Any:
-        return await self._fn(event, step)
-
-
-class Harness:
-    """One engine on one database file, a clock that stands still, every progress event kept."""
-
-    def __init__(self, path: Path, fn: Callable[[dict, Any], Awaitable[Any]], **definition: Any):
-        self.path = path
-        self.fn = fn
-        self.definition = definition
-        self.clock = VirtualClock(T0, flowing=False)
-        self.progress: list[Any] = []
-        self.engine = self._new_engine()
-        self.binding = self.engine.binding("wf")
-
-    def _new_engine(self) -> Engine:
-        definition = WorkflowDefinition("wf", lambda row: FnWorkflow(self.fn), **self.definition)
-        engine = Engine(self.path, [definition], clock=self.clock, poll_ms=20)
-        engine.progress.subscribe(self.progress.append)
-        return engine
-
-    def restart_engine(self) -> None:
-        """A NEW Engine object on the same file: what a process restart looks like."""
-        self.engine.close()
-        self.engine = self._new_engine()
-        self.binding = self.engine.binding("wf")
-
-    async def create(self, params: Any = None, id: str = "i1"):
-        return await self.binding.create({"id": id, "params": {} if params is None else params})
-
-    async def status(self, id: str = "i1") -> dict[str, Any]:
-        return await (await self.binding.get(id)).status()
-
-    def step(self, kind: str, name: str, count: int = 1, id: str = "i1"):
-        return self.engine.store.get_step(id, (kind, name, count))
-
-    def result(self, kind: str, name: str, count: int = 1, id: str = "i1") -> Any:
-        row = self.step(kind, name, count, id)
-        assert row is not None and row.status == "done", row
-        return json.loads(row.result) if row.result is not None else None
-
-    def step_keys(self, id: str = "i1") -> list[tuple]:
-        return [s.key for s in self.engine.store.list_steps(id)]
-
-    def timers(self, id: str = "i1") -> list[tuple[str, tuple, int]]:
-        return [(t.kind, t.step, t.due) for t in self.engine.store.timers_of(id)]
-
-    def events(self, kind: str, id: str = "i1") -> list[Any]:
-        return [p for p in self.progress if p.kind == kind and p.instance_id == id]
-
-    def statuses(self, id: str = "i1") -> list[str]:
-        return [p.data["status"] for p in self.events("instance.status", id)]
-
-    def instance_ids(self) -> list[str]:
-        return [row.id for row in self.engine.store.list_instances(limit=10_000)]
-
-    def drain_in_background(self) -> "asyncio.Task[None]":
-        return asyncio.get_running_loop().create_task(self.engine.drain())
 
 
 class Gate:

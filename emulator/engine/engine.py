@@ -23,7 +23,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from emulator.engine import progress, states
 from emulator.engine.clock import Clock, SystemClock, to_datetime
