@@ -10,10 +10,10 @@ the stub raise that error (spec §6.1).
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from typing import Any, Callable
 
+from emulator.code_version import code_fingerprint
 from emulator.errors import DynwfError
 from emulator.isolates.pool import IsolatePool
 
@@ -31,14 +31,6 @@ MAX_CODE_BYTES = 64 * 1024 * 1024
 
 class LoaderError(DynwfError):
     code = "loader.invalid_code"
-
-
-def code_fingerprint(modules: dict[str, str]) -> str:
-    """A short, stable name for a module set: the same files give the same fingerprint."""
-    digest = hashlib.sha256()
-    for name in sorted(modules):
-        digest.update(name.encode() + b"\0" + modules[name].encode() + b"\0")
-    return digest.hexdigest()[:12]
 
 
 def normalise_code(raw: Any, worker_id: str) -> dict[str, Any]:

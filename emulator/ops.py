@@ -15,8 +15,10 @@ pause's length). The command line uses the system clock; the dev server passes i
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+from emulator.code_version import code_fingerprint
 from emulator.engine import states
 from emulator.engine.clock import Clock, SystemClock
 from emulator.engine.control import Control
@@ -151,15 +153,17 @@ class InstanceOps:
     store. Each takes an id as :func:`resolve_id` reads it, and an optional tenant."""
 
     def __init__(self, store: Store, clock: Clock | None = None, *,
-                 control: Control | None = None) -> None:
+                 control: Control | None = None, tenants_dir: Path | None = None) -> None:
         self.store = store
         self.control = control or Control(store, clock or SystemClock())
         self.clock = self.control.clock
+        #: where tenants' code lives by convention (tenants/<id>/), to tell when it changed
+        self.tenants_dir = tenants_dir
 
     @classmethod
     def open(cls, project: Project, clock: Clock | None = None) -> "InstanceOps":
         """Ops on the project's state file (which must exist); close() when done."""
-        return cls(open_store(project), clock)
+        return cls(open_store(project), clock, tenants_dir=project.tenants_dir)
 
     def close(self) -> None:
         self.store.close()
@@ -204,8 +208,21 @@ class InstanceOps:
             "steps": [_step(step) for step in self.store.list_steps(row.id)],
             "timers": [_timer(timer, now) for timer in self.store.timers_of(row.id)],
             "events_buffered": sum(buffered.values()), "events_buffered_by_type": buffered,
+            "current_code_version": self._current_code_version(tenant_of(metadata)),
             "now": now,
         }
+
+    def _current_code_version(self, tenant: str | None) -> str | None:
+        """The fingerprint of ``tenants/<tenant>/`` now, as the template's dispatcher loads it
+        (every ``.py`` file, keyed by its path in the folder); None when there is no such folder."""
+        if self.tenants_dir is None or not tenant:
+            return None
+        folder = self.tenants_dir / str(tenant)
+        if not folder.is_dir():
+            return None
+        modules = {path.relative_to(folder).as_posix(): path.read_text(encoding="utf-8")
+                   for path in sorted(folder.rglob("*.py")) if "__pycache__" not in path.parts}
+        return code_fingerprint(modules) if modules else None
 
     def logs(self, given: str, *, tenant: str | None = None,
              after_seq: int | None = None) -> dict[str, Any]:

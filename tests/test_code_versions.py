@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from dynwf_cli.app import app
 from emulator.engine import VirtualClock
 from emulator.host import HostOptions, ProjectHost
-from emulator.loader import code_fingerprint
+from emulator.code_version import code_fingerprint
 from emulator.project import open_project
 from emulator.runner import RunOptions, RunSession
 
@@ -89,3 +89,16 @@ def test_changed_code_on_another_path_fails_with_expected_and_actual_step(tmp_pa
     assert 'expected step.do "reserve"' in message
     assert 'the code now runs step.do "check stock"' in message
     assert version in message and code_fingerprint({"index.py": V2_NEW_PATH}) in message
+
+
+def test_describe_says_when_the_tenants_code_changed(tmp_path, monkeypatch):
+    project, tenant, instance_id = start(tmp_path, V1)
+    monkeypatch.chdir(project.config.root)
+    runner = CliRunner()
+    same = runner.invoke(app, ["instances", "describe", "order-1", "--tenant", "shop"])
+    assert same.exit_code == 0, same.output
+    assert code_fingerprint({"index.py": V1}) in same.stdout and "same as tenants/" in same.stdout
+    (tenant / "index.py").write_text(V2_NEW_PATH)
+    changed = runner.invoke(app, ["instances", "describe", "order-1", "--tenant", "shop"])
+    assert "code changed since" in " ".join(changed.stdout.split())
+    assert code_fingerprint({"index.py": V2_NEW_PATH}) in changed.stdout

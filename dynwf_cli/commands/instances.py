@@ -1,0 +1,480 @@
+"""``dynwf instances ...``: list, inspect and control the instances in a project's state file.
+
+Every operation is ``emulator.ops``; this module parses options, opens the project and renders.
+The commands write to the database directly, so they work whether or not ``dynwf dev`` runs; an
+engine running in another process picks the change up on its next poll (a quarter second).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from dynwf_cli.checklist import GLYPHS
+from dynwf_cli.console import console
+from emulator.engine import states
+from emulator.engine.durations import format_ms
+from emulator.engine.limits import check_event_type
+from emulator.errors import ValidationError
+from emulator.ops import InstanceOps
+from emulator.project import open_project
+
+#: How often ``logs --follow`` looks for new lines.
+FOLLOW_INTERVAL_S = 0.25
+_RESULT_CHARS = 200  # step results may be up to 1 MiB; --json has all of it
+
+HELP = """List, inspect and control workflow instances: pause, resume, terminate, restart, send
+events, wake sleepers, read logs.
+
+The commands act on the project's state file (.dynwf/state.sqlite beside the config) whether
+or not dynwf dev is running; a running engine notices within a quarter second.
+
+ID is the instance's full id, or the id its tenant knows it by (with --tenant to choose
+between tenants that use the same id).
+
+Exit status: 0 on success, 1 when the instance does not exist or the operation is refused,
+2 on a usage error.
+
+Example:
+
+\b
+  dynwf instances list --tenant acme --status waiting
+  dynwf instances send-event order-1 --tenant acme --type approval --payload '{"ok": true}'
+"""
+
+ConfigOption = Annotated[Optional[Path], typer.Option(
+    "--config", "-c", metavar="FILE",
+    help="The wrangler file (default: ./wrangler.jsonc, ./wrangler.json, ./wrangler.toml).")]
+StateDirOption = Annotated[Optional[Path], typer.Option(
+    "--state-dir", metavar="DIR",
+    help="Where the state lives (default: $DYNWF_STATE_DIR, else .dynwf/ beside the config).")]
+TenantOption = Annotated[Optional[str], typer.Option(
+    "--tenant", "-t", metavar="TENANT", help="The tenant whose id ID is (its tenantId).")]
+TenantFilter = Annotated[Optional[str], typer.Option(
+    "--tenant", "-t", metavar="TENANT", help="Only this tenant's instances (its tenantId).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+IdArgument = Annotated[str, typer.Argument(
+    metavar="ID", show_default=False, help="The instance id, or the id its tenant knows it by.")]
+
+_STEP_STATES = {"running": "running", "backoff": "retrying", "ready": "retrying",
+                "sleeping": "sleeping", "waiting": "waiting", "done": "done", "failed": "failed"}
+_STATUS_STYLES = {states.QUEUED: "muted", states.RUNNING: "step.running",
+                  states.WAITING: "step.waiting", states.PAUSED: "warning",
+                  states.WAITING_FOR_PAUSE: "warning", states.COMPLETE: "ok",
+                  states.ERRORED: "error", states.TERMINATED: "error", states.UNKNOWN: "muted"}
+
+#: The statuses --status accepts, spelled as the platform spells them (case matters).
+Status = Enum("Status", {name: name for name in states.ALL}, type=str)
+
+instances_app = typer.Typer(
+    name="instances", help=HELP, no_args_is_help=True, add_completion=False,
+    rich_markup_mode=None, pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def _help(text: str, example: str) -> str:
+    return f"{text}\n\nExample:\n\n\b\n  {example}\n"
+
+
+def _ops(config: Optional[Path], state_dir: Optional[Path]) -> InstanceOps:
+    return InstanceOps.open(open_project(config, state_dir))
+
+
+# ---- list -------------------------------------------------------------------------------------
+
+@instances_app.command("list", help=_help(
+    "List instances, newest first: id (the part the tenant knows in bold), tenant, status, when "
+    "created and last changed; the workflow and code version too when they differ between rows.",
+    "dynwf instances list --tenant acme --status errored --limit 20"))
+def list_command(
+    tenant: TenantFilter = None,
+    status: Annotated[Optional[Status], typer.Option(
+        "--status", "-s", metavar="STATUS",
+        help="Only instances in this status: " + ", ".join(states.ALL) + ".")] = None,
+    workflow: Annotated[Optional[str], typer.Option(
+        "--workflow", "-w", metavar="NAME", help="Only instances of this workflow.")] = None,
+    limit: Annotated[int, typer.Option(
+        "--limit", "-n", min=1, metavar="N", help="Show at most N (newest first).")] = 100,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    with _ops(config, state_dir) as ops:
+        rows = ops.list_instances(tenant=tenant, status=status.value if status else None,
+                                  workflow=workflow, limit=limit)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        filtered = tenant is not None or status is not None or workflow is not None
+        console.print(Text("no instances" + (" match these filters" if filtered else " yet"),
+                           style="muted"))
+        return
+    # The id is the one thing people copy from here, so it alone is never shortened.
+    ids = [_id_text(row) for row in rows]
+    # A project usually has one workflow, and most instances no code version: such columns
+    # are shown only when they tell rows apart, so the rest fits 80 columns.
+    with_workflow = len({row["workflow"] for row in rows}) > 1
+    with_code = any(row["code_version"] for row in rows)
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("ID", no_wrap=True, min_width=max(text.cell_len for text in ids))
+    table.add_column("TENANT", overflow="fold")
+    if with_workflow:
+        table.add_column("WORKFLOW", overflow="fold")
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("CREATED", overflow="fold")
+    table.add_column("UPDATED", overflow="fold")
+    if with_code:
+        table.add_column("CODE", overflow="fold")
+    for row, id_text in zip(rows, ids):
+        cells = [id_text, Text(str(row["tenant"]) if row["tenant"] is not None else "-")]
+        if with_workflow:
+            cells.append(Text(row["workflow"]))
+        cells += [_status_text(row["status"]), Text(_when(row["created_at"]), style="muted"),
+                  Text(_when(row["updated_at"]), style="muted")]
+        if with_code:
+            cells.append(Text(row["code_version"] or "-", style="muted"))
+        table.add_row(*cells)
+    console.print(table)
+    if len(rows) == limit:
+        console.print(Text(f"showing the newest {limit}; use --limit for more", style="muted"))
+
+
+# ---- describe ---------------------------------------------------------------------------------
+
+@instances_app.command("describe", help=_help(
+    "Show one instance: status, tenant, params, output or error, every step with its attempts "
+    "and duration, pending timers and buffered events.",
+    "dynwf instances describe order-1 --tenant acme"))
+def describe_command(
+    instance: IdArgument,
+    tenant: TenantOption = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    with _ops(config, state_dir) as ops:
+        info = ops.describe(instance, tenant=tenant)
+    if as_json:
+        _print_json(info)
+        return
+    _print_description(info)
+
+
+def _print_description(info: dict[str, Any]) -> None:
+    fields = Table.grid(padding=(0, 2))
+    fields.add_column(style="muted", no_wrap=True)
+    fields.add_column(overflow="fold")
+    fields.add_row("instance", _id_text(info))
+    if info["tenant"] is not None:
+        tenant = Text(str(info["tenant"]))
+        if info["tenant_instance_id"]:
+            tenant += Text(f" (its id: {info['tenant_instance_id']})", style="muted")
+        fields.add_row("tenant", tenant)
+    fields.add_row("workflow", info["workflow"])
+    fields.add_row("status", _status_text(info["status"]))
+    if info["code_version"]:
+        code = Text(info["code_version"])
+        current = info.get("current_code_version")
+        if current and current != info["code_version"]:
+            code += Text(f"  (tenants/{info['tenant']}/ is now {current}: the code changed since "
+                         "this instance started)", style="warning")
+        elif current:
+            code += Text("  (same as tenants/ now)", style="muted")
+        fields.add_row("code", code)
+    fields.add_row("created", _when(info["created_at"]))
+    fields.add_row("updated", _when(info["updated_at"]))
+    if info["metadata"] is not None and set(info["metadata"]) != {"tenantId"}:
+        fields.add_row("metadata", _json_text(info["metadata"]))
+    fields.add_row("params", _json_text(info["params"]))
+    if info["status"] == states.COMPLETE or info["output"] is not None:
+        fields.add_row("output", _json_text(info["output"]))
+    if info["error"] is not None:
+        fields.add_row("error", Text(_error_line(info["error"]), style="error"))
+    console.print(fields)
+
+    console.print()
+    console.print(Text("steps", style="bold"))
+    if not info["steps"]:
+        console.print(Text("  none yet", style="muted"))
+    else:
+        steps = Table.grid(padding=(0, 1))
+        steps.add_column(no_wrap=True, width=3)
+        steps.add_column(style="muted", no_wrap=True)
+        steps.add_column(no_wrap=True)
+        steps.add_column(no_wrap=True)
+        steps.add_column(overflow="fold")
+        for step in info["steps"]:
+            state = _STEP_STATES.get(step["status"], "pending")
+            label = step["name"] if step["count"] == 1 else f"{step['name']} #{step['count']}"
+            steps.add_row(Text(" " + GLYPHS[state], style=f"step.{state}"), step["kind"], label,
+                          Text(step["status"], style=f"step.{state}"), _step_detail(step))
+        console.print(steps)
+
+    if info["timers"]:
+        console.print()
+        console.print(Text("timers", style="bold"))
+        timers = Table.grid(padding=(0, 2))
+        timers.add_column(style="muted", no_wrap=True)
+        timers.add_column(no_wrap=True)
+        timers.add_column()
+        for timer in info["timers"]:
+            step = timer["step"]
+            label = step["name"] if step["count"] == 1 else f"{step['name']} #{step['count']}"
+            due_in = timer["due_in_ms"]
+            relative = f"in {format_ms(due_in)}" if due_in > 0 else "now"
+            timers.add_row("  " + timer["kind"], label, f"due {_when(timer['due_at'])} ({relative})")
+        console.print(timers)
+
+    if info["events_buffered"]:
+        by_type = ", ".join(f"{kind}: {count}" for kind, count in
+                            info["events_buffered_by_type"].items())
+        console.print()
+        console.print(Text(f"events buffered: {info['events_buffered']} ({by_type})"))
+
+
+def _step_detail(step: dict[str, Any]) -> Text:
+    parts: list[Text] = []
+    if step["kind"] == "do" and step["attempts"]:
+        parts.append(Text(f"{step['attempts']} attempt{'s' if step['attempts'] != 1 else ''}",
+                          style="muted"))
+    if step["kind"] == "sleep" and step["requested_ms"] is not None:
+        parts.append(Text(f"sleep {format_ms(step['requested_ms'])}", style="muted"))
+    if step["kind"] == "wait":
+        wait = f"for '{step['event_type']}'"
+        if step["requested_ms"] is not None and step["status"] == "waiting":
+            wait += f", timeout {format_ms(step['requested_ms'])}"
+        parts.append(Text(wait, style="muted"))
+    if step["duration_ms"] is not None and step["kind"] == "do":
+        parts.append(Text(format_ms(step["duration_ms"]), style="muted"))
+    if step["error"] is not None:
+        parts.append(Text(_error_line(step["error"]), style="error"))
+    elif step["result"] is not None:
+        parts.append(_json_text(step["result"], limit=_RESULT_CHARS))
+    return Text("  ").join(parts)
+
+
+# ---- control ----------------------------------------------------------------------------------
+
+def _control_command(name: str, text: str, example: str, verb: str,
+                     call: Callable[[InstanceOps, str, Optional[str]], dict[str, Any]]) -> None:
+    def command(
+        instance: IdArgument,
+        tenant: TenantOption = None,
+        as_json: JsonOption = False,
+        config: ConfigOption = None,
+        state_dir: StateDirOption = None,
+    ) -> None:
+        with _ops(config, state_dir) as ops:
+            result = call(ops, instance, tenant)
+        _print_outcome(result, verb, as_json)
+    command.__name__ = f"{name}_command"
+    instances_app.command(name, help=_help(text, example))(command)
+
+
+_control_command(
+    "pause", "Pause an instance. A running one finishes the steps in flight first "
+    "(status waitingForPause); a queued or waiting one pauses at once and its sleeps stop "
+    "counting. Any other status is left as it is.",
+    "dynwf instances pause order-1 --tenant acme", "paused",
+    lambda ops, instance, tenant: ops.pause(instance, tenant=tenant))
+_control_command(
+    "resume", "Resume a paused instance; its sleeps keep the time they had left. A no-op for an "
+    "instance that is not paused.",
+    "dynwf instances resume order-1 --tenant acme", "resumed",
+    lambda ops, instance, tenant: ops.resume(instance, tenant=tenant))
+_control_command(
+    "terminate", "Stop an instance for good (status terminated). Refused for an instance that "
+    "already finished.",
+    "dynwf instances terminate order-1 --tenant acme", "terminated",
+    lambda ops, instance, tenant: ops.terminate(instance, tenant=tenant))
+_control_command(
+    "restart", "Erase every step of an instance and run it again from the top with the same "
+    "params, whatever its status.",
+    "dynwf instances restart order-1 --tenant acme", "restarted",
+    lambda ops, instance, tenant: ops.restart(instance, tenant=tenant))
+
+
+@instances_app.command("wake", help=_help(
+    "End an instance's current sleeps and retry back-offs now (event timeouts are kept), so "
+    "the engine runs it at once instead of when the timer would have fired.",
+    "dynwf instances wake order-1 --tenant acme"))
+def wake_command(
+    instance: IdArgument,
+    tenant: TenantOption = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    with _ops(config, state_dir) as ops:
+        result = ops.wake(instance, tenant=tenant)
+    woken = result["woken"]
+    verb = f"woke {woken} timer{'s' if woken != 1 else ''} of" if woken else "nothing to wake in"
+    _print_outcome(result, verb, as_json)
+
+
+def _event_type(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return value
+    try:
+        return check_event_type(value)
+    except ValidationError as exc:
+        raise typer.BadParameter(exc.message) from None
+
+
+def _payload(value: Optional[str]) -> Any:
+    """``--payload``: JSON text, or ``@file.json``; a JSON error names its position."""
+    if value is None:
+        return None
+    where, text = "", value
+    if value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise typer.BadParameter(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
+                                     param_hint="'--payload'") from None
+        where = f" in {path}"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"not valid JSON{where}: {exc.msg} at line {exc.lineno} "
+                                 f"column {exc.colno} (char {exc.pos})",
+                                 param_hint="'--payload'") from None
+
+
+@instances_app.command("send-event", help=_help(
+    "Send an event to an instance: it goes to the oldest step waiting for that type, or is "
+    "buffered until one asks. PAYLOAD is JSON, or @FILE to read JSON from a file.",
+    """dynwf instances send-event order-1 --tenant acme --type approval --payload '{"ok": true}'"""))
+def send_event_command(
+    instance: IdArgument,
+    event_type: Annotated[str, typer.Option(
+        "--type", metavar="TYPE", callback=_event_type, show_default=False,
+        help="The event type the workflow waits for.")],
+    payload: Annotated[Optional[str], typer.Option(
+        "--payload", "-p", metavar="JSON|@FILE",
+        help="The event's payload (default: null).")] = None,
+    tenant: TenantOption = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    value = _payload(payload)  # before opening anything: a usage error changes nothing
+    with _ops(config, state_dir) as ops:
+        result = ops.send_event(instance, event_type, value, tenant=tenant)
+    _print_outcome(result, f"sent '{event_type}' to", as_json)
+
+
+# ---- logs -------------------------------------------------------------------------------------
+
+@instances_app.command("logs", help=_help(
+    "Print what an instance's code printed or logged, step by step. With --follow, keep "
+    "printing new lines until the instance finishes (or Ctrl-C).",
+    "dynwf instances logs order-1 --tenant acme --follow"))
+def logs_command(
+    instance: IdArgument,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Keep printing new lines until the instance finishes.")] = False,
+    tenant: TenantOption = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object per line (NDJSON).")] = False,
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    with _ops(config, state_dir) as ops:
+        chunk = ops.logs(instance, tenant=tenant)
+        real_id = chunk["id"]  # resolved once: later polls name the instance exactly
+        while True:
+            for line in chunk["lines"]:
+                _print_log_line(line, as_json)
+            if not follow or chunk["finished"]:
+                break
+            time.sleep(FOLLOW_INTERVAL_S)
+            chunk = ops.logs(real_id, after_seq=chunk["last_seq"])
+    if follow and not as_json:
+        console.print(Text(f"instance {chunk['status']}", style=_STATUS_STYLES.get(
+            chunk["status"], "muted")))
+
+
+def _print_log_line(line: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print_plain(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
+        return
+    text = Text(_when(line["at"], precise=True), style="muted") + Text(" ")
+    step = line["step"]
+    if step is not None:
+        label = step["name"] if step["count"] == 1 else f"{step['name']} #{step['count']}"
+        text += Text(f"[{label}] ", style="code")
+    if line["level"] not in ("info", "log", "stdout", "print"):
+        text += Text(f"{line['level']}: ", style="warning" if line["level"] == "warning" else
+                     "error" if line["level"] in ("error", "stderr") else "muted")
+    text += Text(line["message"])
+    console.print(text, soft_wrap=True)
+
+
+# ---- rendering helpers ------------------------------------------------------------------------
+
+def _print_outcome(result: dict[str, Any], verb: str, as_json: bool) -> None:
+    if as_json:
+        _print_json(result)
+        return
+    text = Text("✓ ", style="ok") + Text(f"{verb} ") + _id_text(result)
+    text += Text(" (status ") + _status_text(result["status"]) + Text(")")
+    console.print(text, soft_wrap=True)
+
+
+def _id_text(row: dict[str, Any]) -> Text:
+    """The full id, with the part the tenant knows in bold (the prefix is the namespace)."""
+    visible = row.get("tenant_instance_id")
+    if visible and row["id"].endswith(visible):
+        return Text(row["id"][:-len(visible)], style="muted") + Text(visible, style="bold")
+    return Text(row["id"], style="bold")
+
+
+def _status_text(status: str) -> Text:
+    return Text(status, style=_STATUS_STYLES.get(status, "muted"))
+
+
+def _when(ms: int | None, *, precise: bool = False) -> str:
+    """Epoch ms as UTC (the engine's clock, which may run ahead under fast-forward); ``precise``:
+    the time of day to the millisecond, for log lines."""
+    if ms is None:
+        return "-"
+    moment = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    if precise:
+        return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _error_line(error: Any) -> str:
+    if isinstance(error, dict) and "message" in error:
+        return f"{error.get('name') or 'Error'}: {error['message']}"
+    return json.dumps(error, ensure_ascii=False)
+
+
+def _json_text(value: Any, *, limit: int | None = None) -> Text:
+    text = json.dumps(value, ensure_ascii=False)
+    if limit is not None and len(text) > limit:
+        text = text[:limit - 1] + "…"
+    return Text(text)
+
+
+def _print_json(value: Any) -> None:
+    _print_plain(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _print_plain(text: str) -> None:
+    console.print(text, markup=False, emoji=False, highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(instances_app, name="instances", help=HELP)
