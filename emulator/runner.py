@@ -38,6 +38,7 @@ class RunOptions:
     metadata: dict[str, Any] | None = None
     events: list[tuple[str, Any]] = field(default_factory=list)   # (type, payload) to supply
     real_time: bool = False
+    isolation: str = "process"
 
 
 @dataclass
@@ -78,7 +79,8 @@ class RunSession:
         self.metadata = options.metadata if options.metadata is not None else {"tenantId": options.tenant}
         self._check_tenant()
         clock = SystemClock() if options.real_time else VirtualClock()
-        self.host = ProjectHost(project.config, HostOptions(state_dir=project.state_dir, clock=clock))
+        self.host = ProjectHost(project.config, HostOptions(state_dir=project.state_dir, clock=clock,
+                                                            isolation=options.isolation))
         self.instance_id = ""
         self.tenant_instance_id = options.instance_id or uuid.uuid4().hex
         self._events = list(options.events)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
@@ -37,6 +38,11 @@ Example:
   dynwf run --tenant acme --params '{"name": "Alice"}'
   dynwf run --tenant globex --event 'deploy-approval={"ok": true}'
 """
+
+
+class Isolation(str, Enum):
+    process = "process"
+    inline = "inline"
 
 
 def parse_json_option(value: str | None, option: str) -> Any:
@@ -76,6 +82,9 @@ def run(
     event: list[str] = typer.Option([], "--event", "-e", metavar="TYPE=JSON",
                                     help="An event to send when the instance waits for TYPE."),
     real_time: bool = typer.Option(False, "--real-time", help="Wait out sleeps and back-offs for real."),
+    isolation: Isolation = typer.Option(Isolation.process, "--isolation", case_sensitive=False,
+                                        help="process: each tenant in its own guarded process; "
+                                             "inline: in this process, for pdb (no isolation)."),
     as_json: bool = typer.Option(False, "--json", help="NDJSON progress and a JSON result."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", metavar="FILE",
                                           help="The wrangler file (default: ./wrangler.jsonc)."),
@@ -85,7 +94,8 @@ def run(
     options = RunOptions(tenant=tenant, params=parse_json_option(params, "--params"),
                          workflow=workflow, instance_id=instance_id,
                          metadata=parse_json_option(metadata, "--metadata"),
-                         events=[parse_event(e) for e in event], real_time=real_time)
+                         events=[parse_event(e) for e in event], real_time=real_time,
+                         isolation=isolation.value)
     if options.metadata is not None and not isinstance(options.metadata, dict):
         raise UsageError("--metadata must be a JSON object")
     project = open_project(config, state_dir)

@@ -160,8 +160,10 @@ class _Watchdog:
 class IsolateRoot(RpcTarget):
     """What the host may call in an isolate."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, *, inline: bool = False) -> None:
         self.label = label
+        self.inline = inline
+        self.inline_modules: Any = None
         self.peer: Peer | None = None
         self.module: Any = None
         self.env: Any = None
@@ -178,6 +180,11 @@ class IsolateRoot(RpcTarget):
         self.implicit = uses_implicit_dependencies(code.get("compatibility_date"))
         self.fingerprint = code.get("fingerprint")
         self.env = SimpleNamespace(**(code.get("env") or {}))
+        if self.inline:  # in the host process: no guard, no limits, output stays the host's
+            from emulator.isolates.inline import InlineModules
+            self.inline_modules = InlineModules(modules, self.label)
+            self.module = self.inline_modules.import_main(code["main_module"])
+            return {"pid": os.getpid(), "load_ms": (time.perf_counter() - started) * 1000}
         sys.stdout = _LogStream(self, "info")
         sys.stderr = _LogStream(self, "error")
         step_client.on_body_error = _exit_on_memory_error
@@ -211,6 +218,8 @@ class IsolateRoot(RpcTarget):
             if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
                 result = await result
         except MemoryError:
+            if self.inline:
+                raise
             os._exit(EXIT_MEMORY_LIMIT)
         return result
 

@@ -49,7 +49,7 @@ class Isolate:
     key: str
     pid: int
     peer: Peer
-    transport: StreamTransport
+    transport: StreamTransport | None      # None: an inline isolate, in this process
     in_flight: int = 0
     last_used: float = field(default_factory=time.monotonic)
     stale: bool = False
@@ -70,17 +70,30 @@ class Isolate:
             if self.stale and self.in_flight == 0:
                 self.kill()  # retired or hot-reloaded: its last call is done
 
+    inline_root: Any = None
+
     def kill(self) -> None:
-        if not self.dead:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if self.dead:
+            return
+        if self.inline_root is not None:  # never signal this process: unload the modules
+            self.dead = True
+            if self.inline_root.inline_modules is not None:
+                self.inline_root.inline_modules.unload()
+            self.peer.close(ConnectionLost(f"the inline isolate of '{self.key}' was stopped"))
+            return
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 class IsolatePool:
     def __init__(self, *, max_isolates: int = 64, idle_timeout_s: float = 300.0,
-                 limits: IsolateLimits | None = None, log_sink: LogSink | None = None) -> None:
+                 limits: IsolateLimits | None = None, log_sink: LogSink | None = None,
+                 isolation: str = "process") -> None:
+        if isolation not in ("process", "inline"):
+            raise ValueError(f"isolation must be 'process' or 'inline', not {isolation!r}")
+        self.isolation = isolation
         self.max_isolates = max_isolates
         self.idle_timeout_s = idle_timeout_s
         self.limits = limits or IsolateLimits()
@@ -93,7 +106,8 @@ class IsolatePool:
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.zygote.start()
+        if self.isolation == "process":
+            await self.zygote.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     @property
@@ -127,6 +141,8 @@ class IsolatePool:
     async def _load(self, key: str, load_code: Callable[[], Awaitable[dict[str, Any]]]) -> Isolate:
         code = await load_code()
         self._make_room()
+        if self.isolation == "inline":
+            return await self._load_inline(key, code)
         pid, sock = await self.zygote.fork(key)
         transport = await StreamTransport.open(sock)
         peer = Peer(transport.write, HostRoot(key, self.log_sink), name=f"isolate {key}")
@@ -142,6 +158,25 @@ class IsolatePool:
             raise
         isolate.load_ms = info.get("load_ms", 0.0)
         isolate.load_phases = info.get("phases_ms", {})
+        self.loads += 1
+        self._live[key] = isolate
+        return isolate
+
+    async def _load_inline(self, key: str, code: dict[str, Any]) -> Isolate:
+        from emulator.isolates.child import IsolateRoot
+        from emulator.isolates.steps import STEP_KIND
+        from emulator.rpc.transport import memory_pair
+        root = IsolateRoot(key, inline=True)
+        host_peer, child_peer = memory_pair(HostRoot(key, self.log_sink), root,
+                                            names=(f"isolate {key}", f"inline {key}"),
+                                            proxies_b={STEP_KIND: root.build_step})
+        root.peer = child_peer
+        isolate = Isolate(key, os.getpid(), host_peer, None, inline_root=root)
+        try:
+            await host_peer.remote.load(dict(code))
+        except BaseException:
+            isolate.kill()
+            raise
         self.loads += 1
         self._live[key] = isolate
         return isolate
@@ -226,4 +261,5 @@ class IsolatePool:
             await asyncio.wait(readers, timeout=5)
         self._live.clear()
         self._retired.clear()
-        await self.zygote.close()
+        if self.isolation == "process":
+            await self.zygote.close()
