@@ -132,9 +132,7 @@ class ProjectHost:
         removed = {w.name for w in previous_config.workflows} - {w.name for w in self.config.workflows}
         for workflow in removed:
             self.engine.workflows.pop(workflow, None)
-        # the pool has no "every key" call; every live isolate is one of ours to retire
-        for key in list(self.pool._live):
-            self.pool.mark_stale(key)
+        self.pool.mark_all_stale()
         return time.perf_counter() - started
 
     def _install(self, module: ModuleType, env: Any, loaders: dict[str, WorkerLoader]) -> None:

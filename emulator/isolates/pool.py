@@ -245,6 +245,11 @@ class IsolatePool:
             if isolate.in_flight == 0:
                 self._retire(isolate)
 
+    def mark_all_stale(self) -> None:
+        """Every isolate reloads at its next call (the dispatcher, which builds their code, changed)."""
+        for key in list(self._live):
+            self.mark_stale(key)
+
     def get_live(self, key: str) -> Isolate | None:
         return self._live.get(key)
 

@@ -1,0 +1,254 @@
+"""The dev server's Starlette app: every request goes to the dispatcher's ``Default.fetch``.
+
+``/__dynwf/*`` is the emulator's own namespace (health now; the admin API and dashboard live
+there too), so it never reaches user code. Anything else becomes a runtime ``Request`` handed to
+:meth:`ProjectHost.fetch`, and the ``Response`` it returns becomes the HTTP response. An error
+raised by the dispatcher or a tenant is answered with a 500 and a JSON body
+``{"error": {"code", "message"}}``, never a traceback page, and reported once through
+``on_request``.
+
+The app's lifespan owns the running parts: it starts the host if the caller has not, then runs
+the engine's scheduler (and any background tasks, such as the reloader) until shutdown, when the
+engine hands its leases back (so the next session claims those instances at once) and the host
+closes. Instances an earlier session left queued, running or sleeping resume because this
+engine claims them.
+
+:func:`listen` binds the socket before anything starts, so a port in use is one clear error
+rather than a half-started host; :class:`DevServer` is uvicorn's server with its signal handling
+left to the caller, which decides what SIGINT and SIGTERM mean (exit 130 and 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
+
+from starlette.applications import Starlette
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, Response as HttpResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+import uvicorn
+
+from emulator.engine import Engine
+from emulator.errors import DynwfError
+from emulator.host import ProjectHost
+
+__all__ = ["ADMIN_PREFIX", "TENANT_HEADER", "BackgroundTask", "DevServer", "RequestRecord",
+           "create_app", "error_body", "fast_forward_idle", "listen", "server_config"]
+
+ADMIN_PREFIX = "/__dynwf"
+#: The header naming a request's tenant, by the convention of the examples and templates;
+#: only shown in request logs (routing is the dispatcher's business).
+TENANT_HEADER = "x-tenant-id"
+#: A task run for the app's lifetime; it must return soon after ``stop`` is set.
+BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
+_NO_BODY_METHODS = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One request the dispatcher answered, as the request log shows it."""
+
+    method: str
+    path: str
+    tenant: str | None
+    status: int
+    seconds: float
+    error: dict[str, str] | None = None      # {"code", "message"} when it failed
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method, "path": self.path, "tenant": self.tenant,
+                               "status": self.status, "ms": round(self.seconds * 1000, 2)}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+def error_body(exc: BaseException) -> dict[str, str]:
+    """``{"code", "message"}`` of an error raised while answering a request."""
+    if isinstance(exc, DynwfError):
+        return {"code": exc.code, "message": exc.message}
+    code = getattr(exc, "code", None)
+    message = str(exc) or type(exc).__name__
+    if not message.startswith(type(exc).__name__):
+        message = f"{type(exc).__name__}: {message}"
+    return {"code": code if isinstance(code, str) else "worker.exception", "message": message}
+
+
+class _Dispatch:
+    """The catch-all route (an ASGI app, so Starlette lets every method through)."""
+
+    def __init__(self, host: ProjectHost, on_request: Callable[[RequestRecord], None] | None):
+        self.host = host
+        self.on_request = on_request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        incoming = HttpRequest(scope, receive)
+        error = None
+        try:
+            response = await self._fetch(incoming)
+        except Exception as exc:  # noqa: BLE001 - user code may raise anything; answer with JSON
+            error = error_body(exc)
+            response = JSONResponse({"error": error}, status_code=500)
+        if self.on_request is not None:
+            self.on_request(RequestRecord(incoming.method, incoming.url.path,
+                                          incoming.headers.get(TENANT_HEADER),
+                                          response.status_code, time.perf_counter() - started,
+                                          error))
+        await response(scope, receive, send)
+
+    async def _fetch(self, incoming: HttpRequest) -> HttpResponse:
+        from emulator.runtime.workers import Request, Response
+        body = await incoming.body()
+        request = Request(str(incoming.url), method=incoming.method,
+                          headers=list(incoming.headers.items()),
+                          body=None if incoming.method in _NO_BODY_METHODS or not body else body)
+        result = await self.host.fetch(request)
+        if not isinstance(result, Response):
+            raise DynwfError(f"Default.fetch returned {type(result).__name__}, not a Response",
+                             code="worker.bad_response",
+                             hint="return workers.Response(...) or Response.json(...)")
+        return HttpResponse(result.body, status_code=result.status,
+                            headers=dict(result.headers.items()))
+
+
+def create_app(host: ProjectHost, *, on_request: Callable[[RequestRecord], None] | None = None,
+               background: Sequence[BackgroundTask] = ()) -> Starlette:
+    """The dev server app around ``host``. ``on_request`` hears of every dispatched request;
+    ``background`` tasks run beside the engine for the app's lifetime."""
+
+    async def health(request: HttpRequest) -> JSONResponse:
+        store = host.engine.store
+        return JSONResponse({
+            "ok": host.started, "pid": os.getpid(), "project": host.config.name,
+            "instances": store.count_by_status(), "running": len(host.engine.live),
+            "isolates": host.pool.live_count, "isolate_loads": host.pool.loads,
+        })
+
+    async def unknown(request: HttpRequest) -> JSONResponse:
+        return JSONResponse({"error": {"code": "dev.not_found",
+                                       "message": f"no emulator route {request.url.path}"}},
+                            status_code=404)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not host.started:
+            await host.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        # the engine starts only now, after the host: its runners need the dispatcher
+        engine_task = loop.create_task(host.engine.serve(stop))
+        tasks = [loop.create_task(task(stop)) for task in background]
+        try:
+            yield
+        finally:
+            stop.set()
+            if tasks:
+                _, pending = await asyncio.wait(tasks, timeout=5)
+                for task in pending:
+                    task.cancel()
+            await engine_task       # serve() hands every lease back before it returns
+            await host.close()
+
+    routes = [
+        Route(f"{ADMIN_PREFIX}/health", health),
+        Route(ADMIN_PREFIX + "/{rest:path}", unknown,
+              methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+        Route("/{path:path}", _Dispatch(host, on_request)),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def fast_forward_idle(engine: Engine, stop: asyncio.Event, *, every_s: float = 0.05) -> None:
+    """``--fast-forward`` under a server: whenever nothing is running or waiting to run, jump the
+    engine's virtual clock to the next sleep or retry back-off that is due, instead of waiting
+    for it. Event waits (and their timeouts) are left alone: an event comes from outside.
+
+    ``Engine.serve`` never jumps (it serves real requests); ``Engine.drain`` does, but returns
+    when idle, so the server runs this beside ``serve``.
+    """
+    clock = engine.clock
+    if not clock.can_jump:
+        return
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+        if engine.live:
+            continue
+        due = engine.store.next_timer_due(("sleep", "retry"))
+        if due is None or due <= clock.now_ms():
+            continue
+        counts = engine.store.count_by_status()
+        if any(counts.get(status) for status in ("queued", "running", "waitingForPause")):
+            continue
+        clock.jump_to(due)
+        engine.timer_added(due)
+
+
+# ---- serving ----------------------------------------------------------------------------------
+
+def listen(ip: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``ip:port`` (port 0: any free port), or ``dev.port_in_use``."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # as uvicorn does: a restarted server may bind while old connections sit in TIME_WAIT
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((ip, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            free = _free_port_near(ip, port, family)
+            raise DynwfError(
+                f"port {port} on {ip} is already in use", code="dev.port_in_use",
+                hint=f"stop the other server, or pass --port {free}" if free
+                else "stop the other server, or pass another --port") from None
+        raise DynwfError(f"cannot listen on {ip}:{port}: {exc.strerror or exc}",
+                         code="dev.cannot_listen",
+                         hint="pass an address of this machine with --ip, e.g. 127.0.0.1") from None
+    return sock
+
+
+def _free_port_near(ip: str, port: int, family: int) -> int | None:
+    for candidate in range(port + 1, min(port + 20, 65_536)):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((ip, candidate))
+            except OSError:
+                continue
+            return candidate
+    return None
+
+
+class DevServer(uvicorn.Server):
+    """uvicorn's server, minus its signal handling: uvicorn re-raises a caught SIGTERM after
+    shutting down, which would end the process by the signal instead of with status 0.
+    The caller installs its own handlers and calls :meth:`stop`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        yield
+
+    def install_signal_handlers(self) -> None:  # uvicorn before 0.29 calls this instead
+        pass
+
+    def stop(self, *, force: bool = False) -> None:
+        """Shut down gracefully (let requests finish); ``force`` does not wait for them."""
+        self.should_exit = True
+        if force:
+            self.force_exit = True
+
+
+def server_config(app: Starlette, *, ip: str, port: int) -> uvicorn.Config:
+    """uvicorn's settings for the dev server: quiet (the command prints its own request log)."""
+    return uvicorn.Config(app, host=ip, port=port, log_level="warning", access_log=False,
+                          lifespan="on", timeout_graceful_shutdown=5)
