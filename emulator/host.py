@@ -217,6 +217,22 @@ class ProjectHost:
                 forgotten[name] = sys.modules.pop(name)
         return forgotten
 
+    async def create_as_tenant(self, metadata: dict[str, Any], options: dict[str, Any], *,
+                               workflow: str | None = None) -> str:
+        """Create an instance exactly as tenant code does: through ``wrap_workflow_binding``
+        with ``metadata`` (envelope, namespaced id). Returns the engine's id."""
+        from dynamic_workflows import dispatcher_scope, scoped_instance_id, wrap_workflow_binding
+        workflows = {w.name: w for w in self.config.workflows}
+        chosen = workflows.get(workflow) if workflow else next(iter(workflows.values()), None)
+        if chosen is None:
+            from emulator.errors import UsageError
+            raise UsageError(f"no workflow named '{workflow}'" if workflow else
+                             "the config declares no workflows")
+        with dispatcher_scope(self.module, self.env):
+            binding = wrap_workflow_binding(metadata, binding_name=chosen.binding)
+        instance = await binding.create(options)
+        return scoped_instance_id(metadata, instance.id)
+
     async def fetch(self, request: Any) -> Any:
         """Hand an HTTP request to the dispatcher's ``Default.fetch``."""
         assert self.module is not None

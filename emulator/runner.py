@@ -108,14 +108,10 @@ class RunSession:
             lambda event: callback(event) if event.instance_id == self.instance_id else None)
 
     async def create(self) -> str:
-        from emulator.runtime.dynamic_workflows import dispatcher_scope, wrap_workflow_binding
-        with dispatcher_scope(self.host.module, self.host.env):
-            binding = wrap_workflow_binding(self.metadata, binding_name=self.workflow.binding)
         # no --params: an empty payload, as the platform's local engine gives (spec §7.2)
         options = {"id": self.tenant_instance_id,
                    "params": {} if self.options.params is None else self.options.params}
-        await binding.create(options)
-        return self.instance_id
+        return await self.host.create_as_tenant(self.metadata, options, workflow=self.workflow.name)
 
     async def drive(self) -> RunResult:
         """Run until the instance finishes, or waits for an event this run cannot supply."""

@@ -121,7 +121,7 @@ class _Dispatch:
 
 
 def create_app(host: ProjectHost, *, on_request: Callable[[RequestRecord], None] | None = None,
-               background: Sequence[BackgroundTask] = ()) -> Starlette:
+               background: Sequence[BackgroundTask] = (), token: str | None = None) -> Starlette:
     """The dev server app around ``host``. ``on_request`` hears of every dispatched request;
     ``background`` tasks run beside the engine for the app's lifetime."""
 
@@ -158,8 +158,10 @@ def create_app(host: ProjectHost, *, on_request: Callable[[RequestRecord], None]
             await engine_task       # serve() hands every lease back before it returns
             await host.close()
 
+    from emulator.server.admin import admin_routes, ensure_token
     routes = [
         Route(f"{ADMIN_PREFIX}/health", health),
+        *admin_routes(host, token or ensure_token(host.database.parent)),
         Route(ADMIN_PREFIX + "/{rest:path}", unknown,
               methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
         Route("/{path:path}", _Dispatch(host, on_request)),
