@@ -96,7 +96,7 @@ async def _serve(sock: socket.socket, request: dict[str, Any]) -> None:
     transport = await StreamTransport.open(sock)
     root = IsolateRoot(request.get("label", "tenant"))
     peer = Peer(transport.write, root, name=f"isolate:{root.label}",
-                proxies={STEP_KIND: root.build_step})
+                proxies={STEP_KIND: root.build_step}, flush=transport.flush)
     root.peer = peer
     await transport.serve(peer)
 

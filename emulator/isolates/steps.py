@@ -84,7 +84,8 @@ class RemoteStepBackend:
         self._stub = stub
 
     def begin(self, key: StepKey, attempt: int, config_json: str) -> None:
-        self._stub.begin.send(list(key), attempt, config_json)
+        # out before the body runs: a body that kills the isolate still counts as an attempt
+        self._stub.begin.send_now(list(key), attempt, config_json)
 
     async def settle(self, key: StepKey, attempt: int, config_json: str, result: str | None,
                      error: dict[str, str] | None, retryable: bool) -> dict[str, Any]:

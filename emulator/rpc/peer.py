@@ -126,11 +126,19 @@ class _Method:
         """Call without waiting for (or getting) an answer."""
         self._peer.notify(self._ref, self._name, args, kwargs)
 
+    def send_now(self, *args: Any, **kwargs: Any) -> None:
+        """Like :meth:`send`, and hand it to the operating system before returning: for a
+        notice that must arrive even if this process dies right after."""
+        self._peer.notify(self._ref, self._name, args, kwargs)
+        self._peer.flush()
+
 
 class Peer:
     def __init__(self, write: Callable[[bytes], None], root: Any = None, *, name: str = "peer",
-                 proxies: dict[str, Callable[[Stub, Any], Any]] | None = None) -> None:
+                 proxies: dict[str, Callable[[Stub, Any], Any]] | None = None,
+                 flush: Callable[[], None] | None = None) -> None:
         self._write = write
+        self._flush = flush
         self.name = name
         self._exports: dict[int, list[Any]] = {0: [root, 1]}
         self._export_ids: dict[int, int] = {}
@@ -202,6 +210,11 @@ class Peer:
         return len(self._exports)
 
     # ---- outgoing --------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write out what is queued now instead of at the end of this loop iteration."""
+        if self._flush is not None and self.closed is None:
+            self._flush()
 
     def _send(self, message: dict[str, Any]) -> None:
         self._write(json.dumps(message, separators=(",", ":"), ensure_ascii=False,

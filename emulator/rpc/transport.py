@@ -37,9 +37,9 @@ class StreamTransport:
         self._out.append(data)
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         self._scheduled = False
         if self._out and not self.writer.is_closing():
             self.writer.write(b"".join(self._out))
@@ -71,7 +71,7 @@ class StreamTransport:
 
     def close(self) -> None:
         try:
-            self._flush()
+            self.flush()
             self.writer.close()
         except Exception:
             pass
