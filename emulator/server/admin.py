@@ -10,6 +10,9 @@ over HTTP, for the dashboard and for scripts.
 | POST | `/__dynwf/api/instances/{id}/events` `{"type", "payload"?}` | send an event |
 | GET | `/__dynwf/api/instances/{id}/logs?after=` | log lines |
 | GET | `/__dynwf/api/events?instance=` | progress as server-sent events |
+| GET | `/__dynwf/api/instances/{id}/outline?tenant=` | the steps its code declares, before they run |
+| GET | `/__dynwf/api/playground/sample` | the playground's sample tenant code and params |
+| POST | `/__dynwf/api/playground` `{"code", "params"?}` | check the code, then run it as a scratch tenant |
 
 Exposure: requests whose ``Host`` (or ``Origin``, when sent) is not a loopback name are refused
 (403), so a web page elsewhere cannot drive a local server even through DNS rebinding; every
@@ -32,9 +35,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from emulator.engine.limits import is_valid_id
 from emulator.errors import DynwfError, ValidationError
 from emulator.host import ProjectHost
-from emulator.ops import InstanceOps
+from emulator.ops import InstanceOps, envelope_of, tenant_of
 
 API = "/__dynwf/api"
 TOKEN_FILE = "admin-token"
@@ -202,7 +206,59 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache"})
 
+    async def outline(request: Request) -> Response:
+        from emulator.server.dashboard import (PLAYGROUND_WORKFLOW, SCRATCH_PREFIX, playground_source,
+                                               source_outline)
+        row = ops.resolve(request.path_params["id"], param(request, "tenant"))
+        metadata, _params = envelope_of(row)
+        tenant = tenant_of(metadata)
+        source, file = None, None
+        if row.workflow == PLAYGROUND_WORKFLOW:
+            source = playground_source(host, tenant)
+            file = f"<state dir>/playground/{str(tenant).removeprefix(SCRATCH_PREFIX)}.py"
+        elif isinstance(tenant, str) and is_valid_id(tenant):   # a valid id is never a path
+            index = host.config.root / "tenants" / tenant / "index.py"
+            if index.is_file():
+                source, file = index.read_text(encoding="utf-8"), f"tenants/{tenant}/index.py"
+        if source is None:
+            return JSONResponse({"id": row.id, "tenant": tenant, "file": None, "steps": []})
+        return JSONResponse({"id": row.id, "tenant": tenant, "file": file, "source": source,
+                             **source_outline(source)})
+
+    async def playground_sample(request: Request) -> Response:
+        from emulator.server.dashboard import SAMPLE_PARAMS, sample_code
+        return JSONResponse({"code": sample_code(), "params": SAMPLE_PARAMS})
+
+    async def playground(request: Request) -> Response:
+        from emulator.server.dashboard import (MAX_CODE_BYTES, create_playground_instance,
+                                               lint_playground, save_playground)
+        data = await body_of(request)
+        code = data.get("code")
+        if not isinstance(code, str) or not code.strip():
+            raise AdminError("give 'code', the tenant's index.py, as a string")
+        if len(code.encode()) > MAX_CODE_BYTES:
+            raise AdminError(f"the code is over the {MAX_CODE_BYTES:,} byte limit",
+                             code="admin.too_large")
+        params = data.get("params", {})
+        diagnostics = lint_playground(code)
+        found = [d.to_dict() for d in diagnostics]
+        errors = [d for d in diagnostics if d.severity == "error"]
+        if errors:
+            first = errors[0]
+            return JSONResponse({"error": {
+                "code": "playground.check_failed",
+                "message": f"dynwf check found {len(errors)} error{'s' * (len(errors) != 1)}; "
+                           f"the first: line {first.line}: {first.message}",
+                "hint": first.hint}, "diagnostics": found}, status_code=400)
+        tenant = save_playground(host, code)
+        instance_id = await create_playground_instance(host, tenant, params)
+        return JSONResponse({**ops.describe(instance_id), "diagnostics": found}, status_code=201)
+
     routes = [
+        Route(f"{API}/instances/{{id}}/outline", guarded(outline, changes=False), methods=["GET"]),
+        Route(f"{API}/playground/sample", guarded(playground_sample, changes=False),
+              methods=["GET"]),
+        Route(f"{API}/playground", guarded(playground, changes=True), methods=["POST"]),
         Route(f"{API}/instances", guarded(list_instances, changes=False), methods=["GET"]),
         Route(f"{API}/instances", guarded(create, changes=True), methods=["POST"]),
         Route(f"{API}/instances/{{id}}", guarded(describe, changes=False), methods=["GET"]),

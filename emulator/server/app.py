@@ -159,9 +159,13 @@ def create_app(host: ProjectHost, *, on_request: Callable[[RequestRecord], None]
             await host.close()
 
     from emulator.server.admin import admin_routes, ensure_token
+    from emulator.server.dashboard import dashboard_routes, install_playground
+    token = token or ensure_token(host.database.parent)
+    install_playground(host)
     routes = [
         Route(f"{ADMIN_PREFIX}/health", health),
-        *admin_routes(host, token or ensure_token(host.database.parent)),
+        *admin_routes(host, token),
+        *dashboard_routes(host, token, ADMIN_PREFIX),
         Route(ADMIN_PREFIX + "/{rest:path}", unknown,
               methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
         Route("/{path:path}", _Dispatch(host, on_request)),
