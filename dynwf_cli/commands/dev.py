@@ -172,7 +172,8 @@ def _banner(project: Project, host: ProjectHost, ip: str, port: int, *, reload: 
     tenants = sorted(p.name for p in tenants_dir.iterdir()
                      if p.is_dir() and not p.name.startswith(".") and p.name != "__pycache__") \
         if tenants_dir.is_dir() else []
-    return {"url": f"http://{shown_ip}:{port}", "project": project.config.name,
+    return {"url": f"http://{shown_ip}:{port}", "dashboard": f"http://{shown_ip}:{port}/__dynwf/",
+            "project": project.config.name,
             "config": str(project.config.path), "state_dir": str(project.state_dir),
             "tenants": tenants, "reload": reload, "fast_forward": fast_forward,
             "pid": os.getpid(),
@@ -246,6 +247,7 @@ class _PlainOutput(_Output):
     def banner(self, info: dict[str, Any]) -> None:
         self._print(Text("dynwf dev ", style="bold") + Text(info["project"], style="path"))
         self._print(Text("  ") + Text(info["url"], style="ok"))
+        self._print(Text("  dashboard ", style="muted") + Text(info["dashboard"]))
         state = _relative(Path(info["state_dir"]))
         self._print(Text(f"  state    {state}", style="muted"))
         self._print(Text(f"  tenants  {', '.join(info['tenants']) or '(none)'}", style="muted"))
