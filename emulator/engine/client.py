@@ -28,6 +28,7 @@ from emulator.engine.failures import (INTERNAL_ATTEMPT_ERROR, WorkflowFatalError
                                       WorkflowTimeoutError, error_dict, is_non_retryable, rebuild)
 from emulator.engine.limits import (MAX_SLEEP_MS, MIN_EVENT_TIMEOUT_MS, check_event_type,
                                     check_step_name, encode_json)
+from emulator.engine.modifiers import StepMocks
 from emulator.engine.retries import StepConfig, resolve_step_config
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError
 
@@ -104,7 +105,8 @@ class StepClient:
 
     def __init__(self, backend: StepBackend, instance_id: str, cache: dict[StepKey, CachedStep], *,
                  step_limit: int, on_replay: Callable[[StepKey], None] | None = None,
-                 code_version: str | None = None, running_version: str | None = None) -> None:
+                 code_version: str | None = None, running_version: str | None = None,
+                 mocks: StepMocks | None = None) -> None:
         self.backend = backend
         self.instance_id = instance_id
         self.cache = cache              # in the order the steps were first reached
@@ -113,6 +115,8 @@ class StepClient:
         #: the code the instance started on, and the code running now (when known)
         self.code_version = code_version
         self.running_version = running_version
+        #: attempt outcomes a test decided in advance (test modifiers; None in normal runs)
+        self.mocks = mocks
         self._counts: dict[tuple[str, str], int] = {}
         self._do_steps = 0
         self._visited: set[StepKey] = set()
@@ -193,7 +197,8 @@ class StepClient:
             token = current_step.set((self.instance_id, key, self.backend))
             try:
                 async with asyncio.timeout(config.timeout_ms / 1000):
-                    value = await body(ctx)
+                    value = await (body(ctx) if self.mocks is None
+                                   else self.mocks.run(key, attempts, body, ctx))
                 encoded = encode_json(value, what=f'The output of step "{name}"')
             except NotSerialisableError as exc:
                 raise WorkflowFatalError(

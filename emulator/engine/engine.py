@@ -30,6 +30,7 @@ from emulator.engine.clock import Clock, SystemClock, to_datetime
 from emulator.engine.control import Control
 from emulator.engine.failures import WorkflowFatalError, error_dict
 from emulator.engine.lifetime import RESOLVED, Lifetime, timeout_error
+from emulator.engine.modifiers import Modifiers
 from emulator.engine.writes import WriteBatcher
 from emulator.engine.limits import DEFAULT_STEP_LIMIT, encode_json
 from emulator.engine.retries import config_from_json
@@ -69,6 +70,8 @@ class Engine:
         self.control = Control(self.store, self.clock, on_change=self._on_change)
         self.live: dict[str, Lifetime] = {}
         self.writes = WriteBatcher(self.store)
+        #: test modifiers (spec §7.3), consulted by lifetimes and step clients at named points
+        self.modifiers = Modifiers(self)
         self._wake: asyncio.Event | None = None
         self._data_version = -1
         self._next_renewal = 0
@@ -99,6 +102,8 @@ class Engine:
 
     def _on_change(self, instance_id: str, what: str) -> None:
         """An operation in this process changed ``instance_id``; react without waiting for a poll."""
+        if what == "created":
+            self.modifiers.instance_created(instance_id)
         lifetime = self.live.get(instance_id)
         if lifetime is not None:
             self._sync_lifetime(lifetime)
@@ -275,6 +280,34 @@ class Engine:
                 if lifetime is not None:
                     lifetime.wake(key, step)
 
+    def fire_timers_now(self, instance_id: str, select: Callable[[TimerRow], bool]) -> int:
+        """Fire the instance's timers that ``select`` picks now, as if they were due (the hook a
+        test modifier uses to end a wait already under way). Returns how many fired."""
+        now = self.clock.now_ms()
+        fired: list[StepKey] = []
+        with self.store.write():
+            row = self.store.find_instance(instance_id)
+            if row is None or row.status == states.PAUSED or states.is_finished(row.status):
+                return 0
+            for timer in self.store.timers_of(instance_id):
+                if select(timer) and self.store.delete_timer_txn(timer.id) \
+                        and self._resolve_timer_txn(timer, now):
+                    fired.append(timer.step)
+            if fired and row.status == states.WAITING:
+                self.store.set_status_txn(row.id, row.status, states.QUEUED, now)
+        lifetime = self.live.get(instance_id)
+        for key in fired:
+            step = self.store.get_step(instance_id, key)
+            if step is None:
+                continue
+            self.progress.publish(progress.Progress(progress.STEP_WOKEN, instance_id, now, key,
+                                                    {"status": step.status}))
+            if lifetime is not None:
+                lifetime.wake(key, step)
+        if fired:
+            self._signal()
+        return len(fired)
+
     def _resolve_timer_txn(self, timer: TimerRow, now: int) -> bool:
         if timer.kind == "sleep":
             return self.store.resolve_step_txn(timer.instance_id, timer.step, "sleeping", "done", now)
@@ -420,10 +453,11 @@ class Engine:
             for key, (attempt, config_json, _started) in attempting.items():
                 config = config_from_json(config_json)
                 if config.will_retry(attempt):
+                    delay = 0 if self.modifiers.retry_delay_disabled(lifetime.id, key) \
+                        else config.delay_before_retry(attempt)
                     store.put_step_txn(lifetime.id, key, "backoff", now, attempts=attempt,
                                        config=config_json, error=error_json)
-                    store.add_timer_txn(lifetime.id, "retry", key,
-                                        now + config.delay_before_retry(attempt))
+                    store.add_timer_txn(lifetime.id, "retry", key, now + delay)
                 else:
                     store.put_step_txn(lifetime.id, key, "failed", now, attempts=attempt,
                                        config=config_json, error=error_json, ended=True)

@@ -46,7 +46,8 @@ class Lifetime:
         cache = {key: CachedStep(r.status, r.attempts, r.config, r.result, r.error)
                  for key, r in steps.items()}
         self.client = StepClient(self, row.id, cache, step_limit=step_limit,
-                                 on_replay=self._on_replay, code_version=row.code_version)
+                                 on_replay=self._on_replay, code_version=row.code_version,
+                                 mocks=engine.modifiers.step_mocks(row.id))
         self.step = WorkflowStep(self.client, implicit_dependencies=implicit_dependencies)
         self.attempting: dict[StepKey, tuple[int, str, int]] = {}  # key -> attempt, config, start
         self.waits: dict[StepKey, asyncio.Future[StepRow]] = {}
@@ -217,6 +218,8 @@ class Lifetime:
             self.schedule_check()
             return {"status": "failed"}
         delay = config.delay_before_retry(attempt)
+        if delay > 0 and self.engine.modifiers.retry_delay_disabled(self.id, key):
+            delay = 0  # a test modifier: retry at once
         due = now + delay
         self._publish(progress.STEP_ATTEMPT_FAILED, key, attempt=attempt,
                       max_attempts=config.limit + 1, error=error, next_attempt_at=due)
@@ -252,6 +255,8 @@ class Lifetime:
         now = self.clock.now_ms()
         if due is None:
             due = now + (duration_ms or 0)
+        if self.engine.modifiers.sleep_disabled(self.id, key):
+            due = now  # a test modifier: the sleep ends at once
         if due <= now:
             await self._commit(lambda s: self._store_step(s, key, "done", now, 0, None,
                                                           duration_ms=duration_ms, ended=True))
@@ -275,8 +280,19 @@ class Lifetime:
         if row is None:
             now = self.clock.now_ms()
 
+            # test modifiers: a forced timeout, or a mocked event, answers the wait at once
+            forced = self.engine.modifiers.event_timeout_forced(self.id, key)
+            mocked, payload = (False, None) if forced else \
+                self.engine.modifiers.take_event(self.id, event_type)
+
             def start(s: Store) -> StepRow:
-                taken = s.take_event_txn(self.id, event_type)
+                if forced:
+                    return self._store_step(s, key, "failed", now, 0, None,
+                                            error=json.dumps(timeout_error(timeout_ms)),
+                                            event_type=event_type, duration_ms=timeout_ms,
+                                            ended=True)
+                taken = (json.dumps(payload), now) if mocked \
+                    else s.take_event_txn(self.id, event_type)
                 if taken is not None:
                     value = event_value(json.loads(taken[0]), event_type, taken[1])
                     return self._store_step(s, key, "done", now, 0, None, result=json.dumps(value),

@@ -13,6 +13,7 @@ from typing import Any
 
 from emulator.engine.client import CachedStep, StepClient, StepKey
 from emulator.engine.failures import WorkflowFatalError, WorkflowTimeoutError, non_retryable_class
+from emulator.engine.modifiers import StepMocks
 from emulator.engine.step import WorkflowStep
 from emulator.rpc.peer import register_error
 from emulator.rpc.target import RpcTarget
@@ -43,9 +44,11 @@ class StepBackendTarget(RpcTarget):
 
     def __rpc_describe__(self) -> tuple[str, dict[str, Any]]:
         cache = [[list(key), step.to_wire()] for key, step in self._client.cache.items()]
-        return STEP_KIND, {"instance": self._client.instance_id, "cache": cache,
-                           "limit": self._client.step_limit,
-                           "code_version": self._client.code_version}
+        init = {"instance": self._client.instance_id, "cache": cache,
+                "limit": self._client.step_limit, "code_version": self._client.code_version}
+        if self._client.mocks:  # test modifiers: decided here, so a mocked body never runs there
+            init["mocks"] = self._client.mocks.to_wire()
+        return STEP_KIND, init
 
     def record_code_version(self, version: str) -> None:
         """The isolate names the code it runs; kept for the instance if it is its first run."""
@@ -117,6 +120,7 @@ def step_proxy(implicit_dependencies: bool, fingerprint: str | None = None):
         client = StepClient(RemoteStepBackend(stub), init["instance"], cache,
                             step_limit=init["limit"],
                             on_replay=lambda key: stub.replayed.send(list(key)),
-                            code_version=recorded, running_version=fingerprint)
+                            code_version=recorded, running_version=fingerprint,
+                            mocks=StepMocks.from_wire(init.get("mocks")))
         return WorkflowStep(client, implicit_dependencies=implicit_dependencies)
     return build

@@ -1,0 +1,413 @@
+"""Test modifiers: the named hooks through which a test bends one instance's run (spec §7.3).
+
+The platform's test API lets a test change what the engine does for an instance: sleeps and retry
+back-offs that end at once, step attempts whose outcome is decided in advance (a result, an error,
+a timeout), events that arrive without being sent, event waits that time out at once. Here they
+are engine features, consulted at fixed points, never patches over the engine's code:
+
+- the engine's side of a step (:class:`~emulator.engine.lifetime.Lifetime`) asks whether a sleep
+  or a retry back-off is disabled, whether a mocked event answers a new wait, and whether a wait
+  must time out now;
+- the side that runs step bodies (:class:`~emulator.engine.client.StepClient`) asks
+  :class:`StepMocks` for each attempt's outcome. For a dynamic workflow that side lives in the
+  tenant's isolate, so the step mocks travel there inside the step handle's init dict
+  (``emulator/isolates/steps.py``): a mocked step's body never runs in the isolate. The isolate
+  gets them when a run starts (every replay sends them afresh), so a change made while a run is
+  under way reaches an isolate when the run next replays (after a wait); in the host, at once.
+
+Semantics are the platform's local engine's (workers-sdk ``modifier.ts``/``context.ts``): a step
+selector ``{"name", "index"}`` picks the ``index``-th occurrence of the name (1-based, default 1);
+a mocked error or timeout without ``times`` applies to every attempt, with ``times`` to that many
+consecutive attempts starting from the first attempt no earlier ``times`` call claimed (errors
+and timeouts share that count); per attempt an error wins over a timeout, and a timeout over a
+mocked result; a mocked step still records its attempts, so it reads like any other step.
+
+State lives in memory, in the engine that runs the instance: modifiers belong to a test, which
+owns its engine; they are not persisted, and another engine process on the same file never sees
+them. An engine with no modifiers pays one dict lookup per hook.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping
+
+from emulator.engine.failures import error_dict, rebuild
+from emulator.engine.limits import check_event_type, encode_json
+from emulator.errors import DynwfError
+
+if TYPE_CHECKING:
+    from emulator.engine.engine import Engine
+
+StepKey = tuple[str, str, int]
+Selector = tuple[str, int]            # (name, index)
+PREFIX = "[WorkflowIntrospector]"
+
+
+class ModifierError(DynwfError):
+    """The test API used in a way the platform refuses (or, raised by the test helpers, a wait
+    that cannot succeed). ``str()`` is the platform's exact text, so a test written against the
+    JS API matches the same words."""
+
+    code = "modifier.misuse"
+    retryable = False
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def selector(step: Any, *, what: str = "step") -> Selector:
+    """``(name, index)`` of a step selector: ``{"name": ..., "index": 1}`` or a bare name."""
+    if isinstance(step, str):
+        name, index = step, 1
+    elif isinstance(step, Mapping) and set(step) <= {"name", "index"} and "name" in step:
+        name, index = step["name"], step.get("index", 1)
+        index = 1 if index is None else index
+    else:
+        raise ModifierError(f"{PREFIX} A {what} selector is {{'name': <step name>, 'index': 1}} "
+                            f"(or the name alone), not {step!r}")
+    if not isinstance(name, str) or not name:
+        raise ModifierError(f"{PREFIX} A {what} selector needs a non-empty 'name', got {name!r}")
+    if not isinstance(index, int) or isinstance(index, bool) or index < 1:
+        raise ModifierError(f"{PREFIX} The 'index' of {what} '{name}' counts occurrences from 1, "
+                            f"got {index!r}")
+    return name, index
+
+
+def _times(times: Any, name: str) -> int | None:
+    if times is None:
+        return None
+    if not isinstance(times, int) or isinstance(times, bool) or times < 1:
+        raise ModifierError(f"{PREFIX} 'times' for step '{name}' must be a positive number of "
+                            f"attempts, or None for every attempt; got {times!r}")
+    return times
+
+
+# ---- what the step client consults ------------------------------------------------------------
+
+@dataclass
+class _StepMock:
+    result: str | None = None                   # JSON of the mocked result
+    has_result: bool = False
+    error: dict[str, str] | None = None         # every attempt
+    errors: dict[int, dict[str, str]] = field(default_factory=dict)   # attempt -> error
+    timeout: bool = False                       # every attempt
+    timeouts: set[int] = field(default_factory=set)
+    next_attempt: int = 1                       # first attempt no ``times`` call has claimed
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"result": self.result, "has_result": self.has_result, "error": self.error,
+                "errors": [[a, e] for a, e in sorted(self.errors.items())],
+                "timeout": self.timeout, "timeouts": sorted(self.timeouts),
+                "next_attempt": self.next_attempt}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> "_StepMock":
+        return cls(data.get("result"), bool(data.get("has_result")), data.get("error"),
+                   {int(a): dict(e) for a, e in data.get("errors", [])}, bool(data.get("timeout")),
+                   {int(a) for a in data.get("timeouts", [])}, int(data.get("next_attempt", 1)))
+
+    def copy(self) -> "_StepMock":
+        return _StepMock.from_wire(self.to_wire())
+
+
+class StepMocks:
+    """Attempt outcomes decided in advance for ``step.do`` steps of one instance."""
+
+    def __init__(self) -> None:
+        self._steps: dict[Selector, _StepMock] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._steps)
+
+    def get(self, step: Selector) -> _StepMock:
+        return self._steps.setdefault(step, _StepMock())
+
+    def outcome(self, name: str, index: int, attempt: int) -> tuple[str, Any] | None:
+        """``("error", {"name", "message"})``, ``("timeout", None)``, ``("result", value)``, or
+        None when the attempt runs the step's body."""
+        mock = self._steps.get((name, index))
+        if mock is None:
+            return None
+        error = mock.error or mock.errors.get(attempt)
+        if error is not None:
+            return "error", error
+        if mock.timeout or attempt in mock.timeouts:
+            return "timeout", None
+        if mock.has_result:
+            return "result", json.loads(mock.result) if mock.result is not None else None
+        return None
+
+    async def run(self, key: StepKey, attempt: int, body: Callable[[Any], Awaitable[Any]],
+                  ctx: Any) -> Any:
+        """The value of one attempt: its mocked outcome, or what the body returns."""
+        outcome = self.outcome(key[1], key[2], attempt)
+        if outcome is None:
+            return await body(ctx)
+        kind, value = outcome
+        if kind == "error":
+            raise rebuild(value)
+        if kind == "timeout":
+            raise TimeoutError()  # the client reports it as the attempt's own timeout would be
+        return value
+
+    def to_wire(self) -> list[Any]:
+        return [[name, index, mock.to_wire()] for (name, index), mock in self._steps.items()]
+
+    @classmethod
+    def from_wire(cls, data: Iterable[Any] | None) -> "StepMocks | None":
+        mocks = cls()
+        for name, index, mock in data or []:
+            mocks._steps[(str(name), int(index))] = _StepMock.from_wire(mock)
+        return mocks or None
+
+    def copy(self) -> "StepMocks":
+        mocks = StepMocks()
+        mocks._steps = {k: m.copy() for k, m in self._steps.items()}
+        return mocks
+
+
+# ---- one instance's modifiers (or a workflow's template for new instances) --------------------
+
+class InstanceModifiers:
+    """The platform's ``WorkflowInstanceModifier`` in snake_case, for one instance.
+
+    A template (``instance_id`` None) collects what ``modify_all`` asks for a workflow; each
+    instance created while its session is open starts with a copy.
+    """
+
+    def __init__(self, registry: "Modifiers | None", instance_id: str | None) -> None:
+        self._registry = registry
+        self.instance_id = instance_id
+        self.steps = StepMocks()
+        self.all_sleeps_disabled = False
+        self.sleeps_disabled: set[Selector] = set()
+        self.all_retry_delays_disabled = False
+        self.retry_delays_disabled: set[Selector] = set()
+        self.events: list[tuple[str, Any]] = []            # mocked, not yet taken by a wait
+        self.event_timeouts: set[Selector] = set()
+
+    # ---- the modifier API ----------------------------------------------------------------------
+
+    def disable_sleeps(self, steps: Iterable[Any] | None = None) -> None:
+        """End sleeps at once: every sleep, or only the selected ones."""
+        if steps is None:
+            self.all_sleeps_disabled = True
+        else:
+            self.sleeps_disabled.update(selector(s, what="sleep") for s in _listed(steps))
+        self._fire_now("sleep", lambda key: self.sleep_disabled(key))
+
+    def disable_retry_delays(self, steps: Iterable[Any] | None = None) -> None:
+        """Retry failed attempts at once: every ``step.do``, or only the selected ones."""
+        if steps is None:
+            self.all_retry_delays_disabled = True
+        else:
+            self.retry_delays_disabled.update(selector(s) for s in _listed(steps))
+        self._fire_now("retry", lambda key: self.retry_delay_disabled(key))
+
+    def mock_step_result(self, step: Any, result: Any) -> None:
+        """The step returns ``result`` without running its body."""
+        chosen = selector(step)
+        mock = self.steps.get(chosen)
+        if mock.has_result:
+            raise ModifierError(f"{PREFIX} Trying to mock step '{chosen[0]}' multiple times!")
+        mock.result = encode_json(result, what=f"the mocked result of step '{chosen[0]}'")
+        mock.has_result = True
+
+    def mock_step_error(self, step: Any, error: BaseException, times: int | None = None) -> None:
+        """Attempts of the step fail with ``error``: every attempt, or ``times`` of them."""
+        chosen = selector(step)
+        if not isinstance(error, BaseException):
+            raise ModifierError(f"{PREFIX} mock_step_error takes an exception instance such as "
+                                f"ValueError('boom'), not {type(error).__name__}")
+        count = _times(times, chosen[0])
+        mock = self.steps.get(chosen)
+        if mock.has_result:
+            raise ModifierError(f"{PREFIX} Trying to mock error on step '{chosen[0]}' after "
+                                "mocking its result!")
+        shape = error_dict(error)
+        if count is None:
+            mock.error = shape
+        else:
+            for attempt in range(mock.next_attempt, mock.next_attempt + count):
+                mock.errors[attempt] = shape
+            mock.next_attempt += count
+
+    def force_step_timeout(self, step: Any, times: int | None = None) -> None:
+        """Attempts of the step time out at once: every attempt, or ``times`` of them."""
+        chosen = selector(step)
+        count = _times(times, chosen[0])
+        mock = self.steps.get(chosen)
+        if mock.has_result:
+            raise ModifierError(f"{PREFIX} Trying to force timeout on step '{chosen[0]}' after "
+                                "mocking its result!")
+        if count is None:
+            mock.timeout = True
+        else:
+            mock.timeouts.update(range(mock.next_attempt, mock.next_attempt + count))
+            mock.next_attempt += count
+
+    def mock_event(self, event: Mapping[str, Any]) -> None:
+        """Deliver ``{"type", "payload"}`` to the next ``wait_for_event`` of that type."""
+        if not isinstance(event, Mapping) or "type" not in event:
+            raise ModifierError(f"{PREFIX} mock_event takes {{'type': ..., 'payload': ...}}, "
+                                f"not {event!r}")
+        event_type = check_event_type(event["type"])
+        payload = event.get("payload")
+        encode_json(payload, what=f"the payload of mocked event '{event_type}'")
+        engine = self._registry.engine if self._registry is not None else None
+        if engine is not None and self.instance_id is not None:
+            row = engine.store.find_instance(self.instance_id)
+            if row is not None:
+                # the instance exists: deliver durably, as send_event does (buffered until asked)
+                engine.control.send_event(self.instance_id, event_type, payload)
+                return
+        self.events.append((event_type, payload))
+
+    def force_event_timeout(self, step: Any) -> None:
+        """The selected ``wait_for_event`` times out at once (now, if it is already waiting)."""
+        self.event_timeouts.add(selector(step, what="wait_for_event"))
+        self._fire_now("event_timeout", lambda key: self.event_timeout_forced(key))
+
+    # ---- what the engine asks --------------------------------------------------------------------
+
+    def sleep_disabled(self, key: StepKey) -> bool:
+        return self.all_sleeps_disabled or (key[1], key[2]) in self.sleeps_disabled
+
+    def retry_delay_disabled(self, key: StepKey) -> bool:
+        return self.all_retry_delays_disabled or (key[1], key[2]) in self.retry_delays_disabled
+
+    def event_timeout_forced(self, key: StepKey) -> bool:
+        return (key[1], key[2]) in self.event_timeouts
+
+    def take_event(self, event_type: str) -> tuple[bool, Any]:
+        for i, (kind, payload) in enumerate(self.events):
+            if kind == event_type:
+                del self.events[i]
+                return True, payload
+        return False, None
+
+    # ---- templates -------------------------------------------------------------------------------
+
+    def absorb(self, template: "InstanceModifiers") -> None:
+        """Add what ``template`` asks for to this instance's own modifiers (its own win)."""
+        for chosen, mock in template.steps._steps.items():
+            self.steps._steps.setdefault(chosen, mock.copy())
+        self.all_sleeps_disabled |= template.all_sleeps_disabled
+        self.sleeps_disabled |= template.sleeps_disabled
+        self.all_retry_delays_disabled |= template.all_retry_delays_disabled
+        self.retry_delays_disabled |= template.retry_delays_disabled
+        self.events.extend(template.events)
+        self.event_timeouts |= template.event_timeouts
+
+    def _fire_now(self, kind: str, select: Callable[[StepKey], bool]) -> None:
+        """A wait of this instance already under way that the modifier ends: end it now."""
+        if self._registry is not None and self.instance_id is not None:
+            self._registry.engine.fire_timers_now(
+                self.instance_id, lambda timer: timer.kind == kind and select(timer.step))
+
+
+def _listed(steps: Any) -> list[Any]:
+    if isinstance(steps, (str, Mapping)):
+        return [steps]  # one selector given where a list was expected: take it as a list of one
+    return list(steps)
+
+
+# ---- the engine's registry --------------------------------------------------------------------
+
+@dataclass(eq=False)
+class WorkflowSession:
+    """``introspect_workflow``: a template applied to every instance of ``workflow`` created while
+    the session is open (with ``id_prefix``, only ids in that tenant's namespace)."""
+
+    workflow: str
+    id_prefix: str | None
+    template: InstanceModifiers
+    created: list[str] = field(default_factory=list)
+
+    def covers(self, instance_id: str, workflow: str) -> bool:
+        return workflow == self.workflow and (self.id_prefix is None
+                                              or instance_id.startswith(self.id_prefix))
+
+
+class Modifiers:
+    """Every modifier an engine knows of, by instance id (``engine.modifiers``)."""
+
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+        self._instances: dict[str, InstanceModifiers] = {}
+        self._sessions: list[WorkflowSession] = []
+
+    def for_instance(self, instance_id: str) -> InstanceModifiers:
+        """The instance's modifiers, made on first use (the instance need not exist yet)."""
+        modifiers = self._instances.get(instance_id)
+        if modifiers is None:
+            modifiers = self._instances[instance_id] = InstanceModifiers(self, instance_id)
+        return modifiers
+
+    def of(self, instance_id: str) -> InstanceModifiers | None:
+        return self._instances.get(instance_id)
+
+    def discard(self, instance_id: str) -> None:
+        self._instances.pop(instance_id, None)
+
+    # ---- workflow sessions -----------------------------------------------------------------------
+
+    def open_session(self, workflow: str, id_prefix: str | None = None) -> WorkflowSession:
+        """Only one session at a time may cover an instance (the platform allows one per workflow;
+        sessions of different tenants of one workflow do not overlap)."""
+        for other in self._sessions:
+            if other.workflow == workflow and (other.id_prefix is None or id_prefix is None
+                                               or other.id_prefix == id_prefix):
+                raise ModifierError(
+                    f"{PREFIX} Workflow '{workflow}' is already being introspected; dispose that "
+                    "introspector before introspecting it again")
+        session = WorkflowSession(workflow, id_prefix, InstanceModifiers(None, None))
+        self._sessions.append(session)
+        return session
+
+    def close_session(self, session: WorkflowSession) -> None:
+        if session in self._sessions:
+            self._sessions.remove(session)
+
+    def instance_created(self, instance_id: str) -> None:
+        """The engine's hook after an instance is created in this process."""
+        if not self._sessions:
+            return
+        row = self.engine.store.find_instance(instance_id)
+        if row is None:
+            return
+        for session in self._sessions:
+            if session.covers(instance_id, row.workflow):
+                self.for_instance(instance_id).absorb(session.template)
+                session.created.append(instance_id)
+                return
+
+    # ---- hooks -------------------------------------------------------------------------------
+
+    def sleep_disabled(self, instance_id: str, key: StepKey) -> bool:
+        modifiers = self._instances.get(instance_id)
+        return modifiers is not None and modifiers.sleep_disabled(key)
+
+    def retry_delay_disabled(self, instance_id: str, key: StepKey) -> bool:
+        modifiers = self._instances.get(instance_id)
+        return modifiers is not None and modifiers.retry_delay_disabled(key)
+
+    def event_timeout_forced(self, instance_id: str, key: StepKey) -> bool:
+        modifiers = self._instances.get(instance_id)
+        return modifiers is not None and modifiers.event_timeout_forced(key)
+
+    def take_event(self, instance_id: str, event_type: str) -> tuple[bool, Any]:
+        """``(True, payload)`` of the oldest mocked event of ``event_type`` not yet delivered."""
+        modifiers = self._instances.get(instance_id)
+        return modifiers.take_event(event_type) if modifiers is not None else (False, None)
+
+    def step_mocks(self, instance_id: str) -> StepMocks | None:
+        """The instance's step mocks (shared, so a run in this process sees later changes)."""
+        modifiers = self._instances.get(instance_id)
+        return modifiers.steps if modifiers is not None else None
+
+
+__all__ = ["InstanceModifiers", "ModifierError", "Modifiers", "StepMocks", "WorkflowSession",
+           "selector"]
