@@ -1,179 +1,163 @@
-"""Isolates and the full dynamic path: dispatcher -> wrapped binding -> engine -> tenant isolate.
+"""The full dynamic path: dispatcher -> wrapped binding -> engine -> tenant isolate.
 
-- ``isolate.cold_boot``: from the first call on a new loader id to its reply (code callback,
-  fork from the zygote, guard, import of the tenant's module, the call itself);
-- ``isolate.warm_call``: a call into a live isolate and back;
-- ``dynamic.latency``: create-to-complete of a 3-step dynamic workflow with a warm isolate;
-- ``dynamic.throughput``: 3-step dynamic workflows per second, instances spread over tenants.
+- ``step overhead``: committed steps per second of one 100-step instance at a time, warm isolate
+  (sequential: every step is one RPC round trip from the isolate and one commit); and of many
+  100-step instances in flight at once (concurrent: commits grouped);
+- ``latency``: create-to-complete of a 3-step instance with a warm isolate, one at a time;
+- ``throughput``: 3-step instances per second, all created at once, spread over tenants, with the
+  default pool size;
+- ``cold start``: from the first call on a new loader id to its reply (code callback, fork from the
+  zygote's spare child, guard, import of the tenant's module, the call itself); and a warm call.
+
+:class:`DynwfSubject` keeps one project host alive so that these rounds can alternate with the
+peers' (``benchmarks.compare``) in one invocation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import statistics
-import tempfile
+import itertools
 import time
-from pathlib import Path
+from typing import Any
 
-from emulator.config import load_config
-from emulator.engine import SystemClock
-from emulator.host import HostOptions, ProjectHost
-from emulator.isolates.pool import IsolatePool
-from emulator.loader import WorkerLoader
+from benchmarks.common import TENANT, FullPath, percentiles
 
-TENANT = '''
-from workers import WorkflowEntrypoint, WorkerEntrypoint
-
-class TenantWorkflow(WorkflowEntrypoint):
-    async def run(self, event, step):
-        @step.do("first")
-        async def first():
-            return 1
-
-        @step.do("second")
-        async def second(first):
-            return first + 1
-
-        @step.do("third")
-        async def third(second):
-            return second + 1
-        return await third()
-
-class Default(WorkerEntrypoint):
-    async def ping(self, n):
-        return n
-'''
-
-DISPATCHER = '''
-from workers import WorkerEntrypoint
-from dynamic_workflows import (DynamicWorkflowBinding, create_dynamic_workflow_entrypoint,
-                               wrap_workflow_binding)
-
-TENANT = open(__file__.replace("entry.py", "tenant.py")).read()
-
-def load_tenant(env, tenant_id):
-    def code():
-        return {"compatibility_date": "2026-04-01", "main_module": "index.py",
-                "modules": {"index.py": TENANT},
-                "env": {"WORKFLOWS": wrap_workflow_binding({"tenantId": tenant_id})},
-                "global_outbound": None}
-    return env.LOADER.get(tenant_id, code)
-
-DynamicWorkflow = create_dynamic_workflow_entrypoint(
-    lambda ctx: load_tenant(ctx.env, ctx.metadata["tenantId"]).get_entrypoint("TenantWorkflow"))
-
-class Default(WorkerEntrypoint):
-    async def fetch(self, request):
-        return None
-'''
-
-CONFIG = '''{"name": "bench", "main": "src/entry.py", "compatibility_date": "2026-04-01",
- "workflows": [{"name": "bench", "binding": "WORKFLOWS", "class_name": "DynamicWorkflow"}],
- "worker_loaders": [{"binding": "LOADER"}]}'''
+_ids = itertools.count()
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
-    values = sorted(values)
-    return {"median_ms": round(statistics.median(values), 3),
-            "p90_ms": round(values[int(len(values) * 0.9)], 3),
-            "p99_ms": round(values[min(len(values) - 1, int(len(values) * 0.99))], 3),
-            "samples": len(values)}
+class DynwfSubject:
+    """dynwf's side of the shared workloads, on one warm :class:`FullPath`."""
+
+    name = "dynwf"
+
+    def __init__(self, tenants: int = 50) -> None:
+        self.tenants = tenants
+        self.path = FullPath()
+        self.live_isolates = 0
+
+    async def start(self) -> None:
+        await self.path.__aenter__()
+        # warm every tenant's isolate and the code paths of both workflows
+        for i in range(self.tenants):
+            await self.path.run_one(f"t{i}", f"warm-{next(_ids)}")
+        await self.path.run_one("t0", f"warm-{next(_ids)}", "HundredSteps")
+        for _ in range(20):
+            await self.path.run_one("t0", f"warm-{next(_ids)}")
+
+    async def close(self) -> None:
+        await self.path.__aexit__(None, None, None)
+
+    async def latency(self, samples: int) -> list[float]:
+        """create-to-complete of 3-step instances, one at a time, in ms."""
+        return [await self.path.run_one("t0", f"lat-{next(_ids)}") * 1000 for _ in range(samples)]
+
+    async def steps_sequential(self, instances: int) -> float:
+        """Committed steps/s of 100-step instances run one after the other."""
+        start = time.perf_counter()
+        for _ in range(instances):
+            await self.path.run_one("t0", f"hundred-{next(_ids)}", "HundredSteps")
+        return instances * 100 / (time.perf_counter() - start)
+
+    async def steps_concurrent(self, instances: int, tenants: int) -> float:
+        """Committed steps/s with ``instances`` 100-step instances in flight over ``tenants``."""
+        path = self.path
+        target = path.completed + instances
+        start = time.perf_counter()
+        for i in range(instances):
+            await path.binding(f"t{i % tenants}", "HundredSteps").create({"id": f"hc-{next(_ids)}"})
+        await path.wait_completed(target, 300, "concurrent 100-step instances")
+        return instances * 100 / (time.perf_counter() - start)
+
+    async def throughput(self, instances: int) -> float:
+        """3-step instances per second: ``instances`` created at once over every tenant."""
+        path = self.path
+        per_tenant = max(1, instances // self.tenants)
+        instances = per_tenant * self.tenants
+        target = path.completed + instances
+        start = time.perf_counter()
+        for i in range(self.tenants):
+            await path.create_many(f"t{i}", per_tenant)
+        await path.wait_completed(target, 600, "throughput instances")
+        elapsed = time.perf_counter() - start
+        self.live_isolates = path.host.pool.live_count
+        return instances / elapsed
 
 
-async def _isolates(boots: int, calls: int) -> dict[str, object]:
-    pool = IsolatePool(max_isolates=boots + 1)
+async def cold_boot(boots: int, warm_calls: int, gap_s: float) -> dict[str, Any]:
+    """Isolate cold boot through a Worker Loader on a bare pool, ``gap_s`` apart (the zygote
+    refills its spare children between boots, as between tenants arriving one by one); then
+    back to back (a burst, where each boot waits for the spare being made); then warm calls."""
+    from emulator.isolates.pool import IsolatePool
+    from emulator.loader import WorkerLoader
+    pool = IsolatePool(max_isolates=2 * boots + 2)
     await pool.start()
     loader = WorkerLoader(pool)
-    code = lambda: {"main_module": "index.py", "modules": {"index.py": TENANT},  # noqa: E731
-                    "compatibility_date": "2026-04-01", "global_outbound": None}
+
+    def code() -> dict[str, Any]:
+        return {"main_module": "index.py", "modules": {"index.py": TENANT},
+                "compatibility_date": "2026-04-01", "global_outbound": None}
     try:
         await loader.get("warm-up", code).get_entrypoint().ping(0)
-        cold = []
+        await asyncio.sleep(0.2)
+        spaced, burst, in_isolate, phases = [], [], [], {"setup": [], "guard": [], "import": []}
         for i in range(boots):
+            await asyncio.sleep(gap_s)
             stub = loader.get(f"cold-{i}", code).get_entrypoint()
             start = time.perf_counter()
             await stub.ping(i)
-            cold.append((time.perf_counter() - start) * 1000)
-        warm_stub = loader.get("warm-up", code).get_entrypoint()
-        start = time.perf_counter()
-        for i in range(calls):
-            await warm_stub.ping(i)
-        warm_us = (time.perf_counter() - start) / calls * 1e6
+            spaced.append((time.perf_counter() - start) * 1000)
+            isolate = pool.get_live(loader.key(f"cold-{i}"))
+            if isolate is not None:
+                in_isolate.append(isolate.load_ms)
+                for phase, ms in isolate.load_phases.items():
+                    phases.setdefault(phase, []).append(ms)
+        await asyncio.sleep(0.2)
+        for i in range(boots):
+            stub = loader.get(f"burst-{i}", code).get_entrypoint()
+            start = time.perf_counter()
+            await stub.ping(i)
+            burst.append((time.perf_counter() - start) * 1000)
+        warm = loader.get("warm-up", code).get_entrypoint()
+        calls = []
+        for i in range(warm_calls):
+            start = time.perf_counter()
+            await warm.ping(i)
+            calls.append((time.perf_counter() - start) * 1e6)
     finally:
         await pool.close()
-    return {"isolate.cold_boot": _percentiles(cold), "isolate.warm_call_us": round(warm_us, 1)}
+    calls.sort()
+    return {
+        "cold_boot": percentiles(spaced),
+        "cold_boot_burst": percentiles(burst),
+        "in_isolate_load_ms": percentiles(in_isolate)["median_ms"],
+        "in_isolate_phases_ms": {k: percentiles(v)["median_ms"] for k, v in phases.items() if v},
+        "warm_call_us_median": round(calls[len(calls) // 2], 1),
+        "gap_ms": round(gap_s * 1000),
+    }
 
 
-def _project(folder: Path) -> Path:
-    (folder / "src").mkdir()
-    (folder / "src" / "entry.py").write_text(DISPATCHER)
-    (folder / "src" / "tenant.py").write_text(TENANT)
-    (folder / "wrangler.jsonc").write_text(CONFIG)
-    return folder / "wrangler.jsonc"
-
-
-async def _full_path(latency_samples: int, instances: int, tenants: int) -> dict[str, object]:
-    from emulator.runtime.dynamic_workflows import dispatcher_scope, wrap_workflow_binding
-    with tempfile.TemporaryDirectory() as folder:
-        config = load_config(_project(Path(folder)))
-        host = ProjectHost(config, HostOptions(state_dir=Path(folder) / ".dynwf", clock=SystemClock(),
-                                               max_isolates=tenants + 8))
-        await host.start()
-        done: dict[str, asyncio.Future[float]] = {}
-        completed = 0
-
-        def on_progress(event):
-            nonlocal completed
-            if event.kind == "instance.status" and event.data.get("status") == "complete":
-                completed += 1
-                future = done.get(event.instance_id)
-                if future is not None and not future.done():
-                    future.set_result(time.perf_counter())
-        host.engine.progress.subscribe(on_progress)
-        stop = asyncio.Event()
-        server = asyncio.create_task(host.engine.serve(stop))
+def run(quick: bool = False) -> dict[str, Any]:
+    """The dynwf figures alone, without peers (``python -m benchmarks.dynamic``)."""
+    async def main() -> dict[str, Any]:
+        subject = DynwfSubject(tenants=50)
+        await subject.start()
         try:
-            with dispatcher_scope(host.module, host.env):
-                bindings = [wrap_workflow_binding({"tenantId": f"t{i}"}) for i in range(tenants)]
-            from emulator.runtime.dynamic_workflows import scoped_instance_id
-            loop = asyncio.get_running_loop()
-            timings = []
-            for i in range(latency_samples + 20):
-                real = scoped_instance_id({"tenantId": "t0"}, f"lat-{i}")
-                done[real] = loop.create_future()
-                start = time.perf_counter()
-                await bindings[0].create({"id": f"lat-{i}"})
-                end = await asyncio.wait_for(done[real], 30)
-                if i >= 20:
-                    timings.append((end - start) * 1000)
-            for binding in bindings:  # warm every tenant's isolate first
-                await binding.create({})
-            target = completed + tenants
-            while completed < target:
-                await asyncio.sleep(0.01)
-            start_count, start = completed, time.perf_counter()
-            per_tenant = instances // tenants
-            for binding in bindings:
-                for first in range(0, per_tenant, 100):
-                    await binding.create_batch([{} for _ in range(min(100, per_tenant - first))])
-            instances = per_tenant * tenants
-            while completed < start_count + instances:
-                await asyncio.sleep(0.005)
-            elapsed = time.perf_counter() - start
-            live = host.pool.live_count
+            latency = await subject.latency(100 if quick else 500)
+            sequential = await subject.steps_sequential(5 if quick else 20)
+            concurrent = await subject.steps_concurrent(20 if quick else 100, 10)
+            throughput = await subject.throughput(2000)
         finally:
-            stop.set()
-            await server
-            await host.close()
-    return {"dynamic.latency_3_steps": _percentiles(timings),
-            "dynamic.throughput_per_s": round(instances / elapsed),
-            "dynamic.throughput_setup": {"instances": instances, "tenants": tenants,
-                                         "live_isolates": live}}
-
-
-def run(quick: bool = False) -> dict[str, object]:
-    results = asyncio.run(_isolates(20 if quick else 100, 200 if quick else 2000))
-    results.update(asyncio.run(_full_path(50 if quick else 300, 200 if quick else 2000,
-                                          5 if quick else 50)))
-    results["targets"] = {"cold_boot_median_ms": 5, "dynamic_workflows_per_s": 1000}
+            await subject.close()
+        return {"latency_3_steps": percentiles(latency),
+                "steps_per_s_sequential": round(sequential),
+                "steps_per_s_concurrent": round(concurrent),
+                "workflows_per_s": round(throughput), "live_isolates": subject.live_isolates}
+    results = asyncio.run(main())
+    results.update(asyncio.run(cold_boot(20 if quick else 100, 500 if quick else 3000, 0.1)))
     return results
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))

@@ -111,5 +111,4 @@ def run(quick: bool = False) -> dict[str, object]:
         "engine.steps_per_second.concurrent": round(concurrent),
         "engine.latency_3_steps": {k: round(v, 3) if isinstance(v, float) else v
                                    for k, v in latency.items()},
-        "targets": {"steps_per_second": 3000, "latency_median_ms": 2.0},
     }

@@ -216,7 +216,9 @@ class IsolatePool:
             self._retired.add(isolate)
 
     def _make_room(self) -> None:
-        while len(self._live) >= self.max_isolates:
+        # loads in progress count too (this one is among them): otherwise every concurrent load
+        # passes the check before any finishes and the pool overshoots its bound
+        while len(self._live) + len(self._loading) - 1 >= self.max_isolates:
             idle = next((i for i in self._live.values() if i.in_flight == 0), None)
             if idle is None:
                 return  # every isolate is busy: go over the bound rather than fail a call

@@ -104,9 +104,14 @@ class Zygote:
         self._next += 1
         future = asyncio.get_running_loop().create_future()
         self._pending[request] = future
+        message = json.dumps({"req": request, "label": label}).encode()
         try:
-            socket.send_fds(self._ctrl, [json.dumps({"req": request, "label": label}).encode()],
-                            [child_sock.fileno()])
+            while True:
+                try:
+                    socket.send_fds(self._ctrl, [message], [child_sock.fileno()])
+                    break
+                except BlockingIOError:  # many forks at once filled the channel: wait, not fail
+                    await _writable(self._ctrl)
         finally:
             child_sock.close()
         pid = await future
@@ -136,6 +141,16 @@ class Zygote:
             except subprocess.TimeoutExpired:
                 self.process.kill()
             self.process = None
+
+
+async def _writable(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_writer(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_writer(sock.fileno())
 
 
 # ---- the zygote process ------------------------------------------------------------------------
@@ -185,7 +200,8 @@ def serve(ctrl_fd: int) -> None:
         for fd in fds:
             os.close(fd)
         ctrl.sendall(json.dumps({"req": request["req"], "pid": pid}).encode())
-        _refill(spares, ctrl)
+        if not spares:  # otherwise refill on the idle tick: a fork now competes with the new isolate
+            _refill(spares, ctrl)
 
 
 def _refill(spares: list[tuple[int, socket.socket]], ctrl: socket.socket) -> None:
