@@ -16,31 +16,17 @@ from pathlib import Path
 from emulator.engine import Engine, SystemClock, WorkflowDefinition
 
 
-class HundredSteps:
-    async def run(self, event, step):
-        total = 0
-        for i in range(100):
-            @step.do(f"step-{i}")
-            async def one():
-                return i
-            total += await one()
-        return total
+def _workflow_classes() -> tuple[type, type]:
+    """The same workflows the full-path figures run in isolates (``common.TENANT``), loaded
+    here in-process, so the engine-alone figures measure the same code."""
+    import emulator.runtime.workers  # noqa: F401 - makes ``workers`` importable
+    from benchmarks.common import TENANT
+    namespace: dict = {}
+    exec(compile(TENANT, "<benchmark tenant>", "exec"), namespace)
+    return namespace["HundredSteps"], namespace["ThreeSteps"]
 
 
-class ThreeSteps:
-    async def run(self, event, step):
-        @step.do("first")
-        async def first():
-            return 1
-
-        @step.do("second")
-        async def second(first):
-            return first + 1
-
-        @step.do("third")
-        async def third(second):
-            return second + 1
-        return await third()
+HundredSteps, ThreeSteps = _workflow_classes()
 
 
 def _engine(folder: str) -> Engine:
