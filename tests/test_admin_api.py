@@ -71,6 +71,9 @@ def test_refusals_are_clear_and_change_nothing(tmp_path, servers):
     assert status == 404
     status, body = call(dev, "POST", f"{API}/instances", token=token, raw=b" " * (3 * 1024 * 1024))
     assert status == 413
+    ten_mb_event = b'{"type": "go", "payload": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+    status, body = call(dev, "POST", f"{API}/instances/o-1/events", token=token, raw=ten_mb_event)
+    assert status == 413 and body["error"]["code"] == "admin.too_large"
     status, body = call(dev, "POST", f"{API}/instances", {"tenant": "acme", "id": "bad id!"},
                         token=token)
     assert status == 400 and body["error"]["code"] == "instance.invalid_id"
