@@ -23,6 +23,9 @@ class TenantWorkflow(WorkflowEntrypoint):
         if fault == "loop_outside":
             while True:
                 pass
+        if fault == "exit_outside":
+            import os
+            os._exit(9)
 
         @step.do("faulty", config={"retries": {"limit": 1, "delay": "1 second"}, "timeout": "2 seconds"})
         async def faulty(ctx):
@@ -124,3 +127,27 @@ def test_an_infinite_loop_outside_any_step_errors_the_instance(project, tmp_path
     status = asyncio.run(scenario())
     assert status["error"]["name"] == "IsolateError"
     assert "isolate.cpu_limit" in status["error"]["message"]
+
+
+def test_code_that_kills_its_isolate_outside_any_step_errors_after_a_few_replays(project, tmp_path):
+    """A crash outside any step replays the instance (a kill from outside is the host's problem,
+    see the dev crash test), but code that crashes every replay the same way errors at last."""
+    from emulator.engine.engine import CRASH_REPLAYS
+
+    async def scenario():
+        host = ProjectHost(open_project(project / "wrangler.jsonc").config,
+                           HostOptions(state_dir=tmp_path, clock=VirtualClock()))
+        await host.start()
+        try:
+            victim = await host.create_as_tenant({"tenantId": "faulty"},
+                                                 {"params": {"fault": "exit_outside"}})
+            await asyncio.wait_for(host.engine.drain(
+                until=lambda: host.engine.control.status(victim)["status"] == "errored"), 60)
+            return host.engine.control.status(victim), host.pool.loads
+        finally:
+            await host.close()
+    status, loads = asyncio.run(scenario())
+    assert status["error"]["name"] == "IsolateError"
+    assert "isolate.crashed" in status["error"]["message"]
+    assert "exited with status 9" in status["error"]["message"]
+    assert loads == CRASH_REPLAYS + 1         # the first run and each replay, in a fresh isolate

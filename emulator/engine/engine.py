@@ -39,6 +39,9 @@ from emulator.engine.store import InstanceRow, StepKey, Store, TimerRow
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError
 
 RunnerFactory = Callable[[InstanceRow], Any]  # -> an object with (async) run(event, step)
+#: Isolate crashes outside any step, with no step committed in between, that an instance
+#: survives by replaying; one more errors it (see Engine._replays_after_crash).
+CRASH_REPLAYS = 3
 
 
 @dataclass(slots=True)
@@ -77,6 +80,8 @@ class Engine:
         self._next_renewal = 0
         self._next_poll = 0
         self._maybe_runnable = True
+        # instance id -> (steps done, crashes outside any step since that count last grew)
+        self._crashes_outside_steps: dict[str, tuple[int, int]] = {}
         self._lifetime_tasks: set[asyncio.Task[None]] = set()
 
     # ---- registration and bindings ---------------------------------------------------------
@@ -363,9 +368,10 @@ class Engine:
             await self._finish(lifetime, states.ERRORED,
                                error={"name": "WorkflowFatalError", "message": exc.message})
         except Exception as exc:  # noqa: BLE001 - anything escaping run() errors the instance
-            if is_isolate_fault(exc) and lifetime.attempting:
+            if is_isolate_fault(exc) and (lifetime.attempting or self._replays_after_crash(
+                    lifetime, exc)):
                 await self._isolate_lost(lifetime, exc)
-            elif is_isolate_fault(exc):  # outside any step: the run itself failed
+            elif is_isolate_fault(exc):  # the run itself failed, outside any step
                 await self._finish(lifetime, states.ERRORED, error=isolate_error(exc))
             else:
                 await self._finish(lifetime, states.ERRORED, error=error_dict(exc))
@@ -434,6 +440,27 @@ class Engine:
         if new is not None:
             self.progress.publish(progress.Progress(progress.INSTANCE_STATUS, lifetime.id, now, None,
                                                     {"status": new}))
+
+    def _replays_after_crash(self, lifetime: Lifetime, exc: BaseException) -> bool:
+        """Whether an isolate that died while ``run()`` was outside any step is replayed.
+
+        A limit the tenant's code hit (CPU, memory) is its own fault and errors the instance. A
+        crash without such a cause (the process was killed from outside, or the machine ran out
+        of memory) is the host's problem, as an engine crash is: the instance replays in a fresh
+        isolate. Code that kills its own isolate outside any step would crash every replay the
+        same way, so after :data:`CRASH_REPLAYS` such crashes with no step committed in between
+        the instance errors instead.
+        """
+        if getattr(exc, "code", None) != "isolate.crashed":
+            return False
+        done = self.store.count_done_steps(lifetime.id)
+        seen_done, crashes = self._crashes_outside_steps.get(lifetime.id, (-1, 0))
+        crashes = crashes + 1 if done == seen_done else 1
+        if crashes > CRASH_REPLAYS:
+            self._crashes_outside_steps.pop(lifetime.id, None)
+            return False
+        self._crashes_outside_steps[lifetime.id] = (done, crashes)
+        return True
 
     async def _isolate_lost(self, lifetime: Lifetime, exc: BaseException) -> None:
         """The isolate running this instance died with steps in flight: each of them failed an

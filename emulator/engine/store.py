@@ -356,6 +356,10 @@ class Store:
                                  (instance_id,))
         return {(r[0], r[1], r[2]): StepRow(*r) for r in rows}
 
+    def count_done_steps(self, instance_id: str) -> int:
+        return self.conn.execute("SELECT count(*) FROM steps WHERE instance_id = ? AND status = 'done'",
+                                 (instance_id,)).fetchone()[0]
+
     def list_steps(self, instance_id: str) -> list[StepRow]:
         rows = self.conn.execute(f"SELECT {_STEP_COLS} FROM steps WHERE instance_id = ? "
                                  "ORDER BY seq", (instance_id,))
