@@ -342,6 +342,15 @@ def test_tenant_code_cannot_undo_the_audit_hooks(tmp_path):
                 os._exit(0)
             return pid
 
+        def fork_without_an_audit_event():
+            # subprocess's own primitive: with a preexec_fn the child would run Python (a fork
+            # bomb's way in); no audit event is raised for it, so the kernel must refuse it
+            import _posixsubprocess
+            read, write = os.pipe()
+            return _posixsubprocess.fork_exec(
+                [b"/bin/true"], [b"/bin/true"], True, (), None, None, -1, -1, -1, -1, -1, -1,
+                read, write, True, False, -1, None, None, None, -1, lambda: os._exit(0), False)
+
         def main(config, inherited):
             sys.addaudithook(lambda event, args: None)
             unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
@@ -353,6 +362,7 @@ def test_tenant_code_cannot_undo_the_audit_hooks(tmp_path):
                 "subprocess": attempt(lambda: subprocess.run(["true"])),
                 "system": attempt(lambda: os.system("true")),
                 "fork": attempt(fork),
+                "fork_exec": attempt(fork_without_an_audit_event),
                 "signal_parent": attempt(lambda: os.kill(os.getppid(), 0)),
                 "signal_self": attempt(lambda: os.kill(os.getpid(), 0)),
             }
@@ -366,6 +376,7 @@ def test_tenant_code_cannot_undo_the_audit_hooks(tmp_path):
                                     "dynamic worker (subprocess.Popen)")
     assert tenant["system"].startswith("PermissionError: Starting processes")
     assert tenant["fork"].startswith("PermissionError: Starting processes")
+    assert tenant["fork_exec"].startswith("PermissionError: [Errno 1] Operation not permitted")
     assert tenant["signal_parent"].startswith("PermissionError: Sending signals to other processes")
     assert tenant["signal_self"] == "ok: None"
 

@@ -25,10 +25,13 @@ Not covered: CPU time (the child's watchdog handles it); ``os.stat``-style probi
 audited); opens relative to a directory descriptor (``dir_fd``: the audit event omits it, Landlock
 still applies); UDP and Unix-socket traffic from native code, which audit hooks cannot see and
 Landlock does not cover; the runtime's own objects inside the isolate, reachable by reference;
-and ``RLIMIT_NPROC``, which the kernel does not enforce for root (child processes are refused by
-the audit hook and, under Landlock, by the ``execve`` rule). Landlock restricts the calling
-thread and the threads it starts afterwards: a thread already running when the guard is
-installed (the child's watchdog) is not restricted.
+and ``RLIMIT_NPROC``, which the kernel does not enforce for root. Child processes are refused
+three times over instead: by the audit hook (with a clear message), by Landlock's ``execve``
+rule, and by a seccomp filter that lets ``clone`` start threads only, so that ``fork`` reached
+without an audit event (``_posixsubprocess.fork_exec`` with a ``preexec_fn``, say) fails with
+``EPERM`` and a fork bomb cannot start. Landlock restricts the calling thread and the threads it
+starts afterwards: a thread already running when the guard is installed (the child's watchdog) is
+not restricted; the seccomp filter is synchronised to every thread of the isolate.
 """
 
 from __future__ import annotations
@@ -782,6 +785,81 @@ def _prepare_rulesets() -> None:
             _PREPARED_RULESETS[(tuple(paths), deny_tcp, True)] = built
 
 
+# ---- seccomp: threads, but no processes -----------------------------------------------------------
+
+# (audit architecture, {syscall: number}); aarch64 has no fork or vfork system calls
+_SECCOMP_ARCH = {
+    "x86_64": (0xC000003E, {"clone": 56, "fork": 57, "vfork": 58, "clone3": 435, "seccomp": 317}),
+    "aarch64": (0xC00000B7, {"clone": 220, "clone3": 435, "seccomp": 277}),
+}
+_BPF_LOAD_WORD, _BPF_JEQ, _BPF_JGE, _BPF_JSET, _BPF_RET = 0x20, 0x15, 0x35, 0x45, 0x06
+_SECCOMP_ALLOW, _SECCOMP_ERRNO = 0x7FFF0000, 0x00050000
+_SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC = 1, 1
+_CLONE_THREAD = 0x00010000
+_X32_SYSCALL_BIT = 0x40000000
+# offsets in struct seccomp_data: nr, arch, args[0] (its low 32 bits: the flags of clone)
+_DATA_NR, _DATA_ARCH, _DATA_ARG0 = 0, 4, 16
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _no_process_program(arch: int, numbers: Mapping[str, int]) -> list[tuple[int, int, int, int]]:
+    """A classic BPF program for seccomp: ``clone`` only with ``CLONE_THREAD``; ``fork`` and
+    ``vfork`` refused with ``EPERM``; ``clone3`` answered ``ENOSYS``, since its flags sit in
+    memory a filter cannot read (the C library then falls back to ``clone``); any other system
+    call allowed. A foreign architecture or the x32 ABI is refused outright."""
+    forks = [numbers[name] for name in ("fork", "vfork") if name in numbers]
+    # the three returns close the program; a jump offset counts the instructions it skips
+    length = 11 + len(forks)
+    allow, deny, enosys = length - 3, length - 2, length - 1
+
+    def to(target: int, at: int) -> int:
+        return target - at - 1
+    program = [(_BPF_LOAD_WORD, 0, 0, _DATA_ARCH),
+               (_BPF_JEQ, 0, to(deny, 1), arch),
+               (_BPF_LOAD_WORD, 0, 0, _DATA_NR),
+               (_BPF_JGE, to(deny, 3), 0, _X32_SYSCALL_BIT),
+               (_BPF_JEQ, to(enosys, 4), 0, numbers["clone3"])]
+    for number in forks:
+        program.append((_BPF_JEQ, to(deny, len(program)), 0, number))
+    at = len(program)
+    program += [(_BPF_JEQ, 0, to(allow, at), numbers["clone"]),
+                (_BPF_LOAD_WORD, 0, 0, _DATA_ARG0),
+                (_BPF_JSET, to(allow, at + 2), to(deny, at + 2), _CLONE_THREAD),
+                (_BPF_RET, 0, 0, _SECCOMP_ALLOW),
+                (_BPF_RET, 0, 0, _SECCOMP_ERRNO | errno.EPERM),
+                (_BPF_RET, 0, 0, _SECCOMP_ERRNO | errno.ENOSYS)]
+    assert len(program) == length
+    return program
+
+
+def forbid_child_processes() -> str:
+    """Install the seccomp filter of :func:`_no_process_program` on every thread of this
+    process (and, through inheritance, any thread it starts). Best effort: returns what happened.
+    Irreversible; needs ``ctypes``, so it runs before the audit hooks refuse it."""
+    machine = _SECCOMP_ARCH.get(platform.machine())
+    if machine is None:
+        return "not supported on this architecture"
+    arch, numbers = machine
+    program = _no_process_program(arch, numbers)
+    filters = (_SockFilter * len(program))(*(_SockFilter(*op) for op in program))
+    fprog = _SockFprog(len(program), filters)
+    if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        return f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(ctypes.get_errno())}"
+    done, err = _syscall(numbers["seccomp"], ctypes.c_uint(_SECCOMP_SET_MODE_FILTER),
+                         ctypes.c_uint(_SECCOMP_FILTER_FLAG_TSYNC), ctypes.byref(fprog))
+    if done != 0:
+        return f"seccomp failed: {os.strerror(err) if err else f'thread {done} refused to sync'}"
+    return "applied"
+
+
 # ---- everything, in order ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -793,19 +871,21 @@ class GuardReport:
     network_allowed: bool
     hidden_modules: int
     landlock: LandlockResult
+    seccomp: str = "turned off"     # "applied", or why not
 
 
 _installed = False
 
 
 def install_guard(*, modules: Mapping[str, str], tenant_label: str, allow_network: bool,
-                  memory_mb: int | None, landlock: bool = True,
+                  memory_mb: int | None, landlock: bool = True, seccomp: bool = True,
                   max_open_files: int | None = 256) -> GuardReport:
     """Apply every restriction, once per isolate, before the tenant's main module is imported.
 
     Order matters: limits first, so the guard's own work runs under them; then the import
     policy (which still imports the runtime); then one Landlock ruleset (which needs ``ctypes``
-    and opens the folders it grants); audit hooks last, since they would refuse both.
+    and opens the folders it grants) and the seccomp filter (``ctypes`` too); audit hooks last,
+    since they would refuse those.
     """
     global _installed
     if _installed:
@@ -819,13 +899,14 @@ def install_guard(*, modules: Mapping[str, str], tenant_label: str, allow_networ
                                 isolate_ipc=True)
     else:
         kernel = _TURNED_OFF
+    processes = forbid_child_processes() if seccomp else "turned off"
     sys.dont_write_bytecode = True
     restrict_files(roots, landlock=False)
     if not allow_network:
         block_network(landlock=False)
     restrict_processes(landlock=False)
     return GuardReport(limits["address_space"], limits["open_files"], allow_network,
-                       policy.hidden_module_count, kernel)
+                       policy.hidden_module_count, kernel, processes)
 
 
 # Filled now, not in each isolate: the zygote imports this module before it forks.
