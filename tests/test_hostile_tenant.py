@@ -1,8 +1,13 @@
 """Hostile tenant code, in its isolate, trying to reach what is not its own: each attempt is
-refused with a clear error and changes nothing (issue: reliability, hostile tenant code)."""
+refused with a clear error and changes nothing (issue: reliability, hostile tenant code).
+
+What is forged inside the isolate stays there: the dispatcher metadata is added in the host, so
+an instance a tenant creates is its own whatever it patches or sends."""
 
 import asyncio
 import json
+import sqlite3
+from contextlib import closing
 
 from typer.testing import CliRunner
 
@@ -32,9 +37,36 @@ async def attempt(name, action):
         return [name, type(exc).__name__, str(exc)[:300]]
 
 
+async def on_victim(wf, victim, action):
+    instance = await wf.get(victim)
+    return await getattr(instance, action)(*([{"type": "go", "payload": 1}] if action == "send_event" else []))
+
+
+async def forge_by_attribute(wf):
+    wf._metadata = {"tenantId": "victim"}       # on this side's stub: the host never sees it
+    wf._prefix = "victim"
+    return (await wf.create({"id": "forged-attr"})).id
+
+
+async def forge_by_patching(wf):
+    import workers
+    workers.WorkerEntrypoint = object            # the isolate's own copy of the runtime
+    import dynamic_workflows
+    dynamic_workflows.tenant_prefix = lambda metadata: "victim"
+    dynamic_workflows.wrap_params = lambda params, metadata: {
+        "__dispatcherMetadata": {"tenantId": "victim"}, "params": params}
+    return (await wf.create({"id": "forged-patch"})).id
+
+
+async def huge_event(wf):
+    own = await wf.create({"id": "own"})
+    return await own.send_event({"type": "go", "payload": "x" * (10 * 1024 * 1024)})
+
+
 class Default(WorkerEntrypoint):
     async def fetch(self, request):
-        victim = (await request.json())["victim"]
+        body = await request.json()
+        victim, victim_real = body["victim"], body["victim_real"]
         wf = self.env.WORKFLOWS
         results = [
             await attempt("read database", lambda: open(".dynwf/state.sqlite", "rb").read(10)),
@@ -47,8 +79,15 @@ class Default(WorkerEntrypoint):
             await attempt("forge envelope", lambda: wf.create(
                 {"id": "forged", "params": {"__dispatcherMetadata": {"tenantId": "victim"},
                                             "params": {"stolen": True}}})),
-            await attempt("huge event", lambda: wf.create(
+            await attempt("huge params", lambda: wf.create(
                 {"id": "big", "params": {"blob": "x" * (10 * 1024 * 1024)}})),
+            await attempt("get victim by real id", lambda: wf.get(victim_real)),
+            await attempt("pause victim", lambda: on_victim(wf, victim, "pause")),
+            await attempt("terminate victim", lambda: on_victim(wf, victim, "terminate")),
+            await attempt("send victim an event", lambda: on_victim(wf, victim, "send_event")),
+            await attempt("forge by attribute", lambda: forge_by_attribute(wf)),
+            await attempt("forge by patching", lambda: forge_by_patching(wf)),
+            await attempt("huge event", lambda: huge_event(wf)),
         ]
         return Response.json(results)
 '''
@@ -79,7 +118,7 @@ def test_hostile_code_is_refused_and_changes_nothing(tmp_path):
             before = [(r.id, r.status) for r in host.engine.store.list_instances()]
             response = await host.fetch(Request(
                 "http://localhost/", method="POST", headers={"x-tenant-id": "hostile"},
-                body=json.dumps({"victim": "v-1"})))
+                body=json.dumps({"victim": "v-1", "victim_real": victim})))
             results = await response.json()
             await host.engine.drain(jump=False)
             after = {r.id: r for r in host.engine.store.list_instances()}
@@ -96,12 +135,28 @@ def test_hostile_code_is_refused_and_changes_nothing(tmp_path):
     assert "not permitted to access the internet" in outcome["socket"][1]
     assert "does not exist" in outcome["get victim"][1] and "v-1" in outcome["get victim"][1]
     assert outcome["private method"][0] != "allowed"
-    assert "too_large" in outcome["huge event"][1] or "over the limit" in outcome["huge event"][1]
+    assert "payload.too_large" in outcome["huge params"][1]
+    assert "payload.too_large" in outcome["huge event"][1]
+    # another tenant's instance cannot be reached, not even by its real id
+    assert outcome["get victim by real id"][0] == "InstanceNotFoundError"
+    for name in ("pause victim", "terminate victim", "send victim an event"):
+        assert outcome[name] == ("InstanceNotFoundError",
+                                 "[instance.not_found] Instance 'v-1' does not exist"), name
+    # metadata is added by the dispatcher, outside the isolate: patching the isolate's copy of
+    # the runtime, or the stub, forges nothing
+    assert outcome["forge by attribute"][0] == "AttributeError"
+    assert outcome["forge by patching"] == ("allowed", "'forged-patch'")
     # the victim is untouched; the "forged" instance belongs to the hostile tenant, not the victim
     assert after[victim].status == "waiting"
-    forged = [r for r in after.values() if r.id.endswith("-forged")]
-    assert len(forged) == 1
-    envelope = json.loads(forged[0].params)
-    assert envelope["__dispatcherMetadata"] == {"tenantId": "hostile"}
+    with closing(sqlite3.connect(root / ".dynwf" / "state.sqlite")) as conn:
+        assert conn.execute("SELECT count(*) FROM events WHERE instance_id = ?",
+                            (victim,)).fetchone() == (0,)
+    hostile_prefix = next(r.id for r in after.values() if r.id.endswith("-own")).split("-")[0]
+    for suffix in ("-forged", "-forged-patch"):
+        forged = [r for r in after.values() if r.id.endswith(suffix)]
+        assert len(forged) == 1
+        assert forged[0].id.startswith(hostile_prefix + "-")
+        envelope = json.loads(forged[0].params)
+        assert envelope["__dispatcherMetadata"] == {"tenantId": "hostile"}
     assert not any(r.id.endswith("-big") for r in after.values())
-    assert len(after) == len(before) + 1
+    assert len(after) == len(before) + 3           # forged, forged-patch and its own
