@@ -50,6 +50,14 @@ class TenantWorkflow(WorkflowEntrypoint):
             if fault == "fork":
                 import os
                 os.fork()
+            if fault == "fork_bomb":      # through subprocess's primitive, which no audit hook sees
+                import os, _posixsubprocess
+                read, write = os.pipe()
+                for _ in range(1000):
+                    _posixsubprocess.fork_exec(
+                        [b"/bin/true"], [b"/bin/true"], True, (), None, None, -1, -1, -1, -1,
+                        -1, -1, read, write, True, False, -1, None, None, None, -1,
+                        lambda: os._exit(0), False)
             return "fine"
         return await faulty()
 '''
@@ -83,6 +91,7 @@ def project(tmp_path_factory):
     ("exit", "isolate.crashed"), ("segfault", "isolate.crashed"), ("loop", "isolate.cpu_limit"),
     ("memory", "isolate.memory_limit"), ("huge", "output is too large"),
     ("never", "timed out after 2000ms"), ("fork", "not permitted"),
+    ("fork_bomb", "Operation not permitted"),
 ])
 def test_a_fault_in_a_step_fails_its_attempts_and_the_neighbour_completes(project, tmp_path,
                                                                            fault, code):
