@@ -148,7 +148,10 @@ def test_changes_map_to_the_tenant_or_the_dispatcher_and_noise_is_ignored(tmp_pa
     assert batch.tenants == {"acme": {"tenants/acme/index.py", "tenants/acme/lib/x.py"},
                              "globex": {"tenants/globex/index.py"}}
     assert batch.dispatcher == {"src/entry.py"} and not batch.config
+    assert batch.code == set()                   # README.md and notes.txt reload nothing
     assert reloader._classify([root / "wrangler.jsonc"]).config
+    other = reloader._classify([root / "agents/planner/plan.py", root / "data/runs.jsonl"])
+    assert other.code == {"agents/planner/plan.py"} and not other.tenants and not other.dispatcher
 
     keep = ProjectFilter(tmp_path / "elsewhere")
     added, modified = watchfiles.Change.added, watchfiles.Change.modified
@@ -159,6 +162,32 @@ def test_changes_map_to_the_tenant_or_the_dispatcher_and_noise_is_ignored(tmp_pa
                   "tenants/acme/4913", "src/entry.py~", ".git/index"):
         assert not keep(added, str(root / noise)), noise
     assert not keep(modified, str(tmp_path / "elsewhere" / "state.sqlite"))
+
+
+def test_other_python_files_of_the_project_reload_every_isolate(tmp_path):
+    """A dispatcher may read tenant code from any folder (agents/<id>/, repos/<name>/): a
+    change to a .py file there marks every isolate stale, and a syntax error is reported."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from emulator.config import load_config
+    from emulator.server.reload import Reloader
+    project = copy_hello(tmp_path)
+    stale: list[str] = []
+    host = SimpleNamespace(config=load_config(project / "wrangler.jsonc"), loaders={},
+                           pool=SimpleNamespace(mark_all_stale=lambda: stale.append("all")))
+    reloader = Reloader(host, lambda event: None)  # type: ignore[arg-type]
+    plan = project / "agents" / "planner" / "plan.py"
+    plan.parent.mkdir(parents=True)
+    plan.write_text("def plan(:\n")
+    (project / "data").mkdir()
+    (project / "data" / "runs.jsonl").write_text("{}\n")
+    [event] = asyncio.run(reloader.apply([plan, project / "data" / "runs.jsonl"]))
+    assert stale == ["all"]
+    assert (event.target, event.name, event.paths) == ("isolates", "every tenant",
+                                                       ("agents/planner/plan.py",))
+    assert event.error.startswith("agents/planner/plan.py:1:"), event.error
+    assert asyncio.run(reloader.apply([project / "data" / "runs.jsonl"])) == []
 
 
 # ---- stopping and resuming ----------------------------------------------------------------------

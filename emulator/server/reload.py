@@ -16,6 +16,10 @@ What a change means:
 - the dispatcher (the ``main`` module, or any ``.py`` beside it) or the wrangler file: the
   dispatcher is imported again (:meth:`ProjectHost.reload_dispatcher`); if the new code or
   config does not load, the old dispatcher keeps serving and the error is reported.
+- any other ``.py`` file of the project: a dispatcher may read tenant code from any folder
+  (``agents/<id>/``, ``repos/<name>/``), and which tenant a file belongs to is its business, so
+  every isolate is marked stale and reloads at its next call. Other files (data, output a
+  dispatcher writes) reload nothing.
 
 Latency: the watcher hands over a batch after ``step_ms`` without further changes (at most
 ``debounce_ms`` after the first), and marking isolates stale is immediate, so a save is visible
@@ -86,6 +90,7 @@ class _Batch:
     tenants: dict[str, set[str]] = field(default_factory=dict)
     dispatcher: set[str] = field(default_factory=set)
     config: bool = False
+    code: set[str] = field(default_factory=set)      # other .py files of the project
 
 
 class Reloader:
@@ -133,6 +138,8 @@ class Reloader:
             paths_shown = sorted(batch.dispatcher | ({self._shown(self.host.config.path)}
                                                      if batch.config else set()))
             events.append(await self._reload_dispatcher(batch.config, tuple(paths_shown)))
+        elif batch.code:              # a dispatcher reload has marked every isolate stale already
+            events.append(self._reload_every_isolate(tuple(sorted(batch.code))))
         for tenant_id, changed in sorted(batch.tenants.items()):
             events.append(self._reload_tenant(tenant_id, tuple(sorted(changed))))
         for event in events:
@@ -156,6 +163,8 @@ class Reloader:
                     batch.tenants.setdefault(parts[0], set()).add(self._shown(path))
             elif path.suffix == ".py" and path.is_relative_to(main_folder):
                 batch.dispatcher.add(self._shown(path))
+            elif path.suffix == ".py":
+                batch.code.add(self._shown(path))
         return batch
 
     def _shown(self, path: Path) -> str:
@@ -170,6 +179,13 @@ class Reloader:
             loader.mark_stale(tenant_id)
         problems = compile_errors(self.root / TENANTS_DIR / tenant_id, self.root)
         return ReloadEvent("tenant", tenant_id, time.perf_counter() - started, paths,
+                           problems[0] if problems else None)
+
+    def _reload_every_isolate(self, paths: tuple[str, ...]) -> ReloadEvent:
+        started = time.perf_counter()
+        self.host.pool.mark_all_stale()
+        problems = [problem for path in paths for problem in _compile_error(self.root / path, self.root)]
+        return ReloadEvent("isolates", "every tenant", time.perf_counter() - started, paths,
                            problems[0] if problems else None)
 
     async def _reload_dispatcher(self, config_changed: bool,
@@ -193,19 +209,24 @@ def compile_errors(folder: Path, root: Path) -> list[str]:
     if not folder.is_dir():
         return problems
     for path in sorted(folder.rglob("*.py")):
-        if "__pycache__" in path.parts or not path.is_file():
-            continue
-        try:
-            source = path.read_bytes()
-        except OSError:
-            continue  # removed while we looked: the next batch says so
-        try:
-            compile(source, str(path), "exec", dont_inherit=True)
-        except SyntaxError as exc:
-            problems.append(_syntax_line(exc, root, path))
-        except ValueError as exc:       # null bytes
-            problems.append(f"{_relative(path, root)}:1:1: {exc}")
+        if "__pycache__" not in path.parts:
+            problems += _compile_error(path, root)
     return problems
+
+
+def _compile_error(path: Path, root: Path) -> list[str]:
+    """``[file:line:col: message]`` when ``path`` is not valid Python, else ``[]``."""
+    try:
+        source = path.read_bytes()
+    except OSError:
+        return []     # removed (or a folder) by now: the next batch says so
+    try:
+        compile(source, str(path), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        return [_syntax_line(exc, root, path)]
+    except ValueError as exc:       # null bytes
+        return [f"{_relative(path, root)}:1:1: {exc}"]
+    return []
 
 
 def load_error_line(exc: BaseException, root: Path) -> str:
