@@ -22,6 +22,7 @@ from emulator.code_version import code_fingerprint
 from emulator.engine import states
 from emulator.engine.clock import Clock, SystemClock
 from emulator.engine.control import Control
+from emulator.engine.limits import is_valid_id
 from emulator.engine.store import InstanceRow, StepRow, Store, TimerRow
 from emulator.errors import (DynwfError, InstanceError, InstanceNotFoundError, InvalidIdError,
                              ValidationError)
@@ -215,8 +216,8 @@ class InstanceOps:
     def _current_code_version(self, tenant: str | None) -> str | None:
         """The fingerprint of ``tenants/<tenant>/`` now, as the template's dispatcher loads it
         (every ``.py`` file, keyed by its path in the folder); None when there is no such folder."""
-        if self.tenants_dir is None or not tenant:
-            return None
+        if self.tenants_dir is None or not tenant or not is_valid_id(str(tenant)):
+            return None             # a tenant id that is not an id never names a folder
         folder = self.tenants_dir / str(tenant)
         if not folder.is_dir():
             return None

@@ -19,6 +19,11 @@ Exposure: requests whose ``Host`` (or ``Origin``, when sent) is not a loopback n
 state-changing request also needs the ``x-dynwf-token`` header holding the per-session token the
 server writes to ``<state dir>/admin-token`` (mode 0600) when it starts. Errors are
 ``{"error": {"code", "message", "hint"}}`` with a status from one table (:data:`STATUS_OF`).
+
+Input: a body is one JSON object of the route's fields only, at most :data:`MAX_BODY` bytes and
+:data:`MAX_DEPTH` levels deep; ``tenant`` is an id naming a folder of ``tenants/`` (when the
+project has one), never a path; ``?limit=`` and ``?after=`` are whole numbers. Anything else is
+refused before anything is written.
 """
 
 from __future__ import annotations
@@ -26,29 +31,43 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from emulator.engine.limits import is_valid_id
+from emulator.engine.limits import MAX_ID_LENGTH, encode_json, is_valid_id
 from emulator.errors import DynwfError, ValidationError
 from emulator.host import ProjectHost
 from emulator.ops import InstanceOps, envelope_of, tenant_of
+from emulator.runtime.dynamic_workflows import wrap_params
 
 API = "/__dynwf/api"
 TOKEN_FILE = "admin-token"
 TOKEN_HEADER = "x-dynwf-token"
 MAX_BODY = 2 * 1024 * 1024
+#: How much of a body over :data:`MAX_BODY` is read (and dropped) before it is refused.
+MAX_DRAIN = 32 * 1024 * 1024
+#: How deep a request body's JSON may nest (a body is an object, so its values get one less).
+MAX_DEPTH = 100
+#: The largest whole number a query parameter may hold (SQLite's INTEGER).
+MAX_QUERY_NUMBER = 2**63 - 1
+#: What ``?limit=`` is cut down to.
+MAX_LIST = 10_000
+CREATE_FIELDS = ("tenant", "params", "id", "workflow", "metadata")
+EVENT_FIELDS = ("type", "payload")
+PLAYGROUND_FIELDS = ("code", "params")
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,19}")
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 #: error code (or its last part) -> HTTP status; anything else from user input is 400
 STATUS_OF = {
-    "instance.not_found": 404, "state.not_found": 404,
+    "instance.not_found": 404, "state.not_found": 404, "tenant.not_found": 404,
     "instance.already_exists": 409, "instance.ambiguous": 409, "instance.cannot_terminate": 409,
     "instance.not_running": 409, "instance.finished": 409, "instance.invalid_transition": 409,
     "admin.forbidden": 403, "admin.token": 401, "admin.too_large": 413,
@@ -89,17 +108,180 @@ def error_response(exc: DynwfError, status: int | None = None) -> JSONResponse:
     return JSONResponse({"error": exc.to_dict()}, status_code=status or _status_for(exc))
 
 
+def shown(value: Any, width: int = 60) -> str:
+    """``repr(value)``, cut to ``width`` characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+# ---- reading a request ------------------------------------------------------------------------
+
+async def read_body(request: Request) -> bytes:
+    """The request's body; over :data:`MAX_BODY`, refused (``admin.too_large``) without being
+    held. A body up to :data:`MAX_DRAIN` is read to its end first (and dropped), since a client
+    that is still sending may never read an answer given before it is done; a bigger one, by
+    its ``Content-Length`` or as it arrives, is refused at once. A client that hangs up before
+    the end of its body gets an ``admin.invalid`` error (which it will not read), not a
+    traceback in the server's log."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_DRAIN:
+        raise _too_large(f"request body of {int(declared):,} bytes")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size <= MAX_BODY:
+                chunks.append(chunk)
+            elif size > MAX_DRAIN:
+                break
+    except ClientDisconnect:
+        raise AdminError(f"the client hung up after {size:,} bytes of the body") from None
+    if size > MAX_BODY:
+        raise _too_large("request body" if size > MAX_DRAIN else f"request body of {size:,} bytes")
+    return b"".join(chunks)
+
+
+def _too_large(what: str) -> DynwfError:
+    return AdminError(f"{what} is over the {MAX_BODY:,} byte limit", code="admin.too_large")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object of ``pairs``; a key given twice is refused (which one wins is anyone's guess)."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"the key {shown(key, 40)} is given twice in one object")
+        seen.add(key)
+    return dict(pairs)
+
+
+def parse_object(raw: bytes, fields: tuple[str, ...]) -> dict[str, Any]:
+    """``raw`` as a JSON object whose keys are among ``fields`` (``{}`` for an empty body); its
+    values plain JSON: UTF-8, no NaN or Infinity, no key given twice, nested at most
+    :data:`MAX_DEPTH` deep, text that is valid Unicode."""
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant,
+                          object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise _too_deep() from None
+    except ValueError as exc:   # not UTF-8, JSONDecodeError, a key twice, a number too long
+        raise AdminError(f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise AdminError("the body must be a JSON object",
+                         hint="send {" + ", ".join(f'"{name}": ...' for name in fields) + "}")
+    check_plain(data)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise AdminError(f"unknown field{'s' * (len(unknown) > 1)} in the body: "
+                         + ", ".join(shown(name, 40) for name in unknown),
+                         hint="the fields are " + ", ".join(fields))
+    return data
+
+
+def check_plain(value: Any) -> None:
+    """Refuse JSON nested deeper than :data:`MAX_DEPTH`, or text with a lone surrogate (which
+    ``json`` reads from ``"\\ud800"`` but no UTF-8 store or response can hold)."""
+    pending = [(value, 1)]                  # (a value, its depth: the body itself is 1)
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            _check_text(item)
+        elif isinstance(item, (dict, list)) and depth > MAX_DEPTH:
+            raise _too_deep()
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                _check_text(key)
+                pending.append((inner, depth + 1))
+        elif isinstance(item, list):
+            pending.extend((inner, depth + 1) for inner in item)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise AdminError(f"the body's text holds {shown(text[exc.start:exc.end])}, a lone "
+                         "surrogate, which is not Unicode") from None
+
+
+def _too_deep() -> DynwfError:
+    return AdminError(f"the body nests deeper than {MAX_DEPTH} levels")
+
+
+def query_number(request: Request, name: str, *, least: int) -> int | None:
+    """The query parameter ``name`` as a whole number from ``least`` up (None when absent)."""
+    text = request.query_params.get(name)
+    if not text:
+        return None
+    number = int(text) if _WHOLE_NUMBER.fullmatch(text) else None
+    if number is None or not least <= number <= MAX_QUERY_NUMBER:
+        raise AdminError(f"{name} must be a whole number from {least} to {MAX_QUERY_NUMBER}, "
+                         f"not {shown(text, 40)}")
+    return number
+
+
+def check_tenant(tenants_dir: Path, tenant: Any) -> str:
+    """``tenant`` when it names one of the project's tenants: an id (so never a path), and a
+    folder of ``tenants/`` when the project keeps its tenants there."""
+    if not is_valid_id(tenant):
+        raise AdminError(f"'tenant' must be a tenant id: 1-{MAX_ID_LENGTH} characters matching "
+                         f"^[a-zA-Z0-9_][a-zA-Z0-9-_]*$, not {shown(tenant)}",
+                         code="tenant.invalid")
+    if tenants_dir.is_dir() and not (tenants_dir / tenant).is_dir():
+        known = sorted(path.name for path in tenants_dir.iterdir()
+                       if path.is_dir() and is_valid_id(path.name))
+        raise AdminError(f"no tenant '{tenant}': tenants/{tenant}/ does not exist",
+                         code="tenant.not_found",
+                         hint="the tenants are " + ", ".join(known) if known
+                         else "add the tenant's folder to tenants/")
+    return tenant
+
+
+def create_metadata(tenants_dir: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """The dispatcher metadata a create body names: ``{"tenantId": tenant}``, or its
+    ``metadata`` object (whose ``tenantId``, when it has one, must be a tenant too)."""
+    tenant, metadata = data.get("tenant"), data.get("metadata")
+    if metadata is None:
+        if tenant is None:
+            raise AdminError("give 'tenant' (or 'metadata', an object)")
+        return {"tenantId": check_tenant(tenants_dir, tenant)}
+    if not isinstance(metadata, dict) or not metadata:
+        raise AdminError("'metadata' must be a non-empty object")
+    if "tenantId" in metadata:
+        check_tenant(tenants_dir, metadata["tenantId"])
+    if tenant is not None and metadata.get("tenantId") != tenant:
+        raise AdminError("'tenant' and the tenantId of 'metadata' differ",
+                         hint="give one of them")
+    return metadata
+
+
 def is_local(value: str | None) -> bool:
     """Whether a Host header or an Origin URL names this machine's loopback."""
     if not value:
         return False
-    host = urlsplit(value).hostname if "//" in value else urlsplit("//" + value).hostname
+    try:
+        host = urlsplit(value if "//" in value else "//" + value).hostname
+    except ValueError:          # "[::1", "http://[x]": not a host at all
+        return False
     return host is not None and (host in LOCAL_HOSTS or host.startswith("127."))
 
 
+def has_token(request: Request, token: str) -> bool:
+    """Whether the request carries ``token`` (compared as bytes: a header may hold any byte,
+    and ``compare_digest`` refuses non-ASCII text)."""
+    given = request.headers.get(TOKEN_HEADER, "")
+    return secrets.compare_digest(given.encode("utf-8"), token.encode("utf-8"))
+
+
 def admin_routes(host: ProjectHost, token: str) -> list[Route]:
-    ops = InstanceOps(host.engine.store, control=host.engine.control,
-                      tenants_dir=host.config.root / "tenants")
+    tenants_dir = host.config.root / "tenants"
+    ops = InstanceOps(host.engine.store, control=host.engine.control, tenants_dir=tenants_dir)
 
     def guarded(handler: Callable[..., Any], *, changes: bool):
         async def endpoint(request: Request) -> Response:
@@ -108,8 +290,7 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
                         "origin" in request.headers and not is_local(request.headers["origin"])):
                     raise AdminError("the admin API answers only requests addressed to this "
                                      "machine's loopback", code="admin.forbidden")
-                if changes and not secrets.compare_digest(request.headers.get(TOKEN_HEADER, ""),
-                                                          token):
+                if changes and not has_token(request, token):
                     raise AdminError(f"missing or wrong {TOKEN_HEADER} header",
                                      code="admin.token",
                                      hint="read it from the state directory's admin-token file")
@@ -118,46 +299,29 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
                 return error_response(exc)
         return endpoint
 
-    async def body_of(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise AdminError(f"request body of {len(raw):,} bytes is over the {MAX_BODY:,} byte "
-                             "limit", code="admin.too_large")
-        if not raw:
-            return {}
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise AdminError(f"the body is not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise AdminError("the body must be a JSON object")
-        return data
+    async def body_of(request: Request, fields: tuple[str, ...]) -> dict[str, Any]:
+        return parse_object(await read_body(request), fields)
 
     def param(request: Request, name: str) -> str | None:
         return request.query_params.get(name) or None
 
     async def list_instances(request: Request) -> Response:
-        try:
-            limit = int(request.query_params.get("limit", "100"))
-        except ValueError:
-            raise AdminError("limit must be a whole number") from None
+        limit = query_number(request, "limit", least=1) or 100
         return JSONResponse(ops.list_instances(tenant=param(request, "tenant"),
                                                status=param(request, "status"),
                                                workflow=param(request, "workflow"),
-                                               limit=max(1, min(limit, 10_000))))
+                                               limit=min(limit, MAX_LIST)))
 
     async def create(request: Request) -> Response:
-        data = await body_of(request)
-        tenant = data.get("tenant")
-        metadata = data.get("metadata", {"tenantId": tenant} if tenant else None)
-        if not isinstance(metadata, dict) or not metadata:
-            raise AdminError("give 'tenant' (or 'metadata', an object)")
+        data = await body_of(request, CREATE_FIELDS)
+        metadata = create_metadata(tenants_dir, data)
         options: dict[str, Any] = {"params": data.get("params", {})}
         if data.get("id") is not None:
             options["id"] = data["id"]
         workflow = data.get("workflow")
-        if workflow is not None and not isinstance(workflow, str):
-            raise AdminError("'workflow' must be a string")
+        if workflow is not None and not (isinstance(workflow, str) and workflow):
+            raise AdminError("'workflow' must be the name of a workflow of the config, "
+                             f"not {shown(workflow)}")
         instance_id = await host.create_as_tenant(metadata, options, workflow=workflow)
         return JSONResponse(ops.describe(instance_id), status_code=201)
 
@@ -171,18 +335,14 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
         return act
 
     async def send_event(request: Request) -> Response:
-        data = await body_of(request)
+        data = await body_of(request, EVENT_FIELDS)
         if not isinstance(data.get("type"), str):
             raise AdminError("give 'type', the event type, as a string")
         return JSONResponse(ops.send_event(request.path_params["id"], data["type"],
                                            data.get("payload"), tenant=param(request, "tenant")))
 
     async def logs(request: Request) -> Response:
-        after = request.query_params.get("after")
-        try:
-            after_seq = int(after) if after else None
-        except ValueError:
-            raise AdminError("after must be a whole number") from None
+        after_seq = query_number(request, "after", least=0)
         return JSONResponse(ops.logs(request.path_params["id"], tenant=param(request, "tenant"),
                                      after_seq=after_seq))
 
@@ -230,9 +390,10 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
         return JSONResponse({"code": sample_code(), "params": SAMPLE_PARAMS})
 
     async def playground(request: Request) -> Response:
-        from emulator.server.dashboard import (MAX_CODE_BYTES, create_playground_instance,
-                                               lint_playground, save_playground)
-        data = await body_of(request)
+        from emulator.server.dashboard import (MAX_CODE_BYTES, SCRATCH_PREFIX, code_hash,
+                                               create_playground_instance, lint_playground,
+                                               save_playground)
+        data = await body_of(request, PLAYGROUND_FIELDS)
         code = data.get("code")
         if not isinstance(code, str) or not code.strip():
             raise AdminError("give 'code', the tenant's index.py, as a string")
@@ -250,6 +411,9 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
                 "message": f"dynwf check found {len(errors)} error{'s' * (len(errors) != 1)}; "
                            f"the first: line {first.line}: {first.message}",
                 "hint": first.hint}, "diagnostics": found}, status_code=400)
+        # refused params must not leave scratch code behind: check them as create() will
+        encode_json(wrap_params(params, {"tenantId": SCRATCH_PREFIX + code_hash(code)}),
+                    what="params")
         tenant = save_playground(host, code)
         instance_id = await create_playground_instance(host, tenant, params)
         return JSONResponse({**ops.describe(instance_id), "diagnostics": found}, status_code=201)
