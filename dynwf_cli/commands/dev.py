@@ -34,6 +34,7 @@ from emulator.outline import TenantSourceError, outline_steps
 from emulator.project import Project, open_project
 from emulator.server import (DevServer, ReloadEvent, Reloader, RequestRecord, create_app,
                              fast_forward_idle, listen, load_error_line, server_config)
+from emulator.server.app import MAX_INFLIGHT, MAX_QUEUED, Admission
 
 HELP = """Serve the project on a local HTTP server, as the platform would run it: every request
 (except /__dynwf/*) goes to the dispatcher's Default.fetch, which loads each tenant's code into
@@ -47,6 +48,11 @@ file that is not valid Python is reported with its line and the other tenants ke
 On a terminal each request is one line and each active instance a live checklist of its steps;
 when stdout is not a terminal, or with --json, progress is printed as NDJSON (with --json,
 everything is). --ip and --port default to the config's "dev" section, else 127.0.0.1:8787.
+
+Back-pressure: at most --max-inflight requests run in the dispatcher at once and --max-queued
+more wait for a turn; a request beyond both is answered at once with 503, a Retry-After header
+and the error code dev.overloaded, before any tenant code runs, so it created nothing and can be
+sent again. /__dynwf/* (dashboard, admin API) is never refused.
 
 Exit status: 0 when stopped by SIGTERM, 130 by Ctrl-C, 1 when the server cannot start (the port
 is in use, the dispatcher fails to load), 2 on a usage error.
@@ -88,6 +94,13 @@ def dev(
              "(no isolation)."),
     as_json: bool = typer.Option(
         False, "--json", help="Print NDJSON lines (requests, reloads, step progress) only."),
+    max_inflight: int = typer.Option(
+        MAX_INFLIGHT, "--max-inflight", min=1, metavar="N",
+        help="Requests the dispatcher answers at once; more wait (see --max-queued)."),
+    max_queued: int = typer.Option(
+        MAX_QUEUED, "--max-queued", min=0, metavar="N",
+        help="Requests that wait for a turn when --max-inflight are running; beyond them a "
+             "request gets 503 dev.overloaded with Retry-After."),
 ) -> None:
     project = open_project(config, state_dir)
     address = ip or project.config.dev.ip
@@ -100,14 +113,16 @@ def dev(
         output = _PlainOutput(project, fast_forward)
     try:
         code = asyncio.run(_serve(project, sock, output, reload=not no_reload,
-                                  fast_forward=fast_forward, isolation=isolation.value))
+                                  fast_forward=fast_forward, isolation=isolation.value,
+                                  admission=Admission(max_inflight, max_queued)))
     finally:
         sock.close()
     raise typer.Exit(code)
 
 
 async def _serve(project: Project, sock: Any, output: "_Output", *, reload: bool,
-                 fast_forward: bool, isolation: str = "process") -> int:
+                 fast_forward: bool, isolation: str = "process",
+                 admission: Admission | None = None) -> int:
     loop = asyncio.get_running_loop()
     received: list[int] = []
     server: DevServer | None = None
@@ -143,7 +158,8 @@ async def _serve(project: Project, sock: Any, output: "_Output", *, reload: bool
             background.append(Reloader(host, output.reload, state_dir=project.state_dir).run)
         if fast_forward:
             background.append(lambda stop: fast_forward_idle(host.engine, stop))
-        app = create_app(host, on_request=output.request, background=background)
+        app = create_app(host, on_request=output.request, background=background,
+                         admission=admission)
         host_ip, port = sock.getsockname()[:2]
         output.banner(_banner(project, host, host_ip, port, reload=reload,
                               fast_forward=fast_forward))

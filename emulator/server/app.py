@@ -5,7 +5,9 @@ there too), so it never reaches user code. Anything else becomes a runtime ``Req
 :meth:`ProjectHost.fetch`, and the ``Response`` it returns becomes the HTTP response. An error
 raised by the dispatcher or a tenant is answered with a 500 and a JSON body
 ``{"error": {"code", "message"}}``, never a traceback page, and reported once through
-``on_request``.
+``on_request``. Dispatcher requests are admitted under a bound (:class:`Admission`): beyond it a
+request is refused at once with 503 ``dev.overloaded`` and ``Retry-After``, before any user code
+runs.
 
 The app's lifespan owns the running parts: it starts the host if the caller has not, then runs
 the engine's scheduler (and any background tasks, such as the reloader) until shutdown, when the
@@ -40,8 +42,9 @@ from emulator.engine import Engine
 from emulator.errors import DynwfError
 from emulator.host import ProjectHost
 
-__all__ = ["ADMIN_PREFIX", "TENANT_HEADER", "BackgroundTask", "DevServer", "RequestRecord",
-           "create_app", "error_body", "fast_forward_idle", "listen", "server_config"]
+__all__ = ["ADMIN_PREFIX", "MAX_INFLIGHT", "MAX_QUEUED", "RETRY_AFTER_S", "TENANT_HEADER",
+           "Admission", "BackgroundTask", "DevServer", "Dispatch", "RequestRecord", "create_app",
+           "error_body", "fast_forward_idle", "listen", "server_config"]
 
 ADMIN_PREFIX = "/__dynwf"
 #: The header naming a request's tenant, by the convention of the examples and templates;
@@ -50,11 +53,18 @@ TENANT_HEADER = "x-tenant-id"
 #: A task run for the app's lifetime; it must return soon after ``stop`` is set.
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
 _NO_BODY_METHODS = frozenset({"GET", "HEAD"})
+#: Defaults of ``dynwf dev --max-inflight`` and ``--max-queued``: far above what a person or a
+#: test suite sends at once, low enough that a runaway client meets a refusal, not a server
+#: whose memory and latency grow with every connection it opens.
+MAX_INFLIGHT = 256
+MAX_QUEUED = 256
+#: The ``Retry-After`` of a refusal, in whole seconds (the only form HTTP allows besides a date).
+RETRY_AFTER_S = 1
 
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
-    """One request the dispatcher answered, as the request log shows it."""
+    """One request to the dispatcher (answered or refused), as the request log shows it."""
 
     method: str
     path: str
@@ -82,28 +92,97 @@ def error_body(exc: BaseException) -> dict[str, str]:
     return {"code": code if isinstance(code, str) else "worker.exception", "message": message}
 
 
-class _Dispatch:
-    """The catch-all route (an ASGI app, so Starlette lets every method through)."""
+class Admission:
+    """The bound on dispatcher requests held at once: at most ``limit`` run in the dispatcher,
+    at most ``queue`` more wait (first come, first served) for one of them to finish, and any
+    request beyond both is refused at once.
 
-    def __init__(self, host: ProjectHost, on_request: Callable[[RequestRecord], None] | None):
+    Why a bound: each request in flight holds a task, its body and a call into a tenant's
+    isolate, so without one a flood of clients grows the server's memory and every request's
+    latency with no limit, and the clients learn nothing they could act on. A refusal costs
+    almost nothing, comes before the body is read or any user code runs (so it created nothing
+    and the same request may be sent again), and says when to come back. The queue absorbs a
+    short burst above ``limit`` without refusing it, while only ``limit`` requests at a time
+    hold isolate calls and engine work.
+    """
+
+    def __init__(self, limit: int = MAX_INFLIGHT, queue: int = MAX_QUEUED) -> None:
+        if limit < 1 or queue < 0:
+            raise DynwfError(f"cannot admit at most {limit} requests with {queue} waiting",
+                             code="dev.invalid_limit",
+                             hint="--max-inflight must be 1 or more, --max-queued 0 or more")
+        self.limit = limit
+        self.queue = queue
+        self.running = 0
+        self.waiting = 0
+        self.refused = 0
+        self._slots = asyncio.Semaphore(limit)
+
+    async def enter(self) -> bool:
+        """Take a slot, waiting in the queue when it has room; False when refused."""
+        if self.running + self.waiting >= self.limit + self.queue:
+            self.refused += 1
+            return False
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        return True
+
+    def leave(self) -> None:
+        self.running -= 1
+        self._slots.release()
+
+    def refusal(self) -> tuple[dict[str, str], JSONResponse]:
+        """The 503 for a refused request, and its ``{"code", "message"}`` for the request log."""
+        error = {"code": "dev.overloaded",
+                 "message": f"the dev server is at its limit ({self.running} requests running, "
+                            f"{self.waiting} waiting); this one was not started"}
+        hint = (f"retry after {RETRY_AFTER_S} s (the Retry-After header), send fewer requests "
+                "at once, or start dynwf dev with a higher --max-inflight or --max-queued")
+        return error, JSONResponse({"error": {**error, "hint": hint}}, status_code=503,
+                                   headers={"retry-after": str(RETRY_AFTER_S)})
+
+    def to_dict(self) -> dict[str, int]:
+        return {"running": self.running, "waiting": self.waiting, "refused": self.refused,
+                "max_inflight": self.limit, "max_queued": self.queue}
+
+
+class Dispatch:
+    """The catch-all route (an ASGI app, so Starlette lets every method through): admits the
+    request (:class:`Admission`), hands it to the dispatcher and reports it to ``on_request``."""
+
+    def __init__(self, host: ProjectHost, on_request: Callable[[RequestRecord], None] | None,
+                 admission: Admission | None = None):
         self.host = host
         self.on_request = on_request
+        self.admission = admission or Admission()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         incoming = HttpRequest(scope, receive)
-        error = None
-        try:
-            response = await self._fetch(incoming)
-        except Exception as exc:  # noqa: BLE001 - user code may raise anything; answer with JSON
-            error = error_body(exc)
-            response = JSONResponse({"error": error}, status_code=500)
+        if await self.admission.enter():
+            try:
+                error, response = await self._answer(incoming)
+            finally:
+                self.admission.leave()
+        else:
+            error, response = self.admission.refusal()
         if self.on_request is not None:
             self.on_request(RequestRecord(incoming.method, incoming.url.path,
                                           incoming.headers.get(TENANT_HEADER),
                                           response.status_code, time.perf_counter() - started,
                                           error))
         await response(scope, receive, send)
+
+    async def _answer(self, incoming: HttpRequest) -> tuple[dict[str, str] | None, HttpResponse]:
+        try:
+            return None, await self._fetch(incoming)
+        except Exception as exc:  # noqa: BLE001 - user code may raise anything; answer with JSON
+            error = error_body(exc)
+            return error, JSONResponse({"error": error}, status_code=500)
 
     async def _fetch(self, incoming: HttpRequest) -> HttpResponse:
         from emulator.runtime.workers import Request, Response
@@ -121,9 +200,12 @@ class _Dispatch:
 
 
 def create_app(host: ProjectHost, *, on_request: Callable[[RequestRecord], None] | None = None,
-               background: Sequence[BackgroundTask] = (), token: str | None = None) -> Starlette:
-    """The dev server app around ``host``. ``on_request`` hears of every dispatched request;
-    ``background`` tasks run beside the engine for the app's lifetime."""
+               background: Sequence[BackgroundTask] = (), token: str | None = None,
+               admission: Admission | None = None) -> Starlette:
+    """The dev server app around ``host``. ``on_request`` hears of every dispatched request
+    (refused ones too); ``background`` tasks run beside the engine for the app's lifetime;
+    ``admission`` bounds the dispatcher requests held at once (default: :class:`Admission`)."""
+    dispatch = Dispatch(host, on_request, admission)
 
     async def health(request: HttpRequest) -> JSONResponse:
         store = host.engine.store
@@ -131,6 +213,7 @@ def create_app(host: ProjectHost, *, on_request: Callable[[RequestRecord], None]
             "ok": host.started, "pid": os.getpid(), "project": host.config.name,
             "instances": store.count_by_status(), "running": len(host.engine.live),
             "isolates": host.pool.live_count, "isolate_loads": host.pool.loads,
+            "requests": dispatch.admission.to_dict(),
         })
 
     async def unknown(request: HttpRequest) -> JSONResponse:
@@ -168,7 +251,7 @@ def create_app(host: ProjectHost, *, on_request: Callable[[RequestRecord], None]
         *dashboard_routes(host, token, ADMIN_PREFIX),
         Route(ADMIN_PREFIX + "/{rest:path}", unknown,
               methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
-        Route("/{path:path}", _Dispatch(host, on_request)),
+        Route("/{path:path}", dispatch),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 
