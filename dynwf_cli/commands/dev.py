@@ -42,8 +42,10 @@ its own isolate; the durable engine runs the instances, resuming those an earlie
 running or sleeping.
 
 Code is reloaded on save: a change in tenants/<id>/ reloads that tenant (its next request runs
-the new code), a change to the dispatcher or the wrangler file reloads the dispatcher. A tenant
-file that is not valid Python is reported with its line and the other tenants keep serving.
+the new code), a change to the dispatcher or the wrangler file reloads the dispatcher, and a
+change to any other .py file of the project (agents/, repos/) reloads every tenant's isolate.
+A tenant file that is not valid Python is reported with its line and the other tenants keep
+serving.
 
 On a terminal each request is one line and each active instance a live checklist of its steps;
 when stdout is not a terminal, or with --json, progress is printed as NDJSON (with --json,
@@ -287,12 +289,13 @@ class _PlainOutput(_Output):
         self._print(line)
 
     def reload(self, event: ReloadEvent) -> None:
-        what = f"tenant {event.name}" if event.target == "tenant" else "dispatcher"
+        what = {"tenant": f"tenant {event.name}", "isolates": "every tenant's isolate"}.get(
+            event.target, "dispatcher")
         if event.error is None:
             self._print(Text(f"reloaded {what} in {event.seconds * 1000:.0f} ms", style="ok"))
-        elif event.target == "tenant":
-            self._print(Text(f"reloaded {what} with an error (its requests fail until it is "
-                             f"fixed): {event.error}", style="error"))
+        elif event.target in ("tenant", "isolates"):
+            self._print(Text(f"reloaded {what} with an error (requests that load it fail until "
+                             f"it is fixed): {event.error}", style="error"))
         else:
             self._print(Text(f"dispatcher not reloaded, the previous code keeps serving: "
                              f"{event.error}", style="error"))
