@@ -36,13 +36,26 @@ DEFAULT_CPU_MS = 30_000
 DEFAULT_MEMORY_MB = 128
 
 
-def spare_main(channel: socket.socket) -> None:
-    """A child forked ahead of need: make the event loop, then wait for the zygote to hand over a
-    host connection (or to go away). Never returns."""
+class _Prepared:
+    """The guard and watchdog a spare child installed ahead of need (see :func:`spare_main`)."""
+
+    base: Any = None            # guard.BaseGuard
+    watchdog: "_Watchdog | None" = None
+
+
+def spare_main(channel: socket.socket, profile: dict[str, Any] | None = None) -> None:
+    """A child forked ahead of need: make the event loop and, given a guard ``profile``, install
+    the tenant-independent part of the guard and the watchdog; then wait for the zygote to hand
+    over a host connection (or to go away). Never returns."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     loop = asyncio.new_event_loop()
     loop.run_until_complete(_warm_up())
+    if profile is not None:
+        from emulator.isolates import guard
+        _Prepared.base = guard.install_base_guard(guard.GuardProfile.from_dict(profile))
+        _Prepared.watchdog = _Watchdog(DEFAULT_CPU_MS)
+        _Prepared.watchdog.start(loop)
     try:
         data, fds, _flags, _addr = socket.recv_fds(channel, 65536, 1)
     except OSError:
@@ -188,11 +201,19 @@ class IsolateRoot(RpcTarget):
         sys.stdout = _LogStream(self, "info")
         sys.stderr = _LogStream(self, "error")
         step_client.on_body_error = _exit_on_memory_error
-        _Watchdog(int(code.get("cpu_ms") or DEFAULT_CPU_MS)).start(asyncio.get_running_loop())
+        cpu_ms = int(code.get("cpu_ms") or DEFAULT_CPU_MS)
+        profile = guard_profile(code)
         t1 = time.perf_counter()
-        guard.install_guard(modules=modules, tenant_label=self.label,
-                            allow_network=bool(code.get("allow_network")),
-                            memory_mb=code.get("memory_mb", DEFAULT_MEMORY_MB))
+        base = _Prepared.base
+        if base is None:              # forked on demand: the whole guard, now
+            _Watchdog(cpu_ms).start(asyncio.get_running_loop())
+            base = guard.install_base_guard(profile)
+        elif base.profile != profile:  # the zygote hands out spares by profile: a bug if seen
+            raise RuntimeError(f"this isolate was prepared for {base.profile}, not {profile}")
+        else:
+            assert _Prepared.watchdog is not None
+            _Prepared.watchdog.cpu_ms = cpu_ms
+        guard.admit_tenant(base, modules, self.label)
         t2 = time.perf_counter()
         main = code["main_module"]
         self.module = importlib.import_module(main[:-3].replace("/", "."))
@@ -236,6 +257,13 @@ class IsolateRoot(RpcTarget):
             where[2].log(where[1], level, message)
         else:
             self.peer.remote.log.send(level, message)
+
+
+def guard_profile(code: dict[str, Any]) -> Any:
+    """The guard profile a ``load`` of ``code`` needs (a ``guard.GuardProfile``)."""
+    from emulator.isolates import guard
+    return guard.GuardProfile(memory_mb=code.get("memory_mb", DEFAULT_MEMORY_MB),
+                              allow_network=bool(code.get("allow_network")))
 
 
 def _wait_until(awaitable: Any) -> None:

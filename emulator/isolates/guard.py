@@ -215,8 +215,8 @@ class ImportPolicy:
     :meth:`builtin_import`), so nothing is loaded twice.
     """
 
-    def __init__(self, tenant: TenantModuleFinder) -> None:
-        self._tenant_names = tenant.top_level_names
+    def __init__(self, tenant: TenantModuleFinder | None = None) -> None:
+        self._tenant_names = tenant.top_level_names if tenant is not None else frozenset()
         self._search_path = list(sys.path)  # for the emulator's own late imports
         self._hidden: dict[str, ModuleType] = {}
         for name, module in list(sys.modules.items()):
@@ -235,6 +235,10 @@ class ImportPolicy:
     @property
     def hidden_module_count(self) -> int:
         return len(self._hidden)
+
+    def admit(self, tenant: TenantModuleFinder) -> None:
+        """Let the tenant's own modules through (a policy installed ahead of its tenant)."""
+        self._tenant_names = tenant.top_level_names
 
     def _is_importable(self, name: str) -> bool:
         return name.partition(".")[0] in self._tenant_names or _may_stay_loaded(name)
@@ -354,18 +358,35 @@ def apply_import_policy(modules: Mapping[str, str], tenant_label: str) -> Import
     Also narrows ``sys.path`` to the standard library and the runtime folder, so a name is
     never looked up in the working directory or in site-packages.
     """
+    policy = apply_base_import_policy()
+    admit_tenant_modules(policy, modules, tenant_label)
+    return policy
+
+
+def apply_base_import_policy() -> ImportPolicy:
+    """The tenant-independent part of :func:`apply_import_policy`, which is most of its cost
+    (taking ~1,500 modules out of ``sys.modules``): only the standard library and the runtime
+    can be imported until :func:`admit_tenant_modules`."""
     for name in _RUNTIME_PRELOAD:
         try:
             importlib.import_module(name)
         except ImportError:
             pass  # the runtime folder is not on sys.path: tenant code cannot import it either
-    finder = TenantModuleFinder(modules, tenant_label)
-    policy = ImportPolicy(finder)
+    policy = ImportPolicy()
     sys.path[:] = _narrowed_path(tuple(sys.path))
-    sys.meta_path[:0] = [policy, finder]
+    sys.meta_path.insert(0, policy)
     builtins.__import__ = policy.builtin_import
     importlib.invalidate_caches()
     return policy
+
+
+def admit_tenant_modules(policy: ImportPolicy, modules: Mapping[str, str],
+                         tenant_label: str) -> TenantModuleFinder:
+    """Serve ``modules`` from memory, right after ``policy`` on ``sys.meta_path``."""
+    finder = TenantModuleFinder(modules, tenant_label)
+    policy.admit(finder)
+    sys.meta_path.insert(sys.meta_path.index(policy) + 1, finder)
+    return finder
 
 
 @functools.lru_cache(maxsize=8)
@@ -874,13 +895,51 @@ class GuardReport:
     seccomp: str = "turned off"     # "applied", or why not
 
 
+@dataclass(frozen=True)
+class GuardProfile:
+    """The settings of the tenant-independent part of the guard. The zygote's spare children
+    install that part ahead of need for one profile (:func:`install_base_guard`), so a load
+    whose code asks for the same profile only admits the tenant's modules."""
+
+    memory_mb: int | None
+    allow_network: bool
+    landlock: bool = True
+    seccomp: bool = True
+    max_open_files: int | None = 256
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "GuardProfile":
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class BaseGuard:
+    """What :func:`install_base_guard` put in place, waiting for its tenant."""
+
+    profile: GuardProfile
+    policy: ImportPolicy
+    limits: dict[str, int | None]
+    landlock: LandlockResult
+    seccomp: str
+
+
 _installed = False
 
 
 def install_guard(*, modules: Mapping[str, str], tenant_label: str, allow_network: bool,
                   memory_mb: int | None, landlock: bool = True, seccomp: bool = True,
                   max_open_files: int | None = 256) -> GuardReport:
-    """Apply every restriction, once per isolate, before the tenant's main module is imported.
+    """Apply every restriction, once per isolate, before the tenant's main module is imported."""
+    base = install_base_guard(GuardProfile(memory_mb, allow_network, landlock, seccomp,
+                                           max_open_files))
+    return admit_tenant(base, modules, tenant_label)
+
+
+def install_base_guard(profile: GuardProfile) -> BaseGuard:
+    """Every restriction that does not depend on the tenant's modules, once per process.
 
     Order matters: limits first, so the guard's own work runs under them; then the import
     policy (which still imports the runtime); then one Landlock ruleset (which needs ``ctypes``
@@ -891,22 +950,29 @@ def install_guard(*, modules: Mapping[str, str], tenant_label: str, allow_networ
     if _installed:
         raise RuntimeError("the isolate guard is already installed in this process")
     _installed = True
-    limits = apply_limits(memory_mb, max_open_files)
-    policy = apply_import_policy(modules, tenant_label)
+    limits = apply_limits(profile.memory_mb, profile.max_open_files)
+    policy = apply_base_import_policy()
     roots = default_read_roots()
-    if landlock:
-        kernel = apply_landlock([*roots, *_shared_library_paths()], deny_tcp=not allow_network,
-                                isolate_ipc=True)
+    if profile.landlock:
+        kernel = apply_landlock([*roots, *_shared_library_paths()],
+                                deny_tcp=not profile.allow_network, isolate_ipc=True)
     else:
         kernel = _TURNED_OFF
-    processes = forbid_child_processes() if seccomp else "turned off"
+    processes = forbid_child_processes() if profile.seccomp else "turned off"
     sys.dont_write_bytecode = True
     restrict_files(roots, landlock=False)
-    if not allow_network:
+    if not profile.allow_network:
         block_network(landlock=False)
     restrict_processes(landlock=False)
-    return GuardReport(limits["address_space"], limits["open_files"], allow_network,
-                       policy.hidden_module_count, kernel, processes)
+    return BaseGuard(profile, policy, limits, kernel, processes)
+
+
+def admit_tenant(base: BaseGuard, modules: Mapping[str, str], tenant_label: str) -> GuardReport:
+    """The tenant-dependent rest of the guard: its modules, served from memory."""
+    admit_tenant_modules(base.policy, modules, tenant_label)
+    return GuardReport(base.limits["address_space"], base.limits["open_files"],
+                       base.profile.allow_network, base.policy.hidden_module_count,
+                       base.landlock, base.seccomp)
 
 
 # Filled now, not in each isolate: the zygote imports this module before it forks.

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from emulator.isolates.child import EXIT_CPU_LIMIT, EXIT_MEMORY_LIMIT
+from emulator.isolates.child import EXIT_CPU_LIMIT, EXIT_MEMORY_LIMIT, guard_profile
 from emulator.isolates.zygote import Zygote
 from emulator.rpc.peer import ConnectionLost, Peer
 from emulator.rpc.target import RpcTarget
@@ -98,7 +98,9 @@ class IsolatePool:
         self.idle_timeout_s = idle_timeout_s
         self.limits = limits or IsolateLimits()
         self.log_sink = log_sink
-        self.zygote = Zygote()
+        # spares are prepared for the usual case: the pool's memory limit, no network
+        self.zygote = Zygote(spare_profile=guard_profile(
+            {"memory_mb": self.limits.memory_mb, "allow_network": False}).to_dict())
         self._live: OrderedDict[str, Isolate] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Isolate]] = {}
         self._retired: set[Isolate] = set()
@@ -143,14 +145,14 @@ class IsolatePool:
         self._make_room()
         if self.isolation == "inline":
             return await self._load_inline(key, code)
-        pid, sock = await self.zygote.fork(key)
+        payload = {**code, "memory_mb": code.get("memory_mb", self.limits.memory_mb),
+                   "cpu_ms": code.get("cpu_ms", self.limits.cpu_ms)}
+        pid, sock = await self.zygote.fork(key, guard_profile(payload).to_dict())
         transport = await StreamTransport.open(sock)
         peer = Peer(transport.write, HostRoot(key, self.log_sink), name=f"isolate {key}")
         isolate = Isolate(key, pid, peer, transport)
         loop = asyncio.get_running_loop()
         isolate.reader = loop.create_task(transport.serve(peer, on_lost=lambda: self._lost(isolate)))
-        payload = {**code, "memory_mb": code.get("memory_mb", self.limits.memory_mb),
-                   "cpu_ms": code.get("cpu_ms", self.limits.cpu_ms)}
         try:
             info = await peer.remote.load(payload)
         except BaseException:

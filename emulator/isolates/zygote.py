@@ -8,9 +8,14 @@ and the dispatcher's memory, which tenants must never inherit), which imports th
 request. It never starts a thread, so forking it is safe.
 
 The control channel is a ``SOCK_SEQPACKET`` pair (message boundaries kept, file descriptors passed
-with ``SCM_RIGHTS``): the host sends ``{"req": n, "label": ...}`` plus the child's end of a fresh
-socket pair; the zygote answers ``{"req": n, "pid": pid}``, and ``{"exit": pid, "code": c}`` when a
-child ends (``c`` as ``os.waitstatus_to_exitcode``: negative for a signal).
+with ``SCM_RIGHTS``): the host sends ``{"req": n, "label": ..., "profile": ...}`` plus the child's
+end of a fresh socket pair; the zygote answers ``{"req": n, "pid": pid}``, and ``{"exit": pid,
+"code": c}`` when a child ends (``c`` as ``os.waitstatus_to_exitcode``: negative for a signal).
+
+Spare children install the tenant-independent part of the guard while they wait, for one guard
+*profile* (memory limit, network on or off): a request with that profile gets a spare, any other
+is forked on demand and installs the whole guard itself; the zygote then prepares its spares for
+the new profile, since the next request most likely asks for it again.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ READY = b'{"ready":true}'
 class Zygote:
     """Starts the zygote process and asks it for isolates."""
 
-    def __init__(self) -> None:
+    def __init__(self, spare_profile: dict[str, Any] | None = None) -> None:
+        self.spare_profile = spare_profile
         self.process: subprocess.Popen[bytes] | None = None
         self._ctrl: socket.socket | None = None
         self._pending: dict[int, asyncio.Future[int]] = {}
@@ -58,7 +64,8 @@ class Zygote:
         env["PYTHONPATH"] = os.pathsep.join([root, RUNTIME_PATH, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "emulator.isolates.zygote", str(zygote_end.fileno())],
+            [sys.executable, "-m", "emulator.isolates.zygote", str(zygote_end.fileno()),
+             json.dumps(self.spare_profile)],
             pass_fds=[zygote_end.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             env=env, start_new_session=True)
         zygote_end.close()
@@ -94,8 +101,9 @@ class Zygote:
                 if not future.done():
                     future.set_result(message["code"])
 
-    async def fork(self, label: str) -> tuple[int, socket.socket]:
-        """A new isolate process and the host's end of its connection."""
+    async def fork(self, label: str, profile: dict[str, Any] | None = None) -> tuple[int, socket.socket]:
+        """A new isolate process whose guard will have ``profile``, and the host's end of its
+        connection."""
         if self._ctrl is None:
             await self.start()
         assert self._ctrl is not None
@@ -104,7 +112,7 @@ class Zygote:
         self._next += 1
         future = asyncio.get_running_loop().create_future()
         self._pending[request] = future
-        message = json.dumps({"req": request, "label": label}).encode()
+        message = json.dumps({"req": request, "label": label, "profile": profile}).encode()
         try:
             while True:
                 try:
@@ -166,20 +174,20 @@ def _preload() -> None:
 SPARES = 2
 
 
-def serve(ctrl_fd: int) -> None:
+def serve(ctrl_fd: int, spare_profile: dict[str, Any] | None = None) -> None:
     ctrl = socket.socket(fileno=ctrl_fd)
     _preload()
     import gc
     gc.collect()
     gc.freeze()
     spares: list[tuple[int, socket.socket]] = []
-    _refill(spares, ctrl)
+    _refill(spares, ctrl, spare_profile)
     ctrl.sendall(READY)
     while True:
         ready, _, _ = select.select([ctrl], [], [], 0.05)
         _reap(ctrl)
         if not ready:
-            _refill(spares, ctrl)
+            _refill(spares, ctrl, spare_profile)
             continue
         try:
             data, fds, _flags, _addr = socket.recv_fds(ctrl, 65536, 4)
@@ -188,7 +196,8 @@ def serve(ctrl_fd: int) -> None:
         if not data:
             return  # the host is gone; isolates and spares notice their own sockets close
         request: dict[str, Any] = json.loads(data)
-        pid = _hand_to_spare(spares, data, fds[0]) if spares else None
+        profile = request.get("profile")
+        pid = _hand_to_spare(spares, data, fds[0]) if profile == spare_profile else None
         if pid is None:
             pid = os.fork()
             if pid == 0:
@@ -200,13 +209,18 @@ def serve(ctrl_fd: int) -> None:
         for fd in fds:
             os.close(fd)
         ctrl.sendall(json.dumps({"req": request["req"], "pid": pid}).encode())
+        if profile != spare_profile:  # prepare for the profile asked for now
+            spare_profile = profile
+            _discard(spares)
         if not spares:  # otherwise refill on the idle tick: a fork now competes with the new isolate
-            _refill(spares, ctrl)
+            _refill(spares, ctrl, spare_profile)
 
 
-def _refill(spares: list[tuple[int, socket.socket]], ctrl: socket.socket) -> None:
-    """Keep children forked ahead of need, their event loop already made: the fork and the
-    child's start-up (~5 ms together here) are then paid before the request, not during it."""
+def _refill(spares: list[tuple[int, socket.socket]], ctrl: socket.socket,
+            profile: dict[str, Any] | None) -> None:
+    """Keep children forked ahead of need, their event loop made and their guard's
+    tenant-independent part installed for ``profile``: the fork and the child's start-up are then
+    paid before the request, not during it."""
     while len(spares) < SPARES:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
@@ -216,9 +230,15 @@ def _refill(spares: list[tuple[int, socket.socket]], ctrl: socket.socket) -> Non
             for _, spare in spares:
                 spare.close()
             from emulator.isolates import child
-            child.spare_main(theirs)  # never returns
+            child.spare_main(theirs, profile)  # never returns
         theirs.close()
         spares.append((pid, ours))
+
+
+def _discard(spares: list[tuple[int, socket.socket]]) -> None:
+    """Let the spares go: each exits when it sees its channel close."""
+    while spares:
+        spares.pop()[1].close()
 
 
 def _hand_to_spare(spares: list[tuple[int, socket.socket]], request: bytes, fd: int) -> int | None:
@@ -249,4 +269,4 @@ def _reap(ctrl: socket.socket) -> None:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]), json.loads(sys.argv[2]) if len(sys.argv) > 2 else None)
