@@ -193,6 +193,43 @@ def test_the_pool_is_bounded_and_evicts_idle_isolates_first():
     assert (live, loads) == (3, 5)
 
 
+def test_a_full_pool_of_busy_isolates_makes_new_tenants_wait_for_room():
+    """Four tenants call at once into a pool of two: the last two wait until an isolate's
+    call ends, and the pool never holds more than two."""
+    async def body(pool, loader):
+        most = 0
+
+        async def watch():
+            nonlocal most
+            while True:
+                most = max(most, pool.live_count + pool._starting)
+                await asyncio.sleep(0.005)
+        watcher = asyncio.ensure_future(watch())
+        calls = [loader.get(f"t{n}", code(f"t{n}")).get_entrypoint().slow(0.3) for n in range(4)]
+        results = await asyncio.gather(*calls)
+        watcher.cancel()
+        return results, most, pool.loads
+    results, most, loads = run(with_pool(body, max_isolates=2))
+    assert results == ["slow done"] * 4
+    assert most == 2 and loads == 4
+
+
+def test_past_the_room_wait_a_busy_pool_goes_over_its_bound_rather_than_hold_calls():
+    async def body(pool, loader):
+        slow = [loader.get(f"t{n}", code(f"t{n}")).get_entrypoint().slow(30) for n in range(2)]
+        held = [asyncio.ensure_future(call) for call in slow]
+        while sum(pool.get_live(f"LOADER:t{n}") is not None
+                  and pool.get_live(f"LOADER:t{n}").in_flight for n in range(2)) < 2:
+            await asyncio.sleep(0.01)         # both calls under way (run() bounds the wait)
+        third = await loader.get("t2", code("t2")).get_entrypoint().greet("x")
+        live = pool.live_count                 # both 30 s calls are still in flight
+        for call in held:
+            call.cancel()
+        return third, live
+    third, live = run(with_pool(body, max_isolates=2, room_wait_s=0.2))
+    assert third["text"] == "t2 x" and live == 3
+
+
 def test_a_stale_isolate_is_replaced_on_its_next_call():
     async def body(pool, loader):
         stub = loader.get("t", code("t")).get_entrypoint()

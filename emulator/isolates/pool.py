@@ -1,5 +1,11 @@
 """The pool of live isolates, keyed by loader id: LRU with an idle timeout.
 
+The pool holds at most ``max_isolates``: a load retires the least recently used idle isolate
+to make room, and when every isolate has a call in flight it waits (up to ``room_wait_s``) for one
+to finish, so a burst of tenants queues for isolates instead of forking past the bound. Past
+that wait it goes over the bound rather than hold a call indefinitely (calls may need each other:
+a dispatcher can call one tenant from inside another's call).
+
 An isolate is evicted only between calls (never with a call in flight). A hot-reloaded tenant's
 isolate is marked stale: calls already in it finish, the next call goes to a fresh isolate loaded
 through the loader callback again. An isolate that dies fails only the calls in flight in it, with
@@ -57,6 +63,7 @@ class Isolate:
     load_ms: float = 0.0
     reader: asyncio.Task[None] | None = None
     load_phases: dict[str, float] = field(default_factory=dict)
+    on_idle: Callable[[], None] | None = None    # told when the last call in flight ends
 
     async def invoke(self, entrypoint: str | None, method: str, args: list[Any],
                      kwargs: dict[str, Any], props: dict[str, Any] | None = None) -> Any:
@@ -69,6 +76,8 @@ class Isolate:
             self.last_used = time.monotonic()
             if self.stale and self.in_flight == 0:
                 self.kill()  # retired or hot-reloaded: its last call is done
+            if self.in_flight == 0 and self.on_idle is not None:
+                self.on_idle()
 
     inline_root: Any = None
 
@@ -90,7 +99,7 @@ class Isolate:
 class IsolatePool:
     def __init__(self, *, max_isolates: int = 64, idle_timeout_s: float = 300.0,
                  limits: IsolateLimits | None = None, log_sink: LogSink | None = None,
-                 isolation: str = "process") -> None:
+                 isolation: str = "process", room_wait_s: float = 5.0) -> None:
         if isolation not in ("process", "inline"):
             raise ValueError(f"isolation must be 'process' or 'inline', not {isolation!r}")
         self.isolation = isolation
@@ -105,6 +114,9 @@ class IsolatePool:
         self._loading: dict[str, asyncio.Future[Isolate]] = {}
         self._retired: set[Isolate] = set()
         self.loads = 0
+        self.room_wait_s = room_wait_s
+        self._starting = 0                  # loads past the room check, not yet live
+        self._room: asyncio.Future[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -142,15 +154,23 @@ class IsolatePool:
 
     async def _load(self, key: str, load_code: Callable[[], Awaitable[dict[str, Any]]]) -> Isolate:
         code = await load_code()
-        self._make_room()
-        if self.isolation == "inline":
-            return await self._load_inline(key, code)
+        await self._make_room()
+        self._starting += 1
+        try:
+            if self.isolation == "inline":
+                return await self._load_inline(key, code)
+            return await self._load_process(key, code)
+        finally:
+            self._starting -= 1
+            self._room_changed()
+
+    async def _load_process(self, key: str, code: dict[str, Any]) -> Isolate:
         payload = {**code, "memory_mb": code.get("memory_mb", self.limits.memory_mb),
                    "cpu_ms": code.get("cpu_ms", self.limits.cpu_ms)}
         pid, sock = await self.zygote.fork(key, guard_profile(payload).to_dict())
         transport = await StreamTransport.open(sock)
         peer = Peer(transport.write, HostRoot(key, self.log_sink), name=f"isolate {key}")
-        isolate = Isolate(key, pid, peer, transport)
+        isolate = Isolate(key, pid, peer, transport, on_idle=self._room_changed)
         loop = asyncio.get_running_loop()
         isolate.reader = loop.create_task(transport.serve(peer, on_lost=lambda: self._lost(isolate)))
         try:
@@ -173,7 +193,8 @@ class IsolatePool:
                                             names=(f"isolate {key}", f"inline {key}"),
                                             proxies_b={STEP_KIND: root.build_step})
         root.peer = child_peer
-        isolate = Isolate(key, os.getpid(), host_peer, None, inline_root=root)
+        isolate = Isolate(key, os.getpid(), host_peer, None, inline_root=root,
+                          on_idle=self._room_changed)
         try:
             await host_peer.remote.load(dict(code))
         except BaseException:
@@ -188,6 +209,7 @@ class IsolatePool:
         if self._live.get(isolate.key) is isolate:
             del self._live[isolate.key]
         self._retired.discard(isolate)
+        self._room_changed()
         code = await self.zygote.exit_code(isolate.pid)
         if code == EXIT_CPU_LIMIT:
             return ConnectionLost(f"the isolate of '{isolate.key}' was stopped: a call held the CPU "
@@ -216,15 +238,34 @@ class IsolatePool:
             isolate.kill()
         else:
             self._retired.add(isolate)
+        self._room_changed()
 
-    def _make_room(self) -> None:
-        # loads in progress count too (this one is among them): otherwise every concurrent load
-        # passes the check before any finishes and the pool overshoots its bound
-        while len(self._live) + len(self._loading) - 1 >= self.max_isolates:
+    async def _make_room(self) -> None:
+        """Before a load: retire idle isolates, least recently used first, until this one fits.
+        Loads already past this check count (otherwise concurrent loads all pass it before any
+        finishes). With every isolate busy, wait for one to go idle, up to ``room_wait_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.room_wait_s
+        while len(self._live) + self._starting >= self.max_isolates:
             idle = next((i for i in self._live.values() if i.in_flight == 0), None)
-            if idle is None:
-                return  # every isolate is busy: go over the bound rather than fail a call
-            self._retire(idle)
+            if idle is not None:
+                self._retire(idle)
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return  # go over the bound rather than hold this call any longer
+            if self._room is None:
+                self._room = loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._room), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def _room_changed(self) -> None:
+        """An isolate went idle or away, or a load ended: waiting loads look again."""
+        room, self._room = self._room, None
+        if room is not None and not room.done():
+            room.set_result(None)
 
     async def _sweep(self) -> None:
         while True:
