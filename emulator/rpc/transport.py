@@ -108,7 +108,7 @@ class _FrameProtocol(asyncio.Protocol):
                 end = start + 4 + length
                 if len(buffer) < end:
                     break
-                frame = bytes(buffer[start + 4:end])
+                frame = buffer[start + 4:end]
                 start = end
                 peer.receive(frame)
         except ConnectionLost as exc:
