@@ -17,6 +17,7 @@ from emulator.rpc.peer import ConnectionLost, Peer
 
 _LENGTH = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024
+_READ_SIZE = 256 * 1024
 
 
 class StreamTransport:
@@ -77,18 +78,31 @@ class StreamTransport:
             pass
 
 
-class _FrameProtocol(asyncio.Protocol):
+class _FrameProtocol(asyncio.BufferedProtocol):
     """Splits the byte stream into frames. ``lost`` resolves when the connection ends: to None
-    when the other side went away, or to the :class:`ConnectionLost` that ended it here."""
+    when the other side went away, or to the :class:`ConnectionLost` that ended it here.
+
+    Bytes are read into one buffer kept for the connection: a read into a fresh bytes object
+    allocates (and, at this size, maps and unmaps) memory on every frame."""
 
     def __init__(self) -> None:
         self.owner: StreamTransport | None = None
-        self._buffer = bytearray()
+        self._buffer = bytearray(_READ_SIZE)
+        self._used = 0
         self.lost: asyncio.Future[ConnectionLost | None] = \
             asyncio.get_running_loop().create_future()
 
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """The free room after the bytes held: doubled when short (a long frame), back to the
+        usual size once empty."""
+        if self._used == 0 and len(self._buffer) > 4 * _READ_SIZE:
+            self._buffer = bytearray(_READ_SIZE)
+        elif len(self._buffer) - self._used < _READ_SIZE // 4:
+            self._buffer.extend(bytes(len(self._buffer)))
+        return memoryview(self._buffer)[self._used:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._used += nbytes
         self.deliver()
 
     def deliver(self) -> None:
@@ -97,16 +111,16 @@ class _FrameProtocol(asyncio.Protocol):
         peer = owner.peer if owner is not None else None
         if peer is None or self.lost.done():
             return
-        buffer = self._buffer
+        buffer, used = self._buffer, self._used
         start = 0
         try:
-            while len(buffer) - start >= 4:
+            while used - start >= 4:
                 (length,) = _LENGTH.unpack_from(buffer, start)
                 if length > MAX_FRAME:
                     raise ConnectionLost(f"frame of {length} bytes is over the {MAX_FRAME} byte "
                                          "limit", code="rpc.frame_too_large")
                 end = start + 4 + length
-                if len(buffer) < end:
+                if used < end:
                     break
                 frame = buffer[start + 4:end]
                 start = end
@@ -114,7 +128,9 @@ class _FrameProtocol(asyncio.Protocol):
         except ConnectionLost as exc:
             self._end(exc)
         finally:
-            del buffer[:start]
+            if start:  # moved within the buffer, never resized: the transport holds a view of it
+                buffer[:used - start] = buffer[start:used]
+                self._used = used - start
             owner.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
