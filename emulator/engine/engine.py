@@ -245,6 +245,7 @@ class Engine:
     def _claim(self, now: int, real: int) -> None:
         self._maybe_runnable = False
         capacity = self.concurrency - len(self.live)
+        self.writes.flush_notes()  # a claimed instance's steps are read back below
         with self.store.write():
             rows = self.store.claim_txn(self.owner, now, real, real + self.lease_ms, capacity,
                                         self.only)

@@ -24,6 +24,12 @@ class _Write:
     note: bool                            # bookkeeping a later write of the same step supersedes
 
 
+#: How long a batch of attempt-start notes alone waits for company. The step's own outcome usually
+#: arrives within it (a step body of a few hundred microseconds), and the note then costs no
+#: transaction of its own; a longer body gets its note committed after this delay.
+NOTE_DELAY_S = 0.002
+
+
 class LostOwnership(Exception):
     """The engine no longer owns the instance (terminated, restarted, or its lease was taken)."""
 
@@ -35,13 +41,15 @@ class WriteBatcher:
     per instance per transaction. An attempt-start note whose step is finished by a later write
     of the same batch is skipped: the later write replaces the whole row anyway. If one write
     raises, the transaction is rolled back and redone without it, so one writer's failure is its
-    own and nothing is half-written.
+    own and nothing is half-written. A batch of notes alone is committed :data:`NOTE_DELAY_S`
+    later, or with the next write, whichever comes first.
     """
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._queue: list[_Write] = []
         self._scheduled = False
+        self._notes_due: asyncio.TimerHandle | None = None
         self.transactions = 0
 
     def submit(self, op: Callable[[Store], Any], *, wait: bool = True,
@@ -50,13 +58,25 @@ class WriteBatcher:
         loop = asyncio.get_running_loop()
         future = loop.create_future() if wait else None
         self._queue.append(_Write(op, future, guard, key, note))
-        if not self._scheduled:
+        if note and future is None:
+            if not self._scheduled and self._notes_due is None:
+                self._notes_due = loop.call_later(NOTE_DELAY_S, self.flush)
+        elif not self._scheduled:
             self._scheduled = True
             loop.call_soon(self.flush)
         return future if future is not None else _DONE
 
+    def flush_notes(self) -> None:
+        """Commit notes waiting for company now: for a reader of the rows they are about (an
+        attempt cut off by its isolate's death counts only once its note is read back)."""
+        if self._notes_due is not None:
+            self.flush()
+
     def flush(self) -> None:
         self._scheduled = False
+        if self._notes_due is not None:
+            self._notes_due.cancel()
+            self._notes_due = None
         batch, self._queue = self._queue, []
         if not batch:
             return

@@ -8,7 +8,8 @@ Messages (JSON objects, one per frame):
 - ``{"t": "cancel", "id"}``: the caller gave up on call ``id`` (its task is cancelled here);
 - ``{"t": "drop", "id", "n"}``: the other side let go of ``n`` copies of stub ``id``.
 
-Calls are multiplexed: each incoming call runs in its own task, answers go out as they finish.
+Calls are multiplexed: a call to a coroutine method runs in its own task, a synchronous method
+runs as its frame is read; answers go out as they finish.
 Object 0 is each side's *root*, the object the connection was made for.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextvars
 import inspect
 import json
 import weakref
@@ -26,6 +28,8 @@ from emulator.rpc.target import RpcTarget
 
 ErrorFactory = Callable[[str, "str | None"], BaseException]
 _ERROR_FACTORIES: dict[str, ErrorFactory] = {}
+#: NaN and infinities are refused (ValueError), as JSON has no spelling for them.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def register_error(name: str, factory: ErrorFactory) -> None:
@@ -146,6 +150,7 @@ class Peer:
         self._next_call = 1
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._handling: dict[int, asyncio.Task[Any]] = {}
+        self._queued: asyncio.Task[None] | None = None  # the newest handler task, until it starts
         self._stubs: dict[int, tuple[weakref.ref[Stub], list[int]]] = {}
         self.proxies = proxies or {}
         self.closed: BaseException | None = None
@@ -217,8 +222,7 @@ class Peer:
             self._flush()
 
     def _send(self, message: dict[str, Any]) -> None:
-        self._write(json.dumps(message, separators=(",", ":"), ensure_ascii=False,
-                               allow_nan=False).encode())
+        self._write(_JSON.encode(message).encode())
 
     async def call(self, ref: int, method: str, args: tuple, kwargs: dict[str, Any]) -> Any:
         """Call ``method`` on the other side's object ``ref``; cancelling the caller cancels the
@@ -258,18 +262,18 @@ class Peer:
 
     # ---- incoming --------------------------------------------------------------------------
 
-    def receive(self, frame: bytes) -> None:
-        message = json.loads(frame)
+    def receive(self, frame: bytes | bytearray) -> None:
+        text = frame.decode()
+        message = json.loads(text)
+        plain = codec.is_plain_text(text)  # then the parsed values are the values sent
         kind = message["t"]
         if kind in ("call", "send"):
-            task = asyncio.get_running_loop().create_task(self._handle(message))
-            if kind == "call":
-                self._handling[message["id"]] = task
+            self._dispatch(message, plain)
         elif kind == "ok":
             future = self._pending.pop(message["id"], None)
             if future is not None and not future.done():
                 try:
-                    future.set_result(codec.decode(message["v"], self))
+                    future.set_result(message["v"] if plain else codec.decode(message["v"], self))
                 except Exception as exc:
                     future.set_exception(exc)
         elif kind == "err":
@@ -288,17 +292,58 @@ class Peer:
                     del self._exports[message["id"]]
                     self._export_ids.pop(id(entry[0]), None)
 
-    async def _handle(self, message: dict[str, Any]) -> None:
+    def _dispatch(self, message: dict[str, Any], plain: bool) -> None:
+        """Run a synchronous method right here, a task only for a coroutine method: most frames
+        (notices, engine bookkeeping) then cost no task and no extra loop iteration. A synchronous
+        call waits behind handler tasks not yet started, so calls still start in arrival order."""
+        queued = self._queued
+        if queued is not None and queued.done():
+            queued = self._queued = None
+        method = getattr(type(self._exports.get(message["ref"], (None,))[0]), message["m"], None)
+        if queued is not None or inspect.iscoroutinefunction(method):
+            self._queued = self._handle_later(message, plain)
+            return
+        awaitable = contextvars.copy_context().run(self._run, message, plain)
+        if awaitable is not None:  # a plain method that returned an awaitable: await it in a task
+            self._handle_later(message, plain, awaitable)
+
+    def _handle_later(self, message: dict[str, Any], plain: bool,
+                      awaitable: Any = None) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._handle(message, plain, awaitable))
+        if message["t"] == "call":
+            self._handling[message["id"]] = task
+        return task
+
+    def _run(self, message: dict[str, Any], plain: bool) -> Any:
+        """Call the method; answer unless its result is an awaitable, which is returned."""
         call_id = message.get("id")
         try:
-            target = self.local(message["ref"])
-            method = message["m"]
-            if method.startswith("_") or not callable(getattr(type(target), method, None)):
-                raise AttributeError(f"{type(target).__name__} has no method {method!r} that can be "
-                                     "called over RPC")
-            args = codec.decode(message["a"], self)
-            kwargs = codec.decode(message.get("k") or {}, self)
-            result = getattr(target, method)(*args, **kwargs)
+            result = self._invoke(message, plain)
+            if inspect.isawaitable(result):
+                return result
+            if call_id is not None:
+                self._send({"t": "ok", "id": call_id, "v": codec.encode(result, self, "result")})
+        except BaseException as exc:  # everything the callee raised goes back to the caller
+            self._answer_error(call_id, exc)
+        return None
+
+    def _invoke(self, message: dict[str, Any], plain: bool) -> Any:
+        target = self.local(message["ref"])
+        method = message["m"]
+        if method.startswith("_") or not callable(getattr(type(target), method, None)):
+            raise AttributeError(f"{type(target).__name__} has no method {method!r} that can be "
+                                 "called over RPC")
+        args, kwargs = message["a"], message.get("k") or {}
+        if not plain:
+            args, kwargs = codec.decode(args, self), codec.decode(kwargs, self)
+        return getattr(target, method)(*args, **kwargs)
+
+    async def _handle(self, message: dict[str, Any], plain: bool, awaitable: Any = None) -> None:
+        call_id = message.get("id")
+        if self._queued is asyncio.current_task():
+            self._queued = None  # tasks start in creation order: every handler task has started
+        try:
+            result = self._invoke(message, plain) if awaitable is None else awaitable
             if inspect.isawaitable(result):
                 result = await result
             if call_id is not None:
@@ -309,16 +354,19 @@ class Peer:
                             "e": {"name": "CancelledError", "message": "call cancelled", "code": None}})
             raise
         except BaseException as exc:  # everything the callee raised goes back to the caller
-            if call_id is not None and self.closed is None:
-                try:
-                    self._send({"t": "err", "id": call_id, "e": error_to_wire(exc)})
-                except Exception:
-                    pass
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
+            self._answer_error(call_id, exc)
         finally:
             if call_id is not None:
                 self._handling.pop(call_id, None)
+
+    def _answer_error(self, call_id: int | None, exc: BaseException) -> None:
+        if call_id is not None and self.closed is None:
+            try:
+                self._send({"t": "err", "id": call_id, "e": error_to_wire(exc)})
+            except Exception:
+                pass
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise exc
 
     # ---- end -------------------------------------------------------------------------------
 

@@ -17,55 +17,56 @@ from emulator.rpc.peer import ConnectionLost, Peer
 
 _LENGTH = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024
+_READ_SIZE = 256 * 1024
 
 
 class StreamTransport:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    """Frames over a stream socket. Incoming frames are handed to the peer from the protocol's
+    ``data_received``, in the loop iteration that read them (no reader task to wake first), and
+    whatever the peer answered inline goes out in that same iteration."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: "_FrameProtocol") -> None:
+        self.writer = transport
+        self._protocol = protocol
         self._out: list[bytes] = []
-        self._scheduled = False
+        self._scheduled: asyncio.Handle | None = None
         self.peer: Peer | None = None
+        protocol.owner = self
 
     @classmethod
     async def open(cls, sock: socket.socket) -> "StreamTransport":
-        reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_FRAME)
-        return cls(reader, writer)
+        transport, protocol = await asyncio.get_running_loop().create_connection(
+            _FrameProtocol, sock=sock)
+        return cls(transport, protocol)
 
     def write(self, data: bytes) -> None:
         self._out.append(_LENGTH.pack(len(data)))
         self._out.append(data)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+        if self._scheduled is None:
+            self._scheduled = asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
-        self._scheduled = False
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
         if self._out and not self.writer.is_closing():
             self.writer.write(b"".join(self._out))
         self._out.clear()
 
     async def serve(self, peer: Peer,
                     on_lost: Callable[[], Awaitable[BaseException]] | None = None) -> None:
-        """Read frames into ``peer`` until the other side goes away."""
+        """Deliver frames to ``peer`` until the other side goes away."""
         self.peer = peer
         try:
-            while True:
-                header = await self.reader.readexactly(4)
-                (length,) = _LENGTH.unpack(header)
-                if length > MAX_FRAME:
-                    raise ConnectionLost(f"frame of {length} bytes is over the {MAX_FRAME} byte limit",
-                                         code="rpc.frame_too_large")
-                peer.receive(await self.reader.readexactly(length))
+            self._protocol.deliver()
+            reason = await self._protocol.lost
         except asyncio.CancelledError:
             self.close()
             peer.close(ConnectionLost("the connection was closed by this side"))
             raise
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
-        except ConnectionLost as exc:
-            peer.close(exc)
         self.close()
+        if reason is not None:
+            peer.close(reason)
         peer.close(await on_lost() if on_lost else
                    ConnectionLost("the other side closed the connection"))
 
@@ -75,6 +76,71 @@ class StreamTransport:
             self.writer.close()
         except Exception:
             pass
+
+
+class _FrameProtocol(asyncio.BufferedProtocol):
+    """Splits the byte stream into frames. ``lost`` resolves when the connection ends: to None
+    when the other side went away, or to the :class:`ConnectionLost` that ended it here.
+
+    Bytes are read into one buffer kept for the connection: a read into a fresh bytes object
+    allocates (and, at this size, maps and unmaps) memory on every frame."""
+
+    def __init__(self) -> None:
+        self.owner: StreamTransport | None = None
+        self._buffer = bytearray(_READ_SIZE)
+        self._used = 0
+        self.lost: asyncio.Future[ConnectionLost | None] = \
+            asyncio.get_running_loop().create_future()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """The free room after the bytes held: doubled when short (a long frame), back to the
+        usual size once empty."""
+        if self._used == 0 and len(self._buffer) > 4 * _READ_SIZE:
+            self._buffer = bytearray(_READ_SIZE)
+        elif len(self._buffer) - self._used < _READ_SIZE // 4:
+            self._buffer.extend(bytes(len(self._buffer)))
+        return memoryview(self._buffer)[self._used:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._used += nbytes
+        self.deliver()
+
+    def deliver(self) -> None:
+        """Hand every complete frame to the peer (once there is one), then send what it queued."""
+        owner = self.owner
+        peer = owner.peer if owner is not None else None
+        if peer is None or self.lost.done():
+            return
+        buffer, used = self._buffer, self._used
+        start = 0
+        try:
+            while used - start >= 4:
+                (length,) = _LENGTH.unpack_from(buffer, start)
+                if length > MAX_FRAME:
+                    raise ConnectionLost(f"frame of {length} bytes is over the {MAX_FRAME} byte "
+                                         "limit", code="rpc.frame_too_large")
+                end = start + 4 + length
+                if used < end:
+                    break
+                frame = buffer[start + 4:end]
+                start = end
+                peer.receive(frame)
+        except ConnectionLost as exc:
+            self._end(exc)
+        finally:
+            if start:  # moved within the buffer, never resized: the transport holds a view of it
+                buffer[:used - start] = buffer[start:used]
+                self._used = used - start
+            owner.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(None)
+
+    def _end(self, reason: ConnectionLost | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(reason)
+        if self.owner is not None:
+            self.owner.writer.close()
 
 
 class MemoryTransport:
