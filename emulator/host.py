@@ -26,7 +26,7 @@ from emulator.errors import ConfigError
 from emulator.isolates.pool import IsolateLimits, IsolatePool
 from emulator.loader import WorkerLoader
 from emulator.project import DATABASE_NAME
-from emulator.runtime import RUNTIME_PATH
+from emulator.runtime import make_importable
 
 TenantLogListener = Callable[[str, str, str], None]  # (loader key, level, message)
 _EMULATOR_ROOT = Path(__file__).resolve().parent
@@ -183,9 +183,9 @@ class ProjectHost:
         path = self.config.main_path
         if not path.is_file():
             raise ConfigError(f"main module {self.config.main} does not exist", hint="run dynwf check")
-        for folder in (RUNTIME_PATH, str(path.parent)):
-            if folder not in sys.path:
-                sys.path.insert(0, folder)
+        make_importable()
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)

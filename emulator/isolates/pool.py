@@ -117,6 +117,8 @@ class IsolatePool:
         self.room_wait_s = room_wait_s
         self._starting = 0                  # loads past the room check, not yet live
         self._room: asyncio.Future[None] | None = None
+        # every isolate's reader until it ends, including those of isolates just killed
+        self._readers: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -173,6 +175,8 @@ class IsolatePool:
         isolate = Isolate(key, pid, peer, transport, on_idle=self._room_changed)
         loop = asyncio.get_running_loop()
         isolate.reader = loop.create_task(transport.serve(peer, on_lost=lambda: self._lost(isolate)))
+        self._readers.add(isolate.reader)
+        isolate.reader.add_done_callback(self._readers.discard)
         try:
             info = await peer.remote.load(payload)
         except BaseException:
@@ -188,6 +192,8 @@ class IsolatePool:
         from emulator.isolates.child import IsolateRoot
         from emulator.isolates.steps import STEP_KIND
         from emulator.rpc.transport import memory_pair
+        from emulator.runtime import make_importable
+        make_importable()               # tenant code imports ``workers`` in this process
         root = IsolateRoot(key, inline=True)
         host_peer, child_peer = memory_pair(HostRoot(key, self.log_sink), root,
                                             names=(f"isolate {key}", f"inline {key}"),
@@ -301,12 +307,11 @@ class IsolatePool:
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        readers = []
         for isolate in [*self._live.values(), *self._retired]:
             isolate.kill()
-            if isolate.reader is not None:
-                isolate.reader.cancel()
-                readers.append(isolate.reader)
+        readers = list(self._readers)
+        for reader in readers:
+            reader.cancel()
         if readers:
             await asyncio.wait(readers, timeout=5)
         self._live.clear()
