@@ -14,6 +14,7 @@ isolate loses none that were written.
 
 from __future__ import annotations
 
+import http.client
 import json
 import sqlite3
 import threading
@@ -301,8 +302,9 @@ class Client:
                     answer = exc.read()
                     if exc.code != 500 or b"isolate." not in answer:
                         raise AssertionError(f"{path} {body}: {exc.code} {answer[:300]!r}")
-                except (urllib.error.URLError, ConnectionError, TimeoutError):
-                    pass                      # the server was killed under the request
+                except (urllib.error.URLError, http.client.HTTPException, ConnectionError,
+                        TimeoutError):
+                    pass                      # the server was killed under the request or its answer
             if time.monotonic() > deadline:
                 raise AssertionError(f"{path} {body}: no server answered before the deadline")
             tries += 1
