@@ -204,6 +204,7 @@ class FullPath:
         from emulator.config import load_config
         from emulator.engine import SystemClock
         from emulator.host import HostOptions, ProjectHost
+        from emulator.interpreter import tune_for_serving
         config = load_config(write_project(self.folder))
         options = HostOptions(state_dir=self.folder / ".dynwf", clock=self.clock or SystemClock())
         if self.max_isolates is not None:
@@ -211,6 +212,7 @@ class FullPath:
         if self.concurrency is not None:
             options.concurrency = self.concurrency
         self.host = ProjectHost(config, options)
+        tune_for_serving()              # as dynwf dev and dynwf run do
         await self.host.start()
         self.engine = self.host.engine
         self.engine.progress.subscribe(self._on_progress)

@@ -22,6 +22,7 @@ from emulator.engine import SystemClock, VirtualClock, states
 from emulator.engine.progress import Progress
 from emulator.errors import DynwfError, UsageError
 from emulator.host import HostOptions, ProjectHost
+from emulator.interpreter import tune_for_serving
 from emulator.project import Project
 
 
@@ -96,6 +97,7 @@ class RunSession:
         from emulator.runtime.dynamic_workflows import scoped_instance_id
         self.instance_id = scoped_instance_id(self.metadata, self.tenant_instance_id)
         self.host.engine.only = {self.instance_id}
+        tune_for_serving()
         await self.host.start()
         return self
 

@@ -30,6 +30,7 @@ from emulator.engine import SystemClock, VirtualClock
 from emulator.engine.progress import INSTANCE_STATUS, Progress
 from emulator.errors import DynwfError
 from emulator.host import HostOptions, ProjectHost
+from emulator.interpreter import tune_for_serving
 from emulator.outline import TenantSourceError, outline_steps
 from emulator.project import Project, open_project
 from emulator.server import (DevServer, ReloadEvent, Reloader, RequestRecord, create_app,
@@ -140,6 +141,7 @@ async def _serve(project: Project, sock: Any, output: "_Output", *, reload: bool
     clock = VirtualClock() if fast_forward else SystemClock()
     host = ProjectHost(project.config, HostOptions(state_dir=project.state_dir, clock=clock,
                                                    isolation=isolation))
+    tune_for_serving()
     try:
         try:
             await host.start()

@@ -15,6 +15,7 @@ import signal
 import sys
 
 from emulator.engine.engine import Engine
+from emulator.interpreter import tune_for_serving
 
 
 def load_definitions(spec: str):
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poll-ms", type=int, default=250)
     parser.add_argument("--only", default=None, help="comma-separated instance ids to run")
     args = parser.parse_args(argv)
+    tune_for_serving()
     asyncio.run(serve(args))
 
 
