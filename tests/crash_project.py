@@ -251,6 +251,7 @@ class Log:
     execs: Counter[tuple[str, str]] = field(default_factory=Counter)   # (instance, step) -> runs
     spans: Counter[tuple[str, str]] = field(default_factory=Counter)
     pids: list[int] = field(default_factory=list)                       # isolate pid of each EXEC
+    ended: Counter[int] = field(default_factory=Counter)                # SPANs per isolate pid
 
     @classmethod
     def read(cls, path: Path) -> "Log":
@@ -266,6 +267,7 @@ class Log:
                 log.pids.append(int(parts[4]))
             elif parts and parts[0] == "SPAN":
                 log.spans[(parts[1], parts[2])] += 1
+                log.ended[int(parts[3])] += 1
         return log
 
 
