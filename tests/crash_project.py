@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from proc_workflows import instance_statuses, wait_until
+
 LOG_ENV = "DYNWF_CRASH_LOG"
 TENANTS = [f"t{index:02d}" for index in range(20)]
 KINDS = ("chain", "flaky", "sleepy", "waiter")
@@ -322,21 +324,11 @@ class Client:
 
     def send_event(self, planned: Planned, deadline: float) -> None:
         """Send the instance its event once its create has been answered."""
-        if not wait_for(lambda: planned.id in self.created, deadline - time.monotonic()):
+        if not wait_until(lambda: planned.id in self.created, deadline - time.monotonic()):
             raise AssertionError(f"{planned.id} was never created")
         self.post(planned, "/event", {"id": planned.id, "code": planned.code}, deadline)
         with self.lock:
             self.sent.add(planned.id)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float) -> Any:
-    """Poll ``predicate`` until it returns something truthy; that value, or None at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(0.02)
 
 
 def in_background(jobs: list[Callable[[], None]], workers: int = 8) -> Callable[[float], None]:
@@ -360,34 +352,5 @@ def connect(db: Path) -> closing[sqlite3.Connection]:
 
 
 def statuses(db: Path) -> dict[str, str]:
-    if not db.exists():
-        return {}
-    with connect(db) as conn:
-        return dict(conn.execute("SELECT id, status FROM instances"))
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (Linux: /proc/<pid>/task/*/children)."""
-    found: set[int] = set()
-    stack = [pid]
-    while stack:
-        parent = stack.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                children = (task / "children").read_text().split()
-            except OSError:
-                continue
-            for child in map(int, children):
-                if child not in found:
-                    found.add(child)
-                    stack.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    """Each instance's status; none before the first server has made the database."""
+    return instance_statuses(db) if db.exists() else {}

@@ -175,3 +175,30 @@ def start(servers: list[DevServer], project: Path, *args: str, **kwargs: Any) ->
     return server
 
 
+# ---- processes ----------------------------------------------------------------------------------
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (Linux: /proc/<pid>/task/*/children)."""
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        parent = stack.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    stack.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from crash_project import (FINISHED, LOG_ENV, Client, Log, Planned, alive, connect, descendants,
-                           exec_count, in_background, plan, statuses, write_project)
-from dev_harness import start
+from crash_project import (FINISHED, LOG_ENV, Client, Log, Planned, connect, exec_count,
+                           in_background, plan, statuses, write_project)
+from dev_harness import alive, descendants, start
 from emulator.runtime.dynamic_workflows import scoped_instance_id
 from proc_workflows import wait_until
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from dev_harness import copy_hello, start
+from dev_harness import copy_hello, descendants, start
 
 CLIENTS = 200
 SECONDS = float(os.environ.get("DYNWF_LOAD_SECONDS", "30"))
@@ -233,25 +233,6 @@ async def _load(port: int, clients: int, seconds: float) -> LoadResult:
 
 # ---- memory -------------------------------------------------------------------------------------
 
-def _tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants, from ``/proc/<pid>/task/*/children``."""
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        found.append(current)
-        try:
-            tasks = os.listdir(f"/proc/{current}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{current}/task/{task}/children") as file:
-                    pending.extend(int(child) for child in file.read().split())
-            except OSError:
-                continue
-    return found
-
-
 def _rss_kb(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as file:
@@ -298,7 +279,7 @@ class Sampler:
             except sqlite3.Error:       # a busy moment of the writer; the next sample counts
                 counts = {}
             self.samples.append(Sample(time.monotonic() - self._started, _rss_kb(self.pid),
-                                       sum(_rss_kb(pid) for pid in _tree(self.pid)),
+                                       sum(_rss_kb(pid) for pid in {self.pid, *descendants(self.pid)}),
                                        counts.get("queued", 0), counts.get("running", 0)))
             if self._stop.wait(self.every_s):
                 return
