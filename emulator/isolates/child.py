@@ -53,7 +53,7 @@ def spare_main(channel: socket.socket, profile: dict[str, Any] | None = None) ->
     loop.run_until_complete(_warm_up())
     if profile is not None:
         from emulator.isolates import guard
-        _Prepared.base = guard.install_base_guard(guard.GuardProfile.from_dict(profile))
+        _Prepared.base = guard.install_base_guard(guard.GuardProfile(**profile))
         _Prepared.watchdog = _Watchdog(DEFAULT_CPU_MS)
         _Prepared.watchdog.start(loop)
     try:

@@ -907,13 +907,6 @@ class GuardProfile:
     seccomp: bool = True
     max_open_files: int | None = 256
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "GuardProfile":
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
 
 @dataclass(frozen=True)
 class BaseGuard:

@@ -19,7 +19,7 @@ import os
 import signal
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable
 
 from emulator.isolates.child import EXIT_CPU_LIMIT, EXIT_MEMORY_LIMIT, guard_profile
@@ -108,8 +108,8 @@ class IsolatePool:
         self.limits = limits or IsolateLimits()
         self.log_sink = log_sink
         # spares are prepared for the usual case: the pool's memory limit, no network
-        self.zygote = Zygote(spare_profile=guard_profile(
-            {"memory_mb": self.limits.memory_mb, "allow_network": False}).to_dict())
+        self.zygote = Zygote(spare_profile=asdict(guard_profile(
+            {"memory_mb": self.limits.memory_mb, "allow_network": False})))
         self._live: OrderedDict[str, Isolate] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Isolate]] = {}
         self._retired: set[Isolate] = set()
@@ -169,7 +169,7 @@ class IsolatePool:
     async def _load_process(self, key: str, code: dict[str, Any]) -> Isolate:
         payload = {**code, "memory_mb": code.get("memory_mb", self.limits.memory_mb),
                    "cpu_ms": code.get("cpu_ms", self.limits.cpu_ms)}
-        pid, sock = await self.zygote.fork(key, guard_profile(payload).to_dict())
+        pid, sock = await self.zygote.fork(key, asdict(guard_profile(payload)))
         transport = await StreamTransport.open(sock)
         peer = Peer(transport.write, HostRoot(key, self.log_sink), name=f"isolate {key}")
         isolate = Isolate(key, pid, peer, transport, on_idle=self._room_changed)
