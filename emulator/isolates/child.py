@@ -57,13 +57,13 @@ def spare_main(channel: socket.socket, profile: dict[str, Any] | None = None) ->
         _Prepared.watchdog = _Watchdog(DEFAULT_CPU_MS)
         _Prepared.watchdog.start(loop)
     try:
-        data, fds, _flags, _addr = socket.recv_fds(channel, 65536, 1)
+        data, fds, _flags, _addr = socket.recv_fds(channel, 65536, 2)
     except OSError:
         data, fds = b"", []
     channel.close()
-    if not data or not fds:
+    if not data or len(fds) != 2:
         os._exit(0)
-    main(fds[0], json.loads(data), loop)
+    main(fds[0], json.loads(data), loop, output=fds[1])
 
 
 async def _warm_up() -> None:
@@ -83,9 +83,15 @@ async def _warm_up() -> None:
     compile("class Default:\n    async def run(self):\n        return 1\n", "<warm-up>", "exec")
 
 
-def main(fd: int, request: dict[str, Any], loop: asyncio.AbstractEventLoop | None = None) -> None:
-    """Run the isolate until the host closes its connection; never returns."""
+def main(fd: int, request: dict[str, Any], loop: asyncio.AbstractEventLoop | None = None, *,
+         output: int | None = None) -> None:
+    """Run the isolate until the host closes its connection; never returns. ``output`` becomes
+    its descriptors 1 and 2: a pipe the host reads, never the host's terminal."""
     code = 0
+    if output is not None:
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        os.close(output)
     try:
         if loop is None:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
@@ -205,9 +211,9 @@ class IsolateRoot(RpcTarget):
         profile = guard_profile(code)
         t1 = time.perf_counter()
         base = _Prepared.base
-        if base is None:              # forked on demand: the whole guard, now
-            _Watchdog(cpu_ms).start(asyncio.get_running_loop())
+        if base is None:  # forked on demand: the whole guard now, and only then the watchdog
             base = guard.install_base_guard(profile)
+            _Watchdog(cpu_ms).start(asyncio.get_running_loop())
         elif base.profile != profile:  # the zygote hands out spares by profile: a bug if seen
             raise RuntimeError(f"this isolate was prepared for {base.profile}, not {profile}")
         else:
@@ -260,10 +266,12 @@ class IsolateRoot(RpcTarget):
 
 
 def guard_profile(code: dict[str, Any]) -> Any:
-    """The guard profile a ``load`` of ``code`` needs (a ``guard.GuardProfile``)."""
+    """The guard profile a ``load`` of ``code`` needs (a ``guard.GuardProfile``); ``layers`` holds
+    the pool's switches of the kernel layers (all on when absent)."""
     from emulator.isolates import guard
     return guard.GuardProfile(memory_mb=code.get("memory_mb", DEFAULT_MEMORY_MB),
-                              allow_network=bool(code.get("allow_network")))
+                              allow_network=bool(code.get("allow_network")),
+                              **(code.get("layers") or {}))
 
 
 def _wait_until(awaitable: Any) -> None:

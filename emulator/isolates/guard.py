@@ -1,43 +1,25 @@
-"""The platform's restrictions, applied inside an isolate right after fork, before tenant code runs.
+"""The platform's restrictions as Python sees them, applied in an isolate before tenant code runs.
 
-What this guarantees, and what it does not. On Cloudflare a Dynamic Worker runs in a V8 isolate
-and the JavaScript engine is the sandbox. Python in a process is no such sandbox: code can reach
-any object of its own interpreter by reference (frames, ``gc``, the runtime's globals), so nothing
-written in Python can stop a determined tenant from undoing a Python-level check. The boundary
-here is the *process*: its own address space and resource limits, talking to the host only over
-its RPC socket, forked from a zygote that holds no host state. What this module adds is defence in
-depth, in two layers:
+On Cloudflare a Dynamic Worker runs in a V8 isolate and the JavaScript engine is the sandbox.
+Python in a process is no such sandbox: code can reach any object of its own interpreter by
+reference (frames, ``gc``, the guard's own closures and code objects), so nothing written in
+Python can stop a determined tenant from undoing a Python-level check. The boundary is the kernel
+(:mod:`emulator.isolates.sandbox`: a memory cgroup, a user of the isolate's own, Landlock,
+seccomp, an empty network namespace) plus the host, which checks everything an isolate sends.
 
-- Python level, so that tenant code written for the platform fails here the way it fails there,
-  with the platform's messages: an import policy (the tenant's own modules served from memory,
-  the standard library, ``workers`` and ``dynamic_workflows``; never the emulator, the CLI,
-  third-party packages or another tenant's names) and audit hooks (``sys.addaudithook``; they
-  cannot be removed from Python) refusing network access when ``globalOutbound`` is ``None``,
-  file writes anywhere, file reads outside the standard library, child processes, signals to
-  other processes, raised resource limits and ``ctypes``.
-- Kernel level, where the kernel offers it: resource limits (address space, open files, no core
-  dumps) and, when the kernel has Landlock, a ruleset that makes the file system read-only and
-  limited to the same folders, refuses ``execve``, refuses TCP bind/connect when the network is
-  off, and scopes signals and abstract Unix sockets to the isolate. These hold even against code
-  that gets past the audit hooks.
-
-Not covered: CPU time (the child's watchdog handles it); ``os.stat``-style probing of paths (not
-audited); opens relative to a directory descriptor (``dir_fd``: the audit event omits it, Landlock
-still applies); UDP and Unix-socket traffic from native code, which audit hooks cannot see and
-Landlock does not cover; the runtime's own objects inside the isolate, reachable by reference;
-and ``RLIMIT_NPROC``, which the kernel does not enforce for root. Child processes are refused
-three times over instead: by the audit hook (with a clear message), by Landlock's ``execve``
-rule, and by a seccomp filter that lets ``clone`` start threads only, so that ``fork`` reached
-without an audit event (``_posixsubprocess.fork_exec`` with a ``preexec_fn``, say) fails with
-``EPERM`` and a fork bomb cannot start. Landlock restricts the calling thread and the threads it
-starts afterwards: a thread already running when the guard is installed (the child's watchdog) is
-not restricted; the seccomp filter is synchronised to every thread of the isolate.
+What this module adds is the friendly first line, so that tenant code written for the platform
+fails here the way it fails there, with the platform's messages: resource limits (address space,
+open files, no core dumps), an import policy (the tenant's own modules served from memory, the
+standard library, ``workers`` and ``dynamic_workflows``; never the emulator, the CLI, third-party
+packages, ``ctypes`` or another tenant's names) and audit hooks (``sys.addaudithook``) refusing
+sockets, file writes anywhere, file reads outside the standard library, child processes, signals
+to other processes and changed resource limits. Each of these is also refused by a kernel layer;
+the tests prove that with the hooks undone.
 """
 
 from __future__ import annotations
 
 import builtins
-import ctypes
 import errno
 import functools
 import importlib
@@ -45,19 +27,17 @@ import importlib.machinery
 import importlib.util
 import linecache
 import os
-import platform
 import posixpath
 import resource
 import site
 import socket
-import stat
 import sys
 import sysconfig
-import threading
 from dataclasses import dataclass
 from types import CodeType, ModuleType
 from typing import Any, Iterable, Mapping, NoReturn, Sequence
 
+from emulator.isolates import sandbox
 from emulator.runtime import RUNTIME_PATH
 
 #: The exact message of workerd when a Worker loaded with ``globalOutbound: null`` calls out.
@@ -488,26 +468,25 @@ def _file_hook(roots: tuple[str, ...], excluded: tuple[str, ...]) -> Any:
     return hook
 
 
-def restrict_files(allowed_read_roots: Iterable[str] | None = None, *,
-                   landlock: bool = True) -> "LandlockResult":
-    """Refuse writes everywhere and reads outside ``allowed_read_roots`` (default: stdlib, runtime).
-
-    An audit hook covers ``open`` (which ``io``, ``os.open`` and the import system all raise),
-    directory listings and the ``os``/``shutil`` calls that change files; site-packages folders
-    inside the standard library's folder stay unreadable. With ``landlock`` and a kernel that has
-    it, a Landlock ruleset enforces the same in the kernel (plus shared-library folders, which
-    the dynamic loader needs when an extension module is first imported).
-    """
-    roots = tuple(_existing(*(allowed_read_roots if allowed_read_roots is not None
-                              else default_read_roots())))
-    result = (apply_landlock([*roots, *_shared_library_paths()]) if landlock
-              else _TURNED_OFF)
+def restrict_files(allowed_read_roots: Iterable[str] | None = None) -> None:
+    """Refuse writes everywhere and reads outside ``allowed_read_roots`` (default: stdlib, runtime),
+    with clear errors: an audit hook on ``open`` (which ``io``, ``os.open`` and the import system
+    all raise), directory listings and the ``os``/``shutil`` calls that change files;
+    site-packages folders inside the standard library's folder stay unreadable. Landlock
+    (:mod:`emulator.isolates.sandbox`) enforces the same in the kernel."""
+    # as given: an isolate that gave up root may no longer be able to look above these folders
+    roots = tuple(allowed_read_roots if allowed_read_roots is not None else default_read_roots())
     excluded = tuple(folder for folder in _site_package_dirs() if folder not in roots)
     sys.addaudithook(_file_hook(roots, excluded))
-    return result
 
 
 # ---- network -------------------------------------------------------------------------------------
+
+#: What a socket attempt says when the Worker has a network capability (``global_outbound``
+#: omitted or a stub): sockets are never available in an isolate, ``fetch`` is.
+SOCKETS_REFUSED_MESSAGE = (
+    "Sockets are not available to tenant code in a dynamic worker: use fetch() from 'workers', "
+    "which goes through the host and its global_outbound")
 
 _NETWORK_EVENTS = frozenset({
     "socket.connect", "socket.bind", "socket.sendto", "socket.getaddrinfo",
@@ -515,25 +494,22 @@ _NETWORK_EVENTS = frozenset({
 _LOCAL_SOCKET_FAMILIES = frozenset({socket.AF_UNIX, -1})  # -1: wrapping an existing descriptor
 
 
-def _network_hook(event: str, args: tuple[Any, ...]) -> None:
-    if event in _NETWORK_EVENTS \
-            or (event == "socket.__new__" and args[1] not in _LOCAL_SOCKET_FAMILIES) \
-            or (event == "socket.sendmsg" and args[1] is not None):
-        raise PermissionError(NO_GLOBAL_OUTBOUND_MESSAGE)
+def _network_hook(message: str) -> Any:
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event in _NETWORK_EVENTS \
+                or (event == "socket.__new__" and args[1] not in _LOCAL_SOCKET_FAMILIES) \
+                or (event == "socket.sendmsg" and args[1] is not None):
+            raise PermissionError(message)
+    return hook
 
 
-def block_network(*, landlock: bool = True) -> "LandlockResult":
-    """What ``global_outbound=None`` means: no connection, name lookup or datagram out.
-
-    New sockets other than Unix ones, ``connect``, ``bind``, ``sendto``/``sendmsg`` to an address
-    and name resolution raise ``PermissionError`` with the platform's message. Sockets
-    that are already connected (the isolate's RPC socket, an event loop's self-pipe) keep
-    working: ``send``/``recv`` are not touched. With ``landlock`` (kernel ABI 4 or later), TCP
-    bind and connect are also refused by the kernel.
-    """
-    result = apply_landlock(deny_tcp=True) if landlock else _TURNED_OFF
-    sys.addaudithook(_network_hook)
-    return result
+def block_network(allow_network: bool = False) -> None:
+    """No connection, name lookup or datagram out, with the platform's message when the Worker has
+    no ``global_outbound`` and a pointer to ``fetch`` otherwise. Sockets already connected (the
+    RPC socket, an event loop's self-pipe) keep working. The seccomp filter refuses the same
+    (and every socket but a connected Unix pair) in the kernel."""
+    sys.addaudithook(_network_hook(SOCKETS_REFUSED_MESSAGE if allow_network
+                                   else NO_GLOBAL_OUTBOUND_MESSAGE))
 
 
 # ---- processes -----------------------------------------------------------------------------------
@@ -559,15 +535,10 @@ def _process_hook(event: str, args: tuple[Any, ...]) -> None:
         raise PermissionError(f"{event} is not permitted in a dynamic worker")
 
 
-def restrict_processes(*, landlock: bool = True) -> "LandlockResult":
-    """Refuse child processes, signals to other processes, raising limits and ``ctypes``.
-
-    With ``landlock`` (kernel ABI 6 or later), signals and abstract Unix sockets are also scoped
-    to the isolate by the kernel. Install it last: the Landlock calls themselves use ``ctypes``.
-    """
-    result = apply_landlock(isolate_ipc=True) if landlock else _TURNED_OFF
+def restrict_processes() -> None:
+    """Refuse child processes, signals to other processes, changed limits and ``ctypes``, with
+    clear errors; the seccomp filter refuses them in the kernel."""
     sys.addaudithook(_process_hook)
-    return result
 
 
 # ---- resource limits -----------------------------------------------------------------------------
@@ -612,76 +583,8 @@ def apply_limits(memory_mb: int | None, max_open_files: int | None = 256) -> dic
     return applied
 
 
-# ---- Landlock ------------------------------------------------------------------------------------
 
-# landlock_create_ruleset, landlock_add_rule, landlock_restrict_self
-_LANDLOCK_SYSCALLS = {"x86_64": (444, 445, 446), "aarch64": (444, 445, 446)}
-_CREATE_RULESET_VERSION = 1
-_RULE_PATH_BENEATH = 1
-_PR_SET_NO_NEW_PRIVS = 38
-_FS_READ_FILE, _FS_READ_DIR = 1 << 2, 1 << 3
-_NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1
-_SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1
-
-
-class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
-                ("scoped", ctypes.c_uint64)]
-
-
-class _PathBeneathAttr(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-
-@dataclass(frozen=True)
-class LandlockResult:
-    """Whether a Landlock ruleset was applied, under which ABI version, and what it enforces."""
-
-    applied: bool
-    abi: int
-    detail: str
-
-
-_TURNED_OFF = LandlockResult(False, 0, "turned off")
-
-
-_libc_handle: Any = None
-
-
-def _libc() -> Any:
-    global _libc_handle
-    if _libc_handle is None:
-        _libc_handle = ctypes.CDLL(None, use_errno=True)
-        _libc_handle.syscall.restype = ctypes.c_long
-    return _libc_handle
-
-
-def _syscall(number: int, *args: Any) -> tuple[int, int]:
-    result = _libc().syscall(ctypes.c_long(number), *args)
-    return result, ctypes.get_errno() if result < 0 else 0
-
-
-def landlock_abi() -> int:
-    """The kernel's Landlock ABI version, 0 when it has none (or it is disabled at boot)."""
-    numbers = _LANDLOCK_SYSCALLS.get(platform.machine())
-    if numbers is None:
-        return 0
-    abi, _ = _syscall(numbers[0], None, ctypes.c_size_t(0),
-                      ctypes.c_uint32(_CREATE_RULESET_VERSION))
-    return max(abi, 0)
-
-
-def _fs_rights(abi: int) -> int:
-    rights = (1 << 13) - 1      # ABI 1: execute, write, read, make and remove everything
-    if abi >= 2:
-        rights |= 1 << 13       # refer (link and rename across folders)
-    if abi >= 3:
-        rights |= 1 << 14       # truncate
-    if abi >= 5:
-        rights |= 1 << 15       # ioctl on devices
-    return rights
-
+# ---- everything, in order ------------------------------------------------------------------------
 
 @functools.cache
 def _shared_library_paths() -> tuple[str, ...]:
@@ -691,197 +594,17 @@ def _shared_library_paths() -> tuple[str, ...]:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
             for line in maps:
                 path = line.rstrip("\n").partition("/")[2]
-                if ".so" in os.path.basename(path):
+                if ".so" in os.path.basename(path) and not path.startswith(_EMULATOR_DIR[1:]):
                     folders.add(os.path.dirname("/" + path))
     except OSError:
         pass
     return (*sorted(folders), "/etc/ld.so.cache")
 
 
-def apply_landlock(read_paths: Sequence[str] | None = None, *, deny_tcp: bool = False,
-                   isolate_ipc: bool = False) -> LandlockResult:
-    """Add a Landlock layer to this thread (and threads it starts), as far as the kernel allows.
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version, 0 when it has none (or the extension is missing)."""
+    return sandbox._sandbox.landlock_abi() if sandbox._sandbox is not None else 0
 
-    ``read_paths`` given: the file system becomes read-only, readable only beneath those paths,
-    and nothing can be executed. ``deny_tcp``: no TCP bind or connect (ABI 4+). ``isolate_ipc``:
-    no signals to, or abstract Unix sockets of, processes outside the isolate (ABI 6+). Layers
-    stack; none can be removed. Best effort: the result says what happened and why.
-    """
-    abi = landlock_abi()
-    if abi == 0:
-        why = ("not supported on this architecture" if platform.machine() not in _LANDLOCK_SYSCALLS
-               else "not supported by this kernel, or disabled at boot")
-        return LandlockResult(False, 0, why)
-    fs = _fs_rights(abi) if read_paths is not None else 0
-    net = _NET_BIND_TCP | _NET_CONNECT_TCP if deny_tcp and abi >= 4 else 0
-    scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL if isolate_ipc and abi >= 6 else 0
-    if not (fs or net or scoped):
-        return LandlockResult(False, abi, f"nothing asked for is enforceable under ABI {abi}")
-    key = (tuple(read_paths) if read_paths is not None else None, deny_tcp, isolate_ipc)
-    prepared = _PREPARED_RULESETS.get(key)
-    if prepared is not None:
-        ruleset, granted = prepared
-        failure = _restrict_self(abi, ruleset)
-    else:
-        built = _build_ruleset(abi, fs, net, scoped, read_paths)
-        if isinstance(built, LandlockResult):
-            return built
-        ruleset, granted = built
-        try:
-            failure = _restrict_self(abi, ruleset)
-        finally:
-            os.close(ruleset)
-    if failure is not None:
-        return failure
-    parts = []
-    if fs:
-        parts.append(f"files read-only beneath {granted} paths, nothing executable")
-    if net:
-        parts.append("TCP bind/connect refused")
-    if scoped:
-        parts.append("signals and abstract Unix sockets scoped to the isolate")
-    others = threading.active_count() - 1
-    if others:
-        parts.append(f"{others} thread(s) already running are not restricted")
-    return LandlockResult(True, abi, f"applied (ABI {abi}): " + "; ".join(parts))
-
-
-#: Rulesets built once in the zygote (see :func:`prepare`); children inherit the descriptors and
-#: only have to apply them. Keyed by apply_landlock's arguments.
-_PREPARED_RULESETS: dict[tuple[Any, bool, bool], tuple[int, int]] = {}
-
-
-def _build_ruleset(abi: int, fs: int, net: int, scoped: int,
-                   read_paths: Sequence[str] | None) -> "tuple[int, int] | LandlockResult":
-    """A new ruleset descriptor and how many paths it grants (or why it could not be built)."""
-    create, add_rule, _restrict = _LANDLOCK_SYSCALLS[platform.machine()]
-    attr = _RulesetAttr(fs, net, scoped)
-    size = 8 if abi < 4 else 16 if abi < 6 else 24
-    ruleset, err = _syscall(create, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
-    if ruleset < 0:
-        return LandlockResult(False, abi, f"landlock_create_ruleset failed: {os.strerror(err)}")
-    granted = 0
-    for path in read_paths or ():
-        try:
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
-            rule = _PathBeneathAttr((_FS_READ_FILE | _FS_READ_DIR) if is_dir else _FS_READ_FILE, fd)
-            done, err = _syscall(add_rule, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH),
-                                 ctypes.byref(rule), ctypes.c_uint32(0))
-            if done < 0:
-                os.close(ruleset)
-                return LandlockResult(False, abi, f"landlock_add_rule({path}) failed: "
-                                                  f"{os.strerror(err)}")
-            granted += 1
-        finally:
-            os.close(fd)
-    return ruleset, granted
-
-
-def _restrict_self(abi: int, ruleset: int) -> "LandlockResult | None":
-    if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        return LandlockResult(False, abi, f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(err)}")
-    _create, _add, restrict_self = _LANDLOCK_SYSCALLS[platform.machine()]
-    done, err = _syscall(restrict_self, ctypes.c_int(ruleset), ctypes.c_uint32(0))
-    if done < 0:
-        return LandlockResult(False, abi, f"landlock_restrict_self failed: {os.strerror(err)}")
-    return None
-
-
-def _prepare_rulesets() -> None:
-    abi = landlock_abi()
-    if abi == 0:
-        return
-    paths = [*default_read_roots(), *_shared_library_paths()]
-    fs = _fs_rights(abi)
-    scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL if abi >= 6 else 0
-    for deny_tcp in (False, True):
-        net = _NET_BIND_TCP | _NET_CONNECT_TCP if deny_tcp and abi >= 4 else 0
-        built = _build_ruleset(abi, fs, net, scoped, paths)
-        if not isinstance(built, LandlockResult):
-            _PREPARED_RULESETS[(tuple(paths), deny_tcp, True)] = built
-
-
-# ---- seccomp: threads, but no processes -----------------------------------------------------------
-
-# (audit architecture, {syscall: number}); aarch64 has no fork or vfork system calls
-_SECCOMP_ARCH = {
-    "x86_64": (0xC000003E, {"clone": 56, "fork": 57, "vfork": 58, "clone3": 435, "seccomp": 317}),
-    "aarch64": (0xC00000B7, {"clone": 220, "clone3": 435, "seccomp": 277}),
-}
-_BPF_LOAD_WORD, _BPF_JEQ, _BPF_JGE, _BPF_JSET, _BPF_RET = 0x20, 0x15, 0x35, 0x45, 0x06
-_SECCOMP_ALLOW, _SECCOMP_ERRNO = 0x7FFF0000, 0x00050000
-_SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC = 1, 1
-_CLONE_THREAD = 0x00010000
-_X32_SYSCALL_BIT = 0x40000000
-# offsets in struct seccomp_data: nr, arch, args[0] (its low 32 bits: the flags of clone)
-_DATA_NR, _DATA_ARCH, _DATA_ARG0 = 0, 4, 16
-
-
-class _SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
-                ("k", ctypes.c_uint32)]
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
-
-
-def _no_process_program(arch: int, numbers: Mapping[str, int]) -> list[tuple[int, int, int, int]]:
-    """A classic BPF program for seccomp: ``clone`` only with ``CLONE_THREAD``; ``fork`` and
-    ``vfork`` refused with ``EPERM``; ``clone3`` answered ``ENOSYS``, since its flags sit in
-    memory a filter cannot read (the C library then falls back to ``clone``); any other system
-    call allowed. A foreign architecture or the x32 ABI is refused outright."""
-    forks = [numbers[name] for name in ("fork", "vfork") if name in numbers]
-    # the three returns close the program; a jump offset counts the instructions it skips
-    length = 11 + len(forks)
-    allow, deny, enosys = length - 3, length - 2, length - 1
-
-    def to(target: int, at: int) -> int:
-        return target - at - 1
-    program = [(_BPF_LOAD_WORD, 0, 0, _DATA_ARCH),
-               (_BPF_JEQ, 0, to(deny, 1), arch),
-               (_BPF_LOAD_WORD, 0, 0, _DATA_NR),
-               (_BPF_JGE, to(deny, 3), 0, _X32_SYSCALL_BIT),
-               (_BPF_JEQ, to(enosys, 4), 0, numbers["clone3"])]
-    for number in forks:
-        program.append((_BPF_JEQ, to(deny, len(program)), 0, number))
-    at = len(program)
-    program += [(_BPF_JEQ, 0, to(allow, at), numbers["clone"]),
-                (_BPF_LOAD_WORD, 0, 0, _DATA_ARG0),
-                (_BPF_JSET, to(allow, at + 2), to(deny, at + 2), _CLONE_THREAD),
-                (_BPF_RET, 0, 0, _SECCOMP_ALLOW),
-                (_BPF_RET, 0, 0, _SECCOMP_ERRNO | errno.EPERM),
-                (_BPF_RET, 0, 0, _SECCOMP_ERRNO | errno.ENOSYS)]
-    assert len(program) == length
-    return program
-
-
-def forbid_child_processes() -> str:
-    """Install the seccomp filter of :func:`_no_process_program` on every thread of this
-    process (and, through inheritance, any thread it starts). Best effort: returns what happened.
-    Irreversible; needs ``ctypes``, so it runs before the audit hooks refuse it."""
-    machine = _SECCOMP_ARCH.get(platform.machine())
-    if machine is None:
-        return "not supported on this architecture"
-    arch, numbers = machine
-    program = _no_process_program(arch, numbers)
-    filters = (_SockFilter * len(program))(*(_SockFilter(*op) for op in program))
-    fprog = _SockFprog(len(program), filters)
-    if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        return f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(ctypes.get_errno())}"
-    done, err = _syscall(numbers["seccomp"], ctypes.c_uint(_SECCOMP_SET_MODE_FILTER),
-                         ctypes.c_uint(_SECCOMP_FILTER_FLAG_TSYNC), ctypes.byref(fprog))
-    if done != 0:
-        return f"seccomp failed: {os.strerror(err) if err else f'thread {done} refused to sync'}"
-    return "applied"
-
-
-# ---- everything, in order ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class GuardReport:
@@ -891,21 +614,29 @@ class GuardReport:
     open_files_limit: int | None
     network_allowed: bool
     hidden_modules: int
-    landlock: LandlockResult
-    seccomp: str = "turned off"     # "applied", or why not
+    kernel: sandbox.Applied
 
 
 @dataclass(frozen=True)
 class GuardProfile:
     """The settings of the tenant-independent part of the guard. The zygote's spare children
     install that part ahead of need for one profile (:func:`install_base_guard`), so a load
-    whose code asks for the same profile only admits the tenant's modules."""
+    whose code asks for the same profile only admits the tenant's modules. The kernel layers'
+    switches are the zygote's: it prepares them once, for every isolate it forks."""
 
     memory_mb: int | None
     allow_network: bool
     landlock: bool = True
     seccomp: bool = True
+    user: bool = True
+    network_namespace: bool = True
+    memory_cgroup: bool = True
     max_open_files: int | None = 256
+
+    @property
+    def layers(self) -> sandbox.Layers:
+        return sandbox.Layers(self.landlock, self.seccomp, self.user, self.network_namespace,
+                              self.memory_cgroup)
 
 
 @dataclass(frozen=True)
@@ -915,66 +646,61 @@ class BaseGuard:
     profile: GuardProfile
     policy: ImportPolicy
     limits: dict[str, int | None]
-    landlock: LandlockResult
-    seccomp: str
+    kernel: sandbox.Applied
 
 
 _installed = False
 
 
 def install_guard(*, modules: Mapping[str, str], tenant_label: str, allow_network: bool,
-                  memory_mb: int | None, landlock: bool = True, seccomp: bool = True,
-                  max_open_files: int | None = 256) -> GuardReport:
+                  memory_mb: int | None, max_open_files: int | None = 256,
+                  **layers: bool) -> GuardReport:
     """Apply every restriction, once per isolate, before the tenant's main module is imported."""
-    base = install_base_guard(GuardProfile(memory_mb, allow_network, landlock, seccomp,
-                                           max_open_files))
+    base = install_base_guard(GuardProfile(memory_mb, allow_network, **layers,
+                                           max_open_files=max_open_files))
     return admit_tenant(base, modules, tenant_label)
 
 
 def install_base_guard(profile: GuardProfile) -> BaseGuard:
     """Every restriction that does not depend on the tenant's modules, once per process.
 
-    Order matters: limits first, so the guard's own work runs under them; then the import
-    policy (which still imports the runtime); then one Landlock ruleset (which needs ``ctypes``
-    and opens the folders it grants) and the seccomp filter (``ctypes`` too); audit hooks last,
-    since they would refuse those.
+    Order matters: the kernel layers are prepared first (in the zygote already, for every isolate
+    it forks: import paths an unprivileged user can reach, the Landlock ruleset); then the limits,
+    so the guard's own work runs under them; then the import policy (which still imports the
+    runtime); then the kernel layers are entered (cgroup and user switch need root, which they
+    give up); the audit hooks come last.
     """
     global _installed
     if _installed:
         raise RuntimeError("the isolate guard is already installed in this process")
     _installed = True
+    roots = default_read_roots()
+    sandbox.prepare(profile.layers, roots, _shared_library_paths())
     limits = apply_limits(profile.memory_mb, profile.max_open_files)
     policy = apply_base_import_policy()
-    roots = default_read_roots()
-    if profile.landlock:
-        kernel = apply_landlock([*roots, *_shared_library_paths()],
-                                deny_tcp=not profile.allow_network, isolate_ipc=True)
-    else:
-        kernel = _TURNED_OFF
-    processes = forbid_child_processes() if profile.seccomp else "turned off"
+    kernel = sandbox.enter(profile.memory_mb)
     sys.dont_write_bytecode = True
-    restrict_files(roots, landlock=False)
-    if not profile.allow_network:
-        block_network(landlock=False)
-    restrict_processes(landlock=False)
-    return BaseGuard(profile, policy, limits, kernel, processes)
+    restrict_files(roots)
+    block_network(profile.allow_network)
+    restrict_processes()
+    return BaseGuard(profile, policy, limits, kernel)
 
 
 def admit_tenant(base: BaseGuard, modules: Mapping[str, str], tenant_label: str) -> GuardReport:
     """The tenant-dependent rest of the guard: its modules, served from memory."""
     admit_tenant_modules(base.policy, modules, tenant_label)
     return GuardReport(base.limits["address_space"], base.limits["open_files"],
-                       base.profile.allow_network, base.policy.hidden_module_count,
-                       base.landlock, base.seccomp)
+                       base.profile.allow_network, base.policy.hidden_module_count, base.kernel)
 
 
 # Filled now, not in each isolate: the zygote imports this module before it forks.
 _stdlib_roots(), _site_package_dirs(), _default_read_roots(), _shared_library_paths()
 
 
-def prepare() -> None:
+def prepare(profile: GuardProfile | None = None) -> None:
     """Work the zygote does once, before forking, so each isolate does not."""
     global _KNOWN_STAYING
+    layers = profile.layers if profile is not None else sandbox.Layers()
+    sandbox.prepare(layers, default_read_roots(), _shared_library_paths())
     _narrowed_path(tuple(sys.path))
-    _prepare_rulesets()
     _KNOWN_STAYING = frozenset(name for name in sys.modules if _may_stay_loaded(name))

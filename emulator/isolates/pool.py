@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable
 
 from emulator.isolates.child import EXIT_CPU_LIMIT, EXIT_MEMORY_LIMIT, guard_profile
+from emulator.isolates.output import OutputReader
+from emulator.isolates.sandbox import Layers
 from emulator.isolates.zygote import Zygote
 from emulator.rpc.peer import ConnectionLost, Peer
 from emulator.rpc.target import RpcTarget
@@ -64,6 +66,7 @@ class Isolate:
     reader: asyncio.Task[None] | None = None
     load_phases: dict[str, float] = field(default_factory=dict)
     on_idle: Callable[[], None] | None = None    # told when the last call in flight ends
+    output: OutputReader | None = None           # what it writes to its descriptors 1 and 2
 
     async def invoke(self, entrypoint: str | None, method: str, args: list[Any],
                      kwargs: dict[str, Any], props: dict[str, Any] | None = None) -> Any:
@@ -99,7 +102,8 @@ class Isolate:
 class IsolatePool:
     def __init__(self, *, max_isolates: int = 64, idle_timeout_s: float = 300.0,
                  limits: IsolateLimits | None = None, log_sink: LogSink | None = None,
-                 isolation: str = "process", room_wait_s: float = 5.0) -> None:
+                 isolation: str = "process", room_wait_s: float = 5.0,
+                 layers: Layers | None = None) -> None:
         if isolation not in ("process", "inline"):
             raise ValueError(f"isolation must be 'process' or 'inline', not {isolation!r}")
         self.isolation = isolation
@@ -107,9 +111,11 @@ class IsolatePool:
         self.idle_timeout_s = idle_timeout_s
         self.limits = limits or IsolateLimits()
         self.log_sink = log_sink
+        self.layers = layers or Layers()
         # spares are prepared for the usual case: the pool's memory limit, no network
         self.zygote = Zygote(spare_profile=asdict(guard_profile(
-            {"memory_mb": self.limits.memory_mb, "allow_network": False})))
+            {"memory_mb": self.limits.memory_mb, "allow_network": False,
+             "layers": self.layers.to_dict()})))
         self._live: OrderedDict[str, Isolate] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Isolate]] = {}
         self._retired: set[Isolate] = set()
@@ -168,11 +174,17 @@ class IsolatePool:
 
     async def _load_process(self, key: str, code: dict[str, Any]) -> Isolate:
         payload = {**code, "memory_mb": code.get("memory_mb", self.limits.memory_mb),
-                   "cpu_ms": code.get("cpu_ms", self.limits.cpu_ms)}
-        pid, sock = await self.zygote.fork(key, asdict(guard_profile(payload)))
-        transport = await StreamTransport.open(sock)
+                   "cpu_ms": code.get("cpu_ms", self.limits.cpu_ms),
+                   "layers": self.layers.to_dict()}
+        pid, sock, output = await self.zygote.fork(key, asdict(guard_profile(payload)))
+        try:
+            transport = await StreamTransport.open(sock)
+        except BaseException:
+            os.close(output)
+            raise
         peer = Peer(transport.write, HostRoot(key, self.log_sink), name=f"isolate {key}")
         isolate = Isolate(key, pid, peer, transport, on_idle=self._room_changed)
+        isolate.output = await OutputReader.open(output, key, self.log_sink)
         loop = asyncio.get_running_loop()
         isolate.reader = loop.create_task(transport.serve(peer, on_lost=lambda: self._lost(isolate)))
         self._readers.add(isolate.reader)

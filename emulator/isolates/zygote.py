@@ -7,10 +7,17 @@ and the dispatcher's memory, which tenants must never inherit), which imports th
 ``gc.freeze()`` so children do not copy its objects on their first collection, and then forks on
 request. It never starts a thread, so forking it is safe.
 
+The zygote also prepares the kernel layers every isolate enters (:mod:`emulator.isolates.sandbox`):
+it moves itself into an empty network namespace, builds the Landlock ruleset and the memory
+cgroup parent, all once. It gets an environment of its own (never the host's variables, which
+may hold secrets), no standard input, and output the host reads; each isolate gets an output pipe
+of its own for its descriptors 1 and 2, so nothing it writes reaches the host's terminal.
+
 The control channel is a ``SOCK_SEQPACKET`` pair (message boundaries kept, file descriptors passed
 with ``SCM_RIGHTS``): the host sends ``{"req": n, "label": ..., "profile": ...}`` plus the child's
-end of a fresh socket pair; the zygote answers ``{"req": n, "pid": pid}``, and ``{"exit": pid,
-"code": c}`` when a child ends (``c`` as ``os.waitstatus_to_exitcode``: negative for a signal).
+end of a fresh socket pair and the write end of its output pipe; the zygote answers ``{"req": n, "pid": pid}``, and ``{"exit": pid,
+"code": c}`` when a child ends (``c`` as ``os.waitstatus_to_exitcode``: negative for a signal;
+the memory-limit exit code when the kernel's OOM killer ended it in its memory cgroup).
 
 Spare children install the tenant-independent part of the guard while they wait, for one guard
 *profile* (memory limit, network on or off): a request with that profile gets a spare, any other
@@ -21,6 +28,7 @@ the new profile, since the next request most likely asks for it again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import select
@@ -40,6 +48,9 @@ PRELOAD = (
     "dynamic_workflows",
 )
 READY = b'{"ready":true}'
+# What the zygote passes on from the host's environment: the locale and time zone (the values of
+# ``time.localtime`` and text encodings), never credentials or the host's own settings.
+_PASSED_ENVIRONMENT = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED", "PYTHONUTF8")
 
 
 # ---- the host's side ---------------------------------------------------------------------------
@@ -55,27 +66,52 @@ class Zygote:
         self._exits: dict[int, asyncio.Future[int]] = {}
         self._next = 1
         self._reader: asyncio.Task[None] | None = None
+        self._stderr_tail: collections.deque[bytes] = collections.deque(maxlen=40)
 
     async def start(self) -> None:
         host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         from emulator.runtime import RUNTIME_PATH
         root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([root, RUNTIME_PATH, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+        env = {name: os.environ[name] for name in _PASSED_ENVIRONMENT if name in os.environ}
+        env["PYTHONPATH"] = os.pathsep.join([root, RUNTIME_PATH])
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["PATH"] = os.defpath
         self.process = subprocess.Popen(
             [sys.executable, "-m", "emulator.isolates.zygote", str(zygote_end.fileno()),
              json.dumps(self.spare_profile)],
             pass_fds=[zygote_end.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            env=env, start_new_session=True)
+            stderr=subprocess.PIPE, env=env, start_new_session=True)
         zygote_end.close()
         host_end.setblocking(False)
         self._ctrl = host_end
         loop = asyncio.get_running_loop()
-        first = await asyncio.wait_for(loop.sock_recv(host_end, 65536), timeout=30)
+        assert self.process.stderr is not None
+        os.set_blocking(self.process.stderr.fileno(), False)
+        loop.add_reader(self.process.stderr.fileno(), self._read_stderr)
+        try:
+            first = await asyncio.wait_for(loop.sock_recv(host_end, 65536), timeout=30)
+        except (asyncio.TimeoutError, OSError):
+            first = b""
         if first != READY:
-            raise RuntimeError(f"the isolate zygote failed to start: {first!r}")
+            self._read_stderr()
+            tail = b"".join(self._stderr_tail).decode(errors="replace").strip()
+            raise RuntimeError("the isolate zygote failed to start"
+                               + (f": {tail[-2000:]}" if tail else f" ({first!r})"))
         self._reader = loop.create_task(self._read())
+
+    def _read_stderr(self) -> None:
+        """Keep the end of what the zygote itself wrote (a start-up failure's traceback)."""
+        assert self.process is not None and self.process.stderr is not None
+        try:
+            chunk = os.read(self.process.stderr.fileno(), 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            asyncio.get_running_loop().remove_reader(self.process.stderr.fileno())
+            return
+        self._stderr_tail.append(chunk[-4096:])
 
     async def _read(self) -> None:
         assert self._ctrl is not None
@@ -101,13 +137,15 @@ class Zygote:
                 if not future.done():
                     future.set_result(message["code"])
 
-    async def fork(self, label: str, profile: dict[str, Any] | None = None) -> tuple[int, socket.socket]:
-        """A new isolate process whose guard will have ``profile``, and the host's end of its
-        connection."""
+    async def fork(self, label: str,
+                   profile: dict[str, Any] | None = None) -> tuple[int, socket.socket, int]:
+        """A new isolate process whose guard will have ``profile``: its pid, the host's end of its
+        connection, and the read end of its output pipe (its descriptors 1 and 2)."""
         if self._ctrl is None:
             await self.start()
         assert self._ctrl is not None
         host_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        output_read, output_write = os.pipe2(os.O_CLOEXEC)
         request = self._next
         self._next += 1
         future = asyncio.get_running_loop().create_future()
@@ -116,14 +154,18 @@ class Zygote:
         try:
             while True:
                 try:
-                    socket.send_fds(self._ctrl, [message], [child_sock.fileno()])
+                    socket.send_fds(self._ctrl, [message], [child_sock.fileno(), output_write])
                     break
                 except BlockingIOError:  # many forks at once filled the channel: wait, not fail
                     await _writable(self._ctrl)
+        except BaseException:
+            os.close(output_read)
+            raise
         finally:
             child_sock.close()
+            os.close(output_write)
         pid = await future
-        return pid, host_sock
+        return pid, host_sock, output_read
 
     async def exit_code(self, pid: int, timeout: float = 1.0) -> int | None:
         """How process ``pid`` ended, once the zygote has reaped it (None if not within ``timeout``)."""
@@ -139,6 +181,11 @@ class Zygote:
     async def close(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
+        if self.process is not None and self.process.stderr is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(self.process.stderr.fileno())
+            except (ValueError, OSError):
+                pass
         if self._ctrl is not None:
             self._ctrl.close()
             self._ctrl = None
@@ -148,6 +195,8 @@ class Zygote:
                 await asyncio.get_running_loop().run_in_executor(None, self.process.wait, 5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+            if self.process.stderr is not None:
+                self.process.stderr.close()
             self.process = None
 
 
@@ -163,12 +212,12 @@ async def _writable(sock: socket.socket) -> None:
 
 # ---- the zygote process ------------------------------------------------------------------------
 
-def _preload() -> None:
+def _preload(profile: dict[str, Any] | None) -> None:
     import importlib
     for name in PRELOAD:
         importlib.import_module(name)
     from emulator.isolates import guard
-    guard.prepare()
+    guard.prepare(guard.GuardProfile(**profile) if profile is not None else None)
 
 
 SPARES = 2
@@ -176,7 +225,7 @@ SPARES = 2
 
 def serve(ctrl_fd: int, spare_profile: dict[str, Any] | None = None) -> None:
     ctrl = socket.socket(fileno=ctrl_fd)
-    _preload()
+    _preload(spare_profile)
     import gc
     gc.collect()
     gc.freeze()
@@ -193,11 +242,17 @@ def serve(ctrl_fd: int, spare_profile: dict[str, Any] | None = None) -> None:
             data, fds, _flags, _addr = socket.recv_fds(ctrl, 65536, 4)
         except OSError:
             data, fds = b"", []
-        if not data:
-            return  # the host is gone; isolates and spares notice their own sockets close
+        if not data:  # the host is gone; isolates and spares notice their own sockets close
+            _discard(spares)
+            _reap(ctrl)
+            return
         request: dict[str, Any] = json.loads(data)
         profile = request.get("profile")
-        pid = _hand_to_spare(spares, data, fds[0]) if profile == spare_profile else None
+        if len(fds) != 2:  # a malformed request: nothing to hand over
+            for fd in fds:
+                os.close(fd)
+            continue
+        pid = _hand_to_spare(spares, data, fds) if profile == spare_profile else None
         if pid is None:
             pid = os.fork()
             if pid == 0:
@@ -205,7 +260,7 @@ def serve(ctrl_fd: int, spare_profile: dict[str, Any] | None = None) -> None:
                 for _, spare in spares:
                     spare.close()
                 from emulator.isolates import child
-                child.main(fds[0], request)  # never returns
+                child.main(fds[0], request, output=fds[1])  # never returns
         for fd in fds:
             os.close(fd)
         ctrl.sendall(json.dumps({"req": request["req"], "pid": pid}).encode())
@@ -241,11 +296,12 @@ def _discard(spares: list[tuple[int, socket.socket]]) -> None:
         spares.pop()[1].close()
 
 
-def _hand_to_spare(spares: list[tuple[int, socket.socket]], request: bytes, fd: int) -> int | None:
+def _hand_to_spare(spares: list[tuple[int, socket.socket]], request: bytes,
+                   fds: list[int]) -> int | None:
     while spares:
         pid, spare = spares.pop(0)
         try:
-            socket.send_fds(spare, [request], [fd])
+            socket.send_fds(spare, [request], fds)
             return pid
         except OSError:
             continue  # that spare died; try the next
@@ -262,8 +318,13 @@ def _reap(ctrl: socket.socket) -> None:
             return
         if pid == 0:
             return
+        code = os.waitstatus_to_exitcode(status)
+        from emulator.isolates import child, sandbox
+        memory = sandbox._prepared.memory if sandbox._prepared is not None else None
+        if memory is not None and memory.release(pid):
+            code = child.EXIT_MEMORY_LIMIT  # the kernel's OOM killer, inside the isolate's limit
         try:
-            ctrl.sendall(json.dumps({"exit": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
+            ctrl.sendall(json.dumps({"exit": pid, "code": code}).encode())
         except OSError:
             return
 
