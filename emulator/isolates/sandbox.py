@@ -189,10 +189,10 @@ def landlock_rules(read_roots: Iterable[str],
     """What an isolate may read: the standard library's folders entry by entry (so that
     ``site-packages`` and the extensions of ``_UNREADABLE_EXTENSIONS`` stay out), the other roots
     whole, and the shared-library folders the dynamic loader needs."""
-    stdlib = _stdlib_dirs()
+    stdlib, platstdlib = _stdlib_dirs()
     rules: list[tuple[str, int]] = []
     for root in read_roots:
-        if root in stdlib and os.path.isdir(root):
+        if root in (stdlib, platstdlib) and os.path.isdir(root):
             rules.append((root, _READ_DIRS))
             for entry in os.scandir(root):
                 if entry.name in _EXCLUDED_FOLDERS:
@@ -200,21 +200,31 @@ def landlock_rules(read_roots: Iterable[str],
                 rules.append((entry.path, _READ_FILES | _READ_DIRS))
         else:
             rules.append((root, _READ_FILES | _READ_DIRS))
-    dynload = sysconfig.get_path("platstdlib")
-    dynload = os.path.join(dynload, "lib-dynload") if dynload else ""
+    dynload = os.path.join(platstdlib, "lib-dynload")
     if os.path.isdir(dynload):
         rules.append((dynload, _READ_DIRS))
         rules += [(entry.path, _READ_FILES) for entry in os.scandir(dynload)
                   if not entry.name.startswith(_UNREADABLE_EXTENSIONS)]
-    rules += [(path, _READ_FILES | _READ_DIRS) for path in library_paths]
+    # The loader's folders. One that holds the standard library too (a Python built with a shared
+    # libpython keeps it in ``<prefix>/lib``) is granted its shared libraries file by file.
+    for path in library_paths:
+        real = os.path.realpath(path)
+        if real == dynload:
+            continue
+        if stdlib.startswith(real + "/") and os.path.isdir(real):
+            rules += [(entry.path, _READ_FILES) for entry in os.scandir(real)
+                      if entry.is_file() and ".so" in entry.name]
+        else:
+            rules.append((path, _READ_FILES | _READ_DIRS))
     return rules
 
 
-def _stdlib_dirs() -> set[str]:
+def _stdlib_dirs() -> tuple[str, str]:
+    """The interpreter's own library folders (not a virtual environment's)."""
     paths = sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_exec_prefix,
                                       "installed_base": sys.base_prefix,
                                       "installed_platbase": sys.base_exec_prefix})
-    return {os.path.realpath(paths["stdlib"]), os.path.realpath(paths["platstdlib"])}
+    return os.path.realpath(paths["stdlib"]), os.path.realpath(paths["platstdlib"])
 
 
 def _reach_import_paths_through_descriptors() -> None:

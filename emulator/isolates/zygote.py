@@ -216,6 +216,9 @@ def _preload(profile: dict[str, Any] | None) -> None:
     import importlib
     for name in PRELOAD:
         importlib.import_module(name)
+    if "_ctypes" in sys.modules:  # a native-call capability every isolate would inherit
+        raise RuntimeError("a module preloaded for isolates imported ctypes: "
+                           + ", ".join(sorted(n for n in sys.modules if "ctypes" in n)))
     from emulator.isolates import guard
     guard.prepare(guard.GuardProfile(**profile) if profile is not None else None)
 
