@@ -139,3 +139,23 @@ def test_run_help_has_an_example():
     result = runner.invoke(app, ["run", "--help"])
     assert result.exit_code == 0
     assert "dynwf run --tenant acme" in result.stdout
+
+
+def test_run_says_at_start_which_isolation_layers_are_missing(project, monkeypatch):
+    """README, 'Isolates and tenant isolation': a layer the machine lacks (here switched off on
+    purpose) is named once on standard error; the run itself goes on in the remaining layers."""
+    monkeypatch.setenv("DYNWF_WEAKEN_ISOLATION", "seccomp,landlock")
+    result = runner.invoke(app, ["run", "--tenant", "acme", "--params", '{"name": "Alice"}'])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("isolation is weaker on this machine") == 1
+    assert "seccomp (no sockets, processes or machine-changing calls): switched off" in result.stderr
+    assert "Landlock" in result.stderr
+    assert result_line(result.stdout)["status"] == "complete"
+
+
+def test_run_on_a_machine_with_every_layer_says_nothing_about_isolation(project, monkeypatch):
+    from emulator.isolates.sandbox import missing_layers
+    monkeypatch.delenv("DYNWF_WEAKEN_ISOLATION", raising=False)
+    result = runner.invoke(app, ["run", "--tenant", "acme", "--params", '{"name": "Alice"}'])
+    assert result.exit_code == 0, result.output
+    assert ("isolation is weaker" in result.stderr) == bool(missing_layers())

@@ -197,8 +197,18 @@ def _banner(project: Project, host: ProjectHost, ip: str, port: int, *, reload: 
             "config": str(project.config.path), "state_dir": str(project.state_dir),
             "tenants": tenants, "reload": reload, "fast_forward": fast_forward,
             "pid": os.getpid(),
+            "isolation_missing": _missing_layers(host),
             "resuming": sum(counts.get(s, 0) for s in ("queued", "running", "waitingForPause")),
             "waiting": counts.get("waiting", 0)}
+
+
+def _missing_layers(host: ProjectHost) -> dict[str, str]:
+    """The kernel layers of isolation this machine cannot put in place (none under --isolation
+    inline, which has no isolation at all and says so itself)."""
+    if host.pool.isolation != "process":
+        return {}
+    from emulator.isolates.sandbox import missing_layers
+    return missing_layers(host.pool.layers)
 
 
 # ---- output -------------------------------------------------------------------------------------
@@ -274,6 +284,10 @@ class _PlainOutput(_Output):
         modes = [("hot reload on" if info["reload"] else "hot reload off"),
                  ("fast-forward clock" if info["fast_forward"] else "real clock")]
         self._print(Text(f"  {' · '.join(modes)}", style="muted"))
+        if info["isolation_missing"]:
+            from emulator.isolates.sandbox import describe_missing
+            self._print(Text("  warning: " + describe_missing(info["isolation_missing"]),
+                             style="warning"))
         if info["resuming"] or info["waiting"]:
             self._print(Text(f"  resuming {info['resuming']} instance(s); {info['waiting']} "
                              "sleeping or waiting for an event", style="muted"))

@@ -99,9 +99,20 @@ def run(
     if options.metadata is not None and not isinstance(options.metadata, dict):
         raise UsageError("--metadata must be a JSON object")
     project = open_project(config, state_dir)
+    if options.isolation == "process":
+        _warn_missing_layers()
     live_view = not as_json and console.is_terminal
     result = asyncio.run(_run(project, options, live_view))
     raise typer.Exit(_report(result, project, as_json, live_view))
+
+
+def _warn_missing_layers() -> None:
+    """Say once, on standard error, which kernel layers of isolation this machine lacks."""
+    from emulator.isolates.sandbox import Layers, describe_missing, missing_layers
+    missing = missing_layers(Layers.from_environment())
+    if missing:
+        err_console.print(Text("warning: " + describe_missing(missing), style="warning"),
+                          soft_wrap=True)
 
 
 async def _run(project, options: RunOptions, live_view: bool) -> RunResult:

@@ -111,7 +111,7 @@ class IsolatePool:
         self.idle_timeout_s = idle_timeout_s
         self.limits = limits or IsolateLimits()
         self.log_sink = log_sink
-        self.layers = layers or Layers()
+        self.layers = layers or Layers.from_environment()
         # spares are prepared for the usual case: the pool's memory limit, no network
         self.zygote = Zygote(spare_profile=asdict(guard_profile(
             {"memory_mb": self.limits.memory_mb, "allow_network": False,

@@ -69,6 +69,19 @@ class Layers:
     def to_dict(self) -> dict[str, bool]:
         return asdict(self)
 
+    @classmethod
+    def from_environment(cls) -> "Layers":
+        """All layers, less those named in ``DYNWF_WEAKEN_ISOLATION`` (comma-separated: landlock,
+        seccomp, user, network_namespace, memory_cgroup), for trying what each layer adds; every
+        command that starts isolates says at start what is then missing."""
+        named = {part.strip() for part in os.environ.get("DYNWF_WEAKEN_ISOLATION", "").split(",")
+                 if part.strip()}
+        unknown = named - set(LAYER_NAMES)
+        if unknown:
+            raise ValueError(f"DYNWF_WEAKEN_ISOLATION names no layer {sorted(unknown)}; the "
+                             f"layers are {', '.join(LAYER_NAMES)}")
+        return cls(**{name: name not in named for name in LAYER_NAMES})
+
 
 LAYER_NAMES = {
     "landlock": "Landlock (read-only files, no TCP, signals scoped)",
@@ -108,6 +121,13 @@ def missing_layers(layers: Layers = Layers()) -> dict[str, str]:
     if not layers.memory_cgroup:
         missing["memory_cgroup"] = "switched off"
     return missing
+
+
+def describe_missing(missing: dict[str, str]) -> str:
+    """One line for a person: which layers are missing and what that means."""
+    parts = [f"{LAYER_NAMES[name]}: {why}" for name, why in missing.items()]
+    return ("isolation is weaker on this machine; missing " + "; ".join(parts)
+            + " (README: 'Isolates and tenant isolation')")
 
 
 # ---- once per zygote ----------------------------------------------------------------------------
