@@ -122,6 +122,15 @@ class Lifetime:
             self.schedule_check()
             await asyncio.get_running_loop().create_future()  # cancelled when the pause lands
 
+    async def _answer(self, value: Any = None) -> Any:
+        """Return ``value`` to the workflow's code, unless a pause was requested: then hold it
+        back until the pause lands (which stops this lifetime; the next one replays up to here).
+        Holding the answer is what keeps a pause a step boundary where the code runs apart from
+        the engine (an isolate, inline or not): its next step cannot start without it."""
+        if self.pause_requested:
+            await self.boundary()
+        return value
+
     def schedule_check(self) -> None:
         """Look again after the tasks that are ready now have run (gathered siblings start in
         the next loop iteration, so one iteration is not enough)."""
@@ -208,7 +217,7 @@ class Lifetime:
             self._publish(progress.STEP_COMMITTED, key, attempt=attempt,
                           duration_ms=now - started if started is not None else None)
             self.schedule_check()
-            return {"status": "done"}
+            return await self._answer({"status": "done"})
         config = config_from_json(config_json)
         error_json = json.dumps(error)
         if not retryable or not config.will_retry(attempt):
@@ -216,7 +225,7 @@ class Lifetime:
                 s, key, "failed", now, attempt, config_json, error=error_json, ended=True), key)
             self._publish(progress.STEP_FAILED, key, attempt=attempt, error=error)
             self.schedule_check()
-            return {"status": "failed"}
+            return await self._answer({"status": "failed"})
         delay = config.delay_before_retry(attempt)
         if delay > 0 and self.engine.modifiers.retry_delay_disabled(self.id, key):
             delay = 0  # a test modifier: retry at once
@@ -224,7 +233,7 @@ class Lifetime:
         self._publish(progress.STEP_ATTEMPT_FAILED, key, attempt=attempt,
                       max_attempts=config.limit + 1, error=error, next_attempt_at=due)
         if delay <= 0:
-            return {"status": "retry"}
+            return await self._answer({"status": "retry"})
 
         def backoff(s: Store) -> StepRow:
             row = self._store_step(s, key, "backoff", now, attempt, config_json, error=error_json)
@@ -233,11 +242,12 @@ class Lifetime:
         await self._commit(backoff, key)
         self.engine.timer_added(due)
         await self._wait(key)
-        return {"status": "retry"}
+        return await self._answer({"status": "retry"})
 
     async def await_retry(self, key: StepKey) -> None:
         self._enter()
         await self._wait(key)
+        await self._answer()
 
     async def sleep(self, key: StepKey, duration_ms: int | None, due: int | None) -> None:
         self._enter()
@@ -248,10 +258,10 @@ class Lifetime:
                                 f'sleep "{key[1]}" changed from {row.duration_ms}ms to {duration_ms}ms '
                                 "since it started; the original duration is kept")
             if row.status == "done":
-                return
+                return await self._answer()
             self._publish(progress.STEP_SLEEPING, key, until=self._timer_due(key))
             await self._wait(key)
-            return
+            return await self._answer()
         now = self.clock.now_ms()
         if due is None:
             due = now + (duration_ms or 0)
@@ -260,7 +270,7 @@ class Lifetime:
         if due <= now:
             await self._commit(lambda s: self._store_step(s, key, "done", now, 0, None,
                                                           duration_ms=duration_ms, ended=True))
-            return
+            return await self._answer()
 
         def start(s: Store) -> None:
             self._store_step(s, key, "sleeping", now, 0, None, duration_ms=duration_ms)
@@ -269,6 +279,7 @@ class Lifetime:
         self.engine.timer_added(due)
         self._publish(progress.STEP_SLEEPING, key, until=due)
         await self._wait(key)
+        await self._answer()
 
     def _timer_due(self, key: StepKey) -> int | None:
         timers = [t.due for t in self.engine.store.timers_of(self.id) if t.step == key]
@@ -307,7 +318,7 @@ class Lifetime:
             self._publish(progress.STEP_WAITING, key, event_type=event_type,
                           timeout_at=self._timer_due(key))
             row = await self._wait(key)
-        return {"status": row.status, "result": row.result, "error": row.error}
+        return await self._answer({"status": row.status, "result": row.result, "error": row.error})
 
 
 def timeout_error(timeout_ms: int | None) -> dict[str, str]:
