@@ -33,6 +33,8 @@ from emulator.engine.retries import StepConfig, resolve_step_config
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError
 
 StepKey = tuple[str, str, int]
+#: Loop iterations a new step waits for gathered siblings to replay (see _check_replay).
+_SIBLING_ITERATIONS = 5
 
 #: Called with any exception a step body raises, before it is recorded (an isolate exits on
 #: MemoryError here, so the engine sees ``isolate.memory_limit``).
@@ -126,25 +128,39 @@ class StepClient:
         self._counts[(kind, name)] = count
         key = (kind, name, count)
         self._visited.add(key)
-        if key not in self.cache:
-            self._check_replay(key)
         return key
 
-    def _check_replay(self, key: StepKey) -> None:
+    async def _check_replay(self, key: StepKey) -> None:
         """A new step while recorded ones are still ahead means the code no longer takes the path
-        the instance took. Checked when the code changed since the instance started: running new
-        code against old results would be silent corruption, so the run stops with both steps."""
-        if not (self.code_version and self.running_version and
-                self.code_version != self.running_version):
+        the instance took: running on would mix two histories, so the run stops naming both steps.
+        Checked on every replay, changed code or not (step names built from random values, the
+        time or data read outside a step diverge without any change). Steps gathered in parallel
+        replay their recorded parts without waiting, so a few loop iterations let siblings catch
+        up before a recorded step counts as skipped."""
+        for _ in range(_SIBLING_ITERATIONS):
+            if self._next_recorded() is None:
+                return
+            await asyncio.sleep(0)
+        expected = self._next_recorded()
+        if expected is None:
             return
-        expected = next((k for k, step in self.cache.items()
-                         if k not in self._visited and step.status in ("done", "failed")), None)
-        if expected is not None:
-            raise WorkflowFatalError(
-                f"replay does not match the steps this instance recorded: expected {_show(expected)} "
-                f"but the code now runs {_show(key)} (the tenant's code changed from "
-                f"{self.code_version} to {self.running_version} since the instance started; "
-                "restart it to run the new code from the top)", code="replay.mismatch")
+        if self.code_version and self.running_version and \
+                self.code_version != self.running_version:
+            why = (f"the tenant's code changed from {self.code_version} to "
+                   f"{self.running_version} since the instance started; restart it to run the "
+                   "new code from the top")
+        else:
+            why = ("the code is the one the instance started on, so its steps depend on something "
+                   "that differs between runs: random values, the time, or data read outside a "
+                   "step; build step names and their order only from the event and earlier "
+                   "steps' results")
+        raise WorkflowFatalError(
+            f"replay does not match the steps this instance recorded: expected {_show(expected)} "
+            f"but the code now runs {_show(key)} ({why})", code="replay.mismatch")
+
+    def _next_recorded(self) -> StepKey | None:
+        return next((k for k, step in self.cache.items()
+                     if k not in self._visited and step.status in ("done", "failed")), None)
 
     def _replayed(self, key: StepKey) -> None:
         if self.on_replay is not None:
@@ -161,6 +177,8 @@ class StepClient:
         key = self._key("do", name)
         self._do_steps += 1  # replayed steps count too: the limit is per instance, not per run
         cached = self.cache.get(key)
+        if cached is None:
+            await self._check_replay(key)
         if cached is not None and cached.status == "done":
             self._replayed(key)
             return json.loads(cached.result) if cached.result is not None else None
@@ -257,6 +275,8 @@ class StepClient:
         if cached is not None and cached.status == "done":
             self._replayed(key)
             return
+        if cached is None:
+            await self._check_replay(key)
         await self.backend.boundary()
         await self.backend.sleep(key, ms, due)
 
@@ -274,6 +294,8 @@ class StepClient:
                         "of 1 second to 365 days")
         key = self._key("wait", name)
         cached = self.cache.get(key)
+        if cached is None:
+            await self._check_replay(key)
         if cached is not None and cached.status in ("done", "failed"):
             self._replayed(key)
             outcome = {"status": cached.status, "result": cached.result, "error": cached.error}
