@@ -1120,7 +1120,7 @@ def test_s5_step_result_over_1_mib_refused(tmp_path):
         await h.engine.drain()
         status = await h.status()
         assert status["status"] == "errored", status
-        assert "1 MiB" in status["error"]["message"]
+        assert "Maximum allowed size is 1MiB." in status["error"]["message"]
         row = h.step("do", "big")
         assert row.status == "failed" and row.result is None
     arun(main())

@@ -1356,3 +1356,58 @@ def test_s3_3_compatibility_date_selects_the_form(tmp_path, date, implicit):
         await h.engine.drain()
         assert (await h.status())["output"] == ("depends refused" if implicit else 1)
     arun(main())
+
+
+def test_an_oversized_step_result_fails_the_attempt_with_the_platforms_words(tmp_path):
+    """docs/semantics.md, "Steps": a result over 1 MiB fails the attempt (retried like any other
+    failure) with the platform's message and class, no internal code prefix."""
+    async def wf(event, step):
+        @step.do("big", config={"retries": {"limit": 1, "delay": 0}})
+        async def big():
+            return "x" * (1024 * 1024 + 1)
+        try:
+            await big()
+        except Exception as exc:
+            return {"name": type(exc).__name__, "error_name": getattr(exc, "name", None),
+                    "message": str(exc)}
+
+    async def main():
+        h = Harness(tmp_path / "db.sqlite", wf)
+        await h.create()
+        await h.engine.drain()
+        status = await h.status()
+        assert status["status"] == "complete", status
+        assert status["output"]["message"] == ("Step big-1 output is too large. Maximum allowed "
+                                               "size is 1MiB.")
+        assert status["output"]["error_name"] == "WorkflowInternalError"
+        assert h.error("do", "big") == {"name": "WorkflowInternalError", "message":
+                                        "Step big-1 output is too large. Maximum allowed size is 1MiB."}
+        assert h.step("do", "big").attempts == 2
+    arun(main())
+
+
+def test_an_event_payload_of_exactly_the_limit_is_accepted_and_one_byte_more_refused(tmp_path):
+    """docs/semantics.md, "Steps": the 1 MiB limit is the payload's own; the event record around
+    it (type, timestamp) is not charged to the sender."""
+    from emulator.errors import PayloadTooLargeError
+
+    async def wf(event, step):
+        received = await step.wait_for_event("big", "big", timeout="1 hour")
+        return len(received["payload"])
+
+    async def main():
+        h = Harness(tmp_path / "db.sqlite", wf)
+        await h.create()
+        await h.engine.drain()
+        exact = "x" * (1024 * 1024 - 2)       # with its two quotes: exactly 1 MiB of JSON
+        try:
+            h.engine.control.send_event("i1", "big", exact + "y")
+        except PayloadTooLargeError as exc:
+            refused = exc.message
+        else:
+            refused = None
+        h.engine.control.send_event("i1", "big", exact)
+        await h.engine.drain()
+        assert refused is not None and "over the limit" in refused
+        assert await h.status() == {"status": "complete", "error": None, "output": len(exact)}
+    arun(main())

@@ -47,7 +47,7 @@ TENANTS = ("acme", "globex")
 WORKFLOW = "tenant-workflows"
 ACTIONS = ("pause", "resume", "terminate", "restart", "wake")
 ID_RULE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9\-_]*")
-MAX_TENANT_INSTANCE_ID = 87                 # 100, less the tenant's 12-digit namespace and '-'
+MAX_TENANT_INSTANCE_ID = 100                # the platform's whole length: the scope is kept beside
 MAX_PAYLOAD = 1024 * 1024
 MAX_QUERY_NUMBER = 2**63 - 1
 

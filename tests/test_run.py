@@ -159,3 +159,20 @@ def test_run_on_a_machine_with_every_layer_says_nothing_about_isolation(project,
     result = runner.invoke(app, ["run", "--tenant", "acme", "--params", '{"name": "Alice"}'])
     assert result.exit_code == 0, result.output
     assert ("isolation is weaker" in result.stderr) == bool(missing_layers())
+
+
+def test_run_takes_a_100_character_id_and_refuses_an_invalid_one_as_usage(project):
+    """docs/semantics.md, "Instances and statuses" and "Tenants and the dispatcher": a tenant's
+    id may use the platform's 100 characters; an invalid --id is a usage error (exit 2)."""
+    longest = "x" * 100
+    result = runner.invoke(app, ["run", "--tenant", "acme", "--id", longest,
+                                 "--params", '{"name": "Alice"}'])
+    assert result.exit_code == 0, result.output
+    assert result_line(result.stdout)["tenant_instance"] == longest
+    listed = runner.invoke(app, ["instances", "list", "--tenant", "acme", "--json"])
+    assert longest in listed.stdout
+    for bad in ("bad id!", "x" * 101):
+        refused = subprocess.run([DYNWF, "run", "--tenant", "acme",
+                                  "--id", bad], capture_output=True, text=True, cwd=project)
+        assert refused.returncode == 2, refused.stderr
+        assert "is not a valid instance id" in refused.stderr

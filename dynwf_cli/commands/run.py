@@ -16,6 +16,7 @@ from rich.text import Text
 
 from dynwf_cli.checklist import Checklist, to_ndjson
 from dynwf_cli.console import console, err_console
+from emulator.engine.limits import is_valid_id
 from emulator.errors import UsageError
 from emulator.outline import TenantSourceError, outline_steps
 from emulator.project import open_project
@@ -98,6 +99,9 @@ def run(
                          isolation=isolation.value)
     if options.metadata is not None and not isinstance(options.metadata, dict):
         raise UsageError("--metadata must be a JSON object")
+    if instance_id is not None and not is_valid_id(instance_id):
+        raise UsageError(f"--id {instance_id!r} is not a valid instance id: 1-100 characters "
+                         "matching ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$")
     project = open_project(config, state_dir)
     if options.isolation == "process":
         _warn_missing_layers()

@@ -24,7 +24,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from emulator.engine.clock import to_datetime
 from emulator.engine.durations import parse_duration
-from emulator.engine.failures import (INTERNAL_ATTEMPT_ERROR, WorkflowFatalError,
+from emulator.engine.failures import (INTERNAL_ATTEMPT_ERROR, StepError, WorkflowFatalError,
                                       WorkflowTimeoutError, error_dict, is_non_retryable, rebuild)
 from emulator.engine.limits import (MAX_SLEEP_MS, MIN_EVENT_TIMEOUT_MS, check_event_type,
                                     check_step_name, encode_json)
@@ -229,8 +229,9 @@ class StepClient:
                 if isinstance(exc, TimeoutError):
                     exc = WorkflowTimeoutError(f'Step "{name}" attempt {attempts} timed out after '
                                                f"{config.timeout_ms}ms")
-                elif isinstance(exc, PayloadTooLargeError):
-                    exc = PayloadTooLargeError(f"Step {name}-{key[2]} output is too large: {exc.message}")
+                elif isinstance(exc, PayloadTooLargeError):  # the platform's words and class
+                    exc = StepError(f"Step {name}-{key[2]} output is too large. Maximum allowed "
+                                    "size is 1MiB.", "WorkflowInternalError")
                 error = error_dict(exc)
                 outcome = await self.backend.settle(key, attempts, config_json, None, error,
                                                     not is_non_retryable(exc))

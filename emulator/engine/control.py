@@ -17,13 +17,15 @@ from emulator.engine import states
 from emulator.engine.clock import Clock
 from emulator.engine.limits import MAX_BATCH, check_event_type, check_instance_id, encode_json
 from emulator.engine.store import InstanceRow, Store
+from emulator.rules.tenant_scope import scope_of
 from emulator.errors import (InstanceAlreadyExistsError, InstanceFinishedError, ValidationError)
 
 
 @dataclass(frozen=True, slots=True)
 class CreateInput:
     id: str
-    params: str  # JSON
+    params: str               # JSON
+    scope: str | None = None  # a wrapped binding's tenant scope (rules/tenant_scope.py)
 
 
 def parse_create_options(options: Any, *, what: str = "create options") -> CreateInput:
@@ -37,9 +39,16 @@ def parse_create_options(options: Any, *, what: str = "create options") -> Creat
     if unknown:
         raise ValidationError(f"{what} has unknown key(s): {', '.join(sorted(unknown))}")
     instance_id = options.get("id")
-    instance_id = check_instance_id(instance_id) if instance_id is not None else uuid.uuid4().hex
     params = options.get("params", {})
-    return CreateInput(instance_id, encode_json(params, what="params"))
+    scoped = scope_of(instance_id, params)
+    if scoped is not None:      # the platform's id rule applies to the tenant's own id
+        check_instance_id(scoped[1])
+    elif instance_id is not None:
+        check_instance_id(instance_id)
+    else:
+        instance_id = uuid.uuid4().hex
+    return CreateInput(instance_id, encode_json(params, what="params"),
+                       scoped[0] if scoped is not None else None)
 
 
 def event_value(payload: Any, type: str, at: int) -> dict[str, Any]:
@@ -60,7 +69,7 @@ class Control:
         item = parse_create_options(options)
         with self.store.write():
             if not self.store.insert_instance_txn(item.id, workflow, item.params, self.clock.now_ms(),
-                                                  code_version):
+                                                  code_version, item.scope):
                 raise InstanceAlreadyExistsError(
                     f"Instance '{item.id}' already exists", instance_id=item.id,
                     hint="use another id, or restart() the existing instance")
@@ -82,7 +91,8 @@ class Control:
         now = self.clock.now_ms()
         with self.store.write():
             for item in parsed:
-                if self.store.insert_instance_txn(item.id, workflow, item.params, now, code_version):
+                if self.store.insert_instance_txn(item.id, workflow, item.params, now, code_version,
+                                                  item.scope):
                     created.append(item.id)
         for instance_id in created:
             self.on_change(instance_id, "created")
@@ -173,7 +183,10 @@ class Control:
         """Deliver to the oldest matching ``wait_for_event``, or buffer FIFO until one asks."""
         check_event_type(type)
         now = self.clock.now_ms()
-        encoded = encode_json(event_value(payload, type, now), what="event payload")
+        # the limit is the payload's own (1 MiB), not the event record's around it
+        payload_json = encode_json(payload, what="event payload")
+        encoded = json.dumps(event_value(payload, type, now),
+                             separators=(",", ":"), ensure_ascii=False)
         with self.store.write():
             row = self.store.get_instance(instance_id)
             if states.is_finished(row.status):
@@ -182,7 +195,7 @@ class Control:
                     instance_id=instance_id, code="instance.not_running")
             waiter = self.store.oldest_waiter_txn(instance_id, type)
             if waiter is None:
-                self.store.buffer_event_txn(instance_id, type, json.dumps(payload), now)
+                self.store.buffer_event_txn(instance_id, type, payload_json, now)
             else:
                 self.store.resolve_step_txn(instance_id, waiter, "waiting", "done", now, result=encoded)
                 self.store.delete_step_timers_txn(instance_id, waiter)

@@ -63,10 +63,17 @@ def error_dict(exc: BaseException) -> dict[str, str]:
     name = getattr(exc, "name", None) if getattr(type(exc), "carries_name", False) else None
     if is_non_retryable(exc):
         name = "NonRetryableError"
-    message = exc.message if isinstance(exc, WorkflowFatalError) else str(exc)
+    own = getattr(exc, "message", None)  # coded errors: the message alone, no "[code]" prefix
+    message = own if isinstance(own, str) and isinstance(exc, (WorkflowFatalError, _coded())) \
+        else str(exc)
     if isinstance(exc, KeyError) and exc.args:
         message = str(exc.args[0])
     return {"name": name or type(exc).__name__, "message": message}
+
+
+def _coded() -> type:
+    from emulator.errors import DynwfError
+    return DynwfError
 
 
 def rebuild(error: dict[str, Any], cause: BaseException | None = None) -> Exception:

@@ -193,12 +193,12 @@ class Store:
     # ---- instances -------------------------------------------------------------------------
 
     def insert_instance_txn(self, id: str, workflow: str, params: str, now: int,
-                            code_version: str | None = None) -> bool:
+                            code_version: str | None = None, scope: str | None = None) -> bool:
         """Insert a queued instance; False when the id is already taken."""
         cursor = self.conn.execute(
             "INSERT OR IGNORE INTO instances (id, workflow, status, params, code_version, "
-            "created_at, updated_at) VALUES (?, ?, 'queued', ?, ?, ?, ?)",
-            (id, workflow, params, code_version, now, now))
+            "created_at, updated_at, scope) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
+            (id, workflow, params, code_version, now, now, scope))
         return cursor.rowcount == 1
 
     def get_instance(self, id: str) -> InstanceRow:

@@ -25,9 +25,7 @@ This module is bound under both ``dynamic_workflows`` and ``emulator.runtime.dyn
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import sys
 import uuid
 from contextlib import contextmanager
@@ -36,19 +34,19 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Awaitable, Callable, Iterator, Mapping, NamedTuple, Union
 
-from emulator.engine.limits import ID_PATTERN, MAX_ID_LENGTH
-from emulator.errors import InstanceNotFoundError, InvalidIdError, ValidationError
+from emulator.engine.limits import MAX_ID_LENGTH, check_instance_id
+from emulator.errors import InstanceNotFoundError, ValidationError
+from emulator.rules.tenant_scope import (ENVELOPE_KEY, scoped_instance_id,
+                                         tenant_instance_id, tenant_prefix)
 from emulator.rpc.target import RpcTarget
 from emulator.runtime.workers import WorkerEntrypoint, WorkflowEntrypoint, _alias_module
 
 _alias_module(sys.modules[__name__], "dynamic_workflows", "emulator.runtime.dynamic_workflows")
 
 DispatcherMetadata = dict[str, Any]
-ENVELOPE_KEY = "__dispatcherMetadata"
 DEFAULT_BINDING_NAME = "WORKFLOWS"
-PREFIX_LENGTH = 12
-#: The platform's 100, less the prefix and its dash.
-MAX_TENANT_ID_LENGTH = MAX_ID_LENGTH - PREFIX_LENGTH - 1
+#: A tenant's ids have the platform's whole length: the scope is kept beside them.
+MAX_TENANT_ID_LENGTH = MAX_ID_LENGTH
 
 _NOT_EXPORTED = ("dynamic-workflows: `DynamicWorkflowBinding` is not registered on the dispatcher's "
                  "exports. Add `from dynamic_workflows import DynamicWorkflowBinding` to your "
@@ -106,38 +104,8 @@ def unwrap_params(payload: Any) -> UnwrappedParams | None:
 
 # ---- tenant id namespaces ---------------------------------------------------------------------
 
-def tenant_prefix(metadata: DispatcherMetadata) -> str:
-    """The id namespace of ``metadata``: 12 hex digits of the SHA-256 of its canonical JSON."""
-    try:
-        canonical = json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                               allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"dispatcher metadata must be JSON-serialisable: {exc}",
-                              hint="use strings, numbers, booleans, None, lists and dicts") from None
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:PREFIX_LENGTH]
-
-
 def _check_tenant_id(tenant_id: Any) -> str:
-    if not (isinstance(tenant_id, str) and 0 < len(tenant_id) <= MAX_TENANT_ID_LENGTH
-            and ID_PATTERN.fullmatch(tenant_id)):
-        raise InvalidIdError(
-            f"Workflow instance has invalid id {tenant_id!r}: ids used through a wrapped binding are "
-            f"1-{MAX_TENANT_ID_LENGTH} characters matching ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$ "
-            f"(the platform's {MAX_ID_LENGTH}, less {PREFIX_LENGTH + 1} for the tenant's namespace)")
-    return tenant_id
-
-
-def scoped_instance_id(metadata: DispatcherMetadata, tenant_id: str) -> str:
-    """The real instance id behind ``tenant_id`` in the namespace of ``metadata``."""
-    return f"{tenant_prefix(metadata)}-{_check_tenant_id(tenant_id)}"
-
-
-def tenant_instance_id(metadata: DispatcherMetadata, real_id: str) -> str | None:
-    """The id a tenant with ``metadata`` knows ``real_id`` by, or None if it is not theirs."""
-    head = tenant_prefix(metadata) + "-"
-    if isinstance(real_id, str) and real_id.startswith(head) and len(real_id) > len(head):
-        return real_id[len(head):]
-    return None
+    return check_instance_id(tenant_id)
 
 
 def _hide_real_ids(exc: BaseException, ids: Mapping[str, str]) -> BaseException:
