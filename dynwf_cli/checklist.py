@@ -42,10 +42,11 @@ __all__ = ["Checklist", "ChecklistStep", "GLYPHS", "to_ndjson"]
 # step states
 PENDING, RUNNING, DONE, RETRYING = "pending", "running", "done", "retrying"
 FAILED, SLEEPING, WAITING, REPLAYED = "failed", "sleeping", "waiting", "replayed"
+CANCELLED = "cancelled"
 
 #: One glyph per state: one cell wide, except the hourglass (two cells in every terminal).
 GLYPHS = {PENDING: "○", RUNNING: "◐", DONE: "✓", RETRYING: "↻", FAILED: "✗", SLEEPING: "☾",
-          WAITING: "⏳", REPLAYED: "↷"}
+          WAITING: "⏳", REPLAYED: "↷", CANCELLED: "⊘"}
 _STYLES = {state: f"step.{state}" for state in GLYPHS}
 _STATUS_STYLES = {"queued": "muted", "running": "step.running", "waiting": "step.waiting",
                   "paused": "warning", "waitingForPause": "warning", "complete": "ok",
@@ -288,6 +289,9 @@ class Checklist:
                 text.append(f" · times out {_in(row.timeout_at, now)}", style="muted")
         elif state == REPLAYED:
             text.append("skipped on replay")
+        elif state == CANCELLED:
+            text.append("cancelled by the workflow's code")
+            text.append(_attempts(row), style="muted")
         return text
 
 
@@ -350,6 +354,11 @@ def _on_failed(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> Non
     row.attempt = data.get("attempt", row.attempt)
 
 
+def _on_cancelled(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> None:
+    row.state, row.error = CANCELLED, None
+    row.attempt = data.get("attempt", row.attempt)
+
+
 def _on_replayed(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> None:
     # A replay re-reads what an earlier run persisted. A step this checklist saw finish keeps its
     # line; one it saw sleeping or waiting has ended well (a failed one would have been woken
@@ -402,6 +411,7 @@ def _on_log(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> None:
 _HANDLERS = {
     events.STEP_STARTED: _on_started, events.STEP_ATTEMPT_FAILED: _on_attempt_failed,
     events.STEP_COMMITTED: _on_committed, events.STEP_FAILED: _on_failed,
+    events.STEP_CANCELLED: _on_cancelled,
     events.STEP_REPLAYED: _on_replayed, events.STEP_SLEEPING: _on_sleeping,
     events.STEP_WAITING: _on_waiting, events.STEP_WOKEN: _on_woken, events.LOG: _on_log,
 }

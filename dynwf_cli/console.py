@@ -13,7 +13,7 @@ THEME = Theme({
     # the step checklist (dynwf_cli/checklist.py); its glyphs carry the meaning without colour
     "step.pending": "grey50", "step.running": "bold cyan", "step.done": "green",
     "step.retrying": "yellow", "step.failed": "bold red", "step.sleeping": "blue",
-    "step.waiting": "magenta", "step.replayed": "grey50", "step.log": "grey62",
+    "step.waiting": "magenta", "step.replayed": "grey50", "step.cancelled": "grey62", "step.log": "grey62",
 })
 
 console = Console(theme=THEME, highlight=False, no_color=bool(os.environ.get("NO_COLOR")) or None)

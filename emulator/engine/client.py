@@ -68,6 +68,9 @@ class StepBackend(Protocol):
     async def boundary(self) -> None:
         """Called before new work starts (pause takes effect here)."""
 
+    def cancelled(self, key: StepKey, attempt: int) -> None:
+        """The workflow's own code cancelled the task awaiting this attempt (one-way)."""
+
     def log(self, key: StepKey | None, level: str, message: str) -> None:
         """A line the step's code printed or logged (one-way)."""
 
@@ -185,6 +188,11 @@ class StepClient:
         if cached is not None and cached.status == "failed":
             self._replayed(key)
             raise rebuild(json.loads(cached.error))
+        if cached is not None and cached.status == "cancelled":
+            # as on its first run: pending until the code cancels it again (docs/semantics.md,
+            # "Cancelled steps"); its body never runs again
+            self._replayed(key)
+            await asyncio.get_running_loop().create_future()
         await self.backend.boundary()
         if self._do_steps > self.step_limit:
             raise WorkflowFatalError(f"The limit of {self.step_limit} steps has been reached. This "
@@ -218,6 +226,12 @@ class StepClient:
                     value = await (body(ctx) if self.mocks is None
                                    else self.mocks.run(key, attempts, body, ctx))
                 encoded = encode_json(value, what=f'The output of step "{name}"')
+            except asyncio.CancelledError:
+                # the code cancelled the task awaiting this step (a lost race, a timeout around
+                # it, a failing task group), or the engine is stopping the run: the engine tells
+                # the two apart and records the first as cancelled
+                self.backend.cancelled(key, attempts)
+                raise
             except NotSerialisableError as exc:
                 raise WorkflowFatalError(
                     f'The execution of the Workflow instance was terminated, as the step "{name}" '

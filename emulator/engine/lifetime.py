@@ -206,9 +206,27 @@ class Lifetime:
         self._publish(progress.STEP_STARTED, key, attempt=attempt,
                       max_attempts=config_from_json(config_json).limit + 1)
 
+    def cancelled(self, key: StepKey, attempt: int) -> None:
+        """The workflow's code cancelled an attempt in flight: recorded as ``cancelled`` (never
+        retried; a result arriving later is dropped), so the instance's status follows its real
+        waits again. A cancellation caused by this lifetime stopping is not the code's doing: the
+        attempt stays ``running`` and counts as cut off."""
+        if self.stop_reason or key not in self.attempting:
+            return
+        _attempt, config_json, started = self.attempting.pop(key)
+        now = self.clock.now_ms()
+        self._note(lambda s: self._store_step(s, key, "cancelled", now, attempt, config_json,
+                                              ended=True), key)
+        self._publish(progress.STEP_CANCELLED, key, attempt=attempt,
+                      duration_ms=now - started if started is not None else None)
+        self.schedule_check()
+
     async def settle(self, key: StepKey, attempt: int, config_json: str, result: str | None,
                      error: dict[str, str] | None, retryable: bool) -> dict[str, Any]:
         self._enter()
+        if key not in self.attempting and self.steps.get(key) is not None \
+                and self.steps[key].status == "cancelled":
+            return {"status": "cancelled"}   # its code gave up on it: the outcome is dropped
         started = self.attempting.pop(key, (0, "", None))[2]
         now = self.clock.now_ms()
         if error is None:

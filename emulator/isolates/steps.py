@@ -65,6 +65,9 @@ class StepBackendTarget(RpcTarget):
     async def await_retry(self, key: Any) -> None:
         await self._backend.await_retry(_key(key))
 
+    def cancelled(self, key: Any, attempt: int) -> None:
+        self._backend.cancelled(_key(key), int(attempt))
+
     async def sleep(self, key: Any, duration_ms: int | None, due: int | None) -> None:
         await self._backend.sleep(_key(key), duration_ms, due)
 
@@ -105,6 +108,9 @@ class RemoteStepBackend:
 
     async def boundary(self) -> None:
         """A pause is enforced by the engine, which holds back the step's answers."""
+
+    def cancelled(self, key: StepKey, attempt: int) -> None:
+        self._stub.cancelled.send_now(list(key), attempt)
 
     def log(self, key: StepKey | None, level: str, message: str) -> None:
         self._stub.log.send(list(key) if key else None, level, message)

@@ -29,7 +29,7 @@ CREATE TABLE steps (
     kind          TEXT NOT NULL,                   -- do | sleep | wait
     name          TEXT NOT NULL,
     count         INTEGER NOT NULL,                -- occurrence of (kind, name) in call order
-    status        TEXT NOT NULL,                   -- running | backoff | ready | sleeping | waiting | done | failed
+    status        TEXT NOT NULL,                   -- running | backoff | ready | sleeping | waiting | done | failed | cancelled
     attempts      INTEGER NOT NULL DEFAULT 0,
     config        TEXT,                            -- resolved step config, persisted on first attempt
     result        TEXT,                            -- JSON value when done

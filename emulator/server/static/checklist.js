@@ -2,12 +2,12 @@
 // merged with the steps the engine has recorded. Same states and glyphs as the terminal's.
 export const GLYPHS = {
   pending: "○", running: "◐", done: "✓", retrying: "↻", failed: "✗", sleeping: "☾",
-  waiting: "⏳", replayed: "↷", skipped: "–",
+  waiting: "⏳", replayed: "↷", skipped: "–", cancelled: "⊘",
 };
 // the engine's step status -> the checklist's state
 const STATE_OF = {
   running: "running", done: "done", failed: "failed", sleeping: "sleeping", waiting: "waiting",
-  backoff: "retrying", ready: "retrying",
+  backoff: "retrying", ready: "retrying", cancelled: "cancelled",
 };
 const FINISHED = new Set(["complete", "errored", "terminated"]);
 
@@ -90,6 +90,7 @@ export function stepDetail(row) {
   }
   if (step.kind === "sleep" && step.requested_ms !== null) bits.push(`sleep ${formatMs(step.requested_ms)}`);
   if (step.kind === "wait" && step.event_type) bits.push(`event "${step.event_type}"`);
+  if (row.state === "cancelled") bits.push("cancelled by the workflow's code");
   if (step.attempts > 1 || row.state === "retrying") bits.push(`attempt ${step.attempts}`);
   if (step.duration_ms !== null && step.duration_ms !== undefined) bits.push(formatMs(step.duration_ms));
   return bits.join(" · ");
