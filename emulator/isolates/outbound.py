@@ -363,14 +363,20 @@ def _urlopen(request: Request, deadline: float, stop: threading.Event,
 
 
 class _RedirectHandler(urllib.request.HTTPRedirectHandler):
-    """Follows redirects (as fetch does by default) to http and https URLs only."""
+    """Follows redirects (as fetch does by default) to http and https URLs only; a redirect
+    elsewhere is a network error, as it is for fetch."""
 
-    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
-                         headers: Any, newurl: str) -> urllib.request.Request | None:
-        if urllib.parse.urlsplit(newurl).scheme.lower() not in _SCHEMES:
-            raise ConnectionError(f"the server redirected to {_cut(newurl)!r}, which is not an "
-                                  "http or https URL")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+    def http_error_302(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
+                       headers: Any) -> Any:
+        location = headers.get("location") or headers.get("uri")
+        if location:
+            target = urllib.parse.urljoin(req.full_url, location)
+            if urllib.parse.urlsplit(target).scheme.lower() not in _SCHEMES:
+                raise ConnectionError(f"the server redirected to {_cut(target)!r}, which is not "
+                                      "an http or https URL")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
 class _AnswerEveryStatus(urllib.request.BaseHandler):
