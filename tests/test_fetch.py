@@ -300,7 +300,6 @@ def test_the_host_refuses_a_hostile_call_to_its_fetch(server, isolation):
         "body type": ("fetch", [request_value(server.base + "/echo", "POST", body=5)]),
         "huge body": ("fetch", [request_value(server.base + "/echo", "POST",
                                               body="x" * (16 * 1024 * 1024 + 1))]),
-        "step handle from the root": ("log_and_fetch", [hello]),
     }
 
     async def body(loader):
@@ -333,7 +332,6 @@ def test_the_host_refuses_a_hostile_call_to_its_fetch(server, isolation):
         "body on get": ("TypeError", "cannot have body"),
         "body type": ("TypeError", "body must be str, bytes or None"),
         "huge body": ("ValueError", "over the 16 MiB limit"),
-        "step handle from the root": ("AttributeError", "no method 'log_and_fetch'"),
         "closed, straight to the host": ("PermissionError", NO_GLOBAL_OUTBOUND_MESSAGE),
     }
     for name, (error, fragment) in expected.items():
@@ -385,7 +383,7 @@ class Egress(RpcTarget):
 def load_tenant(env, tenant_id):
     async def code():
         code = {"compatibility_date": "2026-04-01", "main_module": "index.py",
-                "modules": {"index.py": (TENANTS / "shared" / "index.py").read_text()},
+                "modules": {"index.py": (TENANTS / tenant_id / "index.py").read_text()},
                 "env": {"WORKFLOWS": wrap_workflow_binding({"tenantId": tenant_id})}}
         if tenant_id == "closed":
             code["global_outbound"] = None
@@ -421,6 +419,40 @@ class TenantWorkflow(WorkflowEntrypoint):
         return await call_api()
 '''
 
+HOSTILE_WORKFLOW = '''
+import asyncio
+import workers
+from workers import WorkflowEntrypoint
+
+
+async def raw_call(ref, method, args):
+    """A call frame written by hand to the host object ``ref`` (here: the step handle)."""
+    peer = workers.outbound_route.get().__self__.peer
+    call_id = 2_000_000 + len(peer._pending)
+    answer = asyncio.get_running_loop().create_future()
+    peer._pending[call_id] = answer
+    peer._send({"t": "call", "id": call_id, "ref": ref, "m": method, "a": args})
+    try:
+        return ["allowed", repr(await answer)[:200]]
+    except Exception as exc:
+        return [type(exc).__name__, str(exc)]
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        handle = step._client.backend._stub._ref
+        request = {"$rpc": "val", "tag": "request",
+                   "v": {"url": event["payload"]["url"], "method": "GET", "headers": [],
+                         "body": None}}
+        file_request = {**request, "v": {**request["v"], "url": "file:///etc/passwd"}}
+        return {
+            "bad step key": await raw_call(handle, "fetch", [["do", 5, 1], request]),
+            "file url": await raw_call(handle, "fetch", [["do", "x", 1], file_request]),
+            "not a request": await raw_call(handle, "fetch", [["do", "x", 1], "http://x/"]),
+            "no arguments": await raw_call(handle, "fetch", []),
+        }
+'''
+
 runner = CliRunner()
 
 
@@ -430,9 +462,10 @@ def project(tmp_path, monkeypatch):
     (root / "src").mkdir(parents=True)
     (root / "wrangler.jsonc").write_text(WRANGLER)
     (root / "src" / "entry.py").write_text(DISPATCHER)
-    for tenant in ("shared", "open", "closed", "proxied"):
+    for tenant in ("open", "closed", "proxied", "hostile"):
         (root / "tenants" / tenant).mkdir(parents=True)
-        (root / "tenants" / tenant / "index.py").write_text(WORKFLOW)
+        (root / "tenants" / tenant / "index.py").write_text(
+            HOSTILE_WORKFLOW if tenant == "hostile" else WORKFLOW)
     monkeypatch.chdir(root)
     return root
 
@@ -502,3 +535,16 @@ def test_refused_and_proxied_requests_are_logged_too(project, server, tenant, ou
     assert log["level"] == "fetch" and log["step"]["name"] == "call api"
     assert re.fullmatch(rf"GET {re.escape(server.base)}/hello {logged}", log["message"]), log
     assert server.received == []
+
+
+def test_the_step_handle_refuses_a_hostile_call_to_its_fetch(project, server):
+    result, events = dynwf_run("hostile", server.base + "/hello", "process")
+    assert result["status"] == "complete", result
+    refused = result["output"]
+    assert refused["bad step key"] == ["ValueError", "invalid step key ['do', 5, 1]"]
+    assert refused["file url"][0] == "TypeError" and "only http and https" in refused["file url"][1]
+    assert refused["not a request"] == ["TypeError", "fetch needs a Request, not str"]
+    assert refused["no arguments"][0] == "TypeError"
+    assert server.received == []
+    logged = [e["message"] for e in events if e["kind"] == "log"]
+    assert len(logged) == 2 and all(" failed in " in line for line in logged)

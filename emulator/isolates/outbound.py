@@ -19,10 +19,12 @@ the instance and step when made inside a step body (through that instance's step
 tenant log line otherwise.
 
 The host's own requests use the standard library's ``urllib.request`` in a daemon thread per
-request, a bounded number at a time. Tried against an async client in mind: requests are rare
-next to steps and each waits on the network, so a thread costs nothing that shows, and the
-runtime adds no dependency. Daemon threads (not an executor) so a request still waiting on a
-slow server never holds up the process's exit.
+request, at most 32 at a time. Measured against a server on loopback in another process (2 shared
+cores): urllib alone 0.42 ms a request; from the event loop through a thread 0.69 ms; from a
+process isolate, RPC included, 1.16 ms; 1,000 requests at once from an isolate, ~1,500 a second.
+An async HTTP client could save at most the thread's ~0.3 ms, next to a network's tens of
+milliseconds, and would be a new dependency; it was not tried. Daemon threads rather than an
+executor, so that a request still waiting on a slow server never holds up the process's exit.
 """
 
 from __future__ import annotations
