@@ -26,7 +26,7 @@ from dynwf_cli.checklist import Checklist
 from dynwf_cli.console import THEME
 from emulator.engine.progress import Progress
 from emulator.isolates.guard import NO_GLOBAL_OUTBOUND_MESSAGE
-from emulator.isolates.outbound import MAX_RESPONSE_BODY_BYTES
+from emulator.isolates.outbound import MAX_RESPONSE_BODY_BYTES, private_listener
 from emulator.isolates.pool import IsolateLimits, IsolatePool
 from emulator.loader import LoaderError, WorkerLoader
 from emulator.rpc.target import RpcTarget
@@ -60,6 +60,8 @@ class Server:
                     self._send(302, b"", {"location": "/hello"})
                 elif self.path == "/redirect-to-file":
                     self._send(302, b"", {"location": "file:///etc/passwd"})
+                elif self.path.startswith("/go?to="):
+                    self._send(307, b"", {"location": self.path[len("/go?to="):]})
                 elif self.path == "/big":
                     self._send(200, b"x" * (MAX_RESPONSE_BODY_BYTES + 1), {})
                 else:
@@ -355,6 +357,29 @@ def test_what_the_server_answers_out_of_bounds_is_refused(server, isolation):
     assert unreachable["message"].startswith("could not reach 127.0.0.1:1: ")
 
 
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_a_private_listener_is_reached_by_no_spelling_and_no_redirect(server, isolation):
+    other = Server()
+    port = server.base.rsplit(":", 1)[1]
+
+    async def body(loader):
+        tenant = loader.get("open", tenant_code()).get_entrypoint()
+        with private_listener("127.0.0.1", int(port)):
+            refused = [await tenant.fetch_url(server.base + "/hello"),
+                       await tenant.fetch_url(f"http://localhost:{port}/hello"),
+                       await tenant.fetch_url(f"{other.base}/go?to={server.base}/hello")]
+        return refused, await tenant.fetch_url(server.base + "/hello")
+    try:
+        (refused, afterwards), _ = run(with_pool(body, isolation))
+    finally:
+        other.close()
+    for answer in refused:
+        assert answer == {"error": "ConnectionError", "message": f"127.0.0.1:{port} is the dev "
+                          "server itself, which requests from the host may not reach"}, answer
+    assert other.paths() == [f"/go?to={server.base}/hello"]
+    assert afterwards["status"] == 200 and server.paths() == ["/hello"]
+
+
 # ---- a project: the request in the instance's logs -----------------------------------------
 
 WRANGLER = '''{
@@ -399,11 +424,21 @@ DynamicWorkflow = create_dynamic_workflow_entrypoint(
 
 class Default(WorkerEntrypoint):
     async def fetch(self, request):
-        return Response("ok")
+        tenant = request.headers.get("x-tenant-id")
+        return await load_tenant(self.env, tenant).get_entrypoint().fetch(request)
 '''
 
 WORKFLOW = '''
-from workers import WorkflowEntrypoint, fetch
+from workers import Response, WorkerEntrypoint, WorkflowEntrypoint, fetch
+
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request):
+        try:
+            response = await fetch((await request.json())["url"])
+        except Exception as exc:
+            return Response.json({"error": type(exc).__name__, "message": str(exc)})
+        return Response.json({"status": response.status})
 
 
 class TenantWorkflow(WorkflowEntrypoint):
@@ -548,3 +583,28 @@ def test_the_step_handle_refuses_a_hostile_call_to_its_fetch(project, server):
     assert server.received == []
     logged = [e["message"] for e in events if e["kind"] == "log"]
     assert len(logged) == 2 and all(" failed in " in line for line in logged)
+
+
+def test_dynwf_dev_logs_a_tenants_requests_and_keeps_its_own_address_from_them(
+        project, server, servers):
+    from dev_harness import start
+    dev = start(servers, project)
+    status, answered = dev.post("open", {"url": server.base + "/hello"})
+    assert (status, answered) == (200, {"status": 200})
+    status, refused = dev.post("open", {"url": dev.url + "/__dynwf/"})
+    assert status == 200 and refused["error"] == "ConnectionError"
+    assert "is the dev server itself" in refused["message"]
+    # outside any step: tenant log lines of dynwf dev, at level fetch
+    def fetch_line(prefix: str) -> dict:
+        def matches(line: str) -> bool:
+            record = json.loads(line) if line.startswith("{") else {}
+            return record.get("kind") == "tenant.log" and record.get("level") == "fetch" \
+                and record["message"].startswith(prefix)
+        return json.loads(dev.wait_for(matches))
+    answered_line = fetch_line(f"GET {server.base}/hello ")
+    assert answered_line["tenant"] == "open"
+    assert re.fullmatch(rf"GET {re.escape(server.base)}/hello → 200 in \d+ ms",
+                        answered_line["message"])
+    refused_line = fetch_line(f"GET {dev.url}/__dynwf/ ")
+    assert " failed in " in refused_line["message"] and "dev server itself" in refused_line["message"]
+    assert server.paths() == ["/hello"]

@@ -32,15 +32,18 @@ from __future__ import annotations
 import asyncio
 import http.client
 import inspect
+import ipaddress
+import socket
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from emulator.isolates.guard import NO_GLOBAL_OUTBOUND_MESSAGE
 from emulator.runtime.workers import Headers, Request, Response, outbound_route
@@ -350,6 +353,8 @@ def _urlopen(request: Request, deadline: float, stop: threading.Event,
             return response.status, response.reason, list(response.headers.items()), b"".join(chunks)
     except urllib.error.URLError as exc:
         reason = exc.reason
+        if type(reason) is ConnectionError:  # one of ours (a private listener), already worded
+            raise reason from None
         if isinstance(reason, TimeoutError):
             raise ConnectionError(f"{target} did not answer within {TIMEOUT_S:g} s") from None
         raise ConnectionError(f"could not reach {target}: {reason}") from None
@@ -403,12 +408,85 @@ class _NoDefaultContentType(urllib.request.BaseHandler):
     https_request = http_request
 
 
+# ---- the host's own listeners --------------------------------------------------------------
+
+# Addresses (ip, port) of sockets this process listens on that the host's requests never reach.
+_PRIVATE_LISTENERS: set[tuple[str, int]] = set()
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+
+
+@contextmanager
+def private_listener(ip: str, port: int) -> Iterator[None]:
+    """While the block runs, no request sent by the host connects to ``ip:port``.
+
+    For ``dynwf dev``'s own server: a tenant whose code may use the host's network would
+    otherwise read the admin token from the dashboard page and act on every tenant's instances.
+    Checked on the connected socket, so a host name, another spelling of the address or a
+    redirect reaches it no more than the address itself."""
+    entry = (ip, port)
+    _PRIVATE_LISTENERS.add(entry)
+    try:
+        yield
+    finally:
+        _PRIVATE_LISTENERS.discard(entry)
+
+
+def _check_destination(sock: socket.socket) -> None:
+    listeners = tuple(_PRIVATE_LISTENERS)  # a snapshot: the event loop's thread may change it
+    if not listeners:
+        return
+    peer_ip, peer_port = sock.getpeername()[:2]
+    own_ip = sock.getsockname()[0]
+    for ip, port in listeners:
+        if port != peer_port:
+            continue
+        # a server on every address is reached through loopback or through this machine's own
+        # address, and only then is the connection's local address the peer's
+        if peer_ip == ip or (ip in _WILDCARDS and (peer_ip == own_ip or _is_loopback(peer_ip))):
+            sock.close()
+            raise ConnectionError(f"{peer_ip}:{peer_port} is the dev server itself, which "
+                                  "requests from the host may not reach")
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class _CheckedHTTPConnection(http.client.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _check_destination(self.sock)
+
+
+class _CheckedHTTPSConnection(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()   # TCP, then the TLS handshake: no byte of the request is sent yet
+        _check_destination(self.sock)
+
+
+_CHECKED = {http.client.HTTPConnection: _CheckedHTTPConnection,
+            http.client.HTTPSConnection: _CheckedHTTPSConnection}
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def do_open(self, http_class: Any, req: Any, **options: Any) -> Any:
+        return super().do_open(_CHECKED.get(http_class, http_class), req, **options)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def do_open(self, http_class: Any, req: Any, **options: Any) -> Any:
+        return super().do_open(_CHECKED.get(http_class, http_class), req, **options)
+
+
 def _opener() -> urllib.request.OpenerDirector:
     """http and https only (no file:, ftp: or data: handlers); proxies from the environment, as
     any client of the host's network would use them."""
     opener = urllib.request.OpenerDirector()
-    for handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(),
-                    urllib.request.HTTPSHandler(), urllib.request.HTTPErrorProcessor(),
+    for handler in (urllib.request.ProxyHandler(), _HTTPHandler(), _HTTPSHandler(),
+                    urllib.request.HTTPErrorProcessor(),
                     _RedirectHandler(), _AnswerEveryStatus(), _NoDefaultContentType()):
         opener.add_handler(handler)
     return opener
