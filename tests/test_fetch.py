@@ -42,6 +42,7 @@ class Server:
 
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
+        self.release = threading.Event()    # answers /slow
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,6 +61,9 @@ class Server:
                     self._send(302, b"", {"location": "/hello"})
                 elif self.path == "/redirect-to-file":
                     self._send(302, b"", {"location": "file:///etc/passwd"})
+                elif self.path == "/slow":
+                    server.release.wait(30)
+                    self._send(200, b"late", {})
                 elif self.path.startswith("/go?to="):
                     self._send(307, b"", {"location": self.path[len("/go?to="):]})
                 elif self.path == "/big":
@@ -90,6 +94,7 @@ class Server:
         return [r["path"] for r in self.received]
 
     def close(self) -> None:
+        self.release.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -119,6 +124,13 @@ async def outcome(call):
 class Default(WorkerEntrypoint):
     async def fetch_url(self, url, options=None):
         return await outcome(fetch(url, **(options or {})))
+
+    async def give_up_after(self, url, seconds):
+        import asyncio
+        try:
+            await asyncio.wait_for(fetch(url), seconds)
+        except asyncio.TimeoutError:
+            return "gave up"
 
     async def raw_host_call(self, method, args):
         """What hostile code can do: reach the runtime's connection to the host by reference
@@ -165,8 +177,8 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 120))
 
 
-async def with_pool(body, isolation: str):
-    lines: list[tuple[str, str, str]] = []
+async def with_pool(body, isolation: str, lines: list[tuple[str, str, str]] | None = None):
+    lines = [] if lines is None else lines
     pool = IsolatePool(limits=IsolateLimits(memory_mb=256, cpu_ms=5_000), isolation=isolation,
                        log_sink=lambda *line: lines.append(line))
     await pool.start()
@@ -355,6 +367,23 @@ def test_what_the_server_answers_out_of_bounds_is_refused(server, isolation):
     assert big["error"] == "ConnectionError" and "over the 16 MiB limit" in big["message"]
     assert unreachable["error"] == "ConnectionError"
     assert unreachable["message"].startswith("could not reach 127.0.0.1:1: ")
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_a_request_the_tenant_gives_up_on_is_cancelled_in_the_host_and_logged(server, isolation):
+    async def body(loader):
+        tenant = loader.get("open", tenant_code()).get_entrypoint()
+        outcome = await tenant.give_up_after(server.base + "/slow", 0.3)
+        deadline = time.monotonic() + 10
+        while not any("cancelled" in line[2] for line in lines) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return outcome
+
+    lines: list[tuple[str, str, str]] = []
+    outcome, logged = run(with_pool(body, isolation, lines))
+    assert outcome == "gave up"
+    (message,) = [message for _, level, message in logged if level == "fetch"]
+    assert re.fullmatch(rf"GET {re.escape(server.base)}/slow cancelled after \d+ ms", message)
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)

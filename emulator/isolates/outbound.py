@@ -60,7 +60,7 @@ MAX_HEADER_BYTES = 64 * 1024            # all names and values together
 MAX_REQUEST_BODY_BYTES = 16 * 1024 * 1024
 # 16 MiB is about 21 MiB once base64-encoded into an RPC frame; frames stop at 64 MiB.
 MAX_RESPONSE_BODY_BYTES = 16 * 1024 * 1024
-#: Whole request, redirects and body included: what a proxy in front of an origin waits at most.
+#: Whole request, redirects and body included (Cloudflare's proxy waits 100 s for an origin too).
 TIMEOUT_S = 100.0
 #: Requests the host has in flight at once; more wait their turn.
 MAX_CONCURRENT = 32
@@ -102,15 +102,11 @@ class OutboundPolicy:
                          "(the host's network) or a stub with a fetch(request) method, not "
                          f"{type(value).__name__}")
 
-    @property
-    def shown(self) -> str:
-        return {OutboundMode.NETWORK: "the host's network", OutboundMode.NONE: "none",
-                OutboundMode.STUB: "a stub"}[self.mode]
-
 
 NO_OUTBOUND = OutboundPolicy(OutboundMode.NONE)
 
 LogLine = Callable[[str, str], None]    # (level, message)
+MAX_LOG_CHARS = 16_384                  # as for the lines tenant code prints
 
 
 class Outbound:
@@ -138,16 +134,13 @@ class Outbound:
             else:
                 response = await send_from_host(checked)
         except asyncio.CancelledError:
-            if log is not None:
-                log(LOG_LEVEL, f"{method} {url} cancelled after {_ms(started)} ms{via}")
+            _log(log, f"{method} {url} cancelled after {_ms(started)} ms{via}")
             raise
         except Exception as exc:
-            if log is not None:
-                log(LOG_LEVEL, f"{method} {url} failed in {_ms(started)} ms{via}: "
-                               f"{type(exc).__name__}: {exc}")
+            _log(log, f"{method} {url} failed in {_ms(started)} ms{via}: "
+                      f"{type(exc).__name__}: {exc}")
             raise
-        if log is not None:
-            log(LOG_LEVEL, f"{method} {url} → {response.status} in {_ms(started)} ms{via}")
+        _log(log, f"{method} {url} → {response.status} in {_ms(started)} ms{via}")
         return response
 
 
@@ -260,6 +253,9 @@ async def _through_stub(stub: Any, request: Request) -> Response:
     if not isinstance(result, Response):
         raise TypeError(f"the dispatcher's global_outbound answered with "
                         f"{type(result).__name__}, not a Response")
+    if result.body_used:
+        raise TypeError("the dispatcher's global_outbound answered with a Response whose body "
+                        "was already read (clone() it before reading)")
     return result
 
 
@@ -503,6 +499,11 @@ def _shown(request: Any) -> tuple[str, str]:
         return "?", f"({type(request).__name__}, not a Request)"
     url = request.url if isinstance(request.url, str) else repr(request.url)
     return str(request.method)[:MAX_METHOD_CHARS], _cut(url)
+
+
+def _log(log: LogLine | None, message: str) -> None:
+    if log is not None:
+        log(LOG_LEVEL, _cut(message, MAX_LOG_CHARS))
 
 
 def _cut(text: str, limit: int = MAX_SHOWN_URL) -> str:
