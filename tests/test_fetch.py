@@ -125,6 +125,14 @@ class Default(WorkerEntrypoint):
     async def fetch_url(self, url, options=None):
         return await outcome(fetch(url, **(options or {})))
 
+    async def socket_to(self, port):
+        import socket
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            return "connected"
+        except OSError as exc:
+            return type(exc).__name__
+
     async def give_up_after(self, url, seconds):
         import asyncio
         try:
@@ -192,6 +200,8 @@ async def with_pool(body, isolation: str, lines: list[tuple[str, str, str]] | No
 def test_with_global_outbound_omitted_the_host_makes_the_request(server, isolation):
     async def body(loader):
         tenant = loader.get("open", tenant_code()).get_entrypoint()
+        if isolation == "process":  # fetch is the way out: the isolate itself has no socket
+            assert await tenant.socket_to(int(server.base.rsplit(":", 1)[1])) == "PermissionError"
         return [
             await tenant.fetch_url(server.base + "/hello"),
             await tenant.fetch_url(server.base + "/echo", {
