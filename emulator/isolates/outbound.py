@@ -19,9 +19,10 @@ the instance and step when made inside a step body (through that instance's step
 tenant log line otherwise.
 
 The host's own requests use the standard library's ``urllib.request`` in a daemon thread per
-request, at most 32 at a time. Measured against a server on loopback in another process (2 shared
-cores): urllib alone 0.42 ms a request; from the event loop through a thread 0.69 ms; from a
-process isolate, RPC included, 1.16 ms; 1,000 requests at once from an isolate, ~1,500 a second.
+request, at most 32 at a time. Measured against a server on loopback in another process (2 cores,
+otherwise idle): urllib alone 0.42 ms a request; from the event loop through a thread 0.69 ms;
+from a process isolate, RPC included, 1.16 ms; 1,000 requests at once from an isolate, ~1,500 a
+second (with other work on the same cores: 1.1-2.1 ms, 350-700 a second).
 An async HTTP client could save at most the thread's ~0.3 ms, next to a network's tens of
 milliseconds, and would be a new dependency; it was not tried. Daemon threads rather than an
 executor, so that a request still waiting on a slow server never holds up the process's exit.
