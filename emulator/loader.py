@@ -6,6 +6,10 @@ when no live isolate holds ``id``, and returns the code dict. The dict takes the
 and the JS ones (``compatibilityDate``, ``mainModule``, ``globalOutbound``), so code ported from
 the blog works; an unknown key is an error naming it. A callback that raises makes every call on
 the stub raise that error (spec §6.1).
+
+``global_outbound`` decides what the isolate's ``fetch`` does (left out: the host's network;
+``None``: refused with the platform's message; a stub with ``fetch(request)``: the stub answers
+every request); see ``isolates/outbound.py``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any, Callable
 
 from emulator.code_version import code_fingerprint
 from emulator.errors import DynwfError
+from emulator.isolates.outbound import OutboundPolicy
 from emulator.isolates.pool import IsolatePool
 
 _SPELLINGS = {
@@ -62,11 +67,17 @@ def normalise_code(raw: Any, worker_id: str) -> dict[str, Any]:
         raise LoaderError(f"main_module {main!r} of '{worker_id}' is not one of its modules "
                           f"({', '.join(sorted(modules))})")
     limits = code.pop("limits", None) or {}
+    try:
+        outbound = OutboundPolicy.from_code(code, worker_id)
+    except ValueError as exc:
+        raise LoaderError(str(exc)) from None
     out = {"modules": modules, "main_module": main, "fingerprint": code_fingerprint(modules),
            "compatibility_date": code.get("compatibility_date"),
            "env": code.get("env") or {},
            # omitted -> inherits the parent's network, as on the platform; None -> no network
-           "allow_network": "global_outbound" not in code or code["global_outbound"] is not None}
+           "allow_network": "global_outbound" not in code or code["global_outbound"] is not None,
+           # what fetch does; kept by the pool on the host's side, never sent to the isolate
+           "outbound": outbound}
     if "cpu_ms" in limits or "cpuMs" in limits:
         out["cpu_ms"] = int(limits.get("cpu_ms", limits.get("cpuMs")))
     if "memory_mb" in limits or "memoryMb" in limits:

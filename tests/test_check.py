@@ -193,6 +193,23 @@ def test_syntax_errors_are_located(tmp_path):
     assert (tenant.code, tenant.file, tenant.line) == ("DW200", "t.py", 1)
 
 
+def test_fetch_outside_a_step_is_a_replay_warning_and_inside_one_is_not():
+    source = (
+        "from workers import WorkflowEntrypoint, fetch\n"
+        "import workers as w\n"
+        "class TenantWorkflow(WorkflowEntrypoint):\n"
+        "    async def run(self, event, step):\n"
+        "        price = await fetch('https://prices.example/today')\n"
+        "        again = await w.fetch('https://prices.example/today')\n"
+        "        @step.do('quote')\n"
+        "        async def quote():\n"
+        "            return (await fetch('https://prices.example/today')).status\n"
+        "        return await quote()\n")
+    found = sorted((d.code, d.line, d.message.split(" is called")[0])
+             for d in lint_tenant_source(source, "index.py"))
+    assert found == [("DW308", 5, "fetch()"), ("DW308", 6, "w.fetch()")]
+
+
 def test_diagnostics_are_sorted_by_file_line_and_column(tmp_path):
     config = project("dw303_bad", tmp_path)
     (config.parent / "src" / "entry.py").write_text("def broken(:\n")

@@ -31,6 +31,7 @@ from emulator.engine.progress import INSTANCE_STATUS, Progress
 from emulator.errors import DynwfError
 from emulator.host import HostOptions, ProjectHost
 from emulator.interpreter import tune_for_serving
+from emulator.isolates.outbound import private_listener
 from emulator.outline import TenantSourceError, outline_steps
 from emulator.project import Project, open_project
 from emulator.server import (DevServer, ReloadEvent, Reloader, RequestRecord, create_app,
@@ -171,7 +172,8 @@ async def _serve(project: Project, sock: Any, output: "_Output", *, reload: bool
         output.start(host)
         try:
             if not received:
-                await server.serve(sockets=[sock])
+                with private_listener(host_ip, port):  # tenant code never reaches the admin API
+                    await server.serve(sockets=[sock])
             else:                 # stopped while starting: nothing was served
                 await host.close()
         finally:

@@ -24,7 +24,7 @@ DW305  error    a literal step ``config`` the platform rejects (unknown keys, ``
 DW306  error    a literal event type that is not 1-100 characters of ``[a-zA-Z0-9-_]``
 DW307  error    a literal instance id in ``create``/``create_batch`` that is not a valid id
 DW308  warning  a non-deterministic call (``random.*``, ``time.time``, ``datetime.now``,
-                ``uuid.uuid4`` ...) in ``run()`` outside a step body
+                ``uuid.uuid4``, ``fetch`` ...) in ``run()`` outside a step body
 DW309  error    a literal step name that is empty, over 256 characters or has control characters
 ====== ======== =============================================================================
 """
@@ -51,6 +51,7 @@ _NONDETERMINISTIC = frozenset({
     "time.time", "time.time_ns", "datetime.now", "datetime.utcnow", "datetime.datetime.now",
     "datetime.datetime.utcnow", "datetime.date.today", "uuid.uuid1", "uuid.uuid4", "uuid4",
     "os.urandom",
+    "workers.fetch",    # the network: sent again on every replay, and its answer may change
 })
 _NONDETERMINISTIC_MODULES = ("random.", "secrets.")
 _SEEDABLE = frozenset({"random.Random", "random.seed"})   # deterministic when given a seed

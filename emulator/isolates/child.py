@@ -25,10 +25,11 @@ from typing import Any
 
 from emulator.engine import client as step_client
 from emulator.engine.step import uses_implicit_dependencies
-from emulator.isolates.steps import STEP_KIND, step_proxy
+from emulator.isolates.steps import STEP_KIND, RemoteStepBackend, step_proxy
 from emulator.rpc.peer import Peer
 from emulator.rpc.target import RpcTarget
 from emulator.rpc.transport import StreamTransport
+from emulator.runtime.workers import outbound_route
 
 EXIT_CPU_LIMIT = 86
 EXIT_MEMORY_LIMIT = 87
@@ -194,6 +195,7 @@ class IsolateRoot(RpcTarget):
     async def load(self, code: dict[str, Any]) -> dict[str, Any]:
         """Install the guard and import the tenant's main module."""
         from emulator.isolates import guard
+        outbound_route.set(self.fetch_through_host)  # for fetch at import time
         started = time.perf_counter()
         modules: dict[str, str] = code["modules"]
         self.implicit = uses_implicit_dependencies(code.get("compatibility_date"))
@@ -239,6 +241,7 @@ class IsolateRoot(RpcTarget):
         if method.startswith("_") or not callable(getattr(cls, method, None)):
             raise TypeError(f"entrypoint {name!r} has no method {method!r}")
         ctx = SimpleNamespace(props=props or {}, wait_until=_wait_until)
+        outbound_route.set(self.fetch_through_host)  # this call's context, and tasks it starts
         instance = cls(ctx, self.env)
         try:
             result = getattr(instance, method)(*args, **kwargs)
@@ -254,6 +257,15 @@ class IsolateRoot(RpcTarget):
 
     def build_step(self, stub: Any, init: dict[str, Any]) -> Any:
         return step_proxy(self.implicit, self.fingerprint)(stub, init)
+
+    async def fetch_through_host(self, request: Any) -> Any:
+        """Where ``workers.fetch`` sends a request: the isolate has no network of its own."""
+        if self.peer is None:
+            raise RuntimeError("the isolate is not connected to its host")
+        where = step_client.current_step.get()
+        if where is not None and isinstance(where[2], RemoteStepBackend):
+            return await where[2].fetch(where[1], request)  # logged under that instance's step
+        return await self.peer.remote.fetch(request)
 
     def send_log(self, level: str, message: str) -> None:
         if self.peer is None or self.peer.closed is not None:

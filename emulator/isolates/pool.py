@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable
 
 from emulator.isolates.child import EXIT_CPU_LIMIT, EXIT_MEMORY_LIMIT, guard_profile
+from emulator.isolates.outbound import NO_OUTBOUND, Outbound, OutboundPolicy
 from emulator.isolates.output import OutputReader
 from emulator.isolates.sandbox import Layers
 from emulator.isolates.zygote import Zygote
@@ -41,15 +42,24 @@ class IsolateLimits:
 
 class HostRoot(RpcTarget):
     """What an isolate may call in the host besides the capabilities in its env: its own log
-    (lines printed outside any step; inside a step they go through that instance's handle)."""
+    and ``fetch`` (outside any step; inside a step both go through that instance's handle).
 
-    def __init__(self, label: str, sink: LogSink | None) -> None:
+    ``outbound`` is the isolate's outbound policy, from the dispatcher's code dict: a plain
+    attribute, which the isolate cannot read or change over RPC (only methods can be called)."""
+
+    def __init__(self, label: str, sink: LogSink | None,
+                 outbound: OutboundPolicy = NO_OUTBOUND) -> None:
         self._label = label
         self._sink = sink
+        self.outbound = Outbound(outbound)
 
     def log(self, level: str, message: str) -> None:
         if self._sink is not None:
             self._sink(self._label, str(level)[:16], str(message)[:16_384])
+
+    async def fetch(self, request: Any) -> Any:
+        """An outbound request from outside any step: logged with the tenant only."""
+        return await self.outbound.fetch(request, self.log if self._sink is not None else None)
 
 
 @dataclass(eq=False)
@@ -164,15 +174,20 @@ class IsolatePool:
         code = await load_code()
         await self._make_room()
         self._starting += 1
+        # the outbound policy stays here, on the host's side of the connection; a code dict that
+        # did not come through the loader has none, and gets no way out
+        outbound = code.get("outbound", NO_OUTBOUND)
+        code = {name: value for name, value in code.items() if name != "outbound"}
         try:
             if self.isolation == "inline":
-                return await self._load_inline(key, code)
-            return await self._load_process(key, code)
+                return await self._load_inline(key, code, outbound)
+            return await self._load_process(key, code, outbound)
         finally:
             self._starting -= 1
             self._room_changed()
 
-    async def _load_process(self, key: str, code: dict[str, Any]) -> Isolate:
+    async def _load_process(self, key: str, code: dict[str, Any],
+                            outbound: OutboundPolicy) -> Isolate:
         payload = {**code, "memory_mb": code.get("memory_mb", self.limits.memory_mb),
                    "cpu_ms": code.get("cpu_ms", self.limits.cpu_ms),
                    "layers": self.layers.to_dict()}
@@ -182,7 +197,7 @@ class IsolatePool:
         except BaseException:
             os.close(output)
             raise
-        peer = Peer(transport.write, HostRoot(key, self.log_sink), name=f"isolate {key}")
+        peer = Peer(transport.write, HostRoot(key, self.log_sink, outbound), name=f"isolate {key}")
         isolate = Isolate(key, pid, peer, transport, on_idle=self._room_changed)
         isolate.output = await OutputReader.open(output, key, self.log_sink)
         loop = asyncio.get_running_loop()
@@ -200,14 +215,15 @@ class IsolatePool:
         self._live[key] = isolate
         return isolate
 
-    async def _load_inline(self, key: str, code: dict[str, Any]) -> Isolate:
+    async def _load_inline(self, key: str, code: dict[str, Any],
+                           outbound: OutboundPolicy) -> Isolate:
         from emulator.isolates.child import IsolateRoot
         from emulator.isolates.steps import STEP_KIND
         from emulator.rpc.transport import memory_pair
         from emulator.runtime import make_importable
         make_importable()               # tenant code imports ``workers`` in this process
         root = IsolateRoot(key, inline=True)
-        host_peer, child_peer = memory_pair(HostRoot(key, self.log_sink), root,
+        host_peer, child_peer = memory_pair(HostRoot(key, self.log_sink, outbound), root,
                                             names=(f"isolate {key}", f"inline {key}"),
                                             proxies_b={STEP_KIND: root.build_step})
         root.peer = child_peer

@@ -4,7 +4,9 @@ When the dispatcher forwards ``step`` to a tenant's ``run(event, step)``, the en
 by reference as a :class:`StepBackendTarget` (the only engine methods an isolate may call, all
 scoped to that one instance) together with the step cache; the isolate builds its own
 ``WorkflowStep`` over a :class:`RemoteStepBackend`, so replays are answered without a round trip
-and each new step costs one.
+and each new step costs one. A ``fetch`` inside a step body goes through the same handle, so the
+host logs the request under this instance and step; the policy it is sent under is that of the
+isolate making the call, never anything the call carries.
 """
 
 from __future__ import annotations
@@ -82,6 +84,14 @@ class StepBackendTarget(RpcTarget):
         if on_replay is not None:
             on_replay(_key(key))
 
+    async def fetch(self, key: Any, request: Any) -> Any:
+        """An outbound request from inside step ``key``'s body."""
+        from emulator.isolates.outbound import outbound_of_caller  # host side only: urllib, ssl
+        step = _key(key)
+        outbound = outbound_of_caller()
+        return await outbound.fetch(
+            request, lambda level, message: self._backend.log(step, level, message))
+
 
 class RemoteStepBackend:
     """The isolate's side: the engine's step primitives, one RPC each."""
@@ -114,6 +124,9 @@ class RemoteStepBackend:
 
     def log(self, key: StepKey | None, level: str, message: str) -> None:
         self._stub.log.send(list(key) if key else None, level, message)
+
+    async def fetch(self, key: StepKey, request: Any) -> Any:
+        return await self._stub.fetch(list(key), request)
 
 
 def step_proxy(implicit_dependencies: bool, fingerprint: str | None = None):

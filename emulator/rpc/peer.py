@@ -10,7 +10,9 @@ Messages (JSON objects, one per frame):
 
 Calls are multiplexed: a call to a coroutine method runs in its own task, a synchronous method
 runs as its frame is read; answers go out as they finish.
-Object 0 is each side's *root*, the object the connection was made for.
+Object 0 is each side's *root*, the object the connection was made for. While an incoming call
+runs, :data:`calling_peer` names the connection it came from, so an object shared with several
+isolates can tell which one is calling.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ ErrorFactory = Callable[[str, "str | None"], BaseException]
 _ERROR_FACTORIES: dict[str, ErrorFactory] = {}
 #: NaN and infinities are refused (ValueError), as JSON has no spelling for them.
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+#: The connection whose incoming call is running in this context (None outside any such call).
+calling_peer: contextvars.ContextVar["Peer | None"] = \
+    contextvars.ContextVar("dynwf_calling_peer", default=None)
 
 
 def register_error(name: str, factory: ErrorFactory) -> None:
@@ -155,6 +162,11 @@ class Peer:
         self.proxies = proxies or {}
         self.closed: BaseException | None = None
         self.remote = Stub(self, 0)
+
+    @property
+    def root(self) -> Any:
+        """This side's object 0, which the other side reaches as ``remote``."""
+        return self._exports[0][0]
 
     # ---- references ------------------------------------------------------------------------
 
@@ -316,6 +328,7 @@ class Peer:
 
     def _run(self, message: dict[str, Any], plain: bool) -> Any:
         """Call the method; answer unless its result is an awaitable, which is returned."""
+        calling_peer.set(self)  # in a context of its own: see _dispatch
         call_id = message.get("id")
         try:
             result = self._invoke(message, plain)
@@ -339,6 +352,7 @@ class Peer:
         return getattr(target, method)(*args, **kwargs)
 
     async def _handle(self, message: dict[str, Any], plain: bool, awaitable: Any = None) -> None:
+        calling_peer.set(self)  # the task's own context
         call_id = message.get("id")
         if self._queued is asyncio.current_task():
             self._queued = None  # tasks start in creation order: every handler task has started

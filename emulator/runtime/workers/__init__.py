@@ -6,7 +6,9 @@ header names are case-insensitive, ``Response.json(...)`` is a constructor on th
 reader on an instance, and a body can be read once (``clone()`` first to read it twice), as with
 ``fetch`` in workerd, so code that works here does not fail in production on a used body.
 
-``Request`` and ``Response`` cross the isolate boundary by value (bodies as bytes).
+``Request`` and ``Response`` cross the isolate boundary by value (bodies as bytes), which is how
+``fetch`` works in an isolate: it holds no network socket, so the request goes to the host, which
+sends it as the dispatcher's ``global_outbound`` says (see ``emulator/isolates/outbound.py``).
 
 This module is imported both as ``workers`` (by user code; the runtime folder is on the import
 path) and as ``emulator.runtime.workers`` (by the emulator). Both names are bound to one module
@@ -20,8 +22,9 @@ import importlib
 import json as _json
 import re
 import sys
+from contextvars import ContextVar
 from types import ModuleType
-from typing import Any, Iterator, Mapping
+from typing import Any, Awaitable, Callable, Iterator, Mapping
 
 from emulator.rpc.target import RpcTarget, value_type
 
@@ -372,4 +375,49 @@ class Response(_Body):
         return f"<Response {self.status}>"
 
 
-__all__ = ["Headers", "Request", "Response", "RpcTarget", "WorkerEntrypoint", "WorkflowEntrypoint"]
+# ---- fetch ------------------------------------------------------------------------------------
+
+#: Where ``fetch`` sends a request from the code running in this context: set by an isolate while
+#: tenant code runs (to the host, over RPC); unset in the host, which sends requests itself.
+outbound_route: ContextVar[Callable[[Request], Awaitable[Response]] | None] = \
+    ContextVar("workers_outbound_route", default=None)
+
+_FETCH_OPTIONS = ("method", "headers", "body")
+
+
+async def fetch(resource: Any, **options: Any) -> Response:
+    """An HTTP request, as the Python Workers SDK's ``fetch``: ``resource`` is a URL or a
+    ``Request``; ``method``, ``headers`` and ``body`` override the request's. Returns the
+    ``Response`` (a 404 or a 500 is a response, not an error).
+
+    In a tenant's isolate it succeeds only as far as the dispatcher allows: ``global_outbound``
+    left out, the host sends it; ``None``, ``PermissionError`` with the platform's message; a
+    stub, the stub answers."""
+    unknown = sorted(set(options) - set(_FETCH_OPTIONS))
+    if unknown:
+        raise TypeError(f"fetch() got unsupported option(s) {', '.join(unknown)} "
+                        f"(supported: {', '.join(_FETCH_OPTIONS)})")
+    if isinstance(resource, Request):
+        if resource.body_used:
+            raise TypeError(_BODY_USED)
+        base = {"method": resource.method, "headers": resource.headers, "body": resource._content}
+        url = resource.url
+    elif isinstance(resource, str):
+        base, url = {"method": "GET", "headers": None, "body": None}, resource
+    else:
+        raise TypeError(f"fetch() needs a URL (str) or a Request, not {type(resource).__name__}")
+    init = {**base, **options}
+    headers = init["headers"]
+    headers = headers.copy() if isinstance(headers, Headers) else Headers(headers)
+    if isinstance(init["body"], str):
+        headers.setdefault("content-type", "text/plain;charset=UTF-8")
+    request = Request(url, method=init["method"], headers=headers, body=init["body"])
+    route = outbound_route.get()
+    if route is not None:
+        return await route(request)
+    from emulator.isolates.outbound import check_request, send_from_host
+    return await send_from_host(check_request(request))  # the host's own code: its own network
+
+
+__all__ = ["Headers", "Request", "Response", "RpcTarget", "WorkerEntrypoint", "WorkflowEntrypoint",
+           "fetch"]
