@@ -80,7 +80,8 @@ class ChecklistStep:
     duration_ms: int | None = None
     sleep_from: int | None = None
     until: int | None = None
-    slept_ms: int | None = None
+    slept_ms: int | None = None       # the sleep asked for
+    woke_after_ms: int | None = None  # ended ahead of its time (fast-forward, instances wake)
     event_type: str | None = None
     timeout_at: int | None = None
     note: str | None = None       # how a wait ended, when no event said so ("event received")
@@ -386,7 +387,7 @@ def _on_waiting(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> No
 def _on_woken(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> None:
     status = data.get("status")
     if row.kind == "sleep" and status == "done":
-        _end_sleep(row, event.at)
+        _end_sleep(row, event.at, data.get("early_ms") or 0)
     elif row.kind == "wait" and status == "failed":
         row.state, row.note = FAILED, None
         row.error = f'timed out waiting for event "{row.event_type}"' if row.event_type \
@@ -397,10 +398,12 @@ def _on_woken(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> None
         row.state = DONE
 
 
-def _end_sleep(row: ChecklistStep, at: int) -> None:
+def _end_sleep(row: ChecklistStep, at: int, early_ms: int = 0) -> None:
     row.state = DONE
     if row.sleep_from is not None:
-        row.slept_ms = (row.until if row.until is not None else at) - row.sleep_from
+        row.slept_ms = max((row.until if row.until is not None else at) - row.sleep_from, 0)
+        if early_ms > 0:
+            row.woke_after_ms = max(at - row.sleep_from, 0)
 
 
 def _on_log(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> None:
@@ -492,7 +495,12 @@ def _done_text(row: ChecklistStep, fast_forward: bool) -> str:
     if row.kind == "sleep":
         if row.slept_ms is None:
             return "done"
-        return f"done · {'skipped' if fast_forward else 'slept'} {format_ms(row.slept_ms)}"
+        if fast_forward:
+            return f"done · skipped {format_ms(row.slept_ms)}"
+        if row.woke_after_ms is not None:
+            return (f"done · woken after {format_ms(row.woke_after_ms)} of "
+                    f"{format_ms(row.slept_ms)}")
+        return f"done · slept {format_ms(row.slept_ms)}"
     if row.kind == "wait":
         return f"done · {row.note}" if row.note else "done"
     text = "done" if row.duration_ms is None else f"done in {format_ms(row.duration_ms)}"

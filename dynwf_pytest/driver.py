@@ -2,8 +2,10 @@
 
 The model is Temporal's time-skipping test environment. Nothing runs behind the test's back: the
 engine makes progress while a test *waits* (``wait_for_status``, ``wait_for_step_result``,
-``advance``, ``settle``). While a wait finds nothing runnable, the virtual clock jumps to the next
-sleep or retry back-off (``time_skipping``); an event timeout is never skipped by a wait, because a
+``advance``, ``settle``). While a wait finds nothing runnable, the sleep or retry back-off due
+first ends now (``time_skipping``: that instance's own timer, early; the clock does not move,
+so no other instance's time passes and no recorded time runs ahead); an event timeout is never
+skipped by a wait, because a
 test that forgot to send an event should hear about it, not see the timeout path taken silently.
 ``advance(duration)`` moves the clock by exactly ``duration``, firing every timer that falls due on
 the way (event timeouts included) at its own time.

@@ -72,8 +72,9 @@ class Emulator:
     """A project's host (dispatcher, engine, isolates) for tests.
 
     ``isolation``: ``"process"`` (real isolates, the default) or ``"inline"`` (tenant code in this
-    process, for pdb). ``time_skipping``: waits jump over sleeps and retry back-offs when nothing
-    else can run (turn it off to move time only with ``advance``). ``start`` is the virtual clock's
+    process, for pdb). ``time_skipping``: waits end sleeps and retry back-offs early when nothing
+    else can run, one instance's own timer at a time, without moving the clock (turn it off to
+    move time only with ``advance``, which moves the whole clock). ``start`` is the virtual clock's
     first instant (a datetime, read as UTC when naive, or epoch ms; default: now).
     """
 

@@ -291,6 +291,9 @@ def _step(step: StepRow) -> dict[str, Any]:
         "duration_ms": step.ended_at - step.started_at if ended else None,
         # the sleep's length, or the event wait's timeout, as the code asked for it
         "requested_ms": step.duration_ms,
+        # a sleep ended ahead of its time (fast-forward, instances wake): how long it really took
+        "woken_early": bool(step.kind == "sleep" and ended and step.duration_ms is not None
+                            and step.ended_at - step.started_at < step.duration_ms),
         "event_type": step.event_type,
         "result": public["result"], "error": public["error"],
         "started_at": step.started_at, "ended_at": step.ended_at,

@@ -95,3 +95,15 @@ class Harness:
 
     def retry_delays(self, id: str = "i1") -> list[int]:
         return [p.data["next_attempt_at"] - p.at for p in self.events("step.attempt_failed", id)]
+
+    async def drain_moving_clock(self, kinds: tuple[str, ...] = ("sleep", "retry")) -> None:
+        """Run to the end moving this test's whole clock to each next due timer of ``kinds``,
+        so every wait ends at its own time (the clock a test owns, as the pytest plugin's
+        ``advance()``; fast-forward in the product ends one instance's wait early instead and
+        moves no clock)."""
+        while True:
+            await self.engine.drain(jump=False)
+            due = self.engine.store.next_timer_due(kinds)
+            if due is None:
+                return
+            self.clock.jump_to(max(due, self.clock.now_ms()))

@@ -632,3 +632,21 @@ def test_thousands_of_dynamic_steps_keep_their_order():
     feed("step.sleeping", 80 * SECOND, ("sleep", "bake", 1), until=T0 + 90 * SECOND)
     assert [s.label for s in checklist.steps] == [
         "checkout", "build", *(f"deploy-{r}" for r in regions), "bake", "approval", "promote"]
+
+
+def test_a_sleep_woken_ahead_of_its_time_says_so():
+    """docs/semantics.md, "Time": a two-hour sleep that `instances wake` ended after 17 s reads
+    "woken after 17s of 2h", never "slept 2h"."""
+    checklist = pipeline_checklist()
+    feed = Feed(checklist)
+    feed.start()
+    feed.checkout()
+    feed.build()
+    feed.deploys()
+    feed.bake(wake=False)
+    feed("step.woken", 90 * SECOND + 17 * SECOND, ("sleep", "bake", 1), status="done",
+         early_ms=2 * HOUR - 17 * SECOND)
+    text = render(checklist, now=T0 + 90 * SECOND + 17 * SECOND)
+    bake = next(line for line in text.splitlines() if "bake" in line)
+    assert "done · woken after 17s of 2h" in bake, text
+    assert "slept" not in bake

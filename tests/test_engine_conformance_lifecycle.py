@@ -355,14 +355,14 @@ def test_s1_3_pause_stops_a_sleeping_instance_clock(tmp_path):
         h.clock.advance(10 * MINUTE)
         await inst.pause()
         assert (await inst.status())["status"] == "paused"
-        await h.engine.drain()                      # nothing to jump to while paused
+        await h.drain_moving_clock()                      # nothing to jump to while paused
         assert (await inst.status())["status"] == "paused"
         h.clock.advance(30 * MINUTE)
         await h.engine.drain(jump=False)
         assert (await inst.status())["status"] == "paused"
         await inst.resume()
         assert h.timers() == [("sleep", ("sleep", "nap", 1), T0 + HOUR + 30 * MINUTE)]
-        await h.engine.drain()
+        await h.drain_moving_clock()
         assert await inst.status() == {"status": "complete", "error": None, "output": "woke"}
         assert h.step("sleep", "nap").ended_at == T0 + 90 * MINUTE
     arun(main())
@@ -940,7 +940,7 @@ def test_s4_6_pause_during_retry_backoff_pauses_at_once(tmp_path):
         await inst.resume()
         await h.engine.drain(jump=False)
         assert calls["flaky"] == 1          # 1 minute of back-off is still left
-        await h.engine.drain()
+        await h.drain_moving_clock()
         assert await inst.status() == {"status": "complete", "error": None, "output": "up"}
         assert h.clock.now_ms() == T0 + HOUR + MINUTE
     arun(main())

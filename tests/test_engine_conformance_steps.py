@@ -353,7 +353,7 @@ def test_s2_4_linear_backoff_delays(tmp_path):
     async def main():
         h = Harness(tmp_path / "db.sqlite", wf)
         await h.create()
-        await h.engine.drain()
+        await h.drain_moving_clock()
         assert h.retry_delays() == [1000, 2000, 3000]
         assert h.clock.now_ms() == T0 + 6000
         await errored_with(h, "ValueError")
@@ -511,7 +511,7 @@ def test_s2_6_numeric_sleep_is_milliseconds(tmp_path):
         await h.engine.drain(jump=False)
         assert h.timers() == [("sleep", ("sleep", "nap", 1), T0 + 1500)]
         assert h.step("sleep", "nap").duration_ms == 1500
-        await h.engine.drain()
+        await h.drain_moving_clock()
         assert (await h.status())["output"] == "woke"
         assert h.clock.now_ms() == T0 + 1500
     arun(main())
@@ -555,7 +555,7 @@ def test_s2_7_sleep_until_datetime(tmp_path):
         await h.create()
         await h.engine.drain(jump=False)
         assert h.timers() == [("sleep", ("sleep", "alarm", 1), T0 + 2 * HOUR)]
-        await h.engine.drain()
+        await h.drain_moving_clock()
         assert (await h.status())["output"] == "woke"
         assert h.clock.now_ms() == T0 + 2 * HOUR
     arun(main())
@@ -573,7 +573,7 @@ def test_s2_7_sleep_until_epoch_milliseconds(tmp_path):
     async def main():
         h = Harness(tmp_path / "db.sqlite", wf)
         await h.create()
-        await h.engine.drain()
+        await h.drain_moving_clock()
         assert (await h.status())["output"] == "woke"
         assert h.step("sleep", "first").ended_at == T0 + HOUR
         assert h.step("sleep", "second").ended_at == T0 + 3 * HOUR
@@ -617,7 +617,7 @@ def test_s2_7_changed_sleep_duration_on_replay_warns_and_keeps_original(tmp_path
         warnings = [log for log in h.engine.store.list_logs("i1") if log["level"] == "warning"]
         assert len(warnings) == 1
         assert "3600000ms" in warnings[0]["message"] and "7200000ms" in warnings[0]["message"]
-        await h.engine.drain()
+        await h.drain_moving_clock()
         assert (await h.status())["output"] == "woke"
         assert h.step("sleep", "nap").ended_at == T0 + HOUR
     arun(main())
@@ -632,7 +632,7 @@ def test_s2_7_sleep_of_365_days_is_allowed(tmp_path):
     async def main():
         h = Harness(tmp_path / "db.sqlite", wf)
         await h.create()
-        await h.engine.drain()
+        await h.drain_moving_clock()
         assert (await h.status())["output"] == "woke"
         assert h.clock.now_ms() == T0 + 365 * DAY
     arun(main())
@@ -779,7 +779,7 @@ def test_s2_8_timeout_is_catchable(tmp_path):
     async def main():
         h = Harness(tmp_path / "db.sqlite", wf)
         await h.create()
-        await h.engine.drain(jump_kinds=("sleep", "retry", "event_timeout"))
+        await h.drain_moving_clock(("sleep", "retry", "event_timeout"))
         assert await h.status() == {"status": "complete", "error": None,
                                     "output": {"timed_out": "Execution timed out after 600000ms"}}
         assert h.clock.now_ms() == T0 + 10 * MINUTE

@@ -247,7 +247,11 @@ def _step_detail(step: dict[str, Any]) -> Text:
         parts.append(Text(f"{step['attempts']} attempt{'s' if step['attempts'] != 1 else ''}",
                           style="muted"))
     if step["kind"] == "sleep" and step["requested_ms"] is not None:
-        parts.append(Text(f"sleep {format_ms(step['requested_ms'])}", style="muted"))
+        if step.get("woken_early"):
+            parts.append(Text(f"woken after {format_ms(step['duration_ms'])} of "
+                              f"{format_ms(step['requested_ms'])}", style="muted"))
+        else:
+            parts.append(Text(f"sleep {format_ms(step['requested_ms'])}", style="muted"))
     if step["kind"] == "wait":
         wait = f"for '{step['event_type']}'"
         if step["requested_ms"] is not None and step["status"] == "waiting":

@@ -35,7 +35,7 @@ from emulator.engine.writes import WriteBatcher
 from emulator.engine.limits import DEFAULT_STEP_LIMIT, encode_json
 from emulator.engine.retries import config_from_json
 from emulator.engine.step import uses_implicit_dependencies
-from emulator.engine.store import InstanceRow, StepKey, Store, TimerRow
+from emulator.engine.store import InstanceRow, StepKey, StepRow, Store, TimerRow
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError
 
 RunnerFactory = Callable[[InstanceRow], Any]  # -> an object with (async) run(event, step)
@@ -176,19 +176,29 @@ class Engine:
                 break
             if due <= self.clock.now_ms():
                 continue
-            if jump and self.clock.can_jump:
-                jump_due = self._next_due_of(jump_kinds)
-                if jump_due is None:
+            if jump:
+                if not self.skip_ahead(jump_kinds):
                     break
-                self.clock.jump_to(jump_due)
                 continue
-            if not jump:
-                break
-            await self._sleep(delay, None)
+            break
         await self._settle()
 
-    def _next_due_of(self, kinds: tuple[str, ...]) -> int | None:
-        return self.store.next_timer_due(kinds)
+    def skip_ahead(self, kinds: tuple[str, ...] = ("sleep", "retry")) -> bool:
+        """Fast-forward: end the wait of the one instance whose timer of ``kinds`` is due first,
+        now, instead of at its time. No clock moves: every other instance's time, and each
+        recorded time, stays true (docs/semantics.md, "Time"). Returns False when there is no
+        such timer (only paused instances', or other engines')."""
+        real = self.clock.real_ms()
+        for timer in self.store.next_timers(kinds):
+            if self.only is not None and timer.instance_id not in self.only:
+                continue
+            row = self.store.find_instance(timer.instance_id)
+            if row is None or (row.lease_owner not in (None, self.owner)
+                               and (row.lease_expiry or 0) >= real):
+                continue  # a live lifetime in another engine owns this timer
+            if self.fire_timers_now(timer.instance_id, lambda t, chosen=timer.id: t.id == chosen):
+                return True
+        return False
 
     async def _settle(self) -> None:
         """Let queued writes land before returning control to the caller."""
@@ -271,26 +281,32 @@ class Engine:
                     continue  # a live lifetime in another engine owns this timer
                 if not self.store.delete_timer_txn(timer.id):
                     continue
+                step = self.store.get_step(timer.instance_id, timer.step) \
+                    if timer.kind == "sleep" else None
                 if not self._resolve_timer_txn(timer, now):
                     continue
                 if row.status == states.WAITING:  # written only once its lifetime has stopped
                     self.store.set_status_txn(row.id, row.status, states.QUEUED, now)
-                woken.append((timer.instance_id, timer.step))
+                woken.append((timer.instance_id, timer.step, _early(step, now)))
         self._maybe_runnable = True
-        for instance_id, key in woken:
+        for instance_id, key, early_ms in woken:
             lifetime = self.live.get(instance_id)
             step = self.store.get_step(instance_id, key)
             if step is not None:
                 self.progress.publish(progress.Progress(progress.STEP_WOKEN, instance_id, now, key,
-                                                        {"status": step.status}))
+                                                        {"status": step.status,
+                                                         "early_ms": early_ms}))
                 if lifetime is not None:
                     lifetime.wake(key, step)
 
     def fire_timers_now(self, instance_id: str, select: Callable[[TimerRow], bool]) -> int:
-        """Fire the instance's timers that ``select`` picks now, as if they were due (the hook a
-        test modifier uses to end a wait already under way). Returns how many fired."""
+        """Fire the instance's timers that ``select`` picks now, ahead of their time (fast-forward,
+        ``instances wake``, a test modifier ending a wait already under way). Each step records
+        when it really ended; the progress event says by how much it was early. Returns how
+        many fired."""
         now = self.clock.now_ms()
         fired: list[StepKey] = []
+        early: dict[StepKey, int] = {}
         with self.store.write():
             row = self.store.find_instance(instance_id)
             if row is None or row.status == states.PAUSED or states.is_finished(row.status):
@@ -299,6 +315,7 @@ class Engine:
                 if select(timer) and self.store.delete_timer_txn(timer.id) \
                         and self._resolve_timer_txn(timer, now):
                     fired.append(timer.step)
+                    early[timer.step] = max(timer.due - now, 0)
             if fired and row.status == states.WAITING:
                 self.store.set_status_txn(row.id, row.status, states.QUEUED, now)
         lifetime = self.live.get(instance_id)
@@ -307,7 +324,8 @@ class Engine:
             if step is None:
                 continue
             self.progress.publish(progress.Progress(progress.STEP_WOKEN, instance_id, now, key,
-                                                    {"status": step.status}))
+                                                    {"status": step.status,
+                                                     "early_ms": early.get(key, 0)}))
             if lifetime is not None:
                 lifetime.wake(key, step)
         if fired:
@@ -519,6 +537,13 @@ class Engine:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _early(sleep: StepRow | None, now: int) -> int:
+    """How long before its asked length a sleep ends now (``instances wake`` moves its timer)."""
+    if sleep is None or sleep.started_at is None or sleep.duration_ms is None:
+        return 0
+    return max(sleep.started_at + sleep.duration_ms - now, 0)
 
 
 def is_isolate_fault(exc: BaseException) -> bool:

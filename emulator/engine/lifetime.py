@@ -290,8 +290,12 @@ class Lifetime:
                                                           duration_ms=duration_ms, ended=True))
             return await self._answer()
 
+        # the length asked for, also for sleep_until: so its end can be told apart from an
+        # early one (fast-forward, instances wake)
+        asked = duration_ms if duration_ms is not None else due - now
+
         def start(s: Store) -> None:
-            self._store_step(s, key, "sleeping", now, 0, None, duration_ms=duration_ms)
+            self._store_step(s, key, "sleeping", now, 0, None, duration_ms=asked)
             s.add_timer_txn(self.id, "sleep", key, due)
         await self._commit(start)
         self.engine.timer_added(due)

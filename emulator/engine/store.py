@@ -435,6 +435,15 @@ class Store:
             sql += f" AND t.kind IN ({','.join('?' * len(args))})"
         return self.conn.execute(sql, args).fetchone()[0]
 
+    def next_timers(self, kinds: Iterable[str], limit: int = 50) -> list[TimerRow]:
+        """The earliest timers of ``kinds`` whose instance is not paused, soonest first."""
+        args = list(kinds)
+        rows = self.conn.execute(
+            "SELECT t.id, t.instance_id, t.kind, t.step_kind, t.step_name, t.step_count, t.due "
+            "FROM timers t JOIN instances i ON i.id = t.instance_id WHERE i.status != 'paused' "
+            f"AND t.kind IN ({','.join('?' * len(args))}) ORDER BY t.due LIMIT ?", (*args, limit))
+        return [TimerRow(r[0], r[1], r[2], (r[3], r[4], r[5]), r[6]) for r in rows]
+
     def timers_of(self, instance_id: str) -> list[TimerRow]:
         rows = self.conn.execute(
             "SELECT id, instance_id, kind, step_kind, step_name, step_count, due FROM timers "

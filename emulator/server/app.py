@@ -257,29 +257,23 @@ def create_app(host: ProjectHost, *, on_request: Callable[[RequestRecord], None]
 
 
 async def fast_forward_idle(engine: Engine, stop: asyncio.Event, *, every_s: float = 0.05) -> None:
-    """``--fast-forward`` under a server: whenever nothing is running or waiting to run, jump the
-    engine's virtual clock to the next sleep or retry back-off that is due, instead of waiting
-    for it. Event waits (and their timeouts) are left alone: an event comes from outside.
+    """``--fast-forward`` under a server: whenever nothing is running or waiting to run, end the
+    sleep or retry back-off that is due first, now (``Engine.skip_ahead``: that instance's own
+    timer, no clock moves). Event waits and their timeouts are left alone: an event comes from
+    outside, and another instance's sleep never times one out.
 
-    ``Engine.serve`` never jumps (it serves real requests); ``Engine.drain`` does, but returns
+    ``Engine.serve`` never skips (it serves real requests); ``Engine.drain`` does, but returns
     when idle, so the server runs this beside ``serve``.
     """
-    clock = engine.clock
-    if not clock.can_jump:
-        return
     while not stop.is_set():
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)
         if engine.live:
             continue
-        due = engine.store.next_timer_due(("sleep", "retry"))
-        if due is None or due <= clock.now_ms():
-            continue
         counts = engine.store.count_by_status()
         if any(counts.get(status) for status in ("queued", "running", "waitingForPause")):
             continue
-        clock.jump_to(due)
-        engine.timer_added(due)
+        engine.skip_ahead()
 
 
 # ---- serving ----------------------------------------------------------------------------------

@@ -88,10 +88,13 @@ export function stepDetail(row) {
     if (o?.in_loop) bits.push("in a loop");
     return bits.join(" · ");
   }
-  if (step.kind === "sleep" && step.requested_ms !== null) bits.push(`sleep ${formatMs(step.requested_ms)}`);
+  if (step.kind === "sleep" && step.requested_ms !== null) {
+    bits.push(step.woken_early ? `woken after ${formatMs(step.duration_ms)} of ${formatMs(step.requested_ms)}`
+                               : `sleep ${formatMs(step.requested_ms)}`);
+  }
   if (step.kind === "wait" && step.event_type) bits.push(`event "${step.event_type}"`);
   if (row.state === "cancelled") bits.push("cancelled by the workflow's code");
   if (step.attempts > 1 || row.state === "retrying") bits.push(`attempt ${step.attempts}`);
-  if (step.duration_ms !== null && step.duration_ms !== undefined) bits.push(formatMs(step.duration_ms));
+  if (step.duration_ms !== null && step.duration_ms !== undefined && step.kind !== "sleep") bits.push(formatMs(step.duration_ms));
   return bits.join(" · ");
 }
