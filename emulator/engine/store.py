@@ -49,6 +49,12 @@ class InstanceRow:
     started_at: int | None
     ended_at: int | None
 
+    def __post_init__(self) -> None:
+        # a status this version does not know (a newer writer's, a damaged row) reads as the
+        # platform's fallback, "unknown" (docs/semantics.md, "Instances and statuses")
+        if self.status not in states.ALL:
+            self.status = states.UNKNOWN
+
     def to_public(self) -> dict[str, Any]:
         return {
             "id": self.id, "workflow": self.workflow, "status": self.status,
@@ -257,7 +263,13 @@ class Store:
         sets = ", ".join(f"{name} = ?" for name in fields)
         sql = f"UPDATE instances SET status = ?, updated_at = ?{', ' + sets if sets else ''} " \
               "WHERE id = ? AND status = ?"
-        cursor = self.conn.execute(sql, (new, now, *fields.values(), id, old))
+        if old == states.UNKNOWN:  # whatever unrecognised status the row really holds
+            sql = sql[:-len("status = ?")] + \
+                f"status NOT IN ({', '.join('?' * (len(states.ALL) - 1))})"
+            known = [s for s in states.ALL if s != states.UNKNOWN]
+            cursor = self.conn.execute(sql, (new, now, *fields.values(), id, *known))
+        else:
+            cursor = self.conn.execute(sql, (new, now, *fields.values(), id, old))
         if cursor.rowcount != 1:
             raise InvalidTransitionError(
                 f"Instance '{id}' is no longer {old}; cannot move it to {new}", instance_id=id)
