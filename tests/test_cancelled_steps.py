@@ -6,7 +6,6 @@ goes on. In the engine's own process and in a tenant's isolate."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 from typer.testing import CliRunner
@@ -15,7 +14,7 @@ from dynwf_cli.app import app
 from emulator.engine import progress
 from emulator.project import open_project
 from emulator.runner import RunOptions, RunSession
-from tests.engine_harness import DAY, Harness, arun
+from tests.engine_harness import Harness, arun
 
 
 async def race_then_sleep(event, step):

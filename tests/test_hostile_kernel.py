@@ -12,9 +12,7 @@ import os
 import socket
 import sys
 import textwrap
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
