@@ -89,7 +89,8 @@ class CachedStep:
         return cls(*data)
 
 
-def _show(key: StepKey) -> str:
+def show_step(key: StepKey) -> str:
+    """How errors name a step: ``step.do "fetch" (occurrence 2)``."""
     kind = {"do": "step.do", "sleep": "step.sleep", "wait": "step.wait_for_event"}[key[0]]
     return f'{kind} "{key[1]}"' + (f" (occurrence {key[2]})" if key[2] > 1 else "")
 
@@ -141,8 +142,8 @@ class StepClient:
                          if k not in self._visited and step.status in ("done", "failed")), None)
         if expected is not None:
             raise WorkflowFatalError(
-                f"replay does not match the steps this instance recorded: expected {_show(expected)} "
-                f"but the code now runs {_show(key)} (the tenant's code changed from "
+                f"replay does not match the steps this instance recorded: expected {show_step(expected)} "
+                f"but the code now runs {show_step(key)} (the tenant's code changed from "
                 f"{self.code_version} to {self.running_version} since the instance started; "
                 "restart it to run the new code from the top)", code="replay.mismatch")
 
