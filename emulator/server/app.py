@@ -273,7 +273,7 @@ async def fast_forward_idle(engine: Engine, stop: asyncio.Event, *, every_s: flo
         if engine.live:
             continue
         due = engine.store.next_timer_due(("sleep", "retry"))
-        if due is None or due <= clock.now_ms():
+        if due is None or due <= clock.now_ms() or not clock.within_jump(due):
             continue
         counts = engine.store.count_by_status()
         if any(counts.get(status) for status in ("queued", "running", "waitingForPause")):
