@@ -22,6 +22,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -166,8 +167,8 @@ class Engine:
         many; forget the instance's quota once it has ended."""
         for marker in self.log_quota.stale_markers(instance_id):
             marker.written = marker.dropped_lines
-            seq, text = marker.seq, marker.text(counts=True)
-            self.writes.submit(lambda s: s.rewrite_log_txn(seq, text), wait=False)
+            self.writes.submit(partial(_rewrite_marker, marker.seq, marker.text(counts=True)),
+                               wait=False)
         if ended:
             self.log_quota.forget(instance_id)
 
@@ -546,6 +547,10 @@ class Engine:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _rewrite_marker(seq: int, text: str, store: Store) -> None:
+    store.rewrite_log_txn(seq, text)
 
 
 def _marker_written(marker: Marker, done: "asyncio.Future[Any]") -> None:

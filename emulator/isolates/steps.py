@@ -133,13 +133,13 @@ class StepBackendTarget(RpcTarget):
         if (duration_ms is None) == (due is None):
             raise ProtocolViolation("sleep needs either a duration or an end time")
         if duration_ms is not None and not 0 <= duration_ms <= MAX_SLEEP_MS:
-            raise DurationError(f"{show_step(key)} of {duration_ms} ms is outside the allowed range of "
+            raise DurationError(f"{show_step(key)} of {_shown_int(duration_ms)} ms is outside the allowed range of "
                                 f"0 to {MAX_SLEEP_MS:,} ms (365 days)")
         if due is not None:
             now = self._backend.now_ms()
             if due - now > MAX_SLEEP_MS:
-                raise DurationError(f"{show_step(key)} until {due} (epoch ms) ends more than 365 days "
-                                    f"from now ({now} on the engine's clock)")
+                raise DurationError(f"{show_step(key)} until {_shown_int(due)} (epoch ms) ends more "
+                                    f"than 365 days after now ({now} on the engine's clock)")
         return self._backend.sleep(key, duration_ms, due)
 
     def wait_for_event(self, key: Any, event_type: str, timeout_ms: int) -> Awaitable[dict[str, Any]]:
@@ -148,7 +148,7 @@ class StepBackendTarget(RpcTarget):
         _typed(timeout_ms, int, "an event wait's timeout")
         check_event_type(event_type)
         if not MIN_EVENT_TIMEOUT_MS <= timeout_ms <= MAX_SLEEP_MS:
-            raise DurationError(f"{show_step(key)} timeout of {timeout_ms} ms is outside the allowed "
+            raise DurationError(f"{show_step(key)} timeout of {_shown_int(timeout_ms)} ms is outside the allowed "
                                 "range of 1 second to 365 days")
         return self._backend.wait_for_event(key, event_type, timeout_ms)
 
@@ -182,7 +182,8 @@ class StepBackendTarget(RpcTarget):
             raise StepCallError(f"{show_step(key)} cannot be used here: a {kind!r} step is expected")
         limit = self._client.step_limit if step_kind == "do" else MAX_WAIT_OCCURRENCES
         if not 1 <= count <= limit:
-            raise StepCallError(f"{show_step(key)}: occurrence {count} is outside 1 to {limit:,}")
+            raise StepCallError(f"step {step_kind} {_shown(name)}: occurrence {_shown_int(count)} is "
+                                f"outside 1 to {limit:,}")
         return key
 
     def _config(self, config_json: Any) -> StepConfig:
@@ -196,7 +197,7 @@ class StepBackendTarget(RpcTarget):
     def _attempt(attempt: Any, config: StepConfig) -> int:
         _typed(attempt, int, "an attempt number")
         if not 1 <= attempt <= config.limit + 1:
-            raise StepCallError(f"attempt {attempt} is outside 1 to {config.limit + 1} (the step's "
+            raise StepCallError(f"attempt {_shown_int(attempt)} is outside 1 to {config.limit + 1} (the step's "
                                 f"retry limit is {config.limit})")
         return attempt
 
@@ -231,6 +232,11 @@ def _typed(value: Any, kind: type, what: str) -> None:
 
 def _type_name(value: Any) -> str:
     return "null" if value is None else f"a {type(value).__name__}"
+
+
+def _shown_int(value: int) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} digits)"
 
 
 def _shown(value: str) -> str:

@@ -418,7 +418,7 @@ class Peer:
         except ProtocolViolation:
             raise
         except Exception as exc:  # noqa: BLE001 - any malformed value: KeyError, TypeError, binascii
-            raise ProtocolViolation(f"{what} holds a tagged value that does not decode: "
+            raise ProtocolViolation(f"a tagged value in {what} does not decode: "
                                     f"{type(exc).__name__}: {exc}") from None
 
     def _break(self, violation: ProtocolViolation) -> None:
