@@ -92,6 +92,19 @@ class NotSerialisableError(PayloadError):
     code = "payload.not_serialisable"
 
 
+class PayloadTooDeepError(PayloadError):
+    """A value nests deeper than a message between an isolate and the host may."""
+
+    code = "payload.too_deep"
+
+
+class StepCallError(ValidationError):
+    """A call on a step handle whose values the platform refuses (and a step client never
+    sends): an attempt number out of range, a step key of the wrong kind, an error too long."""
+
+    code = "step.invalid_call"
+
+
 class InstanceError(DynwfError):
     code = "instance.error"
 
@@ -130,5 +143,6 @@ __all__ = [
     "ConfigError", "DurationError", "DynwfError", "InstanceAlreadyExistsError", "InstanceError",
     "InstanceFinishedError", "InstanceNotFoundError", "InvalidEventTypeError", "InvalidIdError",
     "InvalidStepNameError", "InvalidTransitionError", "NotSerialisableError", "PayloadError",
-    "PayloadTooLargeError", "StepConfigError", "StepLimitError", "UsageError", "ValidationError",
+    "PayloadTooDeepError", "PayloadTooLargeError", "StepCallError", "StepConfigError",
+    "StepLimitError", "UsageError", "ValidationError",
 ]

@@ -44,6 +44,13 @@ class TenantWorkflow(WorkflowEntrypoint):
                     hog.append(bytearray(32 * 1024 * 1024))
             if fault == "huge":
                 return "x" * (2 * 1024 * 1024)
+            if fault == "protocol":         # bytes of its own on its RPC socket
+                import gc
+                transport = next(t for t in gc.get_objects()
+                                 if type(t).__name__ == "StreamTransport")
+                transport.writer.write((5).to_bytes(4, "big") + b"hello")
+                import asyncio
+                await asyncio.Event().wait()
             if fault == "never":
                 import asyncio
                 await asyncio.Event().wait()
@@ -91,7 +98,7 @@ def project(tmp_path_factory):
     ("exit", "isolate.crashed"), ("segfault", "isolate.crashed"), ("loop", "isolate.cpu_limit"),
     ("memory", "isolate.memory_limit"), ("huge", "output is too large"),
     ("never", "timed out after 2000ms"), ("fork", "not permitted"),
-    ("fork_bomb", "Operation not permitted"),
+    ("fork_bomb", "Operation not permitted"), ("protocol", "isolate.protocol"),
 ])
 def test_a_fault_in_a_step_fails_its_attempts_and_the_neighbour_completes(project, tmp_path,
                                                                            fault, code):

@@ -94,7 +94,8 @@ class CachedStep:
         return cls(*data)
 
 
-def _show(key: StepKey) -> str:
+def show_step(key: StepKey) -> str:
+    """How errors name a step: ``step.do "fetch" (occurrence 2)``."""
     kind = {"do": "step.do", "sleep": "step.sleep", "wait": "step.wait_for_event"}[key[0]]
     return f'{kind} "{key[1]}"' + (f" (occurrence {key[2]})" if key[2] > 1 else "")
 
@@ -158,8 +159,8 @@ class StepClient:
                    "step; build step names and their order only from the event and earlier "
                    "steps' results")
         raise WorkflowFatalError(
-            f"replay does not match the steps this instance recorded: expected {_show(expected)} "
-            f"but the code now runs {_show(key)} ({why})", code="replay.mismatch")
+            f"replay does not match the steps this instance recorded: expected {show_step(expected)} "
+            f"but the code now runs {show_step(key)} ({why})", code="replay.mismatch")
 
     def _next_recorded(self) -> StepKey | None:
         return next((k for k, step in self.cache.items()

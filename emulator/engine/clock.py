@@ -8,12 +8,24 @@ in the engine reads the time.
 attempt's timeout means what it says), and when the engine has nothing runnable it *jumps* to the
 next due timer instead of waiting. ``VirtualClock(flowing=False)`` stands still between jumps and
 explicit ``advance()`` calls, which makes tests exact.
+
+One clock serves every tenant, so a jump is bounded here, not only by its callers: no jump moves
+it more than :data:`MAX_JUMP_MS` (the longest wait the platform permits, 365 days) past now. A
+target beyond that is clamped, and callers that jump to timers ask :meth:`Clock.within_jump`
+first: a timer further away (none can be written, but a database from elsewhere may hold one) is
+never reached by jumping, so it cannot drag every other tenant's time along.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime, timezone
+
+from emulator.engine.limits import MAX_SLEEP_MS
+
+#: How far one jump may move a clock.
+MAX_JUMP_MS = MAX_SLEEP_MS
 
 
 class Clock:
@@ -28,8 +40,12 @@ class Clock:
     def real_ms(self) -> int:
         return time.time_ns() // 1_000_000
 
-    def jump_to(self, ms: int) -> None:
+    def jump_to(self, ms: int) -> int:
         raise TypeError(f"{type(self).__name__} cannot jump")
+
+    def within_jump(self, ms: int) -> bool:
+        """Whether one jump can reach ``ms``."""
+        return ms <= self.now_ms() + MAX_JUMP_MS
 
     def now_datetime(self) -> datetime:
         """Workflow time as a naive UTC datetime (the shape of ``event["timestamp"]``)."""
@@ -56,11 +72,19 @@ class VirtualClock(Clock):
         elapsed = time.monotonic_ns() // 1_000_000 - self._origin if self.flowing else 0
         return self._base + elapsed + self._offset
 
-    def jump_to(self, ms: int) -> None:
-        """Move forward to ``ms`` (never backward)."""
+    def jump_to(self, ms: int) -> int:
+        """Move forward to ``ms``: never backward, never more than :data:`MAX_JUMP_MS` (a target
+        beyond is clamped). Returns the time now."""
+        if isinstance(ms, float):
+            if not math.isfinite(ms):
+                raise ValueError(f"cannot jump the clock to {ms}")
+            ms = int(ms)
         now = self.now_ms()
-        if ms > now:
-            self._offset += ms - now
+        target = min(ms, now + MAX_JUMP_MS)
+        if target > now:
+            self._offset += target - now
+            return target
+        return now
 
     def advance(self, ms: int) -> None:
         self.jump_to(self.now_ms() + ms)

@@ -22,6 +22,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -32,7 +33,8 @@ from emulator.engine.failures import WorkflowFatalError, error_dict
 from emulator.engine.lifetime import RESOLVED, Lifetime, timeout_error
 from emulator.engine.modifiers import Modifiers
 from emulator.engine.writes import WriteBatcher
-from emulator.engine.limits import DEFAULT_STEP_LIMIT, encode_json
+from emulator.engine.limits import DEFAULT_STEP_LIMIT, MAX_LOG_LINE_CHARS, encode_json, utf8_size
+from emulator.engine.logs import LogLevel, LogQuota, Marker
 from emulator.engine.retries import config_from_json
 from emulator.engine.step import uses_implicit_dependencies
 from emulator.engine.store import InstanceRow, StepKey, StepRow, Store, TimerRow
@@ -73,6 +75,7 @@ class Engine:
         self.control = Control(self.store, self.clock, on_change=self._on_change)
         self.live: dict[str, Lifetime] = {}
         self.writes = WriteBatcher(self.store)
+        self.log_quota = LogQuota()
         #: test modifiers (spec §7.3), consulted by lifetimes and step clients at named points
         self.modifiers = Modifiers(self)
         self._wake: asyncio.Event | None = None
@@ -141,10 +144,33 @@ class Engine:
                 lifetime.wake(key, step)
 
     def log(self, instance_id: str, step: StepKey | None, level: str, message: str) -> None:
+        """Write a line of ``instance_id``'s log, within its quota (``logs.py``)."""
+        message = message[:MAX_LOG_LINE_CHARS]
+        admitted = self.log_quota.admit(instance_id, step, utf8_size(message))
+        if admitted is False:
+            return
         now = self.clock.now_ms()
-        self.writes.submit(lambda s: s.add_log_txn(instance_id, step, level, message, now), wait=False)
+        if admitted is True:
+            self.writes.submit(lambda s: s.add_log_txn(instance_id, step, level, message, now),
+                               wait=False)
+        else:  # the first line past a quota: the marker that stands for the dropped ones
+            marker = admitted
+            level, message = LogLevel.WARNING.value, marker.text(counts=False)
+            written = self.writes.submit(
+                lambda s: s.add_log_txn(instance_id, step, level, message, now))
+            written.add_done_callback(lambda done: _marker_written(marker, done))
         self.progress.publish(progress.Progress(progress.LOG, instance_id, now, step,
                                                 {"level": level, "message": message}))
+
+    def _settle_logs(self, instance_id: str, *, ended: bool) -> None:
+        """The run stopped: rewrite markers that dropped lines since they were written to say how
+        many; forget the instance's quota once it has ended."""
+        for marker in self.log_quota.stale_markers(instance_id):
+            marker.written = marker.dropped_lines
+            self.writes.submit(partial(_rewrite_marker, marker.seq, marker.text(counts=True)),
+                               wait=False)
+        if ended:
+            self.log_quota.forget(instance_id)
 
     # ---- the scheduler ---------------------------------------------------------------------
 
@@ -395,6 +421,7 @@ class Engine:
             else:
                 await self._finish(lifetime, states.ERRORED, error=error_dict(exc))
         finally:
+            self._settle_logs(lifetime.id, ended=False)
             if self.live.get(lifetime.id) is lifetime:
                 del self.live[lifetime.id]
             self._signal()
@@ -421,6 +448,7 @@ class Engine:
                              output=output_json if status == states.COMPLETE else None,
                              error=json.dumps(error) if error is not None else None)
             return True
+        self._settle_logs(lifetime.id, ended=True)
         if await self.writes.submit(finish):
             self.progress.publish(progress.Progress(progress.INSTANCE_STATUS, lifetime.id, now, None,
                                                     {"status": status, "output": output
@@ -544,6 +572,13 @@ def _early(sleep: StepRow | None, now: int) -> int:
     if sleep is None or sleep.started_at is None or sleep.duration_ms is None:
         return 0
     return max(sleep.started_at + sleep.duration_ms - now, 0)
+def _rewrite_marker(seq: int, text: str, store: Store) -> None:
+    store.rewrite_log_txn(seq, text)
+
+
+def _marker_written(marker: Marker, done: "asyncio.Future[Any]") -> None:
+    if not done.cancelled() and done.exception() is None:
+        marker.seq = done.result()
 
 
 def is_isolate_fault(exc: BaseException) -> bool:

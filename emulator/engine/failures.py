@@ -17,6 +17,8 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
+from emulator.engine.limits import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_NAME_CHARS, cut_text
+
 
 INTERNAL_ATTEMPT_ERROR = {"name": "WorkflowInternalError",
                           "message": "Attempt failed due to internal workflows error"}
@@ -60,6 +62,8 @@ def is_non_retryable(exc: BaseException) -> bool:
 
 
 def error_dict(exc: BaseException) -> dict[str, str]:
+    """The persisted form of ``exc``; its name and message are cut to the platform's bounds (the
+    host refuses longer ones from an isolate)."""
     name = getattr(exc, "name", None) if getattr(type(exc), "carries_name", False) else None
     if is_non_retryable(exc):
         name = "NonRetryableError"
@@ -68,7 +72,8 @@ def error_dict(exc: BaseException) -> dict[str, str]:
         else str(exc)
     if isinstance(exc, KeyError) and exc.args:
         message = str(exc.args[0])
-    return {"name": name or type(exc).__name__, "message": message}
+    return {"name": cut_text(str(name or type(exc).__name__), MAX_ERROR_NAME_CHARS),
+            "message": cut_text(message, MAX_ERROR_MESSAGE_CHARS)}
 
 
 def _coded() -> type:

@@ -16,8 +16,26 @@ MAX_STEP_NAME_LENGTH = 256
 MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_BATCH = 100
 DEFAULT_STEP_LIMIT = 10_000
+#: The longest wait the platform permits: a sleep, an event wait, a retry's back-off, and so the
+#: furthest the virtual clock may jump at once.
 MAX_SLEEP_MS = 365 * 86_400_000
 MIN_EVENT_TIMEOUT_MS = 1_000
+#: Occurrences of one sleep or event-wait name in an instance (``do`` steps have the step limit).
+MAX_WAIT_OCCURRENCES = 1_000_000
+#: A step config as an isolate sends it (the canonical JSON of ``StepConfig``: ~120 bytes).
+MAX_CONFIG_JSON_BYTES = 4096
+MAX_CODE_VERSION_CHARS = 64
+#: A step error's name and message, cut with a mark where they are made.
+MAX_ERROR_NAME_CHARS = 256
+MAX_ERROR_MESSAGE_CHARS = 16_384
+
+# Log lines, and how much of them each tenant may write (``engine/logs.py``). A line past its
+# length is cut; lines past a quota are dropped and one line says so.
+MAX_LOG_LINE_CHARS = 16_384
+LOG_BYTES_PER_STEP = 64 * 1024
+LOG_BYTES_PER_INSTANCE = 1024 * 1024
+#: Lines an isolate prints outside any step (in ``fetch``, at import), per isolate and minute.
+LOG_BYTES_OUTSIDE_STEPS_PER_MINUTE = 1024 * 1024
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f]")
 
 
@@ -62,10 +80,33 @@ def encode_json(value: Any, *, what: str, limit: int = MAX_PAYLOAD_BYTES) -> str
         raise NotSerialisableError(f"{what} is not JSON-serialisable: {exc}") from None
     size = len(text.encode())
     if size > limit:
-        raise PayloadTooLargeError(
-            f"{what} is {size:,} bytes, over the limit of {limit:,} bytes (1 MiB)",
-            hint="store large data elsewhere and pass a reference")
+        raise payload_too_large(what, size, limit)
     return text
+
+
+def payload_too_large(what: str, size: int, limit: int = MAX_PAYLOAD_BYTES) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"{what} is {size:,} bytes, over the limit of {limit:,} bytes (1 MiB)",
+                                hint="store large data elsewhere and pass a reference")
+
+
+def step_output_too_large(name: str, count: int, size: int) -> PayloadTooLargeError:
+    """The platform's error for a step whose output is over the payload limit."""
+    inner = payload_too_large(f'The output of step "{name}"', size)
+    return PayloadTooLargeError(f"Step {name}-{count} output is too large: {inner.message}",
+                                hint=inner.hint)
+
+
+def cut_text(text: str, limit: int) -> str:
+    """``text``, or its start and a mark saying how much was cut, in at most ``limit`` chars."""
+    if len(text) <= limit:
+        return text
+    mark = f"... [{len(text) - limit + 40:,} characters cut]"
+    return text[:max(0, limit - len(mark))] + mark
+
+
+def utf8_size(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (``isascii`` reads a flag: no copy for ASCII text)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def _refuse(value: Any) -> Any:

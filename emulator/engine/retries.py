@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from emulator.engine.durations import parse_duration
+from emulator.engine.limits import MAX_SLEEP_MS
 from emulator.errors import DurationError, StepConfigError
 
 BACKOFFS = ("constant", "linear", "exponential")
@@ -38,12 +39,16 @@ class StepConfig:
     sensitive: str | None = None
 
     def delay_before_retry(self, failed_attempt: int) -> int:
-        """Milliseconds to wait after attempt ``failed_attempt`` (1-indexed) failed (spec §2.4)."""
+        """Milliseconds to wait after attempt ``failed_attempt`` (1-indexed) failed (spec §2.4),
+        at most the longest wait the platform permits (365 days): an exponential back-off passes
+        that by its 40th retry at a 10-second delay, and its timer must stay within reach."""
         if self.backoff == "constant":
-            return self.delay_ms
-        if self.backoff == "linear":
-            return self.delay_ms * failed_attempt
-        return self.delay_ms * 2 ** (failed_attempt - 1)
+            delay = self.delay_ms
+        elif self.backoff == "linear":
+            delay = self.delay_ms * failed_attempt
+        else:
+            delay = self.delay_ms * 2 ** min(failed_attempt - 1, 64)
+        return min(delay, MAX_SLEEP_MS)
 
     def will_retry(self, failed_attempt: int) -> bool:
         return failed_attempt <= self.limit
@@ -82,6 +87,27 @@ def config_from_json(text: str) -> StepConfig:
 
 
 DEFAULT_STEP_CONFIG = StepConfig()
+
+
+@lru_cache(maxsize=256)
+def config_from_wire(text: str) -> StepConfig:
+    """A config as a step client sends it (the JSON of :attr:`StepConfig.json`), checked: valid by
+    the platform's rules and in exactly that form. Raises StepConfigError."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise StepConfigError("a step config is not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("retries"), dict) \
+            or "timeout" not in data:
+        raise StepConfigError("a step config must hold resolved 'retries' and 'timeout'")
+    problems = step_config_problems(data)
+    if problems:
+        raise StepConfigError("a step config is invalid: " + "; ".join(problems))
+    config = resolve_step_config(data, "")
+    if config.to_dict() != data:
+        raise StepConfigError("a step config is not in its resolved form (whole milliseconds, "
+                              "every retry field given)")
+    return config
 
 
 def step_config_problems(config: object) -> list[str]:

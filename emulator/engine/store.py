@@ -485,11 +485,16 @@ class Store:
     # ---- logs ------------------------------------------------------------------------------
 
     def add_log_txn(self, instance_id: str, step: StepKey | None, level: str, message: str,
-                    now: int) -> None:
+                    now: int) -> int:
+        """Append a line; returns its ``seq``."""
         kind, name, count = step if step else (None, None, None)
-        self.conn.execute("INSERT INTO logs (instance_id, step_kind, step_name, step_count, level, "
-                          "message, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                          (instance_id, kind, name, count, level, message, now))
+        return self.conn.execute("INSERT INTO logs (instance_id, step_kind, step_name, step_count, "
+                                 "level, message, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (instance_id, kind, name, count, level, message, now)).lastrowid
+
+    def rewrite_log_txn(self, seq: int, message: str) -> None:
+        """Change the text of line ``seq`` (a log quota's marker, once it knows what it dropped)."""
+        self.conn.execute("UPDATE logs SET message = ? WHERE seq = ?", (message, seq))
 
     def list_logs(self, instance_id: str, after_seq: int | None = None) -> list[dict[str, Any]]:
         """The instance's log lines in order; with ``after_seq``, only those written after the

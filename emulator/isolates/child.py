@@ -24,8 +24,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from emulator.engine import client as step_client
+from emulator.engine.limits import MAX_LOG_LINE_CHARS
 from emulator.engine.step import uses_implicit_dependencies
 from emulator.isolates.steps import STEP_KIND, RemoteStepBackend, step_proxy
+from emulator.rpc.frames import FROM_ISOLATE
 from emulator.rpc.peer import Peer
 from emulator.rpc.target import RpcTarget
 from emulator.rpc.transport import StreamTransport
@@ -115,8 +117,11 @@ def main(fd: int, request: dict[str, Any], loop: asyncio.AbstractEventLoop | Non
 async def _serve(sock: socket.socket, request: dict[str, Any]) -> None:
     transport = await StreamTransport.open(sock)
     root = IsolateRoot(request.get("label", "tenant"))
+    # what it sends is checked against what the host accepts: an honest tenant whose message
+    # the host would take for a protocol violation gets a payload error here instead
     peer = Peer(transport.write, root, name=f"isolate:{root.label}",
-                proxies={STEP_KIND: root.build_step}, flush=transport.flush)
+                proxies={STEP_KIND: root.build_step}, flush=transport.flush,
+                outgoing=FROM_ISOLATE)
     root.peer = peer
     await transport.serve(peer)
 
@@ -270,6 +275,7 @@ class IsolateRoot(RpcTarget):
     def send_log(self, level: str, message: str) -> None:
         if self.peer is None or self.peer.closed is not None:
             return
+        message = message[:MAX_LOG_LINE_CHARS]  # as the host keeps it: no longer line crosses
         where = step_client.current_step.get()
         if where is not None:  # inside a step: logged against that instance, through its handle
             where[2].log(where[1], level, message)

@@ -9,7 +9,8 @@ a dispatcher can call one tenant from inside another's call).
 An isolate is evicted only between calls (never with a call in flight). A hot-reloaded tenant's
 isolate is marked stale: calls already in it finish, the next call goes to a fresh isolate loaded
 through the loader callback again. An isolate that dies fails only the calls in flight in it, with
-``isolate.crashed``, ``isolate.cpu_limit`` or ``isolate.memory_limit``.
+``isolate.crashed``, ``isolate.cpu_limit`` or ``isolate.memory_limit``; one that breaks the RPC
+protocol (``rpc/errors.py``) is killed, and its calls fail with ``isolate.protocol``.
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable
 
+from emulator.engine.limits import MAX_LOG_LINE_CHARS, utf8_size
+from emulator.engine.logs import LogLevel, LogWindow
 from emulator.isolates.child import EXIT_CPU_LIMIT, EXIT_MEMORY_LIMIT, guard_profile
 from emulator.isolates.outbound import NO_OUTBOUND, Outbound, OutboundPolicy
 from emulator.isolates.output import OutputReader
 from emulator.isolates.sandbox import Layers
 from emulator.isolates.zygote import Zygote
-from emulator.rpc.peer import ConnectionLost, Peer
+from emulator.rpc.errors import ConnectionLost, ProtocolError, ProtocolViolation
+from emulator.rpc.frames import FROM_HOST, FROM_ISOLATE
+from emulator.rpc.peer import Peer
 from emulator.rpc.target import RpcTarget
 from emulator.rpc.transport import StreamTransport
 
@@ -43,23 +48,40 @@ class IsolateLimits:
 class HostRoot(RpcTarget):
     """What an isolate may call in the host besides the capabilities in its env: its own log
     and ``fetch`` (outside any step; inside a step both go through that instance's handle).
+    Lines are held to a quota per minute (``engine/logs.py``).
 
     ``outbound`` is the isolate's outbound policy, from the dispatcher's code dict: a plain
     attribute, which the isolate cannot read or change over RPC (only methods can be called)."""
+
+    __rpc_strict__ = True   # only the runtime calls it: a call that does not bind is a violation
 
     def __init__(self, label: str, sink: LogSink | None,
                  outbound: OutboundPolicy = NO_OUTBOUND) -> None:
         self._label = label
         self._sink = sink
         self.outbound = Outbound(outbound)
+        self._window = LogWindow(lambda: time.monotonic_ns() // 1_000_000)
 
     def log(self, level: str, message: str) -> None:
+        if type(level) is not str or type(message) is not str:
+            raise ProtocolViolation("a log line and its level must be strings")
+        self._record(LogLevel.parse(level).value, message)
+
+    def _record(self, level: str, message: str) -> None:
+        """A line outside any step: the isolate's (checked by :meth:`log`) or the host's own about
+        it (an outbound request, level ``fetch``), held to the same window."""
+        message = message[:MAX_LOG_LINE_CHARS]
+        admitted = self._window.admit(utf8_size(message))
+        if admitted is False:
+            return
+        if admitted is not True:
+            level, message = LogLevel.WARNING.value, admitted
         if self._sink is not None:
-            self._sink(self._label, str(level)[:16], str(message)[:16_384])
+            self._sink(self._label, level, message)
 
     async def fetch(self, request: Any) -> Any:
         """An outbound request from outside any step: logged with the tenant only."""
-        return await self.outbound.fetch(request, self.log if self._sink is not None else None)
+        return await self.outbound.fetch(request, self._record if self._sink is not None else None)
 
 
 @dataclass(eq=False)
@@ -103,6 +125,11 @@ class Isolate:
                 self.inline_root.inline_modules.unload()
             self.peer.close(ConnectionLost(f"the inline isolate of '{self.key}' was stopped"))
             return
+        self.stop_process()
+
+    def stop_process(self) -> None:
+        """SIGKILL the isolate's process: only while the zygote has not reaped it (its pid cannot
+        have been reused)."""
         try:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -193,15 +220,17 @@ class IsolatePool:
                    "layers": self.layers.to_dict()}
         pid, sock, output = await self.zygote.fork(key, asdict(guard_profile(payload)))
         try:
-            transport = await StreamTransport.open(sock)
+            transport = await StreamTransport.open(sock, FROM_ISOLATE, budget=True)
         except BaseException:
             os.close(output)
             raise
-        peer = Peer(transport.write, HostRoot(key, self.log_sink, outbound), name=f"isolate {key}")
+        peer = Peer(transport.write, HostRoot(key, self.log_sink, outbound),
+                    name=f"the isolate of '{key}'", incoming=FROM_ISOLATE)
         isolate = Isolate(key, pid, peer, transport, on_idle=self._room_changed)
         isolate.output = await OutputReader.open(output, key, self.log_sink)
         loop = asyncio.get_running_loop()
-        isolate.reader = loop.create_task(transport.serve(peer, on_lost=lambda: self._lost(isolate)))
+        isolate.reader = loop.create_task(transport.serve(
+            peer, on_lost=lambda reason: self._lost(isolate, reason)))
         self._readers.add(isolate.reader)
         isolate.reader.add_done_callback(self._readers.discard)
         try:
@@ -224,11 +253,20 @@ class IsolatePool:
         make_importable()               # tenant code imports ``workers`` in this process
         root = IsolateRoot(key, inline=True)
         host_peer, child_peer = memory_pair(HostRoot(key, self.log_sink, outbound), root,
-                                            names=(f"isolate {key}", f"inline {key}"),
-                                            proxies_b={STEP_KIND: root.build_step})
+                                            names=(f"the isolate of '{key}'", f"inline {key}"),
+                                            proxies_b={STEP_KIND: root.build_step},
+                                            rules=(FROM_ISOLATE, FROM_HOST))
         root.peer = child_peer
         isolate = Isolate(key, os.getpid(), host_peer, None, inline_root=root,
                           on_idle=self._room_changed)
+        close_pair = host_peer.on_break
+
+        def broke(error: ProtocolError) -> None:
+            if close_pair is not None:
+                close_pair(error)
+            isolate.kill()
+            self._forget(isolate)
+        host_peer.on_break = broke
         try:
             await host_peer.remote.load(dict(code))
         except BaseException:
@@ -238,13 +276,24 @@ class IsolatePool:
         self._live[key] = isolate
         return isolate
 
-    async def _lost(self, isolate: Isolate) -> BaseException:
+    def _forget(self, isolate: Isolate) -> None:
         isolate.dead = True
         if self._live.get(isolate.key) is isolate:
             del self._live[isolate.key]
         self._retired.discard(isolate)
         self._room_changed()
+
+    async def _lost(self, isolate: Isolate, reason: ConnectionLost | None = None) -> BaseException:
+        """Why ``isolate``'s connection ended: ``reason`` when this side ended it, else what its
+        exit status says. The process is killed if it is still there (a protocol violation; or
+        a process that closed its socket and lives on, which an honest isolate never does)."""
+        self._forget(isolate)
+        if isinstance(reason, ProtocolError):
+            isolate.stop_process()      # the connection has just been ended here: still alive
+            return reason
         code = await self.zygote.exit_code(isolate.pid)
+        if code is None:                # not reaped within a second of closing its socket
+            isolate.stop_process()
         if code == EXIT_CPU_LIMIT:
             return ConnectionLost(f"the isolate of '{isolate.key}' was stopped: a call held the CPU "
                                   f"longer than the limit of {self.limits.cpu_ms} ms",

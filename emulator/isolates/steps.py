@@ -11,12 +11,23 @@ isolate making the call, never anything the call carries.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import re
+from typing import Any, Awaitable
 
-from emulator.engine.client import CachedStep, StepClient, StepKey
+from emulator.engine.client import CachedStep, StepClient, StepKey, show_step
 from emulator.engine.failures import WorkflowFatalError, WorkflowTimeoutError, non_retryable_class
+from emulator.engine.limits import (MAX_CODE_VERSION_CHARS, MAX_CONFIG_JSON_BYTES,
+                                    MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_NAME_CHARS,
+                                    MAX_LOG_LINE_CHARS, MAX_PAYLOAD_BYTES, MAX_SLEEP_MS,
+                                    MAX_WAIT_OCCURRENCES, MIN_EVENT_TIMEOUT_MS, check_event_type,
+                                    check_step_name, step_output_too_large, utf8_size)
+from emulator.engine.logs import LogLevel
 from emulator.engine.modifiers import StepMocks
+from emulator.engine.retries import StepConfig, config_from_wire
 from emulator.engine.step import WorkflowStep
+from emulator.errors import DurationError, NotSerialisableError, StepCallError, StepConfigError
+from emulator.rpc.errors import ProtocolViolation
 from emulator.rpc.peer import register_error
 from emulator.rpc.target import RpcTarget
 
@@ -30,19 +41,46 @@ register_error("NonRetryableError", lambda message, code: non_retryable_class()(
 register_error("WorkflowTimeoutError", lambda message, code: WorkflowTimeoutError(message))
 
 
+KINDS = ("do", "sleep", "wait")
+_CODE_VERSION = re.compile(r"[0-9A-Za-z._:-]{1,%d}" % MAX_CODE_VERSION_CHARS)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+_RESULT_JSON = json.JSONDecoder(parse_constant=_not_json)
+
+
 def _key(data: Any) -> StepKey:
+    """A step key as the isolate's own step client reads it from the host (trusted)."""
     kind, name, count = data
-    if kind not in ("do", "sleep", "wait") or not isinstance(name, str) or not isinstance(count, int):
+    if kind not in KINDS or not isinstance(name, str) or not isinstance(count, int):
         raise ValueError(f"invalid step key {data!r}")
     return (kind, name, count)
 
 
 class StepBackendTarget(RpcTarget):
-    """What an isolate may ask of the engine about the one instance it is running."""
+    """What an isolate may ask of the engine about the one instance it is running.
+
+    Every argument is checked here, in the host, before the engine sees it: the engine's
+    :class:`~emulator.engine.lifetime.Lifetime` trusts its arguments, and the isolate's step
+    client, which checks the same rules first, may have been switched off. The step client sends
+    each argument with one type, so a wrong type (or count of arguments) is a
+    :class:`~emulator.rpc.errors.ProtocolViolation` and the isolate is killed. A value of the
+    right type that the platform refuses raises the platform's coded error back to the caller and
+    nothing is stored: a step name or event type that is not valid, a count past the step limit,
+    an attempt number the step's retry config does not allow, a config that is not one, a result
+    over 1 MiB or not JSON, an error whose name or message is too long, a sleep or timeout outside
+    0-365 days (a sleep's end, on the engine's clock), a log level outside :class:`LogLevel`.
+    """
+
+    __rpc_strict__ = True   # only the runtime calls it: a call that does not bind is a violation
 
     def __init__(self, client: StepClient) -> None:
         self._client = client
         self._backend = client.backend
+        self._names: set[str] = set()   # step names already checked
 
     def __rpc_describe__(self) -> tuple[str, dict[str, Any]]:
         cache = [[list(key), step.to_wire()] for key, step in self._client.cache.items()]
@@ -52,45 +90,172 @@ class StepBackendTarget(RpcTarget):
             init["mocks"] = self._client.mocks.to_wire()
         return STEP_KIND, init
 
+    # ---- what an isolate may call ------------------------------------------------------------
+
     def record_code_version(self, version: str) -> None:
         """The isolate names the code it runs; kept for the instance if it is its first run."""
-        self._backend.record_code_version(str(version)[:64])
+        _typed(version, str, "a code version")
+        if not _CODE_VERSION.fullmatch(version):
+            raise StepCallError(f"code version {_shown(version)} is not 1-{MAX_CODE_VERSION_CHARS} "
+                                "letters, digits and ._:-")
+        self._backend.record_code_version(version)
 
     def begin(self, key: Any, attempt: int, config_json: str) -> None:
-        self._backend.begin(_key(key), int(attempt), str(config_json))
+        key = self._step_key(key, "do")
+        config = self._config(config_json)
+        self._backend.begin(key, self._attempt(attempt, config), config.json)
 
-    async def settle(self, key: Any, attempt: int, config_json: str, result: str | None,
-                     error: dict[str, str] | None, retryable: bool) -> dict[str, Any]:
-        return await self._backend.settle(_key(key), int(attempt), str(config_json), result, error,
-                                          bool(retryable))
+    def settle(self, key: Any, attempt: int, config_json: str, result: str | None,
+               error: dict[str, str] | None, retryable: bool) -> Awaitable[dict[str, Any]]:
+        key = self._step_key(key, "do")
+        config = self._config(config_json)
+        attempt = self._attempt(attempt, config)
+        _typed(retryable, bool, "retryable")
+        if (result is None) == (error is None):
+            raise ProtocolViolation("settle needs either a result or an error")
+        if result is not None:
+            self._check_result(key, result)
+        else:
+            self._check_error(error)
+        return self._backend.settle(key, attempt, config.json, result, error, retryable)
 
-    async def await_retry(self, key: Any) -> None:
-        await self._backend.await_retry(_key(key))
+    def await_retry(self, key: Any) -> Awaitable[None]:
+        key = self._step_key(key, "do")
+        row = self._backend.steps.get(key)
+        if row is None or row.status not in ("backoff", "ready"):
+            raise StepCallError(f"{show_step(key)} is not waiting to retry")
+        return self._backend.await_retry(key)
 
     def cancelled(self, key: Any, attempt: int) -> None:
-        self._backend.cancelled(_key(key), int(attempt))
+        key = self._step_key(key, "do")
+        _typed(attempt, int, "an attempt number")
+        self._backend.cancelled(key, attempt)
 
-    async def sleep(self, key: Any, duration_ms: int | None, due: int | None) -> None:
-        await self._backend.sleep(_key(key), duration_ms, due)
+    def sleep(self, key: Any, duration_ms: int | None, due: int | None) -> Awaitable[None]:
+        key = self._step_key(key, "sleep")
+        if duration_ms is not None:
+            _typed(duration_ms, int, "a sleep's duration")
+        if due is not None:
+            _typed(due, int, "a sleep's end")
+        if (duration_ms is None) == (due is None):
+            raise ProtocolViolation("sleep needs either a duration or an end time")
+        if duration_ms is not None and not 0 <= duration_ms <= MAX_SLEEP_MS:
+            raise DurationError(f"{show_step(key)} of {_shown_int(duration_ms)} ms is outside the allowed range of "
+                                f"0 to {MAX_SLEEP_MS:,} ms (365 days)")
+        if due is not None:
+            now = self._backend.now_ms()
+            if due - now > MAX_SLEEP_MS:
+                raise DurationError(f"{show_step(key)} until {_shown_int(due)} (epoch ms) ends more "
+                                    f"than 365 days after now ({now} on the engine's clock)")
+        return self._backend.sleep(key, duration_ms, due)
 
-    async def wait_for_event(self, key: Any, event_type: str, timeout_ms: int) -> dict[str, Any]:
-        return await self._backend.wait_for_event(_key(key), event_type, int(timeout_ms))
+    def wait_for_event(self, key: Any, event_type: str, timeout_ms: int) -> Awaitable[dict[str, Any]]:
+        key = self._step_key(key, "wait")
+        _typed(event_type, str, "an event type")
+        _typed(timeout_ms, int, "an event wait's timeout")
+        check_event_type(event_type)
+        if not MIN_EVENT_TIMEOUT_MS <= timeout_ms <= MAX_SLEEP_MS:
+            raise DurationError(f"{show_step(key)} timeout of {_shown_int(timeout_ms)} ms is outside the allowed "
+                                "range of 1 second to 365 days")
+        return self._backend.wait_for_event(key, event_type, timeout_ms)
 
     def log(self, key: Any, level: str, message: str) -> None:
-        self._backend.log(_key(key) if key else None, str(level)[:16], str(message)[:16_384])
+        step = self._step_key(key, None) if key is not None else None
+        _typed(level, str, "a log level")
+        _typed(message, str, "a log line")
+        self._backend.log(step, LogLevel.parse(level), message[:MAX_LOG_LINE_CHARS])
 
     def replayed(self, key: Any) -> None:
+        key = self._step_key(key, None)
         on_replay = self._client.on_replay
         if on_replay is not None:
-            on_replay(_key(key))
+            on_replay(key)
+
+    # ---- checks ------------------------------------------------------------------------------
+
+    def _step_key(self, data: Any, kind: str | None) -> StepKey:
+        if type(data) is not list or len(data) != 3:
+            raise ProtocolViolation(f"a step key is {_type_name(data)}, not [kind, name, count]")
+        step_kind, name, count = data
+        if type(step_kind) is not str or type(name) is not str or type(count) is not int:
+            raise ProtocolViolation("a step key is not [str, str, int]")
+        if step_kind not in KINDS:
+            raise ProtocolViolation(f"step kind {_shown(step_kind)} is not one of {', '.join(KINDS)}")
+        if name not in self._names:
+            check_step_name(name)
+            self._names.add(name)
+        key = (step_kind, name, count)
+        if kind is not None and step_kind != kind:
+            raise StepCallError(f"{show_step(key)} cannot be used here: a {kind!r} step is expected")
+        limit = self._client.step_limit if step_kind == "do" else MAX_WAIT_OCCURRENCES
+        if not 1 <= count <= limit:
+            raise StepCallError(f"step {step_kind} {_shown(name)}: occurrence {_shown_int(count)} is "
+                                f"outside 1 to {limit:,}")
+        return key
+
+    def _config(self, config_json: Any) -> StepConfig:
+        _typed(config_json, str, "a step config")
+        if len(config_json) > MAX_CONFIG_JSON_BYTES:
+            raise StepConfigError(f"a step config of {len(config_json):,} characters is over the "
+                                  f"limit of {MAX_CONFIG_JSON_BYTES:,}")
+        return config_from_wire(config_json)
+
+    @staticmethod
+    def _attempt(attempt: Any, config: StepConfig) -> int:
+        _typed(attempt, int, "an attempt number")
+        if not 1 <= attempt <= config.limit + 1:
+            raise StepCallError(f"attempt {_shown_int(attempt)} is outside 1 to {config.limit + 1} (the step's "
+                                f"retry limit is {config.limit})")
+        return attempt
+
+    @staticmethod
+    def _check_result(key: StepKey, result: Any) -> None:
+        _typed(result, str, "a step result")
+        size = utf8_size(result)
+        if size > MAX_PAYLOAD_BYTES:
+            raise step_output_too_large(key[1], key[2], size)
+        try:
+            _RESULT_JSON.decode(result)
+        except RecursionError:
+            raise NotSerialisableError(f"the output of {show_step(key)} nests too deeply to be read "
+                                       "back") from None
+        except ValueError as exc:
+            raise NotSerialisableError(f"the output of {show_step(key)} is not JSON: {exc}") from None
+
+    @staticmethod
+    def _check_error(error: Any) -> None:
+        if type(error) is not dict or len(error) != 2 or type(error.get("name")) is not str \
+                or type(error.get("message")) is not str:
+            raise ProtocolViolation('a step error is not {"name": str, "message": str}')
+        if len(error["name"]) > MAX_ERROR_NAME_CHARS or len(error["message"]) > MAX_ERROR_MESSAGE_CHARS:
+            raise StepCallError(f"a step error's name or message is over {MAX_ERROR_NAME_CHARS} or "
+                                f"{MAX_ERROR_MESSAGE_CHARS:,} characters")
 
     async def fetch(self, key: Any, request: Any) -> Any:
         """An outbound request from inside step ``key``'s body."""
         from emulator.isolates.outbound import outbound_of_caller  # host side only: urllib, ssl
-        step = _key(key)
+        step = self._step_key(key, "do")
         outbound = outbound_of_caller()
         return await outbound.fetch(
             request, lambda level, message: self._backend.log(step, level, message))
+
+
+def _typed(value: Any, kind: type, what: str) -> None:
+    if type(value) is not kind:
+        raise ProtocolViolation(f"{what} is {_type_name(value)}, not {kind.__name__}")
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def _shown_int(value: int) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} digits)"
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= 60 else value[:57] + "...")
 
 
 class RemoteStepBackend:
@@ -123,7 +288,7 @@ class RemoteStepBackend:
         self._stub.cancelled.send_now(list(key), attempt)
 
     def log(self, key: StepKey | None, level: str, message: str) -> None:
-        self._stub.log.send(list(key) if key else None, level, message)
+        self._stub.log.send(list(key) if key else None, level, message[:MAX_LOG_LINE_CHARS])
 
     async def fetch(self, key: StepKey, request: Any) -> Any:
         return await self._stub.fetch(list(key), request)

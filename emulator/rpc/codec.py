@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 TAG = "$rpc"
 _SCALARS = (str, int, float, bool, type(None))
 _PLAIN_SCALARS = frozenset(_SCALARS)
-_MARK = f'"{TAG}"'
+#: How a tag key is spelled in a frame (unless escaped).
+MARK = f'"{TAG}"'
 
 
 class RpcTypeError(TypeError):
@@ -100,7 +101,7 @@ def is_plain_text(text: str) -> bool:
     """Whether the JSON ``text`` certainly holds no tagged object, so that :func:`decode` would
     return its values unchanged: every tag is a ``"$rpc"`` key, spelled so unless its characters
     were written as ``\\u`` escapes (which this side never writes, and the check refuses)."""
-    return _MARK not in text and "\\u" not in text
+    return MARK not in text and "\\u" not in text
 
 
 def decode(data: Any, peer: "Peer") -> Any:

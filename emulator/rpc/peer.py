@@ -12,7 +12,15 @@ Calls are multiplexed: a call to a coroutine method runs in its own task, a sync
 runs as its frame is read; answers go out as they finish.
 Object 0 is each side's *root*, the object the connection was made for. While an incoming call
 runs, :data:`calling_peer` names the connection it came from, so an object shared with several
-isolates can tell which one is calling.
+isolates can tell which one is calling. An exported object's
+reference carries the names of the methods it offers (``"m"``), so a stub refuses any other name
+on its own side: a call naming a method the object does not offer can then only come from a sender
+that bypassed its stubs.
+
+What is received is trusted no further than ``frames.py`` and :meth:`Peer.receive` check it: a
+frame, message or tagged value that our side never sends is a protocol violation, and the peer
+ends the connection with a :class:`~emulator.rpc.errors.ProtocolError` (see ``errors.py`` for
+which bad calls end a connection and which only raise).
 """
 
 from __future__ import annotations
@@ -25,13 +33,22 @@ import json
 import weakref
 from typing import Any, Callable
 
-from emulator.rpc import codec
+from emulator.engine.limits import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_NAME_CHARS
+from emulator.engine.limits import cut_text as cut
+from emulator.rpc import codec, frames
+from emulator.rpc.errors import ProtocolError, ProtocolViolation
+from emulator.rpc.frames import FROM_HOST, FrameRules
 from emulator.rpc.target import RpcTarget
 
 ErrorFactory = Callable[[str, "str | None"], BaseException]
 _ERROR_FACTORIES: dict[str, ErrorFactory] = {}
 #: NaN and infinities are refused (ValueError), as JSON has no spelling for them.
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+#: Built-in errors never rebuilt from the wire: they mean something to the code awaiting them.
+_NOT_REBUILT = frozenset({"StopIteration", "StopAsyncIteration", "MemoryError", "RecursionError",
+                          "SystemError"})
+_MESSAGE_KINDS = ("call", "send", "ok", "err", "cancel", "drop")
+_TARGET = object()  # key, in a received call, of the object it calls (never a JSON key)
 
 
 #: The connection whose incoming call is running in this context (None outside any such call).
@@ -57,15 +74,6 @@ class RemoteError(Exception):
             self.code = code
 
 
-class ConnectionLost(Exception):
-    """The other side is gone; carries the reason (an isolate fault) when it is known."""
-
-    def __init__(self, message: str, code: str = "isolate.crashed") -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
-
 def error_to_wire(exc: BaseException) -> dict[str, Any]:
     # ``name`` is a class name only on errors that carry one (ImportError.name is a module name)
     name = getattr(exc, "name", None) if getattr(type(exc), "carries_name", False) else None
@@ -77,11 +85,17 @@ def error_to_wire(exc: BaseException) -> dict[str, Any]:
     if not isinstance(message, str):
         message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     code = getattr(exc, "code", None)
-    return {"name": name, "message": message, "code": code if isinstance(code, str) else None}
+    return {"name": cut(name, MAX_ERROR_NAME_CHARS), "message": cut(message, MAX_ERROR_MESSAGE_CHARS),
+            "code": cut(code, MAX_ERROR_NAME_CHARS) if isinstance(code, str) else None}
 
 
 def error_from_wire(error: dict[str, Any]) -> BaseException:
+    """The error to raise for an ``err`` message. Codes of isolate faults are the host's to give:
+    one claimed by the other side is dropped (a tenant cannot make its own error pass for a
+    crash)."""
     name, message, code = error.get("name", "Error"), error.get("message", ""), error.get("code")
+    if isinstance(code, str) and code.startswith("isolate."):
+        code = None
     factory = _ERROR_FACTORIES.get(name)
     if factory is not None:
         return factory(message, code)
@@ -94,7 +108,7 @@ def error_from_wire(error: dict[str, Any]) -> BaseException:
                 except TypeError:
                     break
         return RemoteError(message, name, code)
-    candidate = getattr(builtins, name, None)
+    candidate = getattr(builtins, name, None) if name not in _NOT_REBUILT else None
     if isinstance(candidate, type) and issubclass(candidate, Exception):
         try:
             return candidate(message)
@@ -106,18 +120,23 @@ def error_from_wire(error: dict[str, Any]) -> BaseException:
 class Stub:
     """A reference to an object on the other side; attribute access gives callable methods."""
 
-    __slots__ = ("_peer", "_ref", "_props", "__weakref__")
+    __slots__ = ("_peer", "_ref", "_props", "_methods", "__weakref__")
 
-    def __init__(self, peer: "Peer", ref: int, props: dict[str, Any] | None = None) -> None:
+    def __init__(self, peer: "Peer", ref: int, props: dict[str, Any] | None = None,
+                 methods: frozenset[str] | None = None) -> None:
         self._peer = peer
         self._ref = ref
         self._props = props or {}
+        self._methods = methods       # None: not known (a root), any name is sent
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
         if name in self._props:
             return self._props[name]
+        if self._methods is not None and name not in self._methods:
+            raise AttributeError(f"the remote object has no method {name!r} that can be called "
+                                 "over RPC")
         return _Method(self._peer, self._ref, name)
 
     def __repr__(self) -> str:
@@ -144,13 +163,53 @@ class _Method:
         self._peer.flush()
 
 
+def rpc_methods(cls: type) -> tuple[str, ...]:
+    """The methods of ``cls`` that can be called over RPC: public and callable."""
+    methods = _METHODS.get(cls)
+    if methods is None:
+        methods = _METHODS[cls] = tuple(sorted(
+            name for name in dir(cls) if not name.startswith("_") and name not in
+            getattr(cls, "__rpc_props__", ()) and callable(getattr(cls, name, None))))
+    return methods
+
+
+_METHODS: dict[type, tuple[str, ...]] = {}
+
+
+def _method_info(cls: type, name: str) -> tuple[bool, int | None, int | None] | None:
+    """Whether method ``name`` of ``cls`` may be called over RPC: None if not, else whether it is
+    a coroutine function and, for objects marked ``__rpc_strict__`` (called only by the runtime,
+    which always sends arguments by position), how many arguments it takes: at least, at most."""
+    function = getattr(cls, name, None) if not name.startswith("_") else None
+    if not callable(function):
+        return None
+    least = most = None
+    if getattr(cls, "__rpc_strict__", False):
+        most = function.__code__.co_argcount - 1                      # less self
+        least = most - len(function.__defaults__ or ())
+    info = _METHOD_INFO[(cls, name)] = (inspect.iscoroutinefunction(function), least, most)
+    return info
+
+
+_METHOD_INFO: dict[tuple[type, str], tuple[bool, int | None, int | None]] = {}
+
+
 class Peer:
+    """``incoming``: what frames from the other side may be (``frames.FROM_ISOLATE`` on the
+    host); ``outgoing``: the other side's rules, applied to what this side sends so that its
+    callers get a payload error instead of a broken connection (set in isolates)."""
+
     def __init__(self, write: Callable[[bytes], None], root: Any = None, *, name: str = "peer",
                  proxies: dict[str, Callable[[Stub, Any], Any]] | None = None,
-                 flush: Callable[[], None] | None = None) -> None:
+                 flush: Callable[[], None] | None = None, incoming: FrameRules = FROM_HOST,
+                 outgoing: FrameRules | None = None) -> None:
         self._write = write
         self._flush = flush
         self.name = name
+        self.incoming = incoming
+        self.outgoing = outgoing
+        #: told of a protocol violation once the peer is closed (the transport ends the connection)
+        self.on_break: Callable[[ProtocolError], None] | None = None
         self._exports: dict[int, list[Any]] = {0: [root, 1]}
         self._export_ids: dict[int, int] = {}
         self._next_export = 1
@@ -178,7 +237,7 @@ class Peer:
             self._exports[ref] = [obj, 0]
             self._export_ids[id(obj)] = ref
         self._exports[ref][1] += 1
-        data: dict[str, Any] = {codec.TAG: "ref", "id": ref}
+        data: dict[str, Any] = {codec.TAG: "ref", "id": ref, "m": rpc_methods(type(obj))}
         props = {name: codec.encode(getattr(obj, name), self, f"{path}.{name}")
                  for name in type(obj).__rpc_props__}
         if props:
@@ -191,12 +250,15 @@ class Peer:
         return data
 
     def import_ref(self, data: dict[str, Any]) -> Any:
-        ref = data["id"]
+        ref, methods, props = data.get("id"), data.get("m"), data.get("props", {})
+        if type(ref) is not int or type(props) is not dict or not (
+                methods is None or type(methods) is list and all(type(m) is str for m in methods)):
+            raise ProtocolViolation("a reference has the wrong shape")
         entry = self._stubs.get(ref)
         stub = entry[0]() if entry else None
         if stub is None:
-            props = {k: codec.decode(v, self) for k, v in data.get("props", {}).items()}
-            stub = Stub(self, ref, props)
+            props = {k: codec.decode(v, self) for k, v in props.items()}
+            stub = Stub(self, ref, props, frozenset(methods) if methods is not None else None)
             counter = [0]
             self._stubs[ref] = (weakref.ref(stub), counter)
             weakref.finalize(stub, self._release, ref, counter)
@@ -217,10 +279,13 @@ class Peer:
                 pass
 
     def local(self, ref: int) -> Any:
-        try:
-            return self._exports[ref][0]
-        except KeyError:
-            raise codec.RpcTypeError(f"stale RPC reference {ref}") from None
+        """An object this side exported; a reference to anything else is a protocol violation
+        (the other side is told of each export and says when it lets go)."""
+        entry = self._exports.get(ref) if type(ref) is int else None
+        if entry is None:
+            raise ProtocolViolation(f"a reference to object {ref!r}, which this side has not "
+                                    "exported (or which was released)")
+        return entry[0]
 
     @property
     def export_count(self) -> int:
@@ -233,8 +298,11 @@ class Peer:
         if self._flush is not None and self.closed is None:
             self._flush()
 
-    def _send(self, message: dict[str, Any]) -> None:
-        self._write(_JSON.encode(message).encode())
+    def _send(self, message: dict[str, Any], what: str = "the message") -> None:
+        data = _JSON.encode(message).encode()
+        if self.outgoing is not None:
+            frames.check_outgoing(data, message, self.outgoing, what)
+        self._write(data)
 
     async def call(self, ref: int, method: str, args: tuple, kwargs: dict[str, Any]) -> Any:
         """Call ``method`` on the other side's object ``ref``; cancelling the caller cancels the
@@ -248,8 +316,8 @@ class Peer:
                    "a": codec.encode(list(args), self, f"{method}() arguments")}
         if kwargs:
             message["k"] = codec.encode(kwargs, self, f"{method}() keyword arguments")
-        self._pending[call_id] = future
-        self._send(message)
+        self._send(message, f"the arguments of {method}()")
+        self._pending[call_id] = future  # after the send: a refused message leaves nothing behind
         try:
             return await future
         except asyncio.CancelledError:
@@ -263,7 +331,7 @@ class Peer:
                    "a": codec.encode(list(args), self, f"{method}() arguments")}
         if kwargs:
             message["k"] = codec.encode(kwargs, self, f"{method}() keyword arguments")
-        self._send(message)
+        self._send(message, f"the arguments of {method}()")
 
     def _cancel(self, call_id: int) -> None:
         if self._pending.pop(call_id, None) is not None and self.closed is None:
@@ -275,98 +343,170 @@ class Peer:
     # ---- incoming --------------------------------------------------------------------------
 
     def receive(self, frame: bytes | bytearray) -> None:
-        text = frame.decode()
-        message = json.loads(text)
-        plain = codec.is_plain_text(text)  # then the parsed values are the values sent
-        kind = message["t"]
-        if kind in ("call", "send"):
-            self._dispatch(message, plain)
-        elif kind == "ok":
-            future = self._pending.pop(message["id"], None)
-            if future is not None and not future.done():
-                try:
-                    future.set_result(message["v"] if plain else codec.decode(message["v"], self))
-                except Exception as exc:
-                    future.set_exception(exc)
-        elif kind == "err":
-            future = self._pending.pop(message["id"], None)
-            if future is not None and not future.done():
-                future.set_exception(error_from_wire(message["e"]))
-        elif kind == "cancel":
-            task = self._handling.pop(message["id"], None)
-            if task is not None:
-                task.cancel()
-        elif kind == "drop":
-            entry = self._exports.get(message["id"])
-            if entry is not None and message["id"] != 0:
-                entry[1] -= message["n"]
-                if entry[1] <= 0:
-                    del self._exports[message["id"]]
-                    self._export_ids.pop(id(entry[0]), None)
+        """Handle one frame. What our side never sends ends the connection (see :meth:`_break`)
+        instead of raising into the transport."""
+        if self.closed is not None:
+            return
+        try:
+            message, plain = frames.decode(frame, self.incoming)
+            if type(message) is not dict:
+                raise ProtocolViolation(f"a message is a JSON {type(message).__name__}, not an object")
+            kind = message.get("t")
+            if kind == "call" or kind == "send":
+                self._dispatch(message, plain, self._check_call(message, kind))
+            elif kind == "ok":
+                call_id = message.get("id")
+                if type(call_id) is not int or "v" not in message:
+                    raise ProtocolViolation("an ok message has no call id or no value")
+                future = self._pending.pop(call_id, None)
+                value = message["v"] if plain else self._decoded(message["v"], "a result")
+                if future is not None and not future.done():
+                    future.set_result(value)
+            elif kind == "err":
+                call_id, error = message.get("id"), message.get("e")
+                if type(call_id) is not int or not _is_wire_error(error):
+                    raise ProtocolViolation("an err message has no call id, or an error that is not "
+                                            '{"name": str, "message": str, "code": str or null}')
+                future = self._pending.pop(call_id, None)
+                if future is not None and not future.done():
+                    future.set_exception(error_from_wire({
+                        "name": cut(error["name"], MAX_ERROR_NAME_CHARS),
+                        "message": cut(error["message"], MAX_ERROR_MESSAGE_CHARS),
+                        "code": error.get("code")}))
+            elif kind == "cancel":
+                call_id = message.get("id")
+                if type(call_id) is not int:
+                    raise ProtocolViolation("a cancel message has no call id")
+                task = self._handling.pop(call_id, None)
+                if task is not None:
+                    task.cancel()
+            elif kind == "drop":
+                ref, count = message.get("id"), message.get("n")
+                if type(ref) is not int or type(count) is not int or count < 1:
+                    raise ProtocolViolation("a drop message needs an object id and a count of 1 or more")
+                entry = self._exports.get(ref)
+                if entry is not None and ref != 0:
+                    entry[1] -= count
+                    if entry[1] <= 0:
+                        del self._exports[ref]
+                        self._export_ids.pop(id(entry[0]), None)
+            else:
+                raise ProtocolViolation(f"a message of unknown type {_shown(kind)} (the types are "
+                                        f"{', '.join(_MESSAGE_KINDS)})")
+        except ProtocolViolation as violation:
+            self._break(violation)
 
-    def _dispatch(self, message: dict[str, Any], plain: bool) -> None:
+    def _check_call(self, message: dict[str, Any], kind: str) -> bool:
+        """Check a call's shape, object and method; returns whether the method is a coroutine
+        function (the object is kept in the message: the other side may let go of it before a
+        queued call runs)."""
+        ref, method, args, kwargs = message.get("ref"), message.get("m"), message.get("a"), \
+            message.get("k")
+        if type(ref) is not int or type(method) is not str or type(args) is not list \
+                or not (kwargs is None or type(kwargs) is dict) \
+                or (kind == "call" and type(message.get("id")) is not int):
+            raise ProtocolViolation(
+                f"a {kind} message needs an object id (int), a method name (str), arguments (a "
+                "list), keyword arguments (an object, or none)" + (" and a call id (int)"
+                                                                    if kind == "call" else ""))
+        target = message[_TARGET] = self.local(ref)
+        cls = type(target)
+        info = _METHOD_INFO.get((cls, method)) or _method_info(cls, method)
+        if info is None:
+            raise ProtocolViolation(f"a call of {cls.__name__}.{_shown(method)}, which is not a "
+                                    "method that object offers over RPC")
+        coroutine, least, most = info
+        if least is not None and (kwargs or not least <= len(args) <= most):
+            raise ProtocolViolation(
+                f"a call of {cls.__name__}.{method} with {len(args)} arguments"
+                + (" and keyword arguments" if kwargs else "") + f" (it takes {least}"
+                + (f" to {most}" if most != least else "") + ", by position)")
+        return coroutine
+
+    def _decoded(self, data: Any, what: str) -> Any:
+        """Tagged values in ``data`` rebuilt; a malformed tag is a protocol violation."""
+        try:
+            return codec.decode(data, self)
+        except ProtocolViolation:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any malformed value: KeyError, TypeError, binascii
+            raise ProtocolViolation(f"a tagged value in {what} does not decode: "
+                                    f"{type(exc).__name__}: {exc}") from None
+
+    def _break(self, violation: ProtocolViolation) -> None:
+        """The other side sent what this side never sends: nothing more it says is trusted. The
+        peer closes (calls in flight fail with the error) and the transport ends the connection."""
+        if self.closed is not None:
+            return
+        error = ProtocolError(f"{self.name} broke the RPC protocol: {violation}")
+        self.close(error)
+        if self.on_break is not None:
+            self.on_break(error)
+
+    def _dispatch(self, message: dict[str, Any], plain: bool, coroutine: bool) -> None:
         """Run a synchronous method right here, a task only for a coroutine method: most frames
         (notices, engine bookkeeping) then cost no task and no extra loop iteration. A synchronous
         call waits behind handler tasks not yet started, so calls still start in arrival order."""
+        if not plain:  # tags decoded now: a malformed one ends the connection, not just this call
+            message["a"] = self._decoded(message["a"], "the arguments")
+            if message.get("k"):
+                message["k"] = self._decoded(message["k"], "the keyword arguments")
         queued = self._queued
         if queued is not None and queued.done():
             queued = self._queued = None
-        method = getattr(type(self._exports.get(message["ref"], (None,))[0]), message["m"], None)
-        if queued is not None or inspect.iscoroutinefunction(method):
-            self._queued = self._handle_later(message, plain)
+        if queued is not None or coroutine:
+            self._queued = self._handle_later(message)
             return
-        awaitable = contextvars.copy_context().run(self._run, message, plain)
+        awaitable = contextvars.copy_context().run(self._run, message)
         if awaitable is not None:  # a plain method that returned an awaitable: await it in a task
-            self._handle_later(message, plain, awaitable)
+            self._queued = self._handle_later(message, awaitable)
 
-    def _handle_later(self, message: dict[str, Any], plain: bool,
-                      awaitable: Any = None) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(self._handle(message, plain, awaitable))
+    def _handle_later(self, message: dict[str, Any], awaitable: Any = None) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._handle(message, awaitable))
         if message["t"] == "call":
             self._handling[message["id"]] = task
         return task
 
-    def _run(self, message: dict[str, Any], plain: bool) -> Any:
+    def _run(self, message: dict[str, Any]) -> Any:
         """Call the method; answer unless its result is an awaitable, which is returned."""
         calling_peer.set(self)  # in a context of its own: see _dispatch
         call_id = message.get("id")
         try:
-            result = self._invoke(message, plain)
+            result = self._invoke(message)
             if inspect.isawaitable(result):
                 return result
             if call_id is not None:
-                self._send({"t": "ok", "id": call_id, "v": codec.encode(result, self, "result")})
+                self._send({"t": "ok", "id": call_id, "v": codec.encode(result, self, "result")},
+                           f"the result of {message['m']}()")
+        except ProtocolViolation as violation:
+            self._break(violation)
         except BaseException as exc:  # everything the callee raised goes back to the caller
             self._answer_error(call_id, exc)
         return None
 
-    def _invoke(self, message: dict[str, Any], plain: bool) -> Any:
-        target = self.local(message["ref"])
-        method = message["m"]
-        if method.startswith("_") or not callable(getattr(type(target), method, None)):
-            raise AttributeError(f"{type(target).__name__} has no method {method!r} that can be "
-                                 "called over RPC")
-        args, kwargs = message["a"], message.get("k") or {}
-        if not plain:
-            args, kwargs = codec.decode(args, self), codec.decode(kwargs, self)
-        return getattr(target, method)(*args, **kwargs)
+    def _invoke(self, message: dict[str, Any]) -> Any:
+        """The call itself; the object and method were checked when the message arrived."""
+        return getattr(message[_TARGET], message["m"])(*message["a"], **(message.get("k") or {}))
 
-    async def _handle(self, message: dict[str, Any], plain: bool, awaitable: Any = None) -> None:
+    async def _handle(self, message: dict[str, Any], awaitable: Any = None) -> None:
         calling_peer.set(self)  # the task's own context
         call_id = message.get("id")
         if self._queued is asyncio.current_task():
             self._queued = None  # tasks start in creation order: every handler task has started
         try:
-            result = self._invoke(message, plain) if awaitable is None else awaitable
+            result = self._invoke(message) if awaitable is None else awaitable
             if inspect.isawaitable(result):
                 result = await result
             if call_id is not None:
-                self._send({"t": "ok", "id": call_id, "v": codec.encode(result, self, "result")})
+                self._send({"t": "ok", "id": call_id, "v": codec.encode(result, self, "result")},
+                           f"the result of {message['m']}()")
         except asyncio.CancelledError:
             if call_id is not None and self.closed is None and call_id in self._handling:
                 self._send({"t": "err", "id": call_id,
                             "e": {"name": "CancelledError", "message": "call cancelled", "code": None}})
             raise
+        except ProtocolViolation as violation:
+            self._break(violation)
         except BaseException as exc:  # everything the callee raised goes back to the caller
             self._answer_error(call_id, exc)
         finally:
@@ -396,3 +536,14 @@ class Peer:
         for task in list(self._handling.values()):
             task.cancel()
         self._handling.clear()
+
+
+def _is_wire_error(error: Any) -> bool:
+    return type(error) is dict and type(error.get("name")) is str \
+        and type(error.get("message")) is str and type(error.get("code", None)) in (str, type(None))
+
+
+def _shown(value: Any) -> str:
+    """``value`` for an error message, cut short: it came from the other side."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

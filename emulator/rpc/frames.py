@@ -1,0 +1,181 @@
+"""What a frame may hold, checked before and while it is decoded.
+
+A frame is a 4-byte big-endian length and that many bytes of UTF-8 JSON (``transport.py``). The
+two directions are not alike. The host trusts nothing an isolate sends: tenant code may have
+switched off every check inside its isolate and write any bytes to its socket. An isolate trusts
+the host, which sends it large frames on purpose (the step cache goes with every run).
+
+The problem, measured (3.11, one core of the shared 2-core machine these figures come from): a
+frame costs the host's event loop what ``json.loads`` spends building its values, and that
+depends on its shape far more than its size. One MiB of text inside one string parses in 1.2 ms;
+one MiB of ``0,`` in 18 ms; of ``{},`` in 17 ms (plus 5 ms to free them); of floats such as
+``1e-300,`` in 39 ms; of ten-deep ``[[[...]]]`` blocks in 98 ms; a 4,300-digit integer costs
+75 us. A 4 MiB frame of ``{},`` took 67 ms and 123 MB of peak memory; the 63 MiB frame of tiny
+objects that was reported took the host from ~50 MB to ~1.9 GB. So no bound on size alone keeps
+the loop free, and a bound on shape that is tight enough for that would refuse payloads the
+platform accepts (a 1 MiB list of small integers holds 512 Ki values).
+
+Chosen, for frames from an isolate (:data:`FROM_ISOLATE`):
+
+- at most :data:`ISOLATE_FRAME_BYTES` (4 MiB), checked on the length prefix before the frame is
+  buffered. The largest legitimate frame is a step result of 1 MiB of JSON sent as a string:
+  escaping ``"`` and ``\\`` at most doubles it (2 MiB), and a 1 MiB payload sent as a value takes
+  1 MiB. 4 MiB leaves room for both with a margin; the other direction keeps 64 MiB;
+- a pre-scan of frames over :data:`SCAN_FROM_BYTES` that counts separators and brackets
+  (``,`` ``:`` ``[`` ``{``, four ``bytes.count`` calls, 2.3 ms per 4 MiB) and refuses a frame with
+  more than :data:`MAX_FRAME_TOKENS`: no more than the largest payload has bytes, so any frame
+  carrying one payload the platform accepts passes whatever its content, and the reported frame
+  (2.8 M of them in 4 MiB) is refused before ``json.loads`` sees it. This bounds the memory one
+  frame can make (~50 MB) and its parse to the cost of the costliest legitimate payload;
+- nesting of at most :data:`MAX_DEPTH` levels (the admin API allows bodies 100 deep; the message
+  envelope adds a few), checked exactly (breadth first, no recursion) only when the frame holds
+  more brackets than that, so a ``RecursionError`` can reach neither the loop nor the code that
+  walks values later; ``json.loads`` itself raises ``RecursionError`` long before the C stack is
+  at risk, and that is refused too;
+- no ``NaN``/``Infinity`` (our encoder never writes them), no lone surrogate (``"\\ud800"``
+  decodes to a ``str`` that no UTF-8 store can hold: it would fail a whole group commit), only
+  valid UTF-8, and integers of at most 4,300 digits (Python's own bound on their quadratic cost).
+
+What one accepted frame still costs (up to ~200 ms for 1 Mi tokens of the costliest shape here)
+is bounded in rate, not in size, by the loop budget of the isolate's connection (``budget.py``).
+Every violation is a :class:`~emulator.rpc.errors.ProtocolViolation`: the host kills the isolate.
+
+An isolate applies the same size, token and depth rules to what it sends (:func:`check_outgoing`):
+an honest tenant whose message would break them gets ``payload.too_large`` or
+``payload.too_deep`` on its own side, never a dead isolate.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from itertools import compress
+from typing import Any
+
+from emulator.engine.limits import MAX_PAYLOAD_BYTES
+from emulator.errors import PayloadTooDeepError, PayloadTooLargeError
+from emulator.rpc import codec
+from emulator.rpc.errors import ProtocolViolation
+
+KiB = 1024
+MiB = 1024 * KiB
+#: The largest frame an isolate may send the host.
+ISOLATE_FRAME_BYTES = 4 * MiB
+#: The largest frame the host may send an isolate (a run's step cache can be large).
+HOST_FRAME_BYTES = 64 * MiB
+#: Frames from this size up are pre-scanned; below it a frame's parse costs at most ~6 ms.
+SCAN_FROM_BYTES = 64 * KiB
+#: Separators and brackets a frame from an isolate may hold.
+MAX_FRAME_TOKENS = MAX_PAYLOAD_BYTES + 64 * KiB
+#: Nesting levels a frame from an isolate may hold, the message envelope included.
+MAX_DEPTH = 128
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRules:
+    """What the frames of one direction may be."""
+
+    max_bytes: int
+    #: apply the structure rules (tokens, depth, constants, surrogates) to what is received
+    strict: bool
+    #: who sends these frames, as messages name it
+    sender: str
+
+
+FROM_ISOLATE = FrameRules(ISOLATE_FRAME_BYTES, True, "an isolate")
+FROM_HOST = FrameRules(HOST_FRAME_BYTES, False, "the host")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+_STRICT = json.JSONDecoder(parse_constant=_refuse_constant)
+_ENCODER = json.JSONEncoder(ensure_ascii=False, check_circular=False)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_IS_CONTAINER = frozenset({list, dict}).__contains__
+
+
+def decode(frame: bytes | bytearray, rules: FrameRules) -> tuple[Any, bool]:
+    """The message in ``frame`` (its length already checked), and whether it is *plain* (holds
+    no tagged value: its values are the values sent, with no decoding walk)."""
+    try:
+        text = frame.decode()
+    except UnicodeDecodeError as exc:
+        raise ProtocolViolation(f"a frame is not UTF-8 (byte {exc.start}: {exc.reason})") from None
+    if not rules.strict:
+        try:
+            return json.loads(text), codec.is_plain_text(text)
+        except (ValueError, RecursionError) as exc:
+            raise ProtocolViolation(f"a frame is not JSON: {exc}") from None
+    containers = frame.count(b"[") + frame.count(b"{")
+    if len(frame) > SCAN_FROM_BYTES:
+        tokens = containers + frame.count(b",") + frame.count(b":")
+        if tokens > MAX_FRAME_TOKENS:
+            raise ProtocolViolation(
+                f"a frame of {len(frame):,} bytes holds {tokens:,} separators and brackets, more "
+                f"than the {MAX_FRAME_TOKENS:,} any message carrying a payload the platform "
+                "accepts can hold")
+    try:
+        message = _STRICT.decode(text)
+    except RecursionError:
+        raise ProtocolViolation(f"a frame nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:       # not JSON, NaN or Infinity, an integer over 4,300 digits
+        raise ProtocolViolation(f"a frame is not JSON: {exc}") from None
+    if containers > MAX_DEPTH and is_deeper_than(message, MAX_DEPTH):
+        raise ProtocolViolation(f"a frame nests deeper than {MAX_DEPTH} levels")
+    escapes = "\\u" in text
+    if escapes and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(message):
+        raise ProtocolViolation("a frame holds a lone surrogate escape (\\ud800-\\udfff), which "
+                                "is not Unicode text")
+    return message, not escapes and codec.MARK not in text
+
+
+def check_outgoing(data: bytes, message: Any, rules: FrameRules, what: str) -> None:
+    """Refuse, on the sending side, a message the other side's ``rules`` would take for a
+    protocol violation: the sender's caller gets a coded payload error instead."""
+    size = len(data)
+    if size > rules.max_bytes:
+        raise PayloadTooLargeError(
+            f"{what}: {size:,} bytes as a message to the host, over the limit of "
+            f"{rules.max_bytes:,} bytes ({rules.max_bytes // MiB} MiB)",
+            hint="store large data elsewhere and pass a reference")
+    if not rules.strict:
+        return
+    containers = data.count(b"[") + data.count(b"{")
+    if size > SCAN_FROM_BYTES:
+        tokens = containers + data.count(b",") + data.count(b":")
+        if tokens > MAX_FRAME_TOKENS:
+            raise PayloadTooLargeError(
+                f"{what} hold {tokens:,} separators and brackets, over the limit of "
+                f"{MAX_FRAME_TOKENS:,} for one message to the host",
+                hint="send fewer, larger values, or store the data elsewhere")
+    if containers > MAX_DEPTH and is_deeper_than(message, MAX_DEPTH):
+        raise PayloadTooDeepError(f"{what} nest deeper than the {MAX_DEPTH} levels a message to "
+                                  "the host may hold")
+
+
+def is_deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and dicts in ``value`` nest more than ``limit`` levels, found breadth first
+    (no recursion); the items of each container are sorted by type in C, not one by one."""
+    level = [value] if _IS_CONTAINER(type(value)) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        below: list[Any] = []
+        for container in level:
+            items = container.values() if type(container) is dict else container
+            below.extend(compress(items, map(_IS_CONTAINER, map(type, items))))
+        level = below
+    return False
+
+
+def _has_lone_surrogate(message: Any) -> bool:
+    try:
+        _ENCODER.encode(message).encode()
+    except UnicodeEncodeError:
+        return True
+    return False

@@ -1,0 +1,196 @@
+"""A tenant that calls the methods of its step handle directly, past its own step client, with
+arguments the client never sends. Values the platform refuses come back as the platform's coded
+errors and store nothing; arguments of the wrong type break the protocol and the isolate is
+killed. Either way the shared clock stays where it was and a neighbour's instance completes
+(issue: reliability, the host trusts nothing an isolate sends)."""
+
+import asyncio
+
+import pytest
+from typer.testing import CliRunner
+
+from dynwf_cli.app import app
+from emulator.engine import VirtualClock
+from emulator.engine.limits import MAX_SLEEP_MS
+from emulator.host import HostOptions, ProjectHost
+from emulator.project import open_project
+
+DAY = 86_400_000
+
+RAW_CALLS = '''
+import json
+from workers import WorkflowEntrypoint
+
+CONFIG = json.dumps({"retries": {"limit": 5, "delay": 10000, "backoff": "exponential"},
+                     "timeout": 600000})
+DAY = 86_400_000
+
+
+def value_attacks(stub):
+    return {
+        "sleep ending past 365 days": lambda: stub.sleep(["sleep", "nap", 1], None, 10**300),
+        "sleep longer than 365 days": lambda: stub.sleep(["sleep", "nap", 1], 366 * DAY, None),
+        "oversized result": lambda: stub.settle(["do", "big", 1], 1, CONFIG,
+                                                json.dumps("x" * (2 * 1024 * 1024)), None, False),
+        "result that is not JSON": lambda: stub.settle(["do", "bad", 1], 1, CONFIG, "{", None,
+                                                       False),
+        "attempt past the retry limit": lambda: stub.begin(["do", "x", 1], 10**6, CONFIG),
+        "step name with a control character": lambda: stub.begin(["do", "a\\x00b", 1], 1, CONFIG),
+        "count past the step limit": lambda: stub.begin(["do", "x", 10**9], 1, CONFIG),
+        "config that is not resolved": lambda: stub.begin(["do", "x", 1], 1,
+                                                          '{"retries": {"limit": 99999}}'),
+        "event type with a dot": lambda: stub.wait_for_event(["wait", "w", 1], "no.dots", 60_000),
+        "event timeout of 10 ms": lambda: stub.wait_for_event(["wait", "w", 1], "go", 10),
+        "unknown log level": lambda: stub.log(None, "shout", "x"),
+        "error message of 20,000 characters": lambda: stub.settle(
+            ["do", "e", 1], 1, CONFIG, None, {"name": "E", "message": "x" * 20_000}, True),
+        "a do key for a sleep": lambda: stub.sleep(["do", "nap", 1], 1000, None),
+        "retry of a step that is not backing off": lambda: stub.await_retry(["do", "never", 1]),
+    }
+
+
+TYPE_ATTACKS = {
+    "a float for a sleep's end": lambda stub: stub.sleep(["sleep", "nap", 1], None, 1e300),
+    "a key that is not a list": lambda stub: stub.begin("do", 1, CONFIG),
+    "an error of the wrong shape": lambda stub: stub.settle(["do", "e", 1], 1, CONFIG, None,
+                                                            {"name": 1}, True),
+    "a result and an error": lambda stub: stub.settle(["do", "e", 1], 1, CONFIG, "1",
+                                                      {"name": "E", "message": "m"}, False),
+    "an attempt as text": lambda stub: stub.begin(["do", "x", 1], "1", CONFIG),
+    "one argument too many": lambda stub: stub.begin(["do", "x", 1], 1, CONFIG, "extra"),
+    "an unknown step kind": lambda stub: stub.begin(["jump", "x", 1], 1, CONFIG),
+}
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        stub = step._client.backend._stub          # past the step client, to the host's handle
+        attack = event["payload"]["attack"]
+        if attack in TYPE_ATTACKS:
+            await TYPE_ATTACKS[attack](stub)
+            return "the host took it"
+        outcomes = {}
+        for name, make in value_attacks(stub).items():
+            try:
+                await make()
+                outcomes[name] = ["allowed"]
+            except Exception as exc:
+                outcomes[name] = [type(exc).__name__, getattr(exc, "code", None), str(exc)]
+
+        @step.do("after")
+        async def after():
+            return "the handle still works"
+        outcomes["after"] = await after()
+        return outcomes
+'''
+
+NEIGHBOUR = '''
+from workers import WorkflowEntrypoint
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        await step.sleep("nap", "1 hour")
+
+        @step.do("count")
+        async def count():
+            return 42
+        return await count()
+'''
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("handle") / "p"
+    assert CliRunner().invoke(app, ["init", str(root)]).exit_code == 0
+    for name, source in (("raw", RAW_CALLS), ("neighbour", NEIGHBOUR)):
+        (root / "tenants" / name).mkdir()
+        (root / "tenants" / name / "index.py").write_text(source)
+    return root
+
+
+def run_attack(project, state_dir, attack):
+    """The attacker's instance and a neighbour's, drained with fast-forward; returns both
+    statuses, the attacker's step rows and timers, and how far the shared clock moved."""
+    async def scenario():
+        clock = VirtualClock()
+        host = ProjectHost(open_project(project / "wrangler.jsonc").config,
+                           HostOptions(state_dir=state_dir, clock=clock))
+        await host.start()
+        try:
+            started = clock.now_ms()
+            attacker = await host.create_as_tenant({"tenantId": "raw"}, {"params": {"attack": attack}})
+            neighbour = await host.create_as_tenant({"tenantId": "neighbour"}, {"params": {}})
+            finished = lambda: all(host.engine.control.status(i)["status"] in ("complete", "errored")  # noqa: E731
+                                   for i in (attacker, neighbour))
+            await asyncio.wait_for(host.engine.drain(until=finished), 90)
+            store = host.engine.store
+            steps = [(r.kind, r.name, r.count) for r in store.load_steps(attacker).values()]
+            return (host.engine.control.status(attacker), host.engine.control.status(neighbour),
+                    steps, store.timers_of(attacker), clock.now_ms() - started)
+        finally:
+            await host.close()
+    return asyncio.run(scenario())
+
+
+def test_values_the_platform_refuses_raise_its_errors_and_store_nothing(project, tmp_path):
+    attacker, neighbour, steps, timers, moved = run_attack(project, tmp_path, "values")
+    assert neighbour["status"] == "complete" and neighbour["output"] == 42
+    assert attacker["status"] == "complete", attacker
+    outcomes = attacker["output"]
+    expected = {
+        "sleep ending past 365 days": ("DurationError", "duration.invalid", "more than 365 days"),
+        "sleep longer than 365 days": ("DurationError", "duration.invalid",
+                                       f"outside the allowed range of 0 to {MAX_SLEEP_MS:,} ms"),
+        "oversized result": ("PayloadTooLargeError", "payload.too_large",
+                             'Step big-1 output is too large: The output of step "big" is '
+                             "2,097,154 bytes, over the limit of 1,048,576 bytes (1 MiB)"),
+        "result that is not JSON": ("NotSerialisableError", "payload.not_serialisable",
+                                    "is not JSON"),
+        "attempt past the retry limit": ("StepCallError", "step.invalid_call",
+                                         "attempt 1000000 is outside 1 to 6"),
+        "step name with a control character": ("InvalidStepNameError", "step.invalid_name",
+                                               "without control characters"),
+        "count past the step limit": ("StepCallError", "step.invalid_call",
+                                      "step do 'x': occurrence 1000000000 is outside 1 to 10,000"),
+        "config that is not resolved": ("StepConfigError", "step.invalid_config",
+                                        "must hold resolved 'retries' and 'timeout'"),
+        "event type with a dot": ("InvalidEventTypeError", "event.invalid_type", "no dots"),
+        "event timeout of 10 ms": ("DurationError", "duration.invalid",
+                                   "outside the allowed range of 1 second to 365 days"),
+        "unknown log level": ("ValueError", None, "log level 'shout' is not one of"),
+        "error message of 20,000 characters": ("StepCallError", "step.invalid_call",
+                                               "name or message is over"),
+        "a do key for a sleep": ("StepCallError", "step.invalid_call", "a 'sleep' step is expected"),
+        "retry of a step that is not backing off": ("StepCallError", "step.invalid_call",
+                                                    "is not waiting to retry"),
+    }
+    for name, (kind, code, fragment) in expected.items():
+        got_kind, got_code, message = outcomes[name]
+        assert (got_kind, got_code) == (kind, code), (name, outcomes[name])
+        assert fragment in message, (name, message)
+    assert outcomes["after"] == "the handle still works"
+    assert steps == [("do", "after", 1)]        # nothing refused was written
+    assert timers == []
+    assert moved < DAY                            # no timer dragged the shared clock along
+
+
+@pytest.mark.parametrize("attack, fragment", [
+    ("a float for a sleep's end", "a sleep's end is a float, not int"),
+    ("a key that is not a list", "a step key is a str, not [kind, name, count]"),
+    ("an error of the wrong shape", 'a step error is not {"name": str, "message": str}'),
+    ("a result and an error", "settle needs either a result or an error"),
+    ("an attempt as text", "an attempt number is a str, not int"),
+    ("one argument too many", "a call of StepBackendTarget.begin with 4 arguments (it takes 3"),
+    ("an unknown step kind", "step kind 'jump' is not one of do, sleep, wait"),
+])
+def test_arguments_of_the_wrong_type_kill_the_isolate_and_error_only_its_instance(
+        project, tmp_path, attack, fragment):
+    attacker, neighbour, steps, timers, moved = run_attack(project, tmp_path, attack)
+    assert neighbour["status"] == "complete" and neighbour["output"] == 42
+    assert attacker["status"] == "errored", attacker
+    assert attacker["error"]["name"] == "IsolateError"
+    message = attacker["error"]["message"]
+    assert message.startswith("[isolate.protocol] the isolate of 'LOADER:"), message
+    assert "broke the RPC protocol" in message and fragment in message, message
+    assert steps == [] and timers == []
+    assert moved < DAY
