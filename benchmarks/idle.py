@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from benchmarks.common import FullPath, rss_mb, wait_until
-from emulator.engine.clock import VirtualClock
+from emulator.clock import VirtualClock
 
 SLEEP_MS = 3_600_000
 POOL_SIZE = 64  # HostOptions' default max_isolates

@@ -1,6 +1,6 @@
 """The live step checklist of one instance: what ``dynwf run`` and ``dynwf dev`` show.
 
-A :class:`Checklist` starts from the tenant's outline (``emulator.outline``), so every step is
+A :class:`Checklist` starts from the tenant's outline (``emulator.analysis.outline``), so every step is
 listed, pending, before anything runs; it is then fed the engine's Progress events one by one
 (:meth:`Checklist.apply`) and renders as a rich renderable, ready for ``rich.live.Live``.
 
@@ -32,10 +32,10 @@ from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.text import Text
 
 from emulator.engine import progress as events
-from emulator.engine.durations import format_ms
+from emulator.rules.durations import format_ms
 from emulator.engine.progress import Progress
 from emulator.engine.store import StepKey
-from emulator.outline import OutlineStep
+from emulator.analysis.outline import OutlineStep
 
 __all__ = ["Checklist", "ChecklistStep", "GLYPHS", "to_ndjson"]
 

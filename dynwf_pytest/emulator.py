@@ -26,9 +26,11 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
 
 from emulator.config import find_config, load_config
 from emulator.config.model import ProjectConfig, WorkflowConfig
-from emulator.engine import VirtualClock, WorkflowBinding, states
-from emulator.engine.clock import to_datetime
-from emulator.engine.durations import parse_duration
+from emulator.clock import VirtualClock
+from emulator.engine import WorkflowBinding
+from emulator.rules import states
+from emulator.clock import to_datetime
+from emulator.rules.durations import parse_duration
 from emulator.errors import UsageError
 from emulator.host import HostOptions, ProjectHost
 

@@ -24,9 +24,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Mapping
 
-from emulator.engine import Engine, states
+from emulator.engine import Engine
+from emulator.rules import states
 from emulator.engine.binding import WorkflowBinding
-from emulator.engine.failures import rebuild
+from emulator.sdk.failures import rebuild
 from emulator.engine.modifiers import PREFIX, InstanceModifiers, ModifierError, selector
 from emulator.errors import InstanceNotFoundError
 

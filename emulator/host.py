@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from emulator.config.model import ProjectConfig
 from emulator.engine import Engine, WorkflowDefinition
-from emulator.engine.clock import Clock
+from emulator.clock import Clock
 from emulator.errors import ConfigError
 from emulator.isolates.pool import IsolateLimits, IsolatePool
 from emulator.loader import WorkerLoader

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from emulator.code_version import code_fingerprint
-from emulator.engine import states
-from emulator.engine.clock import Clock, SystemClock
+from emulator.rules import states
+from emulator.clock import Clock, SystemClock
 from emulator.engine.control import Control
-from emulator.engine.limits import is_valid_id
+from emulator.rules.limits import is_valid_id
 from emulator.engine.store import InstanceRow, StepRow, Store, TimerRow
 from emulator.errors import (DynwfError, InstanceError, InstanceNotFoundError, InvalidIdError,
                              ValidationError)

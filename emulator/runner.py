@@ -18,7 +18,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from emulator.engine import SystemClock, VirtualClock, states
+from emulator.clock import SystemClock, VirtualClock
+from emulator.rules import states
 from emulator.engine.progress import Progress
 from emulator.errors import DynwfError, UsageError
 from emulator.host import HostOptions, ProjectHost

@@ -17,10 +17,10 @@ import pytest
 from typer.testing import CliRunner
 
 from dynwf_cli.app import app
-from emulator.config import check as check_module
-from emulator.config import lint as lint_module
-from emulator.config.check import check_project, run_check
-from emulator.config.lint import lint_tenant_source
+from emulator.analysis import check as check_module
+from emulator.analysis import lint as lint_module
+from emulator.analysis.check import check_project, run_check
+from emulator.analysis.lint import lint_tenant_source
 from emulator.errors import ConfigError, UsageError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "check"

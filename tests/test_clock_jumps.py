@@ -8,7 +8,7 @@ import pytest
 from engine_harness import DAY, T0, Harness
 
 from emulator.engine import VirtualClock
-from emulator.engine.limits import MAX_SLEEP_MS
+from emulator.rules.limits import MAX_SLEEP_MS
 
 
 def test_a_jump_past_365_days_is_clamped_in_the_clock():

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from hypothesis import given, strategies as st
 
-from emulator.engine.durations import format_ms, parse_duration
+from emulator.rules.durations import format_ms, parse_duration
 from emulator.errors import DurationError
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from engine_harness import FATAL, HOUR, MINUTE, SECOND, T0, Harness, arun
 from emulator.engine import WorkflowDefinition
-from emulator.engine.limits import DEFAULT_STEP_LIMIT
+from emulator.rules.limits import DEFAULT_STEP_LIMIT
 from emulator.errors import (InstanceAlreadyExistsError, InstanceFinishedError,
                              InstanceNotFoundError, InvalidEventTypeError, InvalidIdError,
                              PayloadTooLargeError, ValidationError)

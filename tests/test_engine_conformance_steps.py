@@ -18,7 +18,7 @@ import pytest
 
 from engine_harness import DAY, FATAL, HOUR, MINUTE, SECOND, T0, Harness, arun
 from emulator.engine import WorkflowTimeoutError
-from emulator.engine.durations import parse_duration
+from emulator.rules.durations import parse_duration
 from emulator.errors import DurationError
 from emulator.runtime.workers.workflows import NonRetryableError
 

@@ -34,7 +34,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dev_harness import DYNWF, copy_hello, free_port
-from emulator.engine import states
+from emulator.rules import states
 from emulator.host import HostOptions, ProjectHost
 from emulator.project import open_project
 from emulator.runtime.dynamic_workflows import scoped_instance_id, tenant_instance_id, wrap_params

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from emulator.config import load_config, parse_jsonc
 from emulator.engine import Engine, VirtualClock, WorkflowDefinition
-from emulator.engine.durations import parse_duration
-from emulator.engine.limits import is_valid_id
-from emulator.engine.retries import step_config_problems
+from emulator.rules.durations import parse_duration
+from emulator.rules.limits import is_valid_id
+from emulator.rules.retries import step_config_problems
 from emulator.errors import ConfigError, DurationError, DynwfError
 
 FAST = settings(max_examples=300, deadline=None,

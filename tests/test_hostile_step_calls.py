@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from dynwf_cli.app import app
 from emulator.engine import VirtualClock
-from emulator.engine.limits import MAX_SLEEP_MS
+from emulator.rules.limits import MAX_SLEEP_MS
 from emulator.host import HostOptions, ProjectHost
 from emulator.project import open_project
 

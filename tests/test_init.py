@@ -25,7 +25,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dynwf_cli.app import app
-from emulator.config.check import check_project, run_check
+from emulator.analysis.check import check_project, run_check
 from emulator.errors import DynwfError, UsageError
 from emulator.templates import (list_templates, plan_template, project_name, templates_root,
                                 write_template)

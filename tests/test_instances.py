@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from dynwf_cli.app import app
 from emulator.engine import Control, Engine, Store, SystemClock, VirtualClock, WorkflowDefinition
-from emulator.engine.client import current_step
+from emulator.sdk.client import current_step
 from emulator.errors import DynwfError
 from emulator.ops import InstanceOps, resolve_id
 from emulator.runtime.dynamic_workflows import scoped_instance_id, unwrap_params, wrap_params

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from dynwf_cli.app import app
 from emulator.engine import VirtualClock
-from emulator.engine.limits import (LOG_BYTES_OUTSIDE_STEPS_PER_MINUTE, LOG_BYTES_PER_INSTANCE,
+from emulator.rules.limits import (LOG_BYTES_OUTSIDE_STEPS_PER_MINUTE, LOG_BYTES_PER_INSTANCE,
                                     LOG_BYTES_PER_STEP)
 from emulator.host import HostOptions, ProjectHost
 from emulator.project import open_project

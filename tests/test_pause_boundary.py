@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dynwf_cli.app import app
-from emulator.engine import progress, states
+from emulator.engine import progress
+from emulator.rules import states
 from emulator.project import open_project
 from emulator.runner import RunOptions, RunSession
 

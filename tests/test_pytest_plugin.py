@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from dynwf_pytest import IntrospectorError, introspect_instance, introspect_workflow, tenant_ids
-from emulator.engine.failures import WorkflowTimeoutError
+from emulator.sdk.failures import WorkflowTimeoutError
 from emulator.errors import NotSerialisableError
 from plugin_projects import (CRASHY_TENANT, EVENTS_TENANT, STEPS_TENANT, write_in_process,
                              write_lab)

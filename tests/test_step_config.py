@@ -2,7 +2,7 @@
 
 import pytest
 
-from emulator.engine.retries import (DEFAULT_STEP_CONFIG, StepConfig, resolve_step_config,
+from emulator.rules.retries import (DEFAULT_STEP_CONFIG, StepConfig, resolve_step_config,
                                      step_config_problems)
 from emulator.errors import StepConfigError
 

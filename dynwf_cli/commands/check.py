@@ -1,6 +1,6 @@
 """``dynwf check``: run the project's static checks and print them for a person or for CI.
 
-The checks themselves live in ``emulator.config.check``; this module parses options, picks an
+The checks themselves live in ``emulator.analysis.check``; this module parses options, picks an
 output format and maps the findings to an exit status (0 clean or warnings only, 1 errors).
 """
 
@@ -17,7 +17,7 @@ import typer
 from rich.text import Text
 
 from dynwf_cli.console import console
-from emulator.config.check import DEFAULT_ENTRY_CLASS, CheckReport, run_check
+from emulator.analysis.check import DEFAULT_ENTRY_CLASS, CheckReport, run_check
 from emulator.config.model import Diagnostic
 
 HELP = """Check a project without running it: the wrangler file, the dispatcher module, every

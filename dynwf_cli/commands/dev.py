@@ -32,7 +32,7 @@ from emulator.errors import DynwfError
 from emulator.host import HostOptions, ProjectHost
 from emulator.interpreter import tune_for_serving
 from emulator.isolates.outbound import private_listener
-from emulator.outline import TenantSourceError, outline_steps
+from emulator.analysis.outline import TenantSourceError, outline_steps
 from emulator.project import Project, open_project
 from emulator.server import (DevServer, ReloadEvent, Reloader, RequestRecord, create_app,
                              fast_forward_idle, listen, load_error_line, server_config)

@@ -20,9 +20,9 @@ from rich.text import Text
 
 from dynwf_cli.checklist import GLYPHS
 from dynwf_cli.console import console
-from emulator.engine import states
-from emulator.engine.durations import format_ms
-from emulator.engine.limits import check_event_type
+from emulator.rules import states
+from emulator.rules.durations import format_ms
+from emulator.rules.limits import check_event_type
 from emulator.errors import ValidationError
 from emulator.ops import InstanceOps
 from emulator.project import open_project

@@ -16,9 +16,9 @@ from rich.text import Text
 
 from dynwf_cli.checklist import Checklist, to_ndjson
 from dynwf_cli.console import console, err_console
-from emulator.engine.limits import is_valid_id
+from emulator.rules.limits import is_valid_id
 from emulator.errors import UsageError
-from emulator.outline import TenantSourceError, outline_steps
+from emulator.analysis.outline import TenantSourceError, outline_steps
 from emulator.project import open_project
 from emulator.runner import RunOptions, RunResult, RunSession
 

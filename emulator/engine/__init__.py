@@ -1,8 +1,9 @@
 """The durable engine: instances, steps, sleeps, events, retries, leases and a virtual clock.
 
-Names load on first use: the isolates' zygote imports ``emulator.engine.client`` (the step
-handle tenant code runs against) and must not load the store, whose SQLite tooling brings
-``ctypes`` with it (a native-call capability no isolate may hold).
+Names load on first use, so that importing one module of the package never loads the store,
+whose SQLite tooling brings ``ctypes`` with it (a native-call capability no isolate may hold).
+The clock, the rules and the step SDK live outside the engine; their names are offered here too
+for callers that think of them as the engine's.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import importlib
 from typing import Any
 
 _HOMES = {
-    "WorkflowBinding": "binding", "WorkflowInstance": "binding",
-    "Clock": "clock", "SystemClock": "clock", "VirtualClock": "clock",
-    "Control": "control", "Engine": "engine", "WorkflowDefinition": "engine",
-    "StepError": "failures", "WorkflowFatalError": "failures", "WorkflowTimeoutError": "failures",
-    "Progress": "progress", "Store": "store",
+    "WorkflowBinding": "emulator.engine.binding", "WorkflowInstance": "emulator.engine.binding",
+    "Clock": "emulator.clock", "SystemClock": "emulator.clock", "VirtualClock": "emulator.clock",
+    "Control": "emulator.engine.control", "Engine": "emulator.engine.engine",
+    "WorkflowDefinition": "emulator.engine.engine",
+    "StepError": "emulator.sdk.failures", "WorkflowFatalError": "emulator.sdk.failures",
+    "WorkflowTimeoutError": "emulator.sdk.failures",
+    "Progress": "emulator.engine.progress", "Store": "emulator.engine.store",
 }
 
 __all__ = sorted(_HOMES)
@@ -25,6 +28,6 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'emulator.engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"emulator.engine.{home}"), name)
+    value = getattr(importlib.import_module(home), name)
     globals()[name] = value
     return value

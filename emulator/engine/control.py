@@ -13,9 +13,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from emulator.engine import states
-from emulator.engine.clock import Clock
-from emulator.engine.limits import MAX_BATCH, check_event_type, check_instance_id, encode_json
+from emulator.rules import states
+from emulator.clock import Clock
+from emulator.rules.limits import MAX_BATCH, check_event_type, check_instance_id, encode_json
 from emulator.engine.store import InstanceRow, Store
 from emulator.rules.tenant_scope import scope_of
 from emulator.errors import (InstanceAlreadyExistsError, InstanceFinishedError, ValidationError)

@@ -26,17 +26,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from emulator.engine import progress, states
-from emulator.engine.clock import Clock, SystemClock, to_datetime
+from emulator.engine import progress
+from emulator.rules import states
+from emulator.clock import Clock, SystemClock, to_datetime
 from emulator.engine.control import Control
-from emulator.engine.failures import WorkflowFatalError, error_dict
+from emulator.sdk.failures import WorkflowFatalError, error_dict
 from emulator.engine.lifetime import RESOLVED, Lifetime, timeout_error
 from emulator.engine.modifiers import Modifiers
 from emulator.engine.writes import WriteBatcher
-from emulator.engine.limits import DEFAULT_STEP_LIMIT, MAX_LOG_LINE_CHARS, encode_json, utf8_size
-from emulator.engine.logs import LogLevel, LogQuota, Marker
-from emulator.engine.retries import config_from_json
-from emulator.engine.step import uses_implicit_dependencies
+from emulator.rules.limits import DEFAULT_STEP_LIMIT, MAX_LOG_LINE_CHARS, encode_json, utf8_size
+from emulator.engine.logs import LogQuota, Marker
+from emulator.rules.logs import LogLevel
+from emulator.rules.retries import config_from_json
+from emulator.sdk.step import uses_implicit_dependencies
 from emulator.engine.store import InstanceRow, StepKey, StepRow, Store, TimerRow
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError
 

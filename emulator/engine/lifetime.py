@@ -20,10 +20,10 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
 from emulator.engine import progress
-from emulator.engine.client import CachedStep, StepClient
+from emulator.sdk.client import CachedStep, StepClient
 from emulator.engine.control import event_value
-from emulator.engine.retries import config_from_json
-from emulator.engine.step import WorkflowStep
+from emulator.rules.retries import config_from_json
+from emulator.sdk.step import WorkflowStep
 from emulator.engine.store import InstanceRow, StepKey, StepRow, Store
 from emulator.engine.writes import LostOwnership
 
@@ -34,7 +34,7 @@ RESOLVED = frozenset({"done", "failed", "ready"})
 
 
 class Lifetime:
-    """The engine side of one run: the :class:`~emulator.engine.client.StepBackend` of its client."""
+    """The engine side of one run: the :class:`~emulator.sdk.client.StepBackend` of its client."""
 
     def __init__(self, engine: "Engine", row: InstanceRow, steps: dict[StepKey, StepRow], *,
                  step_limit: int, implicit_dependencies: bool) -> None:

@@ -20,33 +20,13 @@ prints outside any step do not belong to an instance; the isolate pool holds the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Callable
 
-from emulator.engine.limits import (LOG_BYTES_OUTSIDE_STEPS_PER_MINUTE, LOG_BYTES_PER_INSTANCE,
+
+from emulator.rules.limits import (LOG_BYTES_OUTSIDE_STEPS_PER_MINUTE, LOG_BYTES_PER_INSTANCE,
                                     LOG_BYTES_PER_STEP)
 
 StepKey = tuple[str, str, int]
-
-
-class LogLevel(StrEnum):
-    """The levels a log line may have."""
-
-    DEBUG = "debug"
-    INFO = "info"
-    LOG = "log"
-    WARNING = "warning"
-    ERROR = "error"
-    CRITICAL = "critical"
-
-    @classmethod
-    def parse(cls, level: str) -> "LogLevel":
-        try:
-            return cls(level)
-        except ValueError:
-            shown = level if len(level) <= 20 else level[:17] + "..."
-            raise ValueError(f"log level {shown!r} is not one of "
-                             f"{', '.join(member.value for member in cls)}") from None
 
 
 @dataclass(slots=True)

@@ -8,10 +8,10 @@ are engine features, consulted at fixed points, never patches over the engine's 
 - the engine's side of a step (:class:`~emulator.engine.lifetime.Lifetime`) asks whether a sleep
   or a retry back-off is disabled, whether a mocked event answers a new wait, and whether a wait
   must time out now;
-- the side that runs step bodies (:class:`~emulator.engine.client.StepClient`) asks
-  :class:`StepMocks` for each attempt's outcome. For a dynamic workflow that side lives in the
+- the side that runs step bodies (:class:`~emulator.sdk.client.StepClient`) asks
+  :class:`~emulator.sdk.mocks.StepMocks` (``sdk/mocks.py``) for each attempt's outcome. For a dynamic workflow that side lives in the
   tenant's isolate, so the step mocks travel there inside the step handle's init dict
-  (``emulator/isolates/steps.py``): a mocked step's body never runs in the isolate. The isolate
+  (``emulator/sdk/remote.py``): a mocked step's body never runs in the isolate. The isolate
   gets them when a run starts (every replay sends them afresh), so a change made while a run is
   under way reaches an isolate when the run next replays (after a wait); in the host, at once.
 
@@ -29,144 +29,17 @@ them. An engine with no modifiers pays one dict lookup per hook.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from emulator.engine.failures import error_dict, rebuild
-from emulator.engine.limits import check_event_type, encode_json
-from emulator.errors import DynwfError
+from emulator.rules.limits import check_event_type, encode_json
+from emulator.sdk.failures import error_dict
+from emulator.sdk.mocks import PREFIX, ModifierError, Selector, StepMocks, _times, selector
 
 if TYPE_CHECKING:
     from emulator.engine.engine import Engine
 
 StepKey = tuple[str, str, int]
-Selector = tuple[str, int]            # (name, index)
-PREFIX = "[WorkflowIntrospector]"
-
-
-class ModifierError(DynwfError):
-    """The test API used in a way the platform refuses (or, raised by the test helpers, a wait
-    that cannot succeed). ``str()`` is the platform's exact text, so a test written against the
-    JS API matches the same words."""
-
-    code = "modifier.misuse"
-    retryable = False
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def selector(step: Any, *, what: str = "step") -> Selector:
-    """``(name, index)`` of a step selector: ``{"name": ..., "index": 1}`` or a bare name."""
-    if isinstance(step, str):
-        name, index = step, 1
-    elif isinstance(step, Mapping) and set(step) <= {"name", "index"} and "name" in step:
-        name, index = step["name"], step.get("index", 1)
-        index = 1 if index is None else index
-    else:
-        raise ModifierError(f"{PREFIX} A {what} selector is {{'name': <step name>, 'index': 1}} "
-                            f"(or the name alone), not {step!r}")
-    if not isinstance(name, str) or not name:
-        raise ModifierError(f"{PREFIX} A {what} selector needs a non-empty 'name', got {name!r}")
-    if not isinstance(index, int) or isinstance(index, bool) or index < 1:
-        raise ModifierError(f"{PREFIX} The 'index' of {what} '{name}' counts occurrences from 1, "
-                            f"got {index!r}")
-    return name, index
-
-
-def _times(times: Any, name: str) -> int | None:
-    if times is None:
-        return None
-    if not isinstance(times, int) or isinstance(times, bool) or times < 1:
-        raise ModifierError(f"{PREFIX} 'times' for step '{name}' must be a positive number of "
-                            f"attempts, or None for every attempt; got {times!r}")
-    return times
-
-
-# ---- what the step client consults ------------------------------------------------------------
-
-@dataclass
-class _StepMock:
-    result: str | None = None                   # JSON of the mocked result
-    has_result: bool = False
-    error: dict[str, str] | None = None         # every attempt
-    errors: dict[int, dict[str, str]] = field(default_factory=dict)   # attempt -> error
-    timeout: bool = False                       # every attempt
-    timeouts: set[int] = field(default_factory=set)
-    next_attempt: int = 1                       # first attempt no ``times`` call has claimed
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"result": self.result, "has_result": self.has_result, "error": self.error,
-                "errors": [[a, e] for a, e in sorted(self.errors.items())],
-                "timeout": self.timeout, "timeouts": sorted(self.timeouts),
-                "next_attempt": self.next_attempt}
-
-    @classmethod
-    def from_wire(cls, data: Mapping[str, Any]) -> "_StepMock":
-        return cls(data.get("result"), bool(data.get("has_result")), data.get("error"),
-                   {int(a): dict(e) for a, e in data.get("errors", [])}, bool(data.get("timeout")),
-                   {int(a) for a in data.get("timeouts", [])}, int(data.get("next_attempt", 1)))
-
-    def copy(self) -> "_StepMock":
-        return _StepMock.from_wire(self.to_wire())
-
-
-class StepMocks:
-    """Attempt outcomes decided in advance for ``step.do`` steps of one instance."""
-
-    def __init__(self) -> None:
-        self._steps: dict[Selector, _StepMock] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._steps)
-
-    def get(self, step: Selector) -> _StepMock:
-        return self._steps.setdefault(step, _StepMock())
-
-    def outcome(self, name: str, index: int, attempt: int) -> tuple[str, Any] | None:
-        """``("error", {"name", "message"})``, ``("timeout", None)``, ``("result", value)``, or
-        None when the attempt runs the step's body."""
-        mock = self._steps.get((name, index))
-        if mock is None:
-            return None
-        error = mock.error or mock.errors.get(attempt)
-        if error is not None:
-            return "error", error
-        if mock.timeout or attempt in mock.timeouts:
-            return "timeout", None
-        if mock.has_result:
-            return "result", json.loads(mock.result) if mock.result is not None else None
-        return None
-
-    async def run(self, key: StepKey, attempt: int, body: Callable[[Any], Awaitable[Any]],
-                  ctx: Any) -> Any:
-        """The value of one attempt: its mocked outcome, or what the body returns."""
-        outcome = self.outcome(key[1], key[2], attempt)
-        if outcome is None:
-            return await body(ctx)
-        kind, value = outcome
-        if kind == "error":
-            raise rebuild(value)
-        if kind == "timeout":
-            raise TimeoutError()  # the client reports it as the attempt's own timeout would be
-        return value
-
-    def to_wire(self) -> list[Any]:
-        return [[name, index, mock.to_wire()] for (name, index), mock in self._steps.items()]
-
-    @classmethod
-    def from_wire(cls, data: Iterable[Any] | None) -> "StepMocks | None":
-        mocks = cls()
-        for name, index, mock in data or []:
-            mocks._steps[(str(name), int(index))] = _StepMock.from_wire(mock)
-        return mocks or None
-
-    def copy(self) -> "StepMocks":
-        mocks = StepMocks()
-        mocks._steps = {k: m.copy() for k, m in self._steps.items()}
-        return mocks
-
 
 # ---- one instance's modifiers (or a workflow's template for new instances) --------------------
 

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from emulator.engine import states
+from emulator.rules import states
 from emulator.errors import InstanceNotFoundError, InvalidTransitionError
 
 BUSY_TIMEOUT_MS = 10_000  # the 5 s default is exceeded when many engines share one slow disk

@@ -23,10 +23,10 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from emulator.engine import client as step_client
-from emulator.engine.limits import MAX_LOG_LINE_CHARS
-from emulator.engine.step import uses_implicit_dependencies
-from emulator.isolates.steps import STEP_KIND, RemoteStepBackend, step_proxy
+from emulator.sdk import client as step_client
+from emulator.rules.limits import MAX_LOG_LINE_CHARS
+from emulator.sdk.step import uses_implicit_dependencies
+from emulator.sdk.remote import STEP_KIND, RemoteStepBackend, step_proxy
 from emulator.rpc.frames import FROM_ISOLATE
 from emulator.rpc.peer import Peer
 from emulator.rpc.target import RpcTarget

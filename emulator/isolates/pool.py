@@ -23,8 +23,9 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable
 
-from emulator.engine.limits import MAX_LOG_LINE_CHARS, utf8_size
-from emulator.engine.logs import LogLevel, LogWindow
+from emulator.rules.limits import MAX_LOG_LINE_CHARS, utf8_size
+from emulator.engine.logs import LogWindow
+from emulator.rules.logs import LogLevel
 from emulator.isolates.child import EXIT_CPU_LIMIT, EXIT_MEMORY_LIMIT, guard_profile
 from emulator.isolates.outbound import NO_OUTBOUND, Outbound, OutboundPolicy
 from emulator.isolates.output import OutputReader
@@ -247,7 +248,7 @@ class IsolatePool:
     async def _load_inline(self, key: str, code: dict[str, Any],
                            outbound: OutboundPolicy) -> Isolate:
         from emulator.isolates.child import IsolateRoot
-        from emulator.isolates.steps import STEP_KIND
+        from emulator.sdk.remote import STEP_KIND
         from emulator.rpc.transport import memory_pair
         from emulator.runtime import make_importable
         make_importable()               # tenant code imports ``workers`` in this process

@@ -42,8 +42,8 @@ PRELOAD = (
     "asyncio", "json", "datetime", "decimal", "re", "random", "uuid", "hashlib", "base64",
     "dataclasses", "functools", "itertools", "collections", "math", "statistics", "typing",
     "logging", "traceback", "linecache", "zoneinfo", "urllib.parse", "http",
-    "emulator.rpc.peer", "emulator.rpc.transport", "emulator.engine.client",
-    "emulator.engine.step", "emulator.isolates.steps", "emulator.isolates.child",
+    "emulator.rpc.peer", "emulator.rpc.transport", "emulator.sdk.client",
+    "emulator.sdk.step", "emulator.sdk.remote", "emulator.isolates.child",
     "emulator.isolates.guard", "emulator.errors", "workers", "workers.workflows",
     "dynamic_workflows",
 )

@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import Any, Mapping
 
-from emulator.engine.limits import check_instance_id
+from emulator.rules.limits import check_instance_id
 from emulator.errors import ValidationError
 
 #: Where the wrapped binding puts the dispatcher metadata in an instance's params.

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Awaitable, Callable, Iterator, Mapping, NamedTuple, Union
 
-from emulator.engine.limits import MAX_ID_LENGTH, check_instance_id
+from emulator.rules.limits import MAX_ID_LENGTH, check_instance_id
 from emulator.errors import InstanceNotFoundError, ValidationError
 from emulator.rules.tenant_scope import (ENVELOPE_KEY, scoped_instance_id,
                                          tenant_instance_id, tenant_prefix)

@@ -41,7 +41,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from emulator.engine.limits import MAX_ID_LENGTH, encode_json, is_valid_id
+from emulator.rules.limits import MAX_ID_LENGTH, encode_json, is_valid_id
 from emulator.errors import DynwfError, ValidationError
 from emulator.host import ProjectHost
 from emulator.ops import InstanceOps, envelope_of, tenant_of

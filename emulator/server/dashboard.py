@@ -33,13 +33,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from emulator.config.check import _check_class, _classes, module_bindings
-from emulator.config.lint import lint_tenant_source
+from emulator.analysis.check import _check_class, _classes, module_bindings
+from emulator.analysis.lint import lint_tenant_source
 from emulator.config.model import Diagnostic
 from emulator.engine import WorkflowDefinition
 from emulator.host import ProjectHost
 from emulator.loader import WorkerLoader
-from emulator.outline import DEFAULT_ENTRY_CLASS, TenantSourceError, outline_steps
+from emulator.analysis.outline import DEFAULT_ENTRY_CLASS, TenantSourceError, outline_steps
 
 __all__ = ["PLAYGROUND_WORKFLOW", "SCRATCH_PREFIX", "STATIC_DIR", "dashboard_routes",
            "install_playground", "lint_playground", "playground_source", "save_playground",

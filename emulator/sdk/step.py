@@ -7,7 +7,7 @@ parameter receives ``{"step": {"name", "count"}, "attempt", "config"}``. Before 
 legacy form applies: ``step.do(name, depends=[...], concurrent=False, config=None)`` fills the
 non-``ctx`` parameters positionally from ``depends``. Error texts follow the SDK (spec §3.2-§3.3).
 
-Step semantics live in :class:`~emulator.engine.client.StepClient` (beside the code) and
+Step semantics live in :class:`~emulator.sdk.client.StepClient` (beside the code) and
 :class:`~emulator.engine.lifetime.Lifetime` (in the engine); this module is only the SDK's surface
 and its dependency resolution.
 """
@@ -20,7 +20,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 if TYPE_CHECKING:
-    from emulator.engine.client import StepClient
+    from emulator.sdk.client import StepClient
 
 IMPLICIT_DEPENDENCIES_SINCE = date(2026, 2, 25)
 
@@ -113,7 +113,7 @@ class WorkflowStep:
 
     def __rpc_proxy__(self) -> Any:
         """Sent to an isolate as the engine's step backend plus the step cache."""
-        from emulator.isolates.steps import StepBackendTarget
+        from emulator.sdk.remote import StepBackendTarget
         return StepBackendTarget(self._client)
 
     # ---- the SDK surface -------------------------------------------------------------------

@@ -31,7 +31,7 @@ DW204  error    the entrypoint class does not subclass ``WorkflowEntrypoint``
 DW205  error    the entrypoint class has no ``run`` method
 DW206  error    ``run`` cannot be called as ``run(self, event, step)``
 DW207  warning  ``run`` is not ``async``, so it cannot await its steps
-DW3xx           step-level rules, see ``emulator.config.lint``
+DW3xx           step-level rules, see ``emulator.analysis.lint``
 ====== ======== =============================================================================
 
 A missing config file is not a diagnostic: there is no project to report on, so the
@@ -50,10 +50,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from emulator.config.jsonc import locate_values
-from emulator.config.lint import (at, dotted_name, lint_module, lint_tenant_source, syntax_error)
+from emulator.analysis.lint import (at, dotted_name, lint_module, lint_tenant_source, syntax_error)
 from emulator.config.loader import find_config, load_config
 from emulator.config.model import Diagnostic, ProjectConfig
-from emulator.engine.limits import is_valid_id
+from emulator.rules.limits import is_valid_id
 from emulator.errors import ConfigError, UsageError
 
 __all__ = ["CheckReport", "check_project", "run_check"]

@@ -36,9 +36,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from emulator.config.model import Diagnostic, Severity
-from emulator.engine.durations import parse_duration
-from emulator.engine.limits import MAX_ID_LENGTH, check_event_type, check_step_name, is_valid_id
-from emulator.engine.retries import step_config_problems
+from emulator.rules.durations import parse_duration
+from emulator.rules.limits import MAX_ID_LENGTH, check_event_type, check_step_name, is_valid_id
+from emulator.rules.retries import step_config_problems
 from emulator.errors import DurationError, ValidationError
 
 STEP_METHODS = ("do", "sleep", "sleep_until", "wait_for_event")

@@ -22,7 +22,7 @@ import math
 import time
 from datetime import datetime, timezone
 
-from emulator.engine.limits import MAX_SLEEP_MS
+from emulator.rules.limits import MAX_SLEEP_MS
 
 #: How far one jump may move a clock.
 MAX_JUMP_MS = MAX_SLEEP_MS

@@ -17,7 +17,7 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from emulator.engine.limits import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_NAME_CHARS, cut_text
+from emulator.rules.limits import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_NAME_CHARS, cut_text
 
 
 INTERNAL_ATTEMPT_ERROR = {"name": "WorkflowInternalError",

@@ -15,17 +15,17 @@ import json
 import re
 from typing import Any, Awaitable
 
-from emulator.engine.client import CachedStep, StepClient, StepKey, show_step
-from emulator.engine.failures import WorkflowFatalError, WorkflowTimeoutError, non_retryable_class
-from emulator.engine.limits import (MAX_CODE_VERSION_CHARS, MAX_CONFIG_JSON_BYTES,
+from emulator.sdk.client import CachedStep, StepClient, StepKey, show_step
+from emulator.sdk.failures import WorkflowFatalError, WorkflowTimeoutError, non_retryable_class
+from emulator.rules.limits import (MAX_CODE_VERSION_CHARS, MAX_CONFIG_JSON_BYTES,
                                     MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_NAME_CHARS,
                                     MAX_LOG_LINE_CHARS, MAX_PAYLOAD_BYTES, MAX_SLEEP_MS,
                                     MAX_WAIT_OCCURRENCES, MIN_EVENT_TIMEOUT_MS, check_event_type,
                                     check_step_name, step_output_too_large, utf8_size)
-from emulator.engine.logs import LogLevel
-from emulator.engine.modifiers import StepMocks
-from emulator.engine.retries import StepConfig, config_from_wire
-from emulator.engine.step import WorkflowStep
+from emulator.rules.logs import LogLevel
+from emulator.sdk.mocks import StepMocks
+from emulator.rules.retries import StepConfig, config_from_wire
+from emulator.sdk.step import WorkflowStep
 from emulator.errors import DurationError, NotSerialisableError, StepCallError, StepConfigError
 from emulator.rpc.errors import ProtocolViolation
 from emulator.rpc.peer import register_error

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from emulator.engine.durations import parse_duration
-from emulator.engine.limits import MAX_SLEEP_MS
+from emulator.rules.durations import parse_duration
+from emulator.rules.limits import MAX_SLEEP_MS
 from emulator.errors import DurationError, StepConfigError
 
 BACKOFFS = ("constant", "linear", "exponential")

@@ -22,14 +22,14 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Protocol
 
-from emulator.engine.clock import to_datetime
-from emulator.engine.durations import parse_duration
-from emulator.engine.failures import (INTERNAL_ATTEMPT_ERROR, StepError, WorkflowFatalError,
+from emulator.clock import to_datetime
+from emulator.rules.durations import parse_duration
+from emulator.sdk.failures import (INTERNAL_ATTEMPT_ERROR, StepError, WorkflowFatalError,
                                       WorkflowTimeoutError, error_dict, is_non_retryable, rebuild)
-from emulator.engine.limits import (MAX_SLEEP_MS, MIN_EVENT_TIMEOUT_MS, check_event_type,
+from emulator.rules.limits import (MAX_SLEEP_MS, MIN_EVENT_TIMEOUT_MS, check_event_type,
                                     check_step_name, encode_json)
-from emulator.engine.modifiers import StepMocks
-from emulator.engine.retries import StepConfig, resolve_step_config
+from emulator.sdk.mocks import StepMocks
+from emulator.rules.retries import StepConfig, resolve_step_config
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError
 
 StepKey = tuple[str, str, int]

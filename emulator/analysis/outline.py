@@ -25,9 +25,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from emulator.config.check import DEFAULT_ENTRY_CLASS
+from emulator.analysis.check import DEFAULT_ENTRY_CLASS
 # read arguments and literals exactly as `dynwf check` does, so the two never disagree
-from emulator.config.lint import _argument, _literal, _NOT_LITERAL, step_method, syntax_error
+from emulator.analysis.lint import _argument, _literal, _NOT_LITERAL, step_method, syntax_error
 from emulator.errors import DynwfError
 
 __all__ = ["DEFAULT_ENTRY_CLASS", "OutlineStep", "TenantSourceError", "outline_steps"]
