@@ -24,7 +24,7 @@ from dynwf_cli.checklist import GLYPHS, Checklist, to_ndjson
 from dynwf_cli.console import THEME
 from emulator.engine import Engine, VirtualClock, WorkflowDefinition
 from emulator.engine.progress import Progress
-from emulator.analysis.outline import OutlineStep, TenantSourceError, outline_steps
+from emulator.analysis.outline import TenantSourceError, outline_steps
 
 GOLDEN = Path(__file__).parent / "golden" / "checklist"
 UPDATE_GOLDEN = os.environ.get("DYNWF_UPDATE_GOLDEN") == "1"

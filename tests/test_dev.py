@@ -18,10 +18,9 @@ from typer.testing import CliRunner
 from dynwf_cli.app import app
 from emulator.errors import DynwfError
 
-runner = CliRunner()
-
-
 from dev_harness import DYNWF, DevServer, copy_hello, free_port, save_atomically, start
+
+runner = CliRunner()
 
 
 def new_globex_fetch(source: str) -> str:
@@ -76,8 +75,8 @@ def test_requests_reach_each_tenant_progress_streams_and_a_saved_tenant_serves_a
 
 def _suffix_match(dev: DevServer, tenant_visible_id: str) -> str:
     """The real (namespaced) id of the instance a tenant knows as ``tenant_visible_id``."""
-    line = dev.wait_for(lambda l: l.startswith("{") and
-                        json.loads(l).get("instance", "").endswith("-" + tenant_visible_id))
+    line = dev.wait_for(lambda line: line.startswith("{") and
+                        json.loads(line).get("instance", "").endswith("-" + tenant_visible_id))
     return json.loads(line)["instance"]
 
 

@@ -3,7 +3,6 @@ a coded, located error, never a crash, and nothing half-written (issue: reliabil
 
 import asyncio
 import json
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 

@@ -39,7 +39,8 @@ async def attempt(name, action):
 
 async def on_victim(wf, victim, action):
     instance = await wf.get(victim)
-    return await getattr(instance, action)(*([{"type": "go", "payload": 1}] if action == "send_event" else []))
+    arguments = [{"type": "go", "payload": 1}] if action == "send_event" else []
+    return await getattr(instance, action)(*arguments)
 
 
 async def forge_by_attribute(wf):

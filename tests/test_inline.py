@@ -4,9 +4,7 @@ modules kept apart (DESIGN §5)."""
 import asyncio
 import os
 import sys
-from pathlib import Path
 
-import pytest
 
 from emulator.isolates.pool import IsolatePool
 from emulator.loader import WorkerLoader

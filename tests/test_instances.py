@@ -416,7 +416,7 @@ def test_logs(state: State):
     out = state.ok("logs", "done-1")
     assert "[prepare] preparing done" in out
     lines = [json.loads(line) for line in state.ok("logs", "done-1", "--json").splitlines()]
-    assert [(l["step"], l["level"], l["message"]) for l in lines] == [
+    assert [(row["step"], row["level"], row["message"]) for row in lines] == [
         ({"kind": "do", "name": "prepare", "count": 1}, "info", "preparing done")]
     # --follow on a finished instance prints what there is and stops
     followed = state.ok("logs", "done-1", "--follow")
@@ -427,10 +427,10 @@ def test_logs(state: State):
     ops = InstanceOps(Store(state.db))
     try:
         first = ops.logs("sleeper")
-        assert [l["message"] for l in first["lines"]] == ["preparing sleep", "woke up"]
+        assert [row["message"] for row in first["lines"]] == ["preparing sleep", "woke up"]
         assert first["finished"] and first["last_seq"] == first["lines"][-1]["seq"]
         newer = ops.logs("sleeper", after_seq=first["lines"][0]["seq"])
-        assert [l["message"] for l in newer["lines"]] == ["woke up"]
+        assert [row["message"] for row in newer["lines"]] == ["woke up"]
         assert ops.logs("sleeper", after_seq=first["last_seq"])["lines"] == []
     finally:
         ops.close()

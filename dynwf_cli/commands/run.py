@@ -60,7 +60,8 @@ def parse_json_option(value: str | None, option: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{option} is not valid JSON: {exc.msg} at line {exc.lineno} column "
-                         f"{exc.colno}", hint=f"""quote it for the shell: {option} '{{"key": "value"}}'""") from None
+                         f"{exc.colno}",
+                         hint=f"""quote it for the shell: {option} '{{"key": "value"}}'""") from None
 
 
 def parse_event(value: str) -> tuple[str, Any]:

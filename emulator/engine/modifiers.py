@@ -9,7 +9,8 @@ are engine features, consulted at fixed points, never patches over the engine's 
   or a retry back-off is disabled, whether a mocked event answers a new wait, and whether a wait
   must time out now;
 - the side that runs step bodies (:class:`~emulator.sdk.client.StepClient`) asks
-  :class:`~emulator.sdk.mocks.StepMocks` (``sdk/mocks.py``) for each attempt's outcome. For a dynamic workflow that side lives in the
+  :class:`~emulator.sdk.mocks.StepMocks` (``sdk/mocks.py``) for each attempt's outcome. For a
+  dynamic workflow that side lives in the
   tenant's isolate, so the step mocks travel there inside the step handle's init dict
   (``emulator/sdk/remote.py``): a mocked step's body never runs in the isolate. The isolate
   gets them when a run starts (every replay sends them afresh), so a change made while a run is

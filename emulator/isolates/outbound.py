@@ -47,7 +47,9 @@ from enum import StrEnum
 from typing import Any, Callable, Iterator
 
 from emulator.isolates.guard import NO_GLOBAL_OUTBOUND_MESSAGE
-from emulator.runtime.workers import Headers, Request, Response, outbound_route
+from emulator.runtime.workers import (Headers, Request, Response, outbound_route,
+                                      serve_host_requests)
+from emulator.sdk.remote import serve_outbound
 
 #: The log level of outbound request lines: ``fetch: GET https://... → 200 in 12 ms``.
 LOG_LEVEL = "fetch"
@@ -515,3 +517,8 @@ def _cut(text: str, limit: int = MAX_SHOWN_URL) -> str:
 
 def _ms(started: float) -> int:
     return round((time.monotonic() - started) * 1000)
+
+
+# the layers below reach the host's outbound code through these hooks, never by importing it
+serve_host_requests(lambda request: send_from_host(check_request(request)))
+serve_outbound(outbound_of_caller)

@@ -15,7 +15,8 @@ of its own for its descriptors 1 and 2, so nothing it writes reaches the host's 
 
 The control channel is a ``SOCK_SEQPACKET`` pair (message boundaries kept, file descriptors passed
 with ``SCM_RIGHTS``): the host sends ``{"req": n, "label": ..., "profile": ...}`` plus the child's
-end of a fresh socket pair and the write end of its output pipe; the zygote answers ``{"req": n, "pid": pid}``, and ``{"exit": pid,
+end of a fresh socket pair and the write end of its output pipe; the zygote answers
+``{"req": n, "pid": pid}``, and ``{"exit": pid,
 "code": c}`` when a child ends (``c`` as ``os.waitstatus_to_exitcode``: negative for a signal;
 the memory-limit exit code when the kernel's OOM killer ended it in its memory cgroup).
 

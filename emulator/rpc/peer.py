@@ -100,7 +100,7 @@ def error_from_wire(error: dict[str, Any]) -> BaseException:
     if factory is not None:
         return factory(message, code)
     if code:
-        from emulator import errors
+        import emulator.errors as errors
         for cls in vars(errors).values():
             if isinstance(cls, type) and issubclass(cls, errors.DynwfError) and cls.code == code:
                 try:

@@ -52,7 +52,8 @@ def check_instance_id(value: object) -> str:
 
 
 def check_event_type(value: object) -> str:
-    if not (isinstance(value, str) and 0 < len(value) <= MAX_EVENT_TYPE_LENGTH and ID_PATTERN.fullmatch(value)):
+    if not (isinstance(value, str) and 0 < len(value) <= MAX_EVENT_TYPE_LENGTH
+            and ID_PATTERN.fullmatch(value)):
         raise InvalidEventTypeError(
             f"Event type {value!r} is invalid: event types are 1-{MAX_EVENT_TYPE_LENGTH} characters "
             "matching ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$ (no dots)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Awaitable
+from typing import Any, Awaitable, Callable
 
 from emulator.sdk.client import CachedStep, StepClient, StepKey, show_step
 from emulator.sdk.failures import WorkflowFatalError, WorkflowTimeoutError, non_retryable_class
@@ -140,7 +140,8 @@ class StepBackendTarget(RpcTarget):
         if (duration_ms is None) == (due is None):
             raise ProtocolViolation("sleep needs either a duration or an end time")
         if duration_ms is not None and not 0 <= duration_ms <= MAX_SLEEP_MS:
-            raise DurationError(f"{show_step(key)} of {_shown_int(duration_ms)} ms is outside the allowed range of "
+            raise DurationError(f"{show_step(key)} of {_shown_int(duration_ms)} ms is outside the "
+                                "allowed range of "
                                 f"0 to {MAX_SLEEP_MS:,} ms (365 days)")
         if due is not None:
             now = self._backend.now_ms()
@@ -155,7 +156,8 @@ class StepBackendTarget(RpcTarget):
         _typed(timeout_ms, int, "an event wait's timeout")
         check_event_type(event_type)
         if not MIN_EVENT_TIMEOUT_MS <= timeout_ms <= MAX_SLEEP_MS:
-            raise DurationError(f"{show_step(key)} timeout of {_shown_int(timeout_ms)} ms is outside the allowed "
+            raise DurationError(f"{show_step(key)} timeout of {_shown_int(timeout_ms)} ms is outside "
+                                "the allowed "
                                 "range of 1 second to 365 days")
         return self._backend.wait_for_event(key, event_type, timeout_ms)
 
@@ -204,7 +206,8 @@ class StepBackendTarget(RpcTarget):
     def _attempt(attempt: Any, config: StepConfig) -> int:
         _typed(attempt, int, "an attempt number")
         if not 1 <= attempt <= config.limit + 1:
-            raise StepCallError(f"attempt {_shown_int(attempt)} is outside 1 to {config.limit + 1} (the step's "
+            raise StepCallError(f"attempt {_shown_int(attempt)} is outside 1 to {config.limit + 1} "
+                                "(the step's "
                                 f"retry limit is {config.limit})")
         return attempt
 
@@ -232,12 +235,23 @@ class StepBackendTarget(RpcTarget):
                                 f"{MAX_ERROR_MESSAGE_CHARS:,} characters")
 
     async def fetch(self, key: Any, request: Any) -> Any:
-        """An outbound request from inside step ``key``'s body."""
-        from emulator.isolates.outbound import outbound_of_caller  # host side only: urllib, ssl
+        """An outbound request from inside step ``key``'s body, sent by the calling isolate's
+        outbound policy (installed by ``isolates/outbound.py``: the host's, never the isolate's)."""
         step = self._step_key(key, "do")
-        outbound = outbound_of_caller()
+        if _outbound_of_caller is None:
+            raise RuntimeError("this host has no outbound policy installed")
+        outbound = _outbound_of_caller()
         return await outbound.fetch(
             request, lambda level, message: self._backend.log(step, level, message))
+
+
+_outbound_of_caller: Callable[[], Any] | None = None
+
+
+def serve_outbound(provider: Callable[[], Any]) -> None:
+    """Install how the host finds the outbound policy of the isolate calling ``fetch``."""
+    global _outbound_of_caller
+    _outbound_of_caller = provider
 
 
 def _typed(value: Any, kind: type, what: str) -> None:

@@ -4,7 +4,7 @@ over HTTP, for the dashboard and for scripts.
 | method | path | does |
 |---|---|---|
 | GET | `/__dynwf/api/instances?tenant=&status=&workflow=&limit=` | list |
-| POST | `/__dynwf/api/instances` `{"tenant", "params"?, "id"?, "workflow"?, "metadata"?}` | create as the tenant would |
+| POST | `/__dynwf/api/instances` `{"tenant", "params"?, "id"?, "workflow"?, "metadata"?}` | create |
 | GET | `/__dynwf/api/instances/{id}?tenant=` | describe |
 | POST | `/__dynwf/api/instances/{id}/{pause,resume,terminate,restart,wake}` | lifecycle |
 | POST | `/__dynwf/api/instances/{id}/events` `{"type", "payload"?}` | send an event |

@@ -381,6 +381,15 @@ class Response(_Body):
 #: tenant code runs (to the host, over RPC); unset in the host, which sends requests itself.
 outbound_route: ContextVar[Callable[[Request], Awaitable[Response]] | None] = \
     ContextVar("workers_outbound_route", default=None)
+#: How the host sends a request of its own code (the dispatcher's): installed by the host's
+#: outbound module (``isolates/outbound.py``), which this module, below it, does not import.
+_host_route: Callable[[Request], Awaitable[Response]] | None = None
+
+
+def serve_host_requests(route: Callable[[Request], Awaitable[Response]]) -> None:
+    """Install the host's own way out, for ``fetch`` called outside any isolate."""
+    global _host_route
+    _host_route = route
 
 _FETCH_OPTIONS = ("method", "headers", "body")
 
@@ -412,11 +421,10 @@ async def fetch(resource: Any, **options: Any) -> Response:
     if isinstance(init["body"], str):
         headers.setdefault("content-type", "text/plain;charset=UTF-8")
     request = Request(url, method=init["method"], headers=headers, body=init["body"])
-    route = outbound_route.get()
-    if route is not None:
-        return await route(request)
-    from emulator.isolates.outbound import check_request, send_from_host
-    return await send_from_host(check_request(request))  # the host's own code: its own network
+    route = outbound_route.get() or _host_route
+    if route is None:
+        raise RuntimeError("fetch() has no way out here: it runs in a dynwf host or isolate")
+    return await route(request)
 
 
 __all__ = ["Headers", "Request", "Response", "RpcTarget", "WorkerEntrypoint", "WorkflowEntrypoint",

@@ -38,14 +38,14 @@ def contacts(rnd, count=2000):
             "perlman", "berners-lee"]
     domains = ["example.com", "globex.example", "mail.example", "corp.example"]
     for n in range(1, count + 1):
-        f, l = rnd.choice(first), rnd.choice(last)
-        email = f"{f}.{l}{n % 97}@{rnd.choice(domains)}"
+        given, family = rnd.choice(first), rnd.choice(last)
+        email = f"{given}.{family}{n % 97}@{rnd.choice(domains)}"
         roll = rnd.random()
         if roll < 0.03:
             email = email.replace("@", " at ")              # not an address
         elif roll < 0.06:
             email = "  " + email.upper() + " "               # fixable: case and spaces
-        yield [f"{f.capitalize()} {l.capitalize()}", email, rnd.choice(["Globex", "Initech",
+        yield [f"{given.capitalize()} {family.capitalize()}", email, rnd.choice(["Globex", "Initech",
                "Hooli", "Umbrella", "Soylent"]), f"2025-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}"]
 
 

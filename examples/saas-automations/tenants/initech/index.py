@@ -42,10 +42,12 @@ class TenantWorkflow(WorkflowEntrypoint):
         try:
             charge = await charge_card()
         except NonRetryableError as exc:
+            reason = str(exc)
+
             @step.do("record failure")
             async def record_failure():
                 return {"invoice": invoice["invoice"], "dunning": "email the customer to "
-                        "update their card", "reason": str(exc)}
+                        "update their card", "reason": reason}
 
             return {"status": "payment_failed", **await record_failure()}
 
