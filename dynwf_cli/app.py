@@ -69,6 +69,6 @@ def main() -> None:
 
 
 def exit_code_for(exc: DynwfError) -> int:
-    """The one table from error family to exit code (DESIGN §7)."""
+    """The one table from error family to exit code (docs/architecture.md §9)."""
     from emulator.errors import UsageError
     return 2 if isinstance(exc, UsageError) else 1

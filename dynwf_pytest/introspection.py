@@ -1,7 +1,7 @@
 """``introspect_instance`` / ``introspect_workflow``: the platform's workflow test API in Python.
 
 They mirror ``introspectWorkflowInstance`` / ``introspectWorkflow`` of ``cloudflare:test``
-(spec §7.3) in snake_case, with the same error texts. Each returns an object that is both
+(docs/semantics.md §7.3) in snake_case, with the same error texts. Each returns an object that is both
 awaitable and an async context manager, so both JS idioms have a Python spelling::
 
     async with introspect_instance(binding, "order-1") as instance:     # await using ...

@@ -5,7 +5,7 @@ when no live isolate holds ``id``, and returns the code dict. The dict takes the
 (``compatibility_date``, ``main_module``, ``modules``, ``env``, ``global_outbound``, ``limits``)
 and the JS ones (``compatibilityDate``, ``mainModule``, ``globalOutbound``), so code ported from
 the blog works; an unknown key is an error naming it. A callback that raises makes every call on
-the stub raise that error (spec §6.1).
+the stub raise that error (docs/semantics.md §6.1).
 
 ``global_outbound`` decides what the isolate's ``fetch`` does (left out: the host's network;
 ``None``: refused with the platform's message; a stub with ``fetch(request)``: the stub answers

@@ -1,5 +1,5 @@
 """Where a project's state lives, and opening it: ``.dynwf/`` beside the wrangler file unless
-``--state-dir`` or ``DYNWF_STATE_DIR`` says otherwise (DESIGN §7)."""
+``--state-dir`` or ``DYNWF_STATE_DIR`` says otherwise (docs/architecture.md §9)."""
 
 from __future__ import annotations
 

@@ -111,7 +111,7 @@ class RunSession:
             lambda event: callback(event) if event.instance_id == self.instance_id else None)
 
     async def create(self) -> str:
-        # no --params: an empty payload, as the platform's local engine gives (spec §7.2)
+        # no --params: an empty payload, as the platform's local engine gives (docs/semantics.md §7.2)
         options = {"id": self.tenant_instance_id,
                    "params": {} if self.options.params is None else self.options.params}
         return await self.host.create_as_tenant(self.metadata, options, workflow=self.workflow.name)

@@ -37,7 +37,7 @@ from emulator.engine import WorkflowDefinition
 DB_ENV, LOG_ENV, OWNER_ENV = "DYNWF_TEST_DB", "DYNWF_TEST_LOG", "DYNWF_TEST_OWNER"
 EVENT_TYPE = "approve"
 FINISHED = frozenset({"complete", "errored", "terminated"})
-# Short constant back-off: a kill during an attempt counts as a failed attempt (DESIGN §6), and
+# Short constant back-off: a kill during an attempt counts as a failed attempt (docs/semantics.md §9), and
 # the production default (10 s, exponential) would make every recovery take seconds. The limit
 # leaves room for a few kills landing on the same step on top of the planned first failure.
 RETRY = {"retries": {"limit": 10, "delay": "50 ms", "backoff": "constant"}}

@@ -1,4 +1,5 @@
-"""Duration grammar (spec §2.6, DESIGN §3): typed units, numbers are milliseconds, unknown units
+"""Duration grammar (docs/semantics.md §2.6, docs/architecture.md §5): typed units, numbers are
+milliseconds, unknown units
 are errors that name the closest unit."""
 
 from datetime import timedelta

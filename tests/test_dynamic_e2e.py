@@ -1,6 +1,6 @@
 """The hello project end to end, with real isolates: a dispatcher loads two tenants' different
 workflow code at runtime; instances survive a restart of the whole host mid-sleep and finish in
-the right tenant's code (spec §6, §8; DESIGN §1)."""
+the right tenant's code (docs/semantics.md §6, §8; docs/architecture.md §1)."""
 
 import asyncio
 import json

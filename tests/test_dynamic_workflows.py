@@ -1,10 +1,13 @@
-"""``dynamic_workflows``: the library's own tests (spec §8.5), tenant scoping, and one real engine run.
+"""``dynamic_workflows``: the library's own tests (docs/semantics.md §8.5), tenant scoping, and one
+real engine run.
 
 The first two groups port ``binding.test.ts`` (10 tests) and ``entrypoint.test.ts`` (12 tests) of
 ``@cloudflare/dynamic-workflows`` against a fake binding. Where our behaviour differs from the
-library on purpose, the test says so: ids pass through a tenant namespace (DESIGN §4, spec §9.21),
+library on purpose, the test says so: ids pass through a tenant namespace (docs/architecture.md §6,
+docs/semantics.md §9.21),
 so "forwards get() unchanged" becomes "forwards get() to the tenant's namespaced id"; the tenant's
-event keeps ``workflowName`` (§9.22); a missing ``params`` key unwraps as None (§9.20).
+event keeps ``workflowName`` (docs/semantics.md §9.22); a missing ``params`` key unwraps as None
+(docs/semantics.md §9.20).
 """
 
 from __future__ import annotations
@@ -364,7 +367,7 @@ def test_entrypoint_run_passes_its_env_and_ctx_and_strips_the_namespace() -> Non
 
 
 def test_unwrap_tolerates_an_envelope_without_params() -> None:
-    """Spec §9.20: a store that drops a None-valued key must not turn create() into an error."""
+    """docs/semantics.md §9.20: a store that drops a None-valued key must not turn create() into an error."""
     assert unwrap_params({ENVELOPE_KEY: META}) == (META, None)
     assert unwrap_params({"params": 1}) is None
     assert unwrap_params([ENVELOPE_KEY]) is None

@@ -1,11 +1,11 @@
-"""Conformance of instances, replay and limits to the Workflows spec, item by item.
+"""Conformance of instances, replay and limits to the platform's semantics, item by item.
 
-Covers §1.2-§1.4 (binding and instance methods, the status shape and every reachable status:
-queued, running, waiting, waitingForPause, paused, errored, terminated, complete), §4 (replay,
-restarts of the engine, parallel steps, pause/resume/terminate/restart against running steps)
-and §5 (ids, event types, step names, 1 MiB payloads, create_batch, the step limit). Each test
-names the section it proves. Steps are held in flight with an asyncio.Event, never with real
-sleeps; time is a VirtualClock that stands still.
+Section numbers (§) are those of docs/semantics.md. Covers §1.2-§1.4 (binding and instance
+methods, the status shape and every reachable status: queued, running, waiting, waitingForPause,
+paused, errored, terminated, complete), §4 (replay, restarts of the engine, parallel steps,
+pause/resume/terminate/restart against running steps) and §5 (ids, event types, step names, 1 MiB
+payloads, create_batch, the step limit). Each test names the section it proves. Steps are held in
+flight with an asyncio.Event, never with real sleeps; time is a VirtualClock that stands still.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def test_s1_2_get_returns_the_instance_and_unknown_id_raises(tmp_path):
 
 
 def test_s1_2_duplicate_create_raises_already_exists(tmp_path):
-    """§1.2 + DESIGN §6: create() with an id in use raises instance.already_exists and leaves the
+    """§1.2 + docs/semantics.md §9: create() with an id in use raises instance.already_exists and leaves the
     existing instance untouched."""
     async def main():
         h = Harness(tmp_path / "db.sqlite", simple)
@@ -142,7 +142,7 @@ def test_s1_2_duplicate_create_raises_already_exists(tmp_path):
 
 
 def test_s1_2_create_batch_skips_duplicates_and_leaves_them_out(tmp_path):
-    """§1.2 + DESIGN §6: create_batch skips ids already in use (also repeated within the batch)
+    """§1.2 + docs/semantics.md §9: create_batch skips ids already in use (also repeated within the batch)
     and leaves them out of the returned list."""
     async def main():
         h = Harness(tmp_path / "db.sqlite", simple)
@@ -158,7 +158,7 @@ def test_s1_2_create_batch_skips_duplicates_and_leaves_them_out(tmp_path):
 
 
 def test_s2_1_event_fields(tmp_path):
-    """§2.1 + DESIGN §3: run() receives payload (the params), timestamp (creation time, naive
+    """§2.1 + docs/architecture.md §5: run() receives payload (the params), timestamp (creation time, naive
     UTC datetime), instanceId and workflowName."""
     async def wf(event, step):
         return {"payload": event["payload"], "instanceId": event["instanceId"],
@@ -203,7 +203,7 @@ def test_s1_4_status_running_while_a_step_is_in_flight(tmp_path):
 
 
 def test_s1_4_status_waiting_while_sleeping(tmp_path):
-    """§1.4 + DESIGN §6: ``waiting`` while sleeping."""
+    """§1.4 + docs/semantics.md §9: ``waiting`` while sleeping."""
     async def main():
         h = Harness(tmp_path / "db.sqlite", sleeper)
         await h.create()
@@ -213,7 +213,7 @@ def test_s1_4_status_waiting_while_sleeping(tmp_path):
 
 
 def test_s1_4_status_waiting_while_waiting_for_an_event(tmp_path):
-    """§1.4 + DESIGN §6: ``waiting`` while waiting for an event."""
+    """§1.4 + docs/semantics.md §9: ``waiting`` while waiting for an event."""
     async def main():
         h = Harness(tmp_path / "db.sqlite", waiter)
         await h.create()
@@ -223,7 +223,7 @@ def test_s1_4_status_waiting_while_waiting_for_an_event(tmp_path):
 
 
 def test_s1_4_status_waiting_while_backing_off(tmp_path):
-    """§1.4 + DESIGN §6: ``waiting`` while waiting out a retry delay."""
+    """§1.4 + docs/semantics.md §9: ``waiting`` while waiting out a retry delay."""
     calls = {"flaky": 0}
 
     async def wf(event, step):
@@ -385,7 +385,7 @@ def test_s1_3_event_sent_to_paused_instance_is_delivered_after_resume(tmp_path):
 
 
 def test_s1_3_resume_of_a_non_paused_instance_is_a_no_op(tmp_path):
-    """§1.3 + DESIGN §6: resume() of an instance that is not paused changes nothing."""
+    """§1.3 + docs/semantics.md §9: resume() of an instance that is not paused changes nothing."""
     async def main():
         h = Harness(tmp_path / "db.sqlite", sleeper)
         inst = await h.create()
@@ -495,7 +495,7 @@ def test_s1_3_terminate_a_queued_instance_it_never_runs(tmp_path):
 
 @pytest.mark.parametrize("final", ["complete", "errored", "terminated"])
 def test_s1_3_send_event_to_a_finished_instance_raises(tmp_path, final):
-    """§1.3 + DESIGN §6: send_event to a complete, errored or terminated instance raises."""
+    """§1.3 + docs/semantics.md §9: send_event to a complete, errored or terminated instance raises."""
     async def wf(event, step):
         if event["payload"]["fail"]:
             raise ValueError("nope")
@@ -514,7 +514,7 @@ def test_s1_3_send_event_to_a_finished_instance_raises(tmp_path, final):
 
 
 def test_s1_3_restart_reruns_a_complete_instance_with_same_params(tmp_path):
-    """§1.3/§4.6 + DESIGN §6: restart() erases step state and runs again with the same params."""
+    """§1.3/§4.6 + docs/semantics.md §9: restart() erases step state and runs again with the same params."""
     calls = {"double": 0}
 
     async def wf(event, step):
@@ -742,7 +742,7 @@ def test_s4_5_gather_of_distinct_steps(tmp_path):
 
 
 def test_s4_6_pause_waits_for_the_in_flight_step(tmp_path):
-    """§4.6 + DESIGN §6: pause() during a step gives ``waitingForPause``; the step finishes and
+    """§4.6 + docs/semantics.md §9: pause() during a step gives ``waitingForPause``; the step finishes and
     is committed, no new step starts, then the instance is ``paused``; resume() goes on without
     re-running the committed step."""
     async def main():
@@ -850,7 +850,7 @@ def test_s4_6_resume_during_waiting_for_pause_cancels_the_pause(tmp_path):
 
 
 def test_s4_6_terminate_stops_an_in_flight_step_at_once(tmp_path):
-    """§4.6 + DESIGN §6: terminate() during a step ends the instance at once; the step's body is
+    """§4.6 + docs/semantics.md §9: terminate() during a step ends the instance at once; the step's body is
     cancelled and its result never committed; nothing runs afterwards."""
     async def main():
         gate = Gate()
@@ -951,7 +951,7 @@ def test_s4_6_pause_during_retry_backoff_pauses_at_once(tmp_path):
 @pytest.mark.parametrize("bad", ["", "-leading-dash", "has space", "a.b", "a/b", "x" * 101,
                                  "naïve", 42])
 def test_s5_invalid_instance_ids_refused(tmp_path, bad):
-    """§5 + DESIGN §6: ids must match ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$ with 1-100 characters;
+    """§5 + docs/semantics.md §9: ids must match ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$ with 1-100 characters;
     anything else is refused with instance.invalid_id and nothing is written."""
     async def main():
         h = Harness(tmp_path / "db.sqlite", simple)
@@ -1047,7 +1047,7 @@ def test_s5_step_name_of_256_characters_accepted(tmp_path):
 @pytest.mark.parametrize("kind", ["do", "sleep", "wait"])
 @pytest.mark.parametrize("name", ["s" * 257, "", "line\nbreak"])
 def test_s5_invalid_step_names_error_instance(tmp_path, kind, name):
-    """§2.2/§5 + DESIGN §6: step names are 1-256 characters without control characters; a bad
+    """§2.2/§5 + docs/semantics.md §9: step names are 1-256 characters without control characters; a bad
     one (for step.do, step.sleep or wait_for_event) is fatal and nothing is written."""
     calls = {"body": 0}
 
@@ -1076,7 +1076,7 @@ def test_s5_invalid_step_names_error_instance(tmp_path, kind, name):
 
 
 def test_s5_params_over_1_mib_refused_nothing_written(tmp_path):
-    """§5 + DESIGN §6: create() params over 1 MiB are refused naming the limit; nothing written."""
+    """§5 + docs/semantics.md §9: create() params over 1 MiB are refused naming the limit; nothing written."""
     async def main():
         h = Harness(tmp_path / "db.sqlite", simple)
         with pytest.raises(PayloadTooLargeError) as info:
@@ -1106,7 +1106,7 @@ def test_s5_params_just_under_1_mib_accepted(tmp_path):
 
 
 def test_s5_step_result_over_1_mib_refused(tmp_path):
-    """§5 + DESIGN §6: a step result over 1 MiB is refused naming the limit; no result is
+    """§5 + docs/semantics.md §9: a step result over 1 MiB is refused naming the limit; no result is
     stored."""
     async def wf(event, step):
         @step.do("big", config={"retries": {"limit": 0, "delay": 0}})
@@ -1141,7 +1141,7 @@ def test_s5_run_output_over_1_mib_errors_instance(tmp_path):
 
 
 def test_s5_event_payload_over_1_mib_refused_nothing_written(tmp_path):
-    """§5 + DESIGN §6: a send_event payload over 1 MiB is refused naming the limit; it is neither
+    """§5 + docs/semantics.md §9: a send_event payload over 1 MiB is refused naming the limit; it is neither
     delivered nor buffered."""
     async def main():
         h = Harness(tmp_path / "db.sqlite", waiter)
@@ -1172,7 +1172,7 @@ def test_s5_create_batch_of_more_than_100_refused(tmp_path):
 
 
 def test_s5_default_step_limit_is_10000():
-    """§5 + DESIGN §6: the default step limit is 10,000."""
+    """§5 + docs/semantics.md §9: the default step limit is 10,000."""
     assert DEFAULT_STEP_LIMIT == 10_000
     assert WorkflowDefinition("wf", lambda row: None).step_limit == 10_000
 

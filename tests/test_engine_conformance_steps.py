@@ -1,10 +1,12 @@
-"""Conformance of the engine's step API to the Workflows spec, item by item.
+"""Conformance of the engine's step API to the platform's semantics, item by item.
 
-Covers §2.2-§2.10 (step.do, step config and its validation, back-off formulas, the step context,
-the duration grammar, sleep / sleep_until, wait_for_event, NonRetryableError, catching failures)
-and §3.2-§3.3 (the Python SDK's implicit dependencies, ``ctx``, ``concurrent=True`` and the
-legacy ``depends=`` form). Each test names the section it proves. Time is a VirtualClock that
-stands still; the engine jumps it over sleeps and retry back-offs when asked to drain.
+Section numbers (§) are those of docs/semantics.md. Covers §2.2-§2.10 (step.do, step config and
+its validation, back-off formulas, the step context, the duration grammar, sleep / sleep_until,
+wait_for_event, NonRetryableError, catching failures) and §3.2-§3.3 (the Python SDK's implicit
+dependencies, ``ctx``, ``concurrent=True`` and the legacy ``depends=`` form). Each test names the
+section it proves. Time is a VirtualClock that stands still; a drain ends each sleep and retry
+back-off early (fast-forward moves no clock), and the tests that check a wait's length move the
+test's clock to each timer instead.
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ def test_s2_2_same_step_called_twice_is_two_durable_steps(tmp_path):
 # ---- §2.3 config, defaults, validation ----------------------------------------------------
 
 def test_s2_3_default_config_is_production_defaults(tmp_path):
-    """§2.3 + DESIGN §6: defaults are limit 5, delay 10 s, exponential, 10 minutes per attempt."""
+    """§2.3 + docs/semantics.md §9: defaults are limit 5, delay 10 s, exponential, 10 minutes per attempt."""
     async def wf(event, step):
         @step.do("show")
         async def show(ctx):
@@ -378,7 +380,7 @@ def test_s2_4_constant_backoff_delays(tmp_path):
 
 
 def test_s2_4_default_retry_schedule(tmp_path):
-    """§2.4 + DESIGN §6: with the defaults a failing step waits 10, 20, 40, 80, 160 s between
+    """§2.4 + docs/semantics.md §9: with the defaults a failing step waits 10, 20, 40, 80, 160 s between
     its 6 attempts."""
     calls = {"flaky": 0}
 
@@ -467,7 +469,7 @@ def test_s2_6_duration_grammar(text, ms):
 @pytest.mark.parametrize("text", ["5 fortnights", "3 lightyears", "10", "soon", "-1 second",
                                   "", "1second", None, True, [1]])
 def test_s2_6_bad_durations_rejected(text):
-    """§2.6 + DESIGN §3: an unknown unit (or anything else not a duration) is an error, never a
+    """§2.6 + docs/architecture.md §5: an unknown unit (or anything else not a duration) is an error, never a
     silent guess."""
     with pytest.raises(DurationError) as info:
         parse_duration(text)
@@ -500,7 +502,7 @@ def test_s2_6_sleep_with_unknown_unit_errors_instance(tmp_path):
 
 
 def test_s2_6_numeric_sleep_is_milliseconds(tmp_path):
-    """§2.6 + DESIGN §3: a number given to step.sleep is milliseconds."""
+    """§2.6 + docs/architecture.md §5: a number given to step.sleep is milliseconds."""
     async def wf(event, step):
         await step.sleep("nap", 1500)
         return "woke"
@@ -581,7 +583,7 @@ def test_s2_7_sleep_until_epoch_milliseconds(tmp_path):
 
 
 def test_s2_7_sleep_until_in_the_past_returns_at_once(tmp_path):
-    """§2.7 + DESIGN §6: sleep_until a past time returns at once (no error, no timer)."""
+    """§2.7 + docs/semantics.md §9: sleep_until a past time returns at once (no error, no timer)."""
     async def wf(event, step):
         await step.sleep_until("late", T0 - DAY)
         return "went on"
@@ -597,7 +599,7 @@ def test_s2_7_sleep_until_in_the_past_returns_at_once(tmp_path):
 
 
 def test_s2_7_changed_sleep_duration_on_replay_warns_and_keeps_original(tmp_path):
-    """§2.7/§4.2 + DESIGN §6: sleeps are keyed (name, count); a duration changed on replay is a
+    """§2.7/§4.2 + docs/semantics.md §9: sleeps are keyed (name, count); a duration changed on replay is a
     warning log and the original wake-up time is kept."""
     duration = {"nap": "1 hour"}
 
@@ -697,7 +699,7 @@ def test_s2_8_event_sent_before_wait_is_buffered(tmp_path):
 
 
 def test_s2_8_buffered_events_are_fifo_per_type(tmp_path):
-    """§2.8 + DESIGN §6: buffered events are delivered first-in first-out, per type."""
+    """§2.8 + docs/semantics.md §9: buffered events are delivered first-in first-out, per type."""
     async def wf(event, step):
         await step.sleep("first", "1 minute")
         a1 = await step.wait_for_event("a1", "a")

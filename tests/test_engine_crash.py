@@ -1,6 +1,6 @@
 """Crash recovery with real processes: an engine worker SIGKILLed at random moments, restarted
 each time, must finish every instance with the right output, never run a committed step again,
-and leave a sound database (DESIGN §6: a killed engine loses no committed step; an instance whose
+and leave a sound database (docs/semantics.md §9: a killed engine loses no committed step; an instance whose
 lease expired is re-run from its last committed step).
 
 Attempts in flight at a kill may run again (at-least-once); the test counts them.

@@ -1,6 +1,6 @@
 """Leases with real processes: two engine workers on one database file never run the same
 instance at once, share the work between them, and keep to the ids they are given with
-``--only`` (DESIGN §6).
+``--only`` (docs/semantics.md §9).
 
 Every step body records the wall-clock interval it ran in and the engine it ran in; intervals
 of one instance recorded by different engines must never overlap.

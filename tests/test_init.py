@@ -4,7 +4,8 @@ Each case runs through Typer's ``CliRunner`` for what the user reads, and throug
 ``dynwf`` console script where the exit code and the one-line error are the point (the runner
 sees a ``DynwfError`` as an exception; ``main()`` is what turns it into an exit code).
 
-Exit codes (DESIGN §7): an unknown ``--template`` is a usage error, 2, like any bad option value;
+Exit codes (docs/architecture.md §9): an unknown ``--template`` is a usage error, 2, like any bad
+option value;
 a folder that is not empty, or a path in the way, is the command failing at its job, 1.
 """
 

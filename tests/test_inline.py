@@ -1,5 +1,5 @@
 """``--isolation inline``: the same RPC and semantics in one process (for pdb), with each tenant's
-modules kept apart (DESIGN §5)."""
+modules kept apart (docs/architecture.md §7)."""
 
 import asyncio
 import os

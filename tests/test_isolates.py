@@ -1,5 +1,5 @@
 """Isolates are real processes forked from the zygote: module sets served from memory, faults
-contained to the calls in flight (spec §6, DESIGN §5)."""
+contained to the calls in flight (docs/semantics.md §6, docs/architecture.md §7)."""
 
 import asyncio
 import time

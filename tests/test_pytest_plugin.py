@@ -1,4 +1,4 @@
-"""The pytest plugin: every modifier and helper of the workflow test API (spec §7.3), with its
+"""The pytest plugin: every modifier and helper of the workflow test API (docs/semantics.md §7.3), with its
 misuse errors, against real SQLite and real isolates; the hello example tested through it; and
 the plugin's wiring (entry point, project discovery, tenant parametrization) in a nested pytest.
 

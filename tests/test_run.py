@@ -1,5 +1,5 @@
 """``dynwf run``: a project made by ``dynwf init`` plus tenants written for each case, run through
-Typer's CliRunner and through the installed ``dynwf`` (DESIGN §7 exit codes)."""
+Typer's CliRunner and through the installed ``dynwf`` (docs/architecture.md §9 exit codes)."""
 
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""``workers``: Request, Response and Headers as Python Workers code sees them (spec §3.7), and
+"""``workers``: Request, Response and Headers as Python Workers code sees them (docs/semantics.md §3.7), and
 their trip across the isolate boundary by value."""
 
 from __future__ import annotations

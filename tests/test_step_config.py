@@ -1,4 +1,4 @@
-"""Step config validation, defaults and back-off (spec §2.3-§2.4, DESIGN §6)."""
+"""Step config validation, defaults and back-off (docs/semantics.md §2.3-§2.4, docs/semantics.md §9)."""
 
 import pytest
 

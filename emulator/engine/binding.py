@@ -1,6 +1,6 @@
 """``env.WORKFLOWS``: the binding a Worker uses to create and control instances.
 
-Methods are ``async`` like the Python SDK's wrappers (spec §3.6); each is one database operation
+Methods are ``async`` like the Python SDK's wrappers (docs/semantics.md §3.6); each is one database operation
 through :class:`~emulator.engine.control.Control`, so it works whether or not an engine is
 running in this process. ``sendEvent`` is accepted as an alias of ``send_event``.
 """

@@ -1,4 +1,4 @@
-"""Test modifiers: the named hooks through which a test bends one instance's run (spec §7.3).
+"""Test modifiers: the named hooks through which a test bends one instance's run (docs/semantics.md §7.3).
 
 The platform's test API lets a test change what the engine does for an instance: sleeps and retry
 back-offs that end at once, step attempts whose outcome is decided in advance (a result, an error,

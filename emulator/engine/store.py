@@ -8,7 +8,7 @@ at the same moment do not race.
 
 Durability: ``synchronous=NORMAL`` in WAL mode survives any process crash (the guarantee this
 engine promises: a killed engine loses no committed step); only an operating-system crash or
-power loss can drop the last transactions. ``FULL`` costs ~9x in commits/s here (PEERS.md).
+power loss can drop the last transactions. ``FULL`` costs ~9x in commits/s here (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Group commit for the engine's writes (DESIGN §6).
+"""Group commit for the engine's writes (docs/architecture.md §8).
 
 Every write queued during one event-loop iteration lands in one ``BEGIN IMMEDIATE`` transaction,
 and each writer is answered only after that transaction commits. One commit per step measured

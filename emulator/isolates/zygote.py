@@ -1,6 +1,6 @@
 """The zygote: a warm interpreter that forks one process per isolate.
 
-Tried and measured here (PEERS.md): a fresh interpreter per isolate costs 65-83 ms;
+Tried and measured here (docs/benchmarks.md): a fresh interpreter per isolate costs 65-83 ms;
 multiprocessing's forkserver ~5 ms; ``os.fork()`` from a warm parent ~2 ms. So the host starts
 one *fresh* interpreter (not a fork of the host: the host holds the engine's database connection
 and the dispatcher's memory, which tenants must never inherit), which imports the runtime, calls

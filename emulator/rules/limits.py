@@ -1,4 +1,4 @@
-"""The platform's limits on names and sizes (spec §5), checked before anything is written."""
+"""The platform's limits on names and sizes (docs/semantics.md §5), checked before anything is written."""
 
 from __future__ import annotations
 

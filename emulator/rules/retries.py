@@ -1,9 +1,9 @@
 """Step configuration: validation against the platform's rules, defaults, and back-off.
 
-Rules follow the platform's validator (spec §2.3): unknown keys are rejected; ``retries`` needs
+Rules follow the platform's validator (docs/semantics.md §2.3): unknown keys are rejected; ``retries`` needs
 both ``limit`` and ``delay``; ``backoff`` is constant, linear or exponential; ``timeout`` must parse
 and must not be zero. Defaults are the documented production ones (limit 5, 10 s, exponential,
-10 minutes per attempt), not the local emulator's 1 s delay (DESIGN §6). ``limit`` counts retries,
+10 minutes per attempt), not the local emulator's 1 s delay (docs/semantics.md §9). ``limit`` counts retries,
 so a step runs at most ``limit + 1`` times.
 """
 
@@ -39,7 +39,7 @@ class StepConfig:
     sensitive: str | None = None
 
     def delay_before_retry(self, failed_attempt: int) -> int:
-        """Milliseconds to wait after attempt ``failed_attempt`` (1-indexed) failed (spec §2.4),
+        """Milliseconds to wait after attempt ``failed_attempt`` (1-indexed) failed (docs/semantics.md §2.4),
         at most the longest wait the platform permits (365 days): an exponential back-off passes
         that by its 40th retry at a 10-second delay, and its timer must stay within reach."""
         if self.backoff == "constant":

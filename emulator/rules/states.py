@@ -1,6 +1,6 @@
 """Instance statuses and the one table of allowed transitions between them.
 
-The nine statuses are the platform's (spec §1.4). Every status change goes through
+The nine statuses are the platform's (docs/semantics.md §1.4). Every status change goes through
 ``Store.set_status_txn``, which checks this table and writes with ``WHERE status = <from>``, so
 two writers can never both win a transition.
 """
@@ -25,7 +25,7 @@ FINISHED: Final = frozenset({ERRORED, TERMINATED, COMPLETE})
 #: Statuses in which an engine may hold the instance's lease and run its code.
 LIVE: Final = frozenset({RUNNING, WAITING_FOR_PAUSE})
 
-# from -> the statuses it may move to. restart() may leave any status (spec §4.6) and is
+# from -> the statuses it may move to. restart() may leave any status (docs/semantics.md §4.6) and is
 # written as its own reset, not through this table.
 TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     QUEUED: frozenset({RUNNING, PAUSED, TERMINATED}),

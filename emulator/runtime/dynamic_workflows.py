@@ -1,4 +1,5 @@
-"""``dynamic_workflows``: the port of ``@cloudflare/dynamic-workflows`` (spec §8), plus tenant scoping.
+"""``dynamic_workflows``: the port of ``@cloudflare/dynamic-workflows`` (docs/semantics.md §8),
+plus tenant scoping.
 
 One Workflow binding of the dispatcher serves every tenant. The outbound side hands each tenant a
 wrapped binding whose ``create`` puts the params in an envelope
@@ -7,7 +8,7 @@ wrapped binding whose ``create`` puts the params in an envelope
 asks the dispatcher's ``load_runner`` for that tenant's code and forwards ``run`` to it with the
 original params. Names are the library's in snake_case, and so are its error texts.
 
-Where this differs from the library, on purpose (DESIGN §4):
+Where this differs from the library, on purpose (docs/architecture.md §6):
 
 - **Tenant scoping.** The library forwards ``get(id)`` unchanged, so any tenant can reach any
   instance of the shared Workflow, and all tenants share one id namespace. Here each metadata value
@@ -17,7 +18,7 @@ Where this differs from the library, on purpose (DESIGN §4):
   tenant's own words. Hashing, rather than storing a tenant column, keeps this a pure function of
   the envelope, so the engine, the CLI and the inbound side all agree without new state.
 - **``workflowName``** is kept in the tenant's event (the library drops it).
-- **``unwrap_params``** accepts an envelope without a ``params`` key (spec §9.20).
+- **``unwrap_params``** accepts an envelope without a ``params`` key (docs/semantics.md §9.20).
 
 This module is bound under both ``dynamic_workflows`` and ``emulator.runtime.dynamic_workflows``
 (see ``workers``), so the host and the dispatcher share one :data:`current_dispatcher`.
@@ -95,7 +96,7 @@ def unwrap_params(payload: Any) -> UnwrappedParams | None:
     """``(metadata, params)`` of an envelope, or None when ``payload`` is not one.
 
     A missing ``params`` key reads as None: a JSON store may drop it, and ``create()`` without
-    params must not turn into a missing-metadata error (spec §9.20).
+    params must not turn into a missing-metadata error (docs/semantics.md §9.20).
     """
     if not isinstance(payload, Mapping) or ENVELOPE_KEY not in payload:
         return None

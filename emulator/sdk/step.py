@@ -5,7 +5,8 @@ the returned callable is called and awaited. Parameters are filled by matching e
 *names* (implicit dependencies, the SDK's mode since compatibility date 2026-02-25); a ``ctx``
 parameter receives ``{"step": {"name", "count"}, "attempt", "config"}``. Before that date the
 legacy form applies: ``step.do(name, depends=[...], concurrent=False, config=None)`` fills the
-non-``ctx`` parameters positionally from ``depends``. Error texts follow the SDK (spec §3.2-§3.3).
+non-``ctx`` parameters positionally from ``depends``. Error texts follow the SDK (docs/semantics.md
+§3.2-§3.3).
 
 Step semantics live in :class:`~emulator.sdk.client.StepClient` (beside the code) and
 :class:`~emulator.engine.lifetime.Lifetime` (in the engine); this module is only the SDK's surface

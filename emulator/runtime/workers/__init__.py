@@ -1,7 +1,8 @@
 """The ``workers`` module as Python Workers code sees it, inside the emulator.
 
 Entrypoint base classes (``WorkflowEntrypoint``, ``WorkerEntrypoint``), ``RpcTarget``, and the
-``Request``/``Response``/``Headers`` trio of the Python SDK (spec §3.7), shaped like the platform's:
+``Request``/``Response``/``Headers`` trio of the Python SDK (docs/semantics.md §3.7), shaped like
+the platform's:
 header names are case-insensitive, ``Response.json(...)`` is a constructor on the class and a body
 reader on an instance, and a body can be read once (``clone()`` first to read it twice), as with
 ``fetch`` in workerd, so code that works here does not fail in production on a used body.
