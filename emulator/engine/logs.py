@@ -25,8 +25,8 @@ from typing import Callable
 
 from emulator.rules.limits import (LOG_BYTES_OUTSIDE_STEPS_PER_MINUTE, LOG_BYTES_PER_INSTANCE,
                                     LOG_BYTES_PER_STEP)
+from emulator.rules.steps import StepKey
 
-StepKey = tuple[str, str, int]
 
 
 @dataclass(slots=True)

@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 from emulator.rules.limits import check_event_type, encode_json
 from emulator.sdk.failures import error_dict
 from emulator.sdk.mocks import PREFIX, ModifierError, Selector, StepMocks, _times, selector
+from emulator.rules.steps import StepKey
 
 if TYPE_CHECKING:
     from emulator.engine.engine import Engine
 
-StepKey = tuple[str, str, int]
 
 # ---- one instance's modifiers (or a workflow's template for new instances) --------------------
 

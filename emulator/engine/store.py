@@ -26,9 +26,9 @@ from sqlite_utils.migrations import Migrations
 
 from emulator.rules import states
 from emulator.errors import InstanceNotFoundError, InvalidTransitionError
+from emulator.rules.steps import StepKey
 
 BUSY_TIMEOUT_MS = 10_000  # the 5 s default is exceeded when many engines share one slow disk
-StepKey = tuple[str, str, int]  # (kind, name, count)
 
 
 @dataclass(slots=True)

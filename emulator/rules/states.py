@@ -1,26 +1,41 @@
 """Instance statuses and the one table of allowed transitions between them.
 
-The nine statuses are the platform's (docs/semantics.md §1.4). Every status change goes through
+The nine statuses are the platform's (docs/semantics.md §1.3). Every status change goes through
 ``Store.set_status_txn``, which checks this table and writes with ``WHERE status = <from>``, so
 two writers can never both win a transition.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Final
 
-QUEUED: Final = "queued"
-RUNNING: Final = "running"
-PAUSED: Final = "paused"
-ERRORED: Final = "errored"
-TERMINATED: Final = "terminated"
-COMPLETE: Final = "complete"
-WAITING: Final = "waiting"
-WAITING_FOR_PAUSE: Final = "waitingForPause"
-UNKNOWN: Final = "unknown"
 
-ALL: Final = (QUEUED, RUNNING, PAUSED, ERRORED, TERMINATED, COMPLETE, WAITING,
-              WAITING_FOR_PAUSE, UNKNOWN)
+class InstanceStatus(StrEnum):
+    """The platform's nine statuses (docs/semantics.md §1.3); members are their strings."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    ERRORED = "errored"
+    TERMINATED = "terminated"
+    COMPLETE = "complete"
+    WAITING = "waiting"
+    WAITING_FOR_PAUSE = "waitingForPause"
+    UNKNOWN = "unknown"
+
+
+QUEUED: Final = InstanceStatus.QUEUED
+RUNNING: Final = InstanceStatus.RUNNING
+PAUSED: Final = InstanceStatus.PAUSED
+ERRORED: Final = InstanceStatus.ERRORED
+TERMINATED: Final = InstanceStatus.TERMINATED
+COMPLETE: Final = InstanceStatus.COMPLETE
+WAITING: Final = InstanceStatus.WAITING
+WAITING_FOR_PAUSE: Final = InstanceStatus.WAITING_FOR_PAUSE
+UNKNOWN: Final = InstanceStatus.UNKNOWN
+
+ALL: Final = tuple(InstanceStatus)
 FINISHED: Final = frozenset({ERRORED, TERMINATED, COMPLETE})
 #: Statuses in which an engine may hold the instance's lease and run its code.
 LIVE: Final = frozenset({RUNNING, WAITING_FOR_PAUSE})

@@ -31,8 +31,8 @@ from emulator.rules.limits import (MAX_SLEEP_MS, MIN_EVENT_TIMEOUT_MS, check_eve
 from emulator.sdk.mocks import StepMocks
 from emulator.rules.retries import StepConfig, resolve_step_config
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError
+from emulator.rules.steps import StepKey
 
-StepKey = tuple[str, str, int]
 #: Loop iterations a new step waits for gathered siblings to replay (see _check_replay).
 _SIBLING_ITERATIONS = 5
 

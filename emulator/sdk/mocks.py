@@ -16,8 +16,8 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 from emulator.errors import DynwfError
 from emulator.sdk.failures import rebuild
+from emulator.rules.steps import StepKey
 
-StepKey = tuple[str, str, int]
 Selector = tuple[str, int]            # (name, index)
 PREFIX = "[WorkflowIntrospector]"
 
