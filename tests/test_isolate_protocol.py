@@ -127,12 +127,17 @@ def test_a_frame_our_side_never_sends_kills_the_isolate_and_only_its_calls(attac
         rss_before = rss_mb()
         slow = asyncio.ensure_future(neighbour.slow(0.5))
         with pytest.raises(Exception) as info:
-            await asyncio.wait_for(hostile.attack(attack), 20)
+            await hostile.attack(attack)        # the tenant's method returns after 30 s
         rss_after = rss_mb()
+        for retries in range(100):  # at once, as a caller retrying in a loop would
+            try:
+                again = await hostile.slow(0)   # a fresh isolate serves the tenant's next call
+                break
+            except Exception:  # noqa: BLE001 - the dead isolate handed out again
+                continue
         neighbour_result = await slow
         gone = await _process_gone(victim_pid)
-        again = await hostile.slow(0)           # a fresh isolate serves the tenant's next call
-        return info.value, neighbour_result, gone, again, rss_after - rss_before
+        return info.value, neighbour_result, gone, (retries, again), rss_after - rss_before
     error, neighbour_result, gone, again, rss_growth = asyncio.run(asyncio.wait_for(
         with_pool(body), 120))
     assert getattr(error, "code", None) == "isolate.protocol", error
@@ -140,7 +145,7 @@ def test_a_frame_our_side_never_sends_kills_the_isolate_and_only_its_calls(attac
     assert fragment in str(error)
     assert neighbour_result == "slow done"
     assert gone, "the isolate that broke the protocol is still running"
-    assert again == "slow done"
+    assert again == (0, "slow done")
     assert rss_growth < 64, f"the host grew by {rss_growth:.0f} MiB reading one frame"
 
 

@@ -172,8 +172,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         except ConnectionLost as exc:
             self.end(exc)
         finally:
-            if start:  # moved within the buffer, never resized: the transport holds a view of it
-                buffer[:used - start] = buffer[start:used]
+            if start and not self.lost.done():  # moved within the buffer, never resized: the
+                buffer[:used - start] = buffer[start:used]  # transport holds a view of it
                 self._used = used - start
             if owner is not None:
                 owner.flush()
@@ -213,6 +213,9 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         if self._resume is not None:
             self._resume.cancel()
             self._resume = None
+        # the protocol and its transports refer to each other: without this, a buffer grown
+        # for a 4 MiB frame lives until the next full collection (a flood of them piled up)
+        self._buffer, self._used = bytearray(), 0
         if not self.lost.done():
             self.lost.set_result(reason)
         if self.owner is not None:
