@@ -10,16 +10,18 @@ floods the host in one of these ways, each in a phase of its own, then all at on
 - ``oversized``: a frame announcing 63 MiB, then bytes without end (the reported attack);
 - ``dense``: frames of the largest size allowed (4 MiB) made of ``{}`` objects (the other one);
 - ``text``: frames of the largest size allowed that the host accepts, a 4 MiB log line each;
-- ``costliest``: accepted frames as costly to parse as the limits allow (an answer to no call,
-  holding 1.1 M nested lists: the separators-and-brackets limit, 100 deep);
+- ``costliest``: accepted frames as costly to parse as the limits allow (an answer to no call:
+  lists nested 100 deep up to the limit of lists, then the slowest floats to read up to the
+  limit of separators);
 - ``logs``: 16 KiB lines printed outside any step, as fast as the isolate can;
 - ``step_logs``: instances whose steps print 16 KiB lines, one after another.
 
 A flood that breaks the protocol gets the hostile isolate killed; the driver calls it again at
-once, so a fresh isolate floods again (``kills`` counts them). Each phase reports the neighbour's
-latency (median, p99, max), the host's RSS (before and peak; sampled every 20 ms) and how long
-the hostile tenant's connection was held back by its loop budget. Before the phases, the cost of
-decoding one frame of each kind in this process is measured (``frame_costs_ms``), and what
+once, so a fresh isolate floods again (``kills`` counts them). Each phase lasts a fixed time (4 s
+quick, 15 s full), starts with a fresh hostile isolate and reports the neighbour's latency
+(median, p99, max over every instance it ran), the host's RSS (before and peak; sampled every
+20 ms) and how long the hostile connection was held back by its loop budget. Afterwards the cost
+of decoding one frame of each kind in this process is measured (``frame_costs_ms``), and what
 ``json.loads`` alone would spend on the ``dense`` frame. Targets: neighbour p99 <= 50 ms in every
 phase, host RSS peak <= 100 MB over its quiet level.
 """
@@ -42,7 +44,8 @@ FRAME_BUILDERS = '''
 import struct
 
 FRAME = %(frame)d
-TOKENS = %(tokens)d
+CONTAINERS = %(containers)d
+SEPARATORS = %(separators)d
 
 
 def frame(payload):
@@ -62,10 +65,13 @@ def text():
 
 
 def costliest():
-    block = b"[" * 100 + b"]" * 100                     # 100 tokens; 101 with its comma
-    blocks = (TOKENS - 100) // 101
-    return frame(b'{"t":"ok","id":999999999,"v":[' + b",".join([block] * blocks) + b"]}")
-''' % {"frame": frames.ISOLATE_FRAME_BYTES, "tokens": frames.MAX_FRAME_TOKENS}
+    # as costly to parse as the counts allow, and answering no call: lists nested 100 deep up to
+    # the limit of lists, then the floats slowest to read (~260 ns each) up to that of separators
+    blocks = CONTAINERS // 100 - 1
+    values = [b"[" * 100 + b"]" * 100] * blocks + [b"1e-300"] * (SEPARATORS - blocks - 8)
+    return frame(b'{"t":"ok","id":999999999,"v":[' + b",".join(values) + b"]}")
+''' % {"frame": frames.ISOLATE_FRAME_BYTES, "containers": frames.MAX_FRAME_CONTAINERS,
+       "separators": frames.MAX_FRAME_SEPARATORS}
 
 HOSTILE = '''
 import asyncio
@@ -127,6 +133,7 @@ class Chatty(WorkflowEntrypoint):
 '''
 
 KINDS = ("oversized", "dense", "text", "costliest", "logs", "step_logs")
+HOSTILE_KEY = "LOADER:hostile"
 P99_TARGET_MS = 50.0
 RSS_TARGET_MB = 100.0
 
@@ -160,7 +167,7 @@ def frame_costs() -> dict[str, Any]:
     return out
 
 
-async def _phase(path: FullPath, kind: str | None, samples: int, seq: list[int]) -> dict[str, Any]:
+async def _phase(path: FullPath, kind: str | None, seconds: float, seq: list[int]) -> dict[str, Any]:
     stop = asyncio.Event()
     counters = {"kills": 0, "calls": 0, "other_errors": 0, "instances": 0}
     errors: list[str] = []
@@ -179,6 +186,8 @@ async def _phase(path: FullPath, kind: str | None, samples: int, seq: list[int])
             except Exception as exc:  # noqa: BLE001 - a killed isolate is the point
                 if getattr(exc, "code", None) == "isolate.protocol":
                     counters["kills"] += 1
+                elif stop.is_set():
+                    break                       # the phase's end kills the isolate
                 else:
                     counters["other_errors"] += 1
                     if len(errors) < 3:
@@ -192,19 +201,25 @@ async def _phase(path: FullPath, kind: str | None, samples: int, seq: list[int])
             rss.append(rss_mb())
             await asyncio.sleep(0.02)
 
+    previous = path.host.pool.get_live(HOSTILE_KEY)
+    if previous is not None:        # each phase starts with a fresh hostile isolate
+        previous.kill()
     before = rss_mb()
     kinds = KINDS if kind == "all" else (kind,) if kind else ()
     tasks = [asyncio.ensure_future(flood(which)) for which in kinds]
     tasks.append(asyncio.ensure_future(sample()))
-    await asyncio.sleep(0.5 if kinds else 0)   # the flood under way before the first sample
     latency = []
-    for _ in range(samples):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end:
         seq[0] += 1
         latency.append(await path.run_one("t0", f"n-{seq[0]}") * 1000)
-    stop.set()
-    await asyncio.wait(tasks, timeout=60)
-    isolate = path.host.pool.get_live("LOADER:hostile")
+    isolate = path.host.pool.get_live(HOSTILE_KEY)
     budget = isolate.transport.budget if isolate is not None and isolate.transport else None
+    stop.set()
+    if isolate is not None:         # its calls may be held back for seconds: end them
+        isolate.kill()
+    await asyncio.wait(tasks, timeout=60)
     figures = percentiles(latency)
     return {"flood": kind or "none", **figures, "max_ms": round(max(latency), 3),
             "host_rss_mb_before": round(before, 1), "host_rss_mb_peak": round(max(rss), 1),
@@ -213,7 +228,7 @@ async def _phase(path: FullPath, kind: str | None, samples: int, seq: list[int])
 
 
 async def flood(quick: bool = False, log: Any = None) -> dict[str, Any]:
-    samples = 150 if quick else 400
+    seconds = 4.0 if quick else 15.0
     seq = [0]
     phases = []
     async with FullPath(tenants={"hostile": HOSTILE}) as path:
@@ -223,7 +238,7 @@ async def flood(quick: bool = False, log: Any = None) -> dict[str, Any]:
         await path.call("hostile", "shout", 0.01)
         for kind in (None, *KINDS, "all"):
             started = time.perf_counter()
-            phase = await _phase(path, kind, samples, seq)
+            phase = await _phase(path, kind, seconds, seq)
             phase["elapsed_s"] = round(time.perf_counter() - started, 1)
             phases.append(phase)
             if log:
@@ -232,7 +247,7 @@ async def flood(quick: bool = False, log: Any = None) -> dict[str, Any]:
     flooded = phases[1:]
     worst = max(flooded, key=lambda p: p["p99_ms"])
     return {
-        "samples_per_phase": samples,
+        "seconds_per_phase": seconds,
         "phases": phases,
         "quiet_p99_ms": quiet["p99_ms"],
         "worst_flood": worst["flood"],
@@ -247,7 +262,8 @@ async def flood(quick: bool = False, log: Any = None) -> dict[str, Any]:
 
 
 def _line(phase: dict[str, Any]) -> str:
-    return (f"{phase['flood']:>10}: neighbour p50 {phase['median_ms']:6.2f} p99 {phase['p99_ms']:6.2f} "
+    return (f"{phase['flood']:>10}: neighbour n={phase['samples']} p50 {phase['median_ms']:6.2f} "
+            f"p99 {phase['p99_ms']:6.2f} "
             f"max {phase['max_ms']:7.2f} ms; host RSS {phase['host_rss_mb_before']:.0f} -> peak "
             f"{phase['host_rss_mb_peak']:.0f} MB; kills {phase['kills']}, calls {phase['calls']}, "
             f"instances {phase['instances']}, held back {phase['held_back_s']} s"

@@ -30,7 +30,7 @@ from emulator.rpc.frames import SCAN_FROM_BYTES
 
 SHARE = 0.25
 BURST_S = 0.05
-BIG_SHARE = 0.02
+BIG_SHARE = 0.01
 BIG_BURST_S = 0.25
 
 

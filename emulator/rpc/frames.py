@@ -64,12 +64,16 @@ MiB = 1024 * KiB
 ISOLATE_FRAME_BYTES = 4 * MiB
 #: The largest frame the host may send an isolate (a run's step cache can be large).
 HOST_FRAME_BYTES = 64 * MiB
-#: Frames from this size up are pre-scanned; below it a frame's parse costs at most ~6 ms.
+#: Frames from this size up are pre-scanned; below it a frame's parse costs at most a few ms.
 SCAN_FROM_BYTES = 64 * KiB
-#: Separators and brackets a frame from an isolate may hold.
-MAX_FRAME_TOKENS = MAX_PAYLOAD_BYTES + 64 * KiB
+#: Separators (``,`` ``:``) a frame from an isolate may hold: about its count of values.
+MAX_FRAME_SEPARATORS = 256 * KiB
+#: Lists and objects (``[`` ``{``) a frame from an isolate may hold.
+MAX_FRAME_CONTAINERS = 64 * KiB
 #: Nesting levels a frame from an isolate may hold, the message envelope included.
 MAX_DEPTH = 128
+#: Digits an integer in a frame from an isolate may have (parsing one is quadratic in them).
+MAX_INT_DIGITS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +81,7 @@ class FrameRules:
     """What the frames of one direction may be."""
 
     max_bytes: int
-    #: apply the structure rules (tokens, depth, constants, surrogates) to what is received
+    #: apply the structure rules (counts, depth, constants, integers, surrogates) on receipt
     strict: bool
     #: who sends these frames, as messages name it
     sender: str
@@ -91,10 +95,22 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _short_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(digits.lstrip('-')):,} digits is over the limit of "
+                         f"{MAX_INT_DIGITS:,}")
+    return int(digits)
+
+
 _STRICT = json.JSONDecoder(parse_constant=_refuse_constant)
+_STRICT_SHORT_INTS = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_short_int)
 _ENCODER = json.JSONEncoder(ensure_ascii=False, check_circular=False)
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _IS_CONTAINER = frozenset({list, dict}).__contains__
+_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGIT_RUN = b"0" * (MAX_INT_DIGITS + 1)
+_BRACKETS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
 def decode(frame: bytes | bytearray, rules: FrameRules) -> tuple[Any, bool]:
@@ -110,20 +126,18 @@ def decode(frame: bytes | bytearray, rules: FrameRules) -> tuple[Any, bool]:
         except (ValueError, RecursionError) as exc:
             raise ProtocolViolation(f"a frame is not JSON: {exc}") from None
     containers = frame.count(b"[") + frame.count(b"{")
-    if len(frame) > SCAN_FROM_BYTES:
-        tokens = containers + frame.count(b",") + frame.count(b":")
-        if tokens > MAX_FRAME_TOKENS:
-            raise ProtocolViolation(
-                f"a frame of {len(frame):,} bytes holds {tokens:,} separators and brackets, more "
-                f"than the {MAX_FRAME_TOKENS:,} any message carrying a payload the platform "
-                "accepts can hold")
+    problem = _count_problem(frame, containers)
+    if problem:
+        raise ProtocolViolation(f"a frame of {len(frame):,} bytes {problem}")
+    # a run of digits somewhere (in a string, most likely): parse integers one by one, bounded
+    decoder = _STRICT_SHORT_INTS if _LONG_DIGIT_RUN in frame.translate(_DIGITS) else _STRICT
     try:
-        message = _STRICT.decode(text)
+        message = decoder.decode(text)
     except RecursionError:
         raise ProtocolViolation(f"a frame nests deeper than {MAX_DEPTH} levels") from None
-    except ValueError as exc:       # not JSON, NaN or Infinity, an integer over 4,300 digits
+    except ValueError as exc:       # not JSON, NaN or Infinity, an integer too long
         raise ProtocolViolation(f"a frame is not JSON: {exc}") from None
-    if containers > MAX_DEPTH and is_deeper_than(message, MAX_DEPTH):
+    if containers > MAX_DEPTH and _nests_deeper(frame, message):
         raise ProtocolViolation(f"a frame nests deeper than {MAX_DEPTH} levels")
     escapes = "\\u" in text
     if escapes and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(message):
@@ -134,7 +148,8 @@ def decode(frame: bytes | bytearray, rules: FrameRules) -> tuple[Any, bool]:
 
 def check_outgoing(data: bytes, message: Any, rules: FrameRules, what: str) -> None:
     """Refuse, on the sending side, a message the other side's ``rules`` would take for a
-    protocol violation: the sender's caller gets a coded payload error instead."""
+    protocol violation (the same checks on the same bytes): the sender's caller gets a coded
+    payload error instead."""
     size = len(data)
     if size > rules.max_bytes:
         raise PayloadTooLargeError(
@@ -144,16 +159,48 @@ def check_outgoing(data: bytes, message: Any, rules: FrameRules, what: str) -> N
     if not rules.strict:
         return
     containers = data.count(b"[") + data.count(b"{")
-    if size > SCAN_FROM_BYTES:
-        tokens = containers + data.count(b",") + data.count(b":")
-        if tokens > MAX_FRAME_TOKENS:
-            raise PayloadTooLargeError(
-                f"{what} hold {tokens:,} separators and brackets, over the limit of "
-                f"{MAX_FRAME_TOKENS:,} for one message to the host",
-                hint="send fewer, larger values, or store the data elsewhere")
-    if containers > MAX_DEPTH and is_deeper_than(message, MAX_DEPTH):
+    problem = _count_problem(data, containers)
+    if problem:
+        raise PayloadTooLargeError(f"{what} take {size:,} bytes and {problem} for one message to "
+                                   "the host", hint="send fewer values, or store them elsewhere")
+    if _LONG_DIGIT_RUN in data.translate(_DIGITS):
+        try:
+            _STRICT_SHORT_INTS.decode(data.decode())
+        except ValueError as exc:
+            raise PayloadTooLargeError(f"{what} cannot be sent to the host: {exc}") from None
+    if containers > MAX_DEPTH and _nests_deeper(data, message):
         raise PayloadTooDeepError(f"{what} nest deeper than the {MAX_DEPTH} levels a message to "
                                   "the host may hold")
+
+
+def _count_problem(frame: bytes | bytearray, containers: int) -> str | None:
+    """What is wrong with the counts of a frame's structural characters, if anything. They
+    bound what parsing it can cost (and the memory its values take), and are counted, in C,
+    only from :data:`SCAN_FROM_BYTES` up: a smaller frame cannot hold too many."""
+    if len(frame) <= SCAN_FROM_BYTES:
+        return None
+    if containers > MAX_FRAME_CONTAINERS:
+        return (f"holds {containers:,} lists and objects ('[' and '{{'), over the limit of "
+                f"{MAX_FRAME_CONTAINERS:,}")
+    separators = frame.count(b",") + frame.count(b":")
+    if separators > MAX_FRAME_SEPARATORS:
+        return (f"holds {separators:,} separators (',' and ':'), over the limit of "
+                f"{MAX_FRAME_SEPARATORS:,}")
+    return None
+
+
+def _nests_deeper(frame: bytes | bytearray, message: Any) -> bool:
+    """Whether ``message`` (decoded from ``frame``) nests deeper than :data:`MAX_DEPTH`. First
+    from the brackets of the text, in C: each ``replace`` pass removes the innermost pairs, so
+    pairs left after ``MAX_DEPTH`` passes mean that deep or deeper (brackets inside strings
+    count too, so only then is the decoded value walked to be sure)."""
+    brackets = frame.translate(_BRACKETS, _NOT_BRACKETS)
+    for _ in range(MAX_DEPTH):
+        fewer = brackets.replace(b"()", b"")
+        if len(fewer) == len(brackets):
+            return False
+        brackets = fewer
+    return b"()" in brackets and is_deeper_than(message, MAX_DEPTH)
 
 
 def is_deeper_than(value: Any, limit: int) -> bool:
