@@ -201,9 +201,7 @@ async def _phase(path: FullPath, kind: str | None, seconds: float, seq: list[int
             rss.append(rss_mb())
             await asyncio.sleep(0.02)
 
-    previous = path.host.pool.get_live(HOSTILE_KEY)
-    if previous is not None:        # each phase starts with a fresh hostile isolate
-        previous.kill()
+    _stop_hostile(path)             # each phase starts with a fresh hostile isolate
     before = rss_mb()
     kinds = KINDS if kind == "all" else (kind,) if kind else ()
     tasks = [asyncio.ensure_future(flood(which)) for which in kinds]
@@ -217,14 +215,21 @@ async def _phase(path: FullPath, kind: str | None, seconds: float, seq: list[int
     isolate = path.host.pool.get_live(HOSTILE_KEY)
     budget = isolate.transport.budget if isolate is not None and isolate.transport else None
     stop.set()
-    if isolate is not None:         # its calls may be held back for seconds: end them
-        isolate.kill()
+    _stop_hostile(path)             # its calls may be held back for seconds: end them
     await asyncio.wait(tasks, timeout=60)
     figures = percentiles(latency)
     return {"flood": kind or "none", **figures, "max_ms": round(max(latency), 3),
             "host_rss_mb_before": round(before, 1), "host_rss_mb_peak": round(max(rss), 1),
             **counters, "errors": errors,
             "held_back_s": round(budget.paused_s, 2) if budget else None}
+
+
+def _stop_hostile(path: FullPath) -> None:
+    """Out of the pool first (no call may get it again), then killed, calls in flight or not."""
+    isolate = path.host.pool.get_live(HOSTILE_KEY)
+    if isolate is not None:
+        path.host.pool.evict(HOSTILE_KEY)
+        isolate.kill()
 
 
 async def flood(quick: bool = False, log: Any = None) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def test_a_length_over_the_limit_ends_the_connection_with_one_read_held():
         await asyncio.wait_for(task, 10)
         sender.cancel()
         isolate_sock.close()
-        return peer.closed, len(transport._protocol._buffer)
+        return peer.closed, transport._protocol.largest_buffer
     reason, buffered = asyncio.run(main())
     assert isinstance(reason, ProtocolError) and reason.code == "isolate.protocol"
     assert "a frame of 66,060,288 bytes is over the limit of 4,194,304 bytes" in reason.message

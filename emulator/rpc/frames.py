@@ -5,44 +5,45 @@ two directions are not alike. The host trusts nothing an isolate sends: tenant c
 switched off every check inside its isolate and write any bytes to its socket. An isolate trusts
 the host, which sends it large frames on purpose (the step cache goes with every run).
 
-The problem, measured (3.11, one core of the shared 2-core machine these figures come from): a
-frame costs the host's event loop what ``json.loads`` spends building its values, and that
-depends on its shape far more than its size. One MiB of text inside one string parses in 1.2 ms;
-one MiB of ``0,`` in 18 ms; of ``{},`` in 17 ms (plus 5 ms to free them); of floats such as
-``1e-300,`` in 39 ms; of ten-deep ``[[[...]]]`` blocks in 98 ms; a 4,300-digit integer costs
-75 us. A 4 MiB frame of ``{},`` took 67 ms and 123 MB of peak memory; the 63 MiB frame of tiny
-objects that was reported took the host from ~50 MB to ~1.9 GB. So no bound on size alone keeps
-the loop free, and a bound on shape that is tight enough for that would refuse payloads the
-platform accepts (a 1 MiB list of small integers holds 512 Ki values).
+The problem, measured (Python 3.11 on one core of the shared 2-core machine these figures come
+from): a frame costs the host's event loop what ``json.loads`` spends building its values, and
+that depends on its shape far more than its size. One MiB of text in one string parses in
+1.2 ms; of ``0,`` in 18 ms; of ``{},`` in 17 ms, plus 5 ms to free; of floats like ``1e-300,``
+in 39 ms (~260 ns each); of ten-deep ``[[[...]]]`` in ~100 ms; a 4,300-digit integer alone takes
+75 us. A 4 MiB frame of ``{},`` took 67-80 ms and 123 MB of peak memory; the reported 63 MiB one
+took the host from ~50 MB to ~1.9 GB. No bound on size alone keeps the loop free.
 
-Chosen, for frames from an isolate (:data:`FROM_ISOLATE`):
+Chosen, for frames from an isolate (:data:`FROM_ISOLATE`); breaking any rule is a
+:class:`~emulator.rpc.errors.ProtocolViolation` and the host kills the isolate:
 
 - at most :data:`ISOLATE_FRAME_BYTES` (4 MiB), checked on the length prefix before the frame is
-  buffered. The largest legitimate frame is a step result of 1 MiB of JSON sent as a string:
-  escaping ``"`` and ``\\`` at most doubles it (2 MiB), and a 1 MiB payload sent as a value takes
-  1 MiB. 4 MiB leaves room for both with a margin; the other direction keeps 64 MiB;
-- a pre-scan of frames over :data:`SCAN_FROM_BYTES` that counts separators and brackets
-  (``,`` ``:`` ``[`` ``{``, four ``bytes.count`` calls, 2.3 ms per 4 MiB) and refuses a frame with
-  more than :data:`MAX_FRAME_TOKENS`: no more than the largest payload has bytes, so any frame
-  carrying one payload the platform accepts passes whatever its content, and the reported frame
-  (2.8 M of them in 4 MiB) is refused before ``json.loads`` sees it. This bounds the memory one
-  frame can make (~50 MB) and its parse to the cost of the costliest legitimate payload;
+  buffered (``transport.py``). The largest legitimate frame is a step's 1 MiB result sent as a
+  JSON string: escaping ``"`` and ``\\`` at most doubles it, to 2 MiB; a 1 MiB payload sent as
+  a value takes 1 MiB. The other direction keeps 64 MiB;
+- from :data:`SCAN_FROM_BYTES` up, a pre-scan that counts characters in C (``bytes.count``, 2.6 ms
+  for 4 MiB): at most :data:`MAX_FRAME_CONTAINERS` lists and objects and
+  :data:`MAX_FRAME_SEPARATORS` separators, counted anywhere in the frame, strings included (a
+  step result is JSON in a string, which the host parses again to check it). Together with the
+  integer bound these cap the costliest frame the host accepts at ~110 ms here (64 Ki lists
+  nested 100 deep and 254 Ki ``1e-300``), and the memory its values take at a few tens of MB;
+- integers of at most :data:`MAX_INT_DIGITS` digits (parsing one is quadratic), checked one by
+  one only in a frame whose text holds such a run of digits (a translation and a search in C);
 - nesting of at most :data:`MAX_DEPTH` levels (the admin API allows bodies 100 deep; the message
-  envelope adds a few), checked exactly (breadth first, no recursion) only when the frame holds
-  more brackets than that, so a ``RecursionError`` can reach neither the loop nor the code that
-  walks values later; ``json.loads`` itself raises ``RecursionError`` long before the C stack is
-  at risk, and that is refused too;
-- no ``NaN``/``Infinity`` (our encoder never writes them), no lone surrogate (``"\\ud800"``
-  decodes to a ``str`` that no UTF-8 store can hold: it would fail a whole group commit), only
-  valid UTF-8, and integers of at most 4,300 digits (Python's own bound on their quadratic cost).
+  envelope adds a few): first from the brackets, by removing innermost pairs in C; the decoded
+  value is walked (breadth first, no recursion) only when the brackets say deeper. A
+  ``RecursionError`` from ``json.loads`` on a deeper frame is refused too, so none reaches the loop
+  or the code that walks values later;
+- no ``NaN``/``Infinity`` (our encoder never writes them), valid UTF-8, and no lone surrogate
+  (``"\\ud800"`` decodes to a ``str`` no UTF-8 store can hold: it would fail a group commit).
 
-What one accepted frame still costs (up to ~200 ms for 1 Mi tokens of the costliest shape here)
-is bounded in rate, not in size, by the loop budget of the isolate's connection (``budget.py``).
-Every violation is a :class:`~emulator.rpc.errors.ProtocolViolation`: the host kills the isolate.
-
-An isolate applies the same size, token and depth rules to what it sends (:func:`check_outgoing`):
-an honest tenant whose message would break them gets ``payload.too_large`` or
-``payload.too_deep`` on its own side, never a dead isolate.
+Tried first: one bound of 1.1 Mi on separators and brackets together, which every payload the
+platform accepts passes whatever its shape, and a walk of the decoded value for depth. It let
+through a 2 MiB frame of nested lists that cost the host 657 ms (the walk as much as the parse).
+The bounds now refuse payloads denser than ~4 bytes a value or 64 Ki lists and objects, which
+the platform would take: an isolate checks what it sends by the same rules
+(:func:`check_outgoing`), so an honest tenant gets ``payload.too_large`` or
+``payload.too_deep`` on its own side, never a dead isolate. What an accepted frame still costs is
+bounded in rate by the loop budget of the isolate's connection (``budget.py``).
 """
 
 from __future__ import annotations

@@ -115,6 +115,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._buffer = bytearray(_READ_SIZE)
         self._used = 0
         self._resume: asyncio.TimerHandle | None = None   # set while reading is held back
+        self.largest_buffer = _READ_SIZE   # how far the buffer ever grew (tests, benchmarks)
         self.lost: asyncio.Future[ConnectionLost | None] = \
             asyncio.get_running_loop().create_future()
 
@@ -132,6 +133,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
                 if used < 4 + length <= 4 + self.rules.max_bytes:
                     grown = max(size + _READ_SIZE, min(grown, 4 + length + _READ_SIZE))
             self._buffer.extend(bytes(grown - size))
+            self.largest_buffer = max(self.largest_buffer, grown)
         return memoryview(self._buffer)[self._used:]
 
     def buffer_updated(self, nbytes: int) -> None:
