@@ -66,6 +66,8 @@ class Default(WorkerEntrypoint):
 # The entrypoint a tenant's instance runs is named in its dispatcher metadata, so one tenant
 # module serves every workload; the tenant id alone picks the isolate.
 DISPATCHER = '''
+import os
+
 from workers import WorkerEntrypoint
 from dynamic_workflows import (DynamicWorkflowBinding, create_dynamic_workflow_entrypoint,
                                wrap_workflow_binding)
@@ -73,10 +75,16 @@ from dynamic_workflows import (DynamicWorkflowBinding, create_dynamic_workflow_e
 TENANT = open(__file__.replace("entry.py", "tenant.py")).read()
 
 
+def tenant_source(tenant_id):
+    """``tenant-<id>.py`` beside this file when there is one (a benchmark's odd tenant out)."""
+    own = __file__.replace("entry.py", f"tenant-{tenant_id}.py")
+    return open(own).read() if os.path.exists(own) else TENANT
+
+
 def load_tenant(env, tenant_id):
     def code():
         return {"compatibility_date": "2026-04-01", "main_module": "index.py",
-                "modules": {"index.py": TENANT},
+                "modules": {"index.py": tenant_source(tenant_id)},
                 "env": {"WORKFLOWS": wrap_workflow_binding({"tenantId": tenant_id})},
                 "global_outbound": None}
     return env.LOADER.get(tenant_id, code)
@@ -170,10 +178,14 @@ async def wait_until(predicate: Callable[[], bool], seconds: float, what: str,
 
 # ---- the full path ----------------------------------------------------------------------------
 
-def write_project(folder: Path) -> Path:
+def write_project(folder: Path, tenants: dict[str, str] | None = None) -> Path:
+    """The project; ``tenants`` maps a tenant id to its own module source (the rest share
+    :data:`TENANT`)."""
     (folder / "src").mkdir(parents=True, exist_ok=True)
     (folder / "src" / "entry.py").write_text(DISPATCHER)
     (folder / "src" / "tenant.py").write_text(TENANT)
+    for tenant_id, source in (tenants or {}).items():
+        (folder / "src" / f"tenant-{tenant_id}.py").write_text(source)
     (folder / "wrangler.jsonc").write_text(CONFIG)
     return folder / "wrangler.jsonc"
 
@@ -187,10 +199,12 @@ class FullPath:
     """
 
     def __init__(self, *, clock: Any = None, max_isolates: int | None = None,
-                 concurrency: int | None = None, folder: Path | None = None) -> None:
+                 concurrency: int | None = None, folder: Path | None = None,
+                 tenants: dict[str, str] | None = None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="dynwf-bench-") if folder is None else None
         self.folder = Path(self._tmp.name) if self._tmp else folder
         self.clock = clock
+        self.tenants = tenants
         self.max_isolates = max_isolates
         self.concurrency = concurrency
         self.completed = 0
@@ -205,7 +219,7 @@ class FullPath:
         from emulator.engine import SystemClock
         from emulator.host import HostOptions, ProjectHost
         from emulator.interpreter import tune_for_serving
-        config = load_config(write_project(self.folder))
+        config = load_config(write_project(self.folder, self.tenants))
         options = HostOptions(state_dir=self.folder / ".dynwf", clock=self.clock or SystemClock())
         if self.max_isolates is not None:
             options.max_isolates = self.max_isolates
@@ -264,6 +278,14 @@ class FullPath:
             if cache:
                 self._bindings[key] = binding
         return binding
+
+    async def call(self, tenant: str, method: str, *args: Any) -> Any:
+        """Call ``method`` of ``tenant``'s Worker entrypoint through the dispatcher's loader (in
+        dispatcher scope: the loader's code callback runs when the isolate is loaded)."""
+        from emulator.runtime.dynamic_workflows import dispatcher_scope
+        with dispatcher_scope(self.host.module, self.host.env):
+            stub = self.host.module.load_tenant(self.host.env, tenant).get_entrypoint()
+            return await getattr(stub, method)(*args)
 
     def real_id(self, tenant: str, tenant_instance_id: str, workflow: str = "ThreeSteps") -> str:
         from emulator.runtime.dynamic_workflows import scoped_instance_id

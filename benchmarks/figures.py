@@ -52,6 +52,11 @@ def _idle(args: argparse.Namespace) -> dict[str, Any]:
     return idle.run(quick=args.quick)
 
 
+def _flood(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks import flood
+    return flood.run(quick=args.quick)
+
+
 #: name -> (what it measures, runner); in the order ``python -m benchmarks`` runs them
 GROUPS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] = {
     "engine": ("in-process engine, no isolates (reference)", _engine),
@@ -61,6 +66,7 @@ GROUPS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] = 
     "memory": ("host RSS over 10,000 completed instances", _memory),
     "scale": ("50,000 instances waiting for an event; wake-up lag at 1,000 events/s", _scale),
     "idle": ("idle tenants: one sleeping instance each", _idle),
+    "flood": ("a hostile tenant floods the host: a neighbour's latency, host RSS", _flood),
 }
 
 

@@ -28,6 +28,7 @@ def summarise(raw: dict[str, Any], *, quick: bool) -> dict[str, Any]:
     scale = raw.get("scale", {})
     memory = raw.get("memory", {})
     engine = raw.get("engine", {})
+    flood = raw.get("flood", {})
 
     def failed(group: dict[str, Any]) -> dict[str, Any] | None:
         if not group:
@@ -100,6 +101,22 @@ def summarise(raw: dict[str, Any], *, quick: bool) -> dict[str, Any]:
         "database_mb": memory.get("database_mb"),
     }
 
+    phases = flood.get("phases") or []
+    figures["flood"] = failed(flood) or {
+        "neighbour_p99_ms_quiet": flood.get("quiet_p99_ms"),
+        "neighbour_p99_ms_worst": flood.get("worst_p99_ms"),
+        "worst_flood": flood.get("worst_flood"),
+        "neighbour_max_ms_worst": max((p.get("max_ms") or 0 for p in phases), default=None),
+        "host_rss_mb_quiet": flood.get("host_rss_mb_quiet"),
+        "host_rss_mb_peak": flood.get("host_rss_mb_peak"),
+        "host_rss_growth_mb": flood.get("host_rss_growth_mb"),
+        "seconds_per_phase": flood.get("seconds_per_phase"),
+        "phases": {p.get("flood"): {k: p.get(k) for k in ("p99_ms", "max_ms", "host_rss_mb_peak",
+                                                          "kills", "held_back_s")}
+                   for p in phases},
+        "frame_costs_ms": flood.get("frame_costs_ms"),
+    }
+
     peers: dict[str, Any] = {}
     for name in PEERS:
         entry = compare.get(name) if isinstance(compare, dict) else None
@@ -135,6 +152,8 @@ def summarise(raw: dict[str, Any], *, quick: bool) -> dict[str, Any]:
         _target("scale", "wake_lag_p99_ms", "<=", 100, figures),
         _target("memory", "growth_kb_per_instance", "<=", 1.0, figures),
         _target("memory", "growth_kb_per_instance_second_half", "<=", 1.0, figures),
+        _target("flood", "neighbour_p99_ms_worst", "<=", 50, figures),
+        _target("flood", "host_rss_growth_mb", "<=", 100, figures),
     ]
     if quick and "tenants" in figures["idle_tenants"]:
         for t in targets:
@@ -239,6 +258,15 @@ def table(results: dict[str, Any]) -> str:
             f"{_fmt(s['host_rss_mb_after_1000'])} -> {_fmt(s['host_rss_mb_after_10000'])} MB",
             f"after 1,000 -> 10,000 completed: {_fmt(s['growth_kb_per_instance'])} KiB/instance; "
             f"second half {_fmt(s['growth_kb_per_instance_second_half'])} KiB/instance")
+    if not err("flood"):
+        s = f["flood"]
+        row("9 hostile flood: neighbour p99",
+            f"{_fmt(s['neighbour_p99_ms_quiet'])} -> {_fmt(s['neighbour_p99_ms_worst'])} ms",
+            f"quiet -> worst flood ({s['worst_flood']}); worst single wait "
+            f"{_fmt(s['neighbour_max_ms_worst'])} ms; {_fmt(s['seconds_per_phase'])} s a phase")
+        row("  ... host RSS under flood",
+            f"{_fmt(s['host_rss_mb_quiet'])} -> {_fmt(s['host_rss_mb_peak'])} MB",
+            "peak over every phase: oversized, dense, text, costliest, logs, step logs, all")
     for name in PEERS:
         entry = p.get(name, {})
         if entry.get("skipped"):

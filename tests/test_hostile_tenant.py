@@ -89,6 +89,7 @@ class Default(WorkerEntrypoint):
             await attempt("forge by attribute", lambda: forge_by_attribute(wf)),
             await attempt("forge by patching", lambda: forge_by_patching(wf)),
             await attempt("huge event", lambda: huge_event(wf)),
+            await attempt("misspelt method", lambda: wf.craete({"id": "typo"})),
         ]
         return Response.json(results)
 '''
@@ -138,6 +139,9 @@ def test_hostile_code_is_refused_and_changes_nothing(tmp_path):
     assert outcome["private method"][0] != "allowed"
     assert "payload.too_large" in outcome["huge params"][1]
     assert "payload.too_large" in outcome["huge event"][1]
+    # the stub knows its object's methods: a typo fails in the isolate, which lives on
+    assert outcome["misspelt method"] == ("AttributeError", "the remote object has no method "
+                                          "'craete' that can be called over RPC")
     # another tenant's instance cannot be reached, not even by its real id
     assert outcome["get victim by real id"][0] == "InstanceNotFoundError"
     for name in ("pause victim", "terminate victim", "send victim an event"):

@@ -47,7 +47,7 @@ ATTACKS = {
     "dense": lambda: frame(b"[" + b"{}," * ((FRAME - 4) // 3 - 1) + b"{}]"),
     "not_utf8": lambda: frame(b'{"t": "send", "m": "\\xff\\xfe"}'),
     "not_json": lambda: frame(b'{"t": "send", '),
-    "deep": lambda: frame(b"[" * 100_000 + b"]" * 100_000),
+    "deep": lambda: frame(b"[" * 50_000 + b"]" * 50_000),
     "deep_legal_json": lambda: frame(b'{"t":"send","ref":0,"m":"log","a":["info",'
                                      + b"[" * (DEPTH + 1) + b"]" * (DEPTH + 1) + b"]}"),
     "nan": lambda: frame(b'{"t":"send","ref":0,"m":"log","a":["info",NaN]}'),
@@ -100,14 +100,14 @@ async def with_pool(body):
 @pytest.mark.parametrize("attack, fragment", [
     ("oversized", "a frame of 66,060,288 bytes is over the limit of 4,194,304 bytes for a message "
                   "from an isolate"),
-    ("dense", "separators and brackets, more than the 1,114,112"),
+    ("dense", "holds 1,398,101 lists and objects ('[' and '{'), over the limit of 65,536"),
     ("not_utf8", "a frame is not UTF-8"),
     ("not_json", "a frame is not JSON"),
     ("deep", "nests deeper than 128 levels"),
     ("deep_legal_json", "nests deeper than 128 levels"),
     ("nan", "NaN is not a JSON value"),
     ("lone_surrogate", "lone surrogate"),
-    ("huge_integer", "a frame is not JSON: Exceeds the limit (4300 digits)"),
+    ("huge_integer", "an integer of 5,000 digits is over the limit of 1,000"),
     ("not_an_object", "a message is a JSON list, not an object"),
     ("unknown_type", "a message of unknown type 'shout'"),
     ("call_without_id", "a call message needs an object id (int)"),
@@ -127,12 +127,17 @@ def test_a_frame_our_side_never_sends_kills_the_isolate_and_only_its_calls(attac
         rss_before = rss_mb()
         slow = asyncio.ensure_future(neighbour.slow(0.5))
         with pytest.raises(Exception) as info:
-            await asyncio.wait_for(hostile.attack(attack), 20)
+            await hostile.attack(attack)        # the tenant's method returns after 30 s
         rss_after = rss_mb()
+        for retries in range(100):  # at once, as a caller retrying in a loop would
+            try:
+                again = await hostile.slow(0)   # a fresh isolate serves the tenant's next call
+                break
+            except Exception:  # noqa: BLE001 - the dead isolate handed out again
+                continue
         neighbour_result = await slow
         gone = await _process_gone(victim_pid)
-        again = await hostile.slow(0)           # a fresh isolate serves the tenant's next call
-        return info.value, neighbour_result, gone, again, rss_after - rss_before
+        return info.value, neighbour_result, gone, (retries, again), rss_after - rss_before
     error, neighbour_result, gone, again, rss_growth = asyncio.run(asyncio.wait_for(
         with_pool(body), 120))
     assert getattr(error, "code", None) == "isolate.protocol", error
@@ -140,7 +145,7 @@ def test_a_frame_our_side_never_sends_kills_the_isolate_and_only_its_calls(attac
     assert fragment in str(error)
     assert neighbour_result == "slow done"
     assert gone, "the isolate that broke the protocol is still running"
-    assert again == "slow done"
+    assert again == (0, "slow done")
     assert rss_growth < 64, f"the host grew by {rss_growth:.0f} MiB reading one frame"
 
 

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from emulator.rpc.errors import ProtocolError
-from emulator.rpc.frames import (FROM_ISOLATE, ISOLATE_FRAME_BYTES, MAX_DEPTH, SCAN_FROM_BYTES,
-                                 decode, is_deeper_than)
+from emulator.rpc.frames import (FROM_ISOLATE, ISOLATE_FRAME_BYTES, MAX_DEPTH, MAX_INT_DIGITS,
+                                 SCAN_FROM_BYTES, decode, is_deeper_than)
 from emulator.rpc.errors import ProtocolViolation
 from emulator.rpc.peer import Peer
 from emulator.rpc.target import RpcTarget
@@ -58,27 +58,44 @@ def test_a_length_over_the_limit_ends_the_connection_with_one_read_held():
         await asyncio.wait_for(task, 10)
         sender.cancel()
         isolate_sock.close()
-        return peer.closed, len(transport._protocol._buffer)
+        return peer.closed, transport._protocol.largest_buffer
     reason, buffered = asyncio.run(main())
     assert isinstance(reason, ProtocolError) and reason.code == "isolate.protocol"
     assert "a frame of 66,060,288 bytes is over the limit of 4,194,304 bytes" in reason.message
     assert buffered <= 64 * 1024
 
 
-@pytest.mark.parametrize("unit", [b"{},", b"[],", b"0,", b'"":0,'])
-def test_a_full_size_frame_of_tiny_values_is_refused_before_it_is_parsed(unit):
+@pytest.mark.parametrize("unit, refusal", [
+    (b"{},", "lists and objects ('[' and '{'), over the limit of 65,536"),
+    (b"[],", "lists and objects ('[' and '{'), over the limit of 65,536"),
+    (b"0,", "separators (',' and ':'), over the limit of 262,144"),
+    (b'"":0,', "separators (',' and ':'), over the limit of 262,144"),
+])
+def test_a_full_size_frame_of_tiny_values_is_refused_before_it_is_parsed(unit, refusal):
     count = (ISOLATE_FRAME_BYTES - 2) // len(unit)
     data = b"[" + unit * (count - 1) + unit[:-1] + b"]" if unit != b'"":0,' else \
         b"{" + unit * (count - 1) + unit[:-1] + b"}"
     started = time.perf_counter()
-    with pytest.raises(ProtocolViolation, match="separators and brackets"):
+    with pytest.raises(ProtocolViolation) as info:
         decode(data, FROM_ISOLATE)
-    assert time.perf_counter() - started < 0.5     # counting, not parsing: ~5 ms
+    assert refusal in str(info.value)
+    assert time.perf_counter() - started < 0.5     # counting, not parsing: a few ms
+
+
+def test_an_integer_of_more_than_1000_digits_is_refused_and_a_digit_string_is_not():
+    number = b"9" * (MAX_INT_DIGITS + 1)
+    with pytest.raises(ProtocolViolation, match="an integer of 1,001 digits is over the limit"):
+        decode(b'{"t":"send","ref":0,"m":"log","a":["info",' + number + b"]}", FROM_ISOLATE)
+    message, _ = decode(b'{"t":"send","ref":0,"m":"log","a":["info","' + number + b'"]}',
+                        FROM_ISOLATE)
+    assert message["a"][1] == number.decode()
 
 
 def test_a_full_size_frame_of_text_is_accepted():
+    """Text counts too (a step result is JSON in a string, parsed again to be checked): prose
+    with a comma every few words passes."""
     data = json.dumps({"t": "send", "ref": 0, "m": "log",
-                       "a": ["info", "a, b: [c] {d}" * (ISOLATE_FRAME_BYTES // 20)]}).encode()
+                       "a": ["info", "a few plain words, " * (ISOLATE_FRAME_BYTES // 20)]}).encode()
     assert SCAN_FROM_BYTES < len(data) <= ISOLATE_FRAME_BYTES
     message, plain = decode(data, FROM_ISOLATE)
     assert plain and message["m"] == "log"
@@ -88,6 +105,8 @@ def test_a_full_size_frame_of_text_is_accepted():
                                             (50_000, True)])
 def test_nesting_is_bounded_without_a_recursion_error(depth, refused):
     data = b"[" * depth + b"]" * depth
+    deep_text = json.dumps(["[" * 500]).encode()     # brackets in a string nest nothing
+    assert decode(deep_text, FROM_ISOLATE)[0] == ["[" * 500]
     if refused:
         with pytest.raises(ProtocolViolation, match=f"deeper than {MAX_DEPTH} levels"):
             decode(data, FROM_ISOLATE)

@@ -177,7 +177,10 @@ class IsolatePool:
     async def acquire(self, key: str, load_code: Callable[[], Awaitable[dict[str, Any]]]) -> Isolate:
         """The live isolate for ``key``, loading one (through ``load_code``) when there is none."""
         isolate = self._live.get(key)
-        if isolate is not None and not isolate.dead and not isolate.stale:
+        # a closed peer: its connection was ended here (a protocol violation) and the reader has
+        # not yet run to say so; a caller retrying at once must not get it back without a pause
+        if isolate is not None and not isolate.dead and not isolate.stale \
+                and isolate.peer.closed is None:
             self._live.move_to_end(key)
             return isolate
         if isolate is not None:

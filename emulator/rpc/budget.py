@@ -5,23 +5,24 @@ then its method run when it is synchronous) in the loop iteration that read it. 
 bounds what one frame can cost; this bounds how often an isolate can make the host pay it.
 
 The charge is the time the loop really spent on the isolate's frames (``perf_counter`` around
-each one), not its bytes: a byte of a string costs the parser ~1 ns and a byte of nested empty
-lists ~100 ns, so a byte budget either starves honest isolates or lets a dense flood through.
-Two token buckets per connection, refilled with loop time:
+each one), not their bytes: a byte of a string costs the parser ~1 ns and a byte of nested lists
+~100 ns, so a byte budget either starves honest isolates or lets a dense flood through. Two token
+buckets per connection, refilled with loop time:
 
 - every frame: :data:`SHARE` of the loop with a :data:`BURST_S` burst. The step path of one busy
-  tenant takes a few percent of the loop here (~3,900 steps/s through one isolate, each step a
-  begin notice and a settle call of a few microseconds), so an honest tenant never meets it; a
-  flood of small frames (log notices after their quota, cancels of unknown calls) gets a quarter
-  of the loop, taken one socket read (16 KiB) at a time;
-- frames of :data:`frames.SCAN_FROM_BYTES` and more, whose parse cannot be split: :data:`BIG_SHARE`
-  of the loop, :data:`BIG_BURST_S` burst. Honest large payloads are rare and mostly text (1 MiB of
-  text in a string parses in ~1 ms); a tenant that keeps sending the densest accepted frames
-  (~100-200 ms each here) is held to one every several seconds, so a neighbour's request meets
-  such a pause once in hundreds, not one in four.
+  tenant takes a few percent of the loop (~3,400 steps/s through one isolate here, a begin notice
+  and a settle call of a few microseconds each), so an honest tenant never meets it; a flood of
+  small frames (log lines past their quota, say) gets a quarter of the loop, one socket read
+  (16 KiB) at a time;
+- frames of ``frames.SCAN_FROM_BYTES`` (64 KiB) and more, whose parse cannot be split:
+  :data:`BIG_SHARE` of the loop after a :data:`BIG_BURST_S` burst. Honest large frames are rare and
+  mostly text (a 4 MiB frame of text costs the host ~16 ms, a 500 KiB step result ~2 ms); a tenant
+  sending the costliest frame the host accepts (~110 ms) is held to one about every 11 s.
 
-When a bucket runs dry the host stops reading from that isolate's socket (the frames already read
-wait in its buffer) until the bucket is back at zero; its neighbours' sockets are read as usual.
+When a bucket runs dry the host stops reading from that isolate's socket (frames already read wait
+in its buffer) until the bucket is back at zero; its neighbours' sockets are read as usual.
+Measured with ``python -m benchmarks.flood``: the neighbour's p99 stays within a few tens of ms
+under each flood, its worst single wait is one such frame.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from emulator.rpc.frames import SCAN_FROM_BYTES
 
 SHARE = 0.25
 BURST_S = 0.05
-BIG_SHARE = 0.02
+BIG_SHARE = 0.01
 BIG_BURST_S = 0.25
 
 

@@ -5,44 +5,45 @@ two directions are not alike. The host trusts nothing an isolate sends: tenant c
 switched off every check inside its isolate and write any bytes to its socket. An isolate trusts
 the host, which sends it large frames on purpose (the step cache goes with every run).
 
-The problem, measured (3.11, one core of the shared 2-core machine these figures come from): a
-frame costs the host's event loop what ``json.loads`` spends building its values, and that
-depends on its shape far more than its size. One MiB of text inside one string parses in 1.2 ms;
-one MiB of ``0,`` in 18 ms; of ``{},`` in 17 ms (plus 5 ms to free them); of floats such as
-``1e-300,`` in 39 ms; of ten-deep ``[[[...]]]`` blocks in 98 ms; a 4,300-digit integer costs
-75 us. A 4 MiB frame of ``{},`` took 67 ms and 123 MB of peak memory; the 63 MiB frame of tiny
-objects that was reported took the host from ~50 MB to ~1.9 GB. So no bound on size alone keeps
-the loop free, and a bound on shape that is tight enough for that would refuse payloads the
-platform accepts (a 1 MiB list of small integers holds 512 Ki values).
+The problem, measured (Python 3.11 on one core of the shared 2-core machine these figures come
+from): a frame costs the host's event loop what ``json.loads`` spends building its values, and
+that depends on its shape far more than its size. One MiB of text in one string parses in
+1.2 ms; of ``0,`` in 18 ms; of ``{},`` in 17 ms, plus 5 ms to free; of floats like ``1e-300,``
+in 39 ms (~260 ns each); of ten-deep ``[[[...]]]`` in ~100 ms; a 4,300-digit integer alone takes
+75 us. A 4 MiB frame of ``{},`` took 67-80 ms and 123 MB of peak memory; the reported 63 MiB one
+took the host from ~50 MB to ~1.9 GB. No bound on size alone keeps the loop free.
 
-Chosen, for frames from an isolate (:data:`FROM_ISOLATE`):
+Chosen, for frames from an isolate (:data:`FROM_ISOLATE`); breaking any rule is a
+:class:`~emulator.rpc.errors.ProtocolViolation` and the host kills the isolate:
 
 - at most :data:`ISOLATE_FRAME_BYTES` (4 MiB), checked on the length prefix before the frame is
-  buffered. The largest legitimate frame is a step result of 1 MiB of JSON sent as a string:
-  escaping ``"`` and ``\\`` at most doubles it (2 MiB), and a 1 MiB payload sent as a value takes
-  1 MiB. 4 MiB leaves room for both with a margin; the other direction keeps 64 MiB;
-- a pre-scan of frames over :data:`SCAN_FROM_BYTES` that counts separators and brackets
-  (``,`` ``:`` ``[`` ``{``, four ``bytes.count`` calls, 2.3 ms per 4 MiB) and refuses a frame with
-  more than :data:`MAX_FRAME_TOKENS`: no more than the largest payload has bytes, so any frame
-  carrying one payload the platform accepts passes whatever its content, and the reported frame
-  (2.8 M of them in 4 MiB) is refused before ``json.loads`` sees it. This bounds the memory one
-  frame can make (~50 MB) and its parse to the cost of the costliest legitimate payload;
+  buffered (``transport.py``). The largest legitimate frame is a step's 1 MiB result sent as a
+  JSON string: escaping ``"`` and ``\\`` at most doubles it, to 2 MiB; a 1 MiB payload sent as
+  a value takes 1 MiB. The other direction keeps 64 MiB;
+- from :data:`SCAN_FROM_BYTES` up, a pre-scan that counts characters in C (``bytes.count``, 2.6 ms
+  for 4 MiB): at most :data:`MAX_FRAME_CONTAINERS` lists and objects and
+  :data:`MAX_FRAME_SEPARATORS` separators, counted anywhere in the frame, strings included (a
+  step result is JSON in a string, which the host parses again to check it). Together with the
+  integer bound these cap the costliest frame the host accepts at ~110 ms here (64 Ki lists
+  nested 100 deep and 254 Ki ``1e-300``), and the memory its values take at a few tens of MB;
+- integers of at most :data:`MAX_INT_DIGITS` digits (parsing one is quadratic), checked one by
+  one only in a frame whose text holds such a run of digits (a translation and a search in C);
 - nesting of at most :data:`MAX_DEPTH` levels (the admin API allows bodies 100 deep; the message
-  envelope adds a few), checked exactly (breadth first, no recursion) only when the frame holds
-  more brackets than that, so a ``RecursionError`` can reach neither the loop nor the code that
-  walks values later; ``json.loads`` itself raises ``RecursionError`` long before the C stack is
-  at risk, and that is refused too;
-- no ``NaN``/``Infinity`` (our encoder never writes them), no lone surrogate (``"\\ud800"``
-  decodes to a ``str`` that no UTF-8 store can hold: it would fail a whole group commit), only
-  valid UTF-8, and integers of at most 4,300 digits (Python's own bound on their quadratic cost).
+  envelope adds a few): first from the brackets, by removing innermost pairs in C; the decoded
+  value is walked (breadth first, no recursion) only when the brackets say deeper. A
+  ``RecursionError`` from ``json.loads`` on a deeper frame is refused too, so none reaches the loop
+  or the code that walks values later;
+- no ``NaN``/``Infinity`` (our encoder never writes them), valid UTF-8, and no lone surrogate
+  (``"\\ud800"`` decodes to a ``str`` no UTF-8 store can hold: it would fail a group commit).
 
-What one accepted frame still costs (up to ~200 ms for 1 Mi tokens of the costliest shape here)
-is bounded in rate, not in size, by the loop budget of the isolate's connection (``budget.py``).
-Every violation is a :class:`~emulator.rpc.errors.ProtocolViolation`: the host kills the isolate.
-
-An isolate applies the same size, token and depth rules to what it sends (:func:`check_outgoing`):
-an honest tenant whose message would break them gets ``payload.too_large`` or
-``payload.too_deep`` on its own side, never a dead isolate.
+Tried first: one bound of 1.1 Mi on separators and brackets together, which every payload the
+platform accepts passes whatever its shape, and a walk of the decoded value for depth. It let
+through a 2 MiB frame of nested lists that cost the host 657 ms (the walk as much as the parse).
+The bounds now refuse payloads denser than ~4 bytes a value or 64 Ki lists and objects, which
+the platform would take: an isolate checks what it sends by the same rules
+(:func:`check_outgoing`), so an honest tenant gets ``payload.too_large`` or
+``payload.too_deep`` on its own side, never a dead isolate. What an accepted frame still costs is
+bounded in rate by the loop budget of the isolate's connection (``budget.py``).
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ from dataclasses import dataclass
 from itertools import compress
 from typing import Any
 
-from emulator.rules.limits import MAX_PAYLOAD_BYTES
 from emulator.errors import PayloadTooDeepError, PayloadTooLargeError
 from emulator.rpc import codec
 from emulator.rpc.errors import ProtocolViolation
@@ -64,12 +64,16 @@ MiB = 1024 * KiB
 ISOLATE_FRAME_BYTES = 4 * MiB
 #: The largest frame the host may send an isolate (a run's step cache can be large).
 HOST_FRAME_BYTES = 64 * MiB
-#: Frames from this size up are pre-scanned; below it a frame's parse costs at most ~6 ms.
+#: Frames from this size up are pre-scanned; below it a frame's parse costs at most a few ms.
 SCAN_FROM_BYTES = 64 * KiB
-#: Separators and brackets a frame from an isolate may hold.
-MAX_FRAME_TOKENS = MAX_PAYLOAD_BYTES + 64 * KiB
+#: Separators (``,`` ``:``) a frame from an isolate may hold: about its count of values.
+MAX_FRAME_SEPARATORS = 256 * KiB
+#: Lists and objects (``[`` ``{``) a frame from an isolate may hold.
+MAX_FRAME_CONTAINERS = 64 * KiB
 #: Nesting levels a frame from an isolate may hold, the message envelope included.
 MAX_DEPTH = 128
+#: Digits an integer in a frame from an isolate may have (parsing one is quadratic in them).
+MAX_INT_DIGITS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +81,7 @@ class FrameRules:
     """What the frames of one direction may be."""
 
     max_bytes: int
-    #: apply the structure rules (tokens, depth, constants, surrogates) to what is received
+    #: apply the structure rules (counts, depth, constants, integers, surrogates) on receipt
     strict: bool
     #: who sends these frames, as messages name it
     sender: str
@@ -91,10 +95,22 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _short_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(digits.lstrip('-')):,} digits is over the limit of "
+                         f"{MAX_INT_DIGITS:,}")
+    return int(digits)
+
+
 _STRICT = json.JSONDecoder(parse_constant=_refuse_constant)
+_STRICT_SHORT_INTS = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_short_int)
 _ENCODER = json.JSONEncoder(ensure_ascii=False, check_circular=False)
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _IS_CONTAINER = frozenset({list, dict}).__contains__
+_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGIT_RUN = b"0" * (MAX_INT_DIGITS + 1)
+_BRACKETS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
 def decode(frame: bytes | bytearray, rules: FrameRules) -> tuple[Any, bool]:
@@ -110,20 +126,18 @@ def decode(frame: bytes | bytearray, rules: FrameRules) -> tuple[Any, bool]:
         except (ValueError, RecursionError) as exc:
             raise ProtocolViolation(f"a frame is not JSON: {exc}") from None
     containers = frame.count(b"[") + frame.count(b"{")
-    if len(frame) > SCAN_FROM_BYTES:
-        tokens = containers + frame.count(b",") + frame.count(b":")
-        if tokens > MAX_FRAME_TOKENS:
-            raise ProtocolViolation(
-                f"a frame of {len(frame):,} bytes holds {tokens:,} separators and brackets, more "
-                f"than the {MAX_FRAME_TOKENS:,} any message carrying a payload the platform "
-                "accepts can hold")
+    problem = _count_problem(frame, containers)
+    if problem:
+        raise ProtocolViolation(f"a frame of {len(frame):,} bytes {problem}")
+    # a run of digits somewhere (in a string, most likely): parse integers one by one, bounded
+    decoder = _STRICT_SHORT_INTS if _LONG_DIGIT_RUN in frame.translate(_DIGITS) else _STRICT
     try:
-        message = _STRICT.decode(text)
+        message = decoder.decode(text)
     except RecursionError:
         raise ProtocolViolation(f"a frame nests deeper than {MAX_DEPTH} levels") from None
-    except ValueError as exc:       # not JSON, NaN or Infinity, an integer over 4,300 digits
+    except ValueError as exc:       # not JSON, NaN or Infinity, an integer too long
         raise ProtocolViolation(f"a frame is not JSON: {exc}") from None
-    if containers > MAX_DEPTH and is_deeper_than(message, MAX_DEPTH):
+    if containers > MAX_DEPTH and _nests_deeper(frame, message):
         raise ProtocolViolation(f"a frame nests deeper than {MAX_DEPTH} levels")
     escapes = "\\u" in text
     if escapes and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(message):
@@ -134,7 +148,8 @@ def decode(frame: bytes | bytearray, rules: FrameRules) -> tuple[Any, bool]:
 
 def check_outgoing(data: bytes, message: Any, rules: FrameRules, what: str) -> None:
     """Refuse, on the sending side, a message the other side's ``rules`` would take for a
-    protocol violation: the sender's caller gets a coded payload error instead."""
+    protocol violation (the same checks on the same bytes): the sender's caller gets a coded
+    payload error instead."""
     size = len(data)
     if size > rules.max_bytes:
         raise PayloadTooLargeError(
@@ -144,16 +159,48 @@ def check_outgoing(data: bytes, message: Any, rules: FrameRules, what: str) -> N
     if not rules.strict:
         return
     containers = data.count(b"[") + data.count(b"{")
-    if size > SCAN_FROM_BYTES:
-        tokens = containers + data.count(b",") + data.count(b":")
-        if tokens > MAX_FRAME_TOKENS:
-            raise PayloadTooLargeError(
-                f"{what} hold {tokens:,} separators and brackets, over the limit of "
-                f"{MAX_FRAME_TOKENS:,} for one message to the host",
-                hint="send fewer, larger values, or store the data elsewhere")
-    if containers > MAX_DEPTH and is_deeper_than(message, MAX_DEPTH):
+    problem = _count_problem(data, containers)
+    if problem:
+        raise PayloadTooLargeError(f"{what} take {size:,} bytes and {problem} for one message to "
+                                   "the host", hint="send fewer values, or store them elsewhere")
+    if _LONG_DIGIT_RUN in data.translate(_DIGITS):
+        try:
+            _STRICT_SHORT_INTS.decode(data.decode())
+        except ValueError as exc:
+            raise PayloadTooLargeError(f"{what} cannot be sent to the host: {exc}") from None
+    if containers > MAX_DEPTH and _nests_deeper(data, message):
         raise PayloadTooDeepError(f"{what} nest deeper than the {MAX_DEPTH} levels a message to "
                                   "the host may hold")
+
+
+def _count_problem(frame: bytes | bytearray, containers: int) -> str | None:
+    """What is wrong with the counts of a frame's structural characters, if anything. They
+    bound what parsing it can cost (and the memory its values take), and are counted, in C,
+    only from :data:`SCAN_FROM_BYTES` up: a smaller frame cannot hold too many."""
+    if len(frame) <= SCAN_FROM_BYTES:
+        return None
+    if containers > MAX_FRAME_CONTAINERS:
+        return (f"holds {containers:,} lists and objects ('[' and '{{'), over the limit of "
+                f"{MAX_FRAME_CONTAINERS:,}")
+    separators = frame.count(b",") + frame.count(b":")
+    if separators > MAX_FRAME_SEPARATORS:
+        return (f"holds {separators:,} separators (',' and ':'), over the limit of "
+                f"{MAX_FRAME_SEPARATORS:,}")
+    return None
+
+
+def _nests_deeper(frame: bytes | bytearray, message: Any) -> bool:
+    """Whether ``message`` (decoded from ``frame``) nests deeper than :data:`MAX_DEPTH`. First
+    from the brackets of the text, in C: each ``replace`` pass removes the innermost pairs, so
+    pairs left after ``MAX_DEPTH`` passes mean that deep or deeper (brackets inside strings
+    count too, so only then is the decoded value walked to be sure)."""
+    brackets = frame.translate(_BRACKETS, _NOT_BRACKETS)
+    for _ in range(MAX_DEPTH):
+        fewer = brackets.replace(b"()", b"")
+        if len(fewer) == len(brackets):
+            return False
+        brackets = fewer
+    return b"()" in brackets and is_deeper_than(message, MAX_DEPTH)
 
 
 def is_deeper_than(value: Any, limit: int) -> bool:

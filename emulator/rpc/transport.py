@@ -115,6 +115,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._buffer = bytearray(_READ_SIZE)
         self._used = 0
         self._resume: asyncio.TimerHandle | None = None   # set while reading is held back
+        self.largest_buffer = _READ_SIZE   # how far the buffer ever grew (tests, benchmarks)
         self.lost: asyncio.Future[ConnectionLost | None] = \
             asyncio.get_running_loop().create_future()
 
@@ -132,6 +133,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
                 if used < 4 + length <= 4 + self.rules.max_bytes:
                     grown = max(size + _READ_SIZE, min(grown, 4 + length + _READ_SIZE))
             self._buffer.extend(bytes(grown - size))
+            self.largest_buffer = max(self.largest_buffer, grown)
         return memoryview(self._buffer)[self._used:]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -172,8 +174,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         except ConnectionLost as exc:
             self.end(exc)
         finally:
-            if start:  # moved within the buffer, never resized: the transport holds a view of it
-                buffer[:used - start] = buffer[start:used]
+            if start and not self.lost.done():  # moved within the buffer, never resized: the
+                buffer[:used - start] = buffer[start:used]  # transport holds a view of it
                 self._used = used - start
             if owner is not None:
                 owner.flush()
@@ -213,6 +215,9 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         if self._resume is not None:
             self._resume.cancel()
             self._resume = None
+        # the protocol and its transports refer to each other: without this, a buffer grown
+        # for a 4 MiB frame lives until the next full collection (a flood of them piled up)
+        self._buffer, self._used = bytearray(), 0
         if not self.lost.done():
             self.lost.set_result(reason)
         if self.owner is not None:
