@@ -176,7 +176,7 @@ def test_an_honest_tenant_gets_payload_errors_on_its_own_side():
         return info.value, pid, pool.get_live("LOADER:honest").pid, after
     error, pid_before, pid_after, after = asyncio.run(asyncio.wait_for(with_pool(body), 60))
     assert getattr(error, "code", None) == "payload.too_large", error
-    assert "the result of invoke() take 5,242,9" in str(error)
+    assert "the result of invoke(): 5,242,9" in str(error)
     assert "over the limit of 4,194,304 bytes" in str(error)
     assert pid_before == pid_after and after == "slow done"
 
