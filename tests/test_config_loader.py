@@ -306,3 +306,24 @@ def test_loading_a_missing_file_is_not_found(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "wrangler.jsonc")
     assert caught.value.code == "config.not_found"
+
+
+def test_the_config_is_found_from_a_subfolder_as_wrangler_finds_it(tmp_path, monkeypatch):
+    """A command run from inside a project (a tenant's folder, say) uses the nearest wrangler
+    file above it; a folder named with --config is searched alone."""
+    from emulator.config import find_config
+    from emulator.errors import ConfigError
+    project = tmp_path / "proj"
+    inner = project / "tenants" / "acme"
+    inner.mkdir(parents=True)
+    (project / "wrangler.jsonc").write_text('{"name": "x", "main": "src/entry.py"}')
+    monkeypatch.chdir(inner)
+    assert find_config() == (project / "wrangler.jsonc").resolve()
+    assert find_config(inner.parent) == (project / "wrangler.jsonc").resolve()
+    with pytest.raises(ConfigError) as caught:
+        find_config(explicit=inner)
+    assert caught.value.code == "config.not_found" and "above" not in caught.value.message
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        find_config()
+    assert "or any folder above it" in caught.value.message

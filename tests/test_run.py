@@ -178,3 +178,11 @@ def test_run_takes_a_100_character_id_and_refuses_an_invalid_one_as_usage(projec
                                   "--id", bad], capture_output=True, text=True, cwd=project)
         assert refused.returncode == 2, refused.stderr
         assert "is not a valid instance id" in refused.stderr
+
+
+def test_run_from_a_tenants_folder_finds_the_project_above(project, monkeypatch):
+    monkeypatch.chdir(project / "tenants" / "acme")
+    result = runner.invoke(app, ["run", "--tenant", "acme", "--params", '{"name": "Alice"}'])
+    assert result.exit_code == 0, result.output
+    assert result_line(result.stdout)["status"] == "complete"
+    assert (project / ".dynwf" / "state.sqlite").is_file()     # state beside the config

@@ -36,9 +36,11 @@ _KINDS = {"string": "a string", "integer": "an integer", "list": "a list", "obje
 
 
 def find_config(start: Path | None = None, explicit: Path | None = None) -> Path:
-    """The config file to use: *explicit* if given, else the first of ``CONFIG_NAMES`` in *start*.
+    """The config file to use: *explicit* if given, else the first of ``CONFIG_NAMES`` in *start*
+    or, as wrangler does, in the nearest folder above it that has one (so a command run from a
+    project's subfolder finds the project).
 
-    *start* defaults to the current directory. An *explicit* directory is searched like *start*.
+    *start* defaults to the current directory. An *explicit* directory is searched alone.
     Raises ``ConfigError`` with code ``config.not_found`` when there is nothing to load.
     """
     if explicit is not None:
@@ -48,13 +50,26 @@ def find_config(start: Path | None = None, explicit: Path | None = None) -> Path
         if not explicit.is_dir():
             raise ConfigError(f"config file {explicit} does not exist", code="config.not_found",
                               hint="check the --config path, or run dynwf init")
-        start = explicit
-    folder = Path.cwd() if start is None else Path(start)
+        return _config_in(explicit) or _not_found(explicit, upward=False)
+    folder = (Path.cwd() if start is None else Path(start)).resolve()
+    for candidate_folder in (folder, *folder.parents):
+        found = _config_in(candidate_folder)
+        if found is not None:
+            return found
+    return _not_found(folder, upward=True)
+
+
+def _config_in(folder: Path) -> Path | None:
     for name in CONFIG_NAMES:
         candidate = folder / name
         if candidate.is_file():
             return candidate.resolve()
-    raise ConfigError(f"no wrangler.jsonc, wrangler.json or wrangler.toml in {folder}",
+    return None
+
+
+def _not_found(folder: Path, *, upward: bool) -> Path:
+    where = f"{folder} or any folder above it" if upward else str(folder)
+    raise ConfigError(f"no wrangler.jsonc, wrangler.json or wrangler.toml in {where}",
                       code="config.not_found", hint=_NOT_FOUND_HINT)
 
 
