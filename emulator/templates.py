@@ -15,7 +15,9 @@ and any file they replaced is put back, so the target is as it was before.
 
 An existing folder is written into only when it is empty (a lone ``.git`` counts as empty, so a
 fresh clone can be initialised) or when ``force`` is given; even then a file whose content already
-matches the template is left alone, and every file that differs is overwritten and reported.
+matches the template is left alone, and every file that differs is overwritten and reported, and
+kept: the replaced files are moved to ``.dynwf/backups/init-<time>/`` in the target, beside the
+project's state, so an edited file is never lost to ``init --force``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -197,8 +200,15 @@ def _existing_entries(target: Path) -> list[str]:
 
 # ---- writing --------------------------------------------------------------------------------
 
+def backup_folder(target: Path, now: datetime | None = None) -> Path:
+    """Where ``init --force`` keeps the files it replaces in ``target``."""
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    return Path(target) / ".dynwf" / "backups" / f"init-{stamp}"
+
+
 def write_template(name: str, target: Path, *, force: bool,
-                   on_moved: Callable[[Path], None] | None = None) -> list[Path]:
+                   on_moved: Callable[[Path], None] | None = None,
+                   backup_to: Path | None = None) -> list[Path]:
     """Write template ``name`` into ``target`` (created with its parents if missing).
 
     Returns the files written, as paths inside ``target``, in template order: new files and, with
@@ -208,7 +218,8 @@ def write_template(name: str, target: Path, *, force: bool,
 
     ``on_moved`` is called with each destination once the file is in place; it is the fault hook
     that proves a failure part way through is rolled back (the CLI passes none). An ``OSError``
-    on the way is rolled back too, then raised as ``init.write_failed``.
+    on the way is rolled back too, then raised as ``init.write_failed``. Files replaced are kept
+    beneath ``backup_to`` (default :func:`backup_folder`), once every file is in place.
     """
     target = Path(target)
     with _reported_os_errors(target):
@@ -220,7 +231,8 @@ def write_template(name: str, target: Path, *, force: bool,
         if not to_write:
             return []
         if target.is_dir():
-            _move_into_existing(target, to_write, on_moved)
+            _move_into_existing(target, to_write, on_moved,
+                                backup_to if backup_to is not None else backup_folder(target))
         else:
             _create(target, to_write, on_moved)
     return [target / p.path for p in to_write]
@@ -283,7 +295,7 @@ def _first_missing_ancestor(folder: Path) -> Path | None:
 
 
 def _move_into_existing(target: Path, files: list[PlannedFile],
-                        on_moved: Callable[[Path], None] | None) -> None:
+                        on_moved: Callable[[Path], None] | None, backup_to: Path) -> None:
     """An existing folder: stage inside it (same file system even when it is a mount point),
     then replace file by file, keeping each replaced file until the last move has succeeded."""
     staging = Path(tempfile.mkdtemp(prefix=".dynwf-init-", dir=target))
@@ -308,6 +320,9 @@ def _move_into_existing(target: Path, files: list[PlannedFile],
             os.replace(staging / "new" / planned.path, destination)
             if on_moved is not None:
                 on_moved(destination)
+        if any(backup is not None for _, backup in done):
+            backup_to.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(backups, backup_to)        # every replaced file, kept for the user
     except BaseException:
         for destination, backup in reversed(done):
             if destination.exists() or destination.is_symlink():

@@ -180,7 +180,13 @@ def test_force_overwrites_only_what_differs_and_reports_it(tmp_path, monkeypatch
     lines = result.stdout.splitlines()
     assert lines[:3] == ["Wrote the basic template into flows/:", "  README.md",
                          "  tenants/acme/index.py  (overwritten)"]
-    assert lines[3] == ("  already as in the template, left alone: .gitignore, wrangler.jsonc, "
+    assert lines[3].startswith("  the files it replaced are kept in flows/.dynwf/backups/init-")
+    backups = list((project / ".dynwf" / "backups").iterdir())
+    assert len(backups) == 1 and lines[3].endswith(f"{backups[0].name}/")
+    assert (backups[0] / "tenants" / "acme" / "index.py").read_text() == "# edited\n"
+    assert sorted(p.relative_to(backups[0]).as_posix() for p in backups[0].rglob("*")
+                  if p.is_file()) == ["tenants/acme/index.py"]   # only what was replaced
+    assert lines[4] == ("  already as in the template, left alone: .gitignore, wrangler.jsonc, "
                         "src/entry.py, tenants/globex/index.py")
     assert (project / "notes.txt").read_text() == "mine\n"
     assert (project / "src" / "entry.py").stat().st_mtime_ns == entry_mtime
@@ -190,7 +196,7 @@ def test_force_overwrites_only_what_differs_and_reports_it(tmp_path, monkeypatch
     assert again.exit_code == 0
     assert json.loads(again.stdout) == {
         "directory": str(project), "template": "basic", "files": [], "overwritten": [],
-        "unchanged": TEMPLATE_FILES}
+        "unchanged": TEMPLATE_FILES, "backup": None}
 
 
 def test_json_lists_the_files_written(tmp_path, monkeypatch):
@@ -199,7 +205,7 @@ def test_json_lists_the_files_written(tmp_path, monkeypatch):
     assert result.exit_code == 0
     assert json.loads(result.stdout) == {
         "directory": str(tmp_path / "flows"), "template": "basic", "files": TEMPLATE_FILES,
-        "overwritten": [], "unchanged": []}
+        "overwritten": [], "unchanged": [], "backup": None}
 
 
 def test_force_still_refuses_a_path_it_cannot_replace(tmp_path):

@@ -16,7 +16,7 @@ import typer
 from rich.text import Text
 
 from dynwf_cli.console import console
-from emulator.templates import DEFAULT_TEMPLATE, plan_template, write_template
+from emulator.templates import DEFAULT_TEMPLATE, backup_folder, plan_template, write_template
 
 HELP = """Create a project: a dispatcher that loads each tenant's code at runtime, two tenants
 with durable workflows to start from, a wrangler.jsonc and a README.
@@ -54,17 +54,20 @@ def init(
     planned = plan_template(template, directory)
     overwriting = {p.path for p in planned if p.state == "overwrite"}
     unchanged = [p.path for p in planned if p.state == "same"]
+    backup = backup_folder(directory)
     written = [path.relative_to(directory) for path in
-               write_template(template, directory, force=force)]
+               write_template(template, directory, force=force, backup_to=backup)]
+    kept = backup if overwriting and any(p in overwriting for p in written) else None
     if as_json:
         _print_plain(json.dumps({
             "directory": os.path.abspath(directory), "template": template,
             "files": [p.as_posix() for p in written],
             "overwritten": [p.as_posix() for p in written if p in overwriting],
             "unchanged": [p.as_posix() for p in unchanged],
+            "backup": os.path.abspath(kept) if kept is not None else None,
         }, indent=2))
         return
-    _print_text(directory, template, written, overwriting, unchanged)
+    _print_text(directory, template, written, overwriting, unchanged, kept)
 
 
 def _print_plain(text: str) -> None:
@@ -72,7 +75,7 @@ def _print_plain(text: str) -> None:
 
 
 def _print_text(directory: Path, template: str, written: list[Path], overwriting: set[Path],
-                unchanged: list[Path]) -> None:
+                unchanged: list[Path], kept: Path | None) -> None:
     shown = Path(os.path.relpath(os.path.abspath(directory)))
     where = "the current folder" if shown == Path(".") else f"{shown.as_posix()}/"
     if written:
@@ -86,6 +89,9 @@ def _print_text(directory: Path, template: str, written: list[Path], overwriting
         if path in overwriting:
             line += Text("  (overwritten)", style="warning")
         console.print(line, soft_wrap=True)
+    if kept is not None:
+        console.print(Text("  the files it replaced are kept in "
+                           + os.path.relpath(kept) + "/", style="warning"), soft_wrap=True)
     if unchanged and written:
         console.print(Text("  already as in the template, left alone: "
                            + ", ".join(p.as_posix() for p in unchanged), style="muted"),
