@@ -438,3 +438,22 @@ def test_agent_plan_waiting_for_approval_survives_a_killed_dev_server(tmp_path):
     assert all(s["attempts"] == 1 for s in tool_steps), tool_steps
     assert [json.loads(line)["to"] for line in changes.read_text().splitlines()] == [5]
     assert "scaled to 5 replicas" in (project / final["output"]["report"]).read_text()
+
+
+def test_ci_an_install_that_fails_fails_its_step_with_pips_reason_on_screen(tmp_path):
+    """A repository whose requirements cannot install (pytest missing, after README line 1):
+    the install step is failed, not green, and the run's output and checklist carry why."""
+    project = copy_example("ci-pipelines", tmp_path)
+    requirements = project / "repos" / "textkit" / "requirements.txt"
+    requirements.write_text("pytest\nno-such-package-anywhere\n")
+    result, progress = run(project, "textkit", {"repo": "textkit", "sha": "9b1e0d4",
+                                                "branch": "slugs", "pr": 13})
+    assert result["status"] == "complete"
+    output = result["output"]
+    assert output["conclusion"] == "failure" and output["failed"] == ["install"]
+    assert output["reason"].startswith("the requirements did not install: ")
+    assert "no-such-package-anywhere" in output["reason"]
+    failed = steps_named(progress, "step.failed", "install")
+    assert len(failed) == 1 and failed[0]["error"]["name"] == "NonRetryableError"
+    assert "no-such-package-anywhere" in failed[0]["error"]["message"]
+    assert not steps_named(progress, "step.committed", "install")

@@ -10,10 +10,16 @@ no machine, and a restart resumes after the last finished step.
 import asyncio
 
 from workers import WorkflowEntrypoint
+from workers.workflows import NonRetryableError
 
 REPO = "calc-lib"
 
 ARTIFACT = "calc-lib-1.2.0.zip"
+
+
+def reason(output, lines=6):
+    """The last lines a command printed: what a failed step says about itself."""
+    return "\n".join(output.strip().splitlines()[-lines:]) or "no output"
 
 
 class Pipeline(WorkflowEntrypoint):
@@ -28,15 +34,21 @@ class Pipeline(WorkflowEntrypoint):
 
         @step.do("install")
         async def install():
-            # Offline: the requirements must already be satisfied by the image.
-            return await sandbox.run(["python", "-m", "pip", "install", "--no-index",
-                                      "--dry-run", "-q", "-r", "requirements.txt"])
+            # Offline: the requirements must already be satisfied by the image. A failed install
+            # fails its step, with pip's own words, and is not worth retrying.
+            result = await sandbox.run(["python", "-m", "pip", "install", "--no-index",
+                                        "--dry-run", "-q", "-r", "requirements.txt"])
+            if result["exit_code"] != 0:
+                raise NonRetryableError("the requirements did not install: "
+                                        + reason(result["output"]))
+            return result
 
         tree = await checkout()
-        installed = await install()
-        if installed["exit_code"] != 0:
+        try:
+            await install()
+        except NonRetryableError as exc:
             return {"repo": REPO, "conclusion": "failure", "failed": ["install"],
-                    "output": installed["output"]}
+                    "reason": str(exc)}
 
         @step.do("lint")
         async def lint():

@@ -9,8 +9,14 @@ approves within a day.
 import asyncio
 
 from workers import WorkflowEntrypoint
+from workers.workflows import NonRetryableError
 
 REPO = "textkit"
+
+
+def reason(output, lines=6):
+    """The last lines a command printed: what a failed step says about itself."""
+    return "\n".join(output.strip().splitlines()[-lines:]) or "no output"
 
 
 def failing_tests(output):
@@ -30,12 +36,19 @@ class Pipeline(WorkflowEntrypoint):
 
         @step.do("install")
         async def install():
-            return await sandbox.run(["python", "-m", "pip", "install", "--no-index",
-                                      "--dry-run", "-q", "-r", "requirements.txt"])
+            result = await sandbox.run(["python", "-m", "pip", "install", "--no-index",
+                                        "--dry-run", "-q", "-r", "requirements.txt"])
+            if result["exit_code"] != 0:   # a failed install fails its step, in pip's words
+                raise NonRetryableError("the requirements did not install: "
+                                        + reason(result["output"]))
+            return result
 
         await checkout()
-        if (await install())["exit_code"] != 0:
-            return {"repo": REPO, "conclusion": "failure", "failed": ["install"]}
+        try:
+            await install()
+        except NonRetryableError as exc:
+            return {"repo": REPO, "conclusion": "failure", "failed": ["install"],
+                    "reason": str(exc)}
 
         @step.do("lint")
         async def lint():
