@@ -16,7 +16,7 @@ app = typer.Typer(
     help="Local emulator and dev loop for Dynamic Workflows: durable workflows whose code is "
          "different for every tenant.\n\nExample:\n\n  dynwf check --config wrangler.jsonc",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
