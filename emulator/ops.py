@@ -27,6 +27,7 @@ from emulator.engine.store import InstanceRow, StepRow, Store, TimerRow
 from emulator.errors import (DynwfError, InstanceError, InstanceNotFoundError, InvalidIdError,
                              ValidationError)
 from emulator.project import Project
+from emulator.rules.tenant_scope import tenant_prefix
 from emulator.runtime.dynamic_workflows import scoped_instance_id, tenant_instance_id, unwrap_params
 
 LIST_HINT = "dynwf instances list"
@@ -233,6 +234,31 @@ class InstanceOps:
         lines = [_log_line(line) for line in self.store.list_logs(row.id, after_seq)]
         return {"id": row.id, "status": row.status, "finished": states.is_finished(row.status),
                 "lines": lines, "last_seq": lines[-1]["seq"] if lines else after_seq}
+
+    def tail(self, *, tenant: str | None = None, after_seq: int | None = None,
+             lines: int | None = None) -> dict[str, Any]:
+        """Log lines across instances (one tenant's, with ``tenant``), as ``wrangler tail``
+        shows a Worker's: those after ``after_seq``, or the last ``lines`` when it is None.
+        Each line names its instance (the id its tenant knows) and tenant."""
+        scope = tenant_prefix({"tenantId": tenant}) if tenant is not None else None
+        if after_seq is None:
+            after_seq = max(self.store.last_log_seq() - (lines or 0), 0) if lines is not None \
+                else None
+        rows = self.store.tail_logs(after_seq, scope)
+        out = []
+        metadata_of: dict[str, dict[str, Any] | None] = {}
+        for row in rows:
+            if row["instance_id"] not in metadata_of:
+                unwrapped = unwrap_params(json.loads(row["params"]))
+                metadata_of[row["instance_id"]] = unwrapped.metadata if unwrapped is not None \
+                    and isinstance(unwrapped.metadata, dict) else None
+            metadata = metadata_of[row["instance_id"]]
+            line = _log_line(row)
+            line["instance"] = row["instance_id"]
+            line["tenant"] = tenant_of(metadata)
+            line["tenant_instance_id"] = visible_id(metadata, row["instance_id"])
+            out.append(line)
+        return {"lines": out, "last_seq": out[-1]["seq"] if out else after_seq}
 
     # ---- changing ------------------------------------------------------------------------------
 

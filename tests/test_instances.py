@@ -552,3 +552,44 @@ def test_send_event_reaches_an_engine_in_another_process(tmp_path: Path):
             follower.kill()
             follower.wait(timeout=10)
         assert worker.stop() == 0
+
+
+def test_dynwf_logs_tails_every_instance_and_filters_by_tenant(tmp_path, monkeypatch):
+    """`dynwf logs` (as `wrangler tail`): the lines of every instance, oldest first, each naming
+    its tenant and the id the tenant knows; --tenant keeps one tenant's; NDJSON without a TTY."""
+    from emulator.runner import RunOptions, RunSession
+    from emulator.project import open_project
+    assert runner.invoke(app, ["init", str(tmp_path / "demo")]).exit_code == 0
+    root = tmp_path / "demo"
+    for tenant in ("loud", "quiet"):
+        (root / "tenants" / tenant).mkdir()
+        (root / "tenants" / tenant / "index.py").write_text(
+            "from workers import WorkflowEntrypoint\n\n"
+            "class TenantWorkflow(WorkflowEntrypoint):\n"
+            "    async def run(self, event, step):\n"
+            "        @step.do('speak')\n"
+            "        async def speak():\n"
+            f"            print('{tenant} says hello')\n"
+            "            return 1\n"
+            "        return await speak()\n")
+    project = open_project(root / "wrangler.jsonc", None)
+    for tenant in ("loud", "quiet"):
+        async def one(tenant=tenant):
+            async with RunSession(project, RunOptions(tenant=tenant, params={},
+                                                      instance_id=f"{tenant}-1")) as session:
+                await session.create()
+                return await session.drive()
+        assert asyncio.run(one()).status == "complete"
+    monkeypatch.chdir(root)
+    every = runner.invoke(app, ["logs"])
+    assert every.exit_code == 0, every.output
+    lines = [json.loads(line) for line in every.stdout.splitlines()]
+    assert [(line["tenant"], line["tenant_instance_id"], line["message"]) for line in lines] == [
+        ("loud", "loud-1", "loud says hello"), ("quiet", "quiet-1", "quiet says hello")]
+    assert lines[0]["step"] == {"kind": "do", "name": "speak", "count": 1}
+    one_tenant = runner.invoke(app, ["logs", "--tenant", "quiet"])
+    assert [json.loads(line)["message"] for line in one_tenant.stdout.splitlines()] == [
+        "quiet says hello"]
+    last = runner.invoke(app, ["logs", "--lines", "1"])
+    assert [json.loads(line)["message"] for line in last.stdout.splitlines()] == [
+        "quiet says hello"]

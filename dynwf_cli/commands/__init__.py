@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-COMMANDS: list[str] = ["init", "check", "run", "dev", "instances"]
+COMMANDS: list[str] = ["init", "check", "run", "dev", "instances", "logs"]
 
 
 def register_all(app: typer.Typer) -> None:

@@ -496,6 +496,24 @@ class Store:
         """Change the text of line ``seq`` (a log quota's marker, once it knows what it dropped)."""
         self.conn.execute("UPDATE logs SET message = ? WHERE seq = ?", (message, seq))
 
+    def tail_logs(self, after_seq: int | None, scope: str | None = None,
+                  limit: int = 1000) -> list[dict[str, Any]]:
+        """Log lines of every instance (or of one tenant scope) after ``after_seq``, oldest
+        first, with their instance's id and params (for the tenant's name): ``dynwf logs``."""
+        sql = ("SELECT l.instance_id, i.params, l.step_kind, l.step_name, l.step_count, l.level, "
+               "l.message, l.at, l.seq FROM logs l JOIN instances i ON i.id = l.instance_id "
+               "WHERE l.seq > ?")
+        args: list[Any] = [after_seq if after_seq is not None else -1]
+        if scope is not None:
+            sql += " AND i.scope = ?"
+            args.append(scope)
+        rows = self.conn.execute(sql + " ORDER BY l.seq LIMIT ?", (*args, limit))
+        return [{"instance_id": r[0], "params": r[1], "step": (r[2], r[3], r[4]) if r[2] else None,
+                 "level": r[5], "message": r[6], "at": r[7], "seq": r[8]} for r in rows]
+
+    def last_log_seq(self) -> int:
+        return self.conn.execute("SELECT coalesce(max(seq), 0) FROM logs").fetchone()[0]
+
     def list_logs(self, instance_id: str, after_seq: int | None = None) -> list[dict[str, Any]]:
         """The instance's log lines in order; with ``after_seq``, only those written after the
         line of that ``seq`` (how ``logs --follow`` asks for new lines only)."""
