@@ -212,10 +212,11 @@ def test_sigterm_hands_instances_back_and_the_next_session_resumes_them(tmp_path
                              (real_id,)).fetchall()
     assert steps == [("reserve_stock", "done"), ("quote", "done"), ("payment", "waiting")]
 
-    # the second session prints for a person (stdout is a pipe: progress stays NDJSON)
+    # without --json, but stdout is a pipe: every line is still NDJSON (no plain text mixed in)
     second = start(servers, project, "--state-dir", str(state), "--fast-forward",
                    json_output=False)
-    second.wait_for(lambda line: "sleeping or waiting for an event" in line)
+    ready = json.loads(second.wait_for(lambda line: '"kind":"server.ready"' in line))
+    assert ready["waiting"] == 1
     from emulator.engine import Control, Store, SystemClock
     store = Store(database)
     try:
@@ -228,7 +229,7 @@ def test_sigterm_hands_instances_back_and_the_next_session_resumes_them(tmp_path
                 if r["kind"] == "step.replayed" and r["instance"] == real_id]
     assert replayed[:2] == ["reserve_stock", "quote"]
     assert second.stop(signal.SIGTERM) == 0
-    assert second.lines[-1] == "stopped (SIGTERM)"
+    assert json.loads(second.lines[-1]) == {"kind": "server.stopped", "signal": "SIGTERM"}
 
 
 # ---- the command line ---------------------------------------------------------------------------

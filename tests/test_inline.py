@@ -64,7 +64,7 @@ def test_dynwf_run_inline_gives_the_same_result_as_process(tmp_path):
                                      "--tenant", "acme", "--params", '{"name": "Ann"}',
                                      "--isolation", isolation, "--json"])
         assert result.exit_code == 0, result.output
-        results[isolation] = [line for line in result.stdout.splitlines() if '"kind": "result"' in line]
+        results[isolation] = [line for line in result.stdout.splitlines() if '"kind":"result"' in line]
     import json
     outputs = {k: json.loads(v[-1])["output"] for k, v in results.items()}
     assert outputs["process"] == outputs["inline"] == {

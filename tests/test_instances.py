@@ -455,8 +455,13 @@ def test_every_help_ends_with_an_example(command: str | None):
 
 
 def test_missing_state_file_is_a_clear_error(tmp_path: Path):
+    """Acting on an instance of a project with no state is an error; listing is not: no state
+    means no instances, `[]` with --json, exit 0 (a script can list before anything ran)."""
     (tmp_path / "wrangler.jsonc").write_text(CONFIG)
-    for args in (["list"], ["describe", "x"], ["send-event", "x", "--type", "t"], ["logs", "x"]):
+    listed = runner.invoke(app, ["instances", "list", "--json", "--config",
+                                 str(tmp_path / "wrangler.jsonc")])
+    assert listed.exit_code == 0 and json.loads(listed.stdout) == []
+    for args in (["describe", "x"], ["send-event", "x", "--type", "t"], ["logs", "x"]):
         result = runner.invoke(app, ["instances", *args, "--config", str(tmp_path / "wrangler.jsonc")])
         assert result.exit_code == 1
         assert getattr(result.exception, "code", None) == "state.not_found", result.exception
@@ -469,7 +474,7 @@ def test_state_dir_option(state: State, tmp_path: Path):
     elsewhere.mkdir()
     (elsewhere / "wrangler.jsonc").write_text(CONFIG)
     args = ["instances", "list", "--json", "--config", str(elsewhere / "wrangler.jsonc")]
-    assert runner.invoke(app, args).exit_code == 1
+    assert json.loads(runner.invoke(app, args).stdout) == []          # no state there
     result = runner.invoke(app, [*args, "--state-dir", str(state.db.parent)])
     assert result.exit_code == 0 and len(json.loads(result.stdout)) == len(INSTANCES)
 
@@ -503,6 +508,8 @@ def test_installed_script_prints_one_error_line_and_acts(state: State):
     empty.mkdir()
     (empty / "wrangler.jsonc").write_text(CONFIG)
     no_state = dynwf("instances", "list", cwd=empty)
+    assert no_state.returncode == 0 and no_state.stdout == "no instances yet\n"
+    no_state = dynwf("instances", "describe", "x", cwd=empty)
     assert no_state.returncode == 1 and no_state.stderr.startswith("error [state.not_found]")
 
 

@@ -60,7 +60,8 @@ def project(tmp_path, monkeypatch):
 
 
 def result_line(stdout: str) -> dict:
-    return json.loads([line for line in stdout.splitlines() if '"kind": "result"' in line][-1])
+    results = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return [line for line in results if line["kind"] == "result"][-1]
 
 
 def test_run_completes_and_prints_the_output(project):

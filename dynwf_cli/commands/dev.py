@@ -50,8 +50,9 @@ A tenant file that is not valid Python is reported with its line and the other t
 serving.
 
 On a terminal each request is one line and each active instance a live checklist of its steps;
-when stdout is not a terminal, or with --json, progress is printed as NDJSON (with --json,
-everything is). --ip and --port default to the config's "dev" section, else 127.0.0.1:8787.
+when stdout is not a terminal, or with --json, everything is printed as NDJSON, one JSON object
+per line (the banner, requests, reloads, step progress, tenant logs), so a script never meets a
+line of plain text. --ip and --port default to the config's "dev" section, else 127.0.0.1:8787.
 
 Back-pressure: at most --max-inflight requests run in the dispatcher at once and --max-queued
 more wait for a turn; a request beyond both is answered at once with 503, a Retry-After header
@@ -109,12 +110,10 @@ def dev(
     project = open_project(config, state_dir)
     address = ip or project.config.dev.ip
     sock = listen(address, project.config.dev.port if port is None else port)
-    if as_json:
+    if as_json or not console.is_terminal:
         output: _Output = _JsonOutput()
-    elif console.is_terminal:
-        output = _LiveOutput(project, fast_forward)
     else:
-        output = _PlainOutput(project, fast_forward)
+        output = _LiveOutput(project, fast_forward)
     try:
         code = asyncio.run(_serve(project, sock, output, reload=not no_reload,
                                   fast_forward=fast_forward, isolation=isolation.value,

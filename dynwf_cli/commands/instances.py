@@ -15,20 +15,23 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from dynwf_cli.checklist import GLYPHS
-from dynwf_cli.console import console
+from dynwf_cli.console import THEME, console
 from emulator.rules import states
 from emulator.rules.durations import format_ms
 from emulator.rules.limits import check_event_type
 from emulator.errors import ValidationError
-from emulator.ops import InstanceOps
+from emulator.ops import InstanceOps, StateNotFoundError
 from emulator.project import open_project
 
 #: How often ``logs --follow`` looks for new lines.
 FOLLOW_INTERVAL_S = 0.25
+#: The width tables are laid out in when no terminal reads them: wide enough for any row.
+UNLIMITED_WIDTH = 100_000
 _RESULT_CHARS = 200  # step results may be up to 1 MiB; --json has all of it
 
 HELP = """List, inspect and control workflow instances: pause, resume, terminate, restart, send
@@ -80,6 +83,12 @@ instances_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]})
 
 
+def _unlimited_console() -> Console:
+    """The console's twin for output no terminal reads: as wide as any row needs."""
+    return Console(theme=THEME, highlight=False, width=UNLIMITED_WIDTH, soft_wrap=True,
+                   no_color=console.no_color or None, file=console.file)
+
+
 def _help(text: str, example: str) -> str:
     return f"{text}\n\nExample:\n\n\b\n  {example}\n"
 
@@ -107,9 +116,12 @@ def list_command(
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
-    with _ops(config, state_dir) as ops:
-        rows = ops.list_instances(tenant=tenant, status=status.value if status else None,
-                                  workflow=workflow, limit=limit)
+    try:
+        with _ops(config, state_dir) as ops:
+            rows = ops.list_instances(tenant=tenant, status=status.value if status else None,
+                                      workflow=workflow, limit=limit)
+    except StateNotFoundError:
+        rows = []           # no state yet: no instances, which is an answer, not an error
     if as_json:
         _print_json(rows)
         return
@@ -143,7 +155,14 @@ def list_command(
         if with_code:
             cells.append(Text(row["code_version"] or "-", style="muted"))
         table.add_row(*cells)
-    console.print(table)
+    # Piped (grep, a file), rows are printed whole: never cut or wrapped to a terminal's width.
+    if console.is_terminal:
+        console.print(table)
+    else:
+        wide = _unlimited_console()
+        with wide.capture() as captured:
+            wide.print(table)
+        _print_plain("\n".join(line.rstrip() for line in captured.get().splitlines()))
     if len(rows) == limit:
         console.print(Text(f"showing the newest {limit}; use --limit for more", style="muted"))
 

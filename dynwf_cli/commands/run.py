@@ -30,6 +30,10 @@ When the instance waits for an event: a matching --event is sent; on a terminal 
 for the payload (empty input leaves it waiting); otherwise the run stops with exit status 3 and
 prints the command that continues it.
 
+Output: on a terminal, the live checklist and the output; otherwise (piped, in CI) or with
+--json, NDJSON: one JSON object per progress event, then one "result" line, all in the same
+compact form.
+
 Exit status: 0 complete (the output is printed), 1 errored or terminated, 2 usage error,
 3 left waiting for an event.
 
@@ -175,8 +179,8 @@ def _outline(project, tenant: str):
 
 def _report(result: RunResult, project, as_json: bool, live_view: bool) -> int:
     if as_json or not live_view:
-        print(json.dumps({"kind": "result", **result.to_dict()}, ensure_ascii=False, default=str),
-              flush=True)
+        print(json.dumps({"kind": "result", **result.to_dict()}, ensure_ascii=False, default=str,
+                         separators=(",", ":")), flush=True)   # the events' own form
     if result.status == "complete":
         if not as_json and live_view:
             console.print(Text("output", style="ok"))
