@@ -19,7 +19,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from emulator.analysis.check import _check_class, _classes, module_bindings
+from emulator.analysis.ast_tools import module_bindings, top_level_classes
+from emulator.analysis.check import check_entrypoint_class
 from emulator.analysis.lint import lint_tenant_source
 from emulator.analysis.outline import DEFAULT_ENTRY_CLASS
 from emulator.config.model import Diagnostic
@@ -99,7 +100,8 @@ def lint_playground(code: str) -> list[Diagnostic]:
             PLAYGROUND_FILE, hint=f"define class {DEFAULT_ENTRY_CLASS}(WorkflowEntrypoint) with "
                                   "async def run(self, event, step)"))
     else:
-        found.extend(_check_class(node, _classes(tree), DEFAULT_ENTRY_CLASS, PLAYGROUND_FILE))
+        found.extend(check_entrypoint_class(node, top_level_classes(tree), DEFAULT_ENTRY_CLASS,
+                                            PLAYGROUND_FILE))
     return sorted(found, key=lambda d: (d.line, d.column))
 
 
