@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from dynwf_cli.console import print_error
-from emulator import DynwfError, __version__
+from emulator import DynwfError, UsageError, __version__
 
 app = typer.Typer(
     name="dynwf",
@@ -70,5 +70,4 @@ def main() -> None:
 
 def exit_code_for(exc: DynwfError) -> int:
     """The one table from error family to exit code (docs/architecture.md §9)."""
-    from emulator.errors import UsageError
     return 2 if isinstance(exc, UsageError) else 1

@@ -31,11 +31,8 @@ from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.text import Text
 
-from emulator.engine import progress as events
-from emulator.rules.durations import format_ms
-from emulator.engine.progress import Progress
-from emulator.engine.store import StepKey
-from emulator.analysis.outline import OutlineStep
+from emulator import OutlineStep, Progress, StepKey, format_ms
+from emulator import progress as events
 
 __all__ = ["Checklist", "ChecklistStep", "GLYPHS", "to_ndjson"]
 

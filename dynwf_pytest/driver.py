@@ -21,8 +21,7 @@ import asyncio
 import weakref
 from typing import Callable
 
-from emulator.engine import Engine
-from emulator.errors import UsageError
+from emulator import Engine, UsageError
 
 #: Timer kinds a wait may jump over when time skipping is on.
 SKIPPED_KINDS = ("sleep", "retry")

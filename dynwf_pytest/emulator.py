@@ -24,15 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
 
-from emulator.config import find_config, load_config
-from emulator.config.model import ProjectConfig, WorkflowConfig
-from emulator.clock import VirtualClock
-from emulator.engine import WorkflowBinding
-from emulator.rules import states
-from emulator.clock import to_datetime
-from emulator.rules.durations import parse_duration
-from emulator.errors import UsageError
-from emulator.host import HostOptions, ProjectHost
+from emulator import (HostOptions, ProjectConfig, ProjectHost, UsageError, VirtualClock,
+                      WorkflowBinding, WorkflowConfig, find_config, load_config, parse_duration,
+                      states, to_datetime)
 
 from dynwf_pytest.driver import driver_for
 from dynwf_pytest.introspection import (InstanceIntrospector, Modifier, Target,

@@ -24,12 +24,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Mapping
 
-from emulator.engine import Engine
-from emulator.rules import states
-from emulator.engine.binding import WorkflowBinding
-from emulator.sdk.failures import rebuild
+from emulator import Engine, InstanceNotFoundError, WorkflowBinding, states
 from emulator.engine.modifiers import PREFIX, InstanceModifiers, ModifierError, selector
-from emulator.errors import InstanceNotFoundError
+from emulator.sdk.failures import rebuild
 
 from dynwf_pytest.driver import driver_for
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 
-from emulator.errors import DynwfError
+from emulator import DynwfError
 
 if TYPE_CHECKING:  # imported when a test asks for them: every pytest run loads this plugin
     from dynwf_pytest.emulator import Emulator, Tenant

@@ -1,10 +1,78 @@
 """dynwf's emulator: config loading, the durable engine, isolates and the dev server.
 
-This package never imports typer or rich; the command line (``dynwf_cli``) renders what it returns.
+The names in :data:`__all__` are the package's face: what the command line (``dynwf_cli``), the
+pytest plugin and scripts may touch. Every other module is internal and may change; the dev
+server offers its own names in :mod:`emulator.server`. This package never imports typer or
+rich; the command line renders what it returns.
+
+Names load on first use (a module ``__getattr__``), never when the package is imported: an
+isolate's zygote imports ``emulator.rpc`` and ``emulator.sdk``, which runs this file first, and
+must not load the host, the dev server or the engine's store (whose SQLite tooling brings
+``ctypes``, a native-call capability no isolate may hold). ``dynwf --help`` loads what its
+commands import either way, so the face costs it nothing.
 """
 
-from emulator.errors import DynwfError
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["DynwfError", "__version__"]
+#: Where each name lives, grouped by what a caller does with it.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    # errors: the root (a dotted code, a message, a hint) and the families callers catch
+    "emulator.errors": (
+        "DynwfError", "UsageError", "ConfigError", "ValidationError", "PayloadError",
+        "PayloadTooLargeError", "InstanceError", "InstanceNotFoundError",
+        "InstanceAlreadyExistsError", "InstanceFinishedError", "InvalidTransitionError",
+        "StepLimitError"),
+    # a project: its wrangler file, its state folder, a new one from a template
+    "emulator.project": ("Project", "open_project"),
+    "emulator.config": ("Diagnostic", "ProjectConfig", "WorkflowConfig", "find_config",
+                        "load_config"),
+    "emulator.templates": ("DEFAULT_TEMPLATE", "backup_folder", "plan_template", "write_template"),
+    # running it: the host, one run driven to its end, operations on instances
+    "emulator.host": ("HostOptions", "ProjectHost"),
+    "emulator.runner": ("RunOptions", "RunResult", "RunSession"),
+    "emulator.ops": ("InstanceOps", "StateNotFoundError"),
+    "emulator.engine": ("Engine", "WorkflowBinding"),
+    "emulator.clock": ("Clock", "SystemClock", "VirtualClock", "to_datetime"),
+    "emulator.interpreter": ("tune_for_serving",),
+    # what happens as it runs: progress events and their kinds, instance statuses, step keys
+    "emulator.engine.progress": ("Progress",),
+    "emulator.engine.store": ("StepKey",),
+    # checking code without running it
+    "emulator.analysis.check": ("DEFAULT_ENTRY_CLASS", "CheckReport", "check_project",
+                                "run_check"),
+    "emulator.analysis.outline": ("OutlineStep", "TenantSourceError", "outline_steps"),
+    # the platform's rules a caller checks input against or shows values with
+    "emulator.rules.durations": ("format_ms", "parse_duration"),
+    "emulator.rules.limits": ("check_event_type", "is_valid_id"),
+    # the kernel layers of isolation this machine can put in place
+    "emulator.isolates.sandbox": ("Layers", "describe_missing", "missing_layers"),
+}
+
+#: Modules offered whole: vocabularies of named constants.
+_MODULES = {
+    "progress": "emulator.engine.progress",   # the kinds of progress events
+    "states": "emulator.rules.states",        # instance statuses and their transitions
+}
+
+_HOMES = {name: home for home, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted([*_HOMES, *_MODULES, "__version__"])
+
+
+def __getattr__(name: str) -> object:
+    if name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+    elif name in _HOMES:
+        value = getattr(importlib.import_module(_HOMES[name]), name)
+    else:
+        raise AttributeError(f"module 'emulator' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

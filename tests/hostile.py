@@ -36,7 +36,7 @@ def disarm():
             continue
         seen.add(id(obj))
         if isinstance(obj, types.FunctionType) and obj.__code__.co_varnames[:2] == ("event", "args") \\
-                and obj.__module__ == "emulator.isolates.guard":
+                and obj.__module__ == "emulator.isolates.guard.audit_hooks":
             obj.__code__ = _noop_code(obj.__code__.co_freevars)
             undone["hooks"] += 1
             undone.setdefault("names", []).append(obj.__qualname__)

@@ -39,8 +39,9 @@ from emulator.host import HostOptions, ProjectHost
 from emulator.project import open_project
 from emulator.runtime.dynamic_workflows import scoped_instance_id, tenant_instance_id, wrap_params
 from emulator.server import create_app
-from emulator.server.admin import MAX_BODY, MAX_DEPTH, read_token
-from emulator.server.dashboard import PLAYGROUND_WORKFLOW, lint_playground, sample_code
+from emulator.server.exposure import read_token
+from emulator.server.input import MAX_BODY, MAX_DEPTH
+from emulator.server.playground import PLAYGROUND_WORKFLOW, lint_playground, sample_code
 
 API = "/__dynwf/api"
 TENANTS = ("acme", "globex")

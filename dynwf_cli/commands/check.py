@@ -17,8 +17,7 @@ import typer
 from rich.text import Text
 
 from dynwf_cli.console import console
-from emulator.analysis.check import DEFAULT_ENTRY_CLASS, CheckReport, run_check
-from emulator.config.model import Diagnostic
+from emulator import DEFAULT_ENTRY_CLASS, CheckReport, Diagnostic, run_check
 
 HELP = """Check a project without running it: the wrangler file, the dispatcher module, every
 tenant's workflow code (structure, step names, durations, step configs, ids, replay safety).

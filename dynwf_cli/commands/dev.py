@@ -26,17 +26,14 @@ from rich.text import Text
 from dynwf_cli.checklist import Checklist, to_ndjson
 from dynwf_cli.commands.run import Isolation
 from dynwf_cli.console import console
-from emulator.engine import SystemClock, VirtualClock
-from emulator.engine.progress import INSTANCE_STATUS, Progress
-from emulator.errors import DynwfError
-from emulator.host import HostOptions, ProjectHost
-from emulator.interpreter import tune_for_serving
-from emulator.isolates.outbound import private_listener
-from emulator.analysis.outline import TenantSourceError, outline_steps
-from emulator.project import Project, open_project
-from emulator.server import (DevServer, ReloadEvent, Reloader, RequestRecord, create_app,
-                             fast_forward_idle, listen, load_error_line, server_config)
-from emulator.server.app import MAX_INFLIGHT, MAX_QUEUED, Admission
+from emulator import (DynwfError, HostOptions, Progress, Project, ProjectHost, SystemClock,
+                      TenantSourceError, VirtualClock, describe_missing, missing_layers,
+                      open_project, outline_steps, tune_for_serving)
+from emulator import progress as events
+from emulator.runtime.dynamic_workflows import unwrap_params
+from emulator.server import (MAX_INFLIGHT, MAX_QUEUED, Admission, DevServer, ReloadEvent, Reloader,
+                             RequestRecord, create_app, fast_forward_idle, listen, load_error_line,
+                             private_listener, server_config)
 
 HELP = """Serve the project on a local HTTP server, as the platform would run it: every request
 (except /__dynwf/*) goes to the dispatcher's Default.fetch, which loads each tenant's code into
@@ -208,7 +205,6 @@ def _missing_layers(host: ProjectHost) -> dict[str, str]:
     inline, which has no isolation at all and says so itself)."""
     if host.pool.isolation != "process":
         return {}
-    from emulator.isolates.sandbox import missing_layers
     return missing_layers(host.pool.layers)
 
 
@@ -286,7 +282,6 @@ class _PlainOutput(_Output):
                  ("fast-forward clock" if info["fast_forward"] else "real clock")]
         self._print(Text(f"  {' · '.join(modes)}", style="muted"))
         if info["isolation_missing"]:
-            from emulator.isolates.sandbox import describe_missing
             self._print(Text("  warning: " + describe_missing(info["isolation_missing"]),
                              style="warning"))
         if info["resuming"] or info["waiting"]:
@@ -364,7 +359,7 @@ class _LiveOutput(_PlainOutput):
             with self._lock:
                 self._checklists[event.instance_id] = checklist
         checklist.apply(event)
-        if event.kind == INSTANCE_STATUS and checklist.finished:
+        if event.kind == events.INSTANCE_STATUS and checklist.finished:
             with self._lock:
                 self._checklists.pop(event.instance_id, None)
             console.print(checklist.render())
@@ -392,7 +387,6 @@ class _LiveOutput(_PlainOutput):
 
 def _tenant_of_params(params_json: str) -> str | None:
     """The tenant id in an instance's envelope (``{"__dispatcherMetadata": {"tenantId"}}``)."""
-    from emulator.runtime.dynamic_workflows import unwrap_params
     try:
         unwrapped = unwrap_params(json.loads(params_json))
     except ValueError:

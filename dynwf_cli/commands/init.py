@@ -16,7 +16,7 @@ import typer
 from rich.text import Text
 
 from dynwf_cli.console import console
-from emulator.templates import DEFAULT_TEMPLATE, backup_folder, plan_template, write_template
+from emulator import DEFAULT_TEMPLATE, backup_folder, plan_template, write_template
 
 HELP = """Create a project: a dispatcher that loads each tenant's code at runtime, two tenants
 with durable workflows to start from, a wrangler.jsonc and a README.

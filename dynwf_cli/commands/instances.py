@@ -21,12 +21,8 @@ from rich.text import Text
 
 from dynwf_cli.checklist import GLYPHS
 from dynwf_cli.console import THEME, console
-from emulator.rules import states
-from emulator.rules.durations import format_ms
-from emulator.rules.limits import check_event_type
-from emulator.errors import ValidationError
-from emulator.ops import InstanceOps, StateNotFoundError
-from emulator.project import open_project
+from emulator import (InstanceOps, StateNotFoundError, ValidationError, check_event_type, format_ms,
+                      open_project, states)
 
 #: How often ``logs --follow`` looks for new lines.
 FOLLOW_INTERVAL_S = 0.25

@@ -16,11 +16,8 @@ from rich.text import Text
 
 from dynwf_cli.checklist import Checklist, to_ndjson
 from dynwf_cli.console import console, err_console
-from emulator.rules.limits import is_valid_id
-from emulator.errors import UsageError
-from emulator.analysis.outline import TenantSourceError, outline_steps
-from emulator.project import open_project
-from emulator.runner import RunOptions, RunResult, RunSession
+from emulator import (Layers, RunOptions, RunResult, RunSession, TenantSourceError, UsageError,
+                      describe_missing, is_valid_id, missing_layers, open_project, outline_steps)
 
 HELP = """Create one workflow instance the way tenant TENANT would, and run it to the end with a
 live per-step checklist. Sleeps and retry back-offs are skipped (fast-forwarded) unless
@@ -117,7 +114,6 @@ def run(
 
 def _warn_missing_layers() -> None:
     """Say once, on standard error, which kernel layers of isolation this machine lacks."""
-    from emulator.isolates.sandbox import Layers, describe_missing, missing_layers
     missing = missing_layers(Layers.from_environment())
     if missing:
         err_console.print(Text("warning: " + describe_missing(missing), style="warning"),

@@ -50,13 +50,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from emulator.config.jsonc import locate_values
-from emulator.analysis.lint import (at, dotted_name, lint_module, lint_tenant_source, syntax_error)
+from emulator.analysis.ast_tools import at, dotted_name, module_bindings, syntax_error, top_level_classes
+from emulator.analysis.lint import lint_module, lint_tenant_source
 from emulator.config.loader import find_config, load_config
 from emulator.config.model import Diagnostic, ProjectConfig
 from emulator.rules.limits import is_valid_id
 from emulator.errors import ConfigError, UsageError
 
-__all__ = ["CheckReport", "check_project", "run_check"]
+__all__ = ["DEFAULT_ENTRY_CLASS", "CheckReport", "check_entrypoint_class", "check_project", "run_check"]
 
 DEFAULT_ENTRY_CLASS = "TenantWorkflow"
 TENANT_MAIN = "index.py"
@@ -235,49 +236,6 @@ def _config_position(config: ProjectConfig, text: str,
 
 # --- module-level names ----------------------------------------------------------------------
 
-def module_bindings(tree: ast.Module) -> tuple[dict[str, ast.AST], bool]:
-    """Names a module binds at its top level (each with the statement that binds it), and
-    whether it has a ``from m import *`` (then any name may be bound). Names bound inside
-    top-level ``if``/``try``/``with`` blocks count, since they run at import."""
-    bindings: dict[str, ast.AST] = {}
-    star = False
-    pending = list(tree.body)
-    while pending:
-        stmt = pending.pop(0)
-        if isinstance(stmt, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            bindings[stmt.name] = stmt
-        elif isinstance(stmt, ast.Assign):
-            for target in stmt.targets:
-                for name in _target_names(target):
-                    bindings[name] = stmt
-        elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
-            for name in _target_names(stmt.target):
-                bindings[name] = stmt
-        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            for alias in stmt.names:
-                if alias.name == "*":
-                    star = True
-                else:
-                    bindings[alias.asname or alias.name.split(".")[0]] = stmt
-        elif isinstance(stmt, (ast.If, ast.Try, ast.With, ast.AsyncWith)) or \
-                type(stmt).__name__ == "TryStar":
-            for field in ("body", "orelse", "finalbody"):
-                pending.extend(getattr(stmt, field, []))
-            for handler in getattr(stmt, "handlers", []):
-                pending.extend(handler.body)
-    return bindings, star
-
-
-def _target_names(target: ast.expr) -> list[str]:
-    if isinstance(target, ast.Name):
-        return [target.id]
-    if isinstance(target, (ast.Tuple, ast.List)):
-        return [name for element in target.elts for name in _target_names(element)]
-    if isinstance(target, ast.Starred):
-        return _target_names(target.value)
-    return []
-
-
 def _class_like_exports(bindings: dict[str, ast.AST]) -> list[str]:
     """The bound names a user could mean as a class: classes, CapWords assignments and imports,
     leaving out library classes (``WorkerEntrypoint``, ``Path``...)."""
@@ -374,7 +332,7 @@ def _check_entry_class(project: _Project, tenant: Path, sources: dict[Path, str]
         node = module_bindings(tree)[0].get(name)
     if not isinstance(node, ast.ClassDef):
         return []  # bound some other way (assignment, factory): nothing certain to say
-    return _check_class(node, _classes(tree), entry_class, shown)
+    return check_entrypoint_class(node, top_level_classes(tree), entry_class, shown)
 
 
 def _tenant_module(tenant: Path, node: ast.ImportFrom) -> Path | None:
@@ -387,12 +345,10 @@ def _tenant_module(tenant: Path, node: ast.ImportFrom) -> Path | None:
     return None
 
 
-def _classes(tree: ast.Module) -> dict[str, ast.ClassDef]:
-    return {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
-
-
-def _check_class(cls: ast.ClassDef, classes: dict[str, ast.ClassDef], entry_class: str,
-                 shown: str) -> list[Diagnostic]:
+def check_entrypoint_class(cls: ast.ClassDef, classes: dict[str, ast.ClassDef], entry_class: str,
+                           shown: str) -> list[Diagnostic]:
+    """DW204-DW207 for the entrypoint class ``cls``, following bases among ``classes`` (the
+    module's own); the playground checks typed-in code with it too."""
     verdict = _entrypoint_verdict(cls, classes, set())
     if verdict is False:
         bases = ", ".join(ast.unparse(b) for b in cls.bases) or "no base class"

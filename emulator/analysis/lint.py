@@ -35,11 +35,16 @@ import ast
 from collections.abc import Iterator
 from typing import Any
 
-from emulator.config.model import Diagnostic, Severity
+from emulator.analysis.ast_tools import (NOT_LITERAL, at, call_argument, dotted_name, literal_value,
+                                         syntax_error)
+from emulator.config.model import Diagnostic
 from emulator.rules.durations import parse_duration
 from emulator.rules.limits import MAX_ID_LENGTH, check_event_type, check_step_name, is_valid_id
 from emulator.rules.retries import step_config_problems
 from emulator.errors import DurationError, ValidationError
+
+__all__ = ["STEP_METHODS", "import_aliases", "is_step_body", "lint_module", "lint_tenant_source",
+           "step_handle_names", "step_method"]
 
 STEP_METHODS = ("do", "sleep", "sleep_until", "wait_for_event")
 # Steps of different kinds never share a cache key, so only same-kind names can collide.
@@ -84,29 +89,6 @@ def lint_module(tree: ast.Module, file: str) -> list[Diagnostic]:
     return findings
 
 
-def syntax_error(exc: SyntaxError, file: str, *, code: str) -> Diagnostic:
-    """A SyntaxError as a located diagnostic (``offset`` is already 1-based)."""
-    return Diagnostic(code, "error", f"invalid Python: {exc.msg}", file,
-                      exc.lineno or 1, exc.offset or 1)
-
-
-def at(node: ast.AST, code: str, severity: Severity, message: str, file: str,
-       hint: str | None = None) -> Diagnostic:
-    """A diagnostic located at ``node`` (ast columns are 0-based, ours 1-based)."""
-    return Diagnostic(code, severity, message, file,
-                      getattr(node, "lineno", 1), getattr(node, "col_offset", 0) + 1, hint)
-
-
-def dotted_name(node: ast.AST) -> str | None:
-    """``a.b.c`` for a chain of attribute reads on a name; None for anything else."""
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        base = dotted_name(node.value)
-        return None if base is None else f"{base}.{node.attr}"
-    return None
-
-
 def import_aliases(tree: ast.Module) -> dict[str, str]:
     """Local name -> what it was imported as: ``import datetime as dt`` gives ``dt -> datetime``."""
     aliases: dict[str, str] = {}
@@ -142,38 +124,15 @@ def step_method(call: ast.Call, handles: set[str]) -> str | None:
     return None
 
 
-def _argument(call: ast.Call, index: int, keyword: str | tuple[str, ...]) -> ast.expr | None:
-    names = (keyword,) if isinstance(keyword, str) else keyword
-    for kw in call.keywords:
-        if kw.arg in names:
-            return kw.value
-    if len(call.args) > index and not any(isinstance(a, ast.Starred) for a in call.args[:index + 1]):
-        return call.args[index]
-    return None
-
-
-_NOT_LITERAL = object()
-
-
-def _literal(node: ast.expr | None) -> Any:
-    """The value of a literal expression, or ``_NOT_LITERAL``."""
-    if node is None:
-        return _NOT_LITERAL
-    try:
-        return ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return _NOT_LITERAL
-
-
 # --- one step call -------------------------------------------------------------------------
 
 def _check_step_call(call: ast.Call, method: str, file: str) -> list[Diagnostic]:
     findings = _check_step_name(call, method, file)
     if method == "sleep":
-        findings += _check_duration(_argument(call, 1, "duration"), "step.sleep() duration", file)
+        findings += _check_duration(call_argument(call, 1, "duration"), "step.sleep() duration", file)
     elif method == "wait_for_event":
-        findings += _check_event_type(_argument(call, 1, ("event_type", "type")), file)
-        findings += _check_duration(_argument(call, 2, "timeout"), "wait_for_event() timeout", file)
+        findings += _check_event_type(call_argument(call, 1, ("event_type", "type")), file)
+        findings += _check_duration(call_argument(call, 2, "timeout"), "wait_for_event() timeout", file)
     elif method == "do":
         config = next((kw.value for kw in call.keywords if kw.arg == "config"), None)
         if config is not None:
@@ -182,12 +141,12 @@ def _check_step_call(call: ast.Call, method: str, file: str) -> list[Diagnostic]
 
 
 def _literal_name(call: ast.Call) -> str | None:
-    name = _literal(_argument(call, 0, "name"))
+    name = literal_value(call_argument(call, 0, "name"))
     return name if isinstance(name, str) else None
 
 
 def _check_step_name(call: ast.Call, method: str, file: str) -> list[Diagnostic]:
-    node = _argument(call, 0, "name")
+    node = call_argument(call, 0, "name")
     if node is None:
         return []  # step.do() takes the function's name, which is literal
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -205,8 +164,8 @@ def _check_step_name(call: ast.Call, method: str, file: str) -> list[Diagnostic]
 
 
 def _check_duration(node: ast.expr | None, what: str, file: str) -> list[Diagnostic]:
-    value = _literal(node)
-    if value is _NOT_LITERAL or node is None:
+    value = literal_value(node)
+    if value is NOT_LITERAL or node is None:
         return []
     try:
         parse_duration(value, what=what)
@@ -221,7 +180,7 @@ def _check_duration(node: ast.expr | None, what: str, file: str) -> list[Diagnos
 
 
 def _check_event_type(node: ast.expr | None, file: str) -> list[Diagnostic]:
-    value = _literal(node)
+    value = literal_value(node)
     if node is None or not isinstance(value, str):
         return []
     try:
@@ -240,8 +199,8 @@ def _check_step_config(node: ast.expr, step_name: str | None, file: str) -> list
     delay = _dict_item(retries, "delay") if retries is not None else None
     findings += _check_duration(timeout, "step config timeout", file)
     findings += _check_duration(delay, "step config retries.delay", file)
-    config = _literal(node)
-    if config is _NOT_LITERAL:
+    config = literal_value(node)
+    if config is NOT_LITERAL:
         return findings
     label = f'step config for "{step_name}"' if step_name else "step config"
     for problem in step_config_problems(_without_bad_durations(config)):
@@ -287,13 +246,13 @@ def _check_instance_ids(call: ast.Call, file: str) -> list[Diagnostic]:
     binding = receiver.rsplit(".", 1)[-1] if receiver else ""
     if not (binding[:1].isalpha() and binding.isupper()):
         return []  # only workflow bindings, which are named in capitals (env.WORKFLOWS)
-    options = _argument(call, 0, "options" if func.attr == "create" else "batch")
+    options = call_argument(call, 0, "options" if func.attr == "create" else "batch")
     items = [options] if func.attr == "create" else \
         list(options.elts) if isinstance(options, (ast.List, ast.Tuple)) else []
     findings = []
     for item in items:
         id_node = _dict_item(item, "id")
-        value = _literal(id_node)
+        value = literal_value(id_node)
         if id_node is None or not isinstance(value, str) or is_valid_id(value):
             continue
         shown = value if len(value) <= 40 else f"{value[:37]}... ({len(value)} characters)"
@@ -337,10 +296,10 @@ def _direct_step(stmt: ast.stmt, handles: set[str]) -> tuple[str, str, ast.AST] 
     if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
         for decorator in stmt.decorator_list:
             if isinstance(decorator, ast.Call) and step_method(decorator, handles) == "do":
-                node = _argument(decorator, 0, "name")
+                node = call_argument(decorator, 0, "name")
                 if node is None or (isinstance(node, ast.Constant) and node.value is None):
                     return "step.do", stmt.name, decorator
-                name = _literal(node)
+                name = literal_value(node)
                 return ("step.do", name, decorator) if isinstance(name, str) else None
         return None
     value = getattr(stmt, "value", None)

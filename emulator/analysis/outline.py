@@ -27,7 +27,9 @@ from typing import Any
 
 from emulator.analysis.check import DEFAULT_ENTRY_CLASS
 # read arguments and literals exactly as `dynwf check` does, so the two never disagree
-from emulator.analysis.lint import _argument, _literal, _NOT_LITERAL, step_method, syntax_error
+from emulator.analysis.ast_tools import (NOT_LITERAL, call_argument, literal_value, syntax_error,
+                                         top_level_classes)
+from emulator.analysis.lint import step_method
 from emulator.errors import DynwfError
 
 __all__ = ["DEFAULT_ENTRY_CLASS", "OutlineStep", "TenantSourceError", "outline_steps"]
@@ -110,7 +112,7 @@ def outline_steps(source: str, *, entry_class: str = DEFAULT_ENTRY_CLASS,
 
 def _entry_run(tree: ast.Module, entry_class: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
     """``run`` of the module-level class ``entry_class``, or of a base class defined beside it."""
-    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    classes = top_level_classes(tree)
     pending, seen = [entry_class], set()
     while pending:
         name = pending.pop(0)
@@ -217,13 +219,13 @@ class _Collector:
     def _add(self, method: str, node: ast.AST, *, default_name: str | None = None,
              conditional: bool, in_loop: bool) -> None:
         call = node if isinstance(node, ast.Call) else None
-        name_node = _argument(call, 0, "name") if call is not None else None
+        name_node = call_argument(call, 0, "name") if call is not None else None
         pattern = None
         if name_node is None or (isinstance(name_node, ast.Constant) and name_node.value is None
                                  and method == "do"):
             name, label = default_name, default_name or "?"
         else:
-            value = _literal(name_node)
+            value = literal_value(name_node)
             name = value if isinstance(value, str) else None
             if name is None:
                 label, pattern = _shape(name_node), _pattern(name_node)
@@ -231,13 +233,13 @@ class _Collector:
                 label = name
         event_type = duration = timeout = None
         if call is not None and method == "wait_for_event":
-            value = _literal(_argument(call, 1, ("event_type", "type")))
+            value = literal_value(call_argument(call, 1, ("event_type", "type")))
             event_type = value if isinstance(value, str) else None
-            timeout_node = _argument(call, 2, "timeout")
+            timeout_node = call_argument(call, 2, "timeout")
             timeout = _duration_text(timeout_node) if timeout_node is not None \
                 else DEFAULT_EVENT_TIMEOUT
         elif call is not None and method == "sleep":
-            duration = _duration_text(_argument(call, 1, "duration"))
+            duration = _duration_text(call_argument(call, 1, "duration"))
         self.steps.append(OutlineStep(
             KIND_OF_METHOD[method], method, name, label, node.lineno, node.col_offset + 1,
             event_type=event_type, duration=duration, timeout=timeout,
@@ -266,8 +268,8 @@ def _pattern(node: ast.expr) -> str:
 
 
 def _duration_text(node: ast.expr | None) -> str | None:
-    value = _literal(node)
-    if value is _NOT_LITERAL or value is None:
+    value = literal_value(node)
+    if value is NOT_LITERAL or value is None:
         return None
     if isinstance(value, str):
         return value

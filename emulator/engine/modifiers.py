@@ -283,5 +283,5 @@ class Modifiers:
         return modifiers.steps if modifiers is not None else None
 
 
-__all__ = ["InstanceModifiers", "ModifierError", "Modifiers", "StepMocks", "WorkflowSession",
-           "selector"]
+__all__ = ["PREFIX", "InstanceModifiers", "ModifierError", "Modifiers", "StepMocks",
+           "WorkflowSession", "selector"]

@@ -16,7 +16,7 @@ import sys
 from types import ModuleType
 from typing import Any, Mapping
 
-from emulator.isolates.guard import TenantModuleFinder
+from emulator.isolates.guard.tenant_modules import TenantModuleFinder
 
 _numbers = itertools.count(1)
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Callable, Iterator
 
-from emulator.isolates.guard import NO_GLOBAL_OUTBOUND_MESSAGE
+from emulator.isolates.guard.audit_hooks import NO_GLOBAL_OUTBOUND_MESSAGE
 from emulator.runtime.workers import (Headers, Request, Response, outbound_route,
                                       serve_host_requests)
 from emulator.sdk.remote import serve_outbound

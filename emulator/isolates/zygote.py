@@ -45,8 +45,10 @@ PRELOAD = (
     "logging", "traceback", "linecache", "zoneinfo", "urllib.parse", "http",
     "emulator.rpc.peer", "emulator.rpc.transport", "emulator.sdk.client",
     "emulator.sdk.step", "emulator.sdk.remote", "emulator.isolates.child",
-    "emulator.isolates.guard", "emulator.errors", "workers", "workers.workflows",
-    "dynamic_workflows",
+    "emulator.isolates.guard", "emulator.isolates.guard.folders",
+    "emulator.isolates.guard.tenant_modules", "emulator.isolates.guard.import_policy",
+    "emulator.isolates.guard.audit_hooks", "emulator.isolates.guard.resource_limits",
+    "emulator.errors", "workers", "workers.workflows", "dynamic_workflows",
 )
 READY = b'{"ready":true}'
 # What the zygote passes on from the host's environment: the locale and time zone (the values of

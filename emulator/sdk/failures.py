@@ -100,3 +100,7 @@ def rebuild(error: dict[str, Any], cause: BaseException | None = None) -> Except
     if cause is not None:
         exc.__cause__ = cause
     return exc
+
+
+__all__ = ["INTERNAL_ATTEMPT_ERROR", "StepError", "WorkflowFatalError", "WorkflowTimeoutError",
+           "error_dict", "is_non_retryable", "non_retryable_class", "rebuild"]

@@ -1,12 +1,15 @@
 """The dev server (``dynwf dev``): the dispatcher behind HTTP, the engine running beside it,
-and hot reload of tenant and dispatcher code."""
+and hot reload of tenant and dispatcher code. ``private_listener`` keeps tenant code's outbound
+requests off the server's own address."""
 
-from emulator.server.app import (ADMIN_PREFIX, TENANT_HEADER, DevServer, RequestRecord,
-                                 create_app, error_body, fast_forward_idle, listen, server_config)
+from emulator.isolates.outbound import private_listener
+from emulator.server.app import (ADMIN_PREFIX, MAX_INFLIGHT, MAX_QUEUED, TENANT_HEADER, Admission,
+                                 DevServer, RequestRecord, create_app, error_body,
+                                 fast_forward_idle, listen, server_config)
 from emulator.server.reload import ReloadEvent, Reloader, compile_errors, load_error_line
 
 __all__ = [
-    "ADMIN_PREFIX", "DevServer", "ReloadEvent", "Reloader", "RequestRecord", "TENANT_HEADER",
-    "compile_errors", "create_app", "error_body", "fast_forward_idle", "listen",
-    "load_error_line", "server_config",
+    "ADMIN_PREFIX", "Admission", "DevServer", "MAX_INFLIGHT", "MAX_QUEUED", "ReloadEvent",
+    "Reloader", "RequestRecord", "TENANT_HEADER", "compile_errors", "create_app", "error_body",
+    "fast_forward_idle", "listen", "load_error_line", "private_listener", "server_config",
 ]

@@ -14,269 +14,54 @@ over HTTP, for the dashboard and for scripts.
 | GET | `/__dynwf/api/playground/sample` | the playground's sample tenant code and params |
 | POST | `/__dynwf/api/playground` `{"code", "params"?}` | check the code, then run it as a scratch tenant |
 
-Exposure: requests whose ``Host`` (or ``Origin``, when sent) is not a loopback name are refused
-(403), so a web page elsewhere cannot drive a local server even through DNS rebinding; every
-state-changing request also needs the ``x-dynwf-token`` header holding the per-session token the
-server writes to ``<state dir>/admin-token`` (mode 0600) when it starts. Errors are
-``{"error": {"code", "message", "hint"}}`` with a status from one table (:data:`STATUS_OF`).
-
-Input: a body is one JSON object of the route's fields only, at most :data:`MAX_BODY` bytes and
-:data:`MAX_DEPTH` levels deep; ``tenant`` is an id naming a folder of ``tenants/`` (when the
-project has one), never a path; ``?limit=`` and ``?after=`` are whole numbers. Anything else is
-refused before anything is written.
+Every route answers only requests addressed to this machine's loopback, and every
+state-changing one only with the session's token (:mod:`emulator.server.exposure`). Input is
+read strictly and refused before anything is written (:mod:`emulator.server.input`). Errors are
+``{"error": {"code", "message", "hint"}}`` with a status from one table
+(:data:`emulator.server.errors.STATUS_OF`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import secrets
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from emulator.rules.limits import MAX_ID_LENGTH, encode_json, is_valid_id
-from emulator.errors import DynwfError, ValidationError
+from emulator.analysis.outline import TenantSourceError, outline_steps
+from emulator.errors import DynwfError
 from emulator.host import ProjectHost
 from emulator.ops import InstanceOps, envelope_of, tenant_of
+from emulator.rules.limits import encode_json, is_valid_id
 from emulator.runtime.dynamic_workflows import wrap_params
+from emulator.server.errors import AdminError, error_response
+from emulator.server.exposure import check_loopback, check_token
+from emulator.server.input import create_metadata, query_number, read_object, shown
+from emulator.server.playground import (MAX_CODE_BYTES, PLAYGROUND_WORKFLOW, SAMPLE_PARAMS,
+                                        SCRATCH_PREFIX, code_hash, create_playground_instance,
+                                        lint_playground, playground_source, sample_code,
+                                        save_playground)
 
 API = "/__dynwf/api"
-TOKEN_FILE = "admin-token"
-TOKEN_HEADER = "x-dynwf-token"
-MAX_BODY = 2 * 1024 * 1024
-#: How much of a body over :data:`MAX_BODY` is read (and dropped) before it is refused.
-MAX_DRAIN = 32 * 1024 * 1024
-#: How deep a request body's JSON may nest (a body is an object, so its values get one less).
-MAX_DEPTH = 100
-#: The largest whole number a query parameter may hold (SQLite's INTEGER).
-MAX_QUERY_NUMBER = 2**63 - 1
 #: What ``?limit=`` is cut down to.
 MAX_LIST = 10_000
 CREATE_FIELDS = ("tenant", "params", "id", "workflow", "metadata")
 EVENT_FIELDS = ("type", "payload")
 PLAYGROUND_FIELDS = ("code", "params")
-_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,19}")
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
-
-#: error code (or its last part) -> HTTP status; anything else from user input is 400
-STATUS_OF = {
-    "instance.not_found": 404, "state.not_found": 404, "tenant.not_found": 404,
-    "instance.already_exists": 409, "instance.ambiguous": 409, "instance.cannot_terminate": 409,
-    "instance.not_running": 409, "instance.finished": 409, "instance.invalid_transition": 409,
-    "admin.forbidden": 403, "admin.token": 401, "admin.too_large": 413,
-}
 
 
-def ensure_token(state_dir: Path) -> str:
-    """A new token for this server session, readable only by this user."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_hex(24)
-    path = state_dir / TOKEN_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(token)
-    os.chmod(path, 0o600)
-    return token
-
-
-def read_token(state_dir: Path) -> str | None:
+def source_outline(source: str) -> dict[str, Any]:
+    """``{"steps": [...]}`` of the outline, or ``{"steps": [], "error": ...}`` when the source
+    does not parse."""
     try:
-        return (state_dir / TOKEN_FILE).read_text().strip() or None
-    except OSError:
-        return None
-
-
-class AdminError(DynwfError):
-    code = "admin.invalid"
-
-
-def _status_for(exc: DynwfError) -> int:
-    if exc.code in STATUS_OF:
-        return STATUS_OF[exc.code]
-    return 400 if isinstance(exc, ValidationError) or exc.code.endswith(("invalid", "invalid_id",
-                                                                        "invalid_type")) else 500
-
-
-def error_response(exc: DynwfError, status: int | None = None) -> JSONResponse:
-    return JSONResponse({"error": exc.to_dict()}, status_code=status or _status_for(exc))
-
-
-def shown(value: Any, width: int = 60) -> str:
-    """``repr(value)``, cut to ``width`` characters for an error message."""
-    text = repr(value)
-    return text if len(text) <= width else text[:width - 3] + "..."
-
-
-# ---- reading a request ------------------------------------------------------------------------
-
-async def read_body(request: Request) -> bytes:
-    """The request's body; over :data:`MAX_BODY`, refused (``admin.too_large``) without being
-    held. A body up to :data:`MAX_DRAIN` is read to its end first (and dropped), since a client
-    that is still sending may never read an answer given before it is done; a bigger one, by
-    its ``Content-Length`` or as it arrives, is refused at once. A client that hangs up before
-    the end of its body gets an ``admin.invalid`` error (which it will not read), not a
-    traceback in the server's log."""
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > MAX_DRAIN:
-        raise _too_large(f"request body of {int(declared):,} bytes")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size <= MAX_BODY:
-                chunks.append(chunk)
-            elif size > MAX_DRAIN:
-                break
-    except ClientDisconnect:
-        raise AdminError(f"the client hung up after {size:,} bytes of the body") from None
-    if size > MAX_BODY:
-        raise _too_large("request body" if size > MAX_DRAIN else f"request body of {size:,} bytes")
-    return b"".join(chunks)
-
-
-def _too_large(what: str) -> DynwfError:
-    return AdminError(f"{what} is over the {MAX_BODY:,} byte limit", code="admin.too_large")
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """An object of ``pairs``; a key given twice is refused (which one wins is anyone's guess)."""
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise ValueError(f"the key {shown(key, 40)} is given twice in one object")
-        seen.add(key)
-    return dict(pairs)
-
-
-def parse_object(raw: bytes, fields: tuple[str, ...]) -> dict[str, Any]:
-    """``raw`` as a JSON object whose keys are among ``fields`` (``{}`` for an empty body); its
-    values plain JSON: UTF-8, no NaN or Infinity, no key given twice, nested at most
-    :data:`MAX_DEPTH` deep, text that is valid Unicode."""
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant,
-                          object_pairs_hook=_unique_keys)
-    except RecursionError:
-        raise _too_deep() from None
-    except ValueError as exc:   # not UTF-8, JSONDecodeError, a key twice, a number too long
-        raise AdminError(f"the body is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise AdminError("the body must be a JSON object",
-                         hint="send {" + ", ".join(f'"{name}": ...' for name in fields) + "}")
-    check_plain(data)
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise AdminError(f"unknown field{'s' * (len(unknown) > 1)} in the body: "
-                         + ", ".join(shown(name, 40) for name in unknown),
-                         hint="the fields are " + ", ".join(fields))
-    return data
-
-
-def check_plain(value: Any) -> None:
-    """Refuse JSON nested deeper than :data:`MAX_DEPTH`, or text with a lone surrogate (which
-    ``json`` reads from ``"\\ud800"`` but no UTF-8 store or response can hold)."""
-    pending = [(value, 1)]                  # (a value, its depth: the body itself is 1)
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, str):
-            _check_text(item)
-        elif isinstance(item, (dict, list)) and depth > MAX_DEPTH:
-            raise _too_deep()
-        elif isinstance(item, dict):
-            for key, inner in item.items():
-                _check_text(key)
-                pending.append((inner, depth + 1))
-        elif isinstance(item, list):
-            pending.extend((inner, depth + 1) for inner in item)
-
-
-def _check_text(text: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise AdminError(f"the body's text holds {shown(text[exc.start:exc.end])}, a lone "
-                         "surrogate, which is not Unicode") from None
-
-
-def _too_deep() -> DynwfError:
-    return AdminError(f"the body nests deeper than {MAX_DEPTH} levels")
-
-
-def query_number(request: Request, name: str, *, least: int) -> int | None:
-    """The query parameter ``name`` as a whole number from ``least`` up (None when absent)."""
-    text = request.query_params.get(name)
-    if not text:
-        return None
-    number = int(text) if _WHOLE_NUMBER.fullmatch(text) else None
-    if number is None or not least <= number <= MAX_QUERY_NUMBER:
-        raise AdminError(f"{name} must be a whole number from {least} to {MAX_QUERY_NUMBER}, "
-                         f"not {shown(text, 40)}")
-    return number
-
-
-def check_tenant(tenants_dir: Path, tenant: Any) -> str:
-    """``tenant`` when it names one of the project's tenants: an id (so never a path), and a
-    folder of ``tenants/`` when the project keeps its tenants there."""
-    if not is_valid_id(tenant):
-        raise AdminError(f"'tenant' must be a tenant id: 1-{MAX_ID_LENGTH} characters matching "
-                         f"^[a-zA-Z0-9_][a-zA-Z0-9-_]*$, not {shown(tenant)}",
-                         code="tenant.invalid")
-    if tenants_dir.is_dir() and not (tenants_dir / tenant).is_dir():
-        known = sorted(path.name for path in tenants_dir.iterdir()
-                       if path.is_dir() and is_valid_id(path.name))
-        raise AdminError(f"no tenant '{tenant}': tenants/{tenant}/ does not exist",
-                         code="tenant.not_found",
-                         hint="the tenants are " + ", ".join(known) if known
-                         else "add the tenant's folder to tenants/")
-    return tenant
-
-
-def create_metadata(tenants_dir: Path, data: dict[str, Any]) -> dict[str, Any]:
-    """The dispatcher metadata a create body names: ``{"tenantId": tenant}``, or its
-    ``metadata`` object (whose ``tenantId``, when it has one, must be a tenant too)."""
-    tenant, metadata = data.get("tenant"), data.get("metadata")
-    if metadata is None:
-        if tenant is None:
-            raise AdminError("give 'tenant' (or 'metadata', an object)")
-        return {"tenantId": check_tenant(tenants_dir, tenant)}
-    if not isinstance(metadata, dict) or not metadata:
-        raise AdminError("'metadata' must be a non-empty object")
-    if "tenantId" in metadata:
-        check_tenant(tenants_dir, metadata["tenantId"])
-    if tenant is not None and metadata.get("tenantId") != tenant:
-        raise AdminError("'tenant' and the tenantId of 'metadata' differ",
-                         hint="give one of them")
-    return metadata
-
-
-def is_local(value: str | None) -> bool:
-    """Whether a Host header or an Origin URL names this machine's loopback."""
-    if not value:
-        return False
-    try:
-        host = urlsplit(value if "//" in value else "//" + value).hostname
-    except ValueError:          # "[::1", "http://[x]": not a host at all
-        return False
-    return host is not None and (host in LOCAL_HOSTS or host.startswith("127."))
-
-
-def has_token(request: Request, token: str) -> bool:
-    """Whether the request carries ``token`` (compared as bytes: a header may hold any byte,
-    and ``compare_digest`` refuses non-ASCII text)."""
-    given = request.headers.get(TOKEN_HEADER, "")
-    return secrets.compare_digest(given.encode("utf-8"), token.encode("utf-8"))
+        return {"steps": [asdict(step) for step in outline_steps(source)]}
+    except TenantSourceError as exc:
+        return {"steps": [], "error": {"message": exc.message, "line": exc.line,
+                                       "column": exc.column}}
 
 
 def admin_routes(host: ProjectHost, token: str) -> list[Route]:
@@ -286,21 +71,13 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
     def guarded(handler: Callable[..., Any], *, changes: bool):
         async def endpoint(request: Request) -> Response:
             try:
-                if not is_local(request.headers.get("host")) or (
-                        "origin" in request.headers and not is_local(request.headers["origin"])):
-                    raise AdminError("the admin API answers only requests addressed to this "
-                                     "machine's loopback", code="admin.forbidden")
-                if changes and not has_token(request, token):
-                    raise AdminError(f"missing or wrong {TOKEN_HEADER} header",
-                                     code="admin.token",
-                                     hint="read it from the state directory's admin-token file")
+                check_loopback(request, "the admin API")
+                if changes:
+                    check_token(request, token)
                 return await handler(request)
             except DynwfError as exc:
                 return error_response(exc)
         return endpoint
-
-    async def body_of(request: Request, fields: tuple[str, ...]) -> dict[str, Any]:
-        return parse_object(await read_body(request), fields)
 
     def param(request: Request, name: str) -> str | None:
         return request.query_params.get(name) or None
@@ -313,7 +90,7 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
                                                limit=min(limit, MAX_LIST)))
 
     async def create(request: Request) -> Response:
-        data = await body_of(request, CREATE_FIELDS)
+        data = await read_object(request, CREATE_FIELDS)
         metadata = create_metadata(tenants_dir, data)
         options: dict[str, Any] = {"params": data.get("params", {})}
         if data.get("id") is not None:
@@ -335,7 +112,7 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
         return act
 
     async def send_event(request: Request) -> Response:
-        data = await body_of(request, EVENT_FIELDS)
+        data = await read_object(request, EVENT_FIELDS)
         if not isinstance(data.get("type"), str):
             raise AdminError("give 'type', the event type, as a string")
         return JSONResponse(ops.send_event(request.path_params["id"], data["type"],
@@ -367,8 +144,6 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
                                  headers={"cache-control": "no-cache"})
 
     async def outline(request: Request) -> Response:
-        from emulator.server.dashboard import (PLAYGROUND_WORKFLOW, SCRATCH_PREFIX, playground_source,
-                                               source_outline)
         row = ops.resolve(request.path_params["id"], param(request, "tenant"))
         metadata, _params = envelope_of(row)
         tenant = tenant_of(metadata)
@@ -386,14 +161,10 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
                              **source_outline(source)})
 
     async def playground_sample(request: Request) -> Response:
-        from emulator.server.dashboard import SAMPLE_PARAMS, sample_code
         return JSONResponse({"code": sample_code(), "params": SAMPLE_PARAMS})
 
     async def playground(request: Request) -> Response:
-        from emulator.server.dashboard import (MAX_CODE_BYTES, SCRATCH_PREFIX, code_hash,
-                                               create_playground_instance, lint_playground,
-                                               save_playground)
-        data = await body_of(request, PLAYGROUND_FIELDS)
+        data = await read_object(request, PLAYGROUND_FIELDS)
         code = data.get("code")
         if not isinstance(code, str) or not code.strip():
             raise AdminError("give 'code', the tenant's index.py, as a string")

@@ -41,6 +41,10 @@ import uvicorn
 from emulator.engine import Engine
 from emulator.errors import DynwfError
 from emulator.host import ProjectHost
+from emulator.server.admin import admin_routes
+from emulator.server.dashboard import dashboard_routes
+from emulator.server.exposure import ensure_token
+from emulator.server.playground import install_playground
 
 __all__ = ["ADMIN_PREFIX", "MAX_INFLIGHT", "MAX_QUEUED", "RETRY_AFTER_S", "TENANT_HEADER",
            "Admission", "BackgroundTask", "DevServer", "Dispatch", "RequestRecord", "create_app",
@@ -241,8 +245,6 @@ def create_app(host: ProjectHost, *, on_request: Callable[[RequestRecord], None]
             await engine_task       # serve() hands every lease back before it returns
             await host.close()
 
-    from emulator.server.admin import admin_routes, ensure_token
-    from emulator.server.dashboard import dashboard_routes, install_playground
     token = token or ensure_token(host.database.parent)
     install_playground(host)
     routes = [
