@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, TypeGuard
 
 from emulator.engine import progress
 from emulator.rules import states
@@ -99,6 +99,22 @@ class Engine:
         from emulator.engine.binding import WorkflowBinding
         return WorkflowBinding(self, workflow)
 
+    # ---- ownership -------------------------------------------------------------------------
+
+    def _owns(self, row: InstanceRow | None, generation: int) -> TypeGuard[InstanceRow]:
+        """Whether a lifetime of this engine still runs ``generation`` of the instance in ``row``:
+        the lease is this engine's, no restart began a newer generation, and the status is one a
+        lifetime runs in. A lifetime's last writes (finish, stop, the loss of its isolate) check
+        it before they land; ``Store.owned_txn`` asks the same in SQL for a running lifetime's
+        group commits."""
+        return row is not None and row.generation == generation \
+            and row.lease_owner == self.owner and row.status in states.LIVE
+
+    def _owned_elsewhere(self, row: InstanceRow, real_ms: int) -> bool:
+        """Whether a live lifetime in another engine owns the instance in ``row``: its lease is
+        another engine's and has not expired (by the wall clock, as leases are kept)."""
+        return row.lease_owner not in (None, self.owner) and (row.lease_expiry or 0) >= real_ms
+
     # ---- notifications ---------------------------------------------------------------------
 
     def _signal(self) -> None:
@@ -135,8 +151,7 @@ class Engine:
     def _sync_lifetime(self, lifetime: Lifetime) -> None:
         """Bring a live lifetime in line with what the database says about its instance."""
         row = self.store.find_instance(lifetime.id)
-        if row is None or row.generation != lifetime.generation or row.lease_owner != self.owner \
-                or row.status not in states.LIVE:
+        if not self._owns(row, lifetime.generation):
             lifetime.stop("abandon")
             return
         lifetime.request_pause(row.status == states.WAITING_FOR_PAUSE)
@@ -221,9 +236,8 @@ class Engine:
             if self.only is not None and timer.instance_id not in self.only:
                 continue
             row = self.store.find_instance(timer.instance_id)
-            if row is None or (row.lease_owner not in (None, self.owner)
-                               and (row.lease_expiry or 0) >= real):
-                continue  # a live lifetime in another engine owns this timer
+            if row is None or self._owned_elsewhere(row, real):
+                continue  # its timers are that engine's to fire
             if self.fire_timers_now(timer.instance_id, lambda t, chosen=timer.id: t.id == chosen):
                 return True
         return False
@@ -304,9 +318,8 @@ class Engine:
         with self.store.write():
             for timer in timers:
                 row = self.store.find_instance(timer.instance_id)
-                if row is None or (row.lease_owner not in (None, self.owner)
-                                   and (row.lease_expiry or 0) >= real):
-                    continue  # a live lifetime in another engine owns this timer
+                if row is None or self._owned_elsewhere(row, real):
+                    continue  # its timers are that engine's to fire
                 if not self.store.delete_timer_txn(timer.id):
                     continue
                 step = self.store.get_step(timer.instance_id, timer.step) \
@@ -439,12 +452,11 @@ class Engine:
                 status, error = states.ERRORED, {"name": "WorkflowFatalError", "message": exc.message}
             else:
                 output_json = encoded
-        owner, generation, now = self.owner, lifetime.generation, self.clock.now_ms()
+        generation, now = lifetime.generation, self.clock.now_ms()
 
         def finish(store: Store) -> bool:
             row = store.find_instance(lifetime.id)
-            if row is None or row.generation != generation or row.lease_owner != owner \
-                    or row.status not in states.LIVE:
+            if not self._owns(row, generation):
                 return False
             store.finish_txn(lifetime.id, row.status, status, now,
                              output=output_json if status == states.COMPLETE else None,
@@ -467,8 +479,7 @@ class Engine:
 
         def stop(store: Store) -> str | None:
             row = store.find_instance(lifetime.id)
-            if row is None or row.generation != generation or row.lease_owner != owner \
-                    or row.status not in states.LIVE:
+            if not self._owns(row, generation):
                 return None
             if reason == "shutdown":
                 new = states.QUEUED if row.status == states.RUNNING else row.status
@@ -523,8 +534,7 @@ class Engine:
 
         def lost(store: Store) -> str | None:
             row = store.find_instance(lifetime.id)
-            if row is None or row.generation != generation or row.lease_owner != owner \
-                    or row.status not in states.LIVE:
+            if not self._owns(row, generation):
                 return None
             for key, (attempt, config_json, _started) in attempting.items():
                 config = config_from_json(config_json)
