@@ -537,10 +537,8 @@ class Engine:
             if not self._owns(row, generation):
                 return None
             for key, (attempt, config_json, _started) in attempting.items():
-                config = config_from_json(config_json)
-                if config.will_retry(attempt):
-                    delay = 0 if self.modifiers.retry_delay_disabled(lifetime.id, key) \
-                        else config.delay_before_retry(attempt)
+                delay = lifetime.retry_delay(key, config_from_json(config_json), attempt)
+                if delay is not None:
                     store.put_step_txn(lifetime.id, key, "backoff", now, attempts=attempt,
                                        config=config_json, error=error_json)
                     store.add_timer_txn(lifetime.id, "retry", key, now + delay)
