@@ -33,6 +33,7 @@ from emulator.clock import to_datetime
 from emulator.rules.durations import parse_duration
 from emulator.errors import UsageError
 from emulator.host import HostOptions, ProjectHost
+from emulator.runner import drive_to_end, waiting_event_types
 
 from dynwf_pytest.driver import driver_for
 from dynwf_pytest.introspection import (InstanceIntrospector, Modifier, Target,
@@ -391,22 +392,10 @@ class Tenant:
         engine = self.emulator.engine
         driver = driver_for(engine)
 
-        def finished() -> bool:
-            return states.is_finished(instance._status())
-
-        while True:
-            await driver.run_until(finished, grace_s=0)
-            if finished():
-                break
-            waiting = [s.event_type for s in engine.store.list_steps(instance.instance_id)
-                       if s.kind == "wait" and s.status == "waiting"]
-            supplied = next((e for e in pending if e[0] in waiting), None)
-            if supplied is None:
-                break
-            pending.remove(supplied)
-            engine.control.send_event(instance.instance_id, supplied[0], supplied[1])
+        async def advance() -> None:
+            await driver.run_until(instance._finished, grace_s=0)
+        await drive_to_end(engine, instance.instance_id, pending, advance)
         status = await instance.status()
-        waiting = [s["event_type"] for s in instance.steps()
-                   if s["kind"] == "wait" and s["status"] == "waiting"]
-        return TenantRun(instance, status["status"], status["output"], status["error"],
-                         [] if states.is_finished(status["status"]) else waiting)
+        waiting = [] if states.is_finished(status["status"]) \
+            else waiting_event_types(engine.store, instance.instance_id)
+        return TenantRun(instance, status["status"], status["output"], status["error"], waiting)
