@@ -26,6 +26,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
 
 from emulator.config import find_config, load_config
 from emulator.config.model import ProjectConfig, WorkflowConfig
+from emulator.defaults import ISOLATION, ISOLATIONS
 from emulator.clock import VirtualClock
 from emulator.engine import WorkflowBinding
 from emulator.rules import states
@@ -41,7 +42,6 @@ from dynwf_pytest.introspection import (InstanceIntrospector, Modifier, Target,
                                         introspect_workflow)
 
 T = TypeVar("T")
-ISOLATIONS = ("process", "inline")
 TENANTS_DIR = "tenants"
 
 _current: ContextVar["Emulator | None"] = ContextVar("dynwf_emulator", default=None)
@@ -82,7 +82,7 @@ class Emulator:
     """
 
     def __init__(self, project: str | Path | ProjectConfig, *, state_dir: str | Path,
-                 isolation: str = "process", time_skipping: bool = True,
+                 isolation: str = ISOLATION, time_skipping: bool = True,
                  start: datetime | int | None = None, stall_grace_s: float | None = None,
                  host_options: Mapping[str, Any] | None = None) -> None:
         if isolation not in ISOLATIONS:

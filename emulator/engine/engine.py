@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, TypeGuard
 from emulator.engine import progress
 from emulator.rules import states
 from emulator.clock import Clock, SystemClock, to_datetime
+from emulator.defaults import ENGINE_CONCURRENCY, LEASE_MS, POLL_MS
 from emulator.engine.control import Control
 from emulator.sdk.failures import WorkflowFatalError, error_dict
 from emulator.engine.lifetime import RESOLVED, Lifetime, timeout_error
@@ -62,8 +63,8 @@ class Engine:
     """Runs workflow instances stored in one SQLite file."""
 
     def __init__(self, store: Store | str | Path, workflows: Iterable[WorkflowDefinition] = (), *,
-                 clock: Clock | None = None, owner: str | None = None, lease_ms: int = 10_000,
-                 poll_ms: int = 250, concurrency: int = 2_000,
+                 clock: Clock | None = None, owner: str | None = None, lease_ms: int = LEASE_MS,
+                 poll_ms: int = POLL_MS, concurrency: int = ENGINE_CONCURRENCY,
                  only: Iterable[str] | None = None) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
         self.clock = clock or SystemClock()
