@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable
 
 from emulator.clock import SystemClock, VirtualClock
 from emulator.rules import states
+from emulator.rules.steps import StepKind, StepStatus
 from emulator.engine import Engine
 from emulator.engine.progress import Progress
 from emulator.engine.store import Store
@@ -43,7 +44,7 @@ class RunError(DynwfError):
 def waiting_event_types(store: Store, instance_id: str) -> list[str]:
     """The event types the instance's waits ask for now, oldest wait first."""
     return [s.event_type for s in store.list_steps(instance_id)
-            if s.kind == "wait" and s.status == "waiting" and s.event_type]
+            if s.kind == StepKind.WAIT and s.status == StepStatus.WAITING and s.event_type]
 
 
 async def drive_to_end(engine: Engine, instance_id: str, events: list[tuple[str, Any]],
