@@ -31,6 +31,9 @@ When the instance waits for an event: a matching --event is sent; on a terminal 
 for the payload (empty input leaves it waiting); otherwise the run stops with exit status 3 and
 prints the command that continues it.
 
+With --json, or when stdout is not a terminal, progress is printed as NDJSON lines and the result
+as one last JSON line.
+
 Exit status: 0 complete (the output is printed), 1 errored or terminated, 2 usage error,
 3 left waiting for an event.
 
