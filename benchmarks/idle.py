@@ -20,9 +20,10 @@ from typing import Any
 
 from benchmarks.common import FullPath, rss_mb, wait_until
 from emulator.clock import VirtualClock
+from emulator.defaults import MAX_ISOLATES
 
 SLEEP_MS = 3_600_000
-POOL_SIZE = 64  # HostOptions' default max_isolates
+POOL_SIZE = MAX_ISOLATES  # the host's default pool
 
 
 class _PoolWatch:

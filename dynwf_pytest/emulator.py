@@ -24,9 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
 
-from emulator import (HostOptions, ProjectConfig, ProjectHost, UsageError, VirtualClock,
-                      WorkflowBinding, WorkflowConfig, find_config, load_config, parse_duration,
-                      states, to_datetime)
+from emulator import (ISOLATION, ISOLATIONS, HostOptions, ProjectConfig, ProjectHost, UsageError,
+                      VirtualClock, WorkflowBinding, WorkflowConfig, drive_to_end, find_config,
+                      load_config, parse_duration, states, to_datetime, waiting_event_types)
 
 from dynwf_pytest.driver import driver_for
 from dynwf_pytest.introspection import (InstanceIntrospector, Modifier, Target,
@@ -34,7 +34,6 @@ from dynwf_pytest.introspection import (InstanceIntrospector, Modifier, Target,
                                         introspect_workflow)
 
 T = TypeVar("T")
-ISOLATIONS = ("process", "inline")
 TENANTS_DIR = "tenants"
 
 _current: ContextVar["Emulator | None"] = ContextVar("dynwf_emulator", default=None)
@@ -75,7 +74,7 @@ class Emulator:
     """
 
     def __init__(self, project: str | Path | ProjectConfig, *, state_dir: str | Path,
-                 isolation: str = "process", time_skipping: bool = True,
+                 isolation: str = ISOLATION, time_skipping: bool = True,
                  start: datetime | int | None = None, stall_grace_s: float | None = None,
                  host_options: Mapping[str, Any] | None = None) -> None:
         if isolation not in ISOLATIONS:
@@ -385,22 +384,10 @@ class Tenant:
         engine = self.emulator.engine
         driver = driver_for(engine)
 
-        def finished() -> bool:
-            return states.is_finished(instance._status())
-
-        while True:
-            await driver.run_until(finished, grace_s=0)
-            if finished():
-                break
-            waiting = [s.event_type for s in engine.store.list_steps(instance.instance_id)
-                       if s.kind == "wait" and s.status == "waiting"]
-            supplied = next((e for e in pending if e[0] in waiting), None)
-            if supplied is None:
-                break
-            pending.remove(supplied)
-            engine.control.send_event(instance.instance_id, supplied[0], supplied[1])
+        async def advance() -> None:
+            await driver.run_until(instance._finished, grace_s=0)
+        await drive_to_end(engine, instance.instance_id, pending, advance)
         status = await instance.status()
-        waiting = [s["event_type"] for s in instance.steps()
-                   if s["kind"] == "wait" and s["status"] == "waiting"]
-        return TenantRun(instance, status["status"], status["output"], status["error"],
-                         [] if states.is_finished(status["status"]) else waiting)
+        waiting = [] if states.is_finished(status["status"]) \
+            else waiting_event_types(engine.store, instance.instance_id)
+        return TenantRun(instance, status["status"], status["output"], status["error"], waiting)

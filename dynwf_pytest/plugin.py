@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 
-from emulator import DynwfError
+from emulator import ISOLATION, ISOLATIONS, DynwfError
 
 if TYPE_CHECKING:  # imported when a test asks for them: every pytest run loads this plugin
     from dynwf_pytest.emulator import Emulator, Tenant
@@ -36,12 +36,13 @@ _OPTION_NAMES = ("isolation", "time_skipping", "start", "stall_grace_s", "host_o
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("dynwf_project", "the project the dynwf fixtures run: its wrangler file or the "
                   "folder holding it, relative to the rootdir (default: the rootdir)")
-    parser.addini("dynwf_isolation", "where tenant code runs in dynwf tests: process (default) "
-                  "or inline", default="process")
+    parser.addini("dynwf_isolation", "where tenant code runs in dynwf tests: "
+                  + " or ".join(f"{mode} (default)" if mode == ISOLATION else mode
+                                for mode in ISOLATIONS), default=ISOLATION)
     parser.addini("dynwf_time_skipping", "whether waits in dynwf tests skip over sleeps and retry "
                   "back-offs (default: true)", type="bool", default=True)
-    parser.addini("dynwf_timeout", "real seconds an async dynwf test may run (default: 120)",
-                  default=str(DEFAULT_TIMEOUT_S))
+    parser.addini("dynwf_timeout", "real seconds an async dynwf test may run "
+                  f"(default: {DEFAULT_TIMEOUT_S:g})", default=str(DEFAULT_TIMEOUT_S))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -90,9 +91,9 @@ def dynwf_options() -> dict[str, Any]:
 def dynwf(request: pytest.FixtureRequest, dynwf_project: Path, dynwf_options: dict[str, Any],
           tmp_path_factory: pytest.TempPathFactory) -> Iterator["Emulator"]:
     """The project's emulator: engine on a fresh database, virtual clock, isolates."""
-    from dynwf_pytest.emulator import ISOLATIONS, Emulator
+    from dynwf_pytest.emulator import Emulator
     config = request.config
-    options: dict[str, Any] = {"isolation": config.getini("dynwf_isolation") or "process",
+    options: dict[str, Any] = {"isolation": config.getini("dynwf_isolation") or ISOLATION,
                                "time_skipping": config.getini("dynwf_time_skipping")}
     options.update(dynwf_options)
     for name in _OPTION_NAMES:

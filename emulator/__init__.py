@@ -27,13 +27,18 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "InstanceAlreadyExistsError", "InstanceFinishedError", "InvalidTransitionError",
         "StepLimitError"),
     # a project: its wrangler file, its state folder, a new one from a template
-    "emulator.project": ("Project", "open_project"),
+    "emulator.project": ("DATABASE_NAME", "Project", "STATE_DIR_ENV", "STATE_DIR_NAME",
+                         "open_project"),
     "emulator.config": ("Diagnostic", "ProjectConfig", "WorkflowConfig", "find_config",
                         "load_config"),
+    "emulator.config.loader": ("CONFIG_NAMES",),
     "emulator.templates": ("DEFAULT_TEMPLATE", "backup_folder", "plan_template", "write_template"),
     # running it: the host, one run driven to its end, operations on instances
     "emulator.host": ("HostOptions", "ProjectHost"),
-    "emulator.runner": ("RunOptions", "RunResult", "RunSession"),
+    "emulator.runner": ("RunOptions", "RunResult", "RunSession", "drive_to_end",
+                        "waiting_event_types"),
+    # the defaults every command and the plugin share
+    "emulator.defaults": ("DEV_IP", "DEV_PORT", "ISOLATION", "ISOLATIONS", "POLL_MS"),
     "emulator.ops": ("InstanceOps", "StateNotFoundError"),
     "emulator.engine": ("Engine", "WorkflowBinding"),
     "emulator.clock": ("Clock", "SystemClock", "VirtualClock", "to_datetime"),

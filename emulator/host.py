@@ -22,10 +22,13 @@ from typing import Any, Callable
 from emulator.config.model import ProjectConfig
 from emulator.engine import Engine, WorkflowDefinition
 from emulator.clock import Clock
+from emulator.defaults import (ENGINE_CONCURRENCY, ISOLATE_IDLE_TIMEOUT_S, ISOLATION, LEASE_MS,
+                               MAX_ISOLATES)
 from emulator.errors import ConfigError
 from emulator.isolates.pool import IsolateLimits, IsolatePool
 from emulator.loader import WorkerLoader
-from emulator.project import DATABASE_NAME
+from emulator.project import DATABASE_NAME, STATE_DIR_NAME
+from emulator.rules.limits import DEFAULT_STEP_LIMIT
 from emulator.runtime import make_importable
 
 TenantLogListener = Callable[[str, str, str], None]  # (loader key, level, message)
@@ -38,12 +41,12 @@ class HostOptions:
     state_dir: Path | None = None          # default: <project>/.dynwf
     database: Path | None = None           # default: <state_dir>/state.sqlite
     clock: Clock | None = None             # default: SystemClock
-    max_isolates: int = 64
-    idle_timeout_s: float = 300.0
+    max_isolates: int = MAX_ISOLATES
+    idle_timeout_s: float = ISOLATE_IDLE_TIMEOUT_S
     limits: IsolateLimits = field(default_factory=IsolateLimits)
-    lease_ms: int = 10_000
-    concurrency: int = 2_000
-    isolation: str = "process"             # or "inline": tenant code in this process, for pdb
+    lease_ms: int = LEASE_MS
+    concurrency: int = ENGINE_CONCURRENCY
+    isolation: str = ISOLATION             # or "inline": tenant code in this process, for pdb
 
 
 class ExecutionContext:
@@ -80,7 +83,7 @@ class ProjectHost:
     def __init__(self, config: ProjectConfig, options: HostOptions | None = None) -> None:
         self.config = config
         self.options = options or HostOptions()
-        state_dir = self.options.state_dir or config.root / ".dynwf"
+        state_dir = self.options.state_dir or config.root / STATE_DIR_NAME
         self.database = self.options.database or state_dir / DATABASE_NAME
         self.pool = IsolatePool(max_isolates=self.options.max_isolates,
                                 idle_timeout_s=self.options.idle_timeout_s,
@@ -145,7 +148,7 @@ class ProjectHost:
                 raise ConfigError(f"class_name \"{workflow.class_name}\" is not defined by "
                                   f"{self.config.main}", hint="run dynwf check")
             definitions.append(WorkflowDefinition(
-                workflow.name, self._factory(cls), step_limit=workflow.step_limit or 10_000,
+                workflow.name, self._factory(cls), step_limit=workflow.step_limit or DEFAULT_STEP_LIMIT,
                 compatibility_date=self.config.compatibility_date))
         self.module, self.env, self.loaders = module, env, loaders
         self.dispatcher = Dispatcher(module, env)

@@ -61,7 +61,8 @@ def normalise_code(raw: Any, worker_id: str) -> dict[str, Any]:
                               f"not {type(source).__name__}")
         total += len(source.encode())
     if total > MAX_CODE_BYTES:
-        raise LoaderError(f"the code for '{worker_id}' is {total:,} bytes, over the 64 MiB limit")
+        raise LoaderError(f"the code for '{worker_id}' is {total:,} bytes, over the "
+                          f"{MAX_CODE_BYTES // 2**20} MiB limit")
     main = code.get("main_module")
     if main not in modules:
         raise LoaderError(f"main_module {main!r} of '{worker_id}' is not one of its modules "

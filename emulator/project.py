@@ -11,6 +11,8 @@ from emulator.config import find_config, load_config
 from emulator.config.model import ProjectConfig
 
 STATE_DIR_ENV = "DYNWF_STATE_DIR"
+#: The state folder's name, beside the wrangler file unless moved.
+STATE_DIR_NAME = ".dynwf"
 DATABASE_NAME = "state.sqlite"
 
 
@@ -34,4 +36,4 @@ def open_project(config: Path | None = None, state_dir: Path | None = None, *,
     path = find_config(start=start, explicit=config)
     loaded = load_config(path)
     chosen = state_dir or (Path(os.environ[STATE_DIR_ENV]) if os.environ.get(STATE_DIR_ENV) else None)
-    return Project(loaded, (chosen or loaded.root / ".dynwf").resolve())
+    return Project(loaded, (chosen or loaded.root / STATE_DIR_NAME).resolve())

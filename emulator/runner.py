@@ -1,4 +1,7 @@
-"""``dynwf run``: one instance, created the way a tenant would create it, driven to its end.
+"""Driving one instance to its end: ``dynwf run``'s session, and the loop it shares with the
+pytest plugin's ``Tenant.run`` (:func:`drive_to_end`).
+
+``dynwf run``: one instance, created the way a tenant would create it, driven to its end.
 
 The instance is created through ``wrap_workflow_binding`` with the tenant's metadata, so it runs
 exactly as a tenant's own instance does (envelope, namespaced id, the dispatcher's
@@ -16,19 +19,67 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from emulator.clock import SystemClock, VirtualClock
 from emulator.rules import states
+from emulator.rules.steps import StepKind, StepStatus
+from emulator.engine import Engine
 from emulator.engine.progress import Progress
+from emulator.engine.store import Store
 from emulator.errors import DynwfError, UsageError
 from emulator.host import HostOptions, ProjectHost
 from emulator.interpreter import tune_for_serving
 from emulator.project import Project
 
 
+#: Real seconds between looks at an instance that neither finished nor waits for an event.
+IDLE_LOOK_S = 0.01
+
+
 class RunError(DynwfError):
     code = "run.invalid"
+
+
+def waiting_event_types(store: Store, instance_id: str) -> list[str]:
+    """The event types the instance's waits ask for now, oldest wait first."""
+    return [s.event_type for s in store.list_steps(instance_id)
+            if s.kind == StepKind.WAIT and s.status == StepStatus.WAITING and s.event_type]
+
+
+async def drive_to_end(engine: Engine, instance_id: str, events: list[tuple[str, Any]],
+                       advance: Callable[[], Awaitable[None]], *, stop_when_paused: bool = False,
+                       idle_looks: int = 0) -> None:
+    """Drive an instance until it finishes, or waits for an event that ``events`` does not hold.
+
+    ``advance()`` runs the engine as far as it goes now (the caller's choice of clock and of
+    which timers it may skip). Then, while the instance waits for an event, the first
+    ``(type, payload)`` of ``events`` whose type a wait asks for is sent (and removed from the
+    list, so a later call goes on with the rest) and the engine runs again. An instance that
+    neither finished nor waits for an event is looked at again ``idle_looks`` times,
+    :data:`IDLE_LOOK_S` apart, before the drive gives up on it (something outside the drive,
+    another process, may still move it); with ``stop_when_paused`` a paused instance ends
+    the drive at once.
+    """
+    idle = 0
+    while True:
+        await advance()
+        status = engine.store.get_instance(instance_id).status
+        if states.is_finished(status) or (stop_when_paused and status == states.PAUSED):
+            return
+        waiting = waiting_event_types(engine.store, instance_id)
+        if not waiting:
+            if idle >= idle_looks:
+                return
+            idle += 1
+            await asyncio.sleep(IDLE_LOOK_S)
+            continue
+        idle = 0
+        supplied = next((e for e in events if e[0] in waiting), None)
+        if supplied is None:
+            return
+        events.remove(supplied)
+        engine.control.send_event(instance_id, supplied[0], supplied[1])
 
 
 @dataclass
@@ -119,27 +170,16 @@ class RunSession:
     async def drive(self) -> RunResult:
         """Run until the instance finishes, or waits for an event this run cannot supply."""
         engine = self.host.engine
-        idle_rounds = 0
-        while True:
+
+        async def advance() -> None:
             if self.options.real_time:
                 await self._serve_until_settled()
             else:
                 await engine.drain(until=self._finished)
-            result = self.result()
-            if result.finished or result.status == states.PAUSED:
-                return result
-            if not result.waiting_for:
-                idle_rounds += 1
-                if idle_rounds > 50:  # nothing left that this run can move (e.g. paused elsewhere)
-                    return result
-                await asyncio.sleep(0.01)
-                continue
-            idle_rounds = 0
-            supplied = next((e for e in self._events if e[0] in result.waiting_for), None)
-            if supplied is None:
-                return result
-            self._events.remove(supplied)
-            engine.control.send_event(self.instance_id, supplied[0], supplied[1])
+        # 50 looks: half a second for what this run cannot move itself (a pause from elsewhere)
+        await drive_to_end(engine, self.instance_id, self._events, advance,
+                           stop_when_paused=True, idle_looks=50)
+        return self.result()
 
     async def _serve_until_settled(self) -> None:
         stop = asyncio.Event()
@@ -165,8 +205,7 @@ class RunSession:
             bool(self._waiting_types())
 
     def _waiting_types(self) -> list[str]:
-        return [s.event_type for s in self.host.engine.store.list_steps(self.instance_id)
-                if s.kind == "wait" and s.status == "waiting" and s.event_type]
+        return waiting_event_types(self.host.engine.store, self.instance_id)
 
     def result(self) -> RunResult:
         row = self.host.engine.store.get_instance(self.instance_id)

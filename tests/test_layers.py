@@ -11,7 +11,7 @@ PACKAGES = ("emulator", "dynwf_cli", "dynwf_pytest")
 
 #: Bottom to top; a module may import its own layer and those below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("emulator.errors", "emulator.interpreter", "emulator.code_version"),
+    ("emulator.errors", "emulator.interpreter", "emulator.code_version", "emulator.defaults"),
     ("emulator.rules", "emulator.clock"),
     ("emulator.config",),
     ("emulator.rpc",),

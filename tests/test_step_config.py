@@ -33,6 +33,14 @@ def test_limit_counts_retries_not_attempts():
     assert [config.will_retry(n) for n in (1, 2, 3)] == [True, True, False]
 
 
+def test_retry_delay_is_the_back_off_until_the_limit_and_none_after_or_when_not_retryable():
+    """The one decision an engine makes after a failed attempt (a failure in a step's body and an
+    attempt lost with its isolate alike)."""
+    config = StepConfig(limit=2, delay_ms=10, backoff="linear")
+    assert [config.retry_delay(n) for n in (1, 2, 3)] == [10, 20, None]
+    assert config.retry_delay(1, retryable=False) is None
+
+
 @pytest.mark.parametrize("config, fragment", [
     ({"retries": {"limit": 1}}, "needs both 'limit' and 'delay'"),
     ({"timeout": 0}, "timeout must not be 0"),

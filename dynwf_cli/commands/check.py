@@ -17,6 +17,7 @@ import typer
 from rich.text import Text
 
 from dynwf_cli.console import console
+from dynwf_cli.options import ConfigOption
 from emulator import DEFAULT_ENTRY_CLASS, CheckReport, Diagnostic, run_check
 
 HELP = """Check a project without running it: the wrangler file, the dispatcher module, every
@@ -39,9 +40,7 @@ class OutputFormat(str, Enum):
 
 
 def check(
-    config: Optional[Path] = typer.Option(
-        None, "--config", "-c", metavar="FILE",
-        help="The wrangler file (default: ./wrangler.jsonc, ./wrangler.json, ./wrangler.toml)."),
+    config: ConfigOption = None,
     tenants: Optional[Path] = typer.Option(
         None, "--tenants", metavar="DIR",
         help="Folder with one sub-folder per tenant id (default: tenants/ beside the config)."),

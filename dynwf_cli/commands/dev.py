@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Group
@@ -24,18 +24,19 @@ from rich.live import Live
 from rich.text import Text
 
 from dynwf_cli.checklist import Checklist, to_ndjson
-from dynwf_cli.commands.run import Isolation
 from dynwf_cli.console import console
-from emulator import (DynwfError, HostOptions, Progress, Project, ProjectHost, SystemClock,
-                      TenantSourceError, VirtualClock, describe_missing, missing_layers,
-                      open_project, outline_steps, tune_for_serving)
+from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption, JsonOption,
+                               StateDirOption)
+from emulator import (DEV_IP, DEV_PORT, DynwfError, HostOptions, Progress, Project, ProjectHost,
+                      SystemClock, TenantSourceError, VirtualClock, describe_missing,
+                      missing_layers, open_project, outline_steps, tune_for_serving)
 from emulator import progress as events
 from emulator.runtime.dynamic_workflows import unwrap_params
 from emulator.server import (MAX_INFLIGHT, MAX_QUEUED, Admission, DevServer, ReloadEvent, Reloader,
                              RequestRecord, create_app, fast_forward_idle, listen, load_error_line,
                              private_listener, server_config)
 
-HELP = """Serve the project on a local HTTP server, as the platform would run it: every request
+HELP = f"""Serve the project on a local HTTP server, as the platform would run it: every request
 (except /__dynwf/*) goes to the dispatcher's Default.fetch, which loads each tenant's code into
 its own isolate; the durable engine runs the instances, resuming those an earlier session left
 running or sleeping.
@@ -49,7 +50,7 @@ serving.
 On a terminal each request is one line and each active instance a live checklist of its steps;
 when stdout is not a terminal, or with --json, everything is printed as NDJSON, one JSON object
 per line (the banner, requests, reloads, step progress, tenant logs), so a script never meets a
-line of plain text. --ip and --port default to the config's "dev" section, else 127.0.0.1:8787.
+line of plain text. --ip and --port default to the config's "dev" section, else {DEV_IP}:{DEV_PORT}.
 
 Back-pressure: at most --max-inflight requests run in the dispatcher at once and --max-queued
 more wait for a turn; a request beyond both is answered at once with 503, a Retry-After header
@@ -63,7 +64,7 @@ Example:
 
 \b
   dynwf dev --port 8787 --fast-forward
-  curl -X POST localhost:8787 -H 'x-tenant-id: acme' -d '{"items": [{"price": 2}]}'
+  curl -X POST localhost:8787 -H 'x-tenant-id: acme' -d '{{"items": [{{"price": 2}}]}}'
 """
 
 _FINISHED = frozenset({"complete", "errored", "terminated"})
@@ -71,38 +72,31 @@ _MAX_LIVE = 6  # checklists shown at once; the rest are counted on one line
 
 
 def dev(
-    config: Optional[Path] = typer.Option(
-        None, "--config", "-c", metavar="FILE",
-        help="The wrangler file (default: ./wrangler.jsonc, ./wrangler.json, ./wrangler.toml)."),
-    state_dir: Optional[Path] = typer.Option(
-        None, "--state-dir", metavar="DIR",
-        help="Where instances are stored (default: $DYNWF_STATE_DIR, else .dynwf/ beside the "
-             "config)."),
-    ip: Optional[str] = typer.Option(
-        None, "--ip", metavar="ADDRESS",
-        help="Address to listen on (default: dev.ip of the config, else 127.0.0.1, loopback "
-             "only)."),
-    port: Optional[int] = typer.Option(
-        None, "--port", "-p", min=0, max=65_535, metavar="PORT",
-        help="Port to listen on (default: dev.port of the config, else 8787; 0 picks a free one)."),
-    no_reload: bool = typer.Option(False, "--no-reload", help="Do not watch files for changes."),
-    fast_forward: bool = typer.Option(
-        False, "--fast-forward",
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+    ip: Annotated[Optional[str], typer.Option(
+        "--ip", metavar="ADDRESS",
+        help=f"Address to listen on (default: dev.ip of the config, else {DEV_IP}, loopback "
+             "only).")] = None,
+    port: Annotated[Optional[int], typer.Option(
+        "--port", "-p", min=0, max=65_535, metavar="PORT",
+        help=f"Port to listen on (default: dev.port of the config, else {DEV_PORT}; 0 picks a "
+             "free one).")] = None,
+    no_reload: Annotated[bool, typer.Option(
+        "--no-reload", help="Do not watch files for changes.")] = False,
+    fast_forward: Annotated[bool, typer.Option(
+        "--fast-forward",
         help="Skip over sleeps and retry back-offs while nothing else runs (a virtual clock); "
-             "event waits still wait for their event."),
-    isolation: Isolation = typer.Option(
-        Isolation.process, "--isolation", case_sensitive=False,
-        help="process: each tenant in its own guarded process; inline: in this process, for pdb "
-             "(no isolation)."),
-    as_json: bool = typer.Option(
-        False, "--json", help="Print NDJSON lines (requests, reloads, step progress) only."),
-    max_inflight: int = typer.Option(
-        MAX_INFLIGHT, "--max-inflight", min=1, metavar="N",
-        help="Requests the dispatcher answers at once; more wait (see --max-queued)."),
-    max_queued: int = typer.Option(
-        MAX_QUEUED, "--max-queued", min=0, metavar="N",
+             "event waits still wait for their event.")] = False,
+    isolation: IsolationOption = DEFAULT_ISOLATION,
+    as_json: JsonOption = False,
+    max_inflight: Annotated[int, typer.Option(
+        "--max-inflight", min=1, metavar="N",
+        help="Requests the dispatcher answers at once; more wait (see --max-queued).")] = MAX_INFLIGHT,
+    max_queued: Annotated[int, typer.Option(
+        "--max-queued", min=0, metavar="N",
         help="Requests that wait for a turn when --max-inflight are running; beyond them a "
-             "request gets 503 dev.overloaded with Retry-After."),
+             "request gets 503 dev.overloaded with Retry-After.")] = MAX_QUEUED,
 ) -> None:
     project = open_project(config, state_dir)
     address = ip or project.config.dev.ip

@@ -16,6 +16,7 @@ import typer
 from rich.text import Text
 
 from dynwf_cli.console import console
+from dynwf_cli.options import JsonOption
 from emulator import DEFAULT_TEMPLATE, backup_folder, plan_template, write_template
 
 HELP = """Create a project: a dispatcher that loads each tenant's code at runtime, two tenants
@@ -47,8 +48,7 @@ def init(
     force: bool = typer.Option(
         False, "--force", help="Write into a folder that is not empty, overwriting files that "
                                "differ from the template."),
-    as_json: bool = typer.Option(
-        False, "--json", help="Print the files written as JSON instead of text."),
+    as_json: JsonOption = False,
 ) -> None:
     # Planned first only to label the outcome; write_template plans again and decides alone.
     planned = plan_template(template, directory)

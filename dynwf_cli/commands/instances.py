@@ -2,7 +2,8 @@
 
 Every operation is ``emulator.ops``; this module parses options, opens the project and renders.
 The commands write to the database directly, so they work whether or not ``dynwf dev`` runs; an
-engine running in another process picks the change up on its next poll (a quarter second).
+engine running in another process picks the change up on its next poll
+(``emulator.defaults.POLL_MS``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from rich.text import Text
 
 from dynwf_cli.checklist import GLYPHS
 from dynwf_cli.console import THEME, console
-from emulator import (InstanceOps, StateNotFoundError, ValidationError, check_event_type, format_ms,
-                      open_project, states)
+from dynwf_cli.options import (ConfigOption, FollowInstanceOption, JsonOption, StateDirOption,
+                               TenantFilterOption, TenantOfIdOption, WorkflowFilterOption)
+from emulator import (DATABASE_NAME, POLL_MS, STATE_DIR_NAME, InstanceOps, StateNotFoundError,
+                      ValidationError, check_event_type, format_ms, open_project, states)
 
 #: How often ``logs --follow`` looks for new lines.
 FOLLOW_INTERVAL_S = 0.25
@@ -30,11 +33,11 @@ FOLLOW_INTERVAL_S = 0.25
 UNLIMITED_WIDTH = 100_000
 _RESULT_CHARS = 200  # step results may be up to 1 MiB; --json has all of it
 
-HELP = """List, inspect and control workflow instances: pause, resume, terminate, restart, send
+HELP = f"""List, inspect and control workflow instances: pause, resume, terminate, restart, send
 events, wake sleepers, read logs.
 
-The commands act on the project's state file (.dynwf/state.sqlite beside the config) whether
-or not dynwf dev is running; a running engine notices within a quarter second.
+The commands act on the project's state file ({STATE_DIR_NAME}/{DATABASE_NAME} beside the
+config) whether or not dynwf dev is running; a running engine notices within {POLL_MS} ms.
 
 ID is the instance's full id, or the id its tenant knows it by (with --tenant to choose
 between tenants that use the same id).
@@ -46,20 +49,9 @@ Example:
 
 \b
   dynwf instances list --tenant acme --status waiting
-  dynwf instances send-event order-1 --tenant acme --type approval --payload '{"ok": true}'
+  dynwf instances send-event order-1 --tenant acme --type approval --payload '{{"ok": true}}'
 """
 
-ConfigOption = Annotated[Optional[Path], typer.Option(
-    "--config", "-c", metavar="FILE",
-    help="The wrangler file (default: ./wrangler.jsonc, ./wrangler.json, ./wrangler.toml).")]
-StateDirOption = Annotated[Optional[Path], typer.Option(
-    "--state-dir", metavar="DIR",
-    help="Where the state lives (default: $DYNWF_STATE_DIR, else .dynwf/ beside the config).")]
-TenantOption = Annotated[Optional[str], typer.Option(
-    "--tenant", "-t", metavar="TENANT", help="The tenant whose id ID is (its tenantId).")]
-TenantFilter = Annotated[Optional[str], typer.Option(
-    "--tenant", "-t", metavar="TENANT", help="Only this tenant's instances (its tenantId).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 IdArgument = Annotated[str, typer.Argument(
     metavar="ID", show_default=False, help="The instance id, or the id its tenant knows it by.")]
 
@@ -100,12 +92,11 @@ def _ops(config: Optional[Path], state_dir: Optional[Path]) -> InstanceOps:
     "created and last changed; the workflow and code version too when they differ between rows.",
     "dynwf instances list --tenant acme --status errored --limit 20"))
 def list_command(
-    tenant: TenantFilter = None,
+    tenant: TenantFilterOption = None,
     status: Annotated[Optional[Status], typer.Option(
         "--status", "-s", metavar="STATUS",
         help="Only instances in this status: " + ", ".join(states.ALL) + ".")] = None,
-    workflow: Annotated[Optional[str], typer.Option(
-        "--workflow", "-w", metavar="NAME", help="Only instances of this workflow.")] = None,
+    workflow: WorkflowFilterOption = None,
     limit: Annotated[int, typer.Option(
         "--limit", "-n", min=1, metavar="N", help="Show at most N (newest first).")] = 100,
     as_json: JsonOption = False,
@@ -171,7 +162,7 @@ def list_command(
     "dynwf instances describe order-1 --tenant acme"))
 def describe_command(
     instance: IdArgument,
-    tenant: TenantOption = None,
+    tenant: TenantOfIdOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
@@ -287,7 +278,7 @@ def _control_command(name: str, text: str, example: str, verb: str,
                      call: Callable[[InstanceOps, str, Optional[str]], dict[str, Any]]) -> None:
     def command(
         instance: IdArgument,
-        tenant: TenantOption = None,
+        tenant: TenantOfIdOption = None,
         as_json: JsonOption = False,
         config: ConfigOption = None,
         state_dir: StateDirOption = None,
@@ -328,7 +319,7 @@ _control_command(
     "dynwf instances wake order-1 --tenant acme"))
 def wake_command(
     instance: IdArgument,
-    tenant: TenantOption = None,
+    tenant: TenantOfIdOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
@@ -382,7 +373,7 @@ def send_event_command(
     payload: Annotated[Optional[str], typer.Option(
         "--payload", "-p", metavar="JSON|@FILE",
         help="The event's payload (default: null).")] = None,
-    tenant: TenantOption = None,
+    tenant: TenantOfIdOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
@@ -401,11 +392,9 @@ def send_event_command(
     "dynwf instances logs order-1 --tenant acme --follow"))
 def logs_command(
     instance: IdArgument,
-    follow: Annotated[bool, typer.Option(
-        "--follow", "-f", help="Keep printing new lines until the instance finishes.")] = False,
-    tenant: TenantOption = None,
-    as_json: Annotated[bool, typer.Option(
-        "--json", help="Print one JSON object per line (NDJSON).")] = False,
+    follow: FollowInstanceOption = False,
+    tenant: TenantOfIdOption = None,
+    as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
 ) -> None:

@@ -10,9 +10,10 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from dynwf_cli.commands.instances import (FOLLOW_INTERVAL_S, ConfigOption, StateDirOption,
-                                          TenantFilter, _ops, _print_plain, _when)
+from dynwf_cli.commands.instances import FOLLOW_INTERVAL_S, _ops, _print_plain, _when
 from dynwf_cli.console import console
+from dynwf_cli.options import (ConfigOption, FollowAllOption, JsonOption, StateDirOption,
+                               TenantFilterOption)
 
 HELP = """Print the log lines of the project's instances, oldest first: time, tenant, instance,
 step and message. With --follow, keep printing new lines as instances write them, until Ctrl-C
@@ -26,13 +27,11 @@ Example:
 
 
 def logs(
-    tenant: TenantFilter = None,
-    follow: Annotated[bool, typer.Option(
-        "--follow", "-f", help="Keep printing new lines until Ctrl-C.")] = False,
+    tenant: TenantFilterOption = None,
+    follow: FollowAllOption = False,
     lines: Annotated[int, typer.Option(
         "--lines", "-n", min=0, help="How many of the latest lines to print first.")] = 50,
-    as_json: Annotated[bool, typer.Option(
-        "--json", help="One JSON object per line (the default without a terminal).")] = False,
+    as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
 ) -> None:

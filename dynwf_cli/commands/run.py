@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.live import Live
@@ -16,6 +15,8 @@ from rich.text import Text
 
 from dynwf_cli.checklist import Checklist, to_ndjson
 from dynwf_cli.console import console, err_console
+from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption, JsonOption,
+                               StateDirOption, TenantOption, WorkflowOption)
 from emulator import (Layers, RunOptions, RunResult, RunSession, TenantSourceError, UsageError,
                       describe_missing, is_valid_id, missing_layers, open_project, outline_steps)
 
@@ -40,11 +41,6 @@ Example:
   dynwf run --tenant acme --params '{"name": "Alice"}'
   dynwf run --tenant globex --event 'deploy-approval={"ok": true}'
 """
-
-
-class Isolation(str, Enum):
-    process = "process"
-    inline = "inline"
 
 
 def parse_json_option(value: str | None, option: str) -> Any:
@@ -74,25 +70,25 @@ def parse_event(value: str) -> tuple[str, Any]:
 
 
 def run(
-    tenant: str = typer.Option(..., "--tenant", "-t", help="The tenant whose code runs the instance."),
-    params: Optional[str] = typer.Option(None, "--params", "-p", metavar="JSON|@FILE",
-                                         help="The instance's params (event payload)."),
-    workflow: Optional[str] = typer.Option(None, "--workflow", "-w",
-                                           help="Workflow name from the config (default: the first)."),
-    instance_id: Optional[str] = typer.Option(None, "--id", help="The id the tenant gives it."),
-    metadata: Optional[str] = typer.Option(None, "--metadata", metavar="JSON",
-                                           help='Dispatcher metadata (default: {"tenantId": TENANT}).'),
-    event: list[str] = typer.Option([], "--event", "-e", metavar="TYPE=JSON",
-                                    help="An event to send when the instance waits for TYPE."),
-    real_time: bool = typer.Option(False, "--real-time", help="Wait out sleeps and back-offs for real."),
-    isolation: Isolation = typer.Option(Isolation.process, "--isolation", case_sensitive=False,
-                                        help="process: each tenant in its own guarded process; "
-                                             "inline: in this process, for pdb (no isolation)."),
-    as_json: bool = typer.Option(False, "--json", help="NDJSON progress and a JSON result."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", metavar="FILE",
-                                          help="The wrangler file (default: ./wrangler.jsonc)."),
-    state_dir: Optional[Path] = typer.Option(None, "--state-dir", metavar="DIR",
-                                             help="Where state lives (default: .dynwf/ beside the config)."),
+    tenant: TenantOption,
+    params: Annotated[Optional[str], typer.Option(
+        "--params", "-p", metavar="JSON|@FILE",
+        help="The instance's params (event payload).")] = None,
+    workflow: WorkflowOption = None,
+    instance_id: Annotated[Optional[str], typer.Option(
+        "--id", help="The id the tenant gives it.")] = None,
+    metadata: Annotated[Optional[str], typer.Option(
+        "--metadata", metavar="JSON",
+        help='Dispatcher metadata (default: {"tenantId": TENANT}).')] = None,
+    event: Annotated[list[str], typer.Option(
+        "--event", "-e", metavar="TYPE=JSON",
+        help="An event to send when the instance waits for TYPE.")] = [],
+    real_time: Annotated[bool, typer.Option(
+        "--real-time", help="Wait out sleeps and back-offs for real.")] = False,
+    isolation: IsolationOption = DEFAULT_ISOLATION,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
 ) -> None:
     options = RunOptions(tenant=tenant, params=parse_json_option(params, "--params"),
                          workflow=workflow, instance_id=instance_id,

@@ -31,13 +31,12 @@ from emulator.analysis.ast_tools import (NOT_LITERAL, call_argument, literal_val
                                          top_level_classes)
 from emulator.analysis.lint import step_method
 from emulator.errors import DynwfError
+from emulator.rules.limits import DEFAULT_EVENT_TIMEOUT
 
 __all__ = ["DEFAULT_ENTRY_CLASS", "OutlineStep", "TenantSourceError", "outline_steps"]
 
 #: Step-handle method -> the kind in the engine's step key (``StepKey[0]``).
 KIND_OF_METHOD = {"do": "do", "sleep": "sleep", "sleep_until": "sleep", "wait_for_event": "wait"}
-#: What ``wait_for_event`` waits when no timeout is given (the SDK's default).
-DEFAULT_EVENT_TIMEOUT = "24 hours"
 
 
 class TenantSourceError(DynwfError):

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from emulator.defaults import DEV_IP, DEV_PORT
+
 Severity = Literal["error", "warning"]
 
 
@@ -42,8 +44,8 @@ class WorkerLoaderConfig:
 
 @dataclass(frozen=True, slots=True)
 class DevConfig:
-    ip: str = "127.0.0.1"
-    port: int = 8787
+    ip: str = DEV_IP
+    port: int = DEV_PORT
 
 
 @dataclass(slots=True)

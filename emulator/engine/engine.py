@@ -24,11 +24,12 @@ import uuid
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, TypeGuard
 
 from emulator.engine import progress
 from emulator.rules import states
 from emulator.clock import Clock, SystemClock, to_datetime
+from emulator.defaults import ENGINE_CONCURRENCY, LEASE_MS, POLL_MS
 from emulator.engine.control import Control
 from emulator.sdk.failures import WorkflowFatalError, error_dict
 from emulator.engine.lifetime import RESOLVED, Lifetime, timeout_error
@@ -62,8 +63,8 @@ class Engine:
     """Runs workflow instances stored in one SQLite file."""
 
     def __init__(self, store: Store | str | Path, workflows: Iterable[WorkflowDefinition] = (), *,
-                 clock: Clock | None = None, owner: str | None = None, lease_ms: int = 10_000,
-                 poll_ms: int = 250, concurrency: int = 2_000,
+                 clock: Clock | None = None, owner: str | None = None, lease_ms: int = LEASE_MS,
+                 poll_ms: int = POLL_MS, concurrency: int = ENGINE_CONCURRENCY,
                  only: Iterable[str] | None = None) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
         self.clock = clock or SystemClock()
@@ -98,6 +99,22 @@ class Engine:
         """The ``env.<BINDING>`` object for ``workflow`` (create, create_batch, get)."""
         from emulator.engine.binding import WorkflowBinding
         return WorkflowBinding(self, workflow)
+
+    # ---- ownership -------------------------------------------------------------------------
+
+    def _owns(self, row: InstanceRow | None, generation: int) -> TypeGuard[InstanceRow]:
+        """Whether a lifetime of this engine still runs ``generation`` of the instance in ``row``:
+        the lease is this engine's, no restart began a newer generation, and the status is one a
+        lifetime runs in. A lifetime's last writes (finish, stop, the loss of its isolate) check
+        it before they land; ``Store.owned_txn`` asks the same in SQL for a running lifetime's
+        group commits."""
+        return row is not None and row.generation == generation \
+            and row.lease_owner == self.owner and row.status in states.LIVE
+
+    def _owned_elsewhere(self, row: InstanceRow, real_ms: int) -> bool:
+        """Whether a live lifetime in another engine owns the instance in ``row``: its lease is
+        another engine's and has not expired (by the wall clock, as leases are kept)."""
+        return row.lease_owner not in (None, self.owner) and (row.lease_expiry or 0) >= real_ms
 
     # ---- notifications ---------------------------------------------------------------------
 
@@ -135,8 +152,7 @@ class Engine:
     def _sync_lifetime(self, lifetime: Lifetime) -> None:
         """Bring a live lifetime in line with what the database says about its instance."""
         row = self.store.find_instance(lifetime.id)
-        if row is None or row.generation != lifetime.generation or row.lease_owner != self.owner \
-                or row.status not in states.LIVE:
+        if not self._owns(row, lifetime.generation):
             lifetime.stop("abandon")
             return
         lifetime.request_pause(row.status == states.WAITING_FOR_PAUSE)
@@ -221,9 +237,8 @@ class Engine:
             if self.only is not None and timer.instance_id not in self.only:
                 continue
             row = self.store.find_instance(timer.instance_id)
-            if row is None or (row.lease_owner not in (None, self.owner)
-                               and (row.lease_expiry or 0) >= real):
-                continue  # a live lifetime in another engine owns this timer
+            if row is None or self._owned_elsewhere(row, real):
+                continue  # its timers are that engine's to fire
             if self.fire_timers_now(timer.instance_id, lambda t, chosen=timer.id: t.id == chosen):
                 return True
         return False
@@ -304,9 +319,8 @@ class Engine:
         with self.store.write():
             for timer in timers:
                 row = self.store.find_instance(timer.instance_id)
-                if row is None or (row.lease_owner not in (None, self.owner)
-                                   and (row.lease_expiry or 0) >= real):
-                    continue  # a live lifetime in another engine owns this timer
+                if row is None or self._owned_elsewhere(row, real):
+                    continue  # its timers are that engine's to fire
                 if not self.store.delete_timer_txn(timer.id):
                     continue
                 step = self.store.get_step(timer.instance_id, timer.step) \
@@ -439,12 +453,11 @@ class Engine:
                 status, error = states.ERRORED, {"name": "WorkflowFatalError", "message": exc.message}
             else:
                 output_json = encoded
-        owner, generation, now = self.owner, lifetime.generation, self.clock.now_ms()
+        generation, now = lifetime.generation, self.clock.now_ms()
 
         def finish(store: Store) -> bool:
             row = store.find_instance(lifetime.id)
-            if row is None or row.generation != generation or row.lease_owner != owner \
-                    or row.status not in states.LIVE:
+            if not self._owns(row, generation):
                 return False
             store.finish_txn(lifetime.id, row.status, status, now,
                              output=output_json if status == states.COMPLETE else None,
@@ -467,8 +480,7 @@ class Engine:
 
         def stop(store: Store) -> str | None:
             row = store.find_instance(lifetime.id)
-            if row is None or row.generation != generation or row.lease_owner != owner \
-                    or row.status not in states.LIVE:
+            if not self._owns(row, generation):
                 return None
             if reason == "shutdown":
                 new = states.QUEUED if row.status == states.RUNNING else row.status
@@ -523,14 +535,11 @@ class Engine:
 
         def lost(store: Store) -> str | None:
             row = store.find_instance(lifetime.id)
-            if row is None or row.generation != generation or row.lease_owner != owner \
-                    or row.status not in states.LIVE:
+            if not self._owns(row, generation):
                 return None
             for key, (attempt, config_json, _started) in attempting.items():
-                config = config_from_json(config_json)
-                if config.will_retry(attempt):
-                    delay = 0 if self.modifiers.retry_delay_disabled(lifetime.id, key) \
-                        else config.delay_before_retry(attempt)
+                delay = lifetime.retry_delay(key, config_from_json(config_json), attempt)
+                if delay is not None:
                     store.put_step_txn(lifetime.id, key, "backoff", now, attempts=attempt,
                                        config=config_json, error=error_json)
                     store.add_timer_txn(lifetime.id, "retry", key, now + delay)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from emulator.engine import progress
 from emulator.sdk.client import CachedStep, StepClient
 from emulator.engine.control import event_value
-from emulator.rules.retries import config_from_json
+from emulator.rules.retries import StepConfig, config_from_json
 from emulator.sdk.step import WorkflowStep
 from emulator.engine.store import InstanceRow, StepKey, StepRow, Store
 from emulator.engine.writes import LostOwnership
@@ -72,9 +72,13 @@ class Lifetime:
     def now_ms(self) -> int:
         return self.clock.now_ms()
 
-    def _publish(self, kind: str, key: StepKey | None = None, **data: Any) -> None:
+    def _publish(self, kind: str, key: StepKey | None = None, *, at: int | None = None,
+                 **data: Any) -> None:
+        """Tell subscribers; ``at`` is when it happened (the time its figures were computed
+        from), read from the clock when not given."""
         if self.engine.progress.active:
-            self.engine.progress.publish(progress.Progress(kind, self.id, self.clock.now_ms(), key, data))
+            when = self.clock.now_ms() if at is None else at
+            self.engine.progress.publish(progress.Progress(kind, self.id, when, key, data))
 
     def _on_replay(self, key: StepKey) -> None:
         self._publish(progress.STEP_REPLAYED, key)
@@ -232,23 +236,21 @@ class Lifetime:
         if error is None:
             await self._commit(lambda s: self._store_step(
                 s, key, "done", now, attempt, config_json, result=result, ended=True), key)
-            self._publish(progress.STEP_COMMITTED, key, attempt=attempt,
+            self._publish(progress.STEP_COMMITTED, key, at=now, attempt=attempt,
                           duration_ms=now - started if started is not None else None)
             self.schedule_check()
             return await self._answer({"status": "done"})
         config = config_from_json(config_json)
         error_json = json.dumps(error)
-        if not retryable or not config.will_retry(attempt):
+        delay = self.retry_delay(key, config, attempt, retryable=retryable)
+        if delay is None:
             await self._commit(lambda s: self._store_step(
                 s, key, "failed", now, attempt, config_json, error=error_json, ended=True), key)
             self._publish(progress.STEP_FAILED, key, attempt=attempt, error=error)
             self.schedule_check()
             return await self._answer({"status": "failed"})
-        delay = config.delay_before_retry(attempt)
-        if delay > 0 and self.engine.modifiers.retry_delay_disabled(self.id, key):
-            delay = 0  # a test modifier: retry at once
         due = now + delay
-        self._publish(progress.STEP_ATTEMPT_FAILED, key, attempt=attempt,
+        self._publish(progress.STEP_ATTEMPT_FAILED, key, at=now, attempt=attempt,
                       max_attempts=config.limit + 1, error=error, next_attempt_at=due)
         if delay <= 0:
             return await self._answer({"status": "retry"})
@@ -261,6 +263,17 @@ class Lifetime:
         self.engine.timer_added(due)
         await self._wait(key)
         return await self._answer({"status": "retry"})
+
+    def retry_delay(self, key: StepKey, config: StepConfig, failed_attempt: int, *,
+                    retryable: bool = True) -> int | None:
+        """The engine's answer to a failed attempt of step ``key``: None when the step has failed
+        for good, else the milliseconds before its next attempt: the config's back-off
+        (``rules/retries.py``), or none at all when a test modifier disables the step's retry
+        delays. For an attempt that failed here and one lost with its isolate alike."""
+        delay = config.retry_delay(failed_attempt, retryable=retryable)
+        if delay and self.engine.modifiers.retry_delay_disabled(self.id, key):
+            return 0  # a test modifier: retry at once
+        return delay
 
     async def await_retry(self, key: StepKey) -> None:
         self._enter()
@@ -299,7 +312,7 @@ class Lifetime:
             s.add_timer_txn(self.id, "sleep", key, due)
         await self._commit(start)
         self.engine.timer_added(due)
-        self._publish(progress.STEP_SLEEPING, key, until=due)
+        self._publish(progress.STEP_SLEEPING, key, at=now, until=due)
         await self._wait(key)
         await self._answer()
 

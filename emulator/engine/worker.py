@@ -14,6 +14,7 @@ import importlib
 import signal
 import sys
 
+from emulator.defaults import LEASE_MS, POLL_MS
 from emulator.engine.engine import Engine
 from emulator.interpreter import tune_for_serving
 
@@ -48,8 +49,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", required=True)
     parser.add_argument("--workflows", required=True, help="module:attribute of WorkflowDefinitions")
     parser.add_argument("--owner", default=None)
-    parser.add_argument("--lease-ms", type=int, default=10_000)
-    parser.add_argument("--poll-ms", type=int, default=250)
+    parser.add_argument("--lease-ms", type=int, default=LEASE_MS,
+                        help=f"how long a lease lasts unless renewed (default: {LEASE_MS})")
+    parser.add_argument("--poll-ms", type=int, default=POLL_MS,
+                        help=f"how often to look for other processes' changes (default: {POLL_MS})")
     parser.add_argument("--only", default=None, help="comma-separated instance ids to run")
     args = parser.parse_args(argv)
     tune_for_serving()

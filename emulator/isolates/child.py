@@ -23,6 +23,7 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+from emulator.defaults import ISOLATE_CPU_MS, ISOLATE_MEMORY_MB
 from emulator.sdk import client as step_client
 from emulator.rules.limits import MAX_LOG_LINE_CHARS
 from emulator.sdk.step import uses_implicit_dependencies
@@ -35,8 +36,6 @@ from emulator.runtime.workers import outbound_route
 
 EXIT_CPU_LIMIT = 86
 EXIT_MEMORY_LIMIT = 87
-DEFAULT_CPU_MS = 30_000
-DEFAULT_MEMORY_MB = 128
 
 
 class _Prepared:
@@ -57,7 +56,7 @@ def spare_main(channel: socket.socket, profile: dict[str, Any] | None = None) ->
     if profile is not None:
         from emulator.isolates import guard
         _Prepared.base = guard.install_base_guard(guard.GuardProfile(**profile))
-        _Prepared.watchdog = _Watchdog(DEFAULT_CPU_MS)
+        _Prepared.watchdog = _Watchdog(ISOLATE_CPU_MS)
         _Prepared.watchdog.start(loop)
     try:
         data, fds, _flags, _addr = socket.recv_fds(channel, 65536, 2)
@@ -214,7 +213,7 @@ class IsolateRoot(RpcTarget):
         sys.stdout = _LogStream(self, "info")
         sys.stderr = _LogStream(self, "error")
         step_client.on_body_error = _exit_on_memory_error
-        cpu_ms = int(code.get("cpu_ms") or DEFAULT_CPU_MS)
+        cpu_ms = int(code.get("cpu_ms") or ISOLATE_CPU_MS)
         profile = guard_profile(code)
         t1 = time.perf_counter()
         base = _Prepared.base
@@ -287,7 +286,7 @@ def guard_profile(code: dict[str, Any]) -> Any:
     """The guard profile a ``load`` of ``code`` needs (a ``guard.GuardProfile``); ``layers`` holds
     the pool's switches of the kernel layers (all on when absent)."""
     from emulator.isolates import guard
-    return guard.GuardProfile(memory_mb=code.get("memory_mb", DEFAULT_MEMORY_MB),
+    return guard.GuardProfile(memory_mb=code.get("memory_mb", ISOLATE_MEMORY_MB),
                               allow_network=bool(code.get("allow_network")),
                               **(code.get("layers") or {}))
 

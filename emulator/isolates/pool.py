@@ -23,6 +23,8 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable
 
+from emulator.defaults import (ISOLATE_CPU_MS, ISOLATE_IDLE_TIMEOUT_S, ISOLATE_MEMORY_MB,
+                               ISOLATE_ROOM_WAIT_S, ISOLATION, ISOLATIONS, MAX_ISOLATES)
 from emulator.rules.limits import MAX_LOG_LINE_CHARS, utf8_size
 from emulator.engine.logs import LogWindow
 from emulator.rules.logs import LogLevel
@@ -42,8 +44,8 @@ LogSink = Callable[[str, str, str], None]  # (loader key, level, message)
 
 @dataclass
 class IsolateLimits:
-    memory_mb: int = 128
-    cpu_ms: int = 30_000
+    memory_mb: int = ISOLATE_MEMORY_MB
+    cpu_ms: int = ISOLATE_CPU_MS
 
 
 class HostRoot(RpcTarget):
@@ -138,11 +140,12 @@ class Isolate:
 
 
 class IsolatePool:
-    def __init__(self, *, max_isolates: int = 64, idle_timeout_s: float = 300.0,
+    def __init__(self, *, max_isolates: int = MAX_ISOLATES,
+                 idle_timeout_s: float = ISOLATE_IDLE_TIMEOUT_S,
                  limits: IsolateLimits | None = None, log_sink: LogSink | None = None,
-                 isolation: str = "process", room_wait_s: float = 5.0,
+                 isolation: str = ISOLATION, room_wait_s: float = ISOLATE_ROOM_WAIT_S,
                  layers: Layers | None = None) -> None:
-        if isolation not in ("process", "inline"):
+        if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be 'process' or 'inline', not {isolation!r}")
         self.isolation = isolation
         self.max_isolates = max_isolates

@@ -20,6 +20,8 @@ DEFAULT_STEP_LIMIT = 10_000
 #: furthest the virtual clock may jump at once.
 MAX_SLEEP_MS = 365 * 86_400_000
 MIN_EVENT_TIMEOUT_MS = 1_000
+#: How long ``wait_for_event`` waits when no timeout is given (the SDK's default).
+DEFAULT_EVENT_TIMEOUT = "24 hours"
 #: Occurrences of one sleep or event-wait name in an instance (``do`` steps have the step limit).
 MAX_WAIT_OCCURRENCES = 1_000_000
 #: A step config as an isolate sends it (the canonical JSON of ``StepConfig``: ~120 bytes).

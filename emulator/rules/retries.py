@@ -53,6 +53,14 @@ class StepConfig:
     def will_retry(self, failed_attempt: int) -> bool:
         return failed_attempt <= self.limit
 
+    def retry_delay(self, failed_attempt: int, *, retryable: bool = True) -> int | None:
+        """What follows the failure of attempt ``failed_attempt`` (1-indexed): the milliseconds
+        before the next attempt, or None when the step has failed for good, because the error is
+        not retryable (``NonRetryableError``) or the config allows no more retries."""
+        if not retryable or not self.will_retry(failed_attempt):
+            return None
+        return self.delay_before_retry(failed_attempt)
+
     @property
     def json(self) -> str:
         return _config_json(self)

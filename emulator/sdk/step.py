@@ -20,6 +20,8 @@ import inspect
 from datetime import date
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from emulator.rules.limits import DEFAULT_EVENT_TIMEOUT
+
 if TYPE_CHECKING:
     from emulator.sdk.client import StepClient
 
@@ -145,7 +147,8 @@ class WorkflowStep:
     async def sleep_until(self, name: str, timestamp: Any) -> None:
         await self._client.sleep_until(name, timestamp)
 
-    async def wait_for_event(self, name: str, event_type: str, /, timeout: Any = "24 hours") -> dict:
+    async def wait_for_event(self, name: str, event_type: str, /,
+                             timeout: Any = DEFAULT_EVENT_TIMEOUT) -> dict:
         return await self._client.wait_for_event(name, event_type, timeout)
 
     # ---- dependency resolution -------------------------------------------------------------

@@ -40,6 +40,7 @@ import watchfiles
 from emulator.config import load_config
 from emulator.errors import DynwfError
 from emulator.host import ProjectHost
+from emulator.project import STATE_DIR_NAME
 
 __all__ = ["ProjectFilter", "ReloadEvent", "Reloader", "TENANTS_DIR", "compile_errors",
            "load_error_line"]
@@ -72,7 +73,7 @@ class ProjectFilter(watchfiles.DefaultFilter):
     """watchfiles' defaults (caches, VCS folders, swap files), plus the state folder and the
     temporary files editors and atomic writers leave for a moment beside the real one."""
 
-    ignore_dirs = (*watchfiles.DefaultFilter.ignore_dirs, ".dynwf")
+    ignore_dirs = (*watchfiles.DefaultFilter.ignore_dirs, STATE_DIR_NAME)
     ignore_entity_patterns = (
         *watchfiles.DefaultFilter.ignore_entity_patterns,
         r"\.tmp$", r"\.temp$", r"\.part$", r"\.bak$", r"\.orig$", r"\.kate-swp$",

@@ -1,0 +1,63 @@
+"""The options several commands share, each declared once: the same name, short flag, metavar
+and help text wherever it appears, so ``dynwf run --help`` and ``dynwf instances list --help``
+describe ``--config`` in the same words. A command takes one as a parameter annotation:
+``config: ConfigOption = None``.
+
+Defaults that a help text names come from where the code takes them (``emulator.defaults``,
+``emulator.project``, ``emulator.config``), never from a number typed into the text.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from emulator import CONFIG_NAMES, ISOLATION, ISOLATIONS, STATE_DIR_ENV, STATE_DIR_NAME
+
+#: ``--isolation``'s choices (``emulator.defaults.ISOLATIONS``), as typer wants them.
+Isolation = Enum("Isolation", {mode: mode for mode in ISOLATIONS}, type=str)
+DEFAULT_ISOLATION = Isolation(ISOLATION)
+
+ConfigOption = Annotated[Optional[Path], typer.Option(
+    "--config", "-c", metavar="FILE",
+    help="The wrangler file, or the folder holding it (default: "
+         + ", ".join(f"./{name}" for name in CONFIG_NAMES) + ").")]
+
+StateDirOption = Annotated[Optional[Path], typer.Option(
+    "--state-dir", metavar="DIR",
+    help=f"Where the state lives (default: ${STATE_DIR_ENV}, else {STATE_DIR_NAME}/ beside the "
+         "config).")]
+
+IsolationOption = Annotated[Isolation, typer.Option(
+    "--isolation", case_sensitive=False,
+    help="process: each tenant in its own guarded process; inline: in this process, for pdb "
+         "(no isolation).")]
+
+JsonOption = Annotated[bool, typer.Option(
+    "--json", help="Print JSON instead of text (output that streams: NDJSON, one object per line).")]
+
+# --tenant, --workflow and --follow mean one of several things, and say which in the same words.
+
+TenantOption = Annotated[str, typer.Option(
+    "--tenant", "-t", metavar="TENANT", show_default=False,
+    help="The tenant (its tenantId) whose code runs the instance.")]
+TenantOfIdOption = Annotated[Optional[str], typer.Option(
+    "--tenant", "-t", metavar="TENANT",
+    help="The tenant (its tenantId) that knows the instance as ID.")]
+TenantFilterOption = Annotated[Optional[str], typer.Option(
+    "--tenant", "-t", metavar="TENANT", help="Only the instances of this tenant (its tenantId).")]
+
+WorkflowOption = Annotated[Optional[str], typer.Option(
+    "--workflow", "-w", metavar="NAME",
+    help="The workflow (its name in the config; default: the first).")]
+WorkflowFilterOption = Annotated[Optional[str], typer.Option(
+    "--workflow", "-w", metavar="NAME",
+    help="Only the instances of this workflow (its name in the config).")]
+
+FollowInstanceOption = Annotated[bool, typer.Option(
+    "--follow", "-f", help="Keep printing new lines until the instance finishes.")]
+FollowAllOption = Annotated[bool, typer.Option(
+    "--follow", "-f", help="Keep printing new lines as instances write them, until Ctrl-C.")]
