@@ -69,6 +69,7 @@ def main() -> None:
 
 
 def exit_code_for(exc: DynwfError) -> int:
-    """The one table from error family to exit code (docs/architecture.md §9)."""
-    from emulator.errors import UsageError
-    return 2 if isinstance(exc, UsageError) else 1
+    """The exit status of ``exc``, from its code's entry in the one table of codes
+    (``emulator/error_codes.py``; docs/architecture.md §9)."""
+    from emulator.error_codes import exit_code
+    return exit_code(exc.code)

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from emulator.clock import SystemClock, VirtualClock
 from emulator.rules import states
 from emulator.engine.progress import Progress
+from emulator.error_codes import Code
 from emulator.errors import DynwfError, UsageError
 from emulator.host import HostOptions, ProjectHost
 from emulator.interpreter import tune_for_serving
@@ -28,7 +29,7 @@ from emulator.project import Project
 
 
 class RunError(DynwfError):
-    code = "run.invalid"
+    code = Code.RUN_INVALID
 
 
 @dataclass

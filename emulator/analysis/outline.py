@@ -28,6 +28,7 @@ from typing import Any
 from emulator.analysis.check import DEFAULT_ENTRY_CLASS
 # read arguments and literals exactly as `dynwf check` does, so the two never disagree
 from emulator.analysis.lint import _argument, _literal, _NOT_LITERAL, step_method, syntax_error
+from emulator.error_codes import Code
 from emulator.errors import DynwfError
 
 __all__ = ["DEFAULT_ENTRY_CLASS", "OutlineStep", "TenantSourceError", "outline_steps"]
@@ -41,7 +42,7 @@ DEFAULT_EVENT_TIMEOUT = "24 hours"
 class TenantSourceError(DynwfError):
     """A tenant module that is not valid Python; ``line``/``column`` (1-based) locate it."""
 
-    code = "tenant.invalid_python"
+    code = Code.TENANT_INVALID_PYTHON
 
     def __init__(self, message: str, *, file: str, line: int, column: int) -> None:
         self.file, self.line, self.column = file, line, column

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 from emulator.config.jsonc import JsonPath, line_col, locate_values, parse_jsonc
 from emulator.config.model import (DevConfig, Diagnostic, ProjectConfig, WorkerLoaderConfig,
                                    WorkflowConfig)
-from emulator.errors import ConfigError
+from emulator.errors import ConfigError, ConfigNotFoundError
 
 __all__ = ["CONFIG_NAMES", "find_config", "load_config"]
 
@@ -39,23 +39,23 @@ def find_config(start: Path | None = None, explicit: Path | None = None) -> Path
     """The config file to use: *explicit* if given, else the first of ``CONFIG_NAMES`` in *start*.
 
     *start* defaults to the current directory. An *explicit* directory is searched like *start*.
-    Raises ``ConfigError`` with code ``config.not_found`` when there is nothing to load.
+    Raises ``ConfigNotFoundError`` (``config.not_found``) when there is nothing to load.
     """
     if explicit is not None:
         explicit = Path(explicit)
         if explicit.is_file():
             return explicit.resolve()
         if not explicit.is_dir():
-            raise ConfigError(f"config file {explicit} does not exist", code="config.not_found",
-                              hint="check the --config path, or run dynwf init")
+            raise ConfigNotFoundError(f"config file {explicit} does not exist",
+                                      hint="check the --config path, or run dynwf init")
         start = explicit
     folder = Path.cwd() if start is None else Path(start)
     for name in CONFIG_NAMES:
         candidate = folder / name
         if candidate.is_file():
             return candidate.resolve()
-    raise ConfigError(f"no wrangler.jsonc, wrangler.json or wrangler.toml in {folder}",
-                      code="config.not_found", hint=_NOT_FOUND_HINT)
+    raise ConfigNotFoundError(f"no wrangler.jsonc, wrangler.json or wrangler.toml in {folder}",
+                              hint=_NOT_FOUND_HINT)
 
 
 def load_config(path: Path) -> ProjectConfig:
@@ -76,8 +76,8 @@ def _read_text(path: Path, display: str) -> str:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist", code="config.not_found",
-                          hint=_NOT_FOUND_HINT) from None
+        raise ConfigNotFoundError(f"config file {path} does not exist",
+                                  hint=_NOT_FOUND_HINT) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:

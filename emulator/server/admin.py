@@ -18,7 +18,8 @@ Exposure: requests whose ``Host`` (or ``Origin``, when sent) is not a loopback n
 (403), so a web page elsewhere cannot drive a local server even through DNS rebinding; every
 state-changing request also needs the ``x-dynwf-token`` header holding the per-session token the
 server writes to ``<state dir>/admin-token`` (mode 0600) when it starts. Errors are
-``{"error": {"code", "message", "hint"}}`` with a status from one table (:data:`STATUS_OF`).
+``{"error": {"code", "message", "hint"}}`` with the status the code's entry in
+:mod:`emulator.error_codes` gives.
 
 Input: a body is one JSON object of the route's fields only, at most :data:`MAX_BODY` bytes and
 :data:`MAX_DEPTH` levels deep; ``tenant`` is an id naming a folder of ``tenants/`` (when the
@@ -42,7 +43,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from emulator.rules.limits import MAX_ID_LENGTH, encode_json, is_valid_id
-from emulator.errors import DynwfError, ValidationError
+from emulator.error_codes import Code, http_status
+from emulator.errors import DynwfError
 from emulator.host import ProjectHost
 from emulator.ops import InstanceOps, envelope_of, tenant_of
 from emulator.runtime.dynamic_workflows import wrap_params
@@ -65,13 +67,6 @@ PLAYGROUND_FIELDS = ("code", "params")
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,19}")
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
-#: error code (or its last part) -> HTTP status; anything else from user input is 400
-STATUS_OF = {
-    "instance.not_found": 404, "state.not_found": 404, "tenant.not_found": 404,
-    "instance.already_exists": 409, "instance.ambiguous": 409, "instance.cannot_terminate": 409,
-    "instance.not_running": 409, "instance.finished": 409, "instance.invalid_transition": 409,
-    "admin.forbidden": 403, "admin.token": 401, "admin.too_large": 413,
-}
 
 
 def ensure_token(state_dir: Path) -> str:
@@ -94,18 +89,64 @@ def read_token(state_dir: Path) -> str | None:
 
 
 class AdminError(DynwfError):
-    code = "admin.invalid"
+    """A request the admin API refuses: a field, a value, a body."""
+
+    code = Code.ADMIN_INVALID
 
 
-def _status_for(exc: DynwfError) -> int:
-    if exc.code in STATUS_OF:
-        return STATUS_OF[exc.code]
-    return 400 if isinstance(exc, ValidationError) or exc.code.endswith(("invalid", "invalid_id",
-                                                                        "invalid_type")) else 500
+class ForbiddenError(AdminError):
+    """A request to ``what`` (the admin API, the dashboard) not addressed to this machine."""
+
+    code = Code.ADMIN_FORBIDDEN
+
+    def __init__(self, *, what: str) -> None:
+        super().__init__(f"{what} answers only requests addressed to this machine's loopback")
+
+
+class TokenError(AdminError):
+    """A state-changing request without the session's token."""
+
+    code = Code.ADMIN_TOKEN
+
+    def __init__(self) -> None:
+        super().__init__(f"missing or wrong {TOKEN_HEADER} header",
+                         hint="read it from the state directory's admin-token file")
+
+
+class TooLargeError(AdminError):
+    """``what`` is over its limit of ``limit`` bytes."""
+
+    code = Code.ADMIN_TOO_LARGE
+
+    def __init__(self, *, what: str, limit: int) -> None:
+        super().__init__(f"{what} is over the {limit:,} byte limit")
+
+
+class InvalidTenantError(AdminError):
+    """A ``tenant`` that is not an id (so never a path)."""
+
+    code = Code.TENANT_INVALID
+
+    def __init__(self, *, tenant: Any) -> None:
+        super().__init__(f"'tenant' must be a tenant id: 1-{MAX_ID_LENGTH} characters matching "
+                         f"^[a-zA-Z0-9_][a-zA-Z0-9-_]*$, not {shown(tenant)}")
+
+
+class UnknownTenantError(AdminError):
+    """A tenant with no folder in ``tenants/``; the hint names the ``known`` ones."""
+
+    code = Code.TENANT_NOT_FOUND
+
+    def __init__(self, *, tenant: str, known: list[str]) -> None:
+        self.tenant = tenant
+        super().__init__(f"no tenant '{tenant}': tenants/{tenant}/ does not exist",
+                         hint="the tenants are " + ", ".join(known) if known
+                         else "add the tenant's folder to tenants/")
 
 
 def error_response(exc: DynwfError, status: int | None = None) -> JSONResponse:
-    return JSONResponse({"error": exc.to_dict()}, status_code=status or _status_for(exc))
+    """The answer for ``exc``: its code, message and hint, with its code's status."""
+    return JSONResponse({"error": exc.to_dict()}, status_code=status or http_status(exc.code))
 
 
 def shown(value: Any, width: int = 60) -> str:
@@ -142,7 +183,7 @@ async def read_body(request: Request) -> bytes:
 
 
 def _too_large(what: str) -> DynwfError:
-    return AdminError(f"{what} is over the {MAX_BODY:,} byte limit", code="admin.too_large")
+    return TooLargeError(what=what, limit=MAX_BODY)
 
 
 def _no_constant(name: str) -> Any:
@@ -230,16 +271,11 @@ def check_tenant(tenants_dir: Path, tenant: Any) -> str:
     """``tenant`` when it names one of the project's tenants: an id (so never a path), and a
     folder of ``tenants/`` when the project keeps its tenants there."""
     if not is_valid_id(tenant):
-        raise AdminError(f"'tenant' must be a tenant id: 1-{MAX_ID_LENGTH} characters matching "
-                         f"^[a-zA-Z0-9_][a-zA-Z0-9-_]*$, not {shown(tenant)}",
-                         code="tenant.invalid")
+        raise InvalidTenantError(tenant=tenant)
     if tenants_dir.is_dir() and not (tenants_dir / tenant).is_dir():
         known = sorted(path.name for path in tenants_dir.iterdir()
                        if path.is_dir() and is_valid_id(path.name))
-        raise AdminError(f"no tenant '{tenant}': tenants/{tenant}/ does not exist",
-                         code="tenant.not_found",
-                         hint="the tenants are " + ", ".join(known) if known
-                         else "add the tenant's folder to tenants/")
+        raise UnknownTenantError(tenant=tenant, known=known)
     return tenant
 
 
@@ -288,12 +324,9 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
             try:
                 if not is_local(request.headers.get("host")) or (
                         "origin" in request.headers and not is_local(request.headers["origin"])):
-                    raise AdminError("the admin API answers only requests addressed to this "
-                                     "machine's loopback", code="admin.forbidden")
+                    raise ForbiddenError(what="the admin API")
                 if changes and not has_token(request, token):
-                    raise AdminError(f"missing or wrong {TOKEN_HEADER} header",
-                                     code="admin.token",
-                                     hint="read it from the state directory's admin-token file")
+                    raise TokenError()
                 return await handler(request)
             except DynwfError as exc:
                 return error_response(exc)
@@ -398,19 +431,19 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
         if not isinstance(code, str) or not code.strip():
             raise AdminError("give 'code', the tenant's index.py, as a string")
         if len(code.encode()) > MAX_CODE_BYTES:
-            raise AdminError(f"the code is over the {MAX_CODE_BYTES:,} byte limit",
-                             code="admin.too_large")
+            raise TooLargeError(what="the code", limit=MAX_CODE_BYTES)
         params = data.get("params", {})
         diagnostics = lint_playground(code)
         found = [d.to_dict() for d in diagnostics]
         errors = [d for d in diagnostics if d.severity == "error"]
         if errors:
             first = errors[0]
+            failed = Code.PLAYGROUND_CHECK_FAILED
             return JSONResponse({"error": {
-                "code": "playground.check_failed",
+                "code": str(failed),
                 "message": f"dynwf check found {len(errors)} error{'s' * (len(errors) != 1)}; "
                            f"the first: line {first.line}: {first.message}",
-                "hint": first.hint}, "diagnostics": found}, status_code=400)
+                "hint": first.hint}, "diagnostics": found}, status_code=failed.http_status)
         # refused params must not leave scratch code behind: check them as create() will
         encode_json(wrap_params(params, {"tenantId": SCRATCH_PREFIX + code_hash(code)}),
                     what="params")

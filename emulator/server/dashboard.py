@@ -37,6 +37,8 @@ from emulator.analysis.check import _check_class, _classes, module_bindings
 from emulator.analysis.lint import lint_tenant_source
 from emulator.config.model import Diagnostic
 from emulator.engine import WorkflowDefinition
+from emulator.error_codes import Code
+from emulator.errors import DynwfError
 from emulator.host import ProjectHost
 from emulator.loader import WorkerLoader
 from emulator.analysis.outline import DEFAULT_ENTRY_CLASS, TenantSourceError, outline_steps
@@ -134,6 +136,16 @@ def source_outline(source: str) -> dict[str, Any]:
 
 # ---- the built-in workflow --------------------------------------------------------------------
 
+class PlaygroundCodeMissingError(DynwfError):
+    """A playground instance of ``tenant`` whose scratch code is gone from the state directory."""
+
+    code = Code.PLAYGROUND_CODE_MISSING
+
+    def __init__(self, *, tenant: Any) -> None:
+        super().__init__(f"the playground code of '{tenant}' is gone from the state directory",
+                         hint="run it again from the dashboard's playground")
+
+
 class _PlaygroundRunner:
     """Runs one playground instance: the scratch tenant's code in its own isolate."""
 
@@ -150,10 +162,7 @@ class _PlaygroundRunner:
             tenant = metadata.get("tenantId") if isinstance(metadata, dict) else None
             source = playground_source(host, tenant)
             if source is None:
-                from emulator.errors import DynwfError
-                raise DynwfError(f"the playground code of '{tenant}' is gone from the state "
-                                 "directory", code="playground.code_missing",
-                                 hint="run it again from the dashboard's playground")
+                raise PlaygroundCodeMissingError(tenant=tenant)
 
             def code() -> dict[str, Any]:
                 binding = _dispatcher_binding_impl(
@@ -189,13 +198,12 @@ async def create_playground_instance(host: ProjectHost, tenant: str, params: Any
 
 def dashboard_routes(host: ProjectHost, token: str, prefix: str = "/__dynwf") -> list[Route]:
     """``GET {prefix}/`` (the page) and ``GET {prefix}/static/{file}`` (its modules)."""
-    from emulator.server.admin import AdminError, error_response, is_local
+    from emulator.server.admin import ForbiddenError, error_response, is_local
 
     def refused(request: Request) -> Response | None:
         if not is_local(request.headers.get("host")) or (
                 "origin" in request.headers and not is_local(request.headers["origin"])):
-            return error_response(AdminError("the dashboard answers only requests addressed to "
-                                             "this machine's loopback", code="admin.forbidden"))
+            return error_response(ForbiddenError(what="the dashboard"))
         return None
 
     async def index(request: Request) -> Response:
@@ -214,9 +222,9 @@ def dashboard_routes(host: ProjectHost, token: str, prefix: str = "/__dynwf") ->
         name = request.path_params["file"]
         path = (STATIC_DIR / name).resolve()
         if path.parent != STATIC_DIR or not path.is_file() or path.name == "index.html":
-            return JSONResponse({"error": {"code": "dev.not_found",
+            return JSONResponse({"error": {"code": str(Code.DEV_NOT_FOUND),
                                            "message": f"no dashboard file {name}"}},
-                                status_code=404)
+                                status_code=Code.DEV_NOT_FOUND.http_status)
         return FileResponse(path, media_type=_CONTENT_TYPES.get(path.suffix, "text/plain"),
                             headers=SECURITY_HEADERS)
 
