@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from emulator.error_codes import Code
 
+
 class DynwfError(Exception):
     """Root of every error dynwf raises on purpose."""
 
