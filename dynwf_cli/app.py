@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from dynwf_cli.console import print_error
-from emulator import DynwfError, UsageError, __version__
+from emulator import DynwfError, __version__
 
 app = typer.Typer(
     name="dynwf",
@@ -69,5 +69,7 @@ def main() -> None:
 
 
 def exit_code_for(exc: DynwfError) -> int:
-    """The one table from error family to exit code (docs/architecture.md §9)."""
-    return 2 if isinstance(exc, UsageError) else 1
+    """The exit status of ``exc``, from its code's entry in the one table of codes
+    (``emulator/error_codes.py``; docs/architecture.md §9)."""
+    from emulator import exit_code
+    return exit_code(exc.code)

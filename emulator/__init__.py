@@ -43,6 +43,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "emulator.engine": ("Engine", "WorkflowBinding"),
     "emulator.clock": ("Clock", "SystemClock", "VirtualClock", "to_datetime"),
     "emulator.interpreter": ("tune_for_serving",),
+    # the catalogue of error codes: each code's HTTP status and exit status
+    "emulator.error_codes": ("Code", "exit_code", "http_status"),
     # what happens as it runs: progress events and their kinds, instance statuses, step keys
     "emulator.engine.progress": ("Progress",),
     "emulator.engine.store": ("StepKey",),

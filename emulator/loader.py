@@ -18,6 +18,7 @@ import inspect
 from typing import Any, Callable
 
 from emulator.code_version import code_fingerprint
+from emulator.error_codes import Code
 from emulator.errors import DynwfError
 from emulator.isolates.outbound import OutboundPolicy
 from emulator.isolates.pool import IsolatePool
@@ -35,7 +36,7 @@ MAX_CODE_BYTES = 64 * 1024 * 1024
 
 
 class LoaderError(DynwfError):
-    code = "loader.invalid_code"
+    code = Code.LOADER_INVALID_CODE
 
 
 def normalise_code(raw: Any, worker_id: str) -> dict[str, Any]:

@@ -24,8 +24,9 @@ from emulator.clock import Clock, SystemClock
 from emulator.engine.control import Control
 from emulator.rules.limits import is_valid_id
 from emulator.engine.store import InstanceRow, StepRow, Store, TimerRow
-from emulator.errors import (DynwfError, InstanceError, InstanceNotFoundError, InvalidIdError,
-                             ValidationError)
+from emulator.error_codes import Code
+from emulator.errors import (AmbiguousInstanceError, DynwfError, InstanceNotFoundError,
+                             InvalidIdError, UnknownStatusError, ValidationError)
 from emulator.project import Project
 from emulator.rules.tenant_scope import tenant_prefix
 from emulator.runtime.dynamic_workflows import scoped_instance_id, tenant_instance_id, unwrap_params
@@ -38,7 +39,7 @@ _SHOWN_CANDIDATES = 5
 class StateNotFoundError(DynwfError):
     """The project has no state file yet: nothing has ever run."""
 
-    code = "state.not_found"
+    code = Code.STATE_NOT_FOUND
 
 
 def open_store(project: Project) -> Store:
@@ -123,11 +124,10 @@ def resolve_id(store: Store, given: str, tenant: str | None = None) -> InstanceR
     named = ", ".join(f"{r.id} (tenant {tenant_of(envelope_of(r)[0])})"
                       for r in candidates[:_SHOWN_CANDIDATES])
     more = len(candidates) - _SHOWN_CANDIDATES
-    raise InstanceError(
+    raise AmbiguousInstanceError(
         f"'{given}'{whose} names {len(candidates)} instances: {named}"
         + (f" and {more} more" if more > 0 else ""),
-        instance_id=given, code="instance.ambiguous",
-        hint="give the full id, or the tenant with --tenant")
+        instance_id=given, hint="give the full id, or the tenant with --tenant")
 
 
 def _is_tenants(row: InstanceRow, tenant: str) -> bool:
@@ -185,8 +185,7 @@ class InstanceOps:
                        workflow: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Newest first, at most ``limit``; each row as :func:`summary` makes it."""
         if status is not None and status not in states.ALL:
-            raise ValidationError(f"unknown status '{status}'", code="status.invalid",
-                                  hint="one of: " + ", ".join(states.ALL))
+            raise UnknownStatusError(status=status, known=states.ALL)
         if limit < 1:
             raise ValidationError(f"limit must be at least 1, got {limit}")
         rows = self.store.list_instances(tenant=tenant, status=status, workflow=workflow,

@@ -27,6 +27,7 @@ from emulator.rules.steps import StepKind, StepStatus
 from emulator.engine import Engine
 from emulator.engine.progress import Progress
 from emulator.engine.store import Store
+from emulator.error_codes import Code
 from emulator.errors import DynwfError, UsageError
 from emulator.host import HostOptions, ProjectHost
 from emulator.interpreter import tune_for_serving
@@ -38,7 +39,7 @@ IDLE_LOOK_S = 0.01
 
 
 class RunError(DynwfError):
-    code = "run.invalid"
+    code = Code.RUN_INVALID
 
 
 def waiting_event_types(store: Store, instance_id: str) -> list[str]:

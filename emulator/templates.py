@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
+from emulator.error_codes import Code
 from emulator.errors import DynwfError, UsageError
 
 __all__ = ["DEFAULT_TEMPLATE", "PlannedFile", "list_templates", "plan_template", "project_name",
@@ -62,6 +63,81 @@ class PlannedFile:
     state: FileState          # "new": absent; "overwrite": present and different; "same": identical
 
 
+# ---- errors -----------------------------------------------------------------------------------
+
+class TemplatesMissingError(DynwfError):
+    """The project templates are not in this installation."""
+
+    code = Code.INIT_TEMPLATES_MISSING
+
+    def __init__(self) -> None:
+        super().__init__("the project templates are missing from this installation of dynwf",
+                         hint="reinstall dynwf")
+
+
+class UnknownTemplateError(UsageError):
+    """``name`` is none of the ``available`` templates."""
+
+    code = Code.INIT_UNKNOWN_TEMPLATE
+
+    def __init__(self, *, name: str, available: list[str]) -> None:
+        self.name, self.available = name, available
+        super().__init__(f"unknown template {name!r}; available: {', '.join(available)}",
+                         hint=f"pass --template {available[0]}" if available else None)
+
+
+class NotAFolderError(DynwfError):
+    """The target exists and is not a folder."""
+
+    code = Code.INIT_NOT_A_DIRECTORY
+
+    def __init__(self, *, target: Path) -> None:
+        self.target = target
+        super().__init__(f"{target} exists and is not a folder", hint="name a new or an empty folder")
+
+
+class TargetNotEmptyError(DynwfError):
+    """The target folder holds ``existing`` entries (the template would overwrite
+    ``conflicts``) and ``force`` was not given."""
+
+    code = Code.INIT_NOT_EMPTY
+
+    def __init__(self, *, target: Path, existing: list[str], conflicts: list[Path]) -> None:
+        self.target, self.existing, self.conflicts = target, existing, conflicts
+        shown = ", ".join(existing[:5])
+        if len(existing) > 5:
+            shown += f" and {len(existing) - 5} more"
+        message = f"{target} is not empty (it has {shown})"
+        if conflicts:
+            message += "; the template would overwrite " + ", ".join(p.as_posix() for p in conflicts)
+        super().__init__(message, hint="choose a new or an empty folder, or pass --force to add the "
+                                       "template's files anyway; files that differ are then "
+                                       "overwritten")
+
+
+class TemplateConflictError(DynwfError):
+    """Paths the template needs are taken by something no file write can replace (``blocked``
+    says what, for each)."""
+
+    code = Code.INIT_CONFLICT
+
+    def __init__(self, *, target: Path, blocked: list[str]) -> None:
+        self.target, self.blocked = target, blocked
+        super().__init__(f"cannot write the template into {target}: " + "; ".join(blocked),
+                         hint="move these out of the way, or choose another folder")
+
+
+class WriteFailedError(DynwfError):
+    """The operating system refused a write at ``where`` (everything was rolled back)."""
+
+    code = Code.INIT_WRITE_FAILED
+
+    def __init__(self, *, target: Path, where: object, reason: str) -> None:
+        self.target, self.where = target, where
+        super().__init__(f"could not write the project into {target}: {where}: {reason}",
+                         hint="check the folder's permissions and free space; nothing was changed")
+
+
 # ---- finding templates ----------------------------------------------------------------------
 
 def templates_root() -> Path:
@@ -77,8 +153,7 @@ def templates_root() -> Path:
     repo = Path(__file__).resolve().parent.parent
     if (repo / "pyproject.toml").is_file() and (repo / "templates").is_dir():
         return repo / "templates"
-    raise DynwfError("the project templates are missing from this installation of dynwf",
-                     code="init.templates_missing", hint="reinstall dynwf")
+    raise TemplatesMissingError()
 
 
 def list_templates() -> list[str]:
@@ -91,9 +166,7 @@ def list_templates() -> list[str]:
 def _template_folder(name: str) -> Path:
     available = list_templates()
     if name not in available:      # also what keeps "../x" from naming a folder elsewhere
-        raise UsageError(f"unknown template {name!r}; available: {', '.join(available)}",
-                         code="init.unknown_template",
-                         hint=f"pass --template {available[0]}" if available else None)
+        raise UnknownTemplateError(name=name, available=available)
     return templates_root() / name
 
 
@@ -132,11 +205,8 @@ def _reported_os_errors(target: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        where = exc.filename or target
-        raise DynwfError(f"could not write the project into {target}: {where}: "
-                         f"{exc.strerror or exc}", code="init.write_failed",
-                         hint="check the folder's permissions and free space; "
-                              "nothing was changed") from exc
+        raise WriteFailedError(target=target, where=exc.filename or target,
+                               reason=str(exc.strerror or exc)) from exc
 
 
 def plan_template(name: str, target: Path) -> list[PlannedFile]:
@@ -153,8 +223,7 @@ def plan_template(name: str, target: Path) -> list[PlannedFile]:
 def _plan(name: str, target: Path) -> list[PlannedFile]:
     folder = _template_folder(name)
     if target.exists() and not target.is_dir():
-        raise DynwfError(f"{target} exists and is not a folder", code="init.not_a_directory",
-                         hint="name a new or an empty folder")
+        raise NotAFolderError(target=target)
     project = project_name(target)
     planned, blocked = [], []
     for relative in _template_files(folder):
@@ -172,9 +241,7 @@ def _plan(name: str, target: Path) -> list[PlannedFile]:
             state = "same" if destination.read_bytes() == content else "overwrite"
         planned.append(PlannedFile(relative, content, state))
     if blocked:
-        raise DynwfError(f"cannot write the template into {target}: "
-                         + "; ".join(blocked), code="init.conflict",
-                         hint="move these out of the way, or choose another folder")
+        raise TemplateConflictError(target=target, blocked=blocked)
     return planned
 
 
@@ -226,7 +293,8 @@ def write_template(name: str, target: Path, *, force: bool,
         planned = _plan(name, target)
         existing = _existing_entries(target)
         if existing and not force:
-            raise _not_empty(target, existing, [p.path for p in planned if p.state == "overwrite"])
+            raise TargetNotEmptyError(target=target, existing=existing,
+                                      conflicts=[p.path for p in planned if p.state == "overwrite"])
         to_write = [p for p in planned if p.state != "same"]
         if not to_write:
             return []
@@ -236,18 +304,6 @@ def write_template(name: str, target: Path, *, force: bool,
         else:
             _create(target, to_write, on_moved)
     return [target / p.path for p in to_write]
-
-
-def _not_empty(target: Path, existing: list[str], conflicts: list[Path]) -> DynwfError:
-    shown = ", ".join(existing[:5])
-    if len(existing) > 5:
-        shown += f" and {len(existing) - 5} more"
-    message = f"{target} is not empty (it has {shown})"
-    if conflicts:
-        message += "; the template would overwrite " + ", ".join(p.as_posix() for p in conflicts)
-    return DynwfError(message, code="init.not_empty",
-                      hint="choose a new or an empty folder, or pass --force to add the "
-                           "template's files anyway; files that differ are then overwritten")
 
 
 def _stage(folder: Path, files: list[PlannedFile]) -> None:

@@ -32,9 +32,9 @@ from emulator import (DEV_IP, DEV_PORT, DynwfError, HostOptions, Progress, Proje
                       missing_layers, open_project, outline_steps, tune_for_serving)
 from emulator import progress as events
 from emulator.runtime.dynamic_workflows import unwrap_params
-from emulator.server import (MAX_INFLIGHT, MAX_QUEUED, Admission, DevServer, ReloadEvent, Reloader,
-                             RequestRecord, create_app, fast_forward_idle, listen, load_error_line,
-                             private_listener, server_config)
+from emulator.server import (MAX_INFLIGHT, MAX_QUEUED, Admission, DevServer, DispatcherLoadError,
+                             ReloadEvent, Reloader, RequestRecord, create_app, fast_forward_idle,
+                             listen, load_error_line, private_listener, server_config)
 
 HELP = f"""Serve the project on a local HTTP server, as the platform would run it: every request
 (except /__dynwf/*) goes to the dispatcher's Default.fetch, which loads each tenant's code into
@@ -140,11 +140,8 @@ async def _serve(project: Project, sock: Any, output: "_Output", *, reload: bool
             await host.close()
             if isinstance(exc, Exception) and not isinstance(exc, DynwfError):
                 # the dispatcher is user code: its import may raise anything
-                raise DynwfError(f"the dispatcher failed to load: "
-                                 f"{load_error_line(exc, project.config.root)}",
-                                 code="dev.dispatcher_failed",
-                                 hint="fix it and run dynwf dev again; dynwf check finds most "
-                                      "problems") from None
+                raise DispatcherLoadError(
+                    problem=load_error_line(exc, project.config.root)) from None
             raise
         host.engine.progress.subscribe(output.progress)
         host.tenant_log_listeners.append(output.tenant_log)

@@ -55,7 +55,7 @@ from emulator.analysis.lint import lint_module, lint_tenant_source
 from emulator.config.loader import find_config, load_config
 from emulator.config.model import Diagnostic, ProjectConfig
 from emulator.rules.limits import is_valid_id
-from emulator.errors import ConfigError, UsageError
+from emulator.errors import ConfigError, ConfigNotFoundError, UsageError
 
 __all__ = ["DEFAULT_ENTRY_CLASS", "CheckReport", "check_entrypoint_class", "check_project", "run_check"]
 
@@ -100,9 +100,9 @@ def run_check(config_path: Path | None, *, tenants_dir: Path | None = None,
     project.files.append(project.shown(path))
     try:
         config = load_config(path)
+    except ConfigNotFoundError:
+        raise
     except ConfigError as exc:
-        if exc.code == "config.not_found":
-            raise
         project.report(_config_error(exc, project.shown(path)))
     else:
         project.report(*(replace(d, file=project.shown(root / d.file)) for d in config.warnings))

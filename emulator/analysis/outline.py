@@ -30,6 +30,7 @@ from emulator.analysis.check import DEFAULT_ENTRY_CLASS
 from emulator.analysis.ast_tools import (NOT_LITERAL, call_argument, literal_value, syntax_error,
                                          top_level_classes)
 from emulator.analysis.lint import step_method
+from emulator.error_codes import Code
 from emulator.errors import DynwfError
 from emulator.rules.limits import DEFAULT_EVENT_TIMEOUT
 
@@ -42,7 +43,7 @@ KIND_OF_METHOD = {"do": "do", "sleep": "sleep", "sleep_until": "sleep", "wait_fo
 class TenantSourceError(DynwfError):
     """A tenant module that is not valid Python; ``line``/``column`` (1-based) locate it."""
 
-    code = "tenant.invalid_python"
+    code = Code.TENANT_INVALID_PYTHON
 
     def __init__(self, message: str, *, file: str, line: int, column: int) -> None:
         self.file, self.line, self.column = file, line, column

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 from emulator.config.jsonc import JsonPath, line_col, locate_values, parse_jsonc
 from emulator.config.model import (DevConfig, Diagnostic, ProjectConfig, WorkerLoaderConfig,
                                    WorkflowConfig)
-from emulator.errors import ConfigError
+from emulator.errors import ConfigError, ConfigNotFoundError
 
 __all__ = ["CONFIG_NAMES", "find_config", "load_config"]
 
@@ -41,15 +41,15 @@ def find_config(start: Path | None = None, explicit: Path | None = None) -> Path
     project's subfolder finds the project).
 
     *start* defaults to the current directory. An *explicit* directory is searched alone.
-    Raises ``ConfigError`` with code ``config.not_found`` when there is nothing to load.
+    Raises ``ConfigNotFoundError`` (``config.not_found``) when there is nothing to load.
     """
     if explicit is not None:
         explicit = Path(explicit)
         if explicit.is_file():
             return explicit.resolve()
         if not explicit.is_dir():
-            raise ConfigError(f"config file {explicit} does not exist", code="config.not_found",
-                              hint="check the --config path, or run dynwf init")
+            raise ConfigNotFoundError(f"config file {explicit} does not exist",
+                                      hint="check the --config path, or run dynwf init")
         return _config_in(explicit) or _not_found(explicit, upward=False)
     folder = (Path.cwd() if start is None else Path(start)).resolve()
     for candidate_folder in (folder, *folder.parents):
@@ -69,8 +69,8 @@ def _config_in(folder: Path) -> Path | None:
 
 def _not_found(folder: Path, *, upward: bool) -> Path:
     where = f"{folder} or any folder above it" if upward else str(folder)
-    raise ConfigError(f"no wrangler.jsonc, wrangler.json or wrangler.toml in {where}",
-                      code="config.not_found", hint=_NOT_FOUND_HINT)
+    raise ConfigNotFoundError(f"no wrangler.jsonc, wrangler.json or wrangler.toml in {where}",
+                              hint=_NOT_FOUND_HINT)
 
 
 def load_config(path: Path) -> ProjectConfig:
@@ -91,8 +91,8 @@ def _read_text(path: Path, display: str) -> str:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist", code="config.not_found",
-                          hint=_NOT_FOUND_HINT) from None
+        raise ConfigNotFoundError(f"config file {path} does not exist",
+                                  hint=_NOT_FOUND_HINT) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:

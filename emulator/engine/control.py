@@ -18,7 +18,8 @@ from emulator.clock import Clock
 from emulator.rules.limits import MAX_BATCH, check_event_type, check_instance_id, encode_json
 from emulator.engine.store import InstanceRow, Store
 from emulator.rules.tenant_scope import scope_of
-from emulator.errors import (InstanceAlreadyExistsError, InstanceFinishedError, ValidationError)
+from emulator.errors import (CannotTerminateError, InstanceAlreadyExistsError, InstanceNotRunningError,
+                             ValidationError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +155,7 @@ class Control:
         with self.store.write():
             row = self.store.get_instance(instance_id)
             if states.is_finished(row.status):
-                raise InstanceFinishedError(
-                    f"Cannot terminate instance '{instance_id}' since it is {row.status}",
-                    instance_id=instance_id, code="instance.cannot_terminate")
+                raise CannotTerminateError(instance_id=instance_id, status=row.status)
             self.store.finish_txn(instance_id, row.status, states.TERMINATED, now)
         self.on_change(instance_id, "terminate")
 
@@ -173,8 +172,8 @@ class Control:
         with self.store.write():
             row = self.store.get_instance(instance_id)
             if states.is_finished(row.status):
-                raise InstanceFinishedError(f"Instance '{instance_id}' is {row.status}: nothing to wake",
-                                            instance_id=instance_id, code="instance.not_running")
+                raise InstanceNotRunningError(f"Instance '{instance_id}' is {row.status}: nothing to "
+                                              "wake", instance_id=instance_id)
             woken = self.store.wake_timers_txn(instance_id, now)
         self.on_change(instance_id, "wake")
         return woken
@@ -190,9 +189,9 @@ class Control:
         with self.store.write():
             row = self.store.get_instance(instance_id)
             if states.is_finished(row.status):
-                raise InstanceFinishedError(
+                raise InstanceNotRunningError(
                     f"Cannot send event to instance '{instance_id}': it is {row.status}",
-                    instance_id=instance_id, code="instance.not_running")
+                    instance_id=instance_id)
             waiter = self.store.oldest_waiter_txn(instance_id, type)
             if waiter is None:
                 self.store.buffer_event_txn(instance_id, type, payload_json, now)

@@ -31,7 +31,7 @@ from emulator.rules import states
 from emulator.clock import Clock, SystemClock, to_datetime
 from emulator.defaults import ENGINE_CONCURRENCY, LEASE_MS, POLL_MS
 from emulator.engine.control import Control
-from emulator.sdk.failures import WorkflowFatalError, error_dict
+from emulator.sdk.failures import UnknownWorkflowError, WorkflowFatalError, error_dict
 from emulator.engine.lifetime import RESOLVED, Lifetime, timeout_error
 from emulator.engine.modifiers import Modifiers
 from emulator.engine.writes import WriteBatcher
@@ -42,6 +42,7 @@ from emulator.rules.retries import config_from_json
 from emulator.sdk.step import uses_implicit_dependencies
 from emulator.engine.store import InstanceRow, StepKey, StepRow, Store, TimerRow
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError
+from emulator.error_codes import ISOLATE_FAULTS, Code, code_of
 
 RunnerFactory = Callable[[InstanceRow], Any]  # -> an object with (async) run(event, step)
 #: Isolate crashes outside any step, with no step committed in between, that an instance
@@ -405,8 +406,7 @@ class Engine:
         row = lifetime.row
         try:
             if definition is None:
-                raise WorkflowFatalError(f"Workflow '{row.workflow}' is not registered with this engine",
-                                         code="workflow.not_found")
+                raise UnknownWorkflowError(workflow=row.workflow)
             runner = definition.factory(row)
             if inspect.isawaitable(runner):
                 runner = await runner
@@ -512,7 +512,7 @@ class Engine:
         same way, so after :data:`CRASH_REPLAYS` such crashes with no step committed in between
         the instance errors instead.
         """
-        if getattr(exc, "code", None) != "isolate.crashed":
+        if code_of(exc) is not Code.ISOLATE_CRASHED:
             return False
         done = self.store.count_done_steps(lifetime.id)
         seen_done, crashes = self._crashes_outside_steps.get(lifetime.id, (-1, 0))
@@ -594,12 +594,11 @@ def _marker_written(marker: Marker, done: "asyncio.Future[Any]") -> None:
 
 def is_isolate_fault(exc: BaseException) -> bool:
     """An isolate died or was stopped under a call (not the workflow's own error)."""
-    code = getattr(exc, "code", None)
-    return isinstance(code, str) and code.startswith("isolate.")
+    return code_of(exc) in ISOLATE_FAULTS
 
 
 def isolate_error(exc: BaseException) -> dict[str, str]:
-    return {"name": "IsolateError", "message": f"[{getattr(exc, 'code', 'isolate.crashed')}] {exc}"}
+    return {"name": "IsolateError", "message": f"[{code_of(exc) or Code.ISOLATE_CRASHED}] {exc}"}
 
 
 async def _call_run(runner: Any, event: dict[str, Any], step: Any) -> Any:

@@ -33,7 +33,8 @@ from emulator.isolates.outbound import NO_OUTBOUND, Outbound, OutboundPolicy
 from emulator.isolates.output import OutputReader
 from emulator.isolates.sandbox import Layers
 from emulator.isolates.zygote import Zygote
-from emulator.rpc.errors import ConnectionLost, ProtocolError, ProtocolViolation
+from emulator.rpc.errors import (ConnectionLost, CpuLimitError, MemoryLimitError, ProtocolError,
+                                 ProtocolViolation)
 from emulator.rpc.frames import FROM_HOST, FROM_ISOLATE
 from emulator.rpc.peer import Peer
 from emulator.rpc.target import RpcTarget
@@ -302,12 +303,9 @@ class IsolatePool:
         if code is None:                # not reaped within a second of closing its socket
             isolate.stop_process()
         if code == EXIT_CPU_LIMIT:
-            return ConnectionLost(f"the isolate of '{isolate.key}' was stopped: a call held the CPU "
-                                  f"longer than the limit of {self.limits.cpu_ms} ms",
-                                  code="isolate.cpu_limit")
+            return CpuLimitError(key=isolate.key, limit_ms=self.limits.cpu_ms)
         if code == EXIT_MEMORY_LIMIT:
-            return ConnectionLost(f"the isolate of '{isolate.key}' ran out of memory (limit "
-                                  f"{self.limits.memory_mb} MiB)", code="isolate.memory_limit")
+            return MemoryLimitError(key=isolate.key, limit_mb=self.limits.memory_mb)
         if code is not None and code < 0:
             try:
                 how = f"killed by signal {signal.Signals(-code).name}"
@@ -317,7 +315,7 @@ class IsolatePool:
             how = f"exited with status {code}"
         else:
             how = "closed its connection"
-        return ConnectionLost(f"the isolate of '{isolate.key}' {how}", code="isolate.crashed")
+        return ConnectionLost(f"the isolate of '{isolate.key}' {how}")
 
     def _retire(self, isolate: Isolate) -> None:
         """Take ``isolate`` out of service; it is stopped once its calls have finished."""

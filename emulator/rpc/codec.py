@@ -12,6 +12,7 @@ import base64
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from emulator.error_codes import Code
 from emulator.rpc.target import RpcTarget, value_types
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ MARK = f'"{TAG}"'
 class RpcTypeError(TypeError):
     """A value that cannot cross the isolate boundary."""
 
-    code = "rpc.unserialisable"
+    code = Code.RPC_UNSERIALISABLE
 
 
 def _is_plain(value: Any) -> bool:

@@ -15,22 +15,53 @@ Two kinds of trouble reach a peer from the other side, and they are answered dif
 
 from __future__ import annotations
 
+from emulator.error_codes import Code
+
 
 class ConnectionLost(Exception):
-    """The other side is gone; carries the reason (an isolate fault) when it is known."""
+    """The other side is gone; the class (and its ``code``) says why, when it is known: by
+    default an isolate that died (``isolate.crashed``)."""
 
-    def __init__(self, message: str, code: str = "isolate.crashed") -> None:
+    code: Code = Code.ISOLATE_CRASHED
+
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        self.code = code
 
 
 class ProtocolError(ConnectionLost):
     """The connection was ended because the other side broke the protocol (``isolate.protocol``).
     Calls in flight fail with it; the engine counts it as an isolate fault of the attempt."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code="isolate.protocol")
+    code = Code.ISOLATE_PROTOCOL
+
+
+class CpuLimitError(ConnectionLost):
+    """The isolate ``key`` was stopped: a call held the CPU past the limit of ``limit_ms``."""
+
+    code = Code.ISOLATE_CPU_LIMIT
+
+    def __init__(self, *, key: str, limit_ms: int) -> None:
+        self.key, self.limit_ms = key, limit_ms
+        super().__init__(f"the isolate of '{key}' was stopped: a call held the CPU longer than "
+                         f"the limit of {limit_ms} ms")
+
+
+class MemoryLimitError(ConnectionLost):
+    """The isolate ``key`` ran out of memory (its limit: ``limit_mb``)."""
+
+    code = Code.ISOLATE_MEMORY_LIMIT
+
+    def __init__(self, *, key: str, limit_mb: int) -> None:
+        self.key, self.limit_mb = key, limit_mb
+        super().__init__(f"the isolate of '{key}' ran out of memory (limit {limit_mb} MiB)")
+
+
+class FrameTooLargeError(ConnectionLost):
+    """The other side sent a frame over this connection's bound (an isolate that does is
+    breaking the protocol instead: :class:`ProtocolError`)."""
+
+    code = Code.RPC_FRAME_TOO_LARGE
 
 
 class ProtocolViolation(Exception):

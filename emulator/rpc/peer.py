@@ -26,13 +26,13 @@ which bad calls end a connection and which only raise).
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextvars
 import inspect
 import json
 import weakref
 from typing import Any, Callable
 
+from emulator.error_wire import from_wire, to_wire
 from emulator.rules.limits import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_NAME_CHARS
 from emulator.rules.limits import cut_text as cut
 from emulator.rpc import codec, frames
@@ -40,13 +40,14 @@ from emulator.rpc.errors import ProtocolError, ProtocolViolation
 from emulator.rpc.frames import FROM_HOST, FrameRules
 from emulator.rpc.target import RpcTarget
 
-ErrorFactory = Callable[[str, "str | None"], BaseException]
-_ERROR_FACTORIES: dict[str, ErrorFactory] = {}
 #: NaN and infinities are refused (ValueError), as JSON has no spelling for them.
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 #: Built-in errors never rebuilt from the wire: they mean something to the code awaiting them.
 _NOT_REBUILT = frozenset({"StopIteration", "StopAsyncIteration", "MemoryError", "RecursionError",
                           "SystemError"})
+#: The prefix of the isolate fault codes (error_codes.ISOLATE_FAULTS): the whole prefix is
+#: reserved, so no code a sender makes up reads as a fault either.
+_HOST_ONLY_CODES = "isolate."
 _MESSAGE_KINDS = ("call", "send", "ok", "err", "cancel", "drop")
 _TARGET = object()  # key, in a received call, of the object it calls (never a JSON key)
 
@@ -56,13 +57,10 @@ calling_peer: contextvars.ContextVar["Peer | None"] = \
     contextvars.ContextVar("dynwf_calling_peer", default=None)
 
 
-def register_error(name: str, factory: ErrorFactory) -> None:
-    """Rebuild remote errors named ``name`` with ``factory(message, code)``."""
-    _ERROR_FACTORIES[name] = factory
-
-
 class RemoteError(Exception):
-    """An error raised on the other side whose class cannot be rebuilt here."""
+    """An error raised on the other side whose class cannot be rebuilt here. ``code`` is the
+    code it was sent with, if any: one of dynwf's whose class needs more than a message, or a
+    code of the other side's own (a tenant's error may carry any string)."""
 
     carries_name = True  # report the remote class name, not "RemoteError"
 
@@ -75,46 +73,18 @@ class RemoteError(Exception):
 
 
 def error_to_wire(exc: BaseException) -> dict[str, Any]:
-    # ``name`` is a class name only on errors that carry one (ImportError.name is a module name)
-    name = getattr(exc, "name", None) if getattr(type(exc), "carries_name", False) else None
-    if not isinstance(name, str):
-        name = type(exc).__name__
-    if any(c.__name__ == "NonRetryableError" for c in type(exc).__mro__):
-        name = "NonRetryableError"
-    message = getattr(exc, "message", None)
-    if not isinstance(message, str):
-        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    code = getattr(exc, "code", None)
-    return {"name": cut(name, MAX_ERROR_NAME_CHARS), "message": cut(message, MAX_ERROR_MESSAGE_CHARS),
-            "code": cut(code, MAX_ERROR_NAME_CHARS) if isinstance(code, str) else None}
+    """The ``e`` of an ``err`` answer (:func:`emulator.error_wire.to_wire`)."""
+    return to_wire(exc)
 
 
 def error_from_wire(error: dict[str, Any]) -> BaseException:
-    """The error to raise for an ``err`` message. Codes of isolate faults are the host's to give:
-    one claimed by the other side is dropped (a tenant cannot make its own error pass for a
-    crash)."""
-    name, message, code = error.get("name", "Error"), error.get("message", ""), error.get("code")
-    if isinstance(code, str) and code.startswith("isolate."):
-        code = None
-    factory = _ERROR_FACTORIES.get(name)
-    if factory is not None:
-        return factory(message, code)
-    if code:
-        import emulator.errors as errors
-        for cls in vars(errors).values():
-            if isinstance(cls, type) and issubclass(cls, errors.DynwfError) and cls.code == code:
-                try:
-                    return cls(message)
-                except TypeError:
-                    break
-        return RemoteError(message, name, code)
-    candidate = getattr(builtins, name, None) if name not in _NOT_REBUILT else None
-    if isinstance(candidate, type) and issubclass(candidate, Exception):
-        try:
-            return candidate(message)
-        except Exception:
-            pass
-    return RemoteError(message, name)
+    """The error to raise for an ``err`` message (:func:`emulator.error_wire.from_wire`). Codes
+    of isolate faults are the host's to give: one claimed by the other side is dropped (a tenant
+    cannot make its own error pass for a crash)."""
+    code = error.get("code")
+    if isinstance(code, str) and code.startswith(_HOST_ONLY_CODES):
+        error = {**error, "code": None}
+    return from_wire(error, RemoteError, refused=_NOT_REBUILT)
 
 
 class Stub:

@@ -21,7 +21,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from emulator.rpc.budget import LoopBudget
-from emulator.rpc.errors import ConnectionLost, ProtocolError
+from emulator.rpc.errors import ConnectionLost, FrameTooLargeError, ProtocolError
 from emulator.rpc.frames import FROM_HOST, FrameRules
 from emulator.rpc.peer import Peer
 
@@ -186,7 +186,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         if self.rules.strict:
             return ProtocolError(f"{peer.name if peer else 'the other side'} broke the RPC "
                                  f"protocol: {problem}")
-        return ConnectionLost(problem, code="rpc.frame_too_large")
+        return FrameTooLargeError(problem)
 
     def _hold(self, seconds: float) -> None:
         """Stop reading for ``seconds``; frames already read wait in the buffer."""

@@ -36,6 +36,7 @@ from types import SimpleNamespace
 from typing import Any, Awaitable, Callable, Iterator, Mapping, NamedTuple, Union
 
 from emulator.rules.limits import MAX_ID_LENGTH, check_instance_id
+from emulator.error_codes import Code
 from emulator.errors import InstanceNotFoundError, ValidationError
 from emulator.rules.tenant_scope import (ENVELOPE_KEY, scoped_instance_id,
                                          tenant_instance_id, tenant_prefix)
@@ -61,7 +62,7 @@ class MissingDispatcherMetadataError(Exception):
     binding, not one made by :func:`wrap_workflow_binding`."""
 
     name = "MissingDispatcherMetadataError"
-    code = "dispatcher.missing_metadata"
+    code = Code.DISPATCHER_MISSING_METADATA
 
     def __init__(self) -> None:
         self.message = ("dynamic-workflows: workflow event is missing dispatcher metadata. Did you "
@@ -73,7 +74,7 @@ class DispatcherSetupError(RuntimeError):
     """The dispatcher is not wired the way the library needs: ``DynamicWorkflowBinding`` is not
     exported, or the named Workflow binding is not on its env."""
 
-    code = "dispatcher.misconfigured"
+    code = Code.DISPATCHER_MISCONFIGURED
 
     def __init__(self, message: str) -> None:
         self.message = message

@@ -24,13 +24,14 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from emulator.clock import to_datetime
 from emulator.rules.durations import parse_duration
-from emulator.sdk.failures import (INTERNAL_ATTEMPT_ERROR, StepError, WorkflowFatalError,
-                                      WorkflowTimeoutError, error_dict, is_non_retryable, rebuild)
+from emulator.sdk.failures import (INTERNAL_ATTEMPT_ERROR, NotSerialisableOutputError,
+                                   ReplayMismatchError, StepError, WorkflowFatalError,
+                                   WorkflowTimeoutError, error_dict, is_non_retryable, rebuild)
 from emulator.rules.limits import (MAX_SLEEP_MS, MIN_EVENT_TIMEOUT_MS, check_event_type,
                                     check_step_name, encode_json)
 from emulator.sdk.mocks import StepMocks
 from emulator.rules.retries import StepConfig, resolve_step_config
-from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError
+from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError, StepLimitError
 from emulator.rules.steps import StepKey
 
 #: Loop iterations a new step waits for gathered siblings to replay (see _check_replay).
@@ -101,8 +102,10 @@ def show_step(key: StepKey) -> str:
 
 
 def fatal(exc: DynwfError | str) -> WorkflowFatalError:
+    """The error that ends the run for ``exc``: a coded error keeps its code."""
     if isinstance(exc, DynwfError):
-        return WorkflowFatalError(exc.message + (f" ({exc.hint})" if exc.hint else ""), code=exc.code)
+        return WorkflowFatalError.carrying(exc.message + (f" ({exc.hint})" if exc.hint else ""),
+                                           exc.code)
     return WorkflowFatalError(exc)
 
 
@@ -165,9 +168,7 @@ class StepClient:
                    "that differs between runs: random values, the time, or data read outside a "
                    "step; build step names and their order only from the event and earlier "
                    "steps' results")
-        raise WorkflowFatalError(
-            f"replay does not match the steps this instance recorded: expected {show_step(expected)} "
-            f"but the code now runs {show_step(key)} ({why})", code="replay.mismatch")
+        raise ReplayMismatchError(expected=show_step(expected), reached=show_step(key), why=why)
 
     def _next_recorded(self) -> StepKey | None:
         return next((k for k, step in self.cache.items()
@@ -203,9 +204,7 @@ class StepClient:
             await asyncio.get_running_loop().create_future()
         await self.backend.boundary()
         if self._do_steps > self.step_limit:
-            raise WorkflowFatalError(f"The limit of {self.step_limit} steps has been reached. This "
-                                     "limit can be changed in your worker configuration.",
-                                     code="step.limit_exceeded")
+            raise fatal(StepLimitError(limit=self.step_limit))
         if cached is not None and cached.config:
             config = StepConfig.from_dict(json.loads(cached.config))
         else:
@@ -241,10 +240,7 @@ class StepClient:
                 self.backend.cancelled(key, attempts)
                 raise
             except NotSerialisableError as exc:
-                raise WorkflowFatalError(
-                    f'The execution of the Workflow instance was terminated, as the step "{name}" '
-                    f"returned a value which is not serialisable: {exc.message}",
-                    code="step.not_serialisable") from None
+                raise NotSerialisableOutputError(step=name, reason=exc.message) from None
             except Exception as exc:  # noqa: BLE001 - any error of the body is a failed attempt
                 if on_body_error is not None:
                     on_body_error(exc)

@@ -5,7 +5,8 @@ into ``run()`` as a rebuilt exception, the same on the first run and on every re
 ``try``/``except`` around a step takes the same path each time. Built-in exception names
 (``ValueError``, ``KeyError``...) and ``NonRetryableError`` come back as their own class; any other
 name comes back as :class:`StepError` carrying ``name``. On the first run the original exception is
-attached as ``__cause__`` so its traceback is not lost.
+attached as ``__cause__`` so its traceback is not lost. The conversion both ways is
+:mod:`emulator.error_wire`'s, shared with the RPC.
 
 ``WorkflowFatalError`` derives from ``BaseException``: it ends the instance ``errored`` and user
 code cannot swallow it with ``except Exception`` (the platform's fatal errors cannot be caught
@@ -14,10 +15,10 @@ either).
 
 from __future__ import annotations
 
-import builtins
-from typing import Any
+from typing import Any, cast
 
-from emulator.rules.limits import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_NAME_CHARS, cut_text
+from emulator.error_codes import Code, lookup
+from emulator.error_wire import from_wire, is_non_retryable, register, to_wire
 
 
 INTERNAL_ATTEMPT_ERROR = {"name": "WorkflowInternalError",
@@ -26,12 +27,56 @@ INTERNAL_ATTEMPT_ERROR = {"name": "WorkflowInternalError",
 
 class WorkflowFatalError(BaseException):
     """An error that ends the instance at once: invalid step name/config, step limit, a value
-    that cannot be stored, a duration that does not parse."""
+    that cannot be stored, a duration that does not parse. Every kind is recorded (and crosses
+    an RPC) under this one name, with its own code."""
 
-    def __init__(self, message: str, *, code: str = "workflow.fatal") -> None:
+    code: Code = Code.WORKFLOW_FATAL
+    name = "WorkflowFatalError"
+    carries_name = True
+
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        self.code = code
+
+    @classmethod
+    def carrying(cls, message: str, code: str | None) -> "WorkflowFatalError":
+        """A fatal error with the code of the error that made it fatal (a step name the platform
+        refuses: ``step.invalid_name``), or of one rebuilt from the wire. A code that is not
+        dynwf's leaves the class's own."""
+        fatal = cls(message)
+        known = lookup(code)
+        if known is not None:
+            fatal.code = known
+        return fatal
+
+
+class ReplayMismatchError(WorkflowFatalError):
+    """A replay reached a step other than the one the instance recorded next."""
+
+    code = Code.REPLAY_MISMATCH
+
+    def __init__(self, *, expected: str, reached: str, why: str) -> None:
+        super().__init__(f"replay does not match the steps this instance recorded: expected "
+                         f"{expected} but the code now runs {reached} ({why})")
+
+
+class NotSerialisableOutputError(WorkflowFatalError):
+    """A step returned a value that is not JSON: the platform ends the instance."""
+
+    code = Code.STEP_NOT_SERIALISABLE
+
+    def __init__(self, *, step: str, reason: str) -> None:
+        super().__init__(f'The execution of the Workflow instance was terminated, as the step '
+                         f'"{step}" returned a value which is not serialisable: {reason}')
+
+
+class UnknownWorkflowError(WorkflowFatalError):
+    """An instance of a workflow the engine has no definition of."""
+
+    code = Code.WORKFLOW_NOT_FOUND
+
+    def __init__(self, *, workflow: str) -> None:
+        super().__init__(f"Workflow '{workflow}' is not registered with this engine")
 
 
 class StepError(Exception):
@@ -56,51 +101,33 @@ def non_retryable_class() -> type[Exception]:
     return NonRetryableError
 
 
-def is_non_retryable(exc: BaseException) -> bool:
-    """The platform detects NonRetryableError by name; so do we (any module's class of that name)."""
-    return any(cls.__name__ == "NonRetryableError" for cls in type(exc).__mro__)
+# Errors that come back as themselves, not as StepError or RemoteError: a NonRetryableError still
+# stops retries, a timeout is still a WorkflowTimeoutError, and (over RPC only, where it carries
+# its code) a fatal error still ends the instance.
+register("NonRetryableError", lambda message, code: non_retryable_class()(message))
+register("WorkflowTimeoutError", lambda message, code: WorkflowTimeoutError(message))
+register("WorkflowFatalError",
+         lambda message, code: WorkflowFatalError.carrying(message, code) if code else None)
 
 
 def error_dict(exc: BaseException) -> dict[str, str]:
     """The persisted form of ``exc``; its name and message are cut to the platform's bounds (the
     host refuses longer ones from an isolate)."""
-    name = getattr(exc, "name", None) if getattr(type(exc), "carries_name", False) else None
-    if is_non_retryable(exc):
-        name = "NonRetryableError"
-    own = getattr(exc, "message", None)  # coded errors: the message alone, no "[code]" prefix
-    message = own if isinstance(own, str) and isinstance(exc, (WorkflowFatalError, _coded())) \
-        else str(exc)
-    if isinstance(exc, KeyError) and exc.args:
-        message = str(exc.args[0])
-    return {"name": cut_text(str(name or type(exc).__name__), MAX_ERROR_NAME_CHARS),
-            "message": cut_text(message, MAX_ERROR_MESSAGE_CHARS)}
-
-
-def _coded() -> type:
-    from emulator.errors import DynwfError
-    return DynwfError
+    wire = to_wire(exc)
+    return {"name": str(wire["name"]), "message": str(wire["message"])}
 
 
 def rebuild(error: dict[str, Any], cause: BaseException | None = None) -> Exception:
-    """The exception to raise into ``run()`` for a persisted step error."""
-    name, message = str(error.get("name", "Error")), str(error.get("message", ""))
-    cls: Any = None
-    if name == "NonRetryableError":
-        cls = non_retryable_class()
-    elif name == "WorkflowTimeoutError":
-        cls = WorkflowTimeoutError
-    else:
-        candidate = getattr(builtins, name, None)
-        if isinstance(candidate, type) and issubclass(candidate, Exception):
-            cls = candidate
-    try:
-        exc = cls(message) if cls is not None else StepError(message, name)
-    except Exception:
-        exc = StepError(message, name)
+    """The exception to raise into ``run()`` for a persisted step error (which has no code)."""
+    # without a code nothing rebuilds as a fatal error: every outcome is an Exception
+    exc = cast(Exception, from_wire(
+        {"name": error.get("name", "Error"), "message": error.get("message", "")},
+        lambda message, name, code: StepError(message, name)))
     if cause is not None:
         exc.__cause__ = cause
     return exc
 
 
-__all__ = ["INTERNAL_ATTEMPT_ERROR", "StepError", "WorkflowFatalError", "WorkflowTimeoutError",
+__all__ = ["INTERNAL_ATTEMPT_ERROR", "NotSerialisableOutputError", "ReplayMismatchError",
+           "StepError", "UnknownWorkflowError", "WorkflowFatalError", "WorkflowTimeoutError",
            "error_dict", "is_non_retryable", "non_retryable_class", "rebuild"]

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
+from emulator.error_codes import Code
 from emulator.errors import DynwfError
 from emulator.sdk.failures import rebuild
 from emulator.rules.steps import StepKey
@@ -27,8 +28,7 @@ class ModifierError(DynwfError):
     that cannot succeed). ``str()`` is the platform's exact text, so a test written against the
     JS API matches the same words."""
 
-    code = "modifier.misuse"
-    retryable = False
+    code = Code.MODIFIER_MISUSE
 
     def __str__(self) -> str:
         return self.message

@@ -16,7 +16,6 @@ import re
 from typing import Any, Awaitable, Callable
 
 from emulator.sdk.client import CachedStep, StepClient, StepKey, show_step
-from emulator.sdk.failures import WorkflowFatalError, WorkflowTimeoutError, non_retryable_class
 from emulator.rules.limits import (MAX_CODE_VERSION_CHARS, MAX_CONFIG_JSON_BYTES,
                                     MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_NAME_CHARS,
                                     MAX_LOG_LINE_CHARS, MAX_PAYLOAD_BYTES, MAX_SLEEP_MS,
@@ -28,17 +27,9 @@ from emulator.rules.retries import StepConfig, config_from_wire
 from emulator.sdk.step import WorkflowStep
 from emulator.errors import DurationError, NotSerialisableError, StepCallError, StepConfigError
 from emulator.rpc.errors import ProtocolViolation
-from emulator.rpc.peer import register_error
 from emulator.rpc.target import RpcTarget
 
 STEP_KIND = "step"
-
-# Errors that must come back as themselves, not as RemoteError: a fatal error still ends the
-# instance, a NonRetryableError still stops retries, a timeout is still a WorkflowTimeoutError.
-register_error("WorkflowFatalError",
-               lambda message, code: WorkflowFatalError(message, code=code or "workflow.fatal"))
-register_error("NonRetryableError", lambda message, code: non_retryable_class()(message))
-register_error("WorkflowTimeoutError", lambda message, code: WorkflowTimeoutError(message))
 
 
 KINDS = ("do", "sleep", "wait")

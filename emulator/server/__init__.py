@@ -4,12 +4,13 @@ requests off the server's own address."""
 
 from emulator.isolates.outbound import private_listener
 from emulator.server.app import (ADMIN_PREFIX, MAX_INFLIGHT, MAX_QUEUED, TENANT_HEADER, Admission,
-                                 DevServer, RequestRecord, create_app, error_body,
-                                 fast_forward_idle, listen, server_config)
+                                 DevServer, DispatcherLoadError, RequestRecord, create_app,
+                                 error_body, fast_forward_idle, listen, server_config)
 from emulator.server.reload import ReloadEvent, Reloader, compile_errors, load_error_line
 
 __all__ = [
-    "ADMIN_PREFIX", "Admission", "DevServer", "MAX_INFLIGHT", "MAX_QUEUED", "ReloadEvent",
+    "ADMIN_PREFIX", "Admission", "DevServer", "DispatcherLoadError",
+    "MAX_INFLIGHT", "MAX_QUEUED", "ReloadEvent",
     "Reloader", "RequestRecord", "TENANT_HEADER", "compile_errors", "create_app", "error_body",
     "fast_forward_idle", "listen", "load_error_line", "private_listener", "server_config",
 ]

@@ -38,7 +38,8 @@ from emulator.host import ProjectHost
 from emulator.ops import InstanceOps, envelope_of, tenant_of
 from emulator.rules.limits import encode_json, is_valid_id
 from emulator.runtime.dynamic_workflows import wrap_params
-from emulator.server.errors import AdminError, error_response
+from emulator.error_codes import Code
+from emulator.server.errors import AdminError, TooLargeError, error_response
 from emulator.server.exposure import check_loopback, check_token
 from emulator.server.input import create_metadata, query_number, read_object, shown
 from emulator.server.playground import (MAX_CODE_BYTES, PLAYGROUND_WORKFLOW, SAMPLE_PARAMS,
@@ -169,19 +170,19 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
         if not isinstance(code, str) or not code.strip():
             raise AdminError("give 'code', the tenant's index.py, as a string")
         if len(code.encode()) > MAX_CODE_BYTES:
-            raise AdminError(f"the code is over the {MAX_CODE_BYTES:,} byte limit",
-                             code="admin.too_large")
+            raise TooLargeError(what="the code", limit=MAX_CODE_BYTES)
         params = data.get("params", {})
         diagnostics = lint_playground(code)
         found = [d.to_dict() for d in diagnostics]
         errors = [d for d in diagnostics if d.severity == "error"]
         if errors:
             first = errors[0]
+            failed = Code.PLAYGROUND_CHECK_FAILED
             return JSONResponse({"error": {
-                "code": "playground.check_failed",
+                "code": str(failed),
                 "message": f"dynwf check found {len(errors)} error{'s' * (len(errors) != 1)}; "
                            f"the first: line {first.line}: {first.message}",
-                "hint": first.hint}, "diagnostics": found}, status_code=400)
+                "hint": first.hint}, "diagnostics": found}, status_code=failed.http_status)
         # refused params must not leave scratch code behind: check them as create() will
         encode_json(wrap_params(params, {"tenantId": SCRATCH_PREFIX + code_hash(code)}),
                     what="params")

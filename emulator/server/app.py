@@ -39,6 +39,7 @@ from starlette.types import Receive, Scope, Send
 import uvicorn
 
 from emulator.engine import Engine
+from emulator.error_codes import Code
 from emulator.errors import DynwfError
 from emulator.host import ProjectHost
 from emulator.server.admin import admin_routes
@@ -47,8 +48,10 @@ from emulator.server.exposure import ensure_token
 from emulator.server.playground import install_playground
 
 __all__ = ["ADMIN_PREFIX", "MAX_INFLIGHT", "MAX_QUEUED", "RETRY_AFTER_S", "TENANT_HEADER",
-           "Admission", "BackgroundTask", "DevServer", "Dispatch", "RequestRecord", "create_app",
-           "error_body", "fast_forward_idle", "listen", "server_config"]
+           "Admission", "AdmissionLimitError", "BackgroundTask", "BadResponseError",
+           "CannotListenError", "DevServer", "Dispatch", "DispatcherLoadError", "PortInUseError",
+           "RequestRecord", "create_app", "error_body", "fast_forward_idle", "listen",
+           "server_config"]
 
 ADMIN_PREFIX = "/__dynwf"
 #: The header naming a request's tenant, by the convention of the examples and templates;
@@ -65,6 +68,62 @@ MAX_QUEUED = 256
 #: The ``Retry-After`` of a refusal, in whole seconds (the only form HTTP allows besides a date).
 RETRY_AFTER_S = 1
 
+
+# ---- errors -----------------------------------------------------------------------------------
+
+class AdmissionLimitError(DynwfError):
+    """Bounds :class:`Admission` cannot keep: at most ``limit`` running (1 or more) with
+    ``queue`` waiting (0 or more)."""
+
+    code = Code.DEV_INVALID_LIMIT
+
+    def __init__(self, *, limit: int, queue: int) -> None:
+        super().__init__(f"cannot admit at most {limit} requests with {queue} waiting",
+                         hint="--max-inflight must be 1 or more, --max-queued 0 or more")
+
+
+class BadResponseError(DynwfError):
+    """``Default.fetch`` returned a ``returned``, not a ``Response``."""
+
+    code = Code.WORKER_BAD_RESPONSE
+
+    def __init__(self, *, returned: str) -> None:
+        super().__init__(f"Default.fetch returned {returned}, not a Response",
+                         hint="return workers.Response(...) or Response.json(...)")
+
+
+class PortInUseError(DynwfError):
+    """Another process listens on ``ip:port``; ``free`` is a port near it that is not taken."""
+
+    code = Code.DEV_PORT_IN_USE
+
+    def __init__(self, *, ip: str, port: int, free: int | None) -> None:
+        super().__init__(f"port {port} on {ip} is already in use",
+                         hint=f"stop the other server, or pass --port {free}" if free
+                         else "stop the other server, or pass another --port")
+
+
+class CannotListenError(DynwfError):
+    """``ip:port`` cannot be listened on, for ``reason``."""
+
+    code = Code.DEV_CANNOT_LISTEN
+
+    def __init__(self, *, ip: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot listen on {ip}:{port}: {reason}",
+                         hint="pass an address of this machine with --ip, e.g. 127.0.0.1")
+
+
+class DispatcherLoadError(DynwfError):
+    """The dispatcher's module raised while it was imported; ``problem`` is where and what."""
+
+    code = Code.DEV_DISPATCHER_FAILED
+
+    def __init__(self, *, problem: str) -> None:
+        super().__init__(f"the dispatcher failed to load: {problem}",
+                         hint="fix it and run dynwf dev again; dynwf check finds most problems")
+
+
+# ---- requests ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
@@ -88,12 +147,13 @@ class RequestRecord:
 def error_body(exc: BaseException) -> dict[str, str]:
     """``{"code", "message"}`` of an error raised while answering a request."""
     if isinstance(exc, DynwfError):
-        return {"code": exc.code, "message": exc.message}
+        return {"code": str(exc.code), "message": exc.message}
     code = getattr(exc, "code", None)
     message = str(exc) or type(exc).__name__
     if not message.startswith(type(exc).__name__):
         message = f"{type(exc).__name__}: {message}"
-    return {"code": code if isinstance(code, str) else "worker.exception", "message": message}
+    return {"code": str(code) if isinstance(code, str) else str(Code.WORKER_EXCEPTION),
+            "message": message}
 
 
 class Admission:
@@ -112,9 +172,7 @@ class Admission:
 
     def __init__(self, limit: int = MAX_INFLIGHT, queue: int = MAX_QUEUED) -> None:
         if limit < 1 or queue < 0:
-            raise DynwfError(f"cannot admit at most {limit} requests with {queue} waiting",
-                             code="dev.invalid_limit",
-                             hint="--max-inflight must be 1 or more, --max-queued 0 or more")
+            raise AdmissionLimitError(limit=limit, queue=queue)
         self.limit = limit
         self.queue = queue
         self.running = 0
@@ -141,12 +199,13 @@ class Admission:
 
     def refusal(self) -> tuple[dict[str, str], JSONResponse]:
         """The 503 for a refused request, and its ``{"code", "message"}`` for the request log."""
-        error = {"code": "dev.overloaded",
+        error = {"code": str(Code.DEV_OVERLOADED),
                  "message": f"the dev server is at its limit ({self.running} requests running, "
                             f"{self.waiting} waiting); this one was not started"}
         hint = (f"retry after {RETRY_AFTER_S} s (the Retry-After header), send fewer requests "
                 "at once, or start dynwf dev with a higher --max-inflight or --max-queued")
-        return error, JSONResponse({"error": {**error, "hint": hint}}, status_code=503,
+        return error, JSONResponse({"error": {**error, "hint": hint}},
+                                   status_code=Code.DEV_OVERLOADED.http_status,
                                    headers={"retry-after": str(RETRY_AFTER_S)})
 
     def to_dict(self) -> dict[str, int]:
@@ -196,9 +255,7 @@ class Dispatch:
                           body=None if incoming.method in _NO_BODY_METHODS or not body else body)
         result = await self.host.fetch(request)
         if not isinstance(result, Response):
-            raise DynwfError(f"Default.fetch returned {type(result).__name__}, not a Response",
-                             code="worker.bad_response",
-                             hint="return workers.Response(...) or Response.json(...)")
+            raise BadResponseError(returned=type(result).__name__)
         return HttpResponse(result.body, status_code=result.status,
                             headers=dict(result.headers.items()))
 
@@ -221,9 +278,9 @@ def create_app(host: ProjectHost, *, on_request: Callable[[RequestRecord], None]
         })
 
     async def unknown(request: HttpRequest) -> JSONResponse:
-        return JSONResponse({"error": {"code": "dev.not_found",
+        return JSONResponse({"error": {"code": str(Code.DEV_NOT_FOUND),
                                        "message": f"no emulator route {request.url.path}"}},
-                            status_code=404)
+                            status_code=Code.DEV_NOT_FOUND.http_status)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -293,13 +350,8 @@ def listen(ip: str, port: int) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             free = _free_port_near(ip, port, family)
-            raise DynwfError(
-                f"port {port} on {ip} is already in use", code="dev.port_in_use",
-                hint=f"stop the other server, or pass --port {free}" if free
-                else "stop the other server, or pass another --port") from None
-        raise DynwfError(f"cannot listen on {ip}:{port}: {exc.strerror or exc}",
-                         code="dev.cannot_listen",
-                         hint="pass an address of this machine with --ip, e.g. 127.0.0.1") from None
+            raise PortInUseError(ip=ip, port=port, free=free) from None
+        raise CannotListenError(ip=ip, port=port, reason=str(exc.strerror or exc)) from None
     return sock
 
 

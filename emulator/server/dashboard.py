@@ -22,6 +22,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 
 from emulator.host import ProjectHost
+from emulator.error_codes import Code
 from emulator.server.errors import AdminError, error_response
 from emulator.server.exposure import check_loopback
 
@@ -69,9 +70,9 @@ def dashboard_routes(host: ProjectHost, token: str, prefix: str = "/__dynwf") ->
         name = request.path_params["file"]
         path = (STATIC_DIR / name).resolve()
         if path.parent != STATIC_DIR or not path.is_file() or path.name == "index.html":
-            return JSONResponse({"error": {"code": "dev.not_found",
+            return JSONResponse({"error": {"code": str(Code.DEV_NOT_FOUND),
                                            "message": f"no dashboard file {name}"}},
-                                status_code=404)
+                                status_code=Code.DEV_NOT_FOUND.http_status)
         return FileResponse(path, media_type=_CONTENT_TYPES.get(path.suffix, "text/plain"),
                             headers=SECURITY_HEADERS)
 

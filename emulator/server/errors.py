@@ -1,35 +1,84 @@
-"""The admin API's error, and the one table from an error's code to the HTTP status it is
-answered with: every refusal of the admin API and of the dashboard is
-``{"error": {"code", "message", "hint"}}``."""
+"""The admin API's errors: every refusal of the admin API and of the dashboard is
+``{"error": {"code", "message", "hint"}}``, answered with the HTTP status its code's entry in
+the catalogue (``emulator/error_codes.py``) gives."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.responses import JSONResponse
 
-from emulator.errors import DynwfError, ValidationError
-
-#: error code (or its last part) -> HTTP status; anything else from user input is 400
-STATUS_OF = {
-    "instance.not_found": 404, "state.not_found": 404, "tenant.not_found": 404,
-    "instance.already_exists": 409, "instance.ambiguous": 409, "instance.cannot_terminate": 409,
-    "instance.not_running": 409, "instance.finished": 409, "instance.invalid_transition": 409,
-    "admin.forbidden": 403, "admin.token": 401, "admin.too_large": 413,
-}
+from emulator.error_codes import Code, http_status
+from emulator.errors import DynwfError
+from emulator.rules.limits import MAX_ID_LENGTH
 
 
 class AdminError(DynwfError):
-    """A request the admin API or the dashboard refuses: not addressed to this machine, without
-    the token, or with input that is not what the route takes."""
+    """A request the admin API refuses: a field, a value, a body."""
 
-    code = "admin.invalid"
+    code = Code.ADMIN_INVALID
 
 
-def _status_for(exc: DynwfError) -> int:
-    if exc.code in STATUS_OF:
-        return STATUS_OF[exc.code]
-    return 400 if isinstance(exc, ValidationError) or exc.code.endswith(("invalid", "invalid_id",
-                                                                        "invalid_type")) else 500
+class ForbiddenError(AdminError):
+    """A request to ``what`` (the admin API, the dashboard) not addressed to this machine."""
+
+    code = Code.ADMIN_FORBIDDEN
+
+    def __init__(self, *, what: str) -> None:
+        super().__init__(f"{what} answers only requests addressed to this machine's loopback")
+
+
+class TokenError(AdminError):
+    """A state-changing request without the session's token."""
+
+    code = Code.ADMIN_TOKEN
+
+    def __init__(self, header: str) -> None:
+        super().__init__(f"missing or wrong {header} header",
+                         hint="read it from the state directory's admin-token file")
+
+
+class TooLargeError(AdminError):
+    """``what`` is over its limit of ``limit`` bytes."""
+
+    code = Code.ADMIN_TOO_LARGE
+
+    def __init__(self, *, what: str, limit: int) -> None:
+        super().__init__(f"{what} is over the {limit:,} byte limit")
+
+
+class InvalidTenantError(AdminError):
+    """A ``tenant`` that is not an id (so never a path)."""
+
+    code = Code.TENANT_INVALID
+
+    def __init__(self, *, shown: str) -> None:
+        super().__init__(f"'tenant' must be a tenant id: 1-{MAX_ID_LENGTH} characters matching "
+                         f"^[a-zA-Z0-9_][a-zA-Z0-9-_]*$, not {shown}")
+
+
+class UnknownTenantError(AdminError):
+    """A tenant with no folder in ``tenants/``; the hint names the ``known`` ones."""
+
+    code = Code.TENANT_NOT_FOUND
+
+    def __init__(self, *, tenant: str, known: list[str]) -> None:
+        self.tenant = tenant
+        super().__init__(f"no tenant '{tenant}': tenants/{tenant}/ does not exist",
+                         hint="the tenants are " + ", ".join(known) if known
+                         else "add the tenant's folder to tenants/")
+
+
+class PlaygroundCodeMissingError(DynwfError):
+    """A playground instance of ``tenant`` whose scratch code is gone from the state directory."""
+
+    code = Code.PLAYGROUND_CODE_MISSING
+
+    def __init__(self, *, tenant: Any) -> None:
+        super().__init__(f"the playground code of '{tenant}' is gone from the state directory",
+                         hint="run it again from the dashboard's playground")
 
 
 def error_response(exc: DynwfError, status: int | None = None) -> JSONResponse:
-    return JSONResponse({"error": exc.to_dict()}, status_code=status or _status_for(exc))
+    """The answer for ``exc``: its code, message and hint, with its code's status."""
+    return JSONResponse({"error": exc.to_dict()}, status_code=status or http_status(exc.code))

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
-from emulator.server.errors import AdminError
+from emulator.server.errors import ForbiddenError, TokenError
 
 TOKEN_FILE = "admin-token"
 TOKEN_HEADER = "x-dynwf-token"
@@ -65,12 +65,10 @@ def check_loopback(request: Request, who: str) -> None:
     names what answers, for the message."""
     if not is_local(request.headers.get("host")) or (
             "origin" in request.headers and not is_local(request.headers["origin"])):
-        raise AdminError(f"{who} answers only requests addressed to this machine's loopback",
-                         code="admin.forbidden")
+        raise ForbiddenError(what=who)
 
 
 def check_token(request: Request, token: str) -> None:
     """Refuse (``admin.token``) a state-changing request without the session's token."""
     if not has_token(request, token):
-        raise AdminError(f"missing or wrong {TOKEN_HEADER} header", code="admin.token",
-                         hint="read it from the state directory's admin-token file")
+        raise TokenError(TOKEN_HEADER)

@@ -16,8 +16,8 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 
 from emulator.errors import DynwfError
-from emulator.rules.limits import MAX_ID_LENGTH, is_valid_id
-from emulator.server.errors import AdminError
+from emulator.rules.limits import is_valid_id
+from emulator.server.errors import AdminError, InvalidTenantError, TooLargeError, UnknownTenantError
 
 MAX_BODY = 2 * 1024 * 1024
 #: How much of a body over :data:`MAX_BODY` is read (and dropped) before it is refused.
@@ -61,7 +61,7 @@ async def read_body(request: Request) -> bytes:
 
 
 def _too_large(what: str) -> DynwfError:
-    return AdminError(f"{what} is over the {MAX_BODY:,} byte limit", code="admin.too_large")
+    return TooLargeError(what=what, limit=MAX_BODY)
 
 
 def _no_constant(name: str) -> Any:
@@ -149,16 +149,11 @@ def check_tenant(tenants_dir: Path, tenant: Any) -> str:
     """``tenant`` when it names one of the project's tenants: an id (so never a path), and a
     folder of ``tenants/`` when the project keeps its tenants there."""
     if not is_valid_id(tenant):
-        raise AdminError(f"'tenant' must be a tenant id: 1-{MAX_ID_LENGTH} characters matching "
-                         f"^[a-zA-Z0-9_][a-zA-Z0-9-_]*$, not {shown(tenant)}",
-                         code="tenant.invalid")
+        raise InvalidTenantError(shown=shown(tenant))
     if tenants_dir.is_dir() and not (tenants_dir / tenant).is_dir():
         known = sorted(path.name for path in tenants_dir.iterdir()
                        if path.is_dir() and is_valid_id(path.name))
-        raise AdminError(f"no tenant '{tenant}': tenants/{tenant}/ does not exist",
-                         code="tenant.not_found",
-                         hint="the tenants are " + ", ".join(known) if known
-                         else "add the tenant's folder to tenants/")
+        raise UnknownTenantError(tenant=tenant, known=known)
     return tenant
 
 

@@ -25,7 +25,7 @@ from emulator.analysis.lint import lint_tenant_source
 from emulator.analysis.outline import DEFAULT_ENTRY_CLASS
 from emulator.config.model import Diagnostic
 from emulator.engine import WorkflowDefinition
-from emulator.errors import DynwfError
+from emulator.server.errors import PlaygroundCodeMissingError
 from emulator.host import ProjectHost
 from emulator.loader import WorkerLoader
 
@@ -126,9 +126,7 @@ class _PlaygroundRunner:
             tenant = metadata.get("tenantId") if isinstance(metadata, dict) else None
             source = playground_source(host, tenant)
             if source is None:
-                raise DynwfError(f"the playground code of '{tenant}' is gone from the state "
-                                 "directory", code="playground.code_missing",
-                                 hint="run it again from the dashboard's playground")
+                raise PlaygroundCodeMissingError(tenant=tenant)
 
             def code() -> dict[str, Any]:
                 binding = _dispatcher_binding_impl(
