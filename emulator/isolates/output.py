@@ -20,30 +20,44 @@ LINE_BYTES = 16 * 1024
 QUOTA_BYTES = 1024 * 1024
 
 
-class OutputReader(asyncio.Protocol):
-    """Reads one isolate's output pipe into the pool's log sink."""
+class OutputReader:
+    """Reads one isolate's output pipe into the pool's log sink. Registered with the event loop
+    directly (no transport to wait for): a load does not pay a loop iteration for it."""
 
-    def __init__(self, key: str, sink: LogSink | None) -> None:
+    def __init__(self, fd: int, key: str, sink: LogSink | None) -> None:
         self.key = key
         self._sink = sink
+        self._fd = fd
         self._pending = b""
         self.received = 0
         self.dropped = 0
-        self.transport: asyncio.ReadTransport | None = None
+        os.set_blocking(fd, False)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(fd, self._readable)
 
     @classmethod
-    async def open(cls, fd: int, key: str, sink: LogSink | None) -> "OutputReader":
-        reader = cls(key, sink)
-        pipe = os.fdopen(fd, "rb", buffering=0)
-        try:
-            await asyncio.get_running_loop().connect_read_pipe(lambda: reader, pipe)
-        except BaseException:
-            pipe.close()
-            raise
-        return reader
+    def start(cls, fd: int, key: str, sink: LogSink | None) -> "OutputReader":
+        return cls(fd, key, sink)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.data_received(data)
+        else:
+            self._flush()
+            self.close()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self._flush()
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = -1
 
     def data_received(self, data: bytes) -> None:
         room = QUOTA_BYTES - self.received
@@ -64,17 +78,6 @@ class OutputReader(asyncio.Protocol):
             self._flush()
             self._emit(f"[output truncated: this isolate wrote more than {QUOTA_BYTES:,} bytes "
                        "to its standard output and error; the rest is dropped]".encode())
-
-    def eof_received(self) -> bool:
-        self._flush()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._flush()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
 
     def _flush(self) -> None:
         if self._pending:

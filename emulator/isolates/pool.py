@@ -235,7 +235,7 @@ class IsolatePool:
         peer = Peer(transport.write, HostRoot(key, self.log_sink, outbound),
                     name=f"the isolate of '{key}'", incoming=FROM_ISOLATE)
         isolate = Isolate(key, pid, peer, transport, on_idle=self._room_changed)
-        isolate.output = await OutputReader.open(output, key, self.log_sink)
+        isolate.output = OutputReader.start(output, key, self.log_sink)
         loop = asyncio.get_running_loop()
         isolate.reader = loop.create_task(transport.serve(
             peer, on_lost=lambda reason: self._lost(isolate, reason)))
@@ -391,6 +391,8 @@ class IsolatePool:
             self._sweeper.cancel()
         for isolate in [*self._live.values(), *self._retired]:
             isolate.kill()
+            if isolate.output is not None:
+                isolate.output.close()
         readers = list(self._readers)
         for reader in readers:
             reader.cancel()
