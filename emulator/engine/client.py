@@ -142,9 +142,10 @@ class StepClient:
                          if k not in self._visited and step.status in ("done", "failed")), None)
         if expected is not None:
             raise WorkflowFatalError(
-                f"replay does not match the steps this instance recorded: expected {show_step(expected)} "
-                f"but the code now runs {show_step(key)} (the tenant's code changed from "
-                f"{self.code_version} to {self.running_version} since the instance started; "
+                "replay does not match the steps this instance recorded: expected "
+                f"{show_step(expected)} but the code now runs {show_step(key)} (the tenant's code "
+                f"changed from {self.code_version} to {self.running_version} since the instance "
+                "started; "
                 "restart it to run the new code from the top)", code="replay.mismatch")
 
     def _replayed(self, key: StepKey) -> None:

@@ -137,8 +137,8 @@ class StepBackendTarget(RpcTarget):
         if (duration_ms is None) == (due is None):
             raise ProtocolViolation("sleep needs either a duration or an end time")
         if duration_ms is not None and not 0 <= duration_ms <= MAX_SLEEP_MS:
-            raise DurationError(f"{show_step(key)} of {_shown_int(duration_ms)} ms is outside the allowed range of "
-                                f"0 to {MAX_SLEEP_MS:,} ms (365 days)")
+            raise DurationError(f"{show_step(key)} of {_shown_int(duration_ms)} ms is outside the "
+                                f"allowed range of 0 to {MAX_SLEEP_MS:,} ms (365 days)")
         if due is not None:
             now = self._backend.now_ms()
             if due - now > MAX_SLEEP_MS:
@@ -152,8 +152,8 @@ class StepBackendTarget(RpcTarget):
         _typed(timeout_ms, int, "an event wait's timeout")
         check_event_type(event_type)
         if not MIN_EVENT_TIMEOUT_MS <= timeout_ms <= MAX_SLEEP_MS:
-            raise DurationError(f"{show_step(key)} timeout of {_shown_int(timeout_ms)} ms is outside the allowed "
-                                "range of 1 second to 365 days")
+            raise DurationError(f"{show_step(key)} timeout of {_shown_int(timeout_ms)} ms is outside "
+                                "the allowed range of 1 second to 365 days")
         return self._backend.wait_for_event(key, event_type, timeout_ms)
 
     def log(self, key: Any, level: str, message: str) -> None:

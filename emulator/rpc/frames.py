@@ -55,7 +55,6 @@ from dataclasses import dataclass
 from itertools import compress
 from typing import Any
 
-from emulator.engine.limits import MAX_PAYLOAD_BYTES
 from emulator.errors import PayloadTooDeepError, PayloadTooLargeError
 from emulator.rpc import codec
 from emulator.rpc.errors import ProtocolViolation

@@ -34,7 +34,7 @@ from typing import Any, Callable
 from emulator.engine.limits import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_NAME_CHARS
 from emulator.engine.limits import cut_text as cut
 from emulator.rpc import codec, frames
-from emulator.rpc.errors import ConnectionLost, ProtocolError, ProtocolViolation
+from emulator.rpc.errors import ProtocolError, ProtocolViolation
 from emulator.rpc.frames import FROM_HOST, FrameRules
 from emulator.rpc.target import RpcTarget
 
