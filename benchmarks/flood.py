@@ -81,8 +81,8 @@ from workers import WorkerEntrypoint, WorkflowEntrypoint
 ''' + FRAME_BUILDERS + '''
 
 def connection():
-    for thing in gc.get_objects():
-        if type(thing).__name__ == "StreamTransport":
+    for thing in gc.get_objects():  # the live one, not one closed after the warm-up
+        if type(thing).__name__ == "StreamTransport" and not thing.writer.is_closing():
             return thing
     raise RuntimeError("no RPC connection found")
 

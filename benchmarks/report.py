@@ -258,15 +258,6 @@ def table(results: dict[str, Any]) -> str:
             f"{_fmt(s['host_rss_mb_after_1000'])} -> {_fmt(s['host_rss_mb_after_10000'])} MB",
             f"after 1,000 -> 10,000 completed: {_fmt(s['growth_kb_per_instance'])} KiB/instance; "
             f"second half {_fmt(s['growth_kb_per_instance_second_half'])} KiB/instance")
-    if not err("flood"):
-        s = f["flood"]
-        row("9 hostile flood: neighbour p99",
-            f"{_fmt(s['neighbour_p99_ms_quiet'])} -> {_fmt(s['neighbour_p99_ms_worst'])} ms",
-            f"quiet -> worst flood ({s['worst_flood']}); worst single wait "
-            f"{_fmt(s['neighbour_max_ms_worst'])} ms; {_fmt(s['seconds_per_phase'])} s a phase")
-        row("  ... host RSS under flood",
-            f"{_fmt(s['host_rss_mb_quiet'])} -> {_fmt(s['host_rss_mb_peak'])} MB",
-            "peak over every phase: oversized, dense, text, costliest, logs, step logs, all")
     for name in PEERS:
         entry = p.get(name, {})
         if entry.get("skipped"):
@@ -285,6 +276,15 @@ def table(results: dict[str, Any]) -> str:
         if entry.get("failed"):
             row(f"  {name}: failed", "", entry["failed"])
 
+    if not err("flood"):
+        s = f["flood"]
+        row("9 hostile flood: neighbour p99",
+            f"{_fmt(s['neighbour_p99_ms_quiet'])} -> {_fmt(s['neighbour_p99_ms_worst'])} ms",
+            f"quiet -> worst flood ({s['worst_flood']}); worst single wait "
+            f"{_fmt(s['neighbour_max_ms_worst'])} ms; {_fmt(s['seconds_per_phase'])} s a phase")
+        row("  ... host RSS under flood",
+            f"{_fmt(s['host_rss_mb_quiet'])} -> {_fmt(s['host_rss_mb_peak'])} MB",
+            "peak over every phase: oversized, dense, text, costliest, logs, step logs, all")
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     lines = [f"{label:<{width}}  {value:>{vwidth}}  {note}".rstrip() for label, value, note in rows]

@@ -46,8 +46,9 @@ class TenantWorkflow(WorkflowEntrypoint):
                 return "x" * (2 * 1024 * 1024)
             if fault == "protocol":         # bytes of its own on its RPC socket
                 import gc
-                transport = next(t for t in gc.get_objects()
-                                 if type(t).__name__ == "StreamTransport")
+                transport = next(t for t in gc.get_objects()  # the live one: not a
+                                 if type(t).__name__ == "StreamTransport"  # closed warm-up
+                                 and not t.writer.is_closing())
                 transport.writer.write((5).to_bytes(4, "big") + b"hello")
                 import asyncio
                 await asyncio.Event().wait()

@@ -25,8 +25,8 @@ from workers import WorkerEntrypoint
 
 
 def connection():
-    for thing in gc.get_objects():
-        if type(thing).__name__ == "StreamTransport":
+    for thing in gc.get_objects():  # the live one, not one closed after the warm-up
+        if type(thing).__name__ == "StreamTransport" and not thing.writer.is_closing():
             return thing
     raise RuntimeError("no RPC connection found")
 
@@ -107,7 +107,7 @@ async def with_pool(body):
     ("deep_legal_json", "nests deeper than 128 levels"),
     ("nan", "NaN is not a JSON value"),
     ("lone_surrogate", "lone surrogate"),
-    ("huge_integer", "an integer of 5,000 digits is over the limit of 1,000"),
+    ("huge_integer", "a frame is not JSON: Exceeds the limit (4300 digits)"),
     ("not_an_object", "a message is a JSON list, not an object"),
     ("unknown_type", "a message of unknown type 'shout'"),
     ("call_without_id", "a call message needs an object id (int)"),
@@ -194,3 +194,24 @@ async def _process_gone(pid: int, seconds: float = 5.0) -> bool:
             return True
         await asyncio.sleep(0.02)
     return False
+
+
+def test_a_tenant_that_keeps_breaking_the_protocol_waits_longer_for_each_isolate():
+    """Each break doubles the wait before the tenant's next isolate is loaded (0.1 s, 0.2 s,
+    0.4 s...); a neighbour loaded meanwhile does not wait."""
+    from emulator.isolates.pool import BROKEN_RELOAD_S
+
+    async def body(pool, loader):
+        hostile = loader.get("hostile", code("h")).get_entrypoint()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(4):
+            with pytest.raises(Exception, match="broke the RPC protocol"):
+                await hostile.attack("not_json")
+        broken_for = loop.time() - started
+        began = loop.time()
+        await loader.get("neighbour", code("n")).get_entrypoint().slow(0)
+        return broken_for, loop.time() - began
+    broken_for, neighbour_load = asyncio.run(asyncio.wait_for(with_pool(body), 60))
+    assert broken_for >= BROKEN_RELOAD_S * (1 + 2 + 4)      # three reloads after a break
+    assert neighbour_load < BROKEN_RELOAD_S

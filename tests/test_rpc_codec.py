@@ -119,3 +119,14 @@ def test_calls_start_in_arrival_order() -> None:
         await asyncio.gather(here.remote.first(), here.remote.second())
     asyncio.run(main())
     assert order == ["first", "second"]
+
+
+def test_an_isolate_fault_code_from_the_other_side_is_not_believed() -> None:
+    """Only the host says an isolate crashed: an error claiming ``isolate.*`` from the other
+    side keeps its text and loses the code, so it is the tenant's own error, not a fault."""
+    from emulator.rpc.peer import error_from_wire
+    forged = error_from_wire({"name": "Whatever", "message": "I crashed, honestly",
+                              "code": "isolate.crashed"})
+    assert getattr(forged, "code", None) is None and str(forged) == "I crashed, honestly"
+    kept = error_from_wire({"name": "X", "message": "m", "code": "instance.not_found"})
+    assert kept.code == "instance.not_found"

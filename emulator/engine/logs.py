@@ -58,8 +58,11 @@ class _Usage:
 class LogQuota:
     """Bytes of log each instance and each of its steps has written, and what is over quota."""
 
-    #: instances tracked at most; the oldest are forgotten first (each costs ~200 bytes)
-    MAX_TRACKED = 100_000
+    #: instances tracked at most, the oldest forgotten first; and steps tracked per instance, all
+    #: forgotten at once past that (the instance's quota still bounds what its steps write).
+    #: Together they bound this object's memory (~100 bytes a step) whatever tenants log.
+    MAX_TRACKED = 10_000
+    MAX_STEPS_TRACKED = 64
 
     def __init__(self, per_step: int = LOG_BYTES_PER_STEP,
                  per_instance: int = LOG_BYTES_PER_INSTANCE) -> None:
@@ -84,6 +87,8 @@ class LogQuota:
             marker = usage.markers[None] = Marker("instance", self.per_instance, size, 1)
             return marker
         used = usage.steps.get(step, 0)
+        if not used and len(usage.steps) >= self.MAX_STEPS_TRACKED:
+            usage.steps.clear()
         if step is not None and used + size > self.per_step:
             marker = usage.markers[step] = Marker("step", self.per_step, size, 1)
             return marker

@@ -21,8 +21,9 @@ buckets per connection, refilled with loop time:
 
 When a bucket runs dry the host stops reading from that isolate's socket (frames already read wait
 in its buffer) until the bucket is back at zero; its neighbours' sockets are read as usual.
-Measured with ``python -m benchmarks.flood``: the neighbour's p99 stays within a few tens of ms
-under each flood, its worst single wait is one such frame.
+Measured with ``python -m benchmarks.flood`` (15 s a flood): a neighbour's p99 went from 6.2 ms
+with no flood to at most 13.2 ms under any flood; its worst single wait was one costliest frame
+(175 ms), met once in 7,794 instances.
 """
 
 from __future__ import annotations

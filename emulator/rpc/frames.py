@@ -26,8 +26,9 @@ Chosen, for frames from an isolate (:data:`FROM_ISOLATE`); breaking any rule is 
   step result is JSON in a string, which the host parses again to check it). Together with the
   integer bound these cap the costliest frame the host accepts at ~110 ms here (64 Ki lists
   nested 100 deep and 254 Ki ``1e-300``), and the memory its values take at a few tens of MB;
-- integers of at most :data:`MAX_INT_DIGITS` digits (parsing one is quadratic), checked one by
-  one only in a frame whose text holds such a run of digits (a translation and a search in C);
+- in the same frames, integers of at most :data:`MAX_INT_DIGITS` digits (parsing one is
+  quadratic), checked one by one only when the text holds such a run of digits (a translation
+  and a search in C); a smaller frame holds too few to matter, up to Python's own 4,300;
 - nesting of at most :data:`MAX_DEPTH` levels (the admin API allows bodies 100 deep; the message
   envelope adds a few): first from the brackets, by removing innermost pairs in C; the decoded
   value is walked (breadth first, no recursion) only when the brackets say deeper. A
@@ -72,7 +73,7 @@ MAX_FRAME_SEPARATORS = 256 * KiB
 MAX_FRAME_CONTAINERS = 64 * KiB
 #: Nesting levels a frame from an isolate may hold, the message envelope included.
 MAX_DEPTH = 128
-#: Digits an integer in a frame from an isolate may have (parsing one is quadratic in them).
+#: Digits an integer in a large frame from an isolate may have (parsing one is quadratic).
 MAX_INT_DIGITS = 1000
 
 
@@ -126,11 +127,14 @@ def decode(frame: bytes | bytearray, rules: FrameRules) -> tuple[Any, bool]:
         except (ValueError, RecursionError) as exc:
             raise ProtocolViolation(f"a frame is not JSON: {exc}") from None
     containers = frame.count(b"[") + frame.count(b"{")
-    problem = _count_problem(frame, containers)
-    if problem:
-        raise ProtocolViolation(f"a frame of {len(frame):,} bytes {problem}")
-    # a run of digits somewhere (in a string, most likely): parse integers one by one, bounded
-    decoder = _STRICT_SHORT_INTS if _LONG_DIGIT_RUN in frame.translate(_DIGITS) else _STRICT
+    decoder = _STRICT
+    if len(frame) > SCAN_FROM_BYTES:
+        problem = _count_problem(frame, containers)
+        if problem:
+            raise ProtocolViolation(f"a frame of {len(frame):,} bytes {problem}")
+        # a long run of digits somewhere (in a string, most likely): parse integers one by one
+        if _LONG_DIGIT_RUN in frame.translate(_DIGITS):
+            decoder = _STRICT_SHORT_INTS
     try:
         message = decoder.decode(text)
     except RecursionError:
@@ -159,26 +163,24 @@ def check_outgoing(data: bytes, message: Any, rules: FrameRules, what: str) -> N
     if not rules.strict:
         return
     containers = data.count(b"[") + data.count(b"{")
-    problem = _count_problem(data, containers)
-    if problem:
-        raise PayloadTooLargeError(f"{what} take {size:,} bytes and {problem} for one message to "
-                                   "the host", hint="send fewer values, or store them elsewhere")
-    if _LONG_DIGIT_RUN in data.translate(_DIGITS):
-        try:
-            _STRICT_SHORT_INTS.decode(data.decode())
-        except ValueError as exc:
-            raise PayloadTooLargeError(f"{what} cannot be sent to the host: {exc}") from None
+    if size > SCAN_FROM_BYTES:
+        problem = _count_problem(data, containers)
+        if problem:
+            raise PayloadTooLargeError(f"{what} take {size:,} bytes and {problem} for one message "
+                                       "to the host", hint="send fewer values, or store them elsewhere")
+        if _LONG_DIGIT_RUN in data.translate(_DIGITS):
+            try:
+                _STRICT_SHORT_INTS.decode(data.decode())
+            except ValueError as exc:
+                raise PayloadTooLargeError(f"{what} cannot be sent to the host: {exc}") from None
     if containers > MAX_DEPTH and _nests_deeper(data, message):
         raise PayloadTooDeepError(f"{what} nest deeper than the {MAX_DEPTH} levels a message to "
                                   "the host may hold")
 
 
 def _count_problem(frame: bytes | bytearray, containers: int) -> str | None:
-    """What is wrong with the counts of a frame's structural characters, if anything. They
-    bound what parsing it can cost (and the memory its values take), and are counted, in C,
-    only from :data:`SCAN_FROM_BYTES` up: a smaller frame cannot hold too many."""
-    if len(frame) <= SCAN_FROM_BYTES:
-        return None
+    """What is wrong with the counts of a large frame's structural characters, if anything.
+    They bound what parsing it can cost and the memory its values take."""
     if containers > MAX_FRAME_CONTAINERS:
         return (f"holds {containers:,} lists and objects ('[' and '{{'), over the limit of "
                 f"{MAX_FRAME_CONTAINERS:,}")

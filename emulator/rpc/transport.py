@@ -79,7 +79,13 @@ class StreamTransport:
         the connection ended here (None: the other side closed it) and returns what calls still
         in flight fail with."""
         self.peer = peer
-        peer.on_break = self._protocol.end
+        told = peer.on_break   # whoever else wants to know, told after the connection is ended
+
+        def on_break(error: ProtocolError) -> None:
+            self._protocol.end(error)
+            if told is not None:
+                told(error)
+        peer.on_break = on_break
         try:
             self._protocol.deliver()
             reason = await self._protocol.lost

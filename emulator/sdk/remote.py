@@ -23,7 +23,7 @@ from emulator.rules.limits import (MAX_CODE_VERSION_CHARS, MAX_CONFIG_JSON_BYTES
                                     check_step_name, step_output_too_large, utf8_size)
 from emulator.rules.logs import LogLevel
 from emulator.sdk.mocks import StepMocks
-from emulator.rules.retries import StepConfig, config_from_wire
+from emulator.rules.retries import DEFAULT_STEP_CONFIG, StepConfig, config_from_wire
 from emulator.sdk.step import WorkflowStep
 from emulator.errors import DurationError, NotSerialisableError, StepCallError, StepConfigError
 from emulator.rpc.errors import ProtocolViolation
@@ -71,7 +71,9 @@ class StepBackendTarget(RpcTarget):
     def __init__(self, client: StepClient) -> None:
         self._client = client
         self._backend = client.backend
-        self._names: set[str] = set()   # step names already checked
+        self._keys: set[StepKey] = set()             # step keys already checked
+        self._config_text: str | None = None         # the last config checked, and its value
+        self._config_checked = DEFAULT_STEP_CONFIG
 
     def __rpc_describe__(self) -> tuple[str, dict[str, Any]]:
         cache = [[list(key), step.to_wire()] for key, step in self._client.cache.items()]
@@ -94,20 +96,22 @@ class StepBackendTarget(RpcTarget):
     def begin(self, key: Any, attempt: int, config_json: str) -> None:
         key = self._step_key(key, "do")
         config = self._config(config_json)
-        self._backend.begin(key, self._attempt(attempt, config), config.json)
+        self._check_attempt(attempt, config)
+        self._backend.begin(key, attempt, config.json)
 
     def settle(self, key: Any, attempt: int, config_json: str, result: str | None,
                error: dict[str, str] | None, retryable: bool) -> Awaitable[dict[str, Any]]:
         key = self._step_key(key, "do")
         config = self._config(config_json)
-        attempt = self._attempt(attempt, config)
-        _typed(retryable, bool, "retryable")
-        if (result is None) == (error is None):
-            raise ProtocolViolation("settle needs either a result or an error")
-        if result is not None:
+        self._check_attempt(attempt, config)
+        if type(retryable) is not bool:
+            _typed(retryable, bool, "retryable")
+        if result is not None and error is None:
             self._check_result(key, result)
-        else:
+        elif error is not None and result is None:
             self._check_error(error)
+        else:
+            raise ProtocolViolation("settle needs either a result or an error")
         return self._backend.settle(key, attempt, config.json, result, error, retryable)
 
     def await_retry(self, key: Any) -> Awaitable[None]:
@@ -132,8 +136,7 @@ class StepBackendTarget(RpcTarget):
             raise ProtocolViolation("sleep needs either a duration or an end time")
         if duration_ms is not None and not 0 <= duration_ms <= MAX_SLEEP_MS:
             raise DurationError(f"{show_step(key)} of {_shown_int(duration_ms)} ms is outside the "
-                                "allowed range of "
-                                f"0 to {MAX_SLEEP_MS:,} ms (365 days)")
+                                f"allowed range of 0 to {MAX_SLEEP_MS:,} ms (365 days)")
         if due is not None:
             now = self._backend.now_ms()
             if due - now > MAX_SLEEP_MS:
@@ -148,15 +151,14 @@ class StepBackendTarget(RpcTarget):
         check_event_type(event_type)
         if not MIN_EVENT_TIMEOUT_MS <= timeout_ms <= MAX_SLEEP_MS:
             raise DurationError(f"{show_step(key)} timeout of {_shown_int(timeout_ms)} ms is outside "
-                                "the allowed "
-                                "range of 1 second to 365 days")
+                                "the allowed range of 1 second to 365 days")
         return self._backend.wait_for_event(key, event_type, timeout_ms)
 
     def log(self, key: Any, level: str, message: str) -> None:
         step = self._step_key(key, None) if key is not None else None
         _typed(level, str, "a log level")
         _typed(message, str, "a log line")
-        self._backend.log(step, LogLevel.parse(level), message[:MAX_LOG_LINE_CHARS])
+        self._backend.log(step, LogLevel.parse(level).value, message[:MAX_LOG_LINE_CHARS])
 
     def replayed(self, key: Any) -> None:
         key = self._step_key(key, None)
@@ -169,37 +171,50 @@ class StepBackendTarget(RpcTarget):
     def _step_key(self, data: Any, kind: str | None) -> StepKey:
         if type(data) is not list or len(data) != 3:
             raise ProtocolViolation(f"a step key is {_type_name(data)}, not [kind, name, count]")
-        step_kind, name, count = data
+        key = (data[0], data[1], data[2])
+        try:
+            known = key in self._keys      # a step's key comes back with each of its calls
+        except TypeError:                  # a list or an object inside: not a key
+            known = False
+        if not known:
+            self._check_key(key)
+            if len(self._keys) >= 10_000:
+                self._keys.clear()
+            self._keys.add(key)
+        if kind is not None and key[0] != kind:
+            raise StepCallError(f"{show_step(key)} cannot be used here: a {kind!r} step is expected")
+        return key
+
+    def _check_key(self, key: tuple[Any, Any, Any]) -> None:
+        step_kind, name, count = key
         if type(step_kind) is not str or type(name) is not str or type(count) is not int:
             raise ProtocolViolation("a step key is not [str, str, int]")
         if step_kind not in KINDS:
             raise ProtocolViolation(f"step kind {_shown(step_kind)} is not one of {', '.join(KINDS)}")
-        if name not in self._names:
-            check_step_name(name)
-            self._names.add(name)
-        key = (step_kind, name, count)
-        if kind is not None and step_kind != kind:
-            raise StepCallError(f"{show_step(key)} cannot be used here: a {kind!r} step is expected")
+        check_step_name(name)
         limit = self._client.step_limit if step_kind == "do" else MAX_WAIT_OCCURRENCES
         if not 1 <= count <= limit:
             raise StepCallError(f"step {step_kind} {_shown(name)}: occurrence {_shown_int(count)} is "
                                 f"outside 1 to {limit:,}")
-        return key
 
     def _config(self, config_json: Any) -> StepConfig:
+        if config_json is self._config_text or config_json == self._config_text:
+            return self._config_checked           # a step's config comes back with each call
         _typed(config_json, str, "a step config")
         if len(config_json) > MAX_CONFIG_JSON_BYTES:
             raise StepConfigError(f"a step config of {len(config_json):,} characters is over the "
                                   f"limit of {MAX_CONFIG_JSON_BYTES:,}")
-        return config_from_wire(config_json)
+        config = config_from_wire(config_json)
+        self._config_text, self._config_checked = config_json, config
+        return config
 
     @staticmethod
-    def _attempt(attempt: Any, config: StepConfig) -> int:
-        _typed(attempt, int, "an attempt number")
+    def _check_attempt(attempt: Any, config: StepConfig) -> None:
+        if type(attempt) is not int:
+            _typed(attempt, int, "an attempt number")
         if not 1 <= attempt <= config.limit + 1:
             raise StepCallError(f"attempt {_shown_int(attempt)} is outside 1 to {config.limit + 1} "
-                                "(the step's "
-                                f"retry limit is {config.limit})")
+                                f"(the step's retry limit is {config.limit})")
         return attempt
 
     @staticmethod
