@@ -50,3 +50,57 @@ def attempt(action):
         return f"{type(exc).__name__}: {exc}"[:300]
     return f"ok: {value!r}"[:300]
 '''
+
+#: A tenant module: every attack the suite makes, each with the Python checks already off.
+ATTACKS = '''
+import os, socket, sys, time
+from disarm import attempt
+
+
+def run_attacks(target, in_thread=False):
+    import fcntl, resource, termios
+    secret, host = target["secret"], target["host_pid"]
+    inf = resource.RLIM_INFINITY
+    attacks = {
+        "read a project file": lambda: open(secret).read(),
+        "read another tenant's source": lambda: open(target["other_source"]).read(),
+        "read the state database": lambda: open(target["database"], "rb").read(16),
+        "write a file": lambda: open(os.path.join(target["folder"], "planted"), "w"),
+        "change a file's mode": lambda: os.chmod(secret, 0o777),
+        "read the host's environment": lambda: open(f"/proc/{host}/environ").read(),
+        "open the terminal": lambda: open("/dev/tty", "w"),
+        "TCP to the host": lambda: socket.create_connection(("127.0.0.1", target["port"]), 2),
+        "UDP out": lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(
+            b"x", ("127.0.0.1", target["port"])),
+        "IPv6 socket": lambda: socket.socket(socket.AF_INET6),
+        "MPTCP socket": lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262),
+        "packet socket": lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW),
+        "netlink socket": lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0),
+        "Unix socket of the host": lambda: socket.socket(socket.AF_UNIX).connect(
+            target["unix_socket"]),
+        "Unix datagram pair": lambda: socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM),
+        "fork": lambda: os.fork(),
+        "spawn a program": lambda: os.posix_spawn("/bin/true", ["true"], {}),
+        "signal the host": lambda: os.kill(host, 0),
+        "signal the process group": lambda: os.kill(0, 0),
+        "lower the host's limits": lambda: resource.prlimit(
+            host, resource.RLIMIT_NOFILE, (1, 1)),
+        "raise its own memory limit": lambda: resource.setrlimit(
+            resource.RLIMIT_AS, (inf, inf)),
+        "renice the host": lambda: os.setpriority(os.PRIO_PROCESS, host, 19),
+        "pin the host to a CPU": lambda: os.sched_setaffinity(host, {0}),
+        "set the clock": lambda: time.clock_settime(time.CLOCK_REALTIME, time.time() + 3600),
+        "set the hostname": lambda: socket.sethostname("hostile"),
+        "an anonymous in-memory file": lambda: os.memfd_create("hidden"),
+        "become root": lambda: os.setuid(0),
+        "load ctypes": lambda: __import__("ctypes").CDLL(None),
+        "read the ctypes extension": lambda: open(target["ctypes_extension"], "rb").read(4),
+        "type into a terminal": lambda: fcntl.ioctl(2, termios.TIOCSTI, b"x"),
+    }
+    if not in_thread:  # shared memory makes a thread of its own in some versions
+        from multiprocessing import shared_memory
+        attacks["shared memory"] = lambda: shared_memory.SharedMemory(create=True, size=1 << 20)
+    results = {name: attempt(action) for name, action in attacks.items()}
+    results["__uid"] = os.getuid()
+    return results
+'''

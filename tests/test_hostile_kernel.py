@@ -20,7 +20,7 @@ from emulator.isolates import sandbox
 from emulator.isolates.pool import IsolateLimits, IsolatePool
 from emulator.isolates.sandbox import Layers
 from emulator.loader import WorkerLoader
-from tests.hostile import DISARM
+from tests.hostile import ATTACKS, DISARM
 
 pytestmark = pytest.mark.skipif(sandbox._sandbox is None or not sys.platform.startswith("linux"),
                                 reason="the kernel layers need Linux and the _sandbox extension")
@@ -30,6 +30,7 @@ TENANT = textwrap.dedent('''
     import os, socket, sys, time
     from workers import WorkerEntrypoint
     from disarm import attempt, disarm
+    from attacks import run_attacks
 
 
     class Default(WorkerEntrypoint):
@@ -88,52 +89,6 @@ TENANT = textwrap.dedent('''
             return dict(os.environ)
 
 
-    def run_attacks(target, in_thread=False):
-        import fcntl, resource, termios
-        secret, host = target["secret"], target["host_pid"]
-        inf = resource.RLIM_INFINITY
-        attacks = {
-            "read a project file": lambda: open(secret).read(),
-            "read another tenant's source": lambda: open(target["other_source"]).read(),
-            "read the state database": lambda: open(target["database"], "rb").read(16),
-            "write a file": lambda: open(os.path.join(target["folder"], "planted"), "w"),
-            "change a file's mode": lambda: os.chmod(secret, 0o777),
-            "read the host's environment": lambda: open(f"/proc/{host}/environ").read(),
-            "open the terminal": lambda: open("/dev/tty", "w"),
-            "TCP to the host": lambda: socket.create_connection(("127.0.0.1", target["port"]), 2),
-            "UDP out": lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(
-                b"x", ("127.0.0.1", target["port"])),
-            "IPv6 socket": lambda: socket.socket(socket.AF_INET6),
-            "MPTCP socket": lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262),
-            "packet socket": lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW),
-            "netlink socket": lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0),
-            "Unix socket of the host": lambda: socket.socket(socket.AF_UNIX).connect(
-                target["unix_socket"]),
-            "Unix datagram pair": lambda: socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM),
-            "fork": lambda: os.fork(),
-            "spawn a program": lambda: os.posix_spawn("/bin/true", ["true"], {}),
-            "signal the host": lambda: os.kill(host, 0),
-            "signal the process group": lambda: os.kill(0, 0),
-            "lower the host's limits": lambda: resource.prlimit(
-                host, resource.RLIMIT_NOFILE, (1, 1)),
-            "raise its own memory limit": lambda: resource.setrlimit(
-                resource.RLIMIT_AS, (inf, inf)),
-            "renice the host": lambda: os.setpriority(os.PRIO_PROCESS, host, 19),
-            "pin the host to a CPU": lambda: os.sched_setaffinity(host, {0}),
-            "set the clock": lambda: time.clock_settime(time.CLOCK_REALTIME, time.time() + 3600),
-            "set the hostname": lambda: socket.sethostname("hostile"),
-            "an anonymous in-memory file": lambda: os.memfd_create("hidden"),
-            "become root": lambda: os.setuid(0),
-            "load ctypes": lambda: __import__("ctypes").CDLL(None),
-            "read the ctypes extension": lambda: open(target["ctypes_extension"], "rb").read(4),
-            "type into a terminal": lambda: fcntl.ioctl(2, termios.TIOCSTI, b"x"),
-        }
-        if not in_thread:  # shared memory makes a thread of its own in some versions
-            from multiprocessing import shared_memory
-            attacks["shared memory"] = lambda: shared_memory.SharedMemory(create=True, size=1 << 20)
-        results = {name: attempt(action) for name, action in attacks.items()}
-        results["__uid"] = os.getuid()
-        return results
 ''')
 
 
@@ -143,7 +98,7 @@ def run(coro):
 
 def code(**extra):
     return lambda: {"compatibility_date": "2026-04-01", "main_module": "index.py",
-                    "modules": {"index.py": TENANT, "disarm.py": DISARM},
+                    "modules": {"index.py": TENANT, "disarm.py": DISARM, "attacks.py": ATTACKS},
                     "global_outbound": None, **extra}
 
 
@@ -355,3 +310,50 @@ def test_the_seccomp_filter_refuses_privileged_calls_even_to_root():
     assert set(outcome) == {*calls, "TIOCSTI"}
     assert {name: value for name, value in outcome.items()
             if value != f"-1/{errno.EPERM}"} == {}
+
+
+# ---- a real dynwf dev: one tenant attacks, every other tenant keeps being served ----------------
+
+MALLORY = textwrap.dedent('''
+    from workers import Response, WorkerEntrypoint
+    from attacks import run_attacks
+    from disarm import disarm
+
+
+    class Default(WorkerEntrypoint):
+        async def fetch(self, request):
+            disarm()
+            return Response.json(run_attacks(await request.json()))
+''')
+
+
+def test_dynwf_dev_keeps_serving_every_other_tenant_while_one_attacks(tmp_path, servers):
+    """The issue's bar: under a real `dynwf dev`, a tenant that switches off the Python checks and
+    tries every attack is refused each time (by the kernel or the host), while another tenant's
+    requests are served before, between and after."""
+    from dev_harness import copy_hello, start
+    project = copy_hello(tmp_path)
+    mallory = project / "tenants" / "mallory"
+    mallory.mkdir()
+    (mallory / "index.py").write_text(MALLORY)
+    (mallory / "disarm.py").write_text(DISARM)
+    (mallory / "attacks.py").write_text(ATTACKS)
+    secret = project / "secret.txt"
+    secret.write_text("the project's secret")
+    dev = start(servers, project, "--no-reload")
+    order = {"items": [{"price": 2.5, "quantity": 2}]}
+    assert dev.post("acme", order)[0] == 200
+    state = project / ".dynwf"
+    import _ctypes
+    target = {"secret": str(secret), "other_source": str(project / "tenants" / "acme" / "index.py"),
+              "database": str(state / "state.sqlite"), "folder": str(project),
+              "port": dev.port, "unix_socket": str(tmp_path / "none.sock"),
+              "host_pid": dev.proc.pid, "ctypes_extension": _ctypes.__file__}
+    for _ in range(3):
+        status, results = dev.post("mallory", target)
+        assert status == 200, results
+        _refused(results)
+        assert dev.post("acme", order)[0] == 200         # the neighbour, between attacks
+    assert secret.read_text() == "the project's secret"
+    assert not (project / "planted").exists()
+    assert dev.proc.poll() is None                       # the dev server itself never fell
