@@ -162,8 +162,8 @@ class Control:
     def restart(self, instance_id: str) -> None:
         """Erase all step state and run again from the top with the same params (any status)."""
         with self.store.write():
-            self.store.get_instance(instance_id)
-            self.store.reset_txn(instance_id, self.clock.now_ms())
+            row = self.store.get_instance(instance_id)
+            self.store.reset_txn(instance_id, row.status, self.clock.now_ms())
         self.on_change(instance_id, "restart")
 
     def wake(self, instance_id: str) -> int:

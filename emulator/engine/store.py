@@ -300,12 +300,17 @@ class Store:
         rows = [InstanceRow(*r) for r in self.conn.execute(sql, (*args, limit))]
         claimed = []
         for row in rows:
-            new_status = states.RUNNING if row.status == states.QUEUED else row.status
-            self.conn.execute(
-                "UPDATE instances SET status = ?, lease_owner = ?, lease_expiry = ?, updated_at = ?, "
-                "started_at = coalesce(started_at, ?) WHERE id = ?",
-                (new_status, owner, lease_until, now, now, row.id))
-            row.status, row.lease_owner, row.lease_expiry = new_status, owner, lease_until
+            if row.status == states.QUEUED:   # a status change: through the one guarded writer
+                self.set_status_txn(row.id, row.status, states.RUNNING, now, lease_owner=owner,
+                                    lease_expiry=lease_until)
+                self.conn.execute("UPDATE instances SET started_at = coalesce(started_at, ?) "
+                                  "WHERE id = ?", (now, row.id))
+                row.status = states.RUNNING
+            else:                             # a lease taken over: the status stays as it is
+                self.conn.execute(
+                    "UPDATE instances SET lease_owner = ?, lease_expiry = ?, updated_at = ? "
+                    "WHERE id = ? AND status = ?", (owner, lease_until, now, row.id, row.status))
+            row.lease_owner, row.lease_expiry = owner, lease_until
             claimed.append(row)
         return claimed
 
@@ -338,15 +343,28 @@ class Store:
                             lease_owner=None, lease_expiry=None)
         self.conn.execute("DELETE FROM timers WHERE instance_id = ?", (row_id,))
 
-    def reset_txn(self, id: str, now: int) -> None:
+    def reset_txn(self, id: str, old: str, now: int) -> None:
         """restart(): erase every step, timer, buffered event and log; queue the instance again
-        under a new generation so writers of the old run are refused."""
-        for table in ("steps", "timers", "events", "logs"):
-            self.conn.execute(f"DELETE FROM {table} WHERE instance_id = ?", (id,))
-        self.conn.execute(
+        under a new generation so writers of the old run are refused. Guarded like a status
+        change: from a status in ``states.RESTART_FROM``, and only if the row still holds ``old``
+        (``old`` is what the caller read; ``unknown`` matches any status this version does not
+        know)."""
+        if old not in states.RESTART_FROM:
+            raise InvalidTransitionError(f"Instance '{id}' cannot be restarted from {old}",
+                                         instance_id=id)
+        known = [s for s in states.ALL if s != states.UNKNOWN]
+        guard, args = (f"status NOT IN ({', '.join('?' * len(known))})", known) \
+            if old == states.UNKNOWN else ("status = ?", [old])
+        cursor = self.conn.execute(
             "UPDATE instances SET status = 'queued', output = NULL, error = NULL, paused_at = NULL, "
             "generation = generation + 1, lease_owner = NULL, lease_expiry = NULL, "
-            "updated_at = ?, started_at = NULL, ended_at = NULL WHERE id = ?", (now, id))
+            f"updated_at = ?, started_at = NULL, ended_at = NULL WHERE id = ? AND {guard}",
+            (now, id, *args))
+        if cursor.rowcount != 1:
+            raise InvalidTransitionError(
+                f"Instance '{id}' is no longer {old}; cannot restart it", instance_id=id)
+        for table in ("steps", "timers", "events", "logs"):
+            self.conn.execute(f"DELETE FROM {table} WHERE instance_id = ?", (id,))
 
     def wake_timers_txn(self, id: str, now: int) -> int:
         """End the instance's sleeps and retry back-offs now (not its event timeouts)."""

@@ -57,6 +57,11 @@ TRANSITIONS: Final[dict[str, frozenset[str]]] = {
 }
 
 
+#: restart() may leave any status, back to ``queued`` under a new generation (§4.6): a reset,
+#: written by its own guarded writer (``Store.reset_txn``), not a transition of the table above.
+RESTART_FROM: Final = frozenset(InstanceStatus)
+
+
 def can_move(old: str, new: str) -> bool:
     return new in TRANSITIONS.get(old, frozenset())
 
