@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from emulator.code_version import code_fingerprint
+from emulator.defaults import POLL_MS
+from emulator.rules.durations import format_ms
 from emulator.rules import states
 from emulator.clock import Clock, SystemClock
 from emulator.engine.control import Control
@@ -300,8 +302,44 @@ class InstanceOps:
         metadata, _params = envelope_of(row)
         if status is None:
             status = self.store.get_instance(row.id).status
-        return {"id": row.id, "tenant": tenant_of(metadata),
-                "tenant_instance_id": visible_id(metadata, row.id), "status": status}
+        result = {"id": row.id, "tenant": tenant_of(metadata),
+                  "tenant_instance_id": visible_id(metadata, row.id), "status": status}
+        return {**result, "next": self.next_move(row.id, status, _command_id(result))}
+
+    def next_move(self, instance_id: str, status: str, named: str) -> str:
+        """One sentence: what moves the instance on from ``status``, with the command that does
+        it (``named``: how a command names the instance). An operation never leaves the reader
+        to guess whether anything will happen next."""
+        if status in (states.QUEUED, states.RUNNING):
+            return (f"{status}: a running dynwf dev runs it (its engine notices within "
+                    f"{POLL_MS} ms); none runs? start one: dynwf dev")
+        if status == states.WAITING:
+            waits = [step.event_type for step in self.store.list_steps(instance_id)
+                     if step.status == "waiting" and step.event_type]
+            if waits:
+                return (f"waiting for an event '{waits[0]}': "
+                        f"dynwf instances send-event {named} --type {waits[0]}")
+            timers = sorted(self.store.timers_of(instance_id), key=lambda t: t.due)
+            if timers:
+                due_in = max(timers[0].due - self.clock.now_ms(), 0)
+                return (f"waiting: due again in {format_ms(due_in)}, then a running dynwf dev "
+                        f"runs it; to run it now: dynwf instances wake {named}")
+            return "waiting: a running dynwf dev runs it when its wait ends"
+        if status == states.WAITING_FOR_PAUSE:
+            return "pausing: it pauses once its steps in flight finish"
+        if status == states.PAUSED:
+            return f"paused: nothing runs it until dynwf instances resume {named}"
+        if states.is_finished(status):
+            return f"{status}: finished, nothing moves it; to run it again: " \
+                   f"dynwf instances restart {named}"
+        return f"{status}: dynwf instances describe {named} says more"
+
+
+def _command_id(result: dict[str, Any]) -> str:
+    """The instance as a command line names it: the tenant's id with ``--tenant``, else the id."""
+    if result["tenant_instance_id"] and isinstance(result["tenant"], str):
+        return f"{result['tenant_instance_id']} --tenant {result['tenant']}"
+    return result["id"]
 
 
 # ---- rows as data -----------------------------------------------------------------------------

@@ -173,3 +173,111 @@ def test_playground_runs_the_sample_and_drives_it_from_the_page(tmp_path, server
     # the scratch code stayed in the state directory, out of the project's tenants/
     assert sorted(p.name for p in (project / "tenants").iterdir()) == ["acme", "globex"]
     assert list((project / ".dynwf" / "playground").glob("*.py"))
+
+
+LOOPY = '''from workers import WorkflowEntrypoint
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        for i in range(2):
+            @step.do(f"fetch {i}")
+            async def fetch():
+                return i
+
+            await fetch()
+            await step.sleep(f"nap {i}", "1 second")
+        return "done"
+'''
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(),
+                    reason="Debian's Chromium is not installed at /usr/bin/chromium")
+def test_the_instance_page_says_what_applies_asks_before_losing_work_and_marks_the_error(
+        tmp_path, servers):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    project = copy_hello(tmp_path)
+    (project / "tenants" / "loopy").mkdir()
+    (project / "tenants" / "loopy" / "index.py").write_text(LOOPY)
+    dev = start(servers, project)
+    token = token_of(project)
+    for tenant in ("globex", "loopy"):
+        assert call(dev, "POST", f"{API}/instances", {"tenant": tenant, "id": f"{tenant}-1"},
+                    token=token)[0] == 201
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                             headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(20_000)
+
+            # steps in the order they ran, not grouped by kind
+            page.goto(dev.url + "/__dynwf/#/instances/loopy-1")
+            expect(page.locator("#instance-status")).to_have_text("complete", timeout=30_000)
+            expect(page.locator("#checklist > li.step")).to_have_count(4)
+            assert page.locator("#checklist > li.step").evaluate_all(
+                "rows => rows.map(r => r.dataset.step)") == ["fetch 0", "nap 0", "fetch 1", "nap 1"]
+            # a finished instance: only restart applies
+            for action, enabled in (("pause", False), ("resume", False), ("terminate", False),
+                                    ("restart", True)):
+                button = page.locator(f'[data-action="{action}"]')
+                expect(button).to_be_enabled() if enabled else expect(button).to_be_disabled()
+
+            # a tenant of the project started from the page; its error is under its step
+            page.goto(dev.url + "/__dynwf/#/instances")
+            expect(page.locator("#start-tenant option")).to_have_count(3)
+            page.select_option("#start-tenant", "acme")
+            page.fill("#start-params", "{not json")
+            page.click("#start")
+            expect(page.locator("#start-error")).to_contain_text("not JSON")
+            page.fill("#start-params", json.dumps({"items": []}))
+            page.click("#start")
+            page.wait_for_url(re.compile(r"#/instances/"))
+            expect(page.locator("#instance-status")).to_have_text("errored", timeout=30_000)
+            failing = page.locator('[data-step="reserve_stock"]')
+            expect(failing).to_have_attribute("data-state", "failed")
+            expect(failing.locator(".step-error")).to_contain_text(
+                "an order needs at least one item")
+            expect(page.locator("#instance-error")).to_be_hidden()
+            expect(page.locator(".facts")).to_contain_text(
+                re.compile(r"Created\s*\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"))
+
+            # restart asks first; cancelling keeps every step
+            page.click('[data-action="restart"]')
+            expect(page.locator("#confirm")).to_contain_text("runs again from the first step")
+            page.click("#confirm-no")
+            expect(page.locator("#confirm")).to_have_count(0)
+            expect(failing).to_have_attribute("data-state", "failed")
+
+            # a waiting instance: pause applies, resume does not; event timeout in words
+            page.goto(dev.url + "/__dynwf/#/instances/globex-1")
+            expect(page.locator("#instance-status")).to_have_text(
+                re.compile("waiting|running"), timeout=30_000)
+            page.click('[data-action="wake"]')
+            expect(page.locator("#instance-status")).to_have_text("waiting", timeout=30_000)
+            expect(page.locator('[data-action="resume"]')).to_be_disabled()
+            expect(page.locator('[data-action="pause"]')).to_be_enabled()
+            expect(page.locator(".timers")).to_contain_text("event timeout of confirm email")
+            expect(page.locator(".timers")).not_to_contain_text("event_timeout")
+
+            # the code changed since it started: said on the page, as by the CLI
+            index = project / "tenants" / "globex" / "index.py"
+            index.write_text(index.read_text() + "\n# changed\n")
+            page.reload()
+            expect(page.locator("#code-changed")).to_contain_text(
+                "the code changed since this instance started")
+
+            # terminate asks too; confirmed, it ends the instance
+            page.click('[data-action="terminate"]')
+            page.click("#confirm-yes")
+            expect(page.locator("#instance-status")).to_have_text("terminated")
+            expect(page.locator('[data-action="terminate"]')).to_be_disabled()
+
+            # a narrow window scrolls the instance table, not the page
+            page.set_viewport_size({"width": 380, "height": 800})
+            page.goto(dev.url + "/__dynwf/#/instances")
+            expect(page.locator("#instances-body tr[data-id]")).to_have_count(3)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 380
+        finally:
+            browser.close()

@@ -333,6 +333,9 @@ def test_send_event_payload_from_a_file_and_buffering(state: State, tmp_path: Pa
     payload = tmp_path / "payload.json"
     payload.write_text('{"from": "file"}')
     result = state.json("send-event", "sleeper", "--type", "later", "--payload", f"@{payload}")
+    # the sleep is a day long, on an engine clock an hour ahead of the command line's
+    assert result.pop("next") == ("waiting: due again in 25h, then a running dynwf dev runs it; "
+                                  "to run it now: dynwf instances wake sleeper --tenant acme")
     assert result == {"id": state.id("acme", "sleeper"), "tenant": "acme",
                       "tenant_instance_id": "sleeper", "status": "waiting", "type": "later"}
     info = state.json("describe", "sleeper")
@@ -366,6 +369,27 @@ def test_bad_payload_is_a_usage_error_with_the_position(state: State, tmp_path: 
 def test_send_event_to_a_finished_instance_is_refused(state: State):
     refused = state.error("send-event", "done-1", "--type", "approval")
     assert refused.code == "instance.not_running"
+
+
+def test_every_change_says_what_moves_the_instance_next(state: State):
+    target = ("order-1", "--tenant", "globex")
+    assert "next: waiting for an event 'approval': dynwf instances send-event order-1 " \
+           "--tenant globex --type approval" in state.ok("wake", *target)
+    assert "next: paused: nothing runs it until dynwf instances resume order-1 --tenant globex" \
+        in state.ok("pause", *target)
+    resumed = state.ok("resume", *target)
+    assert "next: queued: a running dynwf dev runs it" in resumed
+    assert "none runs? start one: dynwf dev" in resumed
+    sent = state.ok("send-event", "order-1", "--tenant", "acme", "--type", "approval")
+    assert "next: queued: a running dynwf dev runs it" in sent
+    state.run_engine()
+    assert state.json("send-event", *target, "--type", "approval")["next"].startswith("queued:")
+    state.run_engine()
+    assert state.status("globex", "order-1") == "complete"
+    assert state.json("terminate", "sleeper")["next"] == (
+        "terminated: finished, nothing moves it; to run it again: "
+        "dynwf instances restart sleeper --tenant acme")
+    assert "next: queued" in state.ok("restart", "sleeper")
 
 
 def test_wake_ends_the_sleep_and_the_engine_proceeds(state: State):

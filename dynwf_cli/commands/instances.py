@@ -438,6 +438,8 @@ def _print_outcome(result: dict[str, Any], verb: str, as_json: bool) -> None:
     text = Text("✓ ", style="ok") + Text(f"{verb} ") + _id_text(result)
     text += Text(" (status ") + _status_text(result["status"]) + Text(")")
     console.print(text, soft_wrap=True)
+    if result.get("next"):
+        console.print(Text("  next: " + result["next"], style="muted"), soft_wrap=True)
 
 
 def _id_text(row: dict[str, Any]) -> Text:

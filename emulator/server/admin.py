@@ -6,6 +6,7 @@ over HTTP, for the dashboard and for scripts.
 | GET | `/__dynwf/api/instances?tenant=&status=&workflow=&limit=` | list |
 | POST | `/__dynwf/api/instances` `{"tenant", "params"?, "id"?, "workflow"?, "metadata"?}` | create |
 | GET | `/__dynwf/api/instances/{id}?tenant=` | describe |
+| GET | `/__dynwf/api/tenants` | the project's tenants (folders of `tenants/`), to start one |
 | POST | `/__dynwf/api/instances/{id}/{pause,resume,terminate,restart,wake}` | lifecycle |
 | POST | `/__dynwf/api/instances/{id}/events` `{"type", "payload"?}` | send an event |
 | GET | `/__dynwf/api/instances/{id}/logs?after=` | log lines |
@@ -41,7 +42,7 @@ from emulator.runtime.dynamic_workflows import wrap_params
 from emulator.error_codes import Code
 from emulator.server.errors import AdminError, TooLargeError, error_response
 from emulator.server.exposure import check_loopback, check_token
-from emulator.server.input import create_metadata, query_number, read_object, shown
+from emulator.server.input import create_metadata, project_tenants, query_number, read_object, shown
 from emulator.server.playground import (MAX_CODE_BYTES, PLAYGROUND_WORKFLOW, SAMPLE_PARAMS,
                                         SCRATCH_PREFIX, code_hash, create_playground_instance,
                                         lint_playground, playground_source, sample_code,
@@ -102,6 +103,9 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
                              f"not {shown(workflow)}")
         instance_id = await host.create_as_tenant(metadata, options, workflow=workflow)
         return JSONResponse(ops.describe(instance_id), status_code=201)
+
+    async def tenants(request: Request) -> Response:
+        return JSONResponse({"tenants": project_tenants(tenants_dir)})
 
     async def describe(request: Request) -> Response:
         return JSONResponse(ops.describe(request.path_params["id"], tenant=param(request, "tenant")))
@@ -197,6 +201,7 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
         Route(f"{API}/playground", guarded(playground, changes=True), methods=["POST"]),
         Route(f"{API}/instances", guarded(list_instances, changes=False), methods=["GET"]),
         Route(f"{API}/instances", guarded(create, changes=True), methods=["POST"]),
+        Route(f"{API}/tenants", guarded(tenants, changes=False), methods=["GET"]),
         Route(f"{API}/instances/{{id}}", guarded(describe, changes=False), methods=["GET"]),
         Route(f"{API}/instances/{{id}}/events", guarded(send_event, changes=True), methods=["POST"]),
         Route(f"{API}/instances/{{id}}/logs", guarded(logs, changes=False), methods=["GET"]),

@@ -145,15 +145,21 @@ def query_number(request: Request, name: str, *, least: int) -> int | None:
     return number
 
 
+def project_tenants(tenants_dir: Path) -> list[str]:
+    """The tenants the project keeps in ``tenants/``: each folder whose name is an id."""
+    if not tenants_dir.is_dir():
+        return []
+    return sorted(path.name for path in tenants_dir.iterdir()
+                  if path.is_dir() and is_valid_id(path.name))
+
+
 def check_tenant(tenants_dir: Path, tenant: Any) -> str:
     """``tenant`` when it names one of the project's tenants: an id (so never a path), and a
     folder of ``tenants/`` when the project keeps its tenants there."""
     if not is_valid_id(tenant):
         raise InvalidTenantError(shown=shown(tenant))
     if tenants_dir.is_dir() and not (tenants_dir / tenant).is_dir():
-        known = sorted(path.name for path in tenants_dir.iterdir()
-                       if path.is_dir() and is_valid_id(path.name))
-        raise UnknownTenantError(tenant=tenant, known=known)
+        raise UnknownTenantError(tenant=tenant, known=project_tenants(tenants_dir))
     return tenant
 
 

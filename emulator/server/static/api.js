@@ -35,6 +35,8 @@ const enc = encodeURIComponent;
 
 export const api = {
   list: (filters = {}) => call("GET", "/instances" + q(filters)),
+  tenants: () => call("GET", "/tenants"),
+  create: (tenant, params) => call("POST", "/instances", { tenant, params }),
   describe: (id) => call("GET", `/instances/${enc(id)}`),
   outline: (id) => call("GET", `/instances/${enc(id)}/outline`),
   logs: (id, after) => call("GET", `/instances/${enc(id)}/logs` + q({ after })),

@@ -1,10 +1,25 @@
 // The dashboard: instances, one instance's checklist, and the playground. Plain DOM, no build.
 import { api, progress, ApiError } from "./api.js";
-import { GLYPHS, buildChecklist, stepDetail, formatMs } from "./checklist.js";
+import { GLYPHS, buildChecklist, stepDetail, formatMs, words } from "./checklist.js";
 
 const STATUSES = ["queued", "running", "paused", "errored", "terminated", "complete", "waiting",
                   "waitingForPause", "unknown"];
 const FINISHED = new Set(["complete", "errored", "terminated"]);
+// For which statuses each action of the instance view applies; its button is disabled otherwise.
+const APPLIES = {
+  pause: (status) => ["running", "waiting", "queued"].includes(status),
+  resume: (status) => ["paused", "waitingForPause"].includes(status),
+  terminate: (status) => !FINISHED.has(status),
+  restart: () => true,
+  wake: (status) => !FINISHED.has(status),
+};
+// The actions that throw work away ask first.
+const CONFIRM = {
+  terminate: "Terminate this instance? It stops for good: steps not run yet never run.",
+  restart: "Restart this instance? Every step's result is erased and it runs again from the first step.",
+};
+const codeChanged = (info) => Boolean(info.current_code_version && info.code_version
+                                      && info.current_code_version !== info.code_version);
 const view = document.getElementById("view");
 let cleanup = () => {};
 
@@ -27,8 +42,9 @@ export function h(tag, attrs = {}, ...children) {
 }
 
 const json = (value) => JSON.stringify(value, null, 2);
-const when = (ms) => (ms ? new Date(ms).toLocaleString() : "—");
-const time = (ms) => (ms ? new Date(ms).toLocaleTimeString() : "");
+// Times as the CLI prints them: UTC, the engine's clock (which fast-forward may run ahead).
+const when = (ms) => (ms ? new Date(ms).toISOString().slice(0, 19).replace("T", " ") : "—");
+const time = (ms) => (ms ? new Date(ms).toISOString().slice(11, 23) : "");
 const badge = (status) => h("span", { class: `badge status-${status}`, "data-status": status }, status);
 
 let toastTimer = null;
@@ -38,6 +54,29 @@ function toast(message, kind = "info") {
   el.className = `toast show ${kind}`;
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => { el.className = "toast"; }, 4000);
+}
+
+// A workflow's error ({name, message, stack?}) as one line, as `dynwf instances describe` shows it.
+function errorLine(error) {
+  if (typeof error === "string") return error;
+  if (error?.message !== undefined) return `${error.name || "Error"}: ${error.message}`;
+  return JSON.stringify(error);
+}
+
+// An in-page confirmation (window.confirm would block the page and every test that drives it).
+function confirmed(question, yes) {
+  return new Promise((resolve) => {
+    const answer = (yes) => () => { dialog.remove(); resolve(yes); };
+    const dialog = h("div", { id: "confirm", class: "confirm", role: "dialog", "aria-modal": "true" },
+      h("div", { class: "confirm-box" },
+        h("p", { id: "confirm-question" }, question),
+        h("div", { class: "row" },
+          h("button", { type: "button", id: "confirm-yes", class: "primary", onclick: answer(true) }, yes),
+          h("button", { type: "button", id: "confirm-no", onclick: answer(false) }, "Cancel"))));
+    dialog.addEventListener("keydown", (e) => { if (e.key === "Escape") answer(false)(); });
+    document.body.append(dialog);
+    dialog.querySelector("#confirm-no").focus();
+  });
 }
 
 function errorText(error) {
@@ -103,14 +142,39 @@ function instancesView(query) {
   tenant.addEventListener("input", update);
   status.addEventListener("change", update);
 
+  // Start an instance of one of the project's tenants (tenants/<id>/), as POST /instances does.
+  const startTenant = h("select", { id: "start-tenant", required: true });
+  const startParams = h("textarea", { id: "start-params", class: "mono", rows: 1, spellcheck: "false" }, "{}");
+  const startError = h("div", { class: "inline-error", id: "start-error" });
+  const startForm = h("form", { id: "start-form", class: "start-form", onsubmit: async (e) => {
+    e.preventDefault();
+    startError.textContent = "";
+    let given;
+    try { given = startParams.value.trim() ? JSON.parse(startParams.value) : {}; }
+    catch (error) { startError.textContent = `The params are not JSON: ${error.message}`; return; }
+    try {
+      const created = await api.create(startTenant.value, given);
+      location.hash = `#/instances/${encodeURIComponent(created.id)}`;
+    } catch (error) { startError.textContent = errorText(error); }
+  } },
+    h("label", {}, "Tenant ", startTenant),
+    h("label", { class: "grow" }, "Params (JSON) ", startParams),
+    h("button", { type: "submit", id: "start", class: "primary" }, "Start"), startError);
+  api.tenants().then(({ tenants }) => {
+    startTenant.replaceChildren(...tenants.map((t) => h("option", { value: t }, t)));
+    if (!tenants.length) startForm.replaceChildren(h("span", { class: "muted" },
+      "This project has no tenants/ folder: start instances from the CLI or the Playground."));
+  }).catch((error) => { startError.textContent = errorText(error); });
+
   view.replaceChildren(
     h("section", { class: "panel" },
       h("div", { class: "row between" }, h("h1", {}, "Instances"), count),
       h("div", { class: "filters" }, h("label", {}, "Tenant ", tenant), h("label", {}, "Status ", status)),
-      h("table", { class: "instances" },
+      h("div", { class: "table-wrap" }, h("table", { class: "instances" },
         h("thead", {}, h("tr", {}, ["Instance", "Tenant", "Workflow", "Status", "Created", "Updated",
                                     "Code version"].map((t) => h("th", {}, t)))),
-        body)));
+        body))),
+    h("section", { class: "panel" }, h("h2", {}, "Start an instance"), startForm));
   refresh();
   const stop = progress(null, (event) => { if (event.kind !== "log") refresh(); }, setLive);
   return stop;
@@ -130,15 +194,23 @@ function instanceView(id) {
   const timers = h("ul", { class: "timers" });
 
   const act = (action) => async () => {
+    if (CONFIRM[action] && !(await confirmed(CONFIRM[action], action))) return;
     try {
       const result = await api.act(id, action);
       toast(`${action}: ${result.status}${result.woken !== undefined ? ` (${result.woken} woken)` : ""}`);
     } catch (error) { toast(`${action} failed: ${errorText(error)}`, "error"); }
     refresh();
   };
-  const buttons = h("div", { class: "actions" }, ["pause", "resume", "terminate", "restart", "wake"].map(
+  const buttons = h("div", { class: "actions" }, Object.keys(APPLIES).map(
     (action) => h("button", { type: "button", "data-action": action, onclick: act(action),
-                              class: action === "terminate" ? "danger" : "" }, action)));
+                              class: CONFIRM[action] ? "danger" : "" }, action)));
+  const enableActions = (status) => {
+    for (const button of buttons.querySelectorAll("button")) {
+      const applies = APPLIES[button.dataset.action](status);
+      button.disabled = !applies;
+      button.title = applies ? "" : `not for a ${status} instance`;
+    }
+  };
 
   const eventType = h("input", { id: "event-type", placeholder: "event type", required: true });
   const eventPayload = h("textarea", { id: "event-payload", class: "mono", rows: 3, spellcheck: "false" }, "{}");
@@ -162,11 +234,11 @@ function instanceView(id) {
 
   const opened = new Set();     // outputs the user expanded stay expanded across updates
   const rowKey = (row) => `${row.kind}/${row.name}/${row.count}`;
-  const renderRow = (row) => {
+  const renderRow = (row, instanceError) => {
     const step = row.step;
     const details = [];
-    if (step?.error) details.push(h("pre", { class: "step-error" },
-      typeof step.error === "string" ? step.error : (step.error.message ? `${step.error.name ?? "Error"}: ${step.error.message}` : json(step.error))));
+    const error = step?.error ?? instanceError;
+    if (error) details.push(h("pre", { class: "step-error" }, errorLine(error)));
     if (step && step.result !== null && step.result !== undefined && step.kind !== "sleep")
       details.push(h("details", { class: "step-output", open: opened.has(rowKey(row)),
                               ontoggle: (e) => { e.target.open ? opened.add(rowKey(row)) : opened.delete(rowKey(row)); } },
@@ -193,7 +265,11 @@ function instanceView(id) {
     const [info, logs] = await Promise.all([api.describe(id), api.logs(id)]);
     lastStatus = info.status;
     const { rows, loose: looseLines } = buildChecklist(outline, info.steps, logs.lines, info.status);
-    checklist.replaceChildren(...rows.map(renderRow));
+    // the instance's error goes under the step that failed last; only an error raised outside
+    // every step is shown on its own
+    const failing = info.error ? rows.findLast((r) => r.state === "failed") : undefined;
+    checklist.replaceChildren(...rows.map((row) => renderRow(row, row === failing ? info.error : null)));
+    enableActions(info.status);
     if (!rows.length) checklist.append(h("li", { class: "muted" }, "No steps yet."));
     loose.replaceChildren(...(looseLines.length ? [h("h3", {}, "Logs outside steps"),
       h("ul", { class: "logs" }, looseLines.map((l) => h("li", { class: `log level-${l.level}` },
@@ -206,18 +282,20 @@ function instanceView(id) {
         h("dt", {}, "Id"), h("dd", { class: "mono" }, info.id),
         h("dt", {}, "Tenant"), h("dd", {}, info.tenant ?? "—"),
         h("dt", {}, "Workflow"), h("dd", {}, info.workflow === "__playground" ? "playground (scratch tenant)" : info.workflow),
-        h("dt", {}, "Code version"), h("dd", { class: "mono" }, info.code_version ?? "—",
-          info.current_code_version && info.code_version && info.current_code_version !== info.code_version
-            ? h("span", { class: "warn" }, ` (code now ${info.current_code_version})`) : ""),
+        h("dt", {}, "Code version"), h("dd", {}, h("span", { class: "mono" }, info.code_version ?? "—"),
+          codeChanged(info)
+            ? h("span", { id: "code-changed", class: "warn" },
+                ` (tenants/${info.tenant}/ is now ${info.current_code_version}: the code changed since this instance started)`)
+            : info.current_code_version && info.code_version ? h("span", { class: "muted" }, " (same as tenants/ now)") : ""),
         h("dt", {}, "Created"), h("dd", {}, when(info.created_at)),
         h("dt", {}, "Updated"), h("dd", {}, when(info.updated_at)),
         outlineFile ? [h("dt", {}, "Code"), h("dd", { class: "mono" }, outlineFile)] : []));
     params.textContent = json(info.params);
     output.textContent = info.output === null || info.output === undefined ? (FINISHED.has(info.status) ? "null" : "—") : json(info.output);
-    errorBox.hidden = !info.error;
-    errorBox.textContent = info.error ? json(info.error) : "";
+    errorBox.hidden = !info.error || failing !== undefined;
+    errorBox.textContent = info.error ? errorLine(info.error) : "";
     timers.replaceChildren(...info.timers.map((t) => h("li", {},
-      `${t.kind} ${t.step.name}: due in ${formatMs(Math.max(0, t.due_in_ms))}`)));
+      `${words(t.kind)} of ${t.step.name}: due ${when(t.due_at)} (in ${formatMs(Math.max(0, t.due_in_ms))})`)));
     if (info.events_buffered) timers.append(h("li", {}, `${info.events_buffered} event(s) buffered`));
     const waiting = info.steps.find((s) => s.status === "waiting" && s.event_type);
     if (waiting && !eventType.value) eventType.value = waiting.event_type;

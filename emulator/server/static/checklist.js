@@ -74,8 +74,31 @@ export function buildChecklist(outline, steps, logs, instanceStatus) {
   if (FINISHED.has(instanceStatus)) {
     for (const row of rows) if (!row.step) row.state = "skipped";
   }
-  return { rows: rows.filter((r) => !r.hidden || r.step), loose };
+  return { rows: inRunOrder(rows.filter((r) => !r.hidden || r.step), steps || []), loose };
 }
+
+// The steps that ran, in the order they were first reached (`steps` comes in the store's seq
+// order); each step not reached stays after the reached step that precedes it in the outline.
+// Placing by the outline alone listed a loop's steps grouped by kind (every step.do, then every
+// sleep), since each new name lands beside the last of its kind.
+function inRunOrder(rows, steps) {
+  const reachedAt = new Map(steps.map((step, index) => [step, index]));
+  const after = new Map();          // reached row (or null: the top) -> rows not reached after it
+  let anchor = null;
+  for (const row of rows) {
+    if (row.step) { anchor = row; continue; }
+    if (!after.has(anchor)) after.set(anchor, []);
+    after.get(anchor).push(row);
+  }
+  const reached = rows.filter((r) => r.step).sort((a, b) => reachedAt.get(a.step) - reachedAt.get(b.step));
+  const ordered = [...(after.get(null) || [])];
+  for (const row of reached) ordered.push(row, ...(after.get(row) || []));
+  return ordered;
+}
+
+// The engine's names for kinds of waits, in words.
+const WORDS = { event_timeout: "event timeout", retry: "retry back-off" };
+export const words = (label) => WORDS[label] ?? String(label).replaceAll("_", " ");
 
 export function stepDetail(row) {
   const step = row.step, o = row.outline;
