@@ -298,6 +298,10 @@ class InstanceOps:
         woken = self.control.wake(row.id)
         return {**self._result(row), "woken": woken}
 
+    def where(self, given: str, *, tenant: str | None = None) -> dict[str, Any]:
+        """The instance's status and what moves it on next, changing nothing."""
+        return self._result(self.resolve(given, tenant))
+
     def _result(self, row: InstanceRow, *, status: str | None = None) -> dict[str, Any]:
         metadata, _params = envelope_of(row)
         if status is None:

@@ -2,6 +2,7 @@
 Typer's CliRunner and through the installed ``dynwf`` (docs/architecture.md §9 exit codes)."""
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -187,3 +188,24 @@ def test_run_from_a_tenants_folder_finds_the_project_above(project, monkeypatch)
     assert result.exit_code == 0, result.output
     assert result_line(result.stdout)["status"] == "complete"
     assert (project / ".dynwf" / "state.sqlite").is_file()     # state beside the config
+
+
+def test_ctrl_c_says_where_the_instance_was_left_and_exits_130(project):
+    process = subprocess.Popen([DYNWF, "run", "--tenant", "sleepy", "--id", "nap-1", "--real-time"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=project, stdin=subprocess.DEVNULL)
+    try:
+        for line in process.stdout:      # NDJSON progress: wait until the instance sleeps
+            event = json.loads(line)
+            if event["kind"] == "instance.status" and event["status"] == "waiting":
+                break
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "interrupted: instance nap-1 of tenant sleepy is kept in the state file" in stderr
+    assert "next: waiting: due again in 364d" in stderr or "next: waiting: due again in 365d" in stderr
+    described = subprocess.run([DYNWF, "instances", "describe", "nap-1", "--tenant", "sleepy",
+                                "--json"], capture_output=True, text=True, timeout=60, cwd=project)
+    assert json.loads(described.stdout)["status"] == "waiting"

@@ -17,7 +17,7 @@ from dynwf_cli.checklist import Checklist, to_ndjson
 from dynwf_cli.console import console, err_console
 from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption, JsonOption,
                                StateDirOption, TenantOption, WorkflowOption)
-from emulator import (Layers, RunOptions, RunResult, RunSession, TenantSourceError, UsageError,
+from emulator import (InstanceOps, Layers, RunOptions, RunResult, RunSession, TenantSourceError, UsageError,
                       describe_missing, is_valid_id, missing_layers, open_project, outline_steps)
 
 HELP = """Create one workflow instance the way tenant TENANT would, and run it to the end with a
@@ -104,8 +104,27 @@ def run(
     if options.isolation == "process":
         _warn_missing_layers()
     live_view = not as_json and console.is_terminal
-    result = asyncio.run(_run(project, options, live_view))
+    started: dict[str, str] = {}
+    try:
+        result = asyncio.run(_run(project, options, live_view, started))
+    except KeyboardInterrupt:
+        _report_interrupt(project, started)
+        raise typer.Exit(130) from None
     raise typer.Exit(_report(result, project, as_json, live_view))
+
+
+def _report_interrupt(project, started: dict[str, str]) -> None:
+    """Ctrl-C: say where the instance was left (the engine handed it back as it stopped) and
+    what moves it on, so an interrupted run is never a mystery."""
+    if "id" not in started:
+        err_console.print(Text("interrupted before the instance was created", style="warning"))
+        return
+    with InstanceOps.open(project) as ops:
+        state = ops.where(started["id"], tenant=started["tenant"])
+    err_console.print(Text(f"interrupted: instance {state['tenant_instance_id']} of tenant "
+                           f"{started['tenant']} is kept in the state file", style="warning"),
+                      soft_wrap=True)
+    err_console.print(Text("next: " + state["next"]), soft_wrap=True)
 
 
 def _warn_missing_layers() -> None:
@@ -116,7 +135,8 @@ def _warn_missing_layers() -> None:
                           soft_wrap=True)
 
 
-async def _run(project, options: RunOptions, live_view: bool) -> RunResult:
+async def _run(project, options: RunOptions, live_view: bool,
+               started: dict[str, str]) -> RunResult:
     session = RunSession(project, options)
     checklist = Checklist(_outline(project, options.tenant), tenant=options.tenant,
                           workflow=session.workflow.name, fast_forward=not options.real_time)
@@ -128,6 +148,7 @@ async def _run(project, options: RunOptions, live_view: bool) -> RunResult:
                 now=session.host.engine.clock.now_ms()))
             with live:
                 await session.create()
+                started.update(id=session.tenant_instance_id, tenant=options.tenant)
                 result = await session.drive()
                 while not result.finished and result.waiting_for and sys.stdin.isatty():
                     live.stop()  # the prompt needs the terminal to itself
@@ -140,6 +161,7 @@ async def _run(project, options: RunOptions, live_view: bool) -> RunResult:
         else:
             session.subscribe(lambda p: print(to_ndjson(p), flush=True))
             await session.create()
+            started.update(id=session.tenant_instance_id, tenant=options.tenant)
             result = await session.drive()
         return result
 
