@@ -187,3 +187,28 @@ def test_run_from_a_tenants_folder_finds_the_project_above(project, monkeypatch)
     assert result.exit_code == 0, result.output
     assert result_line(result.stdout)["status"] == "complete"
     assert (project / ".dynwf" / "state.sqlite").is_file()     # state beside the config
+
+
+def test_a_config_with_check_errors_is_refused_with_its_diagnostics(project):
+    config = project / "wrangler.jsonc"
+    config.write_text(config.read_text().replace('"worker_loaders"', '"worker_loader"'))
+    completed = subprocess.run([DYNWF, "run", "--tenant", "acme"], capture_output=True,
+                               text=True, timeout=60, cwd=project)
+    assert completed.returncode == 1
+    assert "SimpleNamespace" not in completed.stderr
+    lines = completed.stderr.splitlines()
+    assert any(line.split()[1:3] == ["warning", "DW001"] and
+               "did you mean 'worker_loaders'?" in line for line in lines), lines
+    assert any(line.split()[1:3] == ["error", "DW103"] for line in lines), lines
+    assert lines[-1] == "dynwf run: 1 error in the project; fix it first (dynwf check lists every problem)"
+    assert completed.stdout == ""
+
+
+def test_only_the_run_tenants_errors_refuse_a_run(project):
+    (project / "tenants" / "sleepy" / "net.py").write_text("import requests\n")
+    refused = runner.invoke(app, ["run", "--tenant", "sleepy"])
+    assert refused.exit_code == 1
+    assert "DW208" in refused.stderr and "from workers import fetch" in refused.stderr
+    result = runner.invoke(app, ["run", "--tenant", "failing"])
+    assert result.exit_code == 1 and "DW208" not in result.stderr   # errored, as written
+    assert result_line(result.stdout)["status"] == "errored"

@@ -24,6 +24,7 @@ from rich.live import Live
 from rich.text import Text
 
 from dynwf_cli.checklist import Checklist, to_ndjson
+from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.console import console
 from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption, JsonOption,
                                StateDirOption)
@@ -57,8 +58,9 @@ more wait for a turn; a request beyond both is answered at once with 503, a Retr
 and the error code dev.overloaded, before any tenant code runs, so it created nothing and can be
 sent again. /__dynwf/* (dashboard, admin API) is never refused.
 
-Exit status: 0 when stopped by SIGTERM, 130 by Ctrl-C, 1 when the server cannot start (the port
-is in use, the dispatcher fails to load), 2 on a usage error.
+Exit status: 0 when stopped by SIGTERM, 130 by Ctrl-C, 1 when the server cannot start (dynwf
+check finds an error in the wrangler file or the dispatcher, and prints it; the port is in use;
+the dispatcher fails to load), 2 on a usage error.
 
 Example:
 
@@ -99,6 +101,7 @@ def dev(
              "request gets 503 dev.overloaded with Retry-After.")] = MAX_QUEUED,
 ) -> None:
     project = open_project(config, state_dir)
+    refuse_check_errors(project, command="dev")
     address = ip or project.config.dev.ip
     sock = listen(address, project.config.dev.port if port is None else port)
     if as_json or not console.is_terminal:

@@ -14,6 +14,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from dynwf_cli.checklist import Checklist, to_ndjson
+from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.console import console, err_console
 from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption, JsonOption,
                                StateDirOption, TenantOption, WorkflowOption)
@@ -32,8 +33,11 @@ Output: on a terminal, the live checklist and the output; otherwise (piped, in C
 --json, NDJSON: one JSON object per progress event, then one "result" line, all in the same
 compact form.
 
-Exit status: 0 complete (the output is printed), 1 errored or terminated, 2 usage error,
-3 left waiting for an event.
+The project is checked first (as dynwf check does, for the wrangler file, the dispatcher and
+TENANT's code): when that finds an error, its findings are printed and nothing runs (exit 1).
+
+Exit status: 0 complete (the output is printed), 1 errored or terminated, or refused by the
+check, 2 usage error, 3 left waiting for an event.
 
 Example:
 
@@ -101,6 +105,7 @@ def run(
         raise UsageError(f"--id {instance_id!r} is not a valid instance id: 1-100 characters "
                          "matching ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$")
     project = open_project(config, state_dir)
+    refuse_check_errors(project, command="run", tenant=tenant)
     if options.isolation == "process":
         _warn_missing_layers()
     live_view = not as_json and console.is_terminal
