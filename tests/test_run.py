@@ -212,3 +212,23 @@ def test_only_the_run_tenants_errors_refuse_a_run(project):
     result = runner.invoke(app, ["run", "--tenant", "failing"])
     assert result.exit_code == 1 and "DW208" not in result.stderr   # errored, as written
     assert result_line(result.stdout)["status"] == "errored"
+
+
+def test_an_event_type_no_step_waits_for_is_named_with_the_closest_awaited_one(project):
+    result = runner.invoke(app, ["run", "--tenant", "globex", "--event",
+                                 'deploy-aproval={"ok": true}'])
+    assert result.exit_code == 3, result.output         # left waiting: the event never matched
+    assert ("warning: --event 'deploy-aproval': no step of tenant globex's workflow waits for it "
+            "(it waits for: deploy-approval); did you mean 'deploy-approval'?") in \
+        " ".join(result.stderr.split())
+    sent = runner.invoke(app, ["run", "--tenant", "globex", "--event", 'deploy-approval={"ok": true}'])
+    assert sent.exit_code == 0 and "--event" not in sent.stderr
+
+
+def test_an_event_payload_that_is_not_json_shows_the_syntax(project):
+    completed = subprocess.run([DYNWF, "run", "--tenant", "globex", "--event", "deploy-approval={ok"],
+                               capture_output=True, text=True, timeout=60, cwd=project)
+    assert completed.returncode == 2
+    assert "--event deploy-approval is not valid JSON" in completed.stderr
+    assert """quote it for the shell: --event 'deploy-approval={"key": "value"}'""" in \
+        completed.stderr

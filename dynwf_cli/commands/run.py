@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import sys
 from pathlib import Path
@@ -47,8 +48,9 @@ Example:
 """
 
 
-def parse_json_option(value: str | None, option: str) -> Any:
-    """A JSON option value, or ``@file.json`` to read it from a file."""
+def parse_json_option(value: str | None, option: str, *, example: str | None = None) -> Any:
+    """A JSON option value, or ``@file.json`` to read it from a file; ``example`` is the option
+    written right, for the hint (default: ``OPTION '{"key": "value"}'``)."""
     if value is None:
         return None
     text = value
@@ -62,7 +64,8 @@ def parse_json_option(value: str | None, option: str) -> Any:
     except json.JSONDecodeError as exc:
         raise UsageError(f"{option} is not valid JSON: {exc.msg} at line {exc.lineno} column "
                          f"{exc.colno}",
-                         hint=f"""quote it for the shell: {option} '{{"key": "value"}}'""") from None
+                         hint="quote it for the shell: " + (
+                             example or f"""{option} '{{"key": "value"}}'""")) from None
 
 
 def parse_event(value: str) -> tuple[str, Any]:
@@ -70,7 +73,8 @@ def parse_event(value: str) -> tuple[str, Any]:
     if not sep or not event_type:
         raise UsageError(f"--event {value!r} must look like TYPE=JSON",
                          hint="""e.g. --event 'deploy-approval={"ok": true}'""")
-    return event_type, parse_json_option(payload, f"--event {event_type}")
+    return event_type, parse_json_option(
+        payload, f"--event {event_type}", example=f"""--event '{event_type}={{"key": "value"}}'""")
 
 
 def run(
@@ -106,11 +110,29 @@ def run(
                          "matching ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$")
     project = open_project(config, state_dir)
     refuse_check_errors(project, command="run", tenant=tenant)
+    _warn_unawaited_events(options.events, _outline(project, tenant), tenant)
     if options.isolation == "process":
         _warn_missing_layers()
     live_view = not as_json and console.is_terminal
     result = asyncio.run(_run(project, options, live_view))
     raise typer.Exit(_report(result, project, as_json, live_view))
+
+
+def _warn_unawaited_events(events: list[tuple[str, Any]], outline: list, tenant: str) -> None:
+    """Name an --event type no ``wait_for_event`` of the tenant's ``run()`` waits for, with the
+    closest type one does: a misspelt type would otherwise leave the instance waiting."""
+    waits = [s for s in outline if s.kind == "wait"]
+    if not waits or any(s.event_type is None for s in waits):
+        return  # no waits seen, or one whose type is computed: any type may be the right one
+    awaited = sorted({s.event_type for s in waits})
+    for event_type, _ in events:
+        if event_type in awaited:
+            continue
+        close = difflib.get_close_matches(event_type, awaited, n=1, cutoff=0.6)
+        advice = f"; did you mean '{close[0]}'?" if close else ""
+        err_console.print(Text(f"warning: --event {event_type!r}: no step of tenant {tenant}'s "
+                               f"workflow waits for it (it waits for: {', '.join(awaited)})"
+                               f"{advice}", style="warning"), soft_wrap=True)
 
 
 def _warn_missing_layers() -> None:
