@@ -359,3 +359,16 @@ def test_the_config_is_found_from_a_subfolder_as_wrangler_finds_it(tmp_path, mon
     with pytest.raises(ConfigError) as caught:
         find_config()
     assert "or any folder above it" in caught.value.message
+
+
+def test_dev_vars_are_dotenv_lines(tmp_path):
+    from emulator.config.dev_vars import load_dev_vars
+    assert load_dev_vars(tmp_path) == {}
+    (tmp_path / ".dev.vars").write_text(
+        '# secrets\n\nA=1\nexport B = two words # note\nC="line\\nbreak"\nD=\'#kept\'\nE=x=y\n')
+    assert load_dev_vars(tmp_path) == {"A": "1", "B": "two words", "C": "line\nbreak",
+                                       "D": "#kept", "E": "x=y"}
+    (tmp_path / ".dev.vars").write_text("A=1\nnot a line\n")
+    with pytest.raises(ConfigError) as caught:
+        load_dev_vars(tmp_path)
+    assert (caught.value.line, caught.value.hint) == (2, "one variable per line, e.g. API_TOKEN=abc123")

@@ -293,3 +293,16 @@ def test_a_project_with_check_errors_is_refused_with_its_diagnostics(tmp_path):
     assert "did you mean 'worker_loaders'?" in result.stderr
     assert "dynwf dev: 1 error in the project" in result.stderr
     assert "SimpleNamespace" not in result.output
+
+
+def test_var_options_and_dev_vars_reach_the_dispatchers_env(tmp_path, servers):
+    project = copy_hello(tmp_path)
+    entry = project / "src" / "entry.py"
+    old = '            return Response.json({"error": "unknown tenant; send an x-tenant-id header naming "'
+    assert entry.read_text().count(old) == 1
+    # This dispatcher answers a request without a tenant with two of its env values.
+    entry.write_text(entry.read_text().replace(old, (
+        '            return Response.json({"token": self.env.TOKEN, "mode": self.env.MODE})\n' + old)))
+    (project / ".dev.vars").write_text("TOKEN=from-dev-vars\nMODE=from-dev-vars\n")
+    dev = start(servers, project, "--var", "MODE:from-cli")
+    assert dev.post(None, {}) == (200, {"token": "from-dev-vars", "mode": "from-cli"})

@@ -232,3 +232,40 @@ def test_an_event_payload_that_is_not_json_shows_the_syntax(project):
     assert "--event deploy-approval is not valid JSON" in completed.stderr
     assert """quote it for the shell: --event 'deploy-approval={"key": "value"}'""" in \
         completed.stderr
+
+
+ENV_VARS = '''
+from workers import WorkflowEntrypoint
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        return {"greeting": self.env.GREETING, "token": self.env.TOKEN, "mode": self.env.MODE}
+'''
+
+
+def test_dev_vars_and_var_options_reach_the_dispatchers_env_with_wranglers_precedence(project):
+    entry = project / "src" / "entry.py"
+    old = '"env": {"WORKFLOWS": wrap_workflow_binding({"tenantId": tenant_id})},'
+    assert old in entry.read_text()
+    # This dispatcher hands three of its env values on to the tenant, whose output shows them.
+    entry.write_text(entry.read_text().replace(old, (
+        '"env": {"WORKFLOWS": wrap_workflow_binding({"tenantId": tenant_id}), '
+        '"GREETING": env.GREETING, "TOKEN": env.TOKEN, "MODE": env.MODE},')))
+    config = project / "wrangler.jsonc"
+    config.write_text(config.read_text().replace(
+        '"main":', '"vars": {"GREETING": "config", "TOKEN": "config", "MODE": "config"},\n  "main":'))
+    (project / ".dev.vars").write_text('# local secrets\nTOKEN="dev vars"\nexport GREETING=dev\n')
+    (project / "tenants" / "envy").mkdir()
+    (project / "tenants" / "envy" / "index.py").write_text(ENV_VARS)
+    completed = subprocess.run([DYNWF, "run", "--tenant", "envy", "--var", "GREETING:cli:1"],
+                               capture_output=True, text=True, timeout=60, cwd=project)
+    assert completed.returncode == 0, completed.stderr
+    assert result_line(completed.stdout)["output"] == {"greeting": "cli:1", "token": "dev vars",
+                                                       "mode": "config"}
+
+
+def test_a_var_without_a_colon_is_a_usage_error(project):
+    completed = subprocess.run([DYNWF, "run", "--tenant", "acme", "--var", "GREETING=x"],
+                               capture_output=True, text=True, timeout=60, cwd=project)
+    assert completed.returncode == 2
+    assert "--var 'GREETING=x' must look like KEY:VALUE" in completed.stderr

@@ -18,9 +18,10 @@ from dynwf_cli.checklist import Checklist, to_ndjson
 from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.console import console, err_console
 from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption, JsonOption,
-                               StateDirOption, TenantOption, WorkflowOption)
+                               StateDirOption, TenantOption, VarOption, WorkflowOption)
 from emulator import (Layers, RunOptions, RunResult, RunSession, TenantSourceError, UsageError,
-                      describe_missing, is_valid_id, missing_layers, open_project, outline_steps)
+                      describe_missing, is_valid_id, missing_layers, open_project, outline_steps,
+                      parse_var)
 
 HELP = """Create one workflow instance the way tenant TENANT would, and run it to the end with a
 live per-step checklist. Sleeps and retry back-offs are skipped (fast-forwarded) unless
@@ -95,6 +96,7 @@ def run(
         "--real-time", help="Wait out sleeps and back-offs for real.")] = False,
     isolation: IsolationOption = DEFAULT_ISOLATION,
     as_json: JsonOption = False,
+    var: VarOption = [],
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
@@ -102,7 +104,7 @@ def run(
                          workflow=workflow, instance_id=instance_id,
                          metadata=parse_json_option(metadata, "--metadata"),
                          events=[parse_event(e) for e in event], real_time=real_time,
-                         isolation=isolation.value)
+                         isolation=isolation.value, vars=dict(parse_var(v) for v in var))
     if options.metadata is not None and not isinstance(options.metadata, dict):
         raise UsageError("--metadata must be a JSON object")
     if instance_id is not None and not is_valid_id(instance_id):
