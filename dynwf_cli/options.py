@@ -15,7 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from emulator import CONFIG_NAMES, ISOLATION, ISOLATIONS, STATE_DIR_ENV, STATE_DIR_NAME
+from emulator import (CONFIG_NAMES, DEV_VARS_NAME, ISOLATION, ISOLATIONS, STATE_DIR_ENV,
+                      STATE_DIR_NAME)
 
 #: ``--isolation``'s choices (``emulator.defaults.ISOLATIONS``), as typer wants them.
 Isolation = Enum("Isolation", {mode: mode for mode in ISOLATIONS}, type=str)
@@ -61,3 +62,8 @@ FollowInstanceOption = Annotated[bool, typer.Option(
     "--follow", "-f", help="Keep printing new lines until the instance finishes.")]
 FollowAllOption = Annotated[bool, typer.Option(
     "--follow", "-f", help="Keep printing new lines as instances write them, until Ctrl-C.")]
+
+VarOption = Annotated[list[str], typer.Option(
+    "--var", metavar="KEY:VALUE",
+    help=f"A value for the dispatcher's env (repeatable); over {DEV_VARS_NAME} beside the config, "
+         "over the config's vars.")]

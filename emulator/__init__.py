@@ -32,6 +32,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "emulator.config": ("Diagnostic", "ProjectConfig", "WorkflowConfig", "find_config",
                         "load_config"),
     "emulator.config.loader": ("CONFIG_NAMES",),
+    "emulator.config.dev_vars": ("DEV_VARS_NAME", "parse_var"),
     "emulator.templates": ("DEFAULT_TEMPLATE", "backup_folder", "plan_template", "write_template"),
     # running it: the host, one run driven to its end, operations on instances
     "emulator.host": ("HostOptions", "ProjectHost"),

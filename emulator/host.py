@@ -19,6 +19,7 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any, Callable
 
+from emulator.config.dev_vars import load_dev_vars
 from emulator.config.model import ProjectConfig
 from emulator.engine import Engine, WorkflowDefinition
 from emulator.clock import Clock
@@ -47,6 +48,7 @@ class HostOptions:
     lease_ms: int = LEASE_MS
     concurrency: int = ENGINE_CONCURRENCY
     isolation: str = ISOLATION             # or "inline": tenant code in this process, for pdb
+    vars: dict[str, str] = field(default_factory=dict)   # --var: over .dev.vars over config vars
 
 
 class ExecutionContext:
@@ -170,7 +172,9 @@ class ProjectHost:
     # ---- the dispatcher --------------------------------------------------------------------
 
     def _build_env(self) -> tuple[Any, dict[str, WorkerLoader]]:
-        values: dict[str, Any] = dict(self.config.vars)
+        # Read at every (re)load, so an edited .dev.vars is seen when the dispatcher reloads.
+        values: dict[str, Any] = {**self.config.vars, **load_dev_vars(self.config.root),
+                                  **self.options.vars}
         loaders: dict[str, WorkerLoader] = {}
         for workflow in self.config.workflows:
             values[workflow.binding] = self.engine.binding(workflow.name)

@@ -93,6 +93,7 @@ class RunOptions:
     events: list[tuple[str, Any]] = field(default_factory=list)   # (type, payload) to supply
     real_time: bool = False
     isolation: str = "process"
+    vars: dict[str, str] = field(default_factory=dict)    # --var, over .dev.vars and config vars
 
 
 @dataclass
@@ -134,7 +135,8 @@ class RunSession:
         self._check_tenant()
         clock = SystemClock() if options.real_time else VirtualClock()
         self.host = ProjectHost(project.config, HostOptions(state_dir=project.state_dir, clock=clock,
-                                                            isolation=options.isolation))
+                                                            isolation=options.isolation,
+                                                            vars=options.vars))
         self.instance_id = ""
         self.tenant_instance_id = options.instance_id or uuid.uuid4().hex
         self._events = list(options.events)

@@ -35,6 +35,7 @@ FAILING: dict[str, list[tuple[str, str, str, int]]] = {
     "dw002_bad": [("DW002", "error", "wrangler.jsonc", 6)],
     "dw003_bad": [("DW003", "error", "wrangler.jsonc", 4)],
     "dw004_bad": [("DW004", "error", "wrangler.jsonc", 3)],
+    "dw005_bad": [("DW005", "warning", "wrangler.jsonc", 5)],
     "dw100_bad": [("DW100", "error", "src/entry.py", 5)],
     "dw101_bad": [("DW101", "error", "wrangler.jsonc", 6)],
     "dw102_bad": [("DW102", "error", "src/entry.py", 8)],
@@ -47,6 +48,8 @@ FAILING: dict[str, list[tuple[str, str, str, int]]] = {
     "dw205_bad": [("DW205", "error", "tenants/alpha/index.py", 4)],
     "dw206_bad": [("DW206", "error", "tenants/alpha/index.py", 5)],
     "dw207_bad": [("DW207", "warning", "tenants/alpha/index.py", 5)],
+    "dw208_bad": [("DW208", "error", "tenants/alpha/net.py", 3),
+                  ("DW208", "error", "tenants/alpha/net.py", 4)],
     "dw301_bad": [("DW301", "warning", "tenants/alpha/index.py", 7),
                   ("DW301", "warning", "tenants/alpha/index.py", 9)],
     "dw302_bad": [("DW302", "warning", "tenants/alpha/index.py", 10),
@@ -78,7 +81,7 @@ FAILING: dict[str, list[tuple[str, str, str, int]]] = {
 # Each is the valid form its rule must not flag (dw101_ok binds class names five different
 # ways, dw302_ok repeats a name in two branches...); base/ is the passing case for the rest.
 PASSING = ["base", "dw001_ok", "dw002_ok", "dw003_ok", "dw101_ok", "dw102_ok", "dw103_ok",
-           "dw201_ok", "dw203_ok", "dw204_ok", "dw205_ok", "dw206_ok", "dw301_ok", "dw302_ok",
+           "dw201_ok", "dw203_ok", "dw204_ok", "dw205_ok", "dw206_ok", "dw208_ok", "dw301_ok", "dw302_ok",
            "dw303_ok", "dw304_ok", "dw305_ok", "dw306_ok", "dw307_ok", "dw308_ok"]
 
 
@@ -132,6 +135,32 @@ def test_misspelled_class_name_names_the_exports_and_the_closest_one(tmp_path):
                              'src/entry.py (exports: Default, DynamicWorkflow); '
                              'did you mean "DynamicWorkflow"?')
     assert (found.line, found.column) == (6, 72)    # the class_name value in wrangler.jsonc
+
+
+def test_missing_main_names_the_closest_python_file(tmp_path):
+    config = project("base", tmp_path)
+    config.write_text(config.read_text().replace('"src/entry.py"', '"src/entri.py"'))
+    found = only(config, "DW003")
+    assert found.message == 'main module "src/entri.py" does not exist; did you mean "src/entry.py"?'
+    assert found.hint == 'set "main": "src/entry.py"'
+
+
+def test_refused_tenant_imports_say_why_and_what_to_do(tmp_path):
+    found = [d for d in check_project(project("dw208_bad", tmp_path)) if d.code == "DW208"]
+    assert [(d.message, d.hint) for d in found] == [
+        ("module 'requests' is not available to tenant code in a dynamic worker: only the standard "
+         "library, 'workers', 'dynamic_workflows' and the tenant's own modules can be imported",
+         "make HTTP calls with `from workers import fetch`, inside a step"),
+        ("module 'ctypes' is not available to tenant code in a dynamic worker: it gives direct "
+         "access to the process's memory",
+         "no isolate offers it; do the work in pure Python, or in the dispatcher"),
+    ]
+
+
+def test_every_error_has_a_hint(tmp_path):
+    for case in sorted(FAILING):
+        for diagnostic in check_project(project(case, tmp_path)):
+            assert diagnostic.hint, (case, diagnostic)
 
 
 def test_unknown_duration_unit_is_named_with_a_suggestion(tmp_path):
@@ -291,10 +320,11 @@ def test_text_output_groups_by_file_and_summarises(tmp_path, monkeypatch):
     assert lines[0] == "src/entry.py"
     assert lines[1].split() == ["src/entry.py:1:12", "error", "DW100", "invalid", "Python:",
                                 "invalid", "syntax"]
-    assert lines[2] == ""
-    assert lines[3] == "tenants/alpha/index.py"
-    assert lines[4].startswith("  tenants/alpha/index.py:10:16  warning DW308  random.random() is called")
-    assert lines[5] == "      hint: call it inside a @step.do function, whose result is persisted"
+    assert lines[2].startswith("      hint: fix the syntax at this line and column")
+    assert lines[3] == ""
+    assert lines[4] == "tenants/alpha/index.py"
+    assert lines[5].startswith("  tenants/alpha/index.py:10:16  warning DW308  random.random() is called")
+    assert lines[6] == "      hint: call it inside a @step.do function, whose result is persisted"
     assert lines[-1] == "1 error, 4 warnings in 3 files"
 
 

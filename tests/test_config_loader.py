@@ -234,17 +234,49 @@ def test_workflow_step_limit_is_read(tmp_path):
                                                script_name="other", step_limit=25000)]
 
 
-def test_unknown_top_level_key_is_kept_and_warned(tmp_path):
+def test_wrangler_keys_dynwf_does_not_emulate_are_kept_and_named_as_wranglers(tmp_path):
     text = ('{\n  "name": "x",\n  "main": "m.py",\n  "routes": ["example.com/*"],\n'
             '  "observability": {"enabled": true}\n}')
     config = load_text(tmp_path, text)
     assert config.extra == {"routes": ["example.com/*"], "observability": {"enabled": True}}
     assert [(w.code, w.severity, w.message, w.file, w.line, w.column) for w in config.warnings] == [
-        ("DW001", "warning", "unknown key 'routes' is not emulated by dynwf; ignored",
+        ("DW005", "warning", "wrangler key 'routes' is not emulated by dynwf; ignored",
          "wrangler.jsonc", 4, 3),
-        ("DW001", "warning", "unknown key 'observability' is not emulated by dynwf; ignored",
+        ("DW005", "warning", "wrangler key 'observability' is not emulated by dynwf; ignored",
          "wrangler.jsonc", 5, 3),
     ]
+    assert all("wrangler deploy still uses it" in w.hint for w in config.warnings)
+
+
+def test_misspelt_keys_are_unknown_with_the_closest_known_key(tmp_path):
+    text = ('{"name": "x", "main": "m.py",\n "compatability_date": "2025-04-01",\n'
+            ' "worker_loader": [{"binding": "LOADER"}],\n "dev": {"prot": 9000},\n "zzz": 1}')
+    config = load_text(tmp_path, text)
+    assert [(w.code, w.message, w.hint, w.line) for w in config.warnings] == [
+        ("DW001", "unknown key 'compatability_date' is ignored; did you mean 'compatibility_date'?",
+         "rename it to 'compatibility_date'", 2),
+        ("DW001", "unknown key 'worker_loader' is ignored; did you mean 'worker_loaders'?",
+         "rename it to 'worker_loaders'", 3),
+        ("DW001", "unknown key 'dev.prot' is ignored; did you mean 'port'?", "rename it to 'port'", 4),
+        ("DW001", "unknown key 'zzz' is not emulated by dynwf; ignored",
+         "keys dynwf reads here: compatibility_date, compatibility_flags, dev, main, name, vars, "
+         "worker_loaders, workflows", 5),
+    ]
+
+
+@pytest.mark.parametrize(("text", "hint"), [
+    ('{"main": "m.py"}', 'add "name": "my-project", the worker\'s name'),
+    ('{"name": "x"}', 'add "main": "src/entry.py", the dispatcher module (Default and the workflow '
+                      'class)'),
+    ('{"name": "x", "main": "m.py", "workflows": [{"name": "w", "binding": "W"}]}',
+     'add "class_name": "DynamicWorkflow", the dispatcher\'s class that runs the workflow'),
+    ('{"name": "x", "main": 3}', 'write it as "main": "text"'),
+    ('{"name": "x", "main": "m.py", "compatibility_date": "April"}',
+     'e.g. "compatibility_date": "2025-04-01"'),
+    ('[1]', 'start from {"name": ..., "main": ...}; `dynwf init` writes one'),
+])
+def test_every_config_error_has_a_hint(tmp_path, text, hint):
+    assert load_error(tmp_path, text).hint == hint
 
 
 def test_unknown_keys_inside_sections_are_warnings(tmp_path):
@@ -253,7 +285,7 @@ def test_unknown_keys_inside_sections_are_warnings(tmp_path):
     config = load_text(tmp_path, text)
     assert [(w.message, w.line, w.column) for w in config.warnings] == [
         ("unknown key 'workflows[0].retries' is not emulated by dynwf; ignored", 3, 23),
-        ("unknown key 'dev.local_protocol' is not emulated by dynwf; ignored", 4, 24),
+        ("wrangler key 'dev.local_protocol' is not emulated by dynwf; ignored", 4, 24),
     ]
     assert config.extra == {}
 
@@ -283,7 +315,7 @@ def test_toml_errors_and_warnings_point_at_their_lines(tmp_path):
     assert error.message == "wrangler.toml:10:1: workflows[1].class_name is required"
     config = load_text(tmp_path, text + 'class_name = "B"\nretries = 2\n', name="wrangler.toml")
     assert [(w.message, w.line) for w in config.warnings] == [
-        ("unknown key 'routes' is not emulated by dynwf; ignored", 3),
+        ("wrangler key 'routes' is not emulated by dynwf; ignored", 3),
         ("unknown key 'workflows[1].retries' is not emulated by dynwf; ignored", 14),
     ]
 
@@ -327,3 +359,16 @@ def test_the_config_is_found_from_a_subfolder_as_wrangler_finds_it(tmp_path, mon
     with pytest.raises(ConfigError) as caught:
         find_config()
     assert "or any folder above it" in caught.value.message
+
+
+def test_dev_vars_are_dotenv_lines(tmp_path):
+    from emulator.config.dev_vars import load_dev_vars
+    assert load_dev_vars(tmp_path) == {}
+    (tmp_path / ".dev.vars").write_text(
+        '# secrets\n\nA=1\nexport B = two words # note\nC="line\\nbreak"\nD=\'#kept\'\nE=x=y\n')
+    assert load_dev_vars(tmp_path) == {"A": "1", "B": "two words", "C": "line\nbreak",
+                                       "D": "#kept", "E": "x=y"}
+    (tmp_path / ".dev.vars").write_text("A=1\nnot a line\n")
+    with pytest.raises(ConfigError) as caught:
+        load_dev_vars(tmp_path)
+    assert (caught.value.line, caught.value.hint) == (2, "one variable per line, e.g. API_TOKEN=abc123")

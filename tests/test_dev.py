@@ -269,13 +269,40 @@ def test_a_port_in_use_is_one_line_and_exit_status_1(tmp_path):
 def test_a_dispatcher_that_does_not_import_is_one_line_with_its_file_and_line(tmp_path):
     project = copy_hello(tmp_path)
     entry = project / "src" / "entry.py"
-    lines = len(entry.read_text().splitlines())
-    entry.write_text(entry.read_text() + "broken = (\n")
+    # A module the dispatcher imports: dynwf check reads only the dispatcher, so loading finds it.
+    (project / "src" / "settings.py").write_text("limits = {\n    'max': (\n}\n")
+    entry.write_text(entry.read_text() + "import settings  # noqa: E402\n")
+    lines = 3      # where Python finds the unmatched bracket
     result = subprocess.run([str(DYNWF), "dev", "--config", str(project / "wrangler.jsonc"),
                              "--port", str(free_port()), "--json"], capture_output=True,
                             text=True, timeout=30)
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
     assert line.startswith(f"error [dev.dispatcher_failed] the dispatcher failed to load: "
-                           f"src/entry.py:{lines + 1}:"), line
+                           f"src/settings.py:{lines}:"), line
     assert result.stdout == ""
+
+
+def test_a_project_with_check_errors_is_refused_with_its_diagnostics(tmp_path):
+    project = copy_hello(tmp_path)
+    config = project / "wrangler.jsonc"
+    config.write_text(config.read_text().replace('"worker_loaders"', '"worker_loader"'))
+    result = runner.invoke(app, ["dev", "--config", str(config), "--port", str(free_port())])
+    assert result.exit_code == 1
+    assert "DW103" in result.stderr and "env.LOADER is used" in result.stderr
+    assert "did you mean 'worker_loaders'?" in result.stderr
+    assert "dynwf dev: 1 error in the project" in result.stderr
+    assert "SimpleNamespace" not in result.output
+
+
+def test_var_options_and_dev_vars_reach_the_dispatchers_env(tmp_path, servers):
+    project = copy_hello(tmp_path)
+    entry = project / "src" / "entry.py"
+    old = '            return Response.json({"error": "unknown tenant; send an x-tenant-id header naming "'
+    assert entry.read_text().count(old) == 1
+    # This dispatcher answers a request without a tenant with two of its env values.
+    entry.write_text(entry.read_text().replace(old, (
+        '            return Response.json({"token": self.env.TOKEN, "mode": self.env.MODE})\n' + old)))
+    (project / ".dev.vars").write_text("TOKEN=from-dev-vars\nMODE=from-dev-vars\n")
+    dev = start(servers, project, "--var", "MODE:from-cli")
+    assert dev.post(None, {}) == (200, {"token": "from-dev-vars", "mode": "from-cli"})

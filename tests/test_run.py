@@ -209,3 +209,85 @@ def test_ctrl_c_says_where_the_instance_was_left_and_exits_130(project):
     described = subprocess.run([DYNWF, "instances", "describe", "nap-1", "--tenant", "sleepy",
                                 "--json"], capture_output=True, text=True, timeout=60, cwd=project)
     assert json.loads(described.stdout)["status"] == "waiting"
+
+
+def test_a_config_with_check_errors_is_refused_with_its_diagnostics(project):
+    config = project / "wrangler.jsonc"
+    config.write_text(config.read_text().replace('"worker_loaders"', '"worker_loader"'))
+    completed = subprocess.run([DYNWF, "run", "--tenant", "acme"], capture_output=True,
+                               text=True, timeout=60, cwd=project)
+    assert completed.returncode == 1
+    assert "SimpleNamespace" not in completed.stderr
+    lines = completed.stderr.splitlines()
+    assert any(line.split()[1:3] == ["warning", "DW001"] and
+               "did you mean 'worker_loaders'?" in line for line in lines), lines
+    assert any(line.split()[1:3] == ["error", "DW103"] for line in lines), lines
+    assert lines[-1] == "dynwf run: 1 error in the project; fix it first (dynwf check lists every problem)"
+    assert completed.stdout == ""
+
+
+def test_only_the_run_tenants_errors_refuse_a_run(project):
+    (project / "tenants" / "sleepy" / "net.py").write_text("import requests\n")
+    refused = runner.invoke(app, ["run", "--tenant", "sleepy"])
+    assert refused.exit_code == 1
+    assert "DW208" in refused.stderr and "from workers import fetch" in refused.stderr
+    result = runner.invoke(app, ["run", "--tenant", "failing"])
+    assert result.exit_code == 1 and "DW208" not in result.stderr   # errored, as written
+    assert result_line(result.stdout)["status"] == "errored"
+
+
+def test_an_event_type_no_step_waits_for_is_named_with_the_closest_awaited_one(project):
+    result = runner.invoke(app, ["run", "--tenant", "globex", "--event",
+                                 'deploy-aproval={"ok": true}'])
+    assert result.exit_code == 3, result.output         # left waiting: the event never matched
+    assert ("warning: --event 'deploy-aproval': no step of tenant globex's workflow waits for it "
+            "(it waits for: deploy-approval); did you mean 'deploy-approval'?") in \
+        " ".join(result.stderr.split())
+    sent = runner.invoke(app, ["run", "--tenant", "globex", "--event", 'deploy-approval={"ok": true}'])
+    assert sent.exit_code == 0 and "--event" not in sent.stderr
+
+
+def test_an_event_payload_that_is_not_json_shows_the_syntax(project):
+    completed = subprocess.run([DYNWF, "run", "--tenant", "globex", "--event", "deploy-approval={ok"],
+                               capture_output=True, text=True, timeout=60, cwd=project)
+    assert completed.returncode == 2
+    assert "--event deploy-approval is not valid JSON" in completed.stderr
+    assert """quote it for the shell: --event 'deploy-approval={"key": "value"}'""" in \
+        completed.stderr
+
+
+ENV_VARS = '''
+from workers import WorkflowEntrypoint
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        return {"greeting": self.env.GREETING, "token": self.env.TOKEN, "mode": self.env.MODE}
+'''
+
+
+def test_dev_vars_and_var_options_reach_the_dispatchers_env_with_wranglers_precedence(project):
+    entry = project / "src" / "entry.py"
+    old = '"env": {"WORKFLOWS": wrap_workflow_binding({"tenantId": tenant_id})},'
+    assert old in entry.read_text()
+    # This dispatcher hands three of its env values on to the tenant, whose output shows them.
+    entry.write_text(entry.read_text().replace(old, (
+        '"env": {"WORKFLOWS": wrap_workflow_binding({"tenantId": tenant_id}), '
+        '"GREETING": env.GREETING, "TOKEN": env.TOKEN, "MODE": env.MODE},')))
+    config = project / "wrangler.jsonc"
+    config.write_text(config.read_text().replace(
+        '"main":', '"vars": {"GREETING": "config", "TOKEN": "config", "MODE": "config"},\n  "main":'))
+    (project / ".dev.vars").write_text('# local secrets\nTOKEN="dev vars"\nexport GREETING=dev\n')
+    (project / "tenants" / "envy").mkdir()
+    (project / "tenants" / "envy" / "index.py").write_text(ENV_VARS)
+    completed = subprocess.run([DYNWF, "run", "--tenant", "envy", "--var", "GREETING:cli:1"],
+                               capture_output=True, text=True, timeout=60, cwd=project)
+    assert completed.returncode == 0, completed.stderr
+    assert result_line(completed.stdout)["output"] == {"greeting": "cli:1", "token": "dev vars",
+                                                       "mode": "config"}
+
+
+def test_a_var_without_a_colon_is_a_usage_error(project):
+    completed = subprocess.run([DYNWF, "run", "--tenant", "acme", "--var", "GREETING=x"],
+                               capture_output=True, text=True, timeout=60, cwd=project)
+    assert completed.returncode == 2
+    assert "--var 'GREETING=x' must look like KEY:VALUE" in completed.stderr

@@ -16,9 +16,9 @@ from typing import Optional
 import typer
 from rich.text import Text
 
-from dynwf_cli.console import console
+from dynwf_cli.console import console, err_console
 from dynwf_cli.options import ConfigOption
-from emulator import DEFAULT_ENTRY_CLASS, CheckReport, Diagnostic, run_check
+from emulator import DEFAULT_ENTRY_CLASS, CheckReport, Diagnostic, Project, run_check
 
 HELP = """Check a project without running it: the wrangler file, the dispatcher module, every
 tenant's workflow code (structure, step names, durations, step configs, ids, replay safety).
@@ -75,6 +75,43 @@ def _print_plain(text: str) -> None:
     console.print(text, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 
+def refuse_check_errors(project: Project, *, command: str, tenant: str | None = None) -> None:
+    """Exit 1 with the findings of ``dynwf check`` when any is an error that would make
+    ``command`` fail, before anything starts: the wrangler file's, the dispatcher's, and those of
+    ``tenant`` (every tenant's when None would be too strict: ``dev`` serves the others on)."""
+    report = run_check(project.config.path)
+    relevant = [d for d in report.diagnostics if _concerns(d, tenant)]
+    errors = sum(d.severity == "error" for d in relevant)
+    if not errors:
+        return
+    for diagnostic in relevant:
+        for line in _diagnostic_lines(_relative_to_cwd(report, diagnostic)):
+            err_console.print(line, soft_wrap=True)
+    err_console.print(Text(f"dynwf {command}: {_plural(errors, 'error')} in the project; fix "
+                           f"{'it' if errors == 1 else 'them'} first (dynwf check lists every "
+                           "problem)", style="error"), soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _concerns(diagnostic: Diagnostic, tenant: str | None) -> bool:
+    parts = Path(diagnostic.file).parts
+    if not parts or parts[0] != "tenants":
+        return True
+    return tenant is not None and len(parts) > 1 and parts[1] == tenant
+
+
+def _diagnostic_lines(diagnostic: Diagnostic) -> list[Text]:
+    line = Text("  ")
+    line += Text(f"{diagnostic.file}:{diagnostic.line}:{diagnostic.column}", style="muted")
+    line += Text("  ")
+    line += Text(f"{diagnostic.severity:<7}", style=diagnostic.severity)
+    line += Text(f" {diagnostic.code}", style="code")
+    line += Text(f"  {diagnostic.message}")
+    if not diagnostic.hint:
+        return [line]
+    return [line, Text(f"      hint: {diagnostic.hint}", style="muted")]
+
+
 def _print_text(report: CheckReport, shown: list[Diagnostic]) -> None:
     current = None
     for diagnostic in shown:
@@ -83,15 +120,8 @@ def _print_text(report: CheckReport, shown: list[Diagnostic]) -> None:
                 console.print()
             current = diagnostic.file
             console.print(Text(current, style="path"))
-        line = Text("  ")
-        line += Text(f"{diagnostic.file}:{diagnostic.line}:{diagnostic.column}", style="muted")
-        line += Text("  ")
-        line += Text(f"{diagnostic.severity:<7}", style=diagnostic.severity)
-        line += Text(f" {diagnostic.code}", style="code")
-        line += Text(f"  {diagnostic.message}")
-        console.print(line, soft_wrap=True)
-        if diagnostic.hint:
-            console.print(Text(f"      hint: {diagnostic.hint}", style="muted"), soft_wrap=True)
+        for line in _diagnostic_lines(diagnostic):
+            console.print(line, soft_wrap=True)
     if shown:
         console.print()
     files = _plural(len(report.files), "file")

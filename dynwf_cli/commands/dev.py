@@ -24,12 +24,13 @@ from rich.live import Live
 from rich.text import Text
 
 from dynwf_cli.checklist import Checklist, to_ndjson
+from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.console import console
 from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption, JsonOption,
-                               StateDirOption)
+                               StateDirOption, VarOption)
 from emulator import (DEV_IP, DEV_PORT, DynwfError, HostOptions, Progress, Project, ProjectHost,
                       SystemClock, TenantSourceError, VirtualClock, describe_missing,
-                      missing_layers, open_project, outline_steps, tune_for_serving)
+                      missing_layers, open_project, outline_steps, parse_var, tune_for_serving)
 from emulator import progress as events
 from emulator.runtime.dynamic_workflows import unwrap_params
 from emulator.server import (MAX_INFLIGHT, MAX_QUEUED, Admission, DevServer, DispatcherLoadError,
@@ -57,8 +58,9 @@ more wait for a turn; a request beyond both is answered at once with 503, a Retr
 and the error code dev.overloaded, before any tenant code runs, so it created nothing and can be
 sent again. /__dynwf/* (dashboard, admin API) is never refused.
 
-Exit status: 0 when stopped by SIGTERM, 130 by Ctrl-C, 1 when the server cannot start (the port
-is in use, the dispatcher fails to load), 2 on a usage error.
+Exit status: 0 when stopped by SIGTERM, 130 by Ctrl-C, 1 when the server cannot start (dynwf
+check finds an error in the wrangler file or the dispatcher, and prints it; the port is in use;
+the dispatcher fails to load), 2 on a usage error.
 
 Example:
 
@@ -97,8 +99,11 @@ def dev(
         "--max-queued", min=0, metavar="N",
         help="Requests that wait for a turn when --max-inflight are running; beyond them a "
              "request gets 503 dev.overloaded with Retry-After.")] = MAX_QUEUED,
+    var: VarOption = [],
 ) -> None:
+    env_vars = dict(parse_var(v) for v in var)
     project = open_project(config, state_dir)
+    refuse_check_errors(project, command="dev")
     address = ip or project.config.dev.ip
     sock = listen(address, project.config.dev.port if port is None else port)
     if as_json or not console.is_terminal:
@@ -108,7 +113,8 @@ def dev(
     try:
         code = asyncio.run(_serve(project, sock, output, reload=not no_reload,
                                   fast_forward=fast_forward, isolation=isolation.value,
-                                  admission=Admission(max_inflight, max_queued)))
+                                  admission=Admission(max_inflight, max_queued),
+                                  env_vars=env_vars))
     finally:
         sock.close()
     raise typer.Exit(code)
@@ -116,7 +122,7 @@ def dev(
 
 async def _serve(project: Project, sock: Any, output: "_Output", *, reload: bool,
                  fast_forward: bool, isolation: str = "process",
-                 admission: Admission | None = None) -> int:
+                 admission: Admission | None = None, env_vars: dict[str, str] | None = None) -> int:
     loop = asyncio.get_running_loop()
     received: list[int] = []
     server: DevServer | None = None
@@ -131,7 +137,7 @@ async def _serve(project: Project, sock: Any, output: "_Output", *, reload: bool
         loop.add_signal_handler(signum, on_signal, signum)
     clock = VirtualClock() if fast_forward else SystemClock()
     host = ProjectHost(project.config, HostOptions(state_dir=project.state_dir, clock=clock,
-                                                   isolation=isolation))
+                                                   isolation=isolation, vars=env_vars or {}))
     tune_for_serving()
     try:
         try:

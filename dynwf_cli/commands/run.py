@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import sys
 from pathlib import Path
@@ -14,11 +15,13 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from dynwf_cli.checklist import Checklist, to_ndjson
+from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.console import console, err_console
 from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption, JsonOption,
-                               StateDirOption, TenantOption, WorkflowOption)
-from emulator import (InstanceOps, Layers, RunOptions, RunResult, RunSession, TenantSourceError, UsageError,
-                      describe_missing, is_valid_id, missing_layers, open_project, outline_steps)
+                               StateDirOption, TenantOption, VarOption, WorkflowOption)
+from emulator import (InstanceOps, Layers, RunOptions, RunResult, RunSession, TenantSourceError,
+                      UsageError, describe_missing, is_valid_id, missing_layers, open_project,
+                      outline_steps, parse_var)
 
 HELP = """Create one workflow instance the way tenant TENANT would, and run it to the end with a
 live per-step checklist. Sleeps and retry back-offs are skipped (fast-forwarded) unless
@@ -32,8 +35,11 @@ Output: on a terminal, the live checklist and the output; otherwise (piped, in C
 --json, NDJSON: one JSON object per progress event, then one "result" line, all in the same
 compact form.
 
-Exit status: 0 complete (the output is printed), 1 errored or terminated, 2 usage error,
-3 left waiting for an event.
+The project is checked first (as dynwf check does, for the wrangler file, the dispatcher and
+TENANT's code): when that finds an error, its findings are printed and nothing runs (exit 1).
+
+Exit status: 0 complete (the output is printed), 1 errored or terminated, or refused by the
+check, 2 usage error, 3 left waiting for an event.
 
 Example:
 
@@ -43,8 +49,9 @@ Example:
 """
 
 
-def parse_json_option(value: str | None, option: str) -> Any:
-    """A JSON option value, or ``@file.json`` to read it from a file."""
+def parse_json_option(value: str | None, option: str, *, example: str | None = None) -> Any:
+    """A JSON option value, or ``@file.json`` to read it from a file; ``example`` is the option
+    written right, for the hint (default: ``OPTION '{"key": "value"}'``)."""
     if value is None:
         return None
     text = value
@@ -58,7 +65,8 @@ def parse_json_option(value: str | None, option: str) -> Any:
     except json.JSONDecodeError as exc:
         raise UsageError(f"{option} is not valid JSON: {exc.msg} at line {exc.lineno} column "
                          f"{exc.colno}",
-                         hint=f"""quote it for the shell: {option} '{{"key": "value"}}'""") from None
+                         hint="quote it for the shell: " + (
+                             example or f"""{option} '{{"key": "value"}}'""")) from None
 
 
 def parse_event(value: str) -> tuple[str, Any]:
@@ -66,7 +74,8 @@ def parse_event(value: str) -> tuple[str, Any]:
     if not sep or not event_type:
         raise UsageError(f"--event {value!r} must look like TYPE=JSON",
                          hint="""e.g. --event 'deploy-approval={"ok": true}'""")
-    return event_type, parse_json_option(payload, f"--event {event_type}")
+    return event_type, parse_json_option(
+        payload, f"--event {event_type}", example=f"""--event '{event_type}={{"key": "value"}}'""")
 
 
 def run(
@@ -87,6 +96,7 @@ def run(
         "--real-time", help="Wait out sleeps and back-offs for real.")] = False,
     isolation: IsolationOption = DEFAULT_ISOLATION,
     as_json: JsonOption = False,
+    var: VarOption = [],
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
@@ -94,13 +104,15 @@ def run(
                          workflow=workflow, instance_id=instance_id,
                          metadata=parse_json_option(metadata, "--metadata"),
                          events=[parse_event(e) for e in event], real_time=real_time,
-                         isolation=isolation.value)
+                         isolation=isolation.value, vars=dict(parse_var(v) for v in var))
     if options.metadata is not None and not isinstance(options.metadata, dict):
         raise UsageError("--metadata must be a JSON object")
     if instance_id is not None and not is_valid_id(instance_id):
         raise UsageError(f"--id {instance_id!r} is not a valid instance id: 1-100 characters "
                          "matching ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$")
     project = open_project(config, state_dir)
+    refuse_check_errors(project, command="run", tenant=tenant)
+    _warn_unawaited_events(options.events, _outline(project, tenant), tenant)
     if options.isolation == "process":
         _warn_missing_layers()
     live_view = not as_json and console.is_terminal
@@ -125,6 +137,23 @@ def _report_interrupt(project, started: dict[str, str]) -> None:
                            f"{started['tenant']} is kept in the state file", style="warning"),
                       soft_wrap=True)
     err_console.print(Text("next: " + state["next"]), soft_wrap=True)
+
+
+def _warn_unawaited_events(events: list[tuple[str, Any]], outline: list, tenant: str) -> None:
+    """Name an --event type no ``wait_for_event`` of the tenant's ``run()`` waits for, with the
+    closest type one does: a misspelt type would otherwise leave the instance waiting."""
+    waits = [s for s in outline if s.kind == "wait"]
+    if not waits or any(s.event_type is None for s in waits):
+        return  # no waits seen, or one whose type is computed: any type may be the right one
+    awaited = sorted({s.event_type for s in waits})
+    for event_type, _ in events:
+        if event_type in awaited:
+            continue
+        close = difflib.get_close_matches(event_type, awaited, n=1, cutoff=0.6)
+        advice = f"; did you mean '{close[0]}'?" if close else ""
+        err_console.print(Text(f"warning: --event {event_type!r}: no step of tenant {tenant}'s "
+                               f"workflow waits for it (it waits for: {', '.join(awaited)})"
+                               f"{advice}", style="warning"), soft_wrap=True)
 
 
 def _warn_missing_layers() -> None:

@@ -19,7 +19,9 @@ __all__ = ["NOT_LITERAL", "at", "call_argument", "dotted_name", "literal_value",
 def syntax_error(exc: SyntaxError, file: str, *, code: str) -> Diagnostic:
     """A SyntaxError as a located diagnostic (``offset`` is already 1-based)."""
     return Diagnostic(code, "error", f"invalid Python: {exc.msg}", file,
-                      exc.lineno or 1, exc.offset or 1)
+                      exc.lineno or 1, exc.offset or 1,
+                      hint="fix the syntax at this line and column (nothing in the module runs "
+                           "until it parses)")
 
 
 def at(node: ast.AST, code: str, severity: Severity, message: str, file: str,

@@ -13,10 +13,13 @@ project gives the same report wherever it is checked from.
 ====== ======== =============================================================================
 code   severity what
 ====== ======== =============================================================================
-DW001  warning  the wrangler file has a key dynwf does not emulate (reported while loading)
+DW001  warning  the wrangler file has a key nobody knows, with the closest known key when it
+                looks misspelt (reported while loading)
 DW002  error    the wrangler file does not parse or lacks a required field (name, main, ...)
-DW003  error    the ``main`` module does not exist
+DW003  error    the ``main`` module does not exist (with the closest .py file of the project)
 DW004  error    the ``main`` module is not a Python file
+DW005  warning  the wrangler file has a key of wrangler's that dynwf does not emulate
+                (``routes``, ``kv_namespaces``, ``observability``...; reported while loading)
 DW100  error    the dispatcher module is not valid Python
 DW101  error    a ``workflows[].class_name`` is not defined or re-exported by the dispatcher
 DW102  error    the dispatcher calls ``wrap_workflow_binding`` but does not export
@@ -31,6 +34,9 @@ DW204  error    the entrypoint class does not subclass ``WorkflowEntrypoint``
 DW205  error    the entrypoint class has no ``run`` method
 DW206  error    ``run`` cannot be called as ``run(self, event, step)``
 DW207  warning  ``run`` is not ``async``, so it cannot await its steps
+DW208  error    a tenant module imports what the isolate refuses: a third-party package, the
+                emulator, ``ctypes`` (only the standard library, ``workers``,
+                ``dynamic_workflows`` and the tenant's own modules import there)
 DW3xx           step-level rules, see ``emulator.analysis.lint``
 ====== ======== =============================================================================
 
@@ -54,6 +60,7 @@ from emulator.analysis.ast_tools import at, dotted_name, module_bindings, syntax
 from emulator.analysis.lint import lint_module, lint_tenant_source
 from emulator.config.loader import find_config, load_config
 from emulator.config.model import Diagnostic, ProjectConfig
+from emulator.rules.imports import NATIVE_ACCESS_MODULES, is_platform_module, refusal_message
 from emulator.rules.limits import is_valid_id
 from emulator.errors import ConfigError, ConfigNotFoundError, UsageError
 
@@ -134,7 +141,8 @@ def _config_error(exc: ConfigError, file: str) -> Diagnostic:
     if exc.path is not None:
         where = exc.path if exc.line is None else f"{exc.path}:{exc.line}:{exc.column or 1}"
         message = message.removeprefix(f"{where}: ")
-    return Diagnostic("DW002", "error", message, file, exc.line or 1, exc.column or 1, exc.hint)
+    hint = exc.hint or f"fix {file} at this line; `dynwf init` writes a complete example"
+    return Diagnostic("DW002", "error", message, file, exc.line or 1, exc.column or 1, hint)
 
 
 # --- the dispatcher --------------------------------------------------------------------------
@@ -144,9 +152,13 @@ def _check_dispatcher(project: _Project, config: ProjectConfig) -> None:
     config_text = config.path.read_text(encoding="utf-8", errors="replace")
     main_path, main = config.main_path, config.main
     if not main_path.is_file():
-        project.report(Diagnostic("DW003", "error", f'main module "{main}" does not exist',
-                                  config_file, *_config_position(config, config_text, ("main",)),
-                                  hint=f"create {main}, or point main at the dispatcher module"))
+        close = _closest_python_file(project.root, main)
+        message = f'main module "{main}" does not exist' + \
+            (f'; did you mean "{close}"?' if close else "")
+        hint = f'set "main": "{close}"' if close else \
+            f"create {main}, or point main at the dispatcher module"
+        project.report(Diagnostic("DW003", "error", message, config_file,
+                                  *_config_position(config, config_text, ("main",)), hint=hint))
         return
     shown = project.shown(main_path)
     project.files.append(shown)
@@ -154,7 +166,8 @@ def _check_dispatcher(project: _Project, config: ProjectConfig) -> None:
         project.report(Diagnostic("DW004", "error",
                                   f'main module "{main}" is not a Python file; dynwf runs Python '
                                   "dispatchers", config_file,
-                                  *_config_position(config, config_text, ("main",))))
+                                  *_config_position(config, config_text, ("main",)),
+                                  hint="point main at the dispatcher's .py module"))
         return
     try:
         tree = ast.parse(main_path.read_text(encoding="utf-8"), filename=shown)
@@ -162,7 +175,8 @@ def _check_dispatcher(project: _Project, config: ProjectConfig) -> None:
         project.report(syntax_error(exc, shown, code="DW100"))
         return
     except (OSError, UnicodeDecodeError) as exc:
-        project.report(Diagnostic("DW100", "error", f"cannot read the dispatcher: {exc}", shown))
+        project.report(Diagnostic("DW100", "error", f"cannot read the dispatcher: {exc}", shown,
+                                  hint="save the module as UTF-8 text readable by you"))
         return
     bindings, has_star_import = module_bindings(tree)
     for index, workflow in enumerate(config.workflows):
@@ -177,6 +191,21 @@ def _check_dispatcher(project: _Project, config: ProjectConfig) -> None:
     project.report(*_check_binding_export(tree, bindings, has_star_import, shown))
     project.report(*_check_loader_bindings(tree, config, shown, config_file))
     project.report(*lint_module(tree, shown))
+
+
+def _closest_python_file(root: Path, main: str) -> str | None:
+    """The project's .py file whose path is closest to ``main`` (tenants' code left out)."""
+    candidates = []
+    for path in root.rglob("*.py"):
+        relative = path.relative_to(root)
+        if relative.parts[0] in {"tenants", ".venv", "venv", "node_modules"} or \
+                any(_is_ignored(part) for part in map(Path, relative.parts)):
+            continue
+        candidates.append(relative.as_posix())
+        if len(candidates) > 2000:
+            break       # a project this big is not guessed at
+    close = difflib.get_close_matches(main.removeprefix("./"), candidates, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def _check_binding_export(tree: ast.Module, bindings: dict[str, ast.AST], has_star_import: bool,
@@ -280,9 +309,13 @@ def _check_tenants(project: _Project, folder: Path, entry_class: str) -> None:
             try:
                 sources[module] = module.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
-                project.report(Diagnostic("DW200", "error", f"cannot read the module: {exc}", shown))
+                project.report(Diagnostic("DW200", "error", f"cannot read the module: {exc}", shown,
+                                          hint="save the module as UTF-8 text readable by you"))
                 continue
             project.report(*lint_tenant_source(sources[module], shown))
+        own_names = _tenant_top_level_names(tenant)
+        for module, source in sources.items():
+            project.report(*_check_imports(source, project.shown(module), own_names))
         index = tenant / TENANT_MAIN
         if not index.is_file():
             project.report(Diagnostic("DW202", "error",
@@ -291,6 +324,44 @@ def _check_tenants(project: _Project, folder: Path, entry_class: str) -> None:
                                                       f"class {entry_class}(WorkflowEntrypoint)"))
         elif index in sources:
             project.report(*_check_entry_class(project, tenant, sources, entry_class))
+
+
+def _tenant_top_level_names(tenant: Path) -> set[str]:
+    """The names a tenant's own modules import as: its top-level modules and packages."""
+    return {p.stem if p.suffix == ".py" else p.name for p in tenant.iterdir()
+            if not _is_ignored(p) and (p.suffix == ".py" or p.is_dir())}
+
+
+def _check_imports(source: str, shown: str, own_names: set[str]) -> list[Diagnostic]:
+    tree = _parse(source)
+    if tree is None:
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names = [node.module]
+        else:
+            continue  # relative imports stay inside the tenant's folder
+        for name in names:
+            if name.partition(".")[0] in own_names or is_platform_module(name):
+                continue
+            found.append(at(node, "DW208", "error", refusal_message(name), shown,
+                            hint=_import_hint(name)))
+    return found
+
+
+def _import_hint(name: str) -> str:
+    top = name.partition(".")[0]
+    if top in NATIVE_ACCESS_MODULES:
+        return "no isolate offers it; do the work in pure Python, or in the dispatcher"
+    if top in {"emulator", "dynwf_cli", "dynwf_pytest"}:
+        return "tenant code sees the platform only through `workers` and `dynamic_workflows`"
+    if top in {"requests", "httpx", "aiohttp", "urllib3"}:
+        return "make HTTP calls with `from workers import fetch`, inside a step"
+    return ("copy the module into the tenant's folder to import it as its own, or do this "
+            "work in the dispatcher and pass the result in")
 
 
 def _is_ignored(path: Path) -> bool:

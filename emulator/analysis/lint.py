@@ -153,7 +153,8 @@ def _check_step_name(call: ast.Call, method: str, file: str) -> list[Diagnostic]
         try:
             check_step_name(node.value)
         except ValidationError as exc:
-            return [at(node, "DW309", "error", exc.message, file)]
+            return [at(node, "DW309", "error", exc.message, file,
+                       hint=exc.hint or "name steps with 1-256 printable characters")]
         return []
     if isinstance(node, ast.Constant) and node.value is None and method == "do":
         return []
@@ -186,7 +187,9 @@ def _check_event_type(node: ast.expr | None, file: str) -> list[Diagnostic]:
     try:
         check_event_type(value)
     except ValidationError as exc:
-        return [at(node, "DW306", "error", exc.message, file)]
+        return [at(node, "DW306", "error", exc.message, file,
+                   hint=exc.hint or "event types are 1-100 characters of [a-zA-Z0-9-_], "
+                                    "e.g. 'deploy-approval'")]
     return []
 
 
@@ -258,7 +261,9 @@ def _check_instance_ids(call: ast.Call, file: str) -> list[Diagnostic]:
         shown = value if len(value) <= 40 else f"{value[:37]}... ({len(value)} characters)"
         findings.append(at(id_node, "DW307", "error",
                            f"instance id {shown!r} is invalid: ids are 1-{MAX_ID_LENGTH} characters "
-                           "matching ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$", file))
+                           "matching ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$", file,
+                           hint="leave the id out to get a generated one, or build it from "
+                                "letters, digits, - and _"))
     return findings
 
 

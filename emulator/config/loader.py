@@ -2,15 +2,18 @@
 
 A real wrangler file must load unchanged, so keys dynwf does not emulate (``routes``,
 ``kv_namespaces``, ``observability``...) are kept in ``ProjectConfig.extra`` and reported as
-``DW001`` warnings rather than rejected. Everything dynwf does use is checked here, once: an error
-names the key path (``workflows[0].class_name is required``) and, in JSON and JSONC files, the
-line and column of the offending value, or of the enclosing object when a key is missing. TOML
-positions are found by a line scan, since ``tomllib`` returns no positions for values.
+warnings rather than rejected: ``DW005`` for a key wrangler knows and dynwf does not emulate,
+``DW001`` for a key neither knows, with the closest known key when it looks misspelt. Everything
+dynwf does use is checked here, once: an error names the key path (``workflows[0].class_name is
+required``), says what to write instead, and, in JSON and JSONC files, gives the line and column
+of the offending value, or of the enclosing object when a key is missing. TOML positions are found
+by a line scan, since ``tomllib`` returns no positions for values.
 """
 
 from __future__ import annotations
 
 import datetime
+import difflib
 import json
 import re
 import tomllib
@@ -28,9 +31,40 @@ __all__ = ["CONFIG_NAMES", "find_config", "load_config"]
 CONFIG_NAMES = ("wrangler.jsonc", "wrangler.json", "wrangler.toml")
 _NOT_FOUND_HINT = "run dynwf init, or pass --config FILE"
 _UNKNOWN_KEY = "DW001"
+_NOT_EMULATED_KEY = "DW005"
 _SILENT_KEYS = frozenset({"$schema"})     # editor tooling only; warning about it would be noise
 _TOP_LEVEL = frozenset({"name", "main", "compatibility_date", "compatibility_flags", "workflows",
                         "worker_loaders", "vars", "dev"})
+# Keys of wrangler's configuration that dynwf reads no meaning from, by section (() is the top
+# level); from wrangler's documented configuration, not exhaustive: a key missing here is called
+# unknown, which is also true of dynwf.
+_WRANGLER_ONLY: dict[tuple[str, ...], frozenset[str]] = {
+    (): frozenset({
+        "account_id", "ai", "alias", "analytics_engine_datasets", "assets", "base_dir", "browser",
+        "build", "containers", "d1_databases", "data_blobs", "define", "dispatch_namespaces",
+        "durable_objects", "env", "find_additional_modules", "first_party_worker", "hyperdrive",
+        "images", "jsx_factory", "jsx_fragment", "keep_names", "keep_vars", "kv_namespaces",
+        "legacy_env", "limits", "logpush", "migrations", "minify", "mtls_certificates",
+        "no_bundle", "node_compat", "observability", "pipelines", "placement",
+        "preserve_file_names", "preview_urls", "queues", "r2_buckets", "route", "routes", "rules",
+        "secrets_store_secrets", "send_email", "send_metrics", "services", "site",
+        "tail_consumers", "text_blobs", "triggers", "tsconfig", "unsafe", "upload_source_maps",
+        "usage_model", "vectorize", "version_metadata", "wasm_modules", "workers_dev",
+        "workflows_dev", "python_modules", "streaming_tail_consumers"}),
+    ("dev",): frozenset({"local_protocol", "upstream_protocol", "host", "inspector_port",
+                         "container_engine", "enable_containers"}),
+}
+# Hints for a required field that is missing, by its path without list indexes.
+_REQUIRED_HINTS = {
+    ("name",): 'add "name": "my-project", the worker\'s name',
+    ("main",): 'add "main": "src/entry.py", the dispatcher module (Default and the workflow class)',
+    ("workflows", "name"): 'add "name": "tenant-workflows", the workflow\'s name',
+    ("workflows", "binding"): 'add "binding": "WORKFLOWS", the env name the dispatcher uses',
+    ("workflows", "class_name"): 'add "class_name": "DynamicWorkflow", the dispatcher\'s class '
+                                 'that runs the workflow',
+    ("worker_loaders", "binding"): 'add "binding": "LOADER", the env name of the Worker Loader',
+}
+_KIND_EXAMPLES = {"string": '"text"', "integer": "8787", "list": "[...]", "object": "{...}"}
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _KINDS = {"string": "a string", "integer": "an integer", "list": "a list", "object": "an object"}
 
@@ -210,7 +244,8 @@ class _Validator:
 
     def project(self, path: Path, data: Any) -> ProjectConfig:
         if not isinstance(data, dict):
-            self.fail((), f"the top level must be an object, got {_describe(data)}")
+            self.fail((), f"the top level must be an object, got {_describe(data)}",
+                      hint='start from {"name": ..., "main": ...}; `dynwf init` writes one')
         config = ProjectConfig(
             path=path,
             name=self.field(data, ("name",), "string", required=True),
@@ -228,7 +263,7 @@ class _Validator:
             if key not in _TOP_LEVEL:
                 config.extra[key] = value
                 if key not in _SILENT_KEYS:
-                    self.warn_unknown((key,))
+                    self.warn_unknown((key,), _TOP_LEVEL)
         config.warnings = sorted(self.warnings, key=lambda d: (d.line, d.column))
         return config
 
@@ -261,7 +296,8 @@ class _Validator:
     def entry(self, item: Any, path: JsonPath, known: set[str]) -> dict[str, Any]:
         """A list item that must be an object; keys outside *known* are warnings."""
         if not isinstance(item, dict):
-            self.fail(path, f"{_dotted(path)} must be an object, got {_describe(item)}")
+            self.fail(path, f"{_dotted(path)} must be an object, got {_describe(item)}",
+                      hint=f"write each entry of {_dotted(path[:-1])} as {{...}}")
         self.warn_extra(item, path, known)
         return item
 
@@ -270,11 +306,15 @@ class _Validator:
         """The value at *path* (whose last part is a key of *data*), checked to be of *kind*."""
         if path[-1] not in data:
             if required:
-                self.fail(path, f"{_dotted(path)} is required")
+                self.fail(path, f"{_dotted(path)} is required",
+                          hint=_REQUIRED_HINTS.get(
+                              tuple(p for p in path if not isinstance(p, int)),
+                              f'add "{path[-1]}" to {_dotted(path[:-1]) or "the top level"}'))
             return None
         value = data[path[-1]]
         if not _is_kind(value, kind):
-            self.fail(path, f"{_dotted(path)} must be {_KINDS[kind]}, got {_describe(value)}")
+            self.fail(path, f"{_dotted(path)} must be {_KINDS[kind]}, got {_describe(value)}",
+                      hint=f'write it as "{path[-1]}": {_KIND_EXAMPLES[kind]}')
         return value
 
     def strings(self, data: dict[str, Any], path: JsonPath) -> list[str]:
@@ -282,13 +322,15 @@ class _Validator:
         for index, value in enumerate(values):
             if not isinstance(value, str):
                 self.fail((*path, index),
-                          f"{_dotted((*path, index))} must be a string, got {_describe(value)}")
+                          f"{_dotted((*path, index))} must be a string, got {_describe(value)}",
+                          hint="quote it")
         return list(values)
 
     def integer(self, data: dict[str, Any], path: JsonPath, low: int, high: int) -> int | None:
         value = self.field(data, path, "integer")
         if value is not None and not low <= value <= high:
-            self.fail(path, f"{_dotted(path)} must be between {low} and {high}, got {value}")
+            self.fail(path, f"{_dotted(path)} must be between {low} and {high}, got {value}",
+                      hint=f"pick a value from {low} to {high}")
         return value
 
     def date(self, data: dict[str, Any], path: JsonPath) -> str | None:
@@ -304,23 +346,39 @@ class _Validator:
             valid = False
         if not valid:
             self.fail(path, f"{_dotted(path)} must be a date written YYYY-MM-DD, got "
-                            f"{_describe(value)}")
+                            f"{_describe(value)}", hint='e.g. "compatibility_date": "2025-04-01"')
         return value
 
     def warn_extra(self, data: dict[str, Any], path: JsonPath, known: set[str]) -> None:
         for key in data:
             if key not in known:
-                self.warn_unknown((*path, key))
+                self.warn_unknown((*path, key), known)
 
-    def warn_unknown(self, path: JsonPath) -> None:
+    def warn_unknown(self, path: JsonPath, known: set[str] | frozenset[str]) -> None:
+        """A key dynwf does not read: wrangler's (DW005), or nobody's (DW001, with the closest
+        key dynwf knows when it looks misspelt)."""
         line, column = self.locator.key(path)
-        self.warnings.append(Diagnostic(
-            code=_UNKNOWN_KEY, severity="warning", file=self.display, line=line, column=column,
-            message=f"unknown key '{_dotted(path)}' is not emulated by dynwf; ignored"))
+        key = str(path[-1])
+        section = tuple(str(p) for p in path[:-1] if not isinstance(p, int))
+        if key in _WRANGLER_ONLY.get(section, ()):
+            code, hint = _NOT_EMULATED_KEY, "dynwf runs the worker without it; wrangler deploy still uses it"
+            message = f"wrangler key '{_dotted(path)}' is not emulated by dynwf; ignored"
+        else:
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+            code = _UNKNOWN_KEY
+            if close:
+                message = f"unknown key '{_dotted(path)}' is ignored; did you mean '{close[0]}'?"
+                hint = f"rename it to '{close[0]}'"
+            else:
+                message = f"unknown key '{_dotted(path)}' is not emulated by dynwf; ignored"
+                hint = f"keys dynwf reads here: {', '.join(sorted(known))}"
+        self.warnings.append(Diagnostic(code=code, severity="warning", file=self.display,
+                                        line=line, column=column, message=message, hint=hint))
 
-    def fail(self, path: JsonPath, message: str) -> NoReturn:
+    def fail(self, path: JsonPath, message: str, *, hint: str | None = None) -> NoReturn:
         line, column = self.locator.value(path)
-        raise ConfigError(message, path=self.display, line=line, column=column)
+        raise ConfigError(message, path=self.display, line=line, column=column,
+                          hint=hint or f"fix {_dotted(path) or 'the file'} in {self.display}")
 
 
 def _is_kind(value: Any, kind: str) -> bool:

@@ -20,26 +20,11 @@ from typing import Any, Mapping, Sequence
 
 from emulator.isolates.guard.folders import is_under, site_package_dirs, stdlib_roots
 from emulator.isolates.guard.tenant_modules import TenantModuleFinder
+from emulator.rules.imports import is_platform_module, refusal_message
 from emulator.runtime import RUNTIME_PATH
-
-#: Top-level names of the runtime modules tenant code may import besides the standard library.
-RUNTIME_MODULES = frozenset({"workers", "dynamic_workflows"})
 
 # Imported before the policy is installed, so their own imports of the emulator resolve normally.
 _RUNTIME_PRELOAD = ("workers", "workers.workflows", "dynamic_workflows")
-
-# Standard-library modules that hand out raw memory access: with them, any check here is moot.
-_NATIVE_ACCESS_MODULES = frozenset({"ctypes", "_ctypes"})
-
-
-def refusal_message(name: str) -> str:
-    """Why tenant code cannot import ``name``, in one sentence."""
-    if name.partition(".")[0] in _NATIVE_ACCESS_MODULES:
-        return (f"module {name!r} is not available to tenant code in a dynamic worker: it gives "
-                "direct access to the process's memory")
-    return (f"module {name!r} is not available to tenant code in a dynamic worker: only the "
-            "standard library, 'workers', 'dynamic_workflows' and the tenant's own modules can "
-            "be imported")
 
 
 _UTIL_FIND_SPEC_CODE = importlib.util.find_spec.__code__
@@ -160,11 +145,7 @@ _KNOWN_STAYING: frozenset[str] = frozenset()
 
 def _may_stay_loaded(name: str) -> bool:
     """Whether ``name`` is the standard library's or the runtime's (and so not the tenant's)."""
-    top = name.partition(".")[0]
-    if top in _NATIVE_ACCESS_MODULES:
-        return False
-    return top in RUNTIME_MODULES or top in sys.stdlib_module_names or \
-        top in sys.builtin_module_names
+    return is_platform_module(name)
 
 
 def _asked_by_util_find_spec() -> bool:
