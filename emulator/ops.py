@@ -308,15 +308,19 @@ class InstanceOps:
             status = self.store.get_instance(row.id).status
         result = {"id": row.id, "tenant": tenant_of(metadata),
                   "tenant_instance_id": visible_id(metadata, row.id), "status": status}
-        return {**result, "next": self.next_move(row.id, status, _command_id(result))}
+        return {**result, "next": self.next_move(row.id, status, _command_id(result),
+                                                 has_tenant=_has_tenant(result))}
 
-    def next_move(self, instance_id: str, status: str, named: str) -> str:
+    def next_move(self, instance_id: str, status: str, named: str, *,
+                  has_tenant: bool = False) -> str:
         """One sentence: what moves the instance on from ``status``, with the command that does
         it (``named``: how a command names the instance). An operation never leaves the reader
-        to guess whether anything will happen next."""
+        to guess whether anything will happen next. ``has_tenant``: ``named`` carries its
+        ``--tenant``, so ``dynwf run --resume`` can take it on without a dev server."""
         if status in (states.QUEUED, states.RUNNING):
+            alone = f" or run it here: dynwf run --resume {named}" if has_tenant else ""
             return (f"{status}: a running dynwf dev runs it (its engine notices within "
-                    f"{POLL_MS} ms); none runs? start one: dynwf dev")
+                    f"{POLL_MS} ms); none runs? start one: dynwf dev{alone}")
         if status == states.WAITING:
             waits = [step.event_type for step in self.store.list_steps(instance_id)
                      if step.status == "waiting" and step.event_type]
@@ -339,9 +343,13 @@ class InstanceOps:
         return f"{status}: dynwf instances describe {named} says more"
 
 
+def _has_tenant(result: dict[str, Any]) -> bool:
+    return bool(result["tenant_instance_id"]) and isinstance(result["tenant"], str)
+
+
 def _command_id(result: dict[str, Any]) -> str:
     """The instance as a command line names it: the tenant's id with ``--tenant``, else the id."""
-    if result["tenant_instance_id"] and isinstance(result["tenant"], str):
+    if _has_tenant(result):
         return f"{result['tenant_instance_id']} --tenant {result['tenant']}"
     return result["id"]
 

@@ -11,6 +11,9 @@ instances left in the state by other sessions are not touched.
 Time: by default a flowing virtual clock, so sleeps and retry back-offs are skipped (a 24-hour
 sleep takes no time) and shown as skipped; ``real_time`` waits for real. A run stops when the
 instance finishes, or when all it does is wait for an event nobody supplied.
+
+Resuming (``RunOptions.resume``): the session takes an instance already in the state file (left
+waiting, or queued after an interrupted run) and drives it the same way, instead of creating one.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ from emulator.rules import states
 from emulator.rules.steps import StepKind, StepStatus
 from emulator.engine import Engine
 from emulator.engine.progress import Progress
-from emulator.engine.store import Store
+from emulator.engine.store import InstanceRow, Store
 from emulator.error_codes import Code
-from emulator.errors import DynwfError, UsageError
+from emulator.errors import (AmbiguousInstanceError, DynwfError, InstanceNotFoundError,
+                             UsageError)
 from emulator.host import HostOptions, ProjectHost
 from emulator.interpreter import tune_for_serving
+from emulator.ops import InstanceOps, StateNotFoundError, envelope_of, visible_id
 from emulator.project import Project
 
 
@@ -94,6 +99,7 @@ class RunOptions:
     real_time: bool = False
     isolation: str = "process"
     vars: dict[str, str] = field(default_factory=dict)    # --var, over .dev.vars and config vars
+    resume: str | None = None    # an existing instance to continue (the tenant's id, or the real one)
 
 
 @dataclass
@@ -122,23 +128,30 @@ class RunSession:
     def __init__(self, project: Project, options: RunOptions) -> None:
         self.project = project
         self.options = options
+        self._check_tenant()
+        resumed = self._resumed_row() if options.resume is not None else None
         workflows = project.config.workflows
         if not workflows:
             raise RunError("the config declares no workflows", hint="add a workflows entry to "
                            f"{project.config.path.name}")
         names = [w.name for w in workflows]
-        chosen = options.workflow or names[0]
+        chosen = resumed.workflow if resumed is not None else options.workflow or names[0]
         if chosen not in names:
             raise UsageError(f"no workflow named '{chosen}' (the config has: {', '.join(names)})")
         self.workflow = next(w for w in workflows if w.name == chosen)
         self.metadata = options.metadata if options.metadata is not None else {"tenantId": options.tenant}
-        self._check_tenant()
+        if resumed is not None:
+            self.metadata = envelope_of(resumed)[0] or self.metadata
         clock = SystemClock() if options.real_time else VirtualClock()
         self.host = ProjectHost(project.config, HostOptions(state_dir=project.state_dir, clock=clock,
                                                             isolation=options.isolation,
                                                             vars=options.vars))
         self.instance_id = ""
         self.tenant_instance_id = options.instance_id or uuid.uuid4().hex
+        #: the real id of the instance resumed, which no metadata is needed to find
+        self._resumed_id = resumed.id if resumed is not None else None
+        if resumed is not None:
+            self.tenant_instance_id = visible_id(self.metadata, resumed.id) or resumed.id
         self._events = list(options.events)
 
     def _check_tenant(self) -> None:
@@ -148,9 +161,36 @@ class RunSession:
             raise UsageError(f"no tenant '{self.options.tenant}' in {tenants.name}/",
                              hint="tenants: " + (", ".join(known) or "none yet"))
 
+    def _resumed_row(self) -> InstanceRow:
+        """The instance ``--resume`` names, found as ``dynwf instances`` finds it, if this run can
+        continue it; a paused or finished one is refused with the command that applies instead
+        (a run that quietly resumed a pause, or did nothing, would hide what happened)."""
+        given, tenant = self.options.resume or "", self.options.tenant
+        try:
+            with InstanceOps.open(self.project) as ops:
+                row = ops.resolve(given, tenant)
+        except (StateNotFoundError, InstanceNotFoundError, AmbiguousInstanceError) as exc:
+            raise UsageError(f"--resume: {exc.message}", hint=exc.hint or "dynwf instances list "
+                             f"--tenant {tenant}") from None
+        named = f"{given} --tenant {tenant}"
+        if row.status in (states.PAUSED, states.WAITING_FOR_PAUSE):
+            raise UsageError(f"--resume: instance {given} of tenant {tenant} is {row.status}; "
+                             "a run does not lift a pause",
+                             hint=f"dynwf instances resume {named}, then dynwf run --resume {named}")
+        if states.is_finished(row.status):
+            raise UsageError(f"--resume: instance {given} of tenant {tenant} is {row.status}: "
+                             "finished, nothing is left to run",
+                             hint=f"to run it again from the top: dynwf instances restart {named}")
+        return row
+
+    @property
+    def resuming(self) -> bool:
+        return self._resumed_id is not None
+
     async def __aenter__(self) -> "RunSession":
         from emulator.runtime.dynamic_workflows import scoped_instance_id
-        self.instance_id = scoped_instance_id(self.metadata, self.tenant_instance_id)
+        self.instance_id = self._resumed_id or scoped_instance_id(self.metadata,
+                                                                  self.tenant_instance_id)
         self.host.engine.only = {self.instance_id}
         tune_for_serving()
         await self.host.start()

@@ -379,7 +379,8 @@ def test_every_change_says_what_moves_the_instance_next(state: State):
         in state.ok("pause", *target)
     resumed = state.ok("resume", *target)
     assert "next: queued: a running dynwf dev runs it" in resumed
-    assert "none runs? start one: dynwf dev" in resumed
+    assert "none runs? start one: dynwf dev or run it here: dynwf run --resume order-1 " \
+           "--tenant globex" in " ".join(resumed.split())
     sent = state.ok("send-event", "order-1", "--tenant", "acme", "--type", "approval")
     assert "next: queued: a running dynwf dev runs it" in sent
     state.run_engine()

@@ -291,3 +291,87 @@ def test_a_var_without_a_colon_is_a_usage_error(project):
                                capture_output=True, text=True, timeout=60, cwd=project)
     assert completed.returncode == 2
     assert "--var 'GREETING=x' must look like KEY:VALUE" in completed.stderr
+
+
+def test_resume_continues_a_waiting_instance_with_an_event(project):
+    waiting = subprocess.run([DYNWF, "run", "--tenant", "globex", "--id", "deploy-2"],
+                             capture_output=True, text=True, timeout=60, cwd=project,
+                             stdin=subprocess.DEVNULL)
+    assert waiting.returncode == 3, waiting.stderr
+    assert ("dynwf run --resume deploy-2 --tenant globex --event deploy-approval='{}'"
+            in waiting.stderr)
+    resumed = subprocess.run([DYNWF, "run", "--resume", "deploy-2", "--tenant", "globex",
+                              "--event", 'deploy-approval={"ok": true, "by": "ann"}'],
+                             capture_output=True, text=True, timeout=60, cwd=project,
+                             stdin=subprocess.DEVNULL)
+    assert resumed.returncode == 0, resumed.stderr
+    final = result_line(resumed.stdout)
+    assert final["status"] == "complete" and final["tenant_instance"] == "deploy-2"
+    assert final["output"]["deployed"] is True
+    listed = runner.invoke(app, ["instances", "list", "--tenant", "globex", "--json"])
+    rows = [r for r in json.loads(listed.stdout) if r["tenant_instance_id"] == "deploy-2"]
+    assert [r["status"] for r in rows] == ["complete"]     # the same instance, not a second one
+
+
+def test_resume_without_the_event_is_left_waiting_again(project):
+    assert runner.invoke(app, ["run", "--tenant", "globex", "--id", "deploy-3"]).exit_code == 3
+    again = runner.invoke(app, ["run", "--resume", "deploy-3", "--tenant", "globex"])
+    assert again.exit_code == 3, again.output
+    assert result_line(again.stdout)["waiting_for"] == ["deploy-approval"]
+
+
+def test_resume_of_an_unknown_id_is_a_usage_error(project):
+    runner.invoke(app, ["run", "--tenant", "acme", "--params", '{"name": "Alice"}'])
+    completed = subprocess.run([DYNWF, "run", "--resume", "nope-1", "--tenant", "acme"],
+                               capture_output=True, text=True, timeout=60, cwd=project)
+    assert completed.returncode == 2, completed.stderr
+    assert "--resume: Instance 'nope-1' of tenant 'acme' does not exist" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_resume_refuses_a_finished_instance_naming_restart(project):
+    assert runner.invoke(app, ["run", "--tenant", "acme", "--id", "done-1",
+                               "--params", '{"name": "Alice"}']).exit_code == 0
+    completed = subprocess.run([DYNWF, "run", "--resume", "done-1", "--tenant", "acme"],
+                               capture_output=True, text=True, timeout=60, cwd=project)
+    assert completed.returncode == 2, completed.stderr
+    assert "is complete" in completed.stderr
+    assert "dynwf instances restart done-1 --tenant acme" in " ".join(completed.stderr.split())
+
+
+def test_resume_refuses_a_paused_instance_naming_instances_resume(project):
+    assert runner.invoke(app, ["run", "--tenant", "globex", "--id", "deploy-4"]).exit_code == 3
+    assert runner.invoke(app, ["instances", "pause", "deploy-4", "--tenant", "globex"]).exit_code == 0
+    refused = runner.invoke(app, ["run", "--resume", "deploy-4", "--tenant", "globex"])
+    assert refused.exit_code != 0
+    assert "is paused" in str(refused.exception)
+    assert "dynwf instances resume deploy-4 --tenant globex" in refused.exception.hint
+
+
+@pytest.mark.parametrize("args", [["--params", "{}"], ["--id", "x-1"]])
+def test_resume_with_params_or_id_is_a_usage_error(project, args):
+    completed = subprocess.run([DYNWF, "run", "--resume", "x-1", "--tenant", "acme", *args],
+                               capture_output=True, text=True, timeout=60, cwd=project)
+    assert completed.returncode == 2, completed.stderr
+    assert f"--resume cannot be given with {args[0]}" in completed.stderr
+
+
+def test_resume_takes_on_an_instance_queued_by_an_interrupted_run(project):
+    """Ctrl-C hands the instance back queued; next: names dynwf run --resume, which finishes it."""
+    process = subprocess.Popen([DYNWF, "run", "--tenant", "sleepy", "--id", "nap-2", "--real-time",
+                                "--params", '{"n": 1}'],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=project, stdin=subprocess.DEVNULL)
+    try:
+        for line in process.stdout:
+            event = json.loads(line)
+            if event["kind"] == "instance.status" and event["status"] == "waiting":
+                break
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    finally:
+        process.kill()
+    resumed = subprocess.run([DYNWF, "run", "--resume", "nap-2", "--tenant", "sleepy"],
+                             capture_output=True, text=True, timeout=60, cwd=project)
+    assert resumed.returncode == 0, resumed.stderr
+    assert result_line(resumed.stdout)["output"] == {"after": 20}

@@ -29,7 +29,14 @@ live per-step checklist. Sleeps and retry back-offs are skipped (fast-forwarded)
 
 When the instance waits for an event: a matching --event is sent; on a terminal you are asked
 for the payload (empty input leaves it waiting); otherwise the run stops with exit status 3 and
-prints the command that continues it.
+prints the commands that continue it.
+
+--resume ID continues an instance already in the state file (left waiting, or queued after
+Ctrl-C) in this process, the same way: its steps done so far are replayed, then it runs on,
+with --event, the same output and the same exit statuses. ID is the id the tenant knows it by
+(as --id gave it). A paused or finished instance is refused with the command that applies
+(dynwf instances resume or restart). --resume takes the instance's own params, id, metadata and
+workflow, so it cannot be given with --params, --id, --metadata or --workflow.
 
 Output: on a terminal, the live checklist and the output; otherwise (piped, in CI) or with
 --json, NDJSON: one JSON object per progress event, then one "result" line, all in the same
@@ -46,6 +53,7 @@ Example:
 \b
   dynwf run --tenant acme --params '{"name": "Alice"}'
   dynwf run --tenant globex --event 'deploy-approval={"ok": true}'
+  dynwf run --resume deploy-1 --tenant globex --event 'deploy-approval={"ok": true}'
 """
 
 
@@ -86,6 +94,9 @@ def run(
     workflow: WorkflowOption = None,
     instance_id: Annotated[Optional[str], typer.Option(
         "--id", help="The id the tenant gives it.")] = None,
+    resume: Annotated[Optional[str], typer.Option(
+        "--resume", metavar="ID",
+        help="Continue this existing instance of TENANT instead of creating one.")] = None,
     metadata: Annotated[Optional[str], typer.Option(
         "--metadata", metavar="JSON",
         help='Dispatcher metadata (default: {"tenantId": TENANT}).')] = None,
@@ -100,11 +111,14 @@ def run(
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
+    _refuse_with_resume(resume, params=params, id=instance_id, metadata=metadata,
+                        workflow=workflow)
     options = RunOptions(tenant=tenant, params=parse_json_option(params, "--params"),
                          workflow=workflow, instance_id=instance_id,
                          metadata=parse_json_option(metadata, "--metadata"),
                          events=[parse_event(e) for e in event], real_time=real_time,
-                         isolation=isolation.value, vars=dict(parse_var(v) for v in var))
+                         isolation=isolation.value, vars=dict(parse_var(v) for v in var),
+                         resume=resume)
     if options.metadata is not None and not isinstance(options.metadata, dict):
         raise UsageError("--metadata must be a JSON object")
     if instance_id is not None and not is_valid_id(instance_id):
@@ -123,6 +137,16 @@ def run(
         _report_interrupt(project, started)
         raise typer.Exit(130) from None
     raise typer.Exit(_report(result, project, as_json, live_view))
+
+
+def _refuse_with_resume(resume: str | None, **given: str | None) -> None:
+    """``--resume`` continues the instance as it was created: an option that would create it
+    differently cannot apply, and ignoring it silently would mislead."""
+    clashing = [f"--{name}" for name, value in given.items() if value is not None]
+    if resume is not None and clashing:
+        raise UsageError(f"--resume cannot be given with {', '.join(clashing)}: a resumed "
+                         "instance keeps its own params, id, metadata and workflow",
+                         hint=f"dynwf run --resume {resume} --tenant TENANT [--event TYPE=JSON]")
 
 
 def _report_interrupt(project, started: dict[str, str]) -> None:
@@ -176,7 +200,7 @@ async def _run(project, options: RunOptions, live_view: bool,
             live = Live(console=console, refresh_per_second=12, get_renderable=lambda: checklist.render(
                 now=session.host.engine.clock.now_ms()))
             with live:
-                await session.create()
+                await _start(session)
                 started.update(id=session.tenant_instance_id, tenant=options.tenant)
                 result = await session.drive()
                 while not result.finished and result.waiting_for and sys.stdin.isatty():
@@ -189,10 +213,16 @@ async def _run(project, options: RunOptions, live_view: bool,
                     result = await session.drive()
         else:
             session.subscribe(lambda p: print(to_ndjson(p), flush=True))
-            await session.create()
+            await _start(session)
             started.update(id=session.tenant_instance_id, tenant=options.tenant)
             result = await session.drive()
         return result
+
+
+async def _start(session: RunSession) -> None:
+    """Create the instance, unless the run resumes one the state file already holds."""
+    if not session.resuming:
+        await session.create()
 
 
 _LEAVE = object()
@@ -231,11 +261,14 @@ def _report(result: RunResult, project, as_json: bool, live_view: bool) -> int:
                                  "json", background_color="default"))
         return 0
     if result.waiting_for:
-        command = (f"dynwf instances send-event {result.tenant_instance_id} --tenant {result.tenant} "
-                   f"--type {result.waiting_for[0]} --payload '{{}}'")
-        err_console.print(Text(f"waiting for event '{result.waiting_for[0]}'; continue it with:",
+        named, event_type = f"{result.tenant_instance_id} --tenant {result.tenant}", result.waiting_for[0]
+        err_console.print(Text(f"waiting for event '{event_type}'; continue it here with:",
                                style="warning"))
-        err_console.print(Text("  " + command), soft_wrap=True)
+        err_console.print(Text(f"  dynwf run --resume {named} --event {event_type}='{{}}'"),
+                          soft_wrap=True)
+        err_console.print(Text("or send it to a running dynwf dev with:", style="warning"))
+        err_console.print(Text(f"  dynwf instances send-event {named} --type {event_type} "
+                               "--payload '{}'"), soft_wrap=True)
         return 3
     error = result.error or {"name": result.status, "message": ""}
     err_console.print(Text(f"{result.status}: {error.get('name')}: {error.get('message')}",
