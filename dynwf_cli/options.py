@@ -67,3 +67,12 @@ VarOption = Annotated[list[str], typer.Option(
     "--var", metavar="KEY:VALUE",
     help=f"A value for the dispatcher's env (repeatable); over {DEV_VARS_NAME} beside the config, "
          "over the config's vars.")]
+
+#: How long ``--wait`` waits by default, in seconds.
+WAIT_TIMEOUT_S = 60.0
+WaitOption = Annotated[bool, typer.Option(
+    "--wait", help="Then wait until a running engine (dynwf dev) has moved the instance on to "
+    "where it rests (finished, waiting or paused) and say where: exit 0 complete, waiting or "
+    "paused, 1 errored or terminated, or nothing moved it within --timeout.")]
+TimeoutOption = Annotated[float, typer.Option(
+    "--timeout", metavar="SECONDS", min=0, help="How long --wait waits.")]

@@ -111,6 +111,8 @@ class Code(StrEnum):
                             "an event or a wake for an instance that has finished")
     INSTANCE_CANNOT_TERMINATE = ("instance.cannot_terminate", 409, EXIT_FAILED, False,
                                  "terminate of an instance that has finished")
+    INSTANCE_WAIT_TIMEOUT = ("instance.wait_timeout", 504, EXIT_FAILED, True,
+                             "--wait gave up: no engine moved the instance on within --timeout")
 
     # ---- a workflow's run: errors that end the instance ----------------------------------------
     WORKFLOW_FATAL = ("workflow.fatal", 500, EXIT_FAILED, False,

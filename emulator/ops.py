@@ -15,8 +15,9 @@ pause's length). The command line uses the system clock; the dev server passes i
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from emulator.code_version import code_fingerprint
 from emulator.defaults import POLL_MS
@@ -27,8 +28,9 @@ from emulator.engine.control import Control
 from emulator.rules.limits import is_valid_id
 from emulator.engine.store import InstanceRow, StepRow, Store, TimerRow
 from emulator.error_codes import Code
-from emulator.errors import (AmbiguousInstanceError, DynwfError, InstanceNotFoundError,
-                             InvalidIdError, UnknownStatusError, ValidationError)
+from emulator.errors import (AmbiguousInstanceError, DynwfError, InstanceError,
+                             InstanceNotFoundError, InvalidIdError, UnknownStatusError,
+                             ValidationError)
 from emulator.project import Project
 from emulator.rules.tenant_scope import tenant_prefix
 from emulator.runtime.dynamic_workflows import scoped_instance_id, tenant_instance_id, unwrap_params
@@ -51,6 +53,18 @@ def open_store(project: Project) -> Store:
         raise StateNotFoundError(f"no instances yet: {project.database} does not exist",
                                  hint="run dynwf run or dynwf dev first, or check --state-dir")
     return Store(project.database)
+
+
+class WaitTimeoutError(InstanceError):
+    """``--wait`` gave up: the instance did not settle within the time given."""
+
+    code = Code.INSTANCE_WAIT_TIMEOUT
+
+
+#: Statuses an engine still has to move the instance on from; any other one is where it settled.
+UNSETTLED = (states.QUEUED, states.RUNNING, states.WAITING_FOR_PAUSE)
+#: Real seconds between looks at the state file while waiting for an instance to settle.
+SETTLE_LOOK_S = 0.1
 
 
 # ---- what a row says about its tenant ---------------------------------------------------------
@@ -302,6 +316,34 @@ class InstanceOps:
         """The instance's status and what moves it on next, changing nothing."""
         return self._result(self.resolve(given, tenant))
 
+    def settle(self, given: str, *, tenant: str | None = None, timeout_s: float = 60.0,
+               sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+        """Wait until an engine (another process: this one only reads the state file) has moved
+        the instance on to where it rests (finished, waiting, paused), and say where that is.
+        A command that changed an instance and then returned at once would leave the reader to
+        poll; one that waits forever would hide an engine that is not running."""
+        row = self.resolve(given, tenant)
+        deadline = time.monotonic() + timeout_s
+        status = self.store.get_instance(row.id).status
+        while status in UNSETTLED:
+            if time.monotonic() >= deadline:
+                raise self._timeout(row, status, timeout_s)
+            sleep(SETTLE_LOOK_S)
+            status = self.store.get_instance(row.id).status
+        return self._result(row, status=status)
+
+    def _timeout(self, row: InstanceRow, status: str, timeout_s: float) -> WaitTimeoutError:
+        result = self._result(row, status=status)
+        named = _command_id(result)
+        if status == states.QUEUED:
+            return WaitTimeoutError(
+                f"instance {named} is still queued after {timeout_s:g}s: nothing ran it: is "
+                "dynwf dev running?", instance_id=row.id, hint="start one: dynwf dev" + (
+                    f"; or run it here: dynwf run --resume {named}" if _has_tenant(result) else ""))
+        return WaitTimeoutError(f"instance {named} is still {status} after {timeout_s:g}s",
+                                instance_id=row.id, hint="wait longer with --timeout, or "
+                                f"follow it: dynwf instances logs {named} --follow")
+
     def _result(self, row: InstanceRow, *, status: str | None = None) -> dict[str, Any]:
         metadata, _params = envelope_of(row)
         if status is None:
@@ -387,5 +429,5 @@ def _log_line(line: dict[str, Any]) -> dict[str, Any]:
             "step": {"kind": step[0], "name": step[1], "count": step[2]} if step else None}
 
 
-__all__ = ["InstanceOps", "StateNotFoundError", "envelope_of", "open_store", "resolve_id",
-           "summary", "tenant_of", "visible_id"]
+__all__ = ["InstanceOps", "StateNotFoundError", "WaitTimeoutError", "envelope_of", "open_store",
+           "resolve_id", "summary", "tenant_of", "visible_id"]

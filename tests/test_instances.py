@@ -586,6 +586,54 @@ def test_send_event_reaches_an_engine_in_another_process(tmp_path: Path):
         assert worker.stop() == 0
 
 
+def test_wait_with_no_engine_running_says_nothing_ran_it(state: State):
+    refused = state.error("send-event", "order-1", "--tenant", "globex", "--type", "approval",
+                          "--wait", "--timeout", "0.3")
+    assert refused.code == "instance.wait_timeout"
+    assert "is still queued after 0.3s: nothing ran it: is dynwf dev running?" in refused.message
+    assert "dynwf run --resume order-1 --tenant globex" in refused.hint
+
+
+def test_wait_on_an_instance_that_rests_already_returns_at_once(state: State):
+    resumed = state.ok("resume", "sleeper", "--tenant", "acme", "--wait", "--timeout", "0")
+    assert resumed.count("(status waiting)") == 2 and "✓ now " in resumed
+
+
+def test_send_event_wait_and_restart_wait_follow_an_engine_in_another_process(tmp_path: Path):
+    """``--wait`` reads the state file until the worker process has run the instance to where
+    it rests, and exits by where that is."""
+    (tmp_path / "wrangler.jsonc").write_text(CONFIG)
+    db = tmp_path / ".dynwf" / "state.sqlite"
+    worker = Worker(db, tmp_path / "steps.log", "w1", tmp_path, lease_ms=2000, poll_ms=250)
+    try:
+        worker.wait_ready()
+        real = scoped_instance_id({"tenantId": "acme"}, "deploy-8")
+        store = Store(db)
+        try:
+            Control(store, SystemClock()).create("waiter", {"id": real, "params": {"n": 8}})
+        finally:
+            store.close()
+
+        def status() -> str:
+            return json.loads(dynwf("instances", "describe", "deploy-8", "--tenant", "acme",
+                                    "--json", cwd=tmp_path).stdout)["status"]
+        assert wait_until(lambda: status() == "waiting", 30), worker.output()
+
+        sent = dynwf("instances", "send-event", "deploy-8", "--tenant", "acme", "--type",
+                     EVENT_TYPE, "--payload", json.dumps(event_payload(real)), "--wait",
+                     "--timeout", "30", "--json", cwd=tmp_path)
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout)["status"] == "complete"
+
+        restarted = dynwf("instances", "restart", "deploy-8", "--tenant", "acme", "--wait",
+                          "--timeout", "30", cwd=tmp_path)
+        assert restarted.returncode == 0, restarted.stderr
+        assert "restarted" in restarted.stdout and "(status waiting)" in restarted.stdout
+        assert "next: waiting for an event" in restarted.stdout
+    finally:
+        assert worker.stop() == 0
+
+
 def test_dynwf_logs_tails_every_instance_and_filters_by_tenant(tmp_path, monkeypatch):
     """`dynwf logs` (as `wrangler tail`): the lines of every instance, oldest first, each naming
     its tenant and the id the tenant knows; --tenant keeps one tenant's; NDJSON without a TTY."""

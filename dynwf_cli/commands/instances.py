@@ -22,8 +22,9 @@ from rich.text import Text
 
 from dynwf_cli.checklist import GLYPHS
 from dynwf_cli.console import THEME, console
-from dynwf_cli.options import (ConfigOption, FollowInstanceOption, JsonOption, StateDirOption,
-                               TenantFilterOption, TenantOfIdOption, WorkflowFilterOption)
+from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, FollowInstanceOption, JsonOption,
+                               StateDirOption, TenantFilterOption, TenantOfIdOption,
+                               TimeoutOption, WaitOption, WorkflowFilterOption)
 from emulator import (DATABASE_NAME, POLL_MS, STATE_DIR_NAME, InstanceOps, StateNotFoundError,
                       ValidationError, check_event_type, format_ms, open_project, states)
 
@@ -274,8 +275,12 @@ def _step_detail(step: dict[str, Any]) -> Text:
 
 # ---- control ----------------------------------------------------------------------------------
 
+_WAIT_HELP = " With --wait, wait until a running dynwf dev has moved it on and say where it rests."
+
+
 def _control_command(name: str, text: str, example: str, verb: str,
-                     call: Callable[[InstanceOps, str, Optional[str]], dict[str, Any]]) -> None:
+                     call: Callable[[InstanceOps, str, Optional[str]], dict[str, Any]], *,
+                     waits: bool = False) -> None:
     def command(
         instance: IdArgument,
         tenant: TenantOfIdOption = None,
@@ -286,8 +291,35 @@ def _control_command(name: str, text: str, example: str, verb: str,
         with _ops(config, state_dir) as ops:
             result = call(ops, instance, tenant)
         _print_outcome(result, verb, as_json)
-    command.__name__ = f"{name}_command"
-    instances_app.command(name, help=_help(text, example))(command)
+
+    def waiting_command(
+        instance: IdArgument,
+        tenant: TenantOfIdOption = None,
+        wait: WaitOption = False,
+        timeout: TimeoutOption = WAIT_TIMEOUT_S,
+        as_json: JsonOption = False,
+        config: ConfigOption = None,
+        state_dir: StateDirOption = None,
+    ) -> None:
+        with _ops(config, state_dir) as ops:
+            result = call(ops, instance, tenant)
+            if not (wait and as_json):   # --json --wait: one document, where it rests
+                _print_outcome(result, verb, as_json)
+            if wait:
+                _settle(ops, instance, tenant, timeout, as_json)
+    chosen = waiting_command if waits else command
+    chosen.__name__ = f"{name}_command"
+    instances_app.command(name, help=_help(text + (_WAIT_HELP if waits else ""), example))(chosen)
+
+
+def _settle(ops: InstanceOps, instance: str, tenant: Optional[str], timeout: float,
+            as_json: bool) -> None:
+    """``--wait``: where the instance rests once an engine moved it on; the exit status says
+    whether that is a good place (complete, waiting, paused) or not (errored, terminated)."""
+    final = ops.settle(instance, tenant=tenant, timeout_s=timeout)
+    _print_outcome(final, "now", as_json)
+    if final["status"] in (states.ERRORED, states.TERMINATED):
+        raise typer.Exit(1)
 
 
 _control_command(
@@ -299,8 +331,8 @@ _control_command(
 _control_command(
     "resume", "Resume a paused instance; its sleeps keep the time they had left. A no-op for an "
     "instance that is not paused.",
-    "dynwf instances resume order-1 --tenant acme", "resumed",
-    lambda ops, instance, tenant: ops.resume(instance, tenant=tenant))
+    "dynwf instances resume order-1 --tenant acme --wait", "resumed",
+    lambda ops, instance, tenant: ops.resume(instance, tenant=tenant), waits=True)
 _control_command(
     "terminate", "Stop an instance for good (status terminated). Refused for an instance that "
     "already finished.",
@@ -309,8 +341,8 @@ _control_command(
 _control_command(
     "restart", "Erase every step of an instance and run it again from the top with the same "
     "params, whatever its status.",
-    "dynwf instances restart order-1 --tenant acme", "restarted",
-    lambda ops, instance, tenant: ops.restart(instance, tenant=tenant))
+    "dynwf instances restart order-1 --tenant acme --wait", "restarted",
+    lambda ops, instance, tenant: ops.restart(instance, tenant=tenant), waits=True)
 
 
 @instances_app.command("wake", help=_help(
@@ -363,7 +395,7 @@ def _payload(value: Optional[str]) -> Any:
 
 @instances_app.command("send-event", help=_help(
     "Send an event to an instance: it goes to the oldest step waiting for that type, or is "
-    "buffered until one asks. PAYLOAD is JSON, or @FILE to read JSON from a file.",
+    "buffered until one asks. PAYLOAD is JSON, or @FILE to read JSON from a file." + _WAIT_HELP,
     """dynwf instances send-event order-1 --tenant acme --type approval --payload '{"ok": true}'"""))
 def send_event_command(
     instance: IdArgument,
@@ -374,6 +406,8 @@ def send_event_command(
         "--payload", "-p", metavar="JSON|@FILE",
         help="The event's payload (default: null).")] = None,
     tenant: TenantOfIdOption = None,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = WAIT_TIMEOUT_S,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
@@ -381,7 +415,10 @@ def send_event_command(
     value = _payload(payload)  # before opening anything: a usage error changes nothing
     with _ops(config, state_dir) as ops:
         result = ops.send_event(instance, event_type, value, tenant=tenant)
-    _print_outcome(result, f"sent '{event_type}' to", as_json)
+        if not (wait and as_json):
+            _print_outcome(result, f"sent '{event_type}' to", as_json)
+        if wait:
+            _settle(ops, instance, tenant, timeout, as_json)
 
 
 # ---- logs -------------------------------------------------------------------------------------
