@@ -64,13 +64,15 @@ class VirtualClock(Clock):
 
     def __init__(self, start_ms: int | None = None, *, flowing: bool = True) -> None:
         self.flowing = flowing
-        self._base = time.time_ns() // 1_000_000 if start_ms is None else start_ms
-        self._origin = time.monotonic_ns() // 1_000_000
+        # kept in nanoseconds and rounded down once: two separately rounded readings could
+        # add up to a millisecond past the wall clock, a time in the future
+        self._base_ns = time.time_ns() if start_ms is None else start_ms * 1_000_000
+        self._origin_ns = time.monotonic_ns()
         self._offset = 0
 
     def now_ms(self) -> int:
-        elapsed = time.monotonic_ns() // 1_000_000 - self._origin if self.flowing else 0
-        return self._base + elapsed + self._offset
+        elapsed_ns = time.monotonic_ns() - self._origin_ns if self.flowing else 0
+        return (self._base_ns + elapsed_ns) // 1_000_000 + self._offset
 
     def jump_to(self, ms: int) -> int:
         """Move forward to ``ms``: never backward, never more than :data:`MAX_JUMP_MS` (a target
