@@ -31,7 +31,7 @@ from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.text import Text
 
-from emulator import OutlineStep, Progress, StepKey, format_ms
+from emulator import OutlineStep, Progress, StepKey, format_ms, format_traceback
 from emulator import progress as events
 
 __all__ = ["Checklist", "ChecklistStep", "GLYPHS", "to_ndjson"]
@@ -53,6 +53,7 @@ _QUIET_LEVELS = frozenset({"info", "log", "stdout", "print"})  # shown without a
 _LABEL_WIDTH = (8, 28)            # the name column: at least, at most (longer names end in "…")
 _GLYPH_WIDTH = 2
 _LOG_INDENT = 2 + _GLYPH_WIDTH + 1  # log lines start under the step's name
+_SHOWN_ATTEMPTS = 5  # failed attempts listed under a step (describe --json has them all)
 _MIN_DETAIL = 16                  # on a very narrow console the detail still gets this much
 _OUTPUT_CHARS = 400               # outputs may be up to 1 MiB; the NDJSON stream has all of it
 
@@ -84,6 +85,8 @@ class ChecklistStep:
     note: str | None = None       # how a wait ended, when no event said so ("event received")
     logs: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=5))
     log_count: int = 0
+    #: each failed attempt's (number, error), shown under the step once it is done or failed
+    failures: list[tuple[int, Any]] = field(default_factory=list)
 
     @property
     def key(self) -> StepKey | None:
@@ -315,6 +318,7 @@ class _View:
             lines += _columns(console, width, glyph, Text(_label(row)), label_width,
                               checklist._detail(row, self.now))
             lines += _log_lines(row.logs, row.log_count, indent=_LOG_INDENT, width=width)
+            lines += _attempt_lines(row, indent=_LOG_INDENT, width=width)
         if checklist.logs:
             lines.append(Text("  instance log", style="muted"))
             lines += _log_lines(checklist.logs, checklist.log_count, indent=_LOG_INDENT,
@@ -337,6 +341,7 @@ def _on_started(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> No
 def _on_attempt_failed(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> None:
     row.state, row.error = RETRYING, data.get("error")
     row.attempt = data.get("attempt", row.attempt)
+    _keep_failure(row, row.attempt, row.error)
     row.max_attempts = data.get("max_attempts", row.max_attempts)
     row.next_attempt_at = data.get("next_attempt_at")
 
@@ -350,6 +355,7 @@ def _on_committed(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> 
 def _on_failed(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> None:
     row.state, row.error = FAILED, data.get("error")
     row.attempt = data.get("attempt", row.attempt)
+    _keep_failure(row, row.attempt, row.error)
 
 
 def _on_cancelled(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> None:
@@ -458,6 +464,42 @@ def _log_lines(logs: Iterable[tuple[str, str]], total: int, *, indent: int,
                         "error" if level in ("error", "stderr", "critical") else "step.log")
         text.append(first + (" …" if more else ""), style="step.log")
         lines.append(text)
+    for text in lines:
+        text.truncate(width, overflow="ellipsis")
+        text.rstrip()
+        text.no_wrap = True
+    return lines
+
+
+def _keep_failure(row: ChecklistStep, attempt: int | None, error: Any) -> None:
+    if attempt is not None and error is not None and \
+            not any(number == attempt for number, _ in row.failures):
+        row.failures.append((attempt, error))
+
+
+def _attempt_lines(row: ChecklistStep, *, indent: int, width: int) -> list[Text]:
+    """Under a finished step that failed an attempt, every attempt's outcome ("attempt 1 failed:
+    KeyError: 'sku'", "attempt 2 done"), then the user's frames of the error it failed with
+    (``emulator.sdk.tracebacks``); long frames are cut at the edge, like log lines."""
+    if row.state not in (DONE, FAILED):
+        return []
+    # a failed step's last attempt is on the step's own line
+    earlier = row.failures if row.state == DONE else \
+        [(number, error) for number, error in row.failures if number != row.attempt]
+    pad = " " * indent
+    lines = [Text(f"{pad}attempt {number} failed: {_error_text(error)}", style="muted")
+             for number, error in earlier[-_SHOWN_ATTEMPTS:]]
+    if len(earlier) > _SHOWN_ATTEMPTS:
+        lines.insert(0, Text(f"{pad}… {len(earlier) - _SHOWN_ATTEMPTS} earlier attempts "
+                             "failed", style="muted"))
+    if row.state == DONE and row.attempt and earlier:
+        lines.append(Text(f"{pad}attempt {row.attempt} done", style="muted"))
+    elif row.state == FAILED and isinstance(row.error, dict) \
+            and isinstance(row.error.get("traceback"), list):
+        lines.append(Text(f"{pad}attempt {row.attempt or '?'} raised it (most recent call last):",
+                          style="error"))
+        lines += [Text(line, style="error")
+                  for line in format_traceback(row.error["traceback"], indent=pad + "  ")]
     for text in lines:
         text.truncate(width, overflow="ellipsis")
         text.rstrip()

@@ -539,6 +539,7 @@ class Engine:
                 return None
             for key, (attempt, config_json, _started) in attempting.items():
                 delay = lifetime.retry_delay(key, config_from_json(config_json), attempt)
+                store.add_attempt_txn(lifetime.id, key, attempt, error_json, now)
                 if delay is not None:
                     store.put_step_txn(lifetime.id, key, "backoff", now, attempts=attempt,
                                        config=config_json, error=error_json)

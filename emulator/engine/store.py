@@ -341,7 +341,7 @@ class Store:
     def reset_txn(self, id: str, now: int) -> None:
         """restart(): erase every step, timer, buffered event and log; queue the instance again
         under a new generation so writers of the old run are refused."""
-        for table in ("steps", "timers", "events", "logs"):
+        for table in ("steps", "attempts", "timers", "events", "logs"):
             self.conn.execute(f"DELETE FROM {table} WHERE instance_id = ?", (id,))
         self.conn.execute(
             "UPDATE instances SET status = 'queued', output = NULL, error = NULL, paused_at = NULL, "
@@ -400,6 +400,28 @@ class Store:
             "duration_ms = coalesce(duration_ms, excluded.duration_ms), ended_at = excluded.ended_at",
             (instance_id, *key, status, attempts, config, result, error, event_type, duration_ms,
              now, ended_at))
+
+    def add_attempt_txn(self, instance_id: str, key: StepKey, attempt: int, error: str,
+                        now: int) -> None:
+        """Keep a failed attempt's error (JSON); a second outcome for the same attempt (one cut off,
+        then settled by a replay) replaces the first."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO attempts (instance_id, step_kind, step_name, step_count, "
+            "attempt, error, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (instance_id, *key, attempt, error, now))
+
+    def list_attempts(self, instance_id: str) -> dict[StepKey, list[dict[str, Any]]]:
+        """The failed attempts of each step of the instance, in attempt order:
+        ``{"attempt", "error", "at"}`` with ``error`` parsed."""
+        rows = self.conn.execute(
+            "SELECT step_kind, step_name, step_count, attempt, error, at FROM attempts "
+            "WHERE instance_id = ? ORDER BY step_kind, step_name, step_count, attempt",
+            (instance_id,))
+        attempts: dict[StepKey, list[dict[str, Any]]] = {}
+        for kind, name, count, attempt, error, at in rows:
+            attempts.setdefault((kind, name, count), []).append(
+                {"attempt": attempt, "error": json.loads(error), "at": at})
+        return attempts
 
     def resolve_step_txn(self, instance_id: str, key: StepKey, expect: str, status: str, now: int,
                          *, result: str | None = None, error: str | None = None) -> bool:

@@ -19,6 +19,8 @@ from emulator.sdk.client import CachedStep, StepClient, StepKey, show_step
 from emulator.rules.limits import (MAX_CODE_VERSION_CHARS, MAX_CONFIG_JSON_BYTES,
                                     MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_NAME_CHARS,
                                     MAX_LOG_LINE_CHARS, MAX_PAYLOAD_BYTES, MAX_SLEEP_MS,
+                                    MAX_TRACEBACK_FILE_CHARS, MAX_TRACEBACK_FRAMES,
+                                    MAX_TRACEBACK_FUNCTION_CHARS, MAX_TRACEBACK_SOURCE_CHARS,
                                     MAX_WAIT_OCCURRENCES, MIN_EVENT_TIMEOUT_MS, check_event_type,
                                     check_step_name, step_output_too_large, utf8_size)
 from emulator.rules.logs import LogLevel
@@ -62,8 +64,8 @@ class StepBackendTarget(RpcTarget):
     right type that the platform refuses raises the platform's coded error back to the caller and
     nothing is stored: a step name or event type that is not valid, a count past the step limit,
     an attempt number the step's retry config does not allow, a config that is not one, a result
-    over 1 MiB or not JSON, an error whose name or message is too long, a sleep or timeout outside
-    0-365 days (a sleep's end, on the engine's clock), a log level outside :class:`LogLevel`.
+    over 1 MiB or not JSON, an error whose name, message or traceback is too long, a sleep or
+    timeout outside 0-365 days (a sleep's end, on the engine's clock), a log level outside :class:`LogLevel`.
     """
 
     __rpc_strict__ = True   # only the runtime calls it: a call that does not bind is a violation
@@ -218,12 +220,16 @@ class StepBackendTarget(RpcTarget):
 
     @staticmethod
     def _check_error(error: Any) -> None:
-        if type(error) is not dict or len(error) != 2 or type(error.get("name")) is not str \
-                or type(error.get("message")) is not str:
-            raise ProtocolViolation('a step error is not {"name": str, "message": str}')
+        if type(error) is not dict or not {"name", "message"} <= error.keys() \
+                or not error.keys() <= {"name", "message", "traceback"} \
+                or type(error.get("name")) is not str or type(error.get("message")) is not str:
+            raise ProtocolViolation('a step error is not {"name": str, "message": str, '
+                                    '"traceback"?: list}')
         if len(error["name"]) > MAX_ERROR_NAME_CHARS or len(error["message"]) > MAX_ERROR_MESSAGE_CHARS:
             raise StepCallError(f"a step error's name or message is over {MAX_ERROR_NAME_CHARS} or "
                                 f"{MAX_ERROR_MESSAGE_CHARS:,} characters")
+        if "traceback" in error:
+            _check_traceback(error["traceback"])
 
     async def fetch(self, key: Any, request: Any) -> Any:
         """An outbound request from inside step ``key``'s body, sent by the calling isolate's
@@ -243,6 +249,32 @@ def serve_outbound(provider: Callable[[], Any]) -> None:
     """Install how the host finds the outbound policy of the isolate calling ``fetch``."""
     global _outbound_of_caller
     _outbound_of_caller = provider
+
+
+_FRAME_FIELDS = {"file": (str, MAX_TRACEBACK_FILE_CHARS), "line": (int, None),
+                 "function": (str, MAX_TRACEBACK_FUNCTION_CHARS),
+                 "source": (str, MAX_TRACEBACK_SOURCE_CHARS)}
+_ELIDED_FIELDS = {"elided": (int, None), "of": (str, MAX_TRACEBACK_FUNCTION_CHARS)}
+
+
+def _check_traceback(frames: Any) -> None:
+    """A traceback as ``sdk/tracebacks.py`` makes it: a list of frames and elided runs, each an
+    object of exactly its fields and types (else a violation), within the size bounds (else
+    refused: the step client cuts to them, so only a client that is not ours exceeds them)."""
+    _typed(frames, list, "a step error's traceback")
+    if len(frames) > MAX_TRACEBACK_FRAMES:
+        raise StepCallError(f"a step error's traceback of {len(frames):,} entries is over the "
+                            f"limit of {MAX_TRACEBACK_FRAMES}")
+    for entry in frames:
+        _typed(entry, dict, "a traceback entry")
+        fields = _ELIDED_FIELDS if "elided" in entry else _FRAME_FIELDS
+        if entry.keys() != fields.keys():
+            raise ProtocolViolation(f"a traceback entry has the fields {sorted(entry)[:8]}, not "
+                                    f"{sorted(fields)}")
+        for name, (kind, limit) in fields.items():
+            _typed(entry[name], kind, f"a traceback entry's {name}")
+            if limit is not None and len(entry[name]) > limit:
+                raise StepCallError(f"a traceback entry's {name} is over {limit} characters")
 
 
 def _typed(value: Any, kind: type, what: str) -> None:

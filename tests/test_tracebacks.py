@@ -1,0 +1,170 @@
+"""A failed attempt's traceback in the tenant's own terms, and every attempt's outcome kept: a
+project made by ``dynwf init``, a tenant whose step calls a helper module that fails twice, run
+through the command line in a real isolate (``dynwf run``, ``dynwf instances describe``)."""
+
+import io
+import json
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from dynwf_cli.app import app
+from dynwf_cli.checklist import Checklist
+from dynwf_cli.console import THEME
+from emulator.engine.progress import Progress
+from emulator.errors import StepCallError
+from emulator.rpc.errors import ProtocolViolation
+from emulator.rules.limits import MAX_TRACEBACK_FRAMES
+from emulator.sdk.remote import StepBackendTarget
+from emulator.sdk.tracebacks import format_traceback, user_traceback
+
+runner = CliRunner()
+
+FLAKY = '''
+from workers import WorkflowEntrypoint
+from lib.prices import price_of
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("price", config={"retries": {"limit": 2, "delay": "1 second"}})
+        async def price(ctx):
+            return price_of(ctx["attempt"])
+        return await price()
+'''
+
+PRICES = '''
+TABLE = {3: 42}
+
+
+def price_of(attempt):
+    return TABLE[attempt]
+'''
+
+BROKEN = '''
+from workers import WorkflowEntrypoint
+from lib.prices import price_of
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("price", config={"retries": {"limit": 1, "delay": "1 second"}})
+        async def price(ctx):
+            return price_of(7)
+        return await price()
+'''
+
+
+@pytest.fixture()
+def project(tmp_path, monkeypatch):
+    assert runner.invoke(app, ["init", str(tmp_path / "demo")]).exit_code == 0
+    root = tmp_path / "demo"
+    for name, source in (("flaky", FLAKY), ("broken", BROKEN)):
+        (root / "tenants" / name / "lib").mkdir(parents=True)
+        (root / "tenants" / name / "index.py").write_text(source)
+        (root / "tenants" / name / "lib" / "prices.py").write_text(PRICES)
+    monkeypatch.chdir(root)
+    return root
+
+
+def run(tenant: str, *args: str):
+    return runner.invoke(app, ["run", "--tenant", tenant, "--id", f"{tenant}-1", *args])
+
+
+def checklist_text(stdout: str) -> str:
+    """The checklist a terminal shows for the run whose NDJSON progress is ``stdout``."""
+    checklist = Checklist(fast_forward=True)
+    for line in stdout.splitlines():
+        data = json.loads(line)
+        kind = data.pop("kind")
+        if kind == "result":
+            continue
+        step = data.pop("step", None)
+        key = (step["kind"], step["name"], step["count"]) if step else None
+        checklist.apply(Progress(kind, data.pop("instance"), data.pop("at"), key, data))
+    console = Console(width=100, no_color=True, record=True, force_terminal=False, theme=THEME,
+                      file=io.StringIO())
+    console.print(checklist.render())
+    return console.export_text()
+
+
+def describe(tenant: str) -> dict:
+    result = runner.invoke(app, ["instances", "describe", f"{tenant}-1", "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_describe_keeps_every_failed_attempt_with_the_tenants_frames(project):
+    assert run("flaky", "--json").exit_code == 0
+    step = describe("flaky")["steps"][0]
+    assert (step["status"], step["attempts"], step["result"]) == ("done", 3, 42)
+    failed = step["failed_attempts"]
+    assert [a["attempt"] for a in failed] == [1, 2]
+    assert [a["error"]["message"] for a in failed] == ["1", "2"]
+    frames = [f for f in failed[0]["error"]["traceback"] if "file" in f]
+    assert [(f["file"], f["function"]) for f in frames] == [
+        ("flaky/index.py", "price"), ("flaky/lib/prices.py", "price_of")]
+    assert frames[-1] == {"file": "flaky/lib/prices.py", "line": 6, "function": "price_of",
+                          "source": "return TABLE[attempt]"}
+    # the step client's own frames are left out, with their count
+    elided = failed[0]["error"]["traceback"][0]
+    assert elided["of"] == "dynwf" and elided["elided"] >= 1
+
+
+def test_the_checklist_shows_each_attempt_and_the_frames_of_the_failure(project):
+    result = run("flaky", "--json")
+    assert result.exit_code == 0, result.output
+    text = checklist_text(result.stdout)
+    assert "attempt 1 failed: KeyError: 1" in text
+    assert "attempt 2 failed: KeyError: 2" in text
+    assert "attempt 3 done" in text
+
+    result = run("broken", "--json")
+    assert result.exit_code == 1
+    text = checklist_text(result.stdout)
+    assert "failed: KeyError: 7 · attempt 2 of 2" in text
+    assert "attempt 1 failed: KeyError: 7" in text
+    assert "attempt 2 raised it (most recent call last):" in text
+    frames = text[text.index("raised it"):]
+    assert frames.index(" frames of dynwf") < frames.index("broken/index.py:9 in price") \
+        < frames.index("return price_of(7)") < frames.index("broken/lib/prices.py:6 in price_of") \
+        < frames.index("return TABLE[attempt]")
+
+
+def test_the_instances_error_keeps_the_platforms_shape(project):
+    run("broken")
+    info = describe("broken")
+    assert info["error"] == {"name": "KeyError", "message": "7"}
+    assert info["steps"][0]["error"]["traceback"][-1]["file"] == "broken/lib/prices.py"
+    text = runner.invoke(app, ["instances", "describe", "broken-1"]).stdout
+    assert "attempt 1 failed: KeyError: 7" in text
+    assert "broken/lib/prices.py:6 in price_of" in text
+
+
+def test_a_deep_recursion_keeps_a_bounded_traceback():
+    def down(n):
+        return down(n - 1) if n else {}["x"]
+    try:
+        down(200)
+    except KeyError as exc:
+        frames = user_traceback(exc)
+    assert len(frames) == MAX_TRACEBACK_FRAMES
+    assert frames[1]["of"] == "the traceback"
+    assert frames[-1]["source"] == 'return down(n - 1) if n else {}["x"]'
+    assert any("entries of the traceback" in line for line in format_traceback(frames))
+
+
+@pytest.mark.parametrize(("error", "refused"), [
+    ({"name": "E", "message": "m", "traceback": "x"}, ProtocolViolation),
+    ({"name": "E", "message": "m", "traceback": [{"file": "a"}]}, ProtocolViolation),
+    ({"name": "E", "message": "m", "extra": 1}, ProtocolViolation),
+    ({"name": "E", "message": "m", "traceback": [{"elided": 1, "of": "dynwf"}] * 41},
+     StepCallError),
+    ({"name": "E", "message": "m", "traceback": [
+        {"file": "a" * 300, "line": 1, "function": "f", "source": ""}]}, StepCallError),
+])
+def test_the_host_refuses_a_traceback_out_of_shape_or_bounds(error, refused):
+    with pytest.raises(refused):
+        StepBackendTarget._check_error(error)
+    StepBackendTarget._check_error({"name": "E", "message": "m", "traceback": [
+        {"elided": 2, "of": "dynwf"},
+        {"file": "acme/index.py", "line": 3, "function": "f", "source": "x()"}]})
