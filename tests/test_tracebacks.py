@@ -134,7 +134,9 @@ def test_the_instances_error_keeps_the_platforms_shape(project):
     run("broken")
     info = describe("broken")
     assert info["error"] == {"name": "KeyError", "message": "7"}
-    assert info["steps"][0]["error"]["traceback"][-1]["file"] == "broken/lib/prices.py"
+    step = info["steps"][0]
+    assert step["error"] == {"name": "KeyError", "message": "7"}
+    assert step["failed_attempts"][-1]["error"]["traceback"][-1]["file"] == "broken/lib/prices.py"
     text = runner.invoke(app, ["instances", "describe", "broken-1"]).stdout
     assert "attempt 1 failed: KeyError: 7" in text
     assert "broken/lib/prices.py:6 in price_of" in text
