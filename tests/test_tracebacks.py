@@ -4,6 +4,9 @@ through the command line in a real isolate (``dynwf run``, ``dynwf instances des
 
 import io
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -20,6 +23,7 @@ from emulator.sdk.remote import StepBackendTarget
 from emulator.sdk.tracebacks import format_traceback, user_traceback
 
 runner = CliRunner()
+STATIC = Path(__file__).resolve().parents[1] / "emulator" / "server" / "static"
 
 FLAKY = '''
 from workers import WorkflowEntrypoint
@@ -170,3 +174,18 @@ def test_the_host_refuses_a_traceback_out_of_shape_or_bounds(error, refused):
     StepBackendTarget._check_error({"name": "E", "message": "m", "traceback": [
         {"elided": 2, "of": "dynwf"},
         {"file": "acme/index.py", "line": 3, "function": "f", "source": "x()"}]})
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_dashboard_lists_the_same_attempts_and_frames(project):
+    """The dashboard's step lines (``static/checklist.js`` attemptLines) from describe's JSON."""
+    run("flaky", "--json")
+    step = describe("flaky")["steps"][0]
+    script = STATIC / "checklist.js"
+    code = (f"import {{ attemptLines }} from {json.dumps(script.as_uri())};\n"
+            f"console.log(attemptLines({json.dumps(step)}).join('\\n'));")
+    shown = subprocess.run(["node", "--input-type=module", "-e", code], capture_output=True,
+                           text=True, timeout=30, check=True).stdout
+    assert shown.startswith("attempt 1 failed: KeyError: 1\n")
+    assert "  flaky/lib/prices.py:6 in price_of\n      return TABLE[attempt]\n" in shown
+    assert shown.rstrip().endswith("attempt 3 done")

@@ -1,6 +1,6 @@
 // The dashboard: instances, one instance's checklist, and the playground. Plain DOM, no build.
 import { api, progress, ApiError } from "./api.js";
-import { GLYPHS, buildChecklist, stepDetail, formatMs } from "./checklist.js";
+import { GLYPHS, attemptLines, buildChecklist, stepDetail, formatMs } from "./checklist.js";
 
 const STATUSES = ["queued", "running", "paused", "errored", "terminated", "complete", "waiting",
                   "waitingForPause", "unknown"];
@@ -165,6 +165,8 @@ function instanceView(id) {
   const renderRow = (row) => {
     const step = row.step;
     const details = [];
+    const attempts = attemptLines(step);
+    if (attempts.length) details.push(h("pre", { class: "step-attempts" }, attempts.join("\n")));
     if (step?.error) details.push(h("pre", { class: "step-error" },
       typeof step.error === "string" ? step.error : (step.error.message ? `${step.error.name ?? "Error"}: ${step.error.message}` : json(step.error))));
     if (step && step.result !== null && step.result !== undefined && step.kind !== "sleep")
