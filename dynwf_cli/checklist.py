@@ -114,6 +114,7 @@ class Checklist:
         self.status: str | None = None
         self.output: Any = None
         self.error: Any = None
+        self.error_traceback: list[dict[str, Any]] | None = None   # the frames run() raised it from
         self.logs: deque[tuple[str, str]] = deque(maxlen=log_lines)   # logged outside any step
         self.log_count = 0
         self._rows: list[ChecklistStep] = []
@@ -189,8 +190,10 @@ class Checklist:
                     _end_sleep(row, at)
         elif status == "errored":
             self.error = data.get("error")
+            frames = data.get("traceback")
+            self.error_traceback = frames if isinstance(frames, list) else None
         elif status in ("queued", "running"):  # a restart runs again from the top
-            self.output = self.error = None
+            self.output = self.error = self.error_traceback = None
 
     def _row_for(self, key: StepKey) -> ChecklistStep:
         row = self._by_key.get(key)
@@ -326,6 +329,10 @@ class _View:
         footer = checklist._footer()
         if footer is not None:
             lines += _columns(console, width, Text(""), footer[0], len("output"), footer[1])
+            if checklist.status == "errored" and checklist.error_traceback:
+                lines += _frame_lines(["run() raised it (most recent call last):",
+                                       *format_traceback(checklist.error_traceback)],
+                                      indent=_LOG_INDENT, width=width)
         return lines
 
 
@@ -480,7 +487,7 @@ def _keep_failure(row: ChecklistStep, attempt: int | None, error: Any) -> None:
 def _attempt_lines(row: ChecklistStep, *, indent: int, width: int) -> list[Text]:
     """Under a finished step that failed an attempt, every attempt's outcome ("attempt 1 failed:
     KeyError: 'sku'", "attempt 2 done"), then the user's frames of the error it failed with
-    (``emulator.sdk.tracebacks``); long frames are cut at the edge, like log lines."""
+    (``emulator.tracebacks``); long frames are cut at the edge, like log lines."""
     if row.state not in (DONE, FAILED):
         return []
     # a failed step's last attempt is on the step's own line
@@ -496,15 +503,26 @@ def _attempt_lines(row: ChecklistStep, *, indent: int, width: int) -> list[Text]
         lines.append(Text(f"{pad}attempt {row.attempt} done", style="muted"))
     elif row.state == FAILED and isinstance(row.error, dict) \
             and isinstance(row.error.get("traceback"), list):
-        lines.append(Text(f"{pad}attempt {row.attempt or '?'} raised it (most recent call last):",
-                          style="error"))
-        lines += [Text(line, style="error")
-                  for line in format_traceback(row.error["traceback"], indent=pad + "  ")]
+        lines += _frame_lines([f"attempt {row.attempt or '?'} raised it (most recent call last):",
+                               *format_traceback(row.error["traceback"])],
+                              indent=indent, width=width)
     for text in lines:
         text.truncate(width, overflow="ellipsis")
         text.rstrip()
         text.no_wrap = True
     return lines
+
+
+def _frame_lines(lines: list[str], *, indent: int, width: int) -> list[Text]:
+    """A heading and a traceback's lines, in the error's style, cut at the edge."""
+    out = []
+    for line in lines:
+        text = Text(" " * indent + line, style="error")
+        text.truncate(width, overflow="ellipsis")
+        text.rstrip()
+        text.no_wrap = True
+        out.append(text)
+    return out
 
 
 def _pending_extra(row: ChecklistStep) -> str:

@@ -206,6 +206,8 @@ class InstanceOps:
             **summary(row),
             "metadata": metadata, "params": params,
             "output": public["output"], "error": public["error"],
+            # the user's frames run() raised its error from (emulator/tracebacks.py's shape)
+            "error_traceback": json.loads(row.error_traceback) if row.error_traceback else None,
             "started_at": row.started_at, "ended_at": row.ended_at,
             "steps": [_step(step, attempts.get(step.key, []))
                       for step in self.store.list_steps(row.id)],

@@ -20,7 +20,7 @@ from emulator.errors import StepCallError
 from emulator.rpc.errors import ProtocolViolation
 from emulator.rules.limits import MAX_TRACEBACK_FRAMES
 from emulator.sdk.remote import StepBackendTarget
-from emulator.sdk.tracebacks import format_traceback, user_traceback
+from emulator.tracebacks import format_traceback, user_traceback
 
 runner = CliRunner()
 STATIC = Path(__file__).resolve().parents[1] / "emulator" / "server" / "static"
@@ -57,12 +57,21 @@ class TenantWorkflow(WorkflowEntrypoint):
         return await price()
 '''
 
+RUN_FAILS = '''
+from workers import WorkflowEntrypoint
+from lib.prices import price_of
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        return price_of(9)
+'''
+
 
 @pytest.fixture()
 def project(tmp_path, monkeypatch):
     assert runner.invoke(app, ["init", str(tmp_path / "demo")]).exit_code == 0
     root = tmp_path / "demo"
-    for name, source in (("flaky", FLAKY), ("broken", BROKEN)):
+    for name, source in (("flaky", FLAKY), ("broken", BROKEN), ("runfails", RUN_FAILS)):
         (root / "tenants" / name / "lib").mkdir(parents=True)
         (root / "tenants" / name / "index.py").write_text(source)
         (root / "tenants" / name / "lib" / "prices.py").write_text(PRICES)
@@ -146,6 +155,28 @@ def test_the_instances_error_keeps_the_platforms_shape(project):
     assert "broken/lib/prices.py:6 in price_of" in text
 
 
+def test_a_failure_of_run_itself_keeps_its_frames_beside_the_platforms_error(project):
+    result = run("runfails", "--json")
+    assert result.exit_code == 1
+    info = describe("runfails")
+    assert info["error"] == {"name": "KeyError", "message": "9"}
+    frames = [f for f in info["error_traceback"] if "file" in f]
+    assert [(f["file"], f["line"], f["function"]) for f in frames] == [
+        ("runfails/index.py", 7, "run"), ("runfails/lib/prices.py", 6, "price_of")]
+    text = checklist_text(result.stdout)
+    assert "run() raised it (most recent call last):" in text
+    assert "runfails/lib/prices.py:6 in price_of" in text
+    described = runner.invoke(app, ["instances", "describe", "runfails-1"]).stdout
+    assert "runfails/index.py:7 in run" in described and "return price_of(9)" in described
+
+
+def test_a_step_failure_escaping_run_names_the_line_that_awaited_it(project):
+    run("broken")
+    frames = [f for f in describe("broken")["error_traceback"] if "file" in f]
+    assert frames[-1] == {"file": "broken/index.py", "line": 10, "function": "run",
+                          "source": "return await price()"}
+
+
 def test_a_deep_recursion_keeps_a_bounded_traceback():
     def down(n):
         return down(n - 1) if n else {}["x"]
@@ -189,3 +220,21 @@ def test_the_dashboard_lists_the_same_attempts_and_frames(project):
     assert shown.startswith("attempt 1 failed: KeyError: 1\n")
     assert "  flaky/lib/prices.py:6 in price_of\n      return TABLE[attempt]\n" in shown
     assert shown.rstrip().endswith("attempt 3 done")
+
+
+def test_an_rpc_error_answer_carries_the_frames_it_was_raised_from():
+    from emulator.rpc.peer import error_to_wire
+    from emulator.tracebacks import carry, traceback_fault, traceback_of
+
+    def fail():
+        raise ValueError("no")
+    try:
+        fail()
+    except ValueError as exc:
+        wire = error_to_wire(exc)
+    assert traceback_fault(wire["traceback"]) is None
+    assert wire["traceback"][-1]["source"] == 'raise ValueError("no")'
+    rebuilt = carry(ValueError("no"), wire["traceback"])
+    assert traceback_of(rebuilt) == wire["traceback"]
+    # an error raised only in dynwf's own code carries none
+    assert "traceback" not in error_to_wire(ValueError("made, not raised"))

@@ -206,6 +206,10 @@ def _print_description(info: dict[str, Any]) -> None:
         fields.add_row("output", _json_text(info["output"]))
     if info["error"] is not None:
         fields.add_row("error", Text(_error_line(info["error"]), style="error"))
+        if info.get("error_traceback"):
+            fields.add_row("", Text("\n".join(["run() raised it (most recent call last):",
+                                               *format_traceback(info["error_traceback"])]),
+                                    style="muted"))
     console.print(fields)
 
     console.print()

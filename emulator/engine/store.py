@@ -48,6 +48,7 @@ class InstanceRow:
     updated_at: int
     started_at: int | None
     ended_at: int | None
+    error_traceback: str | None = None   # JSON: the user's frames run() raised ``error`` from
 
     def __post_init__(self) -> None:
         # a status this version does not know (a newer writer's, a damaged row) reads as the
@@ -107,7 +108,8 @@ class TimerRow:
 
 
 _INSTANCE_COLS = ("id, workflow, status, params, output, error, generation, lease_owner, "
-                  "lease_expiry, paused_at, code_version, created_at, updated_at, started_at, ended_at")
+                  "lease_expiry, paused_at, code_version, created_at, updated_at, started_at, ended_at, "
+                  "error_traceback")
 _STEP_COLS = ("kind, name, count, status, attempts, config, result, error, event_type, duration_ms, "
               "started_at, ended_at")
 
@@ -333,8 +335,9 @@ class Store:
                           "WHERE lease_owner = ?", (owner,))
 
     def finish_txn(self, row_id: str, old: str, new: str, now: int, *, output: str | None = None,
-                   error: str | None = None) -> None:
-        self.set_status_txn(row_id, old, new, now, output=output, error=error, ended_at=now,
+                   error: str | None = None, error_traceback: str | None = None) -> None:
+        self.set_status_txn(row_id, old, new, now, output=output, error=error,
+                            error_traceback=error_traceback, ended_at=now,
                             lease_owner=None, lease_expiry=None)
         self.conn.execute("DELETE FROM timers WHERE instance_id = ?", (row_id,))
 
@@ -344,7 +347,8 @@ class Store:
         for table in ("steps", "attempts", "timers", "events", "logs"):
             self.conn.execute(f"DELETE FROM {table} WHERE instance_id = ?", (id,))
         self.conn.execute(
-            "UPDATE instances SET status = 'queued', output = NULL, error = NULL, paused_at = NULL, "
+            "UPDATE instances SET status = 'queued', output = NULL, error = NULL, "
+            "error_traceback = NULL, paused_at = NULL, "
             "generation = generation + 1, lease_owner = NULL, lease_expiry = NULL, "
             "updated_at = ?, started_at = NULL, ended_at = NULL WHERE id = ?", (now, id))
 

@@ -30,7 +30,7 @@ from emulator.sdk.failures import (INTERNAL_ATTEMPT_ERROR, NotSerialisableOutput
 from emulator.rules.limits import (MAX_SLEEP_MS, MIN_EVENT_TIMEOUT_MS, check_event_type,
                                     check_step_name, encode_json)
 from emulator.sdk.mocks import StepMocks
-from emulator.sdk.tracebacks import with_traceback
+from emulator.tracebacks import with_traceback
 from emulator.rules.retries import StepConfig, resolve_step_config
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError, StepLimitError
 from emulator.rules.steps import StepKey

@@ -19,8 +19,6 @@ from emulator.sdk.client import CachedStep, StepClient, StepKey, show_step
 from emulator.rules.limits import (MAX_CODE_VERSION_CHARS, MAX_CONFIG_JSON_BYTES,
                                     MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_NAME_CHARS,
                                     MAX_LOG_LINE_CHARS, MAX_PAYLOAD_BYTES, MAX_SLEEP_MS,
-                                    MAX_TRACEBACK_FILE_CHARS, MAX_TRACEBACK_FRAMES,
-                                    MAX_TRACEBACK_FUNCTION_CHARS, MAX_TRACEBACK_SOURCE_CHARS,
                                     MAX_WAIT_OCCURRENCES, MIN_EVENT_TIMEOUT_MS, check_event_type,
                                     check_step_name, step_output_too_large, utf8_size)
 from emulator.rules.logs import LogLevel
@@ -30,6 +28,7 @@ from emulator.sdk.step import WorkflowStep
 from emulator.errors import DurationError, NotSerialisableError, StepCallError, StepConfigError
 from emulator.rpc.errors import ProtocolViolation
 from emulator.rpc.target import RpcTarget
+from emulator.tracebacks import traceback_fault
 
 STEP_KIND = "step"
 
@@ -251,30 +250,12 @@ def serve_outbound(provider: Callable[[], Any]) -> None:
     _outbound_of_caller = provider
 
 
-_FRAME_FIELDS = {"file": (str, MAX_TRACEBACK_FILE_CHARS), "line": (int, None),
-                 "function": (str, MAX_TRACEBACK_FUNCTION_CHARS),
-                 "source": (str, MAX_TRACEBACK_SOURCE_CHARS)}
-_ELIDED_FIELDS = {"elided": (int, None), "of": (str, MAX_TRACEBACK_FUNCTION_CHARS)}
-
-
 def _check_traceback(frames: Any) -> None:
-    """A traceback as ``sdk/tracebacks.py`` makes it: a list of frames and elided runs, each an
-    object of exactly its fields and types (else a violation), within the size bounds (else
-    refused: the step client cuts to them, so only a client that is not ours exceeds them)."""
-    _typed(frames, list, "a step error's traceback")
-    if len(frames) > MAX_TRACEBACK_FRAMES:
-        raise StepCallError(f"a step error's traceback of {len(frames):,} entries is over the "
-                            f"limit of {MAX_TRACEBACK_FRAMES}")
-    for entry in frames:
-        _typed(entry, dict, "a traceback entry")
-        fields = _ELIDED_FIELDS if "elided" in entry else _FRAME_FIELDS
-        if entry.keys() != fields.keys():
-            raise ProtocolViolation(f"a traceback entry has the fields {sorted(entry)[:8]}, not "
-                                    f"{sorted(fields)}")
-        for name, (kind, limit) in fields.items():
-            _typed(entry[name], kind, f"a traceback entry's {name}")
-            if limit is not None and len(entry[name]) > limit:
-                raise StepCallError(f"a traceback entry's {name} is over {limit} characters")
+    """A traceback's shape is a protocol matter (the isolate is killed); its size a refusal."""
+    fault = traceback_fault(frames)
+    if fault is not None:
+        kind, why = fault
+        raise (ProtocolViolation if kind == "shape" else StepCallError)(f"a step error's {why}")
 
 
 def _typed(value: Any, kind: type, what: str) -> None:

@@ -1,4 +1,4 @@
-"""A failed attempt's traceback in the tenant's own terms.
+"""A failure's traceback in the user's own terms: a step attempt's, and ``run()``'s.
 
 The step client catches a body's exception in its own frame, so Python's traceback starts in
 dynwf (``StepClient.do``, the mocks, ``asyncio.timeout``) before it reaches the tenant's code, and
@@ -14,8 +14,10 @@ Files are named as the tenant knows them: a module served from memory as
 ``<tenant:LOADER:acme>/lib/util.py`` shows as ``acme/lib/util.py`` (the worker's id the dispatcher
 loaded it under, then the path in its code: for a project's ``tenants/acme/lib/util.py``, the path
 under ``tenants/``); a file of the project (a workflow the host runs itself) shows relative to the current
-folder. The list is bounded (``rules/limits.py``): it travels with the attempt's error from an
-isolate to the host, which checks it (``sdk/remote.py``), and is stored once per failed attempt.
+folder. The list is bounded (``rules/limits.py``): it travels from an isolate to the host with a
+step attempt's error (checked in ``sdk/remote.py``) and with the error ``run()`` raised (an RPC
+error answer, checked in ``rpc/peer.py``), both with :func:`traceback_fault`; it is kept with the
+attempt (the ``attempts`` table) and with the instance (``instances.error_traceback``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from emulator.rules.limits import (MAX_TRACEBACK_FILE_CHARS, MAX_TRACEBACK_FRAME
                                    cut_text)
 
 #: Folders whose frames are dynwf's own: the package of this module and its siblings.
-_DYNWF_ROOT = Path(__file__).resolve().parent.parent.parent
+_DYNWF_ROOT = Path(__file__).resolve().parent.parent
 _DYNWF_FOLDERS = tuple(str(_DYNWF_ROOT / name) + os.sep
                        for name in ("emulator", "dynwf_cli", "dynwf_pytest"))
 _PYTHON_FOLDERS = tuple(sorted({str(Path(p).resolve()) + os.sep for p in (
@@ -120,10 +122,61 @@ def format_traceback(entries: list[dict[str, Any]], indent: str = "  ") -> list[
     return lines
 
 
+_FRAME_FIELDS = {"file": (str, MAX_TRACEBACK_FILE_CHARS), "line": (int, None),
+                 "function": (str, MAX_TRACEBACK_FUNCTION_CHARS),
+                 "source": (str, MAX_TRACEBACK_SOURCE_CHARS)}
+_ELIDED_FIELDS = {"elided": (int, None), "of": (str, MAX_TRACEBACK_FUNCTION_CHARS)}
+
+
+def traceback_fault(frames: Any) -> tuple[str, str] | None:
+    """None for a traceback as :func:`user_traceback` makes it; else ``("shape", why)`` for a
+    value of another shape (fields or types), ``("size", why)`` for one past the bounds (the
+    maker cuts to them, so only a sender that is not dynwf's goes past)."""
+    if type(frames) is not list:
+        return "shape", f"a traceback is a {type(frames).__name__}, not a list"
+    if len(frames) > MAX_TRACEBACK_FRAMES:
+        return "size", f"a traceback of {len(frames):,} entries is over the limit of " \
+                       f"{MAX_TRACEBACK_FRAMES}"
+    for entry in frames:
+        if type(entry) is not dict:
+            return "shape", f"a traceback entry is a {type(entry).__name__}, not an object"
+        fields = _ELIDED_FIELDS if "elided" in entry else _FRAME_FIELDS
+        if entry.keys() != fields.keys():
+            return "shape", f"a traceback entry has the fields {sorted(map(str, entry))[:8]}, " \
+                            f"not {sorted(fields)}"
+        for name, (kind, limit) in fields.items():
+            if type(entry[name]) is not kind:
+                return "shape", f"a traceback entry's {name} is a {type(entry[name]).__name__}, " \
+                                f"not {kind.__name__}"
+            if limit is not None and len(entry[name]) > limit:
+                return "size", f"a traceback entry's {name} is over {limit} characters"
+    return None
+
+
+#: The attribute an exception rebuilt from the wire keeps its sender's traceback in.
+_CARRIED = "__dynwf_traceback__"
+
+
+def carry(exc: BaseException, frames: list[dict[str, Any]]) -> BaseException:
+    """``exc`` (rebuilt from an RPC answer) remembers the traceback its sender captured."""
+    try:
+        setattr(exc, _CARRIED, frames)
+    except AttributeError:  # an exception class with __slots__
+        pass
+    return exc
+
+
+def traceback_of(exc: BaseException) -> list[dict[str, Any]]:
+    """The user's traceback of ``exc``: the one it carries from another process, else its own."""
+    carried = getattr(exc, _CARRIED, None)
+    return carried if isinstance(carried, list) else user_traceback(exc)
+
+
 def with_traceback(error: dict[str, Any], exc: BaseException) -> dict[str, Any]:
     """``error`` (a step error's ``{"name", "message"}``) with ``exc``'s user traceback, if any."""
     frames = user_traceback(exc)
     return {**error, "traceback": frames} if frames else error
 
 
-__all__ = ["format_traceback", "shown_file", "user_traceback", "with_traceback"]
+__all__ = ["carry", "format_traceback", "shown_file", "traceback_fault", "traceback_of",
+           "user_traceback", "with_traceback"]
