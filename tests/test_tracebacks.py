@@ -222,6 +222,17 @@ def test_the_dashboard_lists_the_same_attempts_and_frames(project):
     assert shown.rstrip().endswith("attempt 3 done")
 
 
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_dashboard_shows_the_frames_run_raised_its_error_from(project):
+    run("runfails")
+    frames = describe("runfails")["error_traceback"]
+    code = (f"import {{ frameLines }} from {json.dumps((STATIC / 'checklist.js').as_uri())};\n"
+            f"console.log(frameLines({json.dumps(frames)}).join('\\n'));")
+    shown = subprocess.run(["node", "--input-type=module", "-e", code], capture_output=True,
+                           text=True, timeout=30, check=True).stdout
+    assert "  runfails/index.py:7 in run\n      return price_of(9)\n" in shown
+
+
 def test_an_rpc_error_answer_carries_the_frames_it_was_raised_from():
     from emulator.rpc.peer import error_to_wire
     from emulator.tracebacks import carry, traceback_fault, traceback_of
@@ -238,3 +249,19 @@ def test_an_rpc_error_answer_carries_the_frames_it_was_raised_from():
     assert traceback_of(rebuilt) == wire["traceback"]
     # an error raised only in dynwf's own code carries none
     assert "traceback" not in error_to_wire(ValueError("made, not raised"))
+
+
+@pytest.mark.parametrize("in_isolate", [True, False])
+def test_only_an_isolates_error_answers_carry_frames(in_isolate):
+    """The host never sends a line of its own code (the dispatcher's) to a tenant."""
+    from emulator.rpc.peer import Peer
+    sent: list[bytes] = []
+    peer = Peer(sent.append, send_tracebacks=in_isolate)
+
+    def fail():
+        raise ValueError("no")
+    try:
+        fail()
+    except ValueError as exc:
+        peer._answer_error(1, exc)
+    assert (b'"traceback"' in b"".join(sent)) is in_isolate

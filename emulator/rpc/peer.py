@@ -175,13 +175,17 @@ _METHOD_INFO: dict[tuple[type, str], tuple[bool, int | None, int | None]] = {}
 class Peer:
     """``incoming``: what frames from the other side may be (``frames.FROM_ISOLATE`` on the
     host); ``outgoing``: the other side's rules, applied to what this side sends so that its
-    callers get a payload error instead of a broken connection (set in isolates)."""
+    callers get a payload error instead of a broken connection (set in isolates);
+    ``send_tracebacks``: error answers carry the user's frames (set in isolates)."""
 
     def __init__(self, write: Callable[[bytes], None], root: Any = None, *, name: str = "peer",
                  proxies: dict[str, Callable[[Stub, Any], Any]] | None = None,
                  flush: Callable[[], None] | None = None, incoming: FrameRules = FROM_HOST,
-                 outgoing: FrameRules | None = None) -> None:
+                 outgoing: FrameRules | None = None, send_tracebacks: bool = False) -> None:
         self._write = write
+        # an isolate's answers carry them (the host keeps those of a tenant's run()); the host's
+        # never do, so no line of the host's code (the dispatcher's) reaches a tenant
+        self.send_tracebacks = send_tracebacks
         self._flush = flush
         self.name = name
         self.incoming = incoming
@@ -500,7 +504,8 @@ class Peer:
     def _answer_error(self, call_id: int | None, exc: BaseException) -> None:
         if call_id is not None and self.closed is None:
             try:
-                self._send({"t": "err", "id": call_id, "e": error_to_wire(exc)})
+                self._send({"t": "err", "id": call_id,
+                            "e": error_to_wire(exc) if self.send_tracebacks else to_wire(exc)})
             except Exception:
                 pass
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):

@@ -1,6 +1,6 @@
 // The dashboard: instances, one instance's checklist, and the playground. Plain DOM, no build.
 import { api, progress, ApiError } from "./api.js";
-import { GLYPHS, attemptLines, buildChecklist, stepDetail, formatMs } from "./checklist.js";
+import { GLYPHS, attemptLines, buildChecklist, frameLines, stepDetail, formatMs } from "./checklist.js";
 
 const STATUSES = ["queued", "running", "paused", "errored", "terminated", "complete", "waiting",
                   "waitingForPause", "unknown"];
@@ -217,7 +217,8 @@ function instanceView(id) {
     params.textContent = json(info.params);
     output.textContent = info.output === null || info.output === undefined ? (FINISHED.has(info.status) ? "null" : "—") : json(info.output);
     errorBox.hidden = !info.error;
-    errorBox.textContent = info.error ? json(info.error) : "";
+    errorBox.textContent = !info.error ? "" : json(info.error) + (info.error_traceback?.length
+      ? ["", "run() raised it (most recent call last):", ...frameLines(info.error_traceback)].join("\n") : "");
     timers.replaceChildren(...info.timers.map((t) => h("li", {},
       `${t.kind} ${t.step.name}: due in ${formatMs(Math.max(0, t.due_in_ms))}`)));
     if (info.events_buffered) timers.append(h("li", {}, `${info.events_buffered} event(s) buffered`));
