@@ -31,7 +31,7 @@ from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.text import Text
 
-from emulator import OutlineStep, Progress, StepKey, format_ms
+from emulator import OutlineStep, Progress, StepKey, format_ms, format_traceback
 from emulator import progress as events
 
 __all__ = ["Checklist", "ChecklistStep", "GLYPHS", "to_ndjson"]
@@ -53,6 +53,7 @@ _QUIET_LEVELS = frozenset({"info", "log", "stdout", "print"})  # shown without a
 _LABEL_WIDTH = (8, 28)            # the name column: at least, at most (longer names end in "…")
 _GLYPH_WIDTH = 2
 _LOG_INDENT = 2 + _GLYPH_WIDTH + 1  # log lines start under the step's name
+_SHOWN_ATTEMPTS = 5  # failed attempts listed under a step (describe --json has them all)
 _MIN_DETAIL = 16                  # on a very narrow console the detail still gets this much
 _OUTPUT_CHARS = 400               # outputs may be up to 1 MiB; the NDJSON stream has all of it
 
@@ -84,6 +85,8 @@ class ChecklistStep:
     note: str | None = None       # how a wait ended, when no event said so ("event received")
     logs: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=5))
     log_count: int = 0
+    #: each failed attempt's (number, error), shown under the step once it is done or failed
+    failures: list[tuple[int, Any]] = field(default_factory=list)
 
     @property
     def key(self) -> StepKey | None:
@@ -111,6 +114,7 @@ class Checklist:
         self.status: str | None = None
         self.output: Any = None
         self.error: Any = None
+        self.error_traceback: list[dict[str, Any]] | None = None   # the frames run() raised it from
         self.logs: deque[tuple[str, str]] = deque(maxlen=log_lines)   # logged outside any step
         self.log_count = 0
         self._rows: list[ChecklistStep] = []
@@ -186,8 +190,10 @@ class Checklist:
                     _end_sleep(row, at)
         elif status == "errored":
             self.error = data.get("error")
+            frames = data.get("traceback")
+            self.error_traceback = frames if isinstance(frames, list) else None
         elif status in ("queued", "running"):  # a restart runs again from the top
-            self.output = self.error = None
+            self.output = self.error = self.error_traceback = None
 
     def _row_for(self, key: StepKey) -> ChecklistStep:
         row = self._by_key.get(key)
@@ -315,6 +321,7 @@ class _View:
             lines += _columns(console, width, glyph, Text(_label(row)), label_width,
                               checklist._detail(row, self.now))
             lines += _log_lines(row.logs, row.log_count, indent=_LOG_INDENT, width=width)
+            lines += _attempt_lines(row, indent=_LOG_INDENT, width=width)
         if checklist.logs:
             lines.append(Text("  instance log", style="muted"))
             lines += _log_lines(checklist.logs, checklist.log_count, indent=_LOG_INDENT,
@@ -322,6 +329,10 @@ class _View:
         footer = checklist._footer()
         if footer is not None:
             lines += _columns(console, width, Text(""), footer[0], len("output"), footer[1])
+            if checklist.status == "errored" and checklist.error_traceback:
+                lines += _frame_lines(["run() raised it (most recent call last):",
+                                       *format_traceback(checklist.error_traceback)],
+                                      indent=_LOG_INDENT, width=width)
         return lines
 
 
@@ -337,6 +348,7 @@ def _on_started(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> No
 def _on_attempt_failed(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> None:
     row.state, row.error = RETRYING, data.get("error")
     row.attempt = data.get("attempt", row.attempt)
+    _keep_failure(row, row.attempt, row.error)
     row.max_attempts = data.get("max_attempts", row.max_attempts)
     row.next_attempt_at = data.get("next_attempt_at")
 
@@ -350,6 +362,7 @@ def _on_committed(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> 
 def _on_failed(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> None:
     row.state, row.error = FAILED, data.get("error")
     row.attempt = data.get("attempt", row.attempt)
+    _keep_failure(row, row.attempt, row.error)
 
 
 def _on_cancelled(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> None:
@@ -463,6 +476,53 @@ def _log_lines(logs: Iterable[tuple[str, str]], total: int, *, indent: int,
         text.rstrip()
         text.no_wrap = True
     return lines
+
+
+def _keep_failure(row: ChecklistStep, attempt: int | None, error: Any) -> None:
+    if attempt is not None and error is not None and \
+            not any(number == attempt for number, _ in row.failures):
+        row.failures.append((attempt, error))
+
+
+def _attempt_lines(row: ChecklistStep, *, indent: int, width: int) -> list[Text]:
+    """Under a finished step that failed an attempt, every attempt's outcome ("attempt 1 failed:
+    KeyError: 'sku'", "attempt 2 done"), then the user's frames of the error it failed with
+    (``emulator.tracebacks``); long frames are cut at the edge, like log lines."""
+    if row.state not in (DONE, FAILED):
+        return []
+    # a failed step's last attempt is on the step's own line
+    earlier = row.failures if row.state == DONE else \
+        [(number, error) for number, error in row.failures if number != row.attempt]
+    pad = " " * indent
+    lines = [Text(f"{pad}attempt {number} failed: {_error_text(error)}", style="muted")
+             for number, error in earlier[-_SHOWN_ATTEMPTS:]]
+    if len(earlier) > _SHOWN_ATTEMPTS:
+        lines.insert(0, Text(f"{pad}… {len(earlier) - _SHOWN_ATTEMPTS} earlier attempts "
+                             "failed", style="muted"))
+    if row.state == DONE and row.attempt and earlier:
+        lines.append(Text(f"{pad}attempt {row.attempt} done", style="muted"))
+    elif row.state == FAILED and isinstance(row.error, dict) \
+            and isinstance(row.error.get("traceback"), list):
+        lines += _frame_lines([f"attempt {row.attempt or '?'} raised it (most recent call last):",
+                               *format_traceback(row.error["traceback"])],
+                              indent=indent, width=width)
+    for text in lines:
+        text.truncate(width, overflow="ellipsis")
+        text.rstrip()
+        text.no_wrap = True
+    return lines
+
+
+def _frame_lines(lines: list[str], *, indent: int, width: int) -> list[Text]:
+    """A heading and a traceback's lines, in the error's style, cut at the edge."""
+    out = []
+    for line in lines:
+        text = Text(" " * indent + line, style="error")
+        text.truncate(width, overflow="ellipsis")
+        text.rstrip()
+        text.no_wrap = True
+        out.append(text)
+    return out
 
 
 def _pending_extra(row: ChecklistStep) -> str:

@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Mapping
 
-from emulator import Engine, InstanceNotFoundError, WorkflowBinding, states
+from emulator import Engine, InstanceNotFoundError, WorkflowBinding, format_traceback, states
 from emulator.engine.modifiers import PREFIX, InstanceModifiers, ModifierError, selector
 from emulator.sdk.failures import rebuild
 
@@ -220,7 +220,15 @@ class InstanceIntrospector(_Awaitable):
         if row is not None and row.status == "done":
             return json.loads(row.result) if row.result is not None else None
         if row is not None and row.status == "failed":
-            raise rebuild(json.loads(row.error or "{}"))
+            error = rebuild(json.loads(row.error or "{}"))
+            frames = (store.list_attempts(self.instance_id).get(key) or [{}])[-1] \
+                .get("error", {}).get("traceback")
+            if frames:  # pytest prints notes under the error: where the workflow's code raised it
+                shown = f"'{name}'" + (f" (index {count})" if count != 1 else "")
+                error.add_note("\n".join([f"raised by step {shown} attempt {row.attempts} "
+                                          "(most recent call last):",
+                                          *format_traceback(frames)]))
+            raise error
         status = self._status()
         shown = f"'{name}'" + (f" (index {count})" if count != 1 else "")
         if states.is_finished(status):

@@ -56,6 +56,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     # the platform's rules a caller checks input against or shows values with
     "emulator.rules.durations": ("format_ms", "parse_duration"),
     "emulator.rules.limits": ("check_event_type", "is_valid_id"),
+    # a failed attempt's traceback, in the user's frames, as lines to read
+    "emulator.tracebacks": ("format_traceback",),
     # the kernel layers of isolation this machine can put in place
     "emulator.isolates.sandbox": ("Layers", "describe_missing", "missing_layers"),
 }

@@ -216,13 +216,17 @@ class InstanceOps:
         metadata, params = envelope_of(row)
         now = self.clock.now_ms()
         buffered = self.store.buffered_events(row.id)
+        attempts = self.store.list_attempts(row.id)
         public = row.to_public()
         return {
             **summary(row),
             "metadata": metadata, "params": params,
             "output": public["output"], "error": public["error"],
+            # the user's frames run() raised its error from (emulator/tracebacks.py's shape)
+            "error_traceback": json.loads(row.error_traceback) if row.error_traceback else None,
             "started_at": row.started_at, "ended_at": row.ended_at,
-            "steps": [_step(step) for step in self.store.list_steps(row.id)],
+            "steps": [_step(step, attempts.get(step.key, []))
+                      for step in self.store.list_steps(row.id)],
             "timers": [_timer(timer, now) for timer in self.store.timers_of(row.id)],
             "events_buffered": sum(buffered.values()), "events_buffered_by_type": buffered,
             "current_code_version": self._current_code_version(tenant_of(metadata)),
@@ -398,7 +402,7 @@ def _command_id(result: dict[str, Any]) -> str:
 
 # ---- rows as data -----------------------------------------------------------------------------
 
-def _step(step: StepRow) -> dict[str, Any]:
+def _step(step: StepRow, failed_attempts: list[dict[str, Any]]) -> dict[str, Any]:
     public = step.to_public()
     ended = step.ended_at is not None and step.started_at is not None
     return {
@@ -413,6 +417,9 @@ def _step(step: StepRow) -> dict[str, Any]:
                             and step.ended_at - step.started_at < step.duration_ms),
         "event_type": step.event_type,
         "result": public["result"], "error": public["error"],
+        # every failed attempt's error, with the user's traceback when the code raised it:
+        # {"attempt", "error": {"name", "message", "traceback"?}, "at"}
+        "failed_attempts": failed_attempts,
         "started_at": step.started_at, "ended_at": step.ended_at,
     }
 

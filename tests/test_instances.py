@@ -263,6 +263,10 @@ def test_describe_waiting_errored_and_raw_instances(state: State):
     explode = broken["steps"][-1]
     assert (explode["name"], explode["status"], explode["attempts"]) == ("explode", "failed", 1)
     assert explode["error"] == {"name": "RuntimeError", "message": "boom"}
+    # each failed attempt is kept, with the frame its error was raised in
+    assert [a["attempt"] for a in explode["failed_attempts"]] == [1]
+    assert explode["failed_attempts"][0]["error"]["traceback"][-1]["source"] == \
+        'raise RuntimeError("boom")'
     assert broken["timers"] == []
     text = state.ok("describe", "broken")
     assert "✗" in text and "RuntimeError: boom" in text

@@ -13,7 +13,7 @@ PACKAGES = ("emulator", "dynwf_cli", "dynwf_pytest")
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("emulator.error_codes", "emulator.errors", "emulator.interpreter", "emulator.code_version",
      "emulator.defaults"),
-    ("emulator.rules", "emulator.clock", "emulator.error_wire"),
+    ("emulator.rules", "emulator.clock", "emulator.error_wire", "emulator.tracebacks"),
     ("emulator.config",),
     ("emulator.rpc",),
     ("emulator.runtime",),

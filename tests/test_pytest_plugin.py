@@ -125,6 +125,15 @@ async def test_a_mocked_error_on_every_attempt_errors_the_instance(dynwf):
     assert step_row(o1, "fetch")["attempts"] == 4  # limit 3 retries: every attempt was mocked
 
 
+async def test_a_failed_steps_error_names_the_tenants_file_and_line(dynwf):
+    o1 = await start(dynwf, "steps", "o1", {"explode": True})
+    with pytest.raises(Exception, match="the real body ran") as failed:
+        await o1.wait_for_step_result("fetch")
+    note = "\n".join(failed.value.__notes__)
+    assert note.startswith("raised by step 'fetch' attempt 1 (most recent call last):")
+    assert 'steps/index.py:13 in fetch\n      raise NonRetryableError("the real body ran")' in note
+
+
 async def test_mocked_errors_for_some_attempts_then_the_body_runs(dynwf):
     o1 = await start(dynwf, "steps", "o1", {},
                      lambda m: m.mock_step_error("fetch", RuntimeError("flaky"), times=2))

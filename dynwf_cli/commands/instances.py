@@ -26,7 +26,8 @@ from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, FollowInstanceOptio
                                StateDirOption, TenantFilterOption, TenantOfIdOption,
                                TimeoutOption, WaitOption, WorkflowFilterOption)
 from emulator import (DATABASE_NAME, POLL_MS, STATE_DIR_NAME, InstanceOps, StateNotFoundError,
-                      ValidationError, check_event_type, format_ms, open_project, states)
+                      ValidationError, check_event_type, format_ms, format_traceback,
+                      open_project, states)
 
 #: How often ``logs --follow`` looks for new lines.
 FOLLOW_INTERVAL_S = 0.25
@@ -206,6 +207,10 @@ def _print_description(info: dict[str, Any]) -> None:
         fields.add_row("output", _json_text(info["output"]))
     if info["error"] is not None:
         fields.add_row("error", Text(_error_line(info["error"]), style="error"))
+        if info.get("error_traceback"):
+            fields.add_row("", Text("\n".join(["run() raised it (most recent call last):",
+                                               *format_traceback(info["error_traceback"])]),
+                                    style="muted"))
     console.print(fields)
 
     console.print()
@@ -224,6 +229,8 @@ def _print_description(info: dict[str, Any]) -> None:
             label = step["name"] if step["count"] == 1 else f"{step['name']} #{step['count']}"
             steps.add_row(Text(" " + GLYPHS[state], style=f"step.{state}"), step["kind"], label,
                           Text(step["status"], style=f"step.{state}"), _step_detail(step))
+            for line in _attempt_lines(step):
+                steps.add_row("", "", "", "", line)
         console.print(steps)
 
     if info["timers"]:
@@ -271,6 +278,22 @@ def _step_detail(step: dict[str, Any]) -> Text:
     elif step["result"] is not None:
         parts.append(_json_text(step["result"], limit=_RESULT_CHARS))
     return Text("  ").join(parts)
+
+
+def _attempt_lines(step: dict[str, Any]) -> list[Text]:
+    """Under a step that failed an attempt: each failed attempt's error and the user's frames it
+    was raised from, then how the last attempt ended."""
+    lines: list[Text] = []
+    for failed in step.get("failed_attempts", []):
+        error = failed["error"]
+        lines.append(Text(f"attempt {failed['attempt']} failed: {_error_line(error)}",
+                          style="error"))
+        frames = error.get("traceback") if isinstance(error, dict) else None
+        if isinstance(frames, list):
+            lines += [Text(line, style="muted") for line in format_traceback(frames)]
+    if lines and step["status"] == "done":
+        lines.append(Text(f"attempt {step['attempts']} done", style="step.done"))
+    return lines
 
 
 # ---- control ----------------------------------------------------------------------------------

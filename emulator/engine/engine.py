@@ -32,6 +32,7 @@ from emulator.clock import Clock, SystemClock, to_datetime
 from emulator.defaults import ENGINE_CONCURRENCY, LEASE_MS, POLL_MS
 from emulator.engine.control import Control
 from emulator.sdk.failures import UnknownWorkflowError, WorkflowFatalError, error_dict
+from emulator.tracebacks import traceback_of
 from emulator.engine.lifetime import RESOLVED, Lifetime, timeout_error
 from emulator.engine.modifiers import Modifiers
 from emulator.engine.writes import WriteBatcher
@@ -434,8 +435,9 @@ class Engine:
                 await self._isolate_lost(lifetime, exc)
             elif is_isolate_fault(exc):  # the run itself failed, outside any step
                 await self._finish(lifetime, states.ERRORED, error=isolate_error(exc))
-            else:
-                await self._finish(lifetime, states.ERRORED, error=error_dict(exc))
+            else:  # its error as the platform shows it, and the user's frames it came from
+                await self._finish(lifetime, states.ERRORED, error=error_dict(exc),
+                                   frames=traceback_of(exc))
         finally:
             self._settle_logs(lifetime.id, ended=False)
             if self.live.get(lifetime.id) is lifetime:
@@ -443,7 +445,8 @@ class Engine:
             self._signal()
 
     async def _finish(self, lifetime: Lifetime, status: str, *, output: Any = None,
-                      error: dict[str, str] | None = None) -> None:
+                      error: dict[str, str] | None = None,
+                      frames: list[dict[str, Any]] | None = None) -> None:
         if lifetime.stop_reason == "abandon":
             return
         if status == states.COMPLETE:
@@ -461,14 +464,17 @@ class Engine:
                 return False
             store.finish_txn(lifetime.id, row.status, status, now,
                              output=output_json if status == states.COMPLETE else None,
-                             error=json.dumps(error) if error is not None else None)
+                             error=json.dumps(error) if error is not None else None,
+                             error_traceback=json.dumps(frames) if frames else None)
             return True
         self._settle_logs(lifetime.id, ended=True)
         if await self.writes.submit(finish):
+            data = {"status": status, "output": output if status == states.COMPLETE else None,
+                    "error": error}
+            if frames:
+                data["traceback"] = frames
             self.progress.publish(progress.Progress(progress.INSTANCE_STATUS, lifetime.id, now, None,
-                                                    {"status": status, "output": output
-                                                     if status == states.COMPLETE else None,
-                                                     "error": error}))
+                                                    data))
 
     async def _stopped(self, lifetime: Lifetime) -> None:
         """The run task was cancelled on purpose: write what that means."""
@@ -539,6 +545,7 @@ class Engine:
                 return None
             for key, (attempt, config_json, _started) in attempting.items():
                 delay = lifetime.retry_delay(key, config_from_json(config_json), attempt)
+                store.add_attempt_txn(lifetime.id, key, attempt, error_json, now)
                 if delay is not None:
                     store.put_step_txn(lifetime.id, key, "backoff", now, attempts=attempt,
                                        config=config_json, error=error_json)

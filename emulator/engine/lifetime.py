@@ -241,11 +241,17 @@ class Lifetime:
             self.schedule_check()
             return await self._answer({"status": "done"})
         config = config_from_json(config_json)
-        error_json = json.dumps(error)
+        # the step's row keeps the platform's {"name", "message"} (what replays raise and
+        # status() shows); the attempt's row keeps all of it, its traceback too
+        error_json = json.dumps({"name": error["name"], "message": error["message"]})
+        attempt_json = json.dumps(error)
         delay = self.retry_delay(key, config, attempt, retryable=retryable)
         if delay is None:
-            await self._commit(lambda s: self._store_step(
-                s, key, "failed", now, attempt, config_json, error=error_json, ended=True), key)
+            def failed(s: Store) -> StepRow:
+                s.add_attempt_txn(self.id, key, attempt, attempt_json, now)
+                return self._store_step(s, key, "failed", now, attempt, config_json,
+                                        error=error_json, ended=True)
+            await self._commit(failed, key)
             self._publish(progress.STEP_FAILED, key, attempt=attempt, error=error)
             self.schedule_check()
             return await self._answer({"status": "failed"})
@@ -253,9 +259,12 @@ class Lifetime:
         self._publish(progress.STEP_ATTEMPT_FAILED, key, at=now, attempt=attempt,
                       max_attempts=config.limit + 1, error=error, next_attempt_at=due)
         if delay <= 0:
+            # no back-off to record on the step's row: the failed attempt alone is kept
+            self._note(lambda s: s.add_attempt_txn(self.id, key, attempt, attempt_json, now), key)
             return await self._answer({"status": "retry"})
 
         def backoff(s: Store) -> StepRow:
+            s.add_attempt_txn(self.id, key, attempt, attempt_json, now)
             row = self._store_step(s, key, "backoff", now, attempt, config_json, error=error_json)
             s.add_timer_txn(self.id, "retry", key, due)
             return row

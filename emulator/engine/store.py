@@ -48,6 +48,7 @@ class InstanceRow:
     updated_at: int
     started_at: int | None
     ended_at: int | None
+    error_traceback: str | None = None   # JSON: the user's frames run() raised ``error`` from
 
     def __post_init__(self) -> None:
         # a status this version does not know (a newer writer's, a damaged row) reads as the
@@ -107,7 +108,8 @@ class TimerRow:
 
 
 _INSTANCE_COLS = ("id, workflow, status, params, output, error, generation, lease_owner, "
-                  "lease_expiry, paused_at, code_version, created_at, updated_at, started_at, ended_at")
+                  "lease_expiry, paused_at, code_version, created_at, updated_at, started_at, ended_at, "
+                  "error_traceback")
 _STEP_COLS = ("kind, name, count, status, attempts, config, result, error, event_type, duration_ms, "
               "started_at, ended_at")
 
@@ -338,8 +340,9 @@ class Store:
                           "WHERE lease_owner = ?", (owner,))
 
     def finish_txn(self, row_id: str, old: str, new: str, now: int, *, output: str | None = None,
-                   error: str | None = None) -> None:
-        self.set_status_txn(row_id, old, new, now, output=output, error=error, ended_at=now,
+                   error: str | None = None, error_traceback: str | None = None) -> None:
+        self.set_status_txn(row_id, old, new, now, output=output, error=error,
+                            error_traceback=error_traceback, ended_at=now,
                             lease_owner=None, lease_expiry=None)
         self.conn.execute("DELETE FROM timers WHERE instance_id = ?", (row_id,))
 
@@ -356,14 +359,15 @@ class Store:
         guard, args = (f"status NOT IN ({', '.join('?' * len(known))})", known) \
             if old == states.UNKNOWN else ("status = ?", [old])
         cursor = self.conn.execute(
-            "UPDATE instances SET status = 'queued', output = NULL, error = NULL, paused_at = NULL, "
+            "UPDATE instances SET status = 'queued', output = NULL, error = NULL, "
+            "error_traceback = NULL, paused_at = NULL, "
             "generation = generation + 1, lease_owner = NULL, lease_expiry = NULL, "
             f"updated_at = ?, started_at = NULL, ended_at = NULL WHERE id = ? AND {guard}",
             (now, id, *args))
         if cursor.rowcount != 1:
             raise InvalidTransitionError(
                 f"Instance '{id}' is no longer {old}; cannot restart it", instance_id=id)
-        for table in ("steps", "timers", "events", "logs"):
+        for table in ("steps", "attempts", "timers", "events", "logs"):
             self.conn.execute(f"DELETE FROM {table} WHERE instance_id = ?", (id,))
 
     def wake_timers_txn(self, id: str, now: int) -> int:
@@ -418,6 +422,28 @@ class Store:
             "duration_ms = coalesce(duration_ms, excluded.duration_ms), ended_at = excluded.ended_at",
             (instance_id, *key, status, attempts, config, result, error, event_type, duration_ms,
              now, ended_at))
+
+    def add_attempt_txn(self, instance_id: str, key: StepKey, attempt: int, error: str,
+                        now: int) -> None:
+        """Keep a failed attempt's error (JSON); a second outcome for the same attempt (one cut off,
+        then settled by a replay) replaces the first."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO attempts (instance_id, step_kind, step_name, step_count, "
+            "attempt, error, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (instance_id, *key, attempt, error, now))
+
+    def list_attempts(self, instance_id: str) -> dict[StepKey, list[dict[str, Any]]]:
+        """The failed attempts of each step of the instance, in attempt order:
+        ``{"attempt", "error", "at"}`` with ``error`` parsed."""
+        rows = self.conn.execute(
+            "SELECT step_kind, step_name, step_count, attempt, error, at FROM attempts "
+            "WHERE instance_id = ? ORDER BY step_kind, step_name, step_count, attempt",
+            (instance_id,))
+        attempts: dict[StepKey, list[dict[str, Any]]] = {}
+        for kind, name, count, attempt, error, at in rows:
+            attempts.setdefault((kind, name, count), []).append(
+                {"attempt": attempt, "error": json.loads(error), "at": at})
+        return attempts
 
     def resolve_step_txn(self, instance_id: str, key: StepKey, expect: str, status: str, now: int,
                          *, result: str | None = None, error: str | None = None) -> bool:

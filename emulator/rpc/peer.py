@@ -3,7 +3,8 @@
 Messages (JSON objects, one per frame):
 
 - ``{"t": "call", "id", "ref", "m", "a", "k"}``: call method ``m`` of exported object ``ref``;
-  answered by ``{"t": "ok", "id", "v"}`` or ``{"t": "err", "id", "e": {"name", "message", "code"}}``;
+  answered by ``{"t": "ok", "id", "v"}`` or ``{"t": "err", "id", "e": {"name", "message", "code"}}``
+  (``e`` may add ``"traceback"``: the user's frames, :mod:`emulator.tracebacks`);
 - ``{"t": "send", "ref", "m", "a", "k"}``: the same, one-way (no answer, errors dropped);
 - ``{"t": "cancel", "id"}``: the caller gave up on call ``id`` (its task is cancelled here);
 - ``{"t": "drop", "id", "n"}``: the other side let go of ``n`` copies of stub ``id``.
@@ -33,6 +34,7 @@ import weakref
 from typing import Any, Callable
 
 from emulator.error_wire import from_wire, to_wire
+from emulator.tracebacks import carry, traceback_fault, traceback_of
 from emulator.rules.limits import MAX_ERROR_MESSAGE_CHARS, MAX_ERROR_NAME_CHARS
 from emulator.rules.limits import cut_text as cut
 from emulator.rpc import codec, frames
@@ -73,8 +75,14 @@ class RemoteError(Exception):
 
 
 def error_to_wire(exc: BaseException) -> dict[str, Any]:
-    """The ``e`` of an ``err`` answer (:func:`emulator.error_wire.to_wire`)."""
-    return to_wire(exc)
+    """The ``e`` of an ``err`` answer (:func:`emulator.error_wire.to_wire`), with the user's
+    frames it was raised from when there are any (a tenant's ``run()`` failing: the host keeps
+    them with the instance, :mod:`emulator.tracebacks`)."""
+    wire: dict[str, Any] = to_wire(exc)
+    frames = traceback_of(exc)
+    if frames:
+        wire["traceback"] = frames
+    return wire
 
 
 def error_from_wire(error: dict[str, Any]) -> BaseException:
@@ -167,13 +175,17 @@ _METHOD_INFO: dict[tuple[type, str], tuple[bool, int | None, int | None]] = {}
 class Peer:
     """``incoming``: what frames from the other side may be (``frames.FROM_ISOLATE`` on the
     host); ``outgoing``: the other side's rules, applied to what this side sends so that its
-    callers get a payload error instead of a broken connection (set in isolates)."""
+    callers get a payload error instead of a broken connection (set in isolates);
+    ``send_tracebacks``: error answers carry the user's frames (set in isolates)."""
 
     def __init__(self, write: Callable[[bytes], None], root: Any = None, *, name: str = "peer",
                  proxies: dict[str, Callable[[Stub, Any], Any]] | None = None,
                  flush: Callable[[], None] | None = None, incoming: FrameRules = FROM_HOST,
-                 outgoing: FrameRules | None = None) -> None:
+                 outgoing: FrameRules | None = None, send_tracebacks: bool = False) -> None:
         self._write = write
+        # an isolate's answers carry them (the host keeps those of a tenant's run()); the host's
+        # never do, so no line of the host's code (the dispatcher's) reaches a tenant
+        self.send_tracebacks = send_tracebacks
         self._flush = flush
         self.name = name
         self.incoming = incoming
@@ -336,13 +348,19 @@ class Peer:
                 call_id, error = message.get("id"), message.get("e")
                 if type(call_id) is not int or not _is_wire_error(error):
                     raise ProtocolViolation("an err message has no call id, or an error that is not "
-                                            '{"name": str, "message": str, "code": str or null}')
+                                            '{"name": str, "message": str, "code": str or null, '
+                                            '"traceback"?: list}')
+                carried = error.get("traceback")
+                fault = traceback_fault(carried) if carried is not None else None
+                if fault is not None:
+                    raise ProtocolViolation(f"an err message's {fault[1]}")
                 future = self._pending.pop(call_id, None)
                 if future is not None and not future.done():
-                    future.set_exception(error_from_wire({
+                    exc = error_from_wire({
                         "name": cut(error["name"], MAX_ERROR_NAME_CHARS),
                         "message": cut(error["message"], MAX_ERROR_MESSAGE_CHARS),
-                        "code": error.get("code")}))
+                        "code": error.get("code")})
+                    future.set_exception(carry(exc, carried) if carried else exc)
             elif kind == "cancel":
                 call_id = message.get("id")
                 if type(call_id) is not int:
@@ -486,7 +504,8 @@ class Peer:
     def _answer_error(self, call_id: int | None, exc: BaseException) -> None:
         if call_id is not None and self.closed is None:
             try:
-                self._send({"t": "err", "id": call_id, "e": error_to_wire(exc)})
+                self._send({"t": "err", "id": call_id,
+                            "e": error_to_wire(exc) if self.send_tracebacks else to_wire(exc)})
             except Exception:
                 pass
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):

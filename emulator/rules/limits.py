@@ -30,6 +30,13 @@ MAX_CODE_VERSION_CHARS = 64
 #: A step error's name and message, cut with a mark where they are made.
 MAX_ERROR_NAME_CHARS = 256
 MAX_ERROR_MESSAGE_CHARS = 16_384
+#: A failed attempt's traceback (``tracebacks.py``): the frames kept (the innermost, with the
+#: outermost user frame), and each field of a frame, cut with a mark. 40 frames of ~600 characters
+#: is ~24 KiB per attempt at most; a recursion error's thousand frames would be ~600 KiB.
+MAX_TRACEBACK_FRAMES = 40
+MAX_TRACEBACK_FILE_CHARS = 256
+MAX_TRACEBACK_FUNCTION_CHARS = 128
+MAX_TRACEBACK_SOURCE_CHARS = 240
 
 # Log lines, and how much of them each tenant may write (``engine/logs.py``). A line past its
 # length is cut; lines past a quota are dropped and one line says so.

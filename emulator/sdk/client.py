@@ -30,6 +30,7 @@ from emulator.sdk.failures import (INTERNAL_ATTEMPT_ERROR, NotSerialisableOutput
 from emulator.rules.limits import (MAX_SLEEP_MS, MIN_EVENT_TIMEOUT_MS, check_event_type,
                                     check_step_name, encode_json)
 from emulator.sdk.mocks import StepMocks
+from emulator.tracebacks import with_traceback
 from emulator.rules.retries import StepConfig, resolve_step_config
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError, StepLimitError
 from emulator.rules.steps import StepKey
@@ -244,13 +245,14 @@ class StepClient:
             except Exception as exc:  # noqa: BLE001 - any error of the body is a failed attempt
                 if on_body_error is not None:
                     on_body_error(exc)
+                raised = exc   # its traceback, before a timeout or size error replaces it
                 if isinstance(exc, TimeoutError):
                     exc = WorkflowTimeoutError(f'Step "{name}" attempt {attempts} timed out after '
                                                f"{config.timeout_ms}ms")
                 elif isinstance(exc, PayloadTooLargeError):  # the platform's words and class
                     exc = StepError(f"Step {name}-{key[2]} output is too large. Maximum allowed "
                                     "size is 1MiB.", "WorkflowInternalError")
-                error = error_dict(exc)
+                error = with_traceback(error_dict(exc), raised)
                 outcome = await self.backend.settle(key, attempts, config_json, None, error,
                                                     not is_non_retryable(exc))
                 if outcome["status"] == "failed":

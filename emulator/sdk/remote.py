@@ -28,6 +28,7 @@ from emulator.sdk.step import WorkflowStep
 from emulator.errors import DurationError, NotSerialisableError, StepCallError, StepConfigError
 from emulator.rpc.errors import ProtocolViolation
 from emulator.rpc.target import RpcTarget
+from emulator.tracebacks import traceback_fault
 
 STEP_KIND = "step"
 
@@ -62,8 +63,8 @@ class StepBackendTarget(RpcTarget):
     right type that the platform refuses raises the platform's coded error back to the caller and
     nothing is stored: a step name or event type that is not valid, a count past the step limit,
     an attempt number the step's retry config does not allow, a config that is not one, a result
-    over 1 MiB or not JSON, an error whose name or message is too long, a sleep or timeout outside
-    0-365 days (a sleep's end, on the engine's clock), a log level outside :class:`LogLevel`.
+    over 1 MiB or not JSON, an error whose name, message or traceback is too long, a sleep or
+    timeout outside 0-365 days (a sleep's end, on the engine's clock), a log level outside :class:`LogLevel`.
     """
 
     __rpc_strict__ = True   # only the runtime calls it: a call that does not bind is a violation
@@ -233,12 +234,16 @@ class StepBackendTarget(RpcTarget):
 
     @staticmethod
     def _check_error(error: Any) -> None:
-        if type(error) is not dict or len(error) != 2 or type(error.get("name")) is not str \
-                or type(error.get("message")) is not str:
-            raise ProtocolViolation('a step error is not {"name": str, "message": str}')
+        if type(error) is not dict or not {"name", "message"} <= error.keys() \
+                or not error.keys() <= {"name", "message", "traceback"} \
+                or type(error.get("name")) is not str or type(error.get("message")) is not str:
+            raise ProtocolViolation('a step error is not {"name": str, "message": str, '
+                                    '"traceback"?: list}')
         if len(error["name"]) > MAX_ERROR_NAME_CHARS or len(error["message"]) > MAX_ERROR_MESSAGE_CHARS:
             raise StepCallError(f"a step error's name or message is over {MAX_ERROR_NAME_CHARS} or "
                                 f"{MAX_ERROR_MESSAGE_CHARS:,} characters")
+        if "traceback" in error:
+            _check_traceback(error["traceback"])
 
     async def fetch(self, key: Any, request: Any) -> Any:
         """An outbound request from inside step ``key``'s body, sent by the calling isolate's
@@ -258,6 +263,14 @@ def serve_outbound(provider: Callable[[], Any]) -> None:
     """Install how the host finds the outbound policy of the isolate calling ``fetch``."""
     global _outbound_of_caller
     _outbound_of_caller = provider
+
+
+def _check_traceback(frames: Any) -> None:
+    """A traceback's shape is a protocol matter (the isolate is killed); its size a refusal."""
+    fault = traceback_fault(frames)
+    if fault is not None:
+        kind, why = fault
+        raise (ProtocolViolation if kind == "shape" else StepCallError)(f"a step error's {why}")
 
 
 def _typed(value: Any, kind: type, what: str) -> None:

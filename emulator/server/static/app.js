@@ -1,6 +1,6 @@
 // The dashboard: instances, one instance's checklist, and the playground. Plain DOM, no build.
 import { api, progress, ApiError } from "./api.js";
-import { GLYPHS, buildChecklist, stepDetail, formatMs, words } from "./checklist.js";
+import { GLYPHS, attemptLines, buildChecklist, frameLines, stepDetail, formatMs, words } from "./checklist.js";
 
 const STATUSES = ["queued", "running", "paused", "errored", "terminated", "complete", "waiting",
                   "waitingForPause", "unknown"];
@@ -237,6 +237,8 @@ function instanceView(id) {
   const renderRow = (row, instanceError) => {
     const step = row.step;
     const details = [];
+    const attempts = attemptLines(step);
+    if (attempts.length) details.push(h("pre", { class: "step-attempts" }, attempts.join("\n")));
     const error = step?.error ?? instanceError;
     if (error) details.push(h("pre", { class: "step-error" }, errorLine(error)));
     if (step && step.result !== null && step.result !== undefined && step.kind !== "sleep")
@@ -292,8 +294,13 @@ function instanceView(id) {
         outlineFile ? [h("dt", {}, "Code"), h("dd", { class: "mono" }, outlineFile)] : []));
     params.textContent = json(info.params);
     output.textContent = info.output === null || info.output === undefined ? (FINISHED.has(info.status) ? "null" : "—") : json(info.output);
-    errorBox.hidden = !info.error || failing !== undefined;
-    errorBox.textContent = info.error ? errorLine(info.error) : "";
+    // the error shows under its failing step; the box keeps what has no step: an error raised
+    // outside every step, and run()'s own frames
+    const runFrames = info.error_traceback?.length
+      ? ["run() raised it (most recent call last):", ...frameLines(info.error_traceback)] : [];
+    const boxLines = !info.error ? [] : failing !== undefined ? runFrames : [errorLine(info.error), ...runFrames];
+    errorBox.hidden = boxLines.length === 0;
+    errorBox.textContent = boxLines.join("\n");
     timers.replaceChildren(...info.timers.map((t) => h("li", {},
       `${words(t.kind)} of ${t.step.name}: due ${when(t.due_at)} (in ${formatMs(Math.max(0, t.due_in_ms))})`)));
     if (info.events_buffered) timers.append(h("li", {}, `${info.events_buffered} event(s) buffered`));

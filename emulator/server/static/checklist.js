@@ -121,3 +121,31 @@ export function stepDetail(row) {
   if (step.duration_ms !== null && step.duration_ms !== undefined && step.kind !== "sleep") bits.push(formatMs(step.duration_ms));
   return bits.join(" · ");
 }
+
+// Under a step that failed an attempt, as `dynwf instances describe` prints it: each failed
+// attempt's error and the user's frames it was raised from, then how the last attempt ended.
+export function attemptLines(step) {
+  const lines = [];
+  for (const failed of step?.failed_attempts || []) {
+    const error = failed.error || {};
+    lines.push(`attempt ${failed.attempt} failed: ${error.name ?? "Error"}: ${error.message ?? ""}`);
+    lines.push(...frameLines(error.traceback));
+  }
+  if (lines.length && step.status === "done") lines.push(`attempt ${step.attempts} done`);
+  return lines;
+}
+
+// A traceback (emulator/tracebacks.py's entries) as the terminal prints it, innermost call last.
+export function frameLines(frames) {
+  const lines = [];
+  for (const frame of Array.isArray(frames) ? frames : []) {
+    if ("elided" in frame) {
+      const what = frame.of === "the traceback" ? "entries" : "frames";
+      lines.push(`  ... ${frame.elided} ${frame.elided === 1 ? what.slice(0, -1) : what} of ${frame.of}`);
+    } else {
+      lines.push(`  ${frame.file}:${frame.line} in ${frame.function}`);
+      if (frame.source) lines.push(`      ${frame.source}`);
+    }
+  }
+  return lines;
+}

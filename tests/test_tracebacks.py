@@ -1,0 +1,267 @@
+"""A failed attempt's traceback in the tenant's own terms, and every attempt's outcome kept: a
+project made by ``dynwf init``, a tenant whose step calls a helper module that fails twice, run
+through the command line in a real isolate (``dynwf run``, ``dynwf instances describe``)."""
+
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from dynwf_cli.app import app
+from dynwf_cli.checklist import Checklist
+from dynwf_cli.console import THEME
+from emulator.engine.progress import Progress
+from emulator.errors import StepCallError
+from emulator.rpc.errors import ProtocolViolation
+from emulator.rules.limits import MAX_TRACEBACK_FRAMES
+from emulator.sdk.remote import StepBackendTarget
+from emulator.tracebacks import format_traceback, user_traceback
+
+runner = CliRunner()
+STATIC = Path(__file__).resolve().parents[1] / "emulator" / "server" / "static"
+
+FLAKY = '''
+from workers import WorkflowEntrypoint
+from lib.prices import price_of
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("price", config={"retries": {"limit": 2, "delay": "1 second"}})
+        async def price(ctx):
+            return price_of(ctx["attempt"])
+        return await price()
+'''
+
+PRICES = '''
+TABLE = {3: 42}
+
+
+def price_of(attempt):
+    return TABLE[attempt]
+'''
+
+BROKEN = '''
+from workers import WorkflowEntrypoint
+from lib.prices import price_of
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("price", config={"retries": {"limit": 1, "delay": "1 second"}})
+        async def price(ctx):
+            return price_of(7)
+        return await price()
+'''
+
+RUN_FAILS = '''
+from workers import WorkflowEntrypoint
+from lib.prices import price_of
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        return price_of(9)
+'''
+
+
+@pytest.fixture()
+def project(tmp_path, monkeypatch):
+    assert runner.invoke(app, ["init", str(tmp_path / "demo")]).exit_code == 0
+    root = tmp_path / "demo"
+    for name, source in (("flaky", FLAKY), ("broken", BROKEN), ("runfails", RUN_FAILS)):
+        (root / "tenants" / name / "lib").mkdir(parents=True)
+        (root / "tenants" / name / "index.py").write_text(source)
+        (root / "tenants" / name / "lib" / "prices.py").write_text(PRICES)
+    monkeypatch.chdir(root)
+    return root
+
+
+def run(tenant: str, *args: str):
+    return runner.invoke(app, ["run", "--tenant", tenant, "--id", f"{tenant}-1", *args])
+
+
+def checklist_text(stdout: str) -> str:
+    """The checklist a terminal shows for the run whose NDJSON progress is ``stdout``."""
+    checklist = Checklist(fast_forward=True)
+    for line in stdout.splitlines():
+        data = json.loads(line)
+        kind = data.pop("kind")
+        if kind == "result":
+            continue
+        step = data.pop("step", None)
+        key = (step["kind"], step["name"], step["count"]) if step else None
+        checklist.apply(Progress(kind, data.pop("instance"), data.pop("at"), key, data))
+    console = Console(width=100, no_color=True, record=True, force_terminal=False, theme=THEME,
+                      file=io.StringIO())
+    console.print(checklist.render())
+    return console.export_text()
+
+
+def describe(tenant: str) -> dict:
+    result = runner.invoke(app, ["instances", "describe", f"{tenant}-1", "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_describe_keeps_every_failed_attempt_with_the_tenants_frames(project):
+    assert run("flaky", "--json").exit_code == 0
+    step = describe("flaky")["steps"][0]
+    assert (step["status"], step["attempts"], step["result"]) == ("done", 3, 42)
+    failed = step["failed_attempts"]
+    assert [a["attempt"] for a in failed] == [1, 2]
+    assert [a["error"]["message"] for a in failed] == ["1", "2"]
+    frames = [f for f in failed[0]["error"]["traceback"] if "file" in f]
+    assert [(f["file"], f["function"]) for f in frames] == [
+        ("flaky/index.py", "price"), ("flaky/lib/prices.py", "price_of")]
+    assert frames[-1] == {"file": "flaky/lib/prices.py", "line": 6, "function": "price_of",
+                          "source": "return TABLE[attempt]"}
+    # the step client's own frames are left out, with their count
+    elided = failed[0]["error"]["traceback"][0]
+    assert elided["of"] == "dynwf" and elided["elided"] >= 1
+
+
+def test_the_checklist_shows_each_attempt_and_the_frames_of_the_failure(project):
+    result = run("flaky", "--json")
+    assert result.exit_code == 0, result.output
+    text = checklist_text(result.stdout)
+    assert "attempt 1 failed: KeyError: 1" in text
+    assert "attempt 2 failed: KeyError: 2" in text
+    assert "attempt 3 done" in text
+
+    result = run("broken", "--json")
+    assert result.exit_code == 1
+    text = checklist_text(result.stdout)
+    assert "failed: KeyError: 7 · attempt 2 of 2" in text
+    assert "attempt 1 failed: KeyError: 7" in text
+    assert "attempt 2 raised it (most recent call last):" in text
+    frames = text[text.index("raised it"):]
+    assert frames.index(" frames of dynwf") < frames.index("broken/index.py:9 in price") \
+        < frames.index("return price_of(7)") < frames.index("broken/lib/prices.py:6 in price_of") \
+        < frames.index("return TABLE[attempt]")
+
+
+def test_the_instances_error_keeps_the_platforms_shape(project):
+    run("broken")
+    info = describe("broken")
+    assert info["error"] == {"name": "KeyError", "message": "7"}
+    step = info["steps"][0]
+    assert step["error"] == {"name": "KeyError", "message": "7"}
+    assert step["failed_attempts"][-1]["error"]["traceback"][-1]["file"] == "broken/lib/prices.py"
+    text = runner.invoke(app, ["instances", "describe", "broken-1"]).stdout
+    assert "attempt 1 failed: KeyError: 7" in text
+    assert "broken/lib/prices.py:6 in price_of" in text
+
+
+def test_a_failure_of_run_itself_keeps_its_frames_beside_the_platforms_error(project):
+    result = run("runfails", "--json")
+    assert result.exit_code == 1
+    info = describe("runfails")
+    assert info["error"] == {"name": "KeyError", "message": "9"}
+    frames = [f for f in info["error_traceback"] if "file" in f]
+    assert [(f["file"], f["line"], f["function"]) for f in frames] == [
+        ("runfails/index.py", 7, "run"), ("runfails/lib/prices.py", 6, "price_of")]
+    text = checklist_text(result.stdout)
+    assert "run() raised it (most recent call last):" in text
+    assert "runfails/lib/prices.py:6 in price_of" in text
+    described = runner.invoke(app, ["instances", "describe", "runfails-1"]).stdout
+    assert "runfails/index.py:7 in run" in described and "return price_of(9)" in described
+
+
+def test_a_step_failure_escaping_run_names_the_line_that_awaited_it(project):
+    run("broken")
+    frames = [f for f in describe("broken")["error_traceback"] if "file" in f]
+    assert frames[-1] == {"file": "broken/index.py", "line": 10, "function": "run",
+                          "source": "return await price()"}
+
+
+def test_a_deep_recursion_keeps_a_bounded_traceback():
+    def down(n):
+        return down(n - 1) if n else {}["x"]
+    try:
+        down(200)
+    except KeyError as exc:
+        frames = user_traceback(exc)
+    assert len(frames) == MAX_TRACEBACK_FRAMES
+    assert frames[1]["of"] == "the traceback"
+    assert frames[-1]["source"] == 'return down(n - 1) if n else {}["x"]'
+    assert any("entries of the traceback" in line for line in format_traceback(frames))
+
+
+@pytest.mark.parametrize(("error", "refused"), [
+    ({"name": "E", "message": "m", "traceback": "x"}, ProtocolViolation),
+    ({"name": "E", "message": "m", "traceback": [{"file": "a"}]}, ProtocolViolation),
+    ({"name": "E", "message": "m", "extra": 1}, ProtocolViolation),
+    ({"name": "E", "message": "m", "traceback": [{"elided": 1, "of": "dynwf"}] * 41},
+     StepCallError),
+    ({"name": "E", "message": "m", "traceback": [
+        {"file": "a" * 300, "line": 1, "function": "f", "source": ""}]}, StepCallError),
+])
+def test_the_host_refuses_a_traceback_out_of_shape_or_bounds(error, refused):
+    with pytest.raises(refused):
+        StepBackendTarget._check_error(error)
+    StepBackendTarget._check_error({"name": "E", "message": "m", "traceback": [
+        {"elided": 2, "of": "dynwf"},
+        {"file": "acme/index.py", "line": 3, "function": "f", "source": "x()"}]})
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_dashboard_lists_the_same_attempts_and_frames(project):
+    """The dashboard's step lines (``static/checklist.js`` attemptLines) from describe's JSON."""
+    run("flaky", "--json")
+    step = describe("flaky")["steps"][0]
+    script = STATIC / "checklist.js"
+    code = (f"import {{ attemptLines }} from {json.dumps(script.as_uri())};\n"
+            f"console.log(attemptLines({json.dumps(step)}).join('\\n'));")
+    shown = subprocess.run(["node", "--input-type=module", "-e", code], capture_output=True,
+                           text=True, timeout=30, check=True).stdout
+    assert shown.startswith("attempt 1 failed: KeyError: 1\n")
+    assert "  flaky/lib/prices.py:6 in price_of\n      return TABLE[attempt]\n" in shown
+    assert shown.rstrip().endswith("attempt 3 done")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_dashboard_shows_the_frames_run_raised_its_error_from(project):
+    run("runfails")
+    frames = describe("runfails")["error_traceback"]
+    code = (f"import {{ frameLines }} from {json.dumps((STATIC / 'checklist.js').as_uri())};\n"
+            f"console.log(frameLines({json.dumps(frames)}).join('\\n'));")
+    shown = subprocess.run(["node", "--input-type=module", "-e", code], capture_output=True,
+                           text=True, timeout=30, check=True).stdout
+    assert "  runfails/index.py:7 in run\n      return price_of(9)\n" in shown
+
+
+def test_an_rpc_error_answer_carries_the_frames_it_was_raised_from():
+    from emulator.rpc.peer import error_to_wire
+    from emulator.tracebacks import carry, traceback_fault, traceback_of
+
+    def fail():
+        raise ValueError("no")
+    try:
+        fail()
+    except ValueError as exc:
+        wire = error_to_wire(exc)
+    assert traceback_fault(wire["traceback"]) is None
+    assert wire["traceback"][-1]["source"] == 'raise ValueError("no")'
+    rebuilt = carry(ValueError("no"), wire["traceback"])
+    assert traceback_of(rebuilt) == wire["traceback"]
+    # an error raised only in dynwf's own code carries none
+    assert "traceback" not in error_to_wire(ValueError("made, not raised"))
+
+
+@pytest.mark.parametrize("in_isolate", [True, False])
+def test_only_an_isolates_error_answers_carry_frames(in_isolate):
+    """The host never sends a line of its own code (the dispatcher's) to a tenant."""
+    from emulator.rpc.peer import Peer
+    sent: list[bytes] = []
+    peer = Peer(sent.append, send_tracebacks=in_isolate)
+
+    def fail():
+        raise ValueError("no")
+    try:
+        fail()
+    except ValueError as exc:
+        peer._answer_error(1, exc)
+    assert (b'"traceback"' in b"".join(sent)) is in_isolate
