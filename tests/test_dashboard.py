@@ -239,6 +239,10 @@ def test_the_instance_page_says_what_applies_asks_before_losing_work_and_marks_t
             expect(failing).to_have_attribute("data-state", "failed")
             expect(failing.locator(".step-error")).to_contain_text(
                 "an order needs at least one item")
+            # run() let the step's error through: its frames, in the tenant's terms, follow it
+            expect(failing.locator(".step-error")).to_contain_text(
+                re.compile(r"run\(\) raised it \(most recent call last\):\s+.*acme/index\.py:\d+ in run",
+                           re.S))
             expect(page.locator("#instance-error")).to_be_hidden()
             expect(page.locator(".facts")).to_contain_text(
                 re.compile(r"Created\s*\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"))

@@ -234,13 +234,14 @@ function instanceView(id) {
 
   const opened = new Set();     // outputs the user expanded stay expanded across updates
   const rowKey = (row) => `${row.kind}/${row.name}/${row.count}`;
-  const renderRow = (row, instanceError) => {
+  const renderRow = (row, instanceError, runFrames) => {
     const step = row.step;
     const details = [];
     const attempts = attemptLines(step);
     if (attempts.length) details.push(h("pre", { class: "step-attempts" }, attempts.join("\n")));
     const error = step?.error ?? instanceError;
-    if (error) details.push(h("pre", { class: "step-error" }, errorLine(error)));
+    if (error) details.push(h("pre", { class: "step-error" },
+      [errorLine(error), ...(instanceError ? runFrames : [])].join("\n")));
     if (step && step.result !== null && step.result !== undefined && step.kind !== "sleep")
       details.push(h("details", { class: "step-output", open: opened.has(rowKey(row)),
                               ontoggle: (e) => { e.target.open ? opened.add(rowKey(row)) : opened.delete(rowKey(row)); } },
@@ -270,7 +271,10 @@ function instanceView(id) {
     // the instance's error goes under the step that failed last; only an error raised outside
     // every step is shown on its own
     const failing = info.error ? rows.findLast((r) => r.state === "failed") : undefined;
-    checklist.replaceChildren(...rows.map((row) => renderRow(row, row === failing ? info.error : null)));
+    const runFrames = info.error_traceback?.length
+      ? ["run() raised it (most recent call last):", ...frameLines(info.error_traceback)] : [];
+    checklist.replaceChildren(...rows.map((row) =>
+      renderRow(row, row === failing ? info.error : null, runFrames)));
     enableActions(info.status);
     if (!rows.length) checklist.append(h("li", { class: "muted" }, "No steps yet."));
     loose.replaceChildren(...(looseLines.length ? [h("h3", {}, "Logs outside steps"),
@@ -294,13 +298,10 @@ function instanceView(id) {
         outlineFile ? [h("dt", {}, "Code"), h("dd", { class: "mono" }, outlineFile)] : []));
     params.textContent = json(info.params);
     output.textContent = info.output === null || info.output === undefined ? (FINISHED.has(info.status) ? "null" : "—") : json(info.output);
-    // the error shows under its failing step; the box keeps what has no step: an error raised
-    // outside every step, and run()'s own frames
-    const runFrames = info.error_traceback?.length
-      ? ["run() raised it (most recent call last):", ...frameLines(info.error_traceback)] : [];
-    const boxLines = !info.error ? [] : failing !== undefined ? runFrames : [errorLine(info.error), ...runFrames];
-    errorBox.hidden = boxLines.length === 0;
-    errorBox.textContent = boxLines.join("\n");
+    // the error and run()'s frames show under the failing step; the box only holds an error
+    // raised outside every step
+    errorBox.hidden = !info.error || failing !== undefined;
+    errorBox.textContent = info.error ? [errorLine(info.error), ...runFrames].join("\n") : "";
     timers.replaceChildren(...info.timers.map((t) => h("li", {},
       `${words(t.kind)} of ${t.step.name}: due ${when(t.due_at)} (in ${formatMs(Math.max(0, t.due_in_ms))})`)));
     if (info.events_buffered) timers.append(h("li", {}, `${info.events_buffered} event(s) buffered`));
