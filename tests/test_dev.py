@@ -12,7 +12,10 @@ import socket
 import sqlite3
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
+import pytest
 from typer.testing import CliRunner
 
 from dynwf_cli.app import app
@@ -306,3 +309,42 @@ def test_var_options_and_dev_vars_reach_the_dispatchers_env(tmp_path, servers):
     (project / ".dev.vars").write_text("TOKEN=from-dev-vars\nMODE=from-dev-vars\n")
     dev = start(servers, project, "--var", "MODE:from-cli")
     assert dev.post(None, {}) == (200, {"token": "from-dev-vars", "mode": "from-cli"})
+
+
+def test_a_tenants_failing_fetch_answers_and_logs_the_tenants_own_frames(tmp_path, servers):
+    project = copy_hello(tmp_path)
+    dev = start(servers, project)
+    mark = len(dev.lines)
+    request = urllib.request.Request(dev.url + "/", data=b"not json", method="POST",
+                                     headers={"x-tenant-id": "acme"})
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(request, timeout=10)
+    body = json.loads(answer.value.read())
+    assert answer.value.code == 500 and body["error"]["code"] == "worker.exception"
+    frames = [f for f in body["error"]["traceback"] if "file" in f]
+    # the tenant's frame as the tenant knows it, then the dispatcher's, relative to the project
+    assert {"file": "acme/index.py", "function": "fetch",
+            "source": 'instance = await self.env.WORKFLOWS.create({"params": await request.json()})',
+            } in [{k: f[k] for k in ("file", "function", "source")} for f in frames], frames
+    failed = dev.wait_for_record(kind="http.request", tenant="acme", status=500, after=mark)
+    assert failed["error"]["traceback"] == body["error"]["traceback"]
+
+
+def test_the_dev_log_for_a_person_prints_a_failed_requests_frames_under_it():
+    from dynwf_cli.commands.dev import _PlainOutput
+    from dynwf_cli.console import console
+    from emulator.server import RequestRecord
+    frames = [{"elided": 3, "of": "dynwf"},
+              {"file": "acme/index.py", "line": 43, "function": "fetch",
+               "source": "params = await request.json()"}]
+    record = RequestRecord("POST", "/", "acme", 500, 0.004,
+                           {"code": "worker.exception", "message": "JSONDecodeError: Expecting value",
+                            "traceback": frames})
+    with console.capture() as captured:
+        _PlainOutput(project=None, fast_forward=False).request(record)
+    assert captured.get().splitlines() == [
+        "POST   /  acme  500  4 ms  [worker.exception] JSONDecodeError: Expecting value",
+        "  raised at (most recent call last):",
+        "    ... 3 frames of dynwf",
+        "    acme/index.py:43 in fetch",
+        "        params = await request.json()"]

@@ -30,7 +30,8 @@ from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption,
                                StateDirOption, VarOption)
 from emulator import (DEV_IP, DEV_PORT, DynwfError, HostOptions, Progress, Project, ProjectHost,
                       SystemClock, TenantSourceError, VirtualClock, describe_missing,
-                      missing_layers, open_project, outline_steps, parse_var, tune_for_serving)
+                      format_traceback, missing_layers, open_project, outline_steps, parse_var,
+                      tune_for_serving)
 from emulator import progress as events
 from emulator.runtime.dynamic_workflows import unwrap_params
 from emulator.server import (MAX_INFLIGHT, MAX_QUEUED, Admission, DevServer, DispatcherLoadError,
@@ -296,6 +297,10 @@ class _PlainOutput(_Output):
         if record.error is not None:
             line.append(f"  [{record.error['code']}] {record.error['message']}", style="error")
         self._print(line)
+        if record.error is not None and record.error.get("traceback"):
+            self._print(Text("\n".join(["  raised at (most recent call last):",
+                                        *format_traceback(record.error["traceback"], "    ")]),
+                             style="muted"))
 
     def reload(self, event: ReloadEvent) -> None:
         what = {"tenant": f"tenant {event.name}", "isolates": "every tenant's isolate"}.get(

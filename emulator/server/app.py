@@ -46,6 +46,7 @@ from emulator.server.admin import admin_routes
 from emulator.server.dashboard import dashboard_routes
 from emulator.server.exposure import ensure_token
 from emulator.server.playground import install_playground
+from emulator.tracebacks import traceback_of
 
 __all__ = ["ADMIN_PREFIX", "MAX_INFLIGHT", "MAX_QUEUED", "RETRY_AFTER_S", "TENANT_HEADER",
            "Admission", "AdmissionLimitError", "BackgroundTask", "BadResponseError",
@@ -134,7 +135,7 @@ class RequestRecord:
     tenant: str | None
     status: int
     seconds: float
-    error: dict[str, str] | None = None      # {"code", "message"} when it failed
+    error: dict[str, Any] | None = None      # {"code", "message", "traceback"?} when it failed
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"method": self.method, "path": self.path, "tenant": self.tenant,
@@ -144,16 +145,23 @@ class RequestRecord:
         return out
 
 
-def error_body(exc: BaseException) -> dict[str, str]:
-    """``{"code", "message"}`` of an error raised while answering a request."""
+def error_body(exc: BaseException) -> dict[str, Any]:
+    """``{"code", "message"}`` of an error raised while answering a request, with
+    ``"traceback"``: the user's frames (the dispatcher's, and a tenant's carried from its isolate;
+    :mod:`emulator.tracebacks`) when it was raised in user code."""
     if isinstance(exc, DynwfError):
-        return {"code": str(exc.code), "message": exc.message}
-    code = getattr(exc, "code", None)
-    message = str(exc) or type(exc).__name__
-    if not message.startswith(type(exc).__name__):
-        message = f"{type(exc).__name__}: {message}"
-    return {"code": str(code) if isinstance(code, str) else str(Code.WORKER_EXCEPTION),
-            "message": message}
+        body: dict[str, Any] = {"code": str(exc.code), "message": exc.message}
+    else:
+        code = getattr(exc, "code", None)
+        message = str(exc) or type(exc).__name__
+        if not message.startswith(type(exc).__name__):
+            message = f"{type(exc).__name__}: {message}"
+        body = {"code": str(code) if isinstance(code, str) else str(Code.WORKER_EXCEPTION),
+                "message": message}
+    frames = traceback_of(exc)
+    if frames:
+        body["traceback"] = frames
+    return body
 
 
 class Admission:
