@@ -325,21 +325,23 @@ def _control_command(name: str, text: str, example: str, verb: str,
         state_dir: StateDirOption = None,
     ) -> None:
         with _ops(config, state_dir) as ops:
-            result = call(ops, instance, tenant)
-            if not (wait and as_json):   # --json --wait: one document, where it rests
-                _print_outcome(result, verb, as_json)
-            if wait:
-                _settle(ops, instance, tenant, timeout, as_json)
+            _report_change(ops, call(ops, instance, tenant), verb, as_json,
+                           wait=wait, timeout=timeout)
     chosen = waiting_command if waits else command
     chosen.__name__ = f"{name}_command"
     instances_app.command(name, help=_help(text + (_WAIT_HELP if waits else ""), example))(chosen)
 
 
-def _settle(ops: InstanceOps, instance: str, tenant: Optional[str], timeout: float,
-            as_json: bool) -> None:
-    """``--wait``: where the instance rests once an engine moved it on; the exit status says
-    whether that is a good place (complete, waiting, paused) or not (errored, terminated)."""
-    final = ops.settle(instance, tenant=tenant, timeout_s=timeout)
+def _report_change(ops: InstanceOps, result: dict[str, Any], verb: str, as_json: bool, *,
+                   wait: bool, timeout: float) -> None:
+    """Print a change's outcome; with ``--wait`` also where the instance rests once an engine
+    moved it on (with ``--json`` only that: one document). The exit status says whether that is
+    a good place (complete, waiting, paused) or not (errored, terminated)."""
+    if not (wait and as_json):
+        _print_outcome(result, verb, as_json)
+    if not wait:
+        return
+    final = ops.settle(result["id"], timeout_s=timeout)
     _print_outcome(final, "now", as_json)
     if final["status"] in (states.ERRORED, states.TERMINATED):
         raise typer.Exit(1)
@@ -437,11 +439,8 @@ def send_event_command(
 ) -> None:
     value = _payload(payload)  # before opening anything: a usage error changes nothing
     with _ops(config, state_dir) as ops:
-        result = ops.send_event(instance, event_type, value, tenant=tenant)
-        if not (wait and as_json):
-            _print_outcome(result, f"sent '{event_type}' to", as_json)
-        if wait:
-            _settle(ops, instance, tenant, timeout, as_json)
+        _report_change(ops, ops.send_event(instance, event_type, value, tenant=tenant),
+                       f"sent '{event_type}' to", as_json, wait=wait, timeout=timeout)
 
 
 # ---- logs -------------------------------------------------------------------------------------
