@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from emulator.rules.limits import (MAX_TRACEBACK_FILE_CHARS, MAX_TRACEBACK_FRAMES,
-                                   MAX_TRACEBACK_FUNCTION_CHARS, MAX_TRACEBACK_SOURCE_CHARS,
+                                   MAX_TRACEBACK_FUNCTION_CHARS, MAX_TRACEBACK_NUMBER,
+                                   MAX_TRACEBACK_SOURCE_CHARS,
                                    cut_text)
 
 #: Folders whose frames are dynwf's own: the package of this module and its siblings.
@@ -126,6 +127,7 @@ _FRAME_FIELDS = {"file": (str, MAX_TRACEBACK_FILE_CHARS), "line": (int, None),
                  "function": (str, MAX_TRACEBACK_FUNCTION_CHARS),
                  "source": (str, MAX_TRACEBACK_SOURCE_CHARS)}
 _ELIDED_FIELDS = {"elided": (int, None), "of": (str, MAX_TRACEBACK_FUNCTION_CHARS)}
+_LOWEST = {"line": 0, "elided": 1}     # Python reports line 0 for a frame it cannot place
 
 
 def traceback_fault(frames: Any) -> tuple[str, str] | None:
@@ -148,8 +150,11 @@ def traceback_fault(frames: Any) -> tuple[str, str] | None:
             if type(entry[name]) is not kind:
                 return "shape", f"a traceback entry's {name} is a {type(entry[name]).__name__}, " \
                                 f"not {kind.__name__}"
-            if limit is not None and len(entry[name]) > limit:
+            if kind is str and len(entry[name]) > limit:
                 return "size", f"a traceback entry's {name} is over {limit} characters"
+            if kind is int and not _LOWEST[name] <= entry[name] <= MAX_TRACEBACK_NUMBER:
+                return "size", f"a traceback entry's {name} {entry[name]} is outside " \
+                               f"{_LOWEST[name]} to {MAX_TRACEBACK_NUMBER:,}"
     return None
 
 

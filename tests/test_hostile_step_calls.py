@@ -44,6 +44,12 @@ def value_attacks(stub):
         "unknown log level": lambda: stub.log(None, "shout", "x"),
         "error message of 20,000 characters": lambda: stub.settle(
             ["do", "e", 1], 1, CONFIG, None, {"name": "E", "message": "x" * 20_000}, True),
+        "a traceback line of -5": lambda: stub.settle(
+            ["do", "e", 1], 1, CONFIG, None, {"name": "E", "message": "m", "traceback": [
+                {"file": "a.py", "line": -5, "function": "f", "source": ""}]}, True),
+        "a traceback of 41 entries": lambda: stub.settle(
+            ["do", "e", 1], 1, CONFIG, None,
+            {"name": "E", "message": "m", "traceback": [{"elided": 1, "of": "dynwf"}] * 41}, True),
         "a do key for a sleep": lambda: stub.sleep(["do", "nap", 1], 1000, None),
         "retry of a step that is not backing off": lambda: stub.await_retry(["do", "never", 1]),
     }
@@ -57,6 +63,8 @@ TYPE_ATTACKS = {
     "a result and an error": lambda stub: stub.settle(["do", "e", 1], 1, CONFIG, "1",
                                                       {"name": "E", "message": "m"}, False),
     "an attempt as text": lambda stub: stub.begin(["do", "x", 1], "1", CONFIG),
+    "a traceback entry that is text": lambda stub: stub.settle(
+        ["do", "e", 1], 1, CONFIG, None, {"name": "E", "message": "m", "traceback": ["x"]}, True),
     "one argument too many": lambda stub: stub.begin(["do", "x", 1], 1, CONFIG, "extra"),
     "an unknown step kind": lambda stub: stub.begin(["jump", "x", 1], 1, CONFIG),
 }
@@ -160,6 +168,10 @@ def test_values_the_platform_refuses_raise_its_errors_and_store_nothing(project,
         "unknown log level": ("ValueError", None, "log level 'shout' is not one of"),
         "error message of 20,000 characters": ("StepCallError", "step.invalid_call",
                                                "name or message is over"),
+        "a traceback line of -5": ("StepCallError", "step.invalid_call",
+                                   "a traceback entry's line -5 is outside 0 to 10,000,000"),
+        "a traceback of 41 entries": ("StepCallError", "step.invalid_call",
+                                      "a traceback of 41 entries is over the limit of 40"),
         "a do key for a sleep": ("StepCallError", "step.invalid_call", "a 'sleep' step is expected"),
         "retry of a step that is not backing off": ("StepCallError", "step.invalid_call",
                                                     "is not waiting to retry"),
@@ -181,6 +193,7 @@ def test_values_the_platform_refuses_raise_its_errors_and_store_nothing(project,
          'a step error is not {"name": str, "message": str, "traceback"?: list}'),
     ("a result and an error", "settle needs either a result or an error"),
     ("an attempt as text", "an attempt number is a str, not int"),
+    ("a traceback entry that is text", "a traceback entry is a str, not an object"),
     ("one argument too many", "a call of StepBackendTarget.begin with 4 arguments (it takes 3"),
     ("an unknown step kind", "step kind 'jump' is not one of do, sleep, wait"),
 ])

@@ -62,6 +62,12 @@ ATTACKS = {
     "unknown_object": lambda: call("log", ["info", "x"], ref=4242),
     "wrong_arguments": lambda: call("log", ["info", "x", "and", "more"]),
     "malformed_tag": lambda: call("log", ["info", {"$rpc": "date"}]),
+    # an error answer whose traceback the host must check before keeping it
+    "err_traceback_shape": lambda: frame(json.dumps({"t": "err", "id": 1, "e": {
+        "name": "E", "message": "m", "code": None, "traceback": [{"file": 7}]}}).encode()),
+    "err_traceback_range": lambda: frame(json.dumps({"t": "err", "id": 1, "e": {
+        "name": "E", "message": "m", "code": None, "traceback": [
+            {"file": "a.py", "line": 10**12, "function": "f", "source": ""}]}}).encode()),
 }
 
 
@@ -116,6 +122,10 @@ async def with_pool(body):
     ("unknown_object", "a reference to object 4242, which this side has not exported"),
     ("wrong_arguments", "a call of HostRoot.log with 4 arguments (it takes 2, by position)"),
     ("malformed_tag", "a tagged value in the arguments does not decode: KeyError"),
+    ("err_traceback_shape", "an err message's traceback is refused: a traceback entry has the "
+                            "fields ['file']"),
+    ("err_traceback_range", "traceback is refused: a traceback entry's line 1000000000000 is outside "
+                            "0 to 10,000,000"),
 ])
 def test_a_frame_our_side_never_sends_kills_the_isolate_and_only_its_calls(attack, fragment):
     async def body(pool, loader):

@@ -353,7 +353,7 @@ class Peer:
                 carried = error.get("traceback")
                 fault = traceback_fault(carried) if carried is not None else None
                 if fault is not None:
-                    raise ProtocolViolation(f"an err message's {fault[1]}")
+                    raise ProtocolViolation(f"an err message's traceback is refused: {fault[1]}")
                 future = self._pending.pop(call_id, None)
                 if future is not None and not future.done():
                     exc = error_from_wire({

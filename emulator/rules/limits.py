@@ -37,6 +37,9 @@ MAX_TRACEBACK_FRAMES = 40
 MAX_TRACEBACK_FILE_CHARS = 256
 MAX_TRACEBACK_FUNCTION_CHARS = 128
 MAX_TRACEBACK_SOURCE_CHARS = 240
+#: a frame's line number, and a count of frames left out, are at most this (no file is longer,
+#: no stack deeper)
+MAX_TRACEBACK_NUMBER = 10_000_000
 
 # Log lines, and how much of them each tenant may write (``engine/logs.py``). A line past its
 # length is cut; lines past a quota are dropped and one line says so.

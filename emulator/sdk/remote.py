@@ -270,7 +270,8 @@ def _check_traceback(frames: Any) -> None:
     fault = traceback_fault(frames)
     if fault is not None:
         kind, why = fault
-        raise (ProtocolViolation if kind == "shape" else StepCallError)(f"a step error's {why}")
+        refusal = ProtocolViolation if kind == "shape" else StepCallError
+        raise refusal(f"a step error's traceback is refused: {why}")
 
 
 def _typed(value: Any, kind: type, what: str) -> None:
