@@ -5,6 +5,7 @@ killed. Either way the shared clock stays where it was and a neighbour's instanc
 (issue: reliability, the host trusts nothing an isolate sends)."""
 
 import asyncio
+import sqlite3
 
 import pytest
 from typer.testing import CliRunner
@@ -13,7 +14,7 @@ from dynwf_cli.app import app
 from emulator.engine import VirtualClock
 from emulator.rules.limits import MAX_SLEEP_MS
 from emulator.host import HostOptions, ProjectHost
-from emulator.project import open_project
+from emulator.project import DATABASE_NAME, open_project
 
 DAY = 86_400_000
 
@@ -74,6 +75,10 @@ class TenantWorkflow(WorkflowEntrypoint):
     async def run(self, event, step):
         stub = step._client.backend._stub          # past the step client, to the host's handle
         attack = event["payload"]["attack"]
+        if attack == "cancel claiming a huge attempt":
+            await stub.begin(["do", "c", 1], 1, CONFIG)
+            await stub.cancelled(["do", "c", 1], 10**300)
+            return "sent"
         if attack in TYPE_ATTACKS:
             await TYPE_ATTACKS[attack](stub)
             return "the host took it"
@@ -208,3 +213,12 @@ def test_arguments_of_the_wrong_type_kill_the_isolate_and_error_only_its_instanc
     assert "broke the RPC protocol" in message and fragment in message, message
     assert steps == [] and timers == []
     assert moved < DAY
+
+
+def test_a_cancellation_records_the_attempt_the_host_began_not_the_one_claimed(project, tmp_path):
+    attacker, neighbour, steps, timers, moved = run_attack(project, tmp_path,
+                                                           "cancel claiming a huge attempt")
+    assert neighbour["status"] == "complete" and attacker["status"] == "complete", attacker
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as conn:
+        rows = conn.execute("SELECT name, status, attempts FROM steps WHERE name = 'c'").fetchall()
+    assert rows == [("c", "cancelled", 1)]

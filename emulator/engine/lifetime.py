@@ -217,7 +217,8 @@ class Lifetime:
         attempt stays ``running`` and counts as cut off."""
         if self.stop_reason or key not in self.attempting:
             return
-        _attempt, config_json, started = self.attempting.pop(key)
+        # the attempt this lifetime began is the one recorded: the caller's number is not trusted
+        attempt, config_json, started = self.attempting.pop(key)
         now = self.clock.now_ms()
         self._note(lambda s: self._store_step(s, key, "cancelled", now, attempt, config_json,
                                               ended=True), key)
