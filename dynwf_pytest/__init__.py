@@ -13,8 +13,9 @@ dynwf installed, and a run that never asks for an emulator should not import one
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from emulator.lazy import lazy_names
 
 _EXPORTS = {
     "Emulator": "dynwf_pytest.emulator",
@@ -37,13 +38,7 @@ if TYPE_CHECKING:
                                             introspect_workflow)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dynwf_pytest' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names("dynwf_pytest", globals(), _EXPORTS)
 
 
 __all__ = [

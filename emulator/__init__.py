@@ -14,7 +14,7 @@ commands import either way, so the face costs it nothing.
 
 from __future__ import annotations
 
-import importlib
+from emulator.lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -73,15 +73,7 @@ _HOMES = {name: home for home, names in _EXPORTS.items() for name in names}
 __all__ = sorted([*_HOMES, *_MODULES, "__version__"])
 
 
-def __getattr__(name: str) -> object:
-    if name in _MODULES:
-        value = importlib.import_module(_MODULES[name])
-    elif name in _HOMES:
-        value = getattr(importlib.import_module(_HOMES[name]), name)
-    else:
-        raise AttributeError(f"module 'emulator' has no attribute {name!r}")
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names("emulator", globals(), _HOMES, _MODULES)
 
 
 def __dir__() -> list[str]:

@@ -12,7 +12,7 @@ PACKAGES = ("emulator", "dynwf_cli", "dynwf_pytest")
 #: Bottom to top; a module may import its own layer and those below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("emulator.error_codes", "emulator.errors", "emulator.interpreter", "emulator.code_version",
-     "emulator.defaults"),
+     "emulator.defaults", "emulator.lazy"),
     ("emulator.rules", "emulator.clock", "emulator.error_wire", "emulator.tracebacks"),
     ("emulator.config",),
     ("emulator.rpc",),

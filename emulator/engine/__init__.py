@@ -8,8 +8,7 @@ for callers that think of them as the engine's.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from emulator.lazy import lazy_names
 
 _HOMES = {
     "WorkflowBinding": "emulator.engine.binding", "WorkflowInstance": "emulator.engine.binding",
@@ -24,10 +23,4 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'emulator.engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names("emulator.engine", globals(), _HOMES)
