@@ -57,3 +57,14 @@ def test_claiming_a_queued_instance_starts_it_and_a_second_claim_takes_nothing(s
     assert (row.status, row.lease_owner, row.lease_expiry) == (states.RUNNING, "engine-a", 100)
     with store.write():
         assert store.claim_txn("engine-b", now=6, real_now=6, lease_until=100, limit=10) == []
+
+
+def test_a_claim_sets_started_at_once_and_a_later_claim_keeps_it(store):
+    with store.write():
+        store.claim_txn("engine-a", now=5, real_now=5, lease_until=100, limit=10)
+        store.set_status_txn("i-1", states.RUNNING, states.QUEUED, 7, lease_owner=None,
+                             lease_expiry=None)
+    with store.write():
+        store.claim_txn("engine-b", now=9, real_now=9, lease_until=100, limit=10)
+    row = store.get_instance("i-1")
+    assert (row.status, row.started_at, row.lease_owner) == (states.RUNNING, 5, "engine-b")

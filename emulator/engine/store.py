@@ -263,15 +263,10 @@ class Store:
             raise InvalidTransitionError(f"Instance '{id}' cannot move from {old} to {new}",
                                          instance_id=id)
         sets = ", ".join(f"{name} = ?" for name in fields)
-        sql = f"UPDATE instances SET status = ?, updated_at = ?{', ' + sets if sets else ''} " \
-              "WHERE id = ? AND status = ?"
-        if old == states.UNKNOWN:  # whatever unrecognised status the row really holds
-            sql = sql[:-len("status = ?")] + \
-                f"status NOT IN ({', '.join('?' * (len(states.ALL) - 1))})"
-            known = [s for s in states.ALL if s != states.UNKNOWN]
-            cursor = self.conn.execute(sql, (new, now, *fields.values(), id, *known))
-        else:
-            cursor = self.conn.execute(sql, (new, now, *fields.values(), id, old))
+        guard, guard_args = _status_guard(old)
+        cursor = self.conn.execute(
+            f"UPDATE instances SET status = ?, updated_at = ?{', ' + sets if sets else ''} "
+            f"WHERE id = ? AND {guard}", (new, now, *fields.values(), id, *guard_args))
         if cursor.rowcount != 1:
             raise InvalidTransitionError(
                 f"Instance '{id}' is no longer {old}; cannot move it to {new}", instance_id=id)
@@ -303,10 +298,9 @@ class Store:
         claimed = []
         for row in rows:
             if row.status == states.QUEUED:   # a status change: through the one guarded writer
+                first = {"started_at": now} if row.started_at is None else {}
                 self.set_status_txn(row.id, row.status, states.RUNNING, now, lease_owner=owner,
-                                    lease_expiry=lease_until)
-                self.conn.execute("UPDATE instances SET started_at = coalesce(started_at, ?) "
-                                  "WHERE id = ?", (now, row.id))
+                                    lease_expiry=lease_until, **first)
                 row.status = states.RUNNING
             else:                             # a lease taken over: the status stays as it is
                 self.conn.execute(
@@ -355,9 +349,7 @@ class Store:
         if old not in states.RESTART_FROM:
             raise InvalidTransitionError(f"Instance '{id}' cannot be restarted from {old}",
                                          instance_id=id)
-        known = [s for s in states.ALL if s != states.UNKNOWN]
-        guard, args = (f"status NOT IN ({', '.join('?' * len(known))})", known) \
-            if old == states.UNKNOWN else ("status = ?", [old])
+        guard, args = _status_guard(old)
         cursor = self.conn.execute(
             "UPDATE instances SET status = 'queued', output = NULL, error = NULL, "
             "error_traceback = NULL, paused_at = NULL, "
@@ -566,3 +558,12 @@ class Store:
                                  (instance_id, after_seq if after_seq is not None else -1))
         return [{"step": (r[0], r[1], r[2]) if r[0] else None, "level": r[3], "message": r[4],
                  "at": r[5], "seq": r[6]} for r in rows]
+
+
+def _status_guard(old: str) -> tuple[str, list[str]]:
+    """The WHERE condition that the row still holds ``old``; ``unknown`` stands for any status
+    this version does not know, so it matches every value outside the known ones."""
+    if old != states.UNKNOWN:
+        return "status = ?", [old]
+    known = [status for status in states.ALL if status != states.UNKNOWN]
+    return f"status NOT IN ({', '.join('?' * len(known))})", known
