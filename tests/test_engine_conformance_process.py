@@ -55,6 +55,11 @@ def _poll(predicate, timeout: float = 30.0):
         time.sleep(0.02)
 
 
+def _attempts_recorded(store: Store, instance: str, key) -> int:
+    row = store.get_step(instance, key)
+    return row.attempts if row is not None else 0
+
+
 def test_an_engine_killed_in_the_middle_of_a_step_counts_the_attempt_and_retries_it(tmp_path):
     (tmp_path / "blocking_workflows.py").write_text(BLOCKING)
     db = tmp_path / "state.sqlite"
@@ -63,6 +68,9 @@ def test_an_engine_killed_in_the_middle_of_a_step_counts_the_attempt_and_retries
     first = _worker(tmp_path, db, "first")
     try:
         _poll(lambda: (tmp_path / "attempt-1").exists())
+        # The attempt's start is committed up to 2 ms after the body starts (docs/semantics.md
+        # §4.4); the kill comes once it is, which is the case this test is about.
+        _poll(lambda: _attempts_recorded(store, "k1", ("do", "slow", 1)) == 1)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
     finally:
