@@ -111,6 +111,9 @@ class Code(StrEnum):
                             "an event or a wake for an instance that has finished")
     INSTANCE_CANNOT_TERMINATE = ("instance.cannot_terminate", 409, EXIT_FAILED, False,
                                  "terminate of an instance that has finished")
+    INSTANCE_CANNOT_RESTART = ("instance.cannot_restart", 404, EXIT_FAILED, False,
+                               "restart from a step the instance's history does not hold "
+                               "(name, count and type)")
     INSTANCE_WAIT_TIMEOUT = ("instance.wait_timeout", 504, EXIT_FAILED, True,
                              "--wait gave up: no engine moved the instance on within --timeout")
 

@@ -179,6 +179,19 @@ class CannotTerminateError(InstanceFinishedError):
                          instance_id=instance_id)
 
 
+class CannotRestartError(InstanceError):
+    """``restart({"from": ...})`` names a step the instance never reached: nothing was changed."""
+
+    code = Code.INSTANCE_CANNOT_RESTART
+
+    def __init__(self, *, instance_id: str, name: str, count: int, type: str) -> None:
+        self.step_name, self.count, self.type = name, count, type
+        super().__init__(
+            f'Step "{name}" not found in execution history of instance \'{instance_id}\' '
+            f"(type {type}, occurrence {count})", instance_id=instance_id,
+            hint="name a step the instance has reached, as dynwf instances describe lists them")
+
+
 class StepLimitError(DynwfError):
     """The instance reached its limit of ``limit`` steps."""
 
@@ -206,7 +219,7 @@ def class_of(code: str) -> type[DynwfError] | None:
 
 
 __all__ = [
-    "AmbiguousInstanceError", "CannotTerminateError", "ConfigError", "ConfigNotFoundError",
+    "AmbiguousInstanceError", "CannotRestartError", "CannotTerminateError", "ConfigError", "ConfigNotFoundError",
     "DurationError", "DynwfError", "InstanceAlreadyExistsError", "InstanceError",
     "InstanceFinishedError", "InstanceNotFoundError", "InstanceNotRunningError",
     "InvalidEventTypeError", "InvalidIdError", "InvalidStepNameError", "InvalidTransitionError",

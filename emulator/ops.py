@@ -24,7 +24,7 @@ from emulator.defaults import POLL_MS
 from emulator.rules.durations import format_ms
 from emulator.rules import states
 from emulator.clock import Clock, SystemClock
-from emulator.engine.control import Control
+from emulator.engine.control import Control, check_batch_ids
 from emulator.rules.limits import is_valid_id
 from emulator.engine.store import InstanceRow, StepRow, Store, TimerRow
 from emulator.error_codes import Code
@@ -167,7 +167,7 @@ def _known_as(store: Store, given: str, tenant: str | None) -> list[InstanceRow]
 # ---- the operations ---------------------------------------------------------------------------
 
 class InstanceOps:
-    """list, describe, pause, resume, terminate, restart, send_event, wake and logs over one
+    """list, describe, pause, resume, terminate, restart, delete, send_event, wake and logs over one
     store. Each takes an id as :func:`resolve_id` reads it, and an optional tenant."""
 
     def __init__(self, store: Store, clock: Clock | None = None, *,
@@ -297,11 +297,46 @@ class InstanceOps:
         self.control.terminate(row.id)
         return self._result(row)
 
-    def restart(self, given: str, *, tenant: str | None = None) -> dict[str, Any]:
-        """Erase every step and run again from the top with the same params."""
+    def restart(self, given: str, *, tenant: str | None = None,
+                start_from: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run again with the same params: from the top (every step erased), or with
+        ``start_from`` (``{"name", "count"?, "type"?}``) from that step, keeping the results of
+        the steps reached before it."""
         row = self.resolve(given, tenant)
-        self.control.restart(row.id)
-        return self._result(row)
+        self.control.restart(row.id, {"from": start_from} if start_from is not None else None)
+        result = self._result(row)
+        if start_from is not None:
+            result["from"] = {"name": start_from.get("name"), "count": start_from.get("count", 1),
+                              "type": start_from.get("type", "do")}
+            result["steps_kept"] = len(self.store.list_steps(row.id))
+        return result
+
+    def delete(self, given: str, *, tenant: str | None = None) -> dict[str, Any]:
+        """Stop the instance without rollback and erase everything stored about it."""
+        row = self.resolve(given, tenant)
+        self.control.delete(row.id)
+        metadata, _params = envelope_of(row)
+        return {"id": row.id, "tenant": tenant_of(metadata),
+                "tenant_instance_id": visible_id(metadata, row.id), "deleted": True}
+
+    def delete_many(self, given: list[str], *, tenant: str | None = None) -> dict[str, Any]:
+        """Delete each instance named (as :func:`resolve_id` reads ids; 1 to 100 of them), each
+        on its own: ``{"deleted": [{"id", "given"}], "errors": [{"id", "given", "code",
+        "message"}]}`` in the order given. A name that resolves to no instance (or to several)
+        is reported with its error; the others are deleted all the same."""
+        given = check_batch_ids(given, what="delete")
+        deleted: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for name in given:
+            try:
+                row = self.resolve(name, tenant)
+                self.control.delete(row.id)
+            except (InstanceError, ValidationError) as exc:
+                errors.append({"id": name, "given": name, "code": str(exc.code),
+                               "message": exc.message})
+            else:
+                deleted.append({"id": row.id, "given": name})
+        return {"deleted": deleted, "errors": errors}
 
     def send_event(self, given: str, type: str, payload: Any = None, *,
                    tenant: str | None = None) -> dict[str, Any]:
@@ -339,9 +374,10 @@ class InstanceOps:
     def _timeout(self, row: InstanceRow, status: str, timeout_s: float) -> WaitTimeoutError:
         result = self._result(row, status=status)
         named = _command_id(result)
-        if status == states.QUEUED:
+        if status == states.QUEUED or (status == states.RUNNING
+                                       and self.store.get_instance(row.id).lease_owner is None):
             return WaitTimeoutError(
-                f"instance {named} is still queued after {timeout_s:g}s: nothing ran it: is "
+                f"instance {named} is still {status} after {timeout_s:g}s: nothing ran it: is "
                 "dynwf dev running?", instance_id=row.id, hint="start one: dynwf dev" + (
                     f"; or run it here: dynwf run --resume {named}" if _has_tenant(result) else ""))
         return WaitTimeoutError(f"instance {named} is still {status} after {timeout_s:g}s",

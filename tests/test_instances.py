@@ -394,7 +394,7 @@ def test_every_change_says_what_moves_the_instance_next(state: State):
     assert state.json("terminate", "sleeper")["next"] == (
         "terminated: finished, nothing moves it; to run it again: "
         "dynwf instances restart sleeper --tenant acme")
-    assert "next: queued" in state.ok("restart", "sleeper")
+    assert "next: running" in state.ok("restart", "sleeper")
 
 
 def test_wake_ends_the_sleep_and_the_engine_proceeds(state: State):
@@ -427,7 +427,7 @@ def test_pause_resume_terminate_restart(state: State):
     assert state.error("terminate", *target).code == "instance.cannot_terminate"
     assert state.json("pause", "done-1")["status"] == "complete"  # finished: a no-op
 
-    assert state.json("restart", *target)["status"] == "queued"
+    assert state.json("restart", *target)["status"] == "running"
     info = state.json("describe", *target)
     assert info["steps"] == [] and info["timers"] == []
     state.run_engine()

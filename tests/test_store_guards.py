@@ -32,12 +32,18 @@ def test_a_restart_read_from_a_stale_status_is_refused_and_changes_nothing(store
     assert store.conn.execute("SELECT count(*) FROM logs").fetchone()[0] == 1
 
 
-def test_a_restart_from_the_status_read_queues_a_new_generation(store):
+def test_a_restart_from_the_status_read_runs_a_new_generation_with_an_expired_lease(store):
+    """docs/semantics.md §4.6: a restarted instance reads running at once; its lease is expired,
+    so the next engine claims it."""
     first = store.get_instance("i-1").generation
     with store.write():
         store.reset_txn("i-1", states.QUEUED, 2)
     row = store.get_instance("i-1")
-    assert (row.status, row.generation) == (states.QUEUED, first + 1)
+    assert (row.status, row.generation) == (states.RUNNING, first + 1)
+    assert (row.lease_owner, row.lease_expiry, row.started_at) == (None, 0, 2)
+    with store.write():
+        claimed = store.claim_txn("engine-a", 3, 3, 1000, 10)
+    assert [(r.id, r.status, r.lease_owner) for r in claimed] == [("i-1", "running", "engine-a")]
 
 
 def test_a_restart_of_a_status_this_version_does_not_know_matches_any_unknown_value(store):
@@ -46,7 +52,7 @@ def test_a_restart_of_a_status_this_version_does_not_know_matches_any_unknown_va
     assert store.get_instance("i-1").status == states.UNKNOWN
     with store.write():
         store.reset_txn("i-1", states.UNKNOWN, 2)
-    assert store.get_instance("i-1").status == states.QUEUED
+    assert store.get_instance("i-1").status == states.RUNNING
 
 
 def test_claiming_a_queued_instance_starts_it_and_a_second_claim_takes_nothing(store):

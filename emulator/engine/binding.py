@@ -2,7 +2,8 @@
 
 Methods are ``async`` like the Python SDK's wrappers (docs/semantics.md §3.6); each is one database operation
 through :class:`~emulator.engine.control.Control`, so it works whether or not an engine is
-running in this process. ``sendEvent`` is accepted as an alias of ``send_event``.
+running in this process. ``sendEvent`` is accepted as an alias of ``send_event``, ``deleteBatch``
+of ``delete_batch``.
 """
 
 from __future__ import annotations
@@ -35,8 +36,15 @@ class WorkflowInstance:
     async def terminate(self) -> None:
         self._engine.control.terminate(self.id)
 
-    async def restart(self) -> None:
-        self._engine.control.restart(self.id)
+    async def restart(self, options: dict[str, Any] | None = None) -> None:
+        """Run again from the top, or with ``{"from": {"name", "count"?, "type"?}}`` from that
+        step, keeping the results of the steps reached before it (docs/semantics.md §4.6)."""
+        self._engine.control.restart(self.id, options)
+
+    async def delete(self) -> None:
+        """Stop the instance without rollback and erase it. An instance deleting itself stops
+        inside this call: it never returns to the run."""
+        await self._engine.delete(self.id)
 
     async def send_event(self, event: dict[str, Any]) -> None:
         if not isinstance(event, dict) or "type" not in event:
@@ -63,6 +71,13 @@ class WorkflowBinding:
         return [WorkflowInstance(self._engine, i) for i in ids]
 
     createBatch = create_batch
+
+    async def delete_batch(self, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """Delete 1 to 100 instances of this workflow: ``{"deleted": [{"id"}], "errors": [{"id",
+        "code", "message"}]}``, one entry per input position (docs/semantics.md §1.6)."""
+        return await self._engine.delete_batch(ids, self.workflow)
+
+    deleteBatch = delete_batch
 
     async def get(self, instance_id: str) -> WorkflowInstance:
         row = self._engine.control.get(instance_id)

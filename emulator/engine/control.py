@@ -1,5 +1,5 @@
 """Operations on instances that need only the database: create, status, pause, resume,
-terminate, restart, send_event.
+terminate, restart (from the top, or from a step), delete, send_event.
 
 They work from any process sharing the file. A running engine notices what another process did
 on its next poll (within ``Engine.poll_ms``); an engine in this process is also told at once through
@@ -15,11 +15,19 @@ from typing import Any, Callable, Iterable
 
 from emulator.rules import states
 from emulator.clock import Clock
-from emulator.rules.limits import MAX_BATCH, check_event_type, check_instance_id, encode_json
-from emulator.engine.store import InstanceRow, Store
-from emulator.rules.tenant_scope import scope_of
-from emulator.errors import (CannotTerminateError, InstanceAlreadyExistsError, InstanceNotRunningError,
+from emulator.rules.limits import (MAX_BATCH, check_event_type, check_instance_id, check_step_name,
+                                   encode_json, is_valid_id)
+from emulator.engine.store import InstanceRow, StepKey, Store
+from emulator.rules.tenant_scope import PREFIX_LENGTH, scope_of
+from emulator.errors import (CannotRestartError, CannotTerminateError, InstanceAlreadyExistsError,
+                             InstanceNotFoundError, InstanceNotRunningError, InvalidIdError,
                              ValidationError)
+
+#: ``restart({"from": {"type"}})``: the platform's step types and the engine's step kinds.
+RESTART_TYPES = {"do": "do", "sleep": "sleep", "waitForEvent": "wait"}
+#: The platform's per-id outcome codes of ``delete_batch`` (numbers, as its API gives them).
+DELETE_NOT_FOUND = {"code": 10400, "message": "workflows.api.error.instance.not_found"}
+DELETE_FAILED = {"code": 10001, "message": "workflows.api.error.internal_server"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +58,90 @@ def parse_create_options(options: Any, *, what: str = "create options") -> Creat
         instance_id = uuid.uuid4().hex
     return CreateInput(instance_id, encode_json(params, what="params"),
                        scoped[0] if scoped is not None else None)
+
+
+@dataclass(frozen=True, slots=True)
+class RestartFrom:
+    """The step ``restart({"from": ...})`` runs again from: its name, its occurrence (from 1)
+    and the platform's type of step."""
+
+    name: str
+    count: int = 1
+    type: str = "do"
+
+    @property
+    def key(self) -> StepKey:
+        return (RESTART_TYPES[self.type], self.name, self.count)
+
+
+def parse_restart_options(options: Any) -> RestartFrom | None:
+    """``None`` or ``{"from": {"name", "count"?, "type"?}}`` (count 1 and type ``do`` by
+    default), checked whole before anything is written; None means from the top."""
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        raise ValidationError(f"restart options must be a dict like {{'from': {{'name': ...}}}}, "
+                              f"not {type(options).__name__}")
+    unknown = set(options) - {"from"}
+    if unknown:
+        raise ValidationError(f"restart options have unknown key(s): {_keys(unknown)}; "
+                              "the one key is 'from'")
+    start = options.get("from")
+    if start is None:
+        return None
+    if not isinstance(start, dict):
+        raise ValidationError(f"restart 'from' must be a dict like {{'name': 'charge', 'count': 1, "
+                              f"'type': 'do'}}, not {type(start).__name__}")
+    unknown = set(start) - {"name", "count", "type"}
+    if unknown:
+        raise ValidationError(f"restart 'from' has unknown key(s): {_keys(unknown)}; "
+                              "it takes 'name', 'count' and 'type'")
+    if "name" not in start:
+        raise ValidationError("restart 'from' needs 'name', the name of the step to run again from")
+    name = check_step_name(start["name"])
+    count = start.get("count", 1)
+    if type(count) is not int or count < 1:
+        raise ValidationError(f"restart 'from' count must be a whole number from 1 (the step's "
+                              f"occurrence), not {count!r}")
+    kind = start.get("type", "do")
+    if not isinstance(kind, str) or kind not in RESTART_TYPES:
+        raise ValidationError(f"restart 'from' type must be one of {', '.join(RESTART_TYPES)}, "
+                              f"not {kind!r}")
+    return RestartFrom(name, count, kind)
+
+
+def check_batch_ids(ids: Any, what: str = "delete_batch") -> list[str]:
+    """1 to 100 instance ids, each of the platform's form (or a tenant-scoped one: a scope, a
+    dash and a tenant's id of that form); the first that is not fails the whole call."""
+    if isinstance(ids, dict) and set(ids) == {"instances"}:
+        ids = ids["instances"]   # the local platform's {"instances": [...]} form
+    if not isinstance(ids, (list, tuple)):
+        raise ValidationError(f"{what} takes a list of instance ids, not {type(ids).__name__}")
+    if not ids:
+        raise ValidationError(f"{what} should have at least 1 instance")
+    if len(ids) > MAX_BATCH:
+        raise ValidationError(f"{what} only supports {MAX_BATCH} instances at a time, "
+                              f"got {len(ids)}")
+    for instance_id in ids:
+        if not is_stored_id(instance_id):
+            check_instance_id(instance_id)   # raises its error, naming the id
+            raise InvalidIdError(f"Instance id {instance_id!r} is invalid")
+    return list(ids)
+
+
+def is_stored_id(value: Any) -> bool:
+    """An id as the engine keys instances: the platform's form, or a tenant scope (12 hex digits),
+    a dash and a tenant's id of the platform's form."""
+    if is_valid_id(value):
+        return True
+    if not isinstance(value, str) or len(value) <= PREFIX_LENGTH + 1 or value[PREFIX_LENGTH] != "-":
+        return False
+    scope = value[:PREFIX_LENGTH]
+    return all(c in "0123456789abcdef" for c in scope) and is_valid_id(value[PREFIX_LENGTH + 1:])
+
+
+def _keys(keys: set[str]) -> str:
+    return ", ".join(sorted(map(repr, keys)))
 
 
 def event_value(payload: Any, type: str, at: int) -> dict[str, Any]:
@@ -121,10 +213,11 @@ class Control:
         now = self.clock.now_ms()
         with self.store.write():
             row = self.store.get_instance(instance_id)
-            if row.status == states.RUNNING:
+            if row.status == states.RUNNING and row.lease_owner is not None:
                 self.store.set_status_txn(instance_id, row.status, states.WAITING_FOR_PAUSE, now)
                 new = states.WAITING_FOR_PAUSE
-            elif row.status in (states.QUEUED, states.WAITING):
+            elif row.status in (states.QUEUED, states.WAITING, states.RUNNING):
+                # running with no engine's lease (restarted, not claimed yet): no step in flight
                 self.store.set_status_txn(instance_id, row.status, states.PAUSED, now, paused_at=now)
                 new = states.PAUSED
             else:
@@ -159,12 +252,60 @@ class Control:
             self.store.finish_txn(instance_id, row.status, states.TERMINATED, now)
         self.on_change(instance_id, "terminate")
 
-    def restart(self, instance_id: str) -> None:
-        """Erase all step state and run again from the top with the same params (any status)."""
+    def restart(self, instance_id: str, options: Any = None) -> None:
+        """Run again with the same params, from any status. Without ``{"from": ...}`` every
+        step is erased; with it, the steps first reached before the named one keep their
+        results and that step and every later one run again (docs/semantics.md §4.6). A step
+        the instance never reached is :class:`CannotRestartError`, before anything changes.
+        The instance reads ``running`` as soon as this returns."""
+        start = parse_restart_options(options)
         with self.store.write():
             row = self.store.get_instance(instance_id)
-            self.store.reset_txn(instance_id, row.status, self.clock.now_ms())
+            from_seq = None
+            if start is not None:
+                from_seq = self.store.step_seq(instance_id, start.key)
+                if from_seq is None:
+                    raise CannotRestartError(instance_id=instance_id, name=start.name,
+                                             count=start.count, type=start.type)
+            self.store.reset_txn(instance_id, row.status, self.clock.now_ms(), from_seq=from_seq)
         self.on_change(instance_id, "restart")
+
+    def delete(self, instance_id: str) -> None:
+        """Stop the instance without rollback and erase everything stored about it (its row,
+        steps, attempts, timers, events and logs)."""
+        with self.store.write():
+            if not self.store.delete_instance_txn(instance_id):
+                raise InstanceNotFoundError(f"Instance '{instance_id}' does not exist",
+                                            instance_id=instance_id, hint="dynwf instances list")
+        self.on_change(instance_id, "delete")
+
+    def delete_batch(self, ids: Any, *, visible: Callable[[str], bool] = lambda _id: True
+                     ) -> dict[str, list[dict[str, Any]]]:
+        """Delete up to 100 instances: ``{"deleted": [{"id"}], "errors": [{"id", "code",
+        "message"}]}``, one entry per input position (an id given twice is deleted once and
+        reported twice). Any id that is not an id fails the whole call before anything is
+        deleted; one that names no instance (or one ``visible`` hides) is reported with the
+        platform's not-found code."""
+        ids = check_batch_ids(ids)
+        outcome: dict[str, dict[str, Any] | None] = {}
+        with self.store.write():
+            for instance_id in dict.fromkeys(ids):
+                if not visible(instance_id):
+                    outcome[instance_id] = DELETE_NOT_FOUND
+                    continue
+                try:
+                    with self.store.savepoint("delete_one"):
+                        found = self.store.delete_instance_txn(instance_id)
+                except Exception:   # noqa: BLE001 - the platform reports it per id, as internal
+                    outcome[instance_id] = DELETE_FAILED
+                else:
+                    outcome[instance_id] = None if found else DELETE_NOT_FOUND
+        for instance_id, error in outcome.items():
+            if error is None:
+                self.on_change(instance_id, "delete")
+        deleted = [{"id": i} for i in ids if outcome[i] is None]
+        errors = [{"id": i, **outcome[i]} for i in ids if outcome[i] is not None]
+        return {"deleted": deleted, "errors": errors}
 
     def wake(self, instance_id: str) -> int:
         """End the current sleep or retry back-off now; returns how many waits were cut short."""

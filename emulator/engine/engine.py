@@ -102,6 +102,27 @@ class Engine:
         from emulator.engine.binding import WorkflowBinding
         return WorkflowBinding(self, workflow)
 
+    async def delete(self, instance_id: str) -> None:
+        """Delete the instance (``Control.delete``) and return once a lifetime of this engine
+        that ran it has stopped. Called from that run itself (the instance deletes itself), the
+        call does not return: the run is cancelled at this await, so nothing after it runs."""
+        lifetime = self.live.get(instance_id)
+        self.control.delete(instance_id)
+        await _wound_down([lifetime])
+
+    async def delete_batch(self, ids: Any, workflow: str | None = None) -> dict[str, Any]:
+        """``Control.delete_batch`` over the instances of ``workflow`` (any, when None); returns
+        once this engine's lifetimes of the deleted ones have stopped."""
+        lifetimes = {i: self.live.get(i) for i in (ids if isinstance(ids, (list, tuple)) else [])
+                     if isinstance(i, str)}
+
+        def visible(instance_id: str) -> bool:
+            row = self.store.find_instance(instance_id)
+            return row is not None and (workflow is None or row.workflow == workflow)
+        result = self.control.delete_batch(ids, visible=visible)
+        await _wound_down([lifetimes.get(d["id"]) for d in result["deleted"]])
+        return result
+
     # ---- ownership -------------------------------------------------------------------------
 
     def _owns(self, row: InstanceRow | None, generation: int) -> TypeGuard[InstanceRow]:
@@ -133,6 +154,9 @@ class Engine:
         """An operation in this process changed ``instance_id``; react without waiting for a poll."""
         if what == "created":
             self.modifiers.instance_created(instance_id)
+        elif what == "delete":
+            self.log_quota.forget(instance_id)
+            self._crashes_outside_steps.pop(instance_id, None)
         lifetime = self.live.get(instance_id)
         if lifetime is not None:
             self._sync_lifetime(lifetime)
@@ -399,6 +423,7 @@ class Engine:
                             implicit_dependencies=implicit)
         self.live[row.id] = lifetime
         task = asyncio.get_running_loop().create_task(self._run_lifetime(lifetime, definition))
+        lifetime.runner = task
         self._lifetime_tasks.add(task)
         task.add_done_callback(self._lifetime_tasks.discard)
         self._publish_status(row.id, row.status)
@@ -583,6 +608,17 @@ class Engine:
 
     def close(self) -> None:
         self.store.close()
+
+
+async def _wound_down(lifetimes: list[Lifetime | None]) -> None:
+    """Wait until each lifetime's task has ended (each was told to stop). A run awaiting this
+    for its own instance was cancelled by that stop, so its await raises CancelledError."""
+    tasks = {lt.runner for lt in lifetimes if lt is not None and lt.runner is not None
+             and not lt.runner.done() and lt.runner is not asyncio.current_task()}
+    if tasks:
+        await asyncio.wait(tasks)
+    else:
+        await asyncio.sleep(0)   # a cancelled caller stops here too
 
 
 def _early(sleep: StepRow | None, now: int) -> int:

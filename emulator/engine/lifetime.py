@@ -53,7 +53,8 @@ class Lifetime:
         self.waits: dict[StepKey, asyncio.Future[StepRow]] = {}
         self.pause_requested = row.status == "waitingForPause"
         self.stop_reason: str | None = None   # hibernate | pause | abandon | shutdown | isolate
-        self.task: asyncio.Task[Any] | None = None
+        self.task: asyncio.Task[Any] | None = None       # run()'s own task
+        self.runner: asyncio.Task[Any] | None = None     # the engine's task around it
         self.handlers: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         self._check_scheduled = False
         self.hibernated_waits: list[StepKey] = []

@@ -340,27 +340,58 @@ class Store:
                             lease_owner=None, lease_expiry=None)
         self.conn.execute("DELETE FROM timers WHERE instance_id = ?", (row_id,))
 
-    def reset_txn(self, id: str, old: str, now: int) -> None:
-        """restart(): erase every step, timer, buffered event and log; queue the instance again
-        under a new generation so writers of the old run are refused. Guarded like a status
-        change: from a status in ``states.RESTART_FROM``, and only if the row still holds ``old``
-        (``old`` is what the caller read; ``unknown`` matches any status this version does not
-        know)."""
+    def reset_txn(self, id: str, old: str, now: int, *, from_seq: int | None = None) -> None:
+        """restart(): run the instance again under a new generation, so writers of the old run
+        are refused. Without ``from_seq``, erase every step, attempt, timer, buffered event and
+        log line; with it, only the step first reached at ``from_seq``, the steps reached after
+        it, and what belongs to them (attempts, timers, log lines), while buffered events and the
+        run's own log lines go in both forms (docs/semantics.md §4.6).
+
+        The instance reads ``running`` at once, as the platform reports a restarted instance,
+        with an expired lease (0) so the next engine to look claims it as it claims a run whose
+        engine died. Guarded like a status change: from a status in ``states.RESTART_FROM``,
+        and only if the row still holds ``old`` (``old`` is what the caller read; ``unknown``
+        matches any status this version does not know)."""
         if old not in states.RESTART_FROM:
             raise InvalidTransitionError(f"Instance '{id}' cannot be restarted from {old}",
                                          instance_id=id)
         guard, args = _status_guard(old)
         cursor = self.conn.execute(
-            "UPDATE instances SET status = 'queued', output = NULL, error = NULL, "
+            "UPDATE instances SET status = 'running', output = NULL, error = NULL, "
             "error_traceback = NULL, paused_at = NULL, "
-            "generation = generation + 1, lease_owner = NULL, lease_expiry = NULL, "
-            f"updated_at = ?, started_at = NULL, ended_at = NULL WHERE id = ? AND {guard}",
-            (now, id, *args))
+            "generation = generation + 1, lease_owner = NULL, lease_expiry = 0, "
+            f"updated_at = ?, started_at = ?, ended_at = NULL WHERE id = ? AND {guard}",
+            (now, now, id, *args))
         if cursor.rowcount != 1:
             raise InvalidTransitionError(
                 f"Instance '{id}' is no longer {old}; cannot restart it", instance_id=id)
+        if from_seq is None:
+            for table in ("steps", "attempts", "timers", "events", "logs"):
+                self.conn.execute(f"DELETE FROM {table} WHERE instance_id = ?", (id,))
+            return
+        discarded = ("(step_kind, step_name, step_count) IN (SELECT kind, name, count FROM steps "
+                     "WHERE instance_id = ? AND seq >= ?)")
+        for table in ("attempts", "timers"):
+            self.conn.execute(f"DELETE FROM {table} WHERE instance_id = ? AND {discarded}",
+                              (id, id, from_seq))
+        self.conn.execute(f"DELETE FROM logs WHERE instance_id = ? AND (step_kind IS NULL OR "
+                          f"{discarded})", (id, id, from_seq))
+        self.conn.execute("DELETE FROM events WHERE instance_id = ?", (id,))
+        self.conn.execute("DELETE FROM steps WHERE instance_id = ? AND seq >= ?", (id, from_seq))
+
+    def step_seq(self, instance_id: str, key: StepKey) -> int | None:
+        """Where step ``key`` stands in the order the instance first reached its steps."""
+        row = self.conn.execute("SELECT seq FROM steps WHERE instance_id = ? AND kind = ? AND "
+                                "name = ? AND count = ?", (instance_id, *key)).fetchone()
+        return row[0] if row else None
+
+    def delete_instance_txn(self, id: str) -> bool:
+        """Erase the instance and everything stored about it; False when there was no such
+        instance. A lifetime still running it loses its lease check with the row and writes
+        nothing more."""
         for table in ("steps", "attempts", "timers", "events", "logs"):
             self.conn.execute(f"DELETE FROM {table} WHERE instance_id = ?", (id,))
+        return self.conn.execute("DELETE FROM instances WHERE id = ?", (id,)).rowcount == 1
 
     def wake_timers_txn(self, id: str, now: int) -> int:
         """End the instance's sleeps and retry back-offs now (not its event timeouts)."""
@@ -521,12 +552,16 @@ class Store:
     # ---- logs ------------------------------------------------------------------------------
 
     def add_log_txn(self, instance_id: str, step: StepKey | None, level: str, message: str,
-                    now: int) -> int:
-        """Append a line; returns its ``seq``."""
+                    now: int) -> int | None:
+        """Append a line; returns its ``seq`` (None when the instance no longer exists)."""
         kind, name, count = step if step else (None, None, None)
-        return self.conn.execute("INSERT INTO logs (instance_id, step_kind, step_name, step_count, "
-                                 "level, message, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                 (instance_id, kind, name, count, level, message, now)).lastrowid
+        # only while the instance exists: a deleted instance's run that is still winding down
+        # must not leave lines behind
+        cursor = self.conn.execute(
+            "INSERT INTO logs (instance_id, step_kind, step_name, step_count, level, message, at) "
+            "SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM instances WHERE id = ?)",
+            (instance_id, kind, name, count, level, message, now, instance_id))
+        return cursor.lastrowid if cursor.rowcount == 1 else None
 
     def rewrite_log_txn(self, seq: int, message: str) -> None:
         """Change the text of line ``seq`` (a log quota's marker, once it knows what it dropped)."""
