@@ -219,8 +219,8 @@ def class_of(code: str) -> type[DynwfError] | None:
 
 
 __all__ = [
-    "AmbiguousInstanceError", "CannotRestartError", "CannotTerminateError", "ConfigError", "ConfigNotFoundError",
-    "DurationError", "DynwfError", "InstanceAlreadyExistsError", "InstanceError",
+    "AmbiguousInstanceError", "CannotRestartError", "CannotTerminateError", "ConfigError",
+    "ConfigNotFoundError", "DurationError", "DynwfError", "InstanceAlreadyExistsError", "InstanceError",
     "InstanceFinishedError", "InstanceNotFoundError", "InstanceNotRunningError",
     "InvalidEventTypeError", "InvalidIdError", "InvalidStepNameError", "InvalidTransitionError",
     "NotSerialisableError", "PayloadError", "PayloadTooDeepError", "PayloadTooLargeError",
