@@ -15,12 +15,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from emulator import (CONFIG_NAMES, DEV_VARS_NAME, ISOLATION, ISOLATIONS, STATE_DIR_ENV,
-                      STATE_DIR_NAME)
+from emulator import (CONFIG_NAMES, DEV_VARS_NAME, ISOLATION, ISOLATIONS, RESTART_STEP_TYPES,
+                      STATE_DIR_ENV, STATE_DIR_NAME, ValidationError, check_event_type)
 
 #: ``--isolation``'s choices (``emulator.defaults.ISOLATIONS``), as typer wants them.
 Isolation = Enum("Isolation", {mode: mode for mode in ISOLATIONS}, type=str)
 DEFAULT_ISOLATION = Isolation(ISOLATION)
+#: ``restart --type``'s choices: the platform's names of step types.
+StepType = Enum("StepType", {name: name for name in RESTART_STEP_TYPES}, type=str)
 
 ConfigOption = Annotated[Optional[Path], typer.Option(
     "--config", "-c", metavar="FILE",
@@ -76,3 +78,22 @@ WaitOption = Annotated[bool, typer.Option(
     "paused, 1 errored or terminated, or nothing moved it within --timeout.")]
 TimeoutOption = Annotated[float, typer.Option(
     "--timeout", metavar="SECONDS", min=0, help="How long --wait waits.")]
+
+
+def _event_type(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return value
+    try:
+        return check_event_type(value)
+    except ValidationError as exc:
+        raise typer.BadParameter(exc.message) from None
+
+
+# ``--type`` names an event type for send-event and a step type for restart: two meanings of one
+# flag, each declared here.
+EventTypeOption = Annotated[str, typer.Option(
+    "--type", metavar="TYPE", callback=_event_type, show_default=False,
+    help="The event type the workflow waits for.")]
+StepTypeOption = Annotated[StepType, typer.Option(
+    "--type", metavar="TYPE", case_sensitive=True,
+    help="With --from: the kind of step, " + ", ".join(RESTART_STEP_TYPES) + " (default: do).")]

@@ -49,6 +49,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     # what happens as it runs: progress events and their kinds, instance statuses, step keys
     "emulator.engine.progress": ("Progress",),
     "emulator.engine.store": ("StepKey",),
+    "emulator.rules.steps": ("RESTART_STEP_TYPES",),
     # checking code without running it
     "emulator.analysis.check": ("DEFAULT_ENTRY_CLASS", "CheckReport", "check_project",
                                 "run_check"),

@@ -9,6 +9,7 @@ engine running in another process picks the change up on its next poll
 from __future__ import annotations
 
 import json
+import sys
 import time
 from datetime import datetime, timezone
 from enum import Enum
@@ -22,12 +23,12 @@ from rich.text import Text
 
 from dynwf_cli.checklist import GLYPHS
 from dynwf_cli.console import THEME, console
-from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, FollowInstanceOption, JsonOption,
-                               StateDirOption, TenantFilterOption, TenantOfIdOption,
+from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, EventTypeOption,
+                               FollowInstanceOption, JsonOption, StateDirOption, StepType,
+                               StepTypeOption, TenantFilterOption, TenantOfIdOption,
                                TimeoutOption, WaitOption, WorkflowFilterOption)
 from emulator import (DATABASE_NAME, POLL_MS, STATE_DIR_NAME, InstanceOps, StateNotFoundError,
-                      ValidationError, check_event_type, format_ms, format_traceback,
-                      open_project, states)
+                      format_ms, format_traceback, open_project, states)
 
 #: How often ``logs --follow`` looks for new lines.
 FOLLOW_INTERVAL_S = 0.25
@@ -35,8 +36,8 @@ FOLLOW_INTERVAL_S = 0.25
 UNLIMITED_WIDTH = 100_000
 _RESULT_CHARS = 200  # step results may be up to 1 MiB; --json has all of it
 
-HELP = f"""List, inspect and control workflow instances: pause, resume, terminate, restart, send
-events, wake sleepers, read logs.
+HELP = f"""List, inspect and control workflow instances: pause, resume, terminate, restart (from a
+step), delete, send events, wake sleepers, read logs.
 
 The commands act on the project's state file ({STATE_DIR_NAME}/{DATABASE_NAME} beside the
 config) whether or not dynwf dev is running; a running engine notices within {POLL_MS} ms.
@@ -363,11 +364,84 @@ _control_command(
     "already finished.",
     "dynwf instances terminate order-1 --tenant acme", "terminated",
     lambda ops, instance, tenant: ops.terminate(instance, tenant=tenant))
-_control_command(
-    "restart", "Erase every step of an instance and run it again from the top with the same "
-    "params, whatever its status.",
-    "dynwf instances restart order-1 --tenant acme --wait", "restarted",
-    lambda ops, instance, tenant: ops.restart(instance, tenant=tenant), waits=True)
+
+
+@instances_app.command("restart", help=_help(
+    "Run an instance again with the same params, whatever its status. Without --from, every "
+    "step is erased and it runs from the top; with --from STEP, the steps it reached before "
+    "that step keep their results and that step and every later one run again (the step's "
+    "occurrence with --count, its kind with --type). It reads running at once." + _WAIT_HELP,
+    "dynwf instances restart order-1 --tenant acme --from charge --count 1 --type do --wait"))
+def restart_command(
+    instance: IdArgument,
+    start_from: Annotated[Optional[str], typer.Option(
+        "--from", metavar="STEP",
+        help="The name of the step to run again from; earlier steps keep their results.")] = None,
+    count: Annotated[Optional[int], typer.Option(
+        "--count", metavar="N", min=1,
+        help="With --from: which occurrence of that step name, from 1 (default: 1).")] = None,
+    step_type: StepTypeOption = StepType("do"),
+    tenant: TenantOfIdOption = None,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = WAIT_TIMEOUT_S,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    chosen_type = step_type.value if isinstance(step_type, StepType) else str(step_type)
+    if start_from is None and (count is not None or chosen_type != "do"):
+        raise typer.BadParameter("--count and --type choose a step for --from; give --from STEP",
+                                 param_hint="--from")
+    target = None
+    if start_from is not None:
+        target = {"name": start_from, "count": count or 1, "type": chosen_type}
+    with _ops(config, state_dir) as ops:
+        result = ops.restart(instance, tenant=tenant, start_from=target)
+        verb = "restarted" if target is None else \
+            f"restarted from {target['type']} '{start_from}' #{target['count']} " \
+            f"({result['steps_kept']} step{'s' * (result['steps_kept'] != 1)} kept)"
+        _report_change(ops, result, verb, as_json, wait=wait, timeout=timeout)
+
+
+@instances_app.command("delete", help=_help(
+    "Delete instances: each stops at once, without rollback, and everything stored about it "
+    "(steps, attempts, timers, events, logs) is erased. Asks first on a terminal; elsewhere "
+    "--yes is needed. Prints each id deleted or its error; exits 1 if any failed.",
+    "dynwf instances delete order-1 order-2 --tenant acme --yes"))
+def delete_command(
+    instances: Annotated[list[str], typer.Argument(
+        metavar="ID...", show_default=False,
+        help="1 to 100 instance ids, or the ids their tenant knows them by.")],
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Delete without asking (needed when no terminal can answer).")] = False,
+    tenant: TenantOfIdOption = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    if not yes:
+        if not (console.is_terminal and sys.stdin.isatty()):
+            raise typer.BadParameter("deleting cannot be undone: add --yes to confirm (no "
+                                     "terminal here to ask)", param_hint="--yes")
+        named = ", ".join(instances)
+        if not typer.confirm(f"Delete {len(instances)} instance"
+                             f"{'s' * (len(instances) != 1)} ({named}) and everything stored "
+                             "about them? This cannot be undone", default=False):
+            console.print(Text("nothing deleted", style="muted"))
+            raise typer.Exit(1)
+    with _ops(config, state_dir) as ops:
+        result = ops.delete_many(list(instances), tenant=tenant)
+    if as_json:
+        _print_json(result)
+    else:
+        for row in result["deleted"]:
+            console.print(Text("✓ ", style="ok") + Text("deleted ") + Text(row["id"], style="bold"),
+                          soft_wrap=True)
+        for row in result["errors"]:
+            console.print(Text("✗ ", style="error") + Text(f"{row['given']}: ", style="bold")
+                          + Text(f"[{row['code']}] {row['message']}"), soft_wrap=True)
+    if result["errors"]:
+        raise typer.Exit(1)
 
 
 @instances_app.command("wake", help=_help(
@@ -386,15 +460,6 @@ def wake_command(
     woken = result["woken"]
     verb = f"woke {woken} timer{'s' if woken != 1 else ''} of" if woken else "nothing to wake in"
     _print_outcome(result, verb, as_json)
-
-
-def _event_type(value: Optional[str]) -> Optional[str]:
-    if value is None:
-        return value
-    try:
-        return check_event_type(value)
-    except ValidationError as exc:
-        raise typer.BadParameter(exc.message) from None
 
 
 def _payload(value: Optional[str]) -> Any:
@@ -424,9 +489,7 @@ def _payload(value: Optional[str]) -> Any:
     """dynwf instances send-event order-1 --tenant acme --type approval --payload '{"ok": true}'"""))
 def send_event_command(
     instance: IdArgument,
-    event_type: Annotated[str, typer.Option(
-        "--type", metavar="TYPE", callback=_event_type, show_default=False,
-        help="The event type the workflow waits for.")],
+    event_type: EventTypeOption,
     payload: Annotated[Optional[str], typer.Option(
         "--payload", "-p", metavar="JSON|@FILE",
         help="The event's payload (default: null).")] = None,

@@ -15,16 +15,15 @@ from typing import Any, Callable, Iterable
 
 from emulator.rules import states
 from emulator.clock import Clock
-from emulator.rules.limits import (MAX_BATCH, check_event_type, check_instance_id, check_step_name,
-                                   encode_json, is_valid_id)
+from emulator.rules.limits import (MAX_BATCH, MAX_ID_LENGTH, check_event_type, check_instance_id,
+                                   check_step_name, encode_json, is_valid_id)
 from emulator.engine.store import InstanceRow, StepKey, Store
+from emulator.rules.steps import RESTART_STEP_TYPES as RESTART_TYPES
 from emulator.rules.tenant_scope import PREFIX_LENGTH, scope_of
 from emulator.errors import (CannotRestartError, CannotTerminateError, InstanceAlreadyExistsError,
                              InstanceNotFoundError, InstanceNotRunningError, InvalidIdError,
                              ValidationError)
 
-#: ``restart({"from": {"type"}})``: the platform's step types and the engine's step kinds.
-RESTART_TYPES = {"do": "do", "sleep": "sleep", "waitForEvent": "wait"}
 #: The platform's per-id outcome codes of ``delete_batch`` (numbers, as its API gives them).
 DELETE_NOT_FOUND = {"code": 10400, "message": "workflows.api.error.instance.not_found"}
 DELETE_FAILED = {"code": 10001, "message": "workflows.api.error.internal_server"}
@@ -124,8 +123,9 @@ def check_batch_ids(ids: Any, what: str = "delete_batch") -> list[str]:
                               f"got {len(ids)}")
     for instance_id in ids:
         if not is_stored_id(instance_id):
-            check_instance_id(instance_id)   # raises its error, naming the id
-            raise InvalidIdError(f"Instance id {instance_id!r} is invalid")
+            raise InvalidIdError(
+                f"Instance ID is invalid: {instance_id!r} (ids are 1-{MAX_ID_LENGTH} characters "
+                "matching ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$); nothing was deleted")
     return list(ids)
 
 

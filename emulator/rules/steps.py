@@ -15,6 +15,11 @@ class StepKind(StrEnum):
     WAIT = "wait"          # wait_for_event
 
 
+#: ``restart({"from": {"type"}})``: the platform's names of step types, and the kind each is.
+RESTART_STEP_TYPES: dict[str, StepKind] = {"do": StepKind.DO, "sleep": StepKind.SLEEP,
+                                           "waitForEvent": StepKind.WAIT}
+
+
 class StepStatus(StrEnum):
     """What the ``steps`` table's ``status`` column holds."""
 

@@ -144,8 +144,9 @@ async def _forward(call: Callable[[], Any], ids: Mapping[str, str]) -> Any:
 class InstanceStub(RpcTarget):
     """A tenant's handle on one of its instances: the library's ``InstanceStub``.
 
-    ``id`` is the id the tenant knows. Methods forward to the real instance without options, as
-    the library does (``terminate``'s ``rollback`` and ``restart``'s ``from`` are not offered).
+    ``id`` is the id the tenant knows. Methods forward to the real instance. Beyond the library,
+    which forwards ``restart`` without options and offers no ``delete``, ``restart`` takes
+    ``{"from": ...}`` and ``delete`` is here: both act on the tenant's own instance only.
     """
 
     __rpc_props__ = ("id",)
@@ -177,8 +178,15 @@ class InstanceStub(RpcTarget):
     async def terminate(self) -> None:
         await _forward(lambda: self._instance.terminate(), self._ids)
 
-    async def restart(self) -> None:
-        await _forward(lambda: self._instance.restart(), self._ids)
+    async def restart(self, options: dict[str, Any] | None = None) -> None:
+        if options is None:
+            await _forward(lambda: self._instance.restart(), self._ids)
+        else:
+            await _forward(lambda: self._instance.restart(options), self._ids)
+
+    async def delete(self) -> None:
+        """Delete the instance; one deleting itself stops inside this call (it never returns)."""
+        await _forward(lambda: self._instance.delete(), self._ids)
 
     async def send_event(self, event: dict[str, Any]) -> None:
         send = getattr(self._instance, "send_event", None) or self._instance.sendEvent
@@ -237,6 +245,24 @@ class WrappedWorkflowBinding(RpcTarget):
         return stubs
 
     createBatch = create_batch
+
+    async def delete_batch(self, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """Delete 1 to 100 of this tenant's instances, by the ids the tenant knows; the result
+        names them by those ids. An id of no instance of this tenant is reported not found."""
+        if isinstance(ids, Mapping) and set(ids) == {"instances"}:
+            ids = ids["instances"]
+        if not isinstance(ids, (list, tuple)):
+            raise ValidationError(f"delete_batch takes a list of instance ids, not "
+                                  f"{type(ids).__name__}")
+        real = [f"{self._prefix}-{_check_tenant_id(i)}" for i in ids]
+        tenant_of = dict(zip(real, ids))
+        binding = self._get_binding()
+        delete_batch = getattr(binding, "delete_batch", None) or binding.deleteBatch
+        result = await _forward(lambda: delete_batch(real), tenant_of)
+        return {"deleted": [{**d, "id": tenant_of.get(d["id"], d["id"])} for d in result["deleted"]],
+                "errors": [{**e, "id": tenant_of.get(e["id"], e["id"])} for e in result["errors"]]}
+
+    deleteBatch = delete_batch
 
     async def get(self, instance_id: str) -> InstanceStub:
         real_id = f"{self._prefix}-{_check_tenant_id(instance_id)}"
@@ -302,6 +328,11 @@ class DynamicWorkflowBinding(WorkerEntrypoint):
         return await self._impl.create_batch(batch)
 
     createBatch = create_batch
+
+    async def delete_batch(self, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        return await self._impl.delete_batch(ids)
+
+    deleteBatch = delete_batch
 
     async def get(self, instance_id: str) -> InstanceStub:
         return await self._impl.get(instance_id)

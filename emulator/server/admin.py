@@ -7,7 +7,10 @@ over HTTP, for the dashboard and for scripts.
 | POST | `/__dynwf/api/instances` `{"tenant", "params"?, "id"?, "workflow"?, "metadata"?}` | create |
 | GET | `/__dynwf/api/instances/{id}?tenant=` | describe |
 | GET | `/__dynwf/api/tenants` | the project's tenants (folders of `tenants/`), to start one |
-| POST | `/__dynwf/api/instances/{id}/{pause,resume,terminate,restart,wake}` | lifecycle |
+| POST | `/__dynwf/api/instances/{id}/{pause,resume,terminate,wake}` | lifecycle |
+| POST | `/__dynwf/api/instances/{id}/restart` `{"from"?: {"name", "count"?, "type"?}}` | run again |
+| POST | `/__dynwf/api/instances/{id}/delete` | stop and erase one instance |
+| POST | `/__dynwf/api/instances/delete` `{"ids": [...]}` | delete 1-100 instances, each reported |
 | POST | `/__dynwf/api/instances/{id}/events` `{"type", "payload"?}` | send an event |
 | GET | `/__dynwf/api/instances/{id}/logs?after=` | log lines |
 | GET | `/__dynwf/api/events?instance=` | progress as server-sent events |
@@ -53,6 +56,8 @@ API = "/__dynwf/api"
 MAX_LIST = 10_000
 CREATE_FIELDS = ("tenant", "params", "id", "workflow", "metadata")
 EVENT_FIELDS = ("type", "payload")
+RESTART_FIELDS = ("from",)
+DELETE_FIELDS = ("ids",)
 PLAYGROUND_FIELDS = ("code", "params")
 
 
@@ -115,6 +120,20 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
             method = getattr(ops, action)
             return JSONResponse(method(request.path_params["id"], tenant=param(request, "tenant")))
         return act
+
+    async def restart(request: Request) -> Response:
+        data = await read_object(request, RESTART_FIELDS)
+        return JSONResponse(ops.restart(request.path_params["id"], tenant=param(request, "tenant"),
+                                        start_from=data.get("from")))
+
+    async def delete(request: Request) -> Response:
+        return JSONResponse(ops.delete(request.path_params["id"], tenant=param(request, "tenant")))
+
+    async def delete_many(request: Request) -> Response:
+        data = await read_object(request, DELETE_FIELDS)
+        if not isinstance(data.get("ids"), list):
+            raise AdminError("give 'ids', a list of 1 to 100 instance ids")
+        return JSONResponse(ops.delete_many(data["ids"], tenant=param(request, "tenant")))
 
     async def send_event(request: Request) -> Response:
         data = await read_object(request, EVENT_FIELDS)
@@ -201,13 +220,16 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
         Route(f"{API}/playground", guarded(playground, changes=True), methods=["POST"]),
         Route(f"{API}/instances", guarded(list_instances, changes=False), methods=["GET"]),
         Route(f"{API}/instances", guarded(create, changes=True), methods=["POST"]),
+        Route(f"{API}/instances/delete", guarded(delete_many, changes=True), methods=["POST"]),
         Route(f"{API}/tenants", guarded(tenants, changes=False), methods=["GET"]),
         Route(f"{API}/instances/{{id}}", guarded(describe, changes=False), methods=["GET"]),
         Route(f"{API}/instances/{{id}}/events", guarded(send_event, changes=True), methods=["POST"]),
+        Route(f"{API}/instances/{{id}}/restart", guarded(restart, changes=True), methods=["POST"]),
+        Route(f"{API}/instances/{{id}}/delete", guarded(delete, changes=True), methods=["POST"]),
         Route(f"{API}/instances/{{id}}/logs", guarded(logs, changes=False), methods=["GET"]),
         Route(f"{API}/events", guarded(events, changes=False), methods=["GET"]),
     ]
-    for action in ("pause", "resume", "terminate", "restart", "wake"):
+    for action in ("pause", "resume", "terminate", "wake"):
         routes.append(Route(f"{API}/instances/{{id}}/{action}", guarded(lifecycle(action), changes=True),
                             methods=["POST"]))
     return routes
