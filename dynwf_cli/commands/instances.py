@@ -434,12 +434,16 @@ def delete_command(
     if as_json:
         _print_json(result)
     else:
-        for row in result["deleted"]:
-            console.print(Text("✓ ", style="ok") + Text("deleted ") + Text(row["id"], style="bold"),
-                          soft_wrap=True)
-        for row in result["errors"]:
-            console.print(Text("✗ ", style="error") + Text(f"{row['given']}: ", style="bold")
-                          + Text(f"[{row['code']}] {row['message']}"), soft_wrap=True)
+        deleted, errors = list(result["deleted"]), list(result["errors"])
+        for name in instances:   # in the order given
+            if deleted and deleted[0]["given"] == name:
+                row = deleted.pop(0)
+                console.print(Text("✓ ", style="ok") + Text("deleted ")
+                              + Text(row["id"], style="bold"), soft_wrap=True)
+            elif errors and errors[0]["given"] == name:
+                row = errors.pop(0)
+                console.print(Text("✗ ", style="error") + Text(f"{name}: ", style="bold")
+                              + Text(f"[{row['code']}] {row['message']}"), soft_wrap=True)
     if result["errors"]:
         raise typer.Exit(1)
 
