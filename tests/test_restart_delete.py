@@ -46,7 +46,7 @@ def _counting_workflow(calls: dict[str, int]):
 
 
 def test_restart_from_a_step_keeps_earlier_results_and_runs_that_step_and_later_ones_again(tmp_path):
-    """§4.6: the steps reached before the named one keep their results; it and every later one
+    """§1.7: the steps reached before the named one keep their results; it and every later one
     run again; the instance reads running as soon as restart() resolves."""
     calls: dict[str, int] = {}
 
@@ -65,7 +65,7 @@ def test_restart_from_a_step_keeps_earlier_results_and_runs_that_step_and_later_
 
 
 def test_restart_from_a_later_occurrence_and_from_a_sleep(tmp_path):
-    """§4.6: ``count`` picks the occurrence of the name, ``type`` the kind of step."""
+    """§1.7: ``count`` picks the occurrence of the name, ``type`` the kind of step."""
     calls: dict[str, int] = {}
 
     async def main():
@@ -88,7 +88,7 @@ def test_restart_from_a_later_occurrence_and_from_a_sleep(tmp_path):
 
 
 def test_restart_from_a_step_that_is_not_in_the_history_changes_nothing(tmp_path):
-    """§4.6: a step the instance never reached (name, count or type) is instance.cannot_restart,
+    """§1.7: a step the instance never reached (name, count or type) is instance.cannot_restart,
     raised before anything is written; bad options are refused the same way."""
     calls: dict[str, int] = {}
 
@@ -115,7 +115,7 @@ def test_restart_from_a_step_that_is_not_in_the_history_changes_nothing(tmp_path
 
 
 def test_restart_from_drops_the_discarded_steps_attempts_timers_and_buffered_events(tmp_path):
-    """§4.6: the attempts, timers and log lines of the discarded steps go with them; buffered
+    """§1.7: the attempts, timers and log lines of the discarded steps go with them; buffered
     events go in both forms (as the platform erases them); a received event of a kept wait stays
     its result."""
     state = {"flaky": 0}
@@ -157,7 +157,7 @@ def test_restart_from_drops_the_discarded_steps_attempts_timers_and_buffered_eve
 
 
 def test_plain_restart_reads_running_and_an_engine_claims_it(tmp_path):
-    """§1.3/§4.6: after restart() resolves the status is running (not queued), from any status;
+    """§1.3/§1.7/§4.6: after restart() resolves the status is running (not queued), from any status;
     a pause asked before an engine claims it takes effect at once (no step is in flight)."""
     async def wf(event, step):
         @step.do("one")
@@ -446,7 +446,7 @@ def state(tmp_path: Path) -> State:
 
 
 def test_cli_restart_from_a_step(state: State):
-    """§4.6 through ``dynwf instances restart ID --from STEP [--count N] [--type T]``."""
+    """§1.7 through ``dynwf instances restart ID --from STEP [--count N] [--type T]``."""
     target = ("sleeper", "--tenant", "acme")
     refused = state.cli("restart", *target, "--from", "nowhere")
     assert refused.exit_code == 1 and isinstance(refused.exception, CannotRestartError)
