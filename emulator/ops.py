@@ -322,20 +322,25 @@ class InstanceOps:
     def delete_many(self, given: list[str], *, tenant: str | None = None) -> dict[str, Any]:
         """Delete each instance named (as :func:`resolve_id` reads ids; 1 to 100 of them), each
         on its own: ``{"deleted": [{"id", "given"}], "errors": [{"id", "given", "code",
-        "message"}]}`` in the order given. A name that resolves to no instance (or to several)
-        is reported with its error; the others are deleted all the same."""
+        "message"}]}`` in the order given, a name given twice reported twice. A name that
+        resolves to no instance (or to several) is reported with its error; the others are
+        deleted all the same. Any name that is not an id fails the call before anything is
+        deleted."""
         given = check_batch_ids(given, what="delete")
         deleted: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
+        outcome: dict[str, dict[str, Any]] = {}   # a name given twice: deleted once, told twice
         for name in given:
-            try:
-                row = self.resolve(name, tenant)
-                self.control.delete(row.id)
-            except (InstanceError, ValidationError) as exc:
-                errors.append({"id": name, "given": name, "code": str(exc.code),
-                               "message": exc.message})
-            else:
-                deleted.append({"id": row.id, "given": name})
+            if name not in outcome:
+                try:
+                    row = self.resolve(name, tenant)
+                    self.control.delete(row.id)
+                except (InstanceError, ValidationError) as exc:
+                    outcome[name] = {"id": name, "given": name, "code": str(exc.code),
+                                     "message": exc.message}
+                else:
+                    outcome[name] = {"id": row.id, "given": name}
+            (errors if "code" in outcome[name] else deleted).append(dict(outcome[name]))
         return {"deleted": deleted, "errors": errors}
 
     def send_event(self, given: str, type: str, payload: Any = None, *,

@@ -529,3 +529,51 @@ def test_cli_delete_asks_on_a_terminal_and_help_has_examples(state: State):
     assert "--from charge --count 1 --type do" in " ".join(
         subprocess.run([str(script), "instances", "restart", "--help"], capture_output=True,
                        text=True, env={**env, "COLUMNS": "200"}, timeout=60).stdout.split())
+
+
+# ---- the admin API (a real dynwf dev) --------------------------------------------------------
+
+def test_admin_api_restarts_from_a_step_and_deletes(tmp_path, servers):
+    """§1.6 and §1.7 over the admin API of a running dynwf dev: restart with {"from"} (refused
+    for a step not reached, and without the token), delete one, delete a batch reported per id."""
+    from dev_harness import copy_hello, start
+    from test_admin_api import API, call, token_of
+    project = copy_hello(tmp_path)
+    dev = start(servers, project)
+    token = token_of(project)
+    for instance_id in ("signup-1", "signup-2", "signup-3"):
+        status, created = call(dev, "POST", f"{API}/instances",
+                               {"tenant": "globex", "id": instance_id,
+                                "params": {"email": "a@b.co"}}, token=token)
+        assert status == 201, created
+    dev.wait_for_record(kind="step.waiting", step__name="confirm email", timeout=30)
+    path = f"{API}/instances/signup-1/restart?tenant=globex"
+    assert call(dev, "POST", path, {"from": {"name": "confirm email"}})[0] == 401
+    status, body = call(dev, "POST", path, {"from": {"name": "nowhere"}}, token=token)
+    assert status == 404 and body["error"]["code"] == "instance.cannot_restart"
+    status, body = call(dev, "POST", path, {"from": {"name": "grace period", "count": 0,
+                                                     "type": "sleep"}}, token=token)
+    assert status == 400 and body["error"]["code"] == "input.invalid"
+    status, body = call(dev, "POST", path, {"from": {"name": "grace period", "type": "sleep"}},
+                        token=token)
+    assert status == 200, body
+    assert body["status"] == "running" and body["steps_kept"] == 1
+    assert body["from"] == {"name": "grace period", "count": 1, "type": "sleep"}
+
+    status, body = call(dev, "POST", f"{API}/instances/signup-2/delete?tenant=globex", token=token)
+    assert status == 200 and body["deleted"] is True and body["tenant_instance_id"] == "signup-2"
+    status, body = call(dev, "GET", f"{API}/instances/signup-2?tenant=globex")
+    assert status == 404
+    status, body = call(dev, "POST", f"{API}/instances/delete?tenant=globex",
+                        {"ids": ["signup-3", "signup-2", "signup-3"]}, token=token)
+    assert status == 200
+    assert [row["given"] for row in body["deleted"]] == ["signup-3", "signup-3"]
+    assert [(row["given"], row["code"]) for row in body["errors"]] == [
+        ("signup-2", "instance.not_found")]
+    status, body = call(dev, "POST", f"{API}/instances/delete", {"ids": []}, token=token)
+    assert status == 400
+    status, body = call(dev, "POST", f"{API}/instances/delete", {"ids": ["ok", "bad id!"]},
+                        token=token)
+    assert status == 400 and body["error"]["code"] == "instance.invalid_id"
+    listed = call(dev, "GET", f"{API}/instances?tenant=globex")[1]
+    assert [row["tenant_instance_id"] for row in listed] == ["signup-1"]
