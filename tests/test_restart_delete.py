@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import os
 import select
 import subprocess
@@ -577,3 +578,56 @@ def test_admin_api_restarts_from_a_step_and_deletes(tmp_path, servers):
     assert status == 400 and body["error"]["code"] == "instance.invalid_id"
     listed = call(dev, "GET", f"{API}/instances?tenant=globex")[1]
     assert [row["tenant_instance_id"] for row in listed] == ["signup-1"]
+
+
+# ---- the dashboard, in a real browser --------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(),
+                    reason="Debian's Chromium is not installed at /usr/bin/chromium")
+def test_the_dashboard_deletes_an_instance_after_asking(tmp_path, servers):
+    """§1.6 on the dashboard: the instance view's Delete button asks first (cancelling keeps the
+    instance), and once confirmed the instance is gone and the page is back at the list."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    from dev_harness import copy_hello, start
+    from test_admin_api import API, call, token_of
+    from test_dashboard import CHROMIUM_ARGS
+    project = copy_hello(tmp_path)
+    dev = start(servers, project)
+    token = token_of(project)
+    for instance_id in ("doomed", "kept"):
+        assert call(dev, "POST", f"{API}/instances", {"tenant": "globex", "id": instance_id},
+                    token=token)[0] == 201
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                             headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(20_000)
+            page.goto(dev.url + "/__dynwf/#/instances/doomed")
+            expect(page.locator("#instance-status")).to_have_text(
+                re.compile("waiting|running"), timeout=30_000)
+            delete = page.locator('[data-action="delete"]')
+            expect(delete).to_be_enabled()
+            expect(delete).to_have_class("danger")
+
+            delete.click()
+            expect(page.locator("#confirm")).to_contain_text("This cannot be undone")
+            page.click("#confirm-no")
+            expect(page.locator("#confirm")).to_have_count(0)
+            assert call(dev, "GET", f"{API}/instances/doomed")[0] == 200
+
+            delete.click()
+            page.click("#confirm-yes")
+            page.wait_for_url(re.compile(r"#/instances$"))
+            expect(page.locator("#toast")).to_contain_text("deleted doomed")
+            listed = page.locator("#instances-body tr[data-id]")
+            expect(listed).to_have_count(1)
+            expect(listed.first).to_contain_text("kept")
+        finally:
+            browser.close()
+    status, body = call(dev, "GET", f"{API}/instances/doomed")
+    assert status == 404 and body["error"]["code"] == "instance.not_found"

@@ -12,11 +12,14 @@ const APPLIES = {
   terminate: (status) => !FINISHED.has(status),
   restart: () => true,
   wake: (status) => !FINISHED.has(status),
+  delete: () => true,
 };
 // The actions that throw work away ask first.
 const CONFIRM = {
   terminate: "Terminate this instance? It stops for good: steps not run yet never run.",
   restart: "Restart this instance? Every step's result is erased and it runs again from the first step.",
+  delete: "Delete this instance? It stops at once, without rollback, and everything stored about it "
+          + "(steps, events, logs) is erased. This cannot be undone.",
 };
 const codeChanged = (info) => Boolean(info.current_code_version && info.code_version
                                       && info.current_code_version !== info.code_version);
@@ -197,6 +200,11 @@ function instanceView(id) {
     if (CONFIRM[action] && !(await confirmed(CONFIRM[action], action))) return;
     try {
       const result = await api.act(id, action);
+      if (action === "delete") {      // nothing is left to show: back to the list
+        toast(`deleted ${result.tenant_instance_id || result.id}`);
+        location.hash = "#/instances";
+        return;
+      }
       toast(`${action}: ${result.status}${result.woken !== undefined ? ` (${result.woken} woken)` : ""}`);
     } catch (error) { toast(`${action} failed: ${errorText(error)}`, "error"); }
     refresh();
