@@ -122,6 +122,8 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
         return act
 
     async def restart(request: Request) -> Response:
+        # an unknown instance is said before anything about the body, as for the other actions
+        ops.resolve(request.path_params["id"], param(request, "tenant"))
         data = await read_object(request, RESTART_FIELDS)
         return JSONResponse(ops.restart(request.path_params["id"], tenant=param(request, "tenant"),
                                         start_from=data.get("from")))
