@@ -468,8 +468,8 @@ def test_logs(state: State):
 
 # ---- help, missing state, the installed script ------------------------------------------------
 
-COMMANDS = ["list", "describe", "pause", "resume", "terminate", "restart", "send-event", "wake",
-            "logs"]
+COMMANDS = ["list", "describe", "pause", "resume", "terminate", "restart", "delete", "send-event",
+            "wake", "logs"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
