@@ -21,10 +21,11 @@ from typer.testing import CliRunner
 
 from dynwf_cli.app import app
 from emulator import open_project
-from emulator.engine import VirtualClock
+from emulator.engine import Control, Store, VirtualClock
 from emulator.errors import (CannotRestartError, InstanceNotFoundError, InvalidIdError,
                              ValidationError)
 from emulator.host import HostOptions, ProjectHost
+from emulator.sdk.client import current_step
 from engine_harness import Harness, arun
 from test_instances import State
 
@@ -298,21 +299,29 @@ def test_a_deleted_instance_gets_no_writes_from_its_run_still_winding_down(tmp_p
         async def wf(event, step):
             @step.do("slow")
             async def slow():
-                print("started")
+                where = current_step.get()     # what a step's print() becomes in an isolate
+                where[2].log(where[1], "info", "started")
                 started.set()
                 await release.wait()
-                print("finished")
+                where[2].log(where[1], "info", "finished")
                 return "late"
             return await slow()
         h = Harness(tmp_path / "db.sqlite", wf)
-        inst = await h.create()
+        await h.create()
         task = h.drain_in_background()
         await asyncio.wait_for(started.wait(), 10)
-        await inst.delete()
+        # deleted from another process (the command line): this engine learns it only from the
+        # database, when its writes are refused or its next poll sees the row gone
+        other = Store(tmp_path / "db.sqlite")
+        try:
+            Control(other, h.clock).delete("i1")
+        finally:
+            other.close()
         release.set()
         await asyncio.wait_for(task, 10)
         await h.engine.drain()
         assert set(_row_counts(h, "i1").values()) == {0}
+        assert "i1" not in h.engine.live
     arun(main())
 
 

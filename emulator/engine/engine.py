@@ -30,7 +30,7 @@ from emulator.engine import progress
 from emulator.rules import states
 from emulator.clock import Clock, SystemClock, to_datetime
 from emulator.defaults import ENGINE_CONCURRENCY, LEASE_MS, POLL_MS
-from emulator.engine.control import Control
+from emulator.engine.control import Control, check_batch_ids
 from emulator.sdk.failures import UnknownWorkflowError, WorkflowFatalError, error_dict
 from emulator.tracebacks import traceback_of
 from emulator.engine.lifetime import RESOLVED, Lifetime, timeout_error
@@ -113,8 +113,8 @@ class Engine:
     async def delete_batch(self, ids: Any, workflow: str | None = None) -> dict[str, Any]:
         """``Control.delete_batch`` over the instances of ``workflow`` (any, when None); returns
         once this engine's lifetimes of the deleted ones have stopped."""
-        lifetimes = {i: self.live.get(i) for i in (ids if isinstance(ids, (list, tuple)) else [])
-                     if isinstance(i, str)}
+        ids = check_batch_ids(ids)
+        lifetimes = {i: self.live.get(i) for i in ids}
 
         def visible(instance_id: str) -> bool:
             row = self.store.find_instance(instance_id)
