@@ -242,7 +242,10 @@ function instanceView(id) {
     const error = step?.error ?? instanceError;
     if (error) details.push(h("pre", { class: "step-error" },
       [errorLine(error), ...(instanceError ? runFrames : [])].join("\n")));
-    if (step && step.result !== null && step.result !== undefined && step.kind !== "sleep")
+    if (step && step.sensitive && step.result !== null && step.result !== undefined)
+      // the admin API already redacted it (sensitive: "output"); say so rather than show a value
+      details.push(h("p", { class: "step-redacted muted" }, `output ${step.result} (sensitive)`));
+    else if (step && step.result !== null && step.result !== undefined && step.kind !== "sleep")
       details.push(h("details", { class: "step-output", open: opened.has(rowKey(row)),
                               ontoggle: (e) => { e.target.open ? opened.add(rowKey(row)) : opened.delete(rowKey(row)); } },
                      h("summary", {}, step.kind === "wait" ? "event" : "output"),
