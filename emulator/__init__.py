@@ -49,6 +49,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     # what happens as it runs: progress events and their kinds, instance statuses, step keys
     "emulator.engine.progress": ("Progress",),
     "emulator.engine.store": ("StepKey",),
+    # a cron schedule's firing, as dynwf dev reports it
+    "emulator.engine.scheduler": ("Firing",),
     # checking code without running it
     "emulator.analysis.check": ("DEFAULT_ENTRY_CLASS", "CheckReport", "check_project",
                                 "run_check"),

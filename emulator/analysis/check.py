@@ -26,6 +26,9 @@ DW102  error    the dispatcher calls ``wrap_workflow_binding`` but does not expo
                 ``DynamicWorkflowBinding``, which the wrapped binding needs at run time
 DW103  error    the dispatcher reads ``env.LOADER`` (any ``env.*LOADER*``) that no
                 ``worker_loaders`` binding declares
+DW104  error    a ``workflows[].schedules`` expression does not parse, never fires, is longer
+                than 256 characters, or the config holds more than 100 schedules (reported
+                while loading, code ``config.invalid_schedule``)
 DW200  error    a tenant module is not valid Python
 DW201  error    a tenant folder's name is not a valid tenant id (``^[a-zA-Z0-9_][a-zA-Z0-9-_]*$``)
 DW202  error    a tenant folder has no ``index.py``
@@ -62,7 +65,7 @@ from emulator.config.loader import find_config, load_config
 from emulator.config.model import Diagnostic, ProjectConfig
 from emulator.rules.imports import NATIVE_ACCESS_MODULES, is_platform_module, refusal_message
 from emulator.rules.limits import is_valid_id
-from emulator.errors import ConfigError, ConfigNotFoundError, UsageError
+from emulator.errors import ConfigError, ConfigNotFoundError, InvalidScheduleError, UsageError
 
 __all__ = ["DEFAULT_ENTRY_CLASS", "CheckReport", "check_entrypoint_class", "check_project", "run_check"]
 
@@ -136,13 +139,15 @@ class _Project:
 
 
 def _config_error(exc: ConfigError, file: str) -> Diagnostic:
-    """A load failure as DW002, at the position the loader found, without the repeated prefix."""
+    """A load failure as DW002 (DW104 for a schedule), at the position the loader found, without
+    the repeated prefix."""
     message = exc.message
     if exc.path is not None:
         where = exc.path if exc.line is None else f"{exc.path}:{exc.line}:{exc.column or 1}"
         message = message.removeprefix(f"{where}: ")
     hint = exc.hint or f"fix {file} at this line; `dynwf init` writes a complete example"
-    return Diagnostic("DW002", "error", message, file, exc.line or 1, exc.column or 1, hint)
+    code = "DW104" if isinstance(exc, InvalidScheduleError) else "DW002"
+    return Diagnostic(code, "error", message, file, exc.line or 1, exc.column or 1, hint)
 
 
 # --- the dispatcher --------------------------------------------------------------------------

@@ -7,6 +7,7 @@ over HTTP, for the dashboard and for scripts.
 | POST | `/__dynwf/api/instances` `{"tenant", "params"?, "id"?, "workflow"?, "metadata"?}` | create |
 | GET | `/__dynwf/api/instances/{id}?tenant=` | describe |
 | GET | `/__dynwf/api/tenants` | the project's tenants (folders of `tenants/`), to start one |
+| GET | `/__dynwf/api/schedules` | each cron schedule with its next 3 firing times (epoch ms) |
 | POST | `/__dynwf/api/instances/{id}/{pause,resume,terminate,restart,wake}` | lifecycle |
 | POST | `/__dynwf/api/instances/{id}/events` `{"type", "payload"?}` | send an event |
 | GET | `/__dynwf/api/instances/{id}/logs?after=` | log lines |
@@ -54,6 +55,8 @@ MAX_LIST = 10_000
 CREATE_FIELDS = ("tenant", "params", "id", "workflow", "metadata")
 EVENT_FIELDS = ("type", "payload")
 PLAYGROUND_FIELDS = ("code", "params")
+#: Firing times the schedules route gives for each schedule.
+UPCOMING_FIRINGS = 3
 
 
 def source_outline(source: str) -> dict[str, Any]:
@@ -106,6 +109,12 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
 
     async def tenants(request: Request) -> Response:
         return JSONResponse({"tenants": project_tenants(tenants_dir)})
+
+    async def schedules(request: Request) -> Response:
+        """``{"now", "schedules": [{"workflow", "cron", "next": [ms, ms, ms]}]}``: firing times
+        always after ``now`` (engine/scheduler.py)."""
+        return JSONResponse({"now": host.engine.clock.now_ms(),
+                             "schedules": host.scheduler.upcoming(UPCOMING_FIRINGS)})
 
     async def describe(request: Request) -> Response:
         return JSONResponse(ops.describe(request.path_params["id"], tenant=param(request, "tenant")))
@@ -202,6 +211,7 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
         Route(f"{API}/instances", guarded(list_instances, changes=False), methods=["GET"]),
         Route(f"{API}/instances", guarded(create, changes=True), methods=["POST"]),
         Route(f"{API}/tenants", guarded(tenants, changes=False), methods=["GET"]),
+        Route(f"{API}/schedules", guarded(schedules, changes=False), methods=["GET"]),
         Route(f"{API}/instances/{{id}}", guarded(describe, changes=False), methods=["GET"]),
         Route(f"{API}/instances/{{id}}/events", guarded(send_event, changes=True), methods=["POST"]),
         Route(f"{API}/instances/{{id}}/logs", guarded(logs, changes=False), methods=["GET"]),
