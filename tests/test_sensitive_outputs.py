@@ -14,12 +14,15 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from dev_harness import start
 from dynwf_cli.app import app
 from dynwf_cli.checklist import Checklist, to_ndjson
 from dynwf_cli.console import THEME
 from emulator.ops import InstanceOps
 from emulator.rules.redaction import REDACTED
 from plugin_projects import write_lab
+from test_admin_api import API, call, token_of
+from test_dashboard import CHROMIUM, CHROMIUM_ARGS
 
 SECRET = "tok-s3cr3t-42"
 # A sensitive step, a sleep (so run() hibernates and the next lifetime replays the step from the
@@ -157,3 +160,41 @@ async def test_logs_keep_what_the_code_printed_and_never_the_output(dynwf, isola
     if isolation == "process":   # inline, print() goes to the host's own stdout
         assert "minting a token" in messages
     assert SECRET not in result.stdout
+
+
+def test_dev_its_admin_api_and_the_dashboard_never_show_the_output(tmp_path, servers):
+    """§2.3: a real ``dynwf dev`` (tenant in an isolate): its NDJSON lines, the admin API's
+    describe and the instance page in Chromium show the marker and never the value."""
+    project = write_lab(tmp_path / "vault", {"vault": VAULT_TENANT})
+    dev = start(servers, project, "--fast-forward")
+    status, created = call(dev, "POST", f"{API}/instances", {"tenant": "vault", "id": "v1"},
+                           token=token_of(project))
+    assert status == 201, created
+    dev.wait_for_record(kind="instance.status", status="complete", timeout=30)
+    status, described = call(dev, "GET", f"{API}/instances/v1?tenant=vault")
+    steps = {s["name"]: s for s in described["steps"]}
+    assert (steps["token"]["result"], steps["token"]["sensitive"]) == (REDACTED, True)
+    assert described["output"] == {"used": {"length": len(SECRET), "prefix": "tok-"}}
+    assert SECRET not in json.dumps(described)
+    committed = dev.wait_for_record(kind="step.committed", step__name="token")
+    assert committed["sensitive"] is True
+    assert not any(SECRET in line for line in dev.lines)
+    if not CHROMIUM.exists():
+        return
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                             headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(20_000)
+            page.goto(dev.url + f"/__dynwf/#/instances/{created['id']}")
+            sync_api.expect(page.locator("#instance-status")).to_have_text("complete")
+            token = page.locator('[data-step="token"]')
+            sync_api.expect(token.locator(".step-redacted")).to_have_text(
+                f"output {REDACTED} (sensitive)")
+            sync_api.expect(page.locator('[data-step="plain"] .step-output')).to_contain_text(
+                "visible")
+            assert SECRET not in page.content()
+        finally:
+            browser.close()
