@@ -41,6 +41,7 @@ FAILING: dict[str, list[tuple[str, str, str, int]]] = {
     "dw102_bad": [("DW102", "error", "src/entry.py", 8)],
     "dw103_bad": [("DW103", "error", "src/entry.py", 10)],
     "dw104_bad": [("DW104", "error", "wrangler.jsonc", 9)],
+    "dw105_bad": [("DW105", "warning", "wrangler.jsonc", 8)],
     "dw200_bad": [("DW200", "error", "tenants/alpha/helpers.py", 2)],
     "dw201_bad": [("DW201", "error", "tenants/alpha.beta", 1)],
     "dw202_bad": [("DW202", "error", "tenants/beta", 1)],
