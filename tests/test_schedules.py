@@ -21,7 +21,7 @@ from dev_harness import start
 from dynwf_cli.app import app
 from emulator.clock import VirtualClock
 from emulator.config import load_config
-from emulator.engine.scheduler import firing_id, schedules_of
+from emulator.engine.scheduler import Firing, firing_id, schedules_of
 from emulator.errors import ConfigError, InvalidScheduleError
 from emulator.host import HostOptions, ProjectHost
 from emulator.rules.cron import MAX_CRON_CHARS, CronError, parse_cron
@@ -285,6 +285,25 @@ def test_upcoming_firings_are_after_now(tmp_path):
     host.engine.close()
 
 
+def test_a_reloaded_config_brings_its_schedules(tmp_path):
+    """§1.6: a changed wrangler file reloads the dispatcher and its schedules with it."""
+    async def main():
+        project = write_project(tmp_path / "p", ["*/5 * * * *"])
+        host = host_at(project, ms(2026, 1, 1, 12, 1), tmp_path / "s")
+        await host.start()
+        try:
+            host.scheduler.start()
+            write_project(project, ["0 13 * * *"])
+            await host.reload_dispatcher(load_config(project / "wrangler.jsonc"))
+            assert host.scheduler.upcoming(1) == [
+                {"workflow": "reports", "cron": "0 13 * * *", "next": [ms(2026, 1, 1, 13)]}]
+            host.engine.clock.jump_to(ms(2026, 1, 1, 12, 5, 1))
+            assert host.scheduler.fire_due() == []          # the old */5 is gone
+        finally:
+            await host.close()
+    asyncio.run(main())
+
+
 def test_schedules_of_reads_every_workflow(tmp_path):
     config = load_config(write_project(tmp_path / "p") / "wrangler.jsonc")
     assert [(s.workflow, s.expression) for s in schedules_of(config.workflows)] == [
@@ -350,6 +369,28 @@ def test_dev_on_a_terminal_prints_the_schedule_line(tmp_path):
     with console.capture() as captured:
         output.banner(info)
     assert "schedule reports: 0 9 * * MON-FRI (next 2026-01-05 09:00 UTC)" in captured.get()
+    schedule = schedules_of(load_config(project / "wrangler.jsonc").workflows)[0]
+    fired = Firing(schedule, ms(2026, 1, 5, 9), "reports-cron-x-1", created=True)
+    again = Firing(schedule, ms(2026, 1, 5, 9), "reports-cron-x-1", created=False)
+    with console.capture() as captured:
+        output.schedule_fired(fired)
+        output.schedule_fired(again)
+    assert captured.get().splitlines() == [
+        "schedule 0 9 * * MON-FRI of reports fired for 2026-01-05 09:00 UTC: created "
+        "reports-cron-x-1",
+        "schedule 0 9 * * MON-FRI of reports fired for 2026-01-05 09:00 UTC: reports-cron-x-1 "
+        "already exists (fired before)"]
+
+
+def test_dev_json_lines_report_each_firing(capsys, tmp_path):
+    """``--json``: a firing is one ``schedule.fired`` line."""
+    from dynwf_cli.commands.dev import _JsonOutput
+    schedule = schedules_of(load_config(write_project(tmp_path / "p") / "wrangler.jsonc")
+                            .workflows)[0]
+    _JsonOutput().schedule_fired(Firing(schedule, ms(2026, 1, 1, 12), "reports-cron-x-1", True))
+    assert json.loads(capsys.readouterr().out) == {
+        "kind": "schedule.fired", "workflow": "reports", "cron": "*/5 * * * *",
+        "scheduled_time": ms(2026, 1, 1, 12), "instance": "reports-cron-x-1", "created": True}
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium is not installed at "

@@ -152,9 +152,8 @@ class Scheduler:
         return min(times) if times else None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Fire schedules as they come due, until ``stop`` is set."""
-        if not self.schedules:
-            return
+        """Fire schedules as they come due, until ``stop`` is set. It looks even while there
+        are none: a reloaded config may bring some (``ProjectHost.reload_dispatcher``)."""
         self.start()
         while not stop.is_set():
             due = self.next_due()
