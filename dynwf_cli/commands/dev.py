@@ -30,8 +30,7 @@ from dynwf_cli.console import console
 from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption, JsonOption,
                                StateDirOption, VarOption)
 from emulator import (DEV_IP, DEV_PORT, DynwfError, Firing, HostOptions, Progress, Project,
-                      ProjectHost,
-                      SystemClock, TenantSourceError, VirtualClock, describe_missing,
+                      ProjectHost, SystemClock, TenantSourceError, VirtualClock, describe_missing,
                       format_traceback, missing_layers, open_project, outline_steps, parse_var,
                       tune_for_serving)
 from emulator import progress as events

@@ -304,10 +304,9 @@ def create_app(host: ProjectHost, *, on_request: Callable[[RequestRecord], None]
             yield
         finally:
             stop.set()
-            if tasks:  # never empty: the scheduler is one
-                _, pending = await asyncio.wait(tasks, timeout=5)
-                for task in pending:
-                    task.cancel()
+            _, pending = await asyncio.wait(tasks, timeout=5)   # never empty: the scheduler
+            for task in pending:
+                task.cancel()
             await engine_task       # serve() hands every lease back before it returns
             await host.close()
 
