@@ -162,11 +162,12 @@ async def test_logs_keep_what_the_code_printed_and_never_the_output(dynwf, isola
     assert SECRET not in result.stdout
 
 
-def test_dev_its_admin_api_and_the_dashboard_never_show_the_output(tmp_path, servers):
-    """§2.3: a real ``dynwf dev`` (tenant in an isolate): its NDJSON lines, the admin API's
-    describe and the instance page in Chromium show the marker and never the value."""
+@pytest.mark.parametrize("isolation", ["process", "inline"])
+def test_dev_its_admin_api_and_the_dashboard_never_show_the_output(tmp_path, servers, isolation):
+    """§2.3: a real ``dynwf dev`` (tenant in an isolate, or inline): its NDJSON lines, the admin
+    API's describe and the instance page in Chromium show the marker and never the value."""
     project = write_lab(tmp_path / "vault", {"vault": VAULT_TENANT})
-    dev = start(servers, project, "--fast-forward")
+    dev = start(servers, project, "--fast-forward", "--isolation", isolation)
     status, created = call(dev, "POST", f"{API}/instances", {"tenant": "vault", "id": "v1"},
                            token=token_of(project))
     assert status == 201, created
