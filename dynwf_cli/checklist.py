@@ -83,6 +83,7 @@ class ChecklistStep:
     event_type: str | None = None
     timeout_at: int | None = None
     note: str | None = None       # how a wait ended, when no event said so ("event received")
+    sensitive: bool = False       # its output is redacted (sensitive: "output"); never shown
     logs: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=5))
     log_count: int = 0
     #: each failed attempt's (number, error), shown under the step once it is done or failed
@@ -357,6 +358,7 @@ def _on_committed(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> 
     row.state, row.error = DONE, None
     row.attempt = data.get("attempt", row.attempt)
     row.duration_ms = data.get("duration_ms")
+    row.sensitive = bool(data.get("sensitive"))
 
 
 def _on_failed(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> None:
@@ -563,6 +565,8 @@ def _done_text(row: ChecklistStep, fast_forward: bool) -> str:
     text = "done" if row.duration_ms is None else f"done in {format_ms(row.duration_ms)}"
     if row.attempt and row.attempt > 1:
         text += _attempts(row)
+    if row.sensitive:
+        text += " · output redacted"
     return text
 
 

@@ -218,7 +218,9 @@ class InstanceIntrospector(_Awaitable):
         await driver_for(self._engine).run_until(done)
         row = store.get_step(self.instance_id, key)
         if row is not None and row.status == "done":
-            return json.loads(row.result) if row.result is not None else None
+            # a sensitive step's output is redacted here too: a test's failure message lands in
+            # CI logs (docs/semantics.md §2.3); later steps and run() still get the real value
+            return row.shown_result()
         if row is not None and row.status == "failed":
             error = rebuild(json.loads(row.error or "{}"))
             frames = (store.list_attempts(self.instance_id).get(key) or [{}])[-1] \

@@ -50,6 +50,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "emulator.engine.progress": ("Progress",),
     "emulator.engine.store": ("StepKey",),
     "emulator.rules.steps": ("RESTART_STEP_TYPES",),
+    # a cron schedule's firing, as dynwf dev reports it
+    "emulator.engine.scheduler": ("Firing",),
     # checking code without running it
     "emulator.analysis.check": ("DEFAULT_ENTRY_CLASS", "CheckReport", "check_project",
                                 "run_check"),

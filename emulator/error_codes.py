@@ -64,6 +64,9 @@ class Code(StrEnum):
     # ---- the wrangler file ---------------------------------------------------------------------
     CONFIG_INVALID = ("config.invalid", 400, EXIT_FAILED, False,
                       "the wrangler file is unreadable, not JSONC/TOML, or holds a wrong value")
+    CONFIG_INVALID_SCHEDULE = ("config.invalid_schedule", 400, EXIT_FAILED, False,
+                               "a workflow's schedules hold a cron expression that does not "
+                               "parse or never fires, or more schedules than the platform allows")
     CONFIG_NOT_FOUND = ("config.not_found", 500, EXIT_FAILED, False,
                         "no wrangler file where one was looked for")
 

@@ -58,6 +58,13 @@ class ConfigError(DynwfError):
         super().__init__(message, hint=hint)
 
 
+class InvalidScheduleError(ConfigError):
+    """A workflow's ``schedules`` holds an expression the platform (or dynwf) cannot run, or more
+    of them than the platform allows."""
+
+    code = Code.CONFIG_INVALID_SCHEDULE
+
+
 class ConfigNotFoundError(ConfigError):
     """There is no wrangler file where one was looked for."""
 

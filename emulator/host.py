@@ -22,6 +22,7 @@ from typing import Any, Callable
 from emulator.config.dev_vars import load_dev_vars
 from emulator.config.model import ProjectConfig
 from emulator.engine import Engine, WorkflowDefinition
+from emulator.engine.scheduler import Scheduler, schedules_of
 from emulator.clock import Clock
 from emulator.defaults import (ENGINE_CONCURRENCY, ISOLATE_IDLE_TIMEOUT_S, ISOLATION, LEASE_MS,
                                MAX_ISOLATES)
@@ -93,6 +94,9 @@ class ProjectHost:
                                 isolation=self.options.isolation)
         self.engine = Engine(self.database, clock=self.options.clock, lease_ms=self.options.lease_ms,
                              concurrency=self.options.concurrency)
+        #: the config's cron schedules; ``dynwf dev`` runs it (``Scheduler.run``), nothing else does
+        self.scheduler = Scheduler(self.engine.control, self.engine.clock,
+                                   schedules_of(config.workflows))
         self.ctx = ExecutionContext()
         self.loaders: dict[str, WorkerLoader] = {}
         self.module: ModuleType | None = None
@@ -137,6 +141,7 @@ class ProjectHost:
         removed = {w.name for w in previous_config.workflows} - {w.name for w in self.config.workflows}
         for workflow in removed:
             self.engine.workflows.pop(workflow, None)
+        self.scheduler.schedules = schedules_of(self.config.workflows)
         self.pool.mark_all_stale()
         return time.perf_counter() - started
 

@@ -457,7 +457,8 @@ def _step(step: StepRow, failed_attempts: list[dict[str, Any]]) -> dict[str, Any
         "woken_early": bool(step.kind == "sleep" and ended and step.duration_ms is not None
                             and step.ended_at - step.started_at < step.duration_ms),
         "event_type": step.event_type,
-        "result": public["result"], "error": public["error"],
+        # a sensitive step's output reads "[redacted]" (rules/redaction.py), and says so
+        "result": public["result"], "sensitive": public["sensitive"], "error": public["error"],
         # every failed attempt's error, with the user's traceback when the code raised it:
         # {"attempt", "error": {"name", "message", "traceback"?}, "at"}
         "failed_attempts": failed_attempts,

@@ -40,6 +40,8 @@ FAILING: dict[str, list[tuple[str, str, str, int]]] = {
     "dw101_bad": [("DW101", "error", "wrangler.jsonc", 6)],
     "dw102_bad": [("DW102", "error", "src/entry.py", 8)],
     "dw103_bad": [("DW103", "error", "src/entry.py", 10)],
+    "dw104_bad": [("DW104", "error", "wrangler.jsonc", 9)],
+    "dw105_bad": [("DW105", "warning", "wrangler.jsonc", 8)],
     "dw200_bad": [("DW200", "error", "tenants/alpha/helpers.py", 2)],
     "dw201_bad": [("DW201", "error", "tenants/alpha.beta", 1)],
     "dw202_bad": [("DW202", "error", "tenants/beta", 1)],
@@ -81,6 +83,7 @@ FAILING: dict[str, list[tuple[str, str, str, int]]] = {
 # Each is the valid form its rule must not flag (dw101_ok binds class names five different
 # ways, dw302_ok repeats a name in two branches...); base/ is the passing case for the rest.
 PASSING = ["base", "dw001_ok", "dw002_ok", "dw003_ok", "dw101_ok", "dw102_ok", "dw103_ok",
+           "dw104_ok",
            "dw201_ok", "dw203_ok", "dw204_ok", "dw205_ok", "dw206_ok", "dw208_ok", "dw301_ok", "dw302_ok",
            "dw303_ok", "dw304_ok", "dw305_ok", "dw306_ok", "dw307_ok", "dw308_ok"]
 

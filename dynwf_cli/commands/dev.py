@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -28,8 +29,8 @@ from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.console import console
 from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption, JsonOption,
                                StateDirOption, VarOption)
-from emulator import (DEV_IP, DEV_PORT, DynwfError, HostOptions, Progress, Project, ProjectHost,
-                      SystemClock, TenantSourceError, VirtualClock, describe_missing,
+from emulator import (DEV_IP, DEV_PORT, DynwfError, Firing, HostOptions, Progress, Project,
+                      ProjectHost, SystemClock, TenantSourceError, VirtualClock, describe_missing,
                       format_traceback, missing_layers, open_project, outline_steps, parse_var,
                       tune_for_serving)
 from emulator import progress as events
@@ -53,6 +54,10 @@ On a terminal each request is one line and each active instance a live checklist
 when stdout is not a terminal, or with --json, everything is printed as NDJSON, one JSON object
 per line (the banner, requests, reloads, step progress, tenant logs), so a script never meets a
 line of plain text. --ip and --port default to the config's "dev" section, else {DEV_IP}:{DEV_PORT}.
+
+Cron schedules of the config (workflows[].schedules) start an instance of their workflow at
+each firing, on the real clock: --fast-forward never fires one, and firings that came due while
+dev was not running are not made up for. The banner lists each schedule's next firing.
 
 Back-pressure: at most --max-inflight requests run in the dispatcher at once and --max-queued
 more wait for a turn; a request beyond both is answered at once with 503, a Retry-After header
@@ -90,7 +95,8 @@ def dev(
     fast_forward: Annotated[bool, typer.Option(
         "--fast-forward",
         help="Skip over sleeps and retry back-offs while nothing else runs (a virtual clock); "
-             "event waits still wait for their event.")] = False,
+             "event waits still wait for their event, and cron schedules fire on the real "
+             "clock only.")] = False,
     isolation: IsolationOption = DEFAULT_ISOLATION,
     as_json: JsonOption = False,
     max_inflight: Annotated[int, typer.Option(
@@ -151,6 +157,7 @@ async def _serve(project: Project, sock: Any, output: "_Output", *, reload: bool
                     problem=load_error_line(exc, project.config.root)) from None
             raise
         host.engine.progress.subscribe(output.progress)
+        host.scheduler.on_fire = output.schedule_fired
         host.tenant_log_listeners.append(output.tenant_log)
         background = []
         if reload:
@@ -195,7 +202,9 @@ def _banner(project: Project, host: ProjectHost, ip: str, port: int, *, reload: 
             "pid": os.getpid(),
             "isolation_missing": _missing_layers(host),
             "resuming": sum(counts.get(s, 0) for s in ("queued", "running", "waitingForPause")),
-            "waiting": counts.get("waiting", 0)}
+            "waiting": counts.get("waiting", 0),
+            # each cron schedule and its next firing (epoch ms, UTC): they follow the real clock
+            "schedules": host.scheduler.upcoming(1)}
 
 
 def _missing_layers(host: ProjectHost) -> dict[str, str]:
@@ -216,6 +225,7 @@ class _Output:
     def reload(self, event: ReloadEvent) -> None: ...
     def progress(self, event: Progress) -> None: ...
     def tenant_log(self, label: str, level: str, message: str) -> None: ...
+    def schedule_fired(self, firing: Firing) -> None: ...
     def stopped(self, signal_name: str | None) -> None: ...
     def start(self, host: ProjectHost) -> None: ...
     def close(self) -> None: ...
@@ -254,6 +264,9 @@ class _JsonOutput(_Output):
         _emit(_json_line("tenant.log", {"tenant": _tenant_of(label), "level": level,
                                         "message": message}))
 
+    def schedule_fired(self, firing: Firing) -> None:
+        _emit(_json_line("schedule.fired", firing.to_dict()))
+
     def stopped(self, signal_name: str | None) -> None:
         _emit(_json_line("server.stopped", {"signal": signal_name}))
 
@@ -282,6 +295,11 @@ class _PlainOutput(_Output):
         if info["isolation_missing"]:
             self._print(Text("  warning: " + describe_missing(info["isolation_missing"]),
                              style="warning"))
+        for schedule in info["schedules"]:
+            upcoming = schedule["next"]
+            when = f"next {_utc(upcoming[0])}" if upcoming else "never fires again"
+            self._print(Text(f"  schedule {schedule['workflow']}: {schedule['cron']} ({when})",
+                             style="muted"))
         if info["resuming"] or info["waiting"]:
             self._print(Text(f"  resuming {info['resuming']} instance(s); {info['waiting']} "
                              "sleeping or waiting for an event", style="muted"))
@@ -321,6 +339,12 @@ class _PlainOutput(_Output):
         prefix = "" if level in ("info", "log", "stdout", "print") else f"{level}: "
         for line in message.rstrip("\n").splitlines() or [""]:
             self._print(Text(f"[{_tenant_of(label)}] {prefix}{line}", style="step.log"))
+
+    def schedule_fired(self, firing: Firing) -> None:
+        what = f"created {firing.instance_id}" if firing.created else \
+            f"{firing.instance_id} already exists (fired before)"
+        self._print(Text(f"schedule {firing.schedule.expression} of {firing.schedule.workflow} "
+                         f"fired for {_utc(firing.at)}: {what}", style="muted"))
 
     def stopped(self, signal_name: str | None) -> None:
         self._print(Text("stopped" + (f" ({signal_name})" if signal_name else ""), style="muted"))
@@ -407,6 +431,11 @@ def _tenant_outline(project: Project, tenant: str | None) -> list[Any]:
         return outline_steps(index.read_text(encoding="utf-8"), file=str(index))
     except (OSError, UnicodeDecodeError, TenantSourceError):
         return []  # the checklist then grows as the steps run
+
+
+def _utc(ms: int) -> str:
+    """A firing time as schedules are written: UTC, to the minute."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _tenant_of(label: str) -> str:

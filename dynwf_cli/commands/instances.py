@@ -276,6 +276,8 @@ def _step_detail(step: dict[str, Any]) -> Text:
         parts.append(Text(format_ms(step["duration_ms"]), style="muted"))
     if step["error"] is not None:
         parts.append(Text(_error_line(step["error"]), style="error"))
+    elif step.get("sensitive") and step["result"] is not None:
+        parts.append(Text(f"output {step['result']} (sensitive)", style="muted"))
     elif step["result"] is not None:
         parts.append(_json_text(step["result"], limit=_RESULT_CHARS))
     return Text("  ").join(parts)

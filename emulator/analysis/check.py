@@ -26,6 +26,12 @@ DW102  error    the dispatcher calls ``wrap_workflow_binding`` but does not expo
                 ``DynamicWorkflowBinding``, which the wrapped binding needs at run time
 DW103  error    the dispatcher reads ``env.LOADER`` (any ``env.*LOADER*``) that no
                 ``worker_loaders`` binding declares
+DW104  error    a ``workflows[].schedules`` expression does not parse, never fires, is longer
+                than 256 characters, or the config holds more than 100 schedules (reported
+                while loading, code ``config.invalid_schedule``)
+DW105  warning  a workflow with ``schedules`` runs a dynamic entrypoint
+                (``create_dynamic_workflow_entrypoint``): a cron instance carries no dispatcher
+                metadata, so every firing fails with ``MissingDispatcherMetadataError``
 DW200  error    a tenant module is not valid Python
 DW201  error    a tenant folder's name is not a valid tenant id (``^[a-zA-Z0-9_][a-zA-Z0-9-_]*$``)
 DW202  error    a tenant folder has no ``index.py``
@@ -62,7 +68,7 @@ from emulator.config.loader import find_config, load_config
 from emulator.config.model import Diagnostic, ProjectConfig
 from emulator.rules.imports import NATIVE_ACCESS_MODULES, is_platform_module, refusal_message
 from emulator.rules.limits import is_valid_id
-from emulator.errors import ConfigError, ConfigNotFoundError, UsageError
+from emulator.errors import ConfigError, ConfigNotFoundError, InvalidScheduleError, UsageError
 
 __all__ = ["DEFAULT_ENTRY_CLASS", "CheckReport", "check_entrypoint_class", "check_project", "run_check"]
 
@@ -136,13 +142,15 @@ class _Project:
 
 
 def _config_error(exc: ConfigError, file: str) -> Diagnostic:
-    """A load failure as DW002, at the position the loader found, without the repeated prefix."""
+    """A load failure as DW002 (DW104 for a schedule), at the position the loader found, without
+    the repeated prefix."""
     message = exc.message
     if exc.path is not None:
         where = exc.path if exc.line is None else f"{exc.path}:{exc.line}:{exc.column or 1}"
         message = message.removeprefix(f"{where}: ")
     hint = exc.hint or f"fix {file} at this line; `dynwf init` writes a complete example"
-    return Diagnostic("DW002", "error", message, file, exc.line or 1, exc.column or 1, hint)
+    code = "DW104" if isinstance(exc, InvalidScheduleError) else "DW002"
+    return Diagnostic(code, "error", message, file, exc.line or 1, exc.column or 1, hint)
 
 
 # --- the dispatcher --------------------------------------------------------------------------
@@ -188,6 +196,7 @@ def _check_dispatcher(project: _Project, config: ProjectConfig) -> None:
         project.report(Diagnostic("DW101", "error", message, config_file, *position,
                                   hint=f"define or import {workflow.class_name} at the top level "
                                        f"of {shown}, or change class_name in {config_file}"))
+    project.report(*_check_scheduled_entrypoints(config, config_text, bindings, config_file))
     project.report(*_check_binding_export(tree, bindings, has_star_import, shown))
     project.report(*_check_loader_bindings(tree, config, shown, config_file))
     project.report(*lint_module(tree, shown))
@@ -206,6 +215,26 @@ def _closest_python_file(root: Path, main: str) -> str | None:
             break       # a project this big is not guessed at
     close = difflib.get_close_matches(main.removeprefix("./"), candidates, n=1, cutoff=0.6)
     return close[0] if close else None
+
+
+def _check_scheduled_entrypoints(config: ProjectConfig, config_text: str,
+                                 bindings: dict[str, ast.AST], config_file: str) -> list[Diagnostic]:
+    found = []
+    for index, workflow in enumerate(config.workflows):
+        statement = bindings.get(workflow.class_name)
+        value = getattr(statement, "value", None) if workflow.schedules else None
+        if not (isinstance(value, ast.Call) and (dotted_name(value.func) or "").rsplit(".", 1)[-1]
+                == "create_dynamic_workflow_entrypoint"):
+            continue
+        found.append(Diagnostic(
+            "DW105", "warning",
+            f'workflow "{workflow.name}" has schedules, but its class_name '
+            f'"{workflow.class_name}" is a dynamic entrypoint: a cron instance carries no '
+            "dispatcher metadata, so every firing fails with MissingDispatcherMetadataError",
+            config_file, *_config_position(config, config_text, ("workflows", index, "schedules")),
+            hint="schedule a WorkflowEntrypoint class of the dispatcher's own; it may create "
+                 "tenants' instances through their wrapped bindings"))
+    return found
 
 
 def _check_binding_export(tree: ast.Module, bindings: dict[str, ast.AST], has_star_import: bool,

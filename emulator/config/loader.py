@@ -23,7 +23,8 @@ from typing import Any, NoReturn
 from emulator.config.jsonc import JsonPath, line_col, locate_values, parse_jsonc
 from emulator.config.model import (DevConfig, Diagnostic, ProjectConfig, WorkerLoaderConfig,
                                    WorkflowConfig)
-from emulator.errors import ConfigError, ConfigNotFoundError
+from emulator.errors import ConfigError, ConfigNotFoundError, InvalidScheduleError
+from emulator.rules.cron import MAX_SCHEDULES, CronError, parse_cron
 
 __all__ = ["CONFIG_NAMES", "find_config", "load_config"]
 
@@ -64,6 +65,8 @@ _REQUIRED_HINTS = {
                                  'that runs the workflow',
     ("worker_loaders", "binding"): 'add "binding": "LOADER", the env name of the Worker Loader',
 }
+_CRON_HINT = ("5 fields in UTC: minute hour day-of-month month weekday, weekdays 1-7 from Sunday "
+              'or SUN-SAT, e.g. "*/5 * * * *" or "0 9 * * MON-FRI"')
 _KIND_EXAMPLES = {"string": '"text"', "integer": "8787", "list": "[...]", "object": "{...}"}
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _KINDS = {"string": "a string", "integer": "an integer", "list": "a list", "object": "an object"}
@@ -241,6 +244,7 @@ class _Validator:
         self.display = display
         self.locator = locator
         self.warnings: list[Diagnostic] = []
+        self.schedule_count = 0        # across workflows: the platform's limit is per account
 
     def project(self, path: Path, data: Any) -> ProjectConfig:
         if not isinstance(data, dict):
@@ -268,7 +272,8 @@ class _Validator:
         return config
 
     def workflow(self, item: Any, path: JsonPath) -> WorkflowConfig:
-        entry = self.entry(item, path, {"name", "binding", "class_name", "script_name", "limits"})
+        entry = self.entry(item, path, {"name", "binding", "class_name", "script_name", "limits",
+                                        "schedules"})
         name = self.field(entry, (*path, "name"), "string", required=True)
         binding = self.field(entry, (*path, "binding"), "string", required=True)
         class_name = self.field(entry, (*path, "class_name"), "string", required=True)
@@ -277,7 +282,42 @@ class _Validator:
         self.warn_extra(limits, (*path, "limits"), {"steps"})
         return WorkflowConfig(name=name, binding=binding, class_name=class_name,
                               script_name=script_name,
-                              step_limit=self.integer(limits, (*path, "limits", "steps"), 1, 25_000))
+                              step_limit=self.integer(limits, (*path, "limits", "steps"), 1, 25_000),
+                              schedules=self.schedules(entry, (*path, "schedules")))
+
+    def schedules(self, entry: dict[str, Any], path: JsonPath) -> tuple[str, ...]:
+        """``schedules``: one cron expression or a list of them, each checked (rules/cron.py)."""
+        value = entry.get("schedules")
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            items, paths = [value], [path]
+        elif isinstance(value, list):
+            items, paths = value, [(*path, index) for index in range(len(value))]
+        else:
+            self.fail(path, f"{_dotted(path)} must be a cron expression or a list of them, got "
+                            f"{_describe(value)}", hint='e.g. "schedules": "*/5 * * * *"')
+        for item, at in zip(items, paths):
+            if not isinstance(item, str):
+                self.fail(at, f"{_dotted(at)} must be a string, got {_describe(item)}",
+                          hint='write a cron expression, e.g. "0 9 * * MON-FRI"')
+            try:
+                parse_cron(item)
+            except CronError as exc:
+                line, column = self.locator.value(at)
+                raise InvalidScheduleError(
+                    f'{_dotted(at)} "{item[:60]}{"…" if len(item) > 60 else ""}" is not a '
+                    f"schedule dynwf can run: {exc}", path=self.display, line=line,
+                    column=column, hint=_CRON_HINT) from None
+        self.schedule_count += len(items)
+        if self.schedule_count > MAX_SCHEDULES:
+            line, column = self.locator.value(path)
+            raise InvalidScheduleError(
+                f"{_dotted(path)} brings the config to {self.schedule_count} schedules; the "
+                f"platform allows at most {MAX_SCHEDULES} per account",
+                path=self.display, line=line, column=column,
+                hint="merge expressions that fire at the same times, or drop some")
+        return tuple(items)
 
     def worker_loader(self, item: Any, path: JsonPath) -> WorkerLoaderConfig:
         entry = self.entry(item, path, {"binding"})

@@ -35,6 +35,7 @@ class WorkflowConfig:
     class_name: str
     script_name: str | None = None
     step_limit: int | None = None          # limits.steps
+    schedules: tuple[str, ...] = ()        # cron expressions, checked (rules/cron.py)
 
 
 @dataclass(frozen=True, slots=True)

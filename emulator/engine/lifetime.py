@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from emulator.engine import progress
 from emulator.sdk.client import CachedStep, StepClient
 from emulator.engine.control import event_value
+from emulator.rules.redaction import is_output_sensitive
 from emulator.rules.retries import StepConfig, config_from_json
 from emulator.sdk.step import WorkflowStep
 from emulator.engine.store import InstanceRow, StepKey, StepRow, Store
@@ -238,8 +239,11 @@ class Lifetime:
         if error is None:
             await self._commit(lambda s: self._store_step(
                 s, key, "done", now, attempt, config_json, result=result, ended=True), key)
+            # a progress event never carries a step's output; a sensitive one says it is
+            # redacted, so a viewer can say why none is shown (rules/redaction.py)
+            flags = {"sensitive": True} if is_output_sensitive(config_json) else {}
             self._publish(progress.STEP_COMMITTED, key, at=now, attempt=attempt,
-                          duration_ms=now - started if started is not None else None)
+                          duration_ms=now - started if started is not None else None, **flags)
             self.schedule_check()
             return await self._answer({"status": "done"})
         config = config_from_json(config_json)

@@ -26,6 +26,7 @@ from sqlite_utils.migrations import Migrations
 
 from emulator.rules import states
 from emulator.errors import InstanceNotFoundError, InvalidTransitionError
+from emulator.rules.redaction import is_output_sensitive, shown_result
 from emulator.rules.steps import StepKey
 
 BUSY_TIMEOUT_MS = 10_000  # the 5 s default is exceeded when many engines share one slow disk
@@ -87,11 +88,23 @@ class StepRow:
     def key(self) -> StepKey:
         return (self.kind, self.name, self.count)
 
+    @property
+    def is_sensitive(self) -> bool:
+        """Its config asks for its output to be redacted (``sensitive: "output"``)."""
+        return is_output_sensitive(self.config)
+
+    def shown_result(self) -> Any:
+        """The result as any view may show it: :data:`~emulator.rules.redaction.REDACTED` for a
+        sensitive step. ``result`` itself stays the real value, for the engine alone."""
+        return shown_result(self.config, self.result)
+
     def to_public(self) -> dict[str, Any]:
+        """The step as every surface shows it (describe, the admin API, the test API); its
+        output redacted when its config is sensitive (docs/semantics.md §2.3)."""
         return {
             "kind": self.kind, "name": self.name, "count": self.count, "status": self.status,
             "attempts": self.attempts,
-            "result": json.loads(self.result) if self.result is not None else None,
+            "result": self.shown_result(), "sensitive": self.is_sensitive,
             "error": json.loads(self.error) if self.error is not None else None,
             "event_type": self.event_type, "started_at": self.started_at,
             "ended_at": self.ended_at,

@@ -7,6 +7,7 @@ over HTTP, for the dashboard and for scripts.
 | POST | `/__dynwf/api/instances` `{"tenant", "params"?, "id"?, "workflow"?, "metadata"?}` | create |
 | GET | `/__dynwf/api/instances/{id}?tenant=` | describe |
 | GET | `/__dynwf/api/tenants` | the project's tenants (folders of `tenants/`), to start one |
+| GET | `/__dynwf/api/schedules` | each cron schedule with its next 3 firing times (epoch ms) |
 | POST | `/__dynwf/api/instances/{id}/{pause,resume,terminate,wake}` | lifecycle |
 | POST | `/__dynwf/api/instances/{id}/restart` `{"from"?: {"name", "count"?, "type"?}}` | run again |
 | POST | `/__dynwf/api/instances/{id}/delete` | stop and erase one instance |
@@ -59,6 +60,8 @@ EVENT_FIELDS = ("type", "payload")
 RESTART_FIELDS = ("from",)
 DELETE_FIELDS = ("ids",)
 PLAYGROUND_FIELDS = ("code", "params")
+#: Firing times the schedules route gives for each schedule.
+UPCOMING_FIRINGS = 3
 
 
 def source_outline(source: str) -> dict[str, Any]:
@@ -111,6 +114,12 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
 
     async def tenants(request: Request) -> Response:
         return JSONResponse({"tenants": project_tenants(tenants_dir)})
+
+    async def schedules(request: Request) -> Response:
+        """``{"now", "schedules": [{"workflow", "cron", "next": [ms, ms, ms]}]}``: firing times
+        always after ``now`` (engine/scheduler.py)."""
+        return JSONResponse({"now": host.engine.clock.now_ms(),
+                             "schedules": host.scheduler.upcoming(UPCOMING_FIRINGS)})
 
     async def describe(request: Request) -> Response:
         return JSONResponse(ops.describe(request.path_params["id"], tenant=param(request, "tenant")))
@@ -224,6 +233,7 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
         Route(f"{API}/instances", guarded(create, changes=True), methods=["POST"]),
         Route(f"{API}/instances/delete", guarded(delete_many, changes=True), methods=["POST"]),
         Route(f"{API}/tenants", guarded(tenants, changes=False), methods=["GET"]),
+        Route(f"{API}/schedules", guarded(schedules, changes=False), methods=["GET"]),
         Route(f"{API}/instances/{{id}}", guarded(describe, changes=False), methods=["GET"]),
         Route(f"{API}/instances/{{id}}/events", guarded(send_event, changes=True), methods=["POST"]),
         Route(f"{API}/instances/{{id}}/restart", guarded(restart, changes=True), methods=["POST"]),

@@ -298,15 +298,15 @@ def create_app(host: ProjectHost, *, on_request: Callable[[RequestRecord], None]
         loop = asyncio.get_running_loop()
         # the engine starts only now, after the host: its runners need the dispatcher
         engine_task = loop.create_task(host.engine.serve(stop))
-        tasks = [loop.create_task(task(stop)) for task in background]
+        # the config's cron schedules fire beside the engine, on its clock (engine/scheduler.py)
+        tasks = [loop.create_task(task(stop)) for task in (host.scheduler.run, *background)]
         try:
             yield
         finally:
             stop.set()
-            if tasks:
-                _, pending = await asyncio.wait(tasks, timeout=5)
-                for task in pending:
-                    task.cancel()
+            _, pending = await asyncio.wait(tasks, timeout=5)   # never empty: the scheduler
+            for task in pending:
+                task.cancel()
             await engine_task       # serve() hands every lease back before it returns
             await host.close()
 

@@ -36,6 +36,7 @@ const enc = encodeURIComponent;
 export const api = {
   list: (filters = {}) => call("GET", "/instances" + q(filters)),
   tenants: () => call("GET", "/tenants"),
+  schedules: () => call("GET", "/schedules"),
   create: (tenant, params) => call("POST", "/instances", { tenant, params }),
   describe: (id) => call("GET", `/instances/${enc(id)}`),
   outline: (id) => call("GET", `/instances/${enc(id)}/outline`),

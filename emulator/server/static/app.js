@@ -169,6 +169,29 @@ function instancesView(query) {
       "This project has no tenants/ folder: start instances from the CLI or the Playground."));
   }).catch((error) => { startError.textContent = errorText(error); });
 
+  // The project's cron schedules and each one's next firings (UTC), as the server computes them:
+  // shown again just after the soonest one passes, so no time shown is ever in the past.
+  const schedules = h("section", { class: "panel", id: "schedules", hidden: true });
+  let schedulesTimer = null;
+  const showSchedules = async () => {
+    clearTimeout(schedulesTimer);
+    let answer;
+    try { answer = await api.schedules(); } catch (error) { console.error(error); return; }
+    const list = answer.schedules;
+    schedules.hidden = !list.length;
+    schedules.replaceChildren(h("h2", {}, "Schedules"),
+      h("table", { class: "schedules" },
+        h("thead", {}, h("tr", {}, ["Workflow", "Cron (UTC)", "Next firings (UTC)"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, list.map((s) => h("tr", { "data-workflow": s.workflow, "data-cron": s.cron },
+          h("td", {}, s.workflow), h("td", { class: "mono" }, s.cron),
+          h("td", {}, s.next.length ? h("ul", { class: "firings" },
+            s.next.map((at) => h("li", { "data-at": at }, when(at).slice(0, 16))))
+            : h("span", { class: "muted" }, "never fires again")))))));
+    const soonest = Math.min(...list.flatMap((s) => s.next.slice(0, 1)));
+    if (Number.isFinite(soonest))
+      schedulesTimer = setTimeout(showSchedules, Math.min(Math.max(soonest - answer.now, 0) + 500, 60_000));
+  };
+
   view.replaceChildren(
     h("section", { class: "panel" },
       h("div", { class: "row between" }, h("h1", {}, "Instances"), count),
@@ -177,10 +200,12 @@ function instancesView(query) {
         h("thead", {}, h("tr", {}, ["Instance", "Tenant", "Workflow", "Status", "Created", "Updated",
                                     "Code version"].map((t) => h("th", {}, t)))),
         body))),
-    h("section", { class: "panel" }, h("h2", {}, "Start an instance"), startForm));
+    h("section", { class: "panel" }, h("h2", {}, "Start an instance"), startForm),
+    schedules);
   refresh();
+  showSchedules();
   const stop = progress(null, (event) => { if (event.kind !== "log") refresh(); }, setLive);
-  return stop;
+  return () => { clearTimeout(schedulesTimer); stop(); };
 }
 
 // ---- one instance -----------------------------------------------------------------------------
@@ -250,7 +275,10 @@ function instanceView(id) {
     const error = step?.error ?? instanceError;
     if (error) details.push(h("pre", { class: "step-error" },
       [errorLine(error), ...(instanceError ? runFrames : [])].join("\n")));
-    if (step && step.result !== null && step.result !== undefined && step.kind !== "sleep")
+    if (step && step.sensitive && step.result !== null && step.result !== undefined)
+      // the admin API already redacted it (sensitive: "output"); say so rather than show a value
+      details.push(h("p", { class: "step-redacted muted" }, `output ${step.result} (sensitive)`));
+    else if (step && step.result !== null && step.result !== undefined && step.kind !== "sleep")
       details.push(h("details", { class: "step-output", open: opened.has(rowKey(row)),
                               ontoggle: (e) => { e.target.open ? opened.add(rowKey(row)) : opened.delete(rowKey(row)); } },
                      h("summary", {}, step.kind === "wait" ? "event" : "output"),
