@@ -27,6 +27,7 @@ from typing import Any, Callable, Generator, Mapping
 from emulator import Engine, InstanceNotFoundError, WorkflowBinding, format_traceback, states
 from emulator.engine.modifiers import PREFIX, InstanceModifiers, ModifierError, selector
 from emulator.sdk.failures import rebuild
+from emulator.rules.values import decode_json
 
 from dynwf_pytest.driver import driver_for
 
@@ -218,7 +219,7 @@ class InstanceIntrospector(_Awaitable):
         await driver_for(self._engine).run_until(done)
         row = store.get_step(self.instance_id, key)
         if row is not None and row.status == "done":
-            return json.loads(row.result) if row.result is not None else None
+            return decode_json(row.result) if row.result is not None else None
         if row is not None and row.status == "failed":
             error = rebuild(json.loads(row.error or "{}"))
             frames = (store.list_attempts(self.instance_id).get(key) or [{}])[-1] \
@@ -272,7 +273,7 @@ class InstanceIntrospector(_Awaitable):
             raise IntrospectorError(f"Cannot retrieve output: Workflow instance is in status "
                                     f'"{row.status}" but must be "complete" to have an output '
                                     "available")
-        return json.loads(row.output) if row.output is not None else None
+        return decode_json(row.output) if row.output is not None else None
 
     async def get_error(self) -> dict[str, str]:
         """``{"name", "message"}`` of an ``errored`` instance (raises in any other status)."""

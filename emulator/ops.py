@@ -23,6 +23,7 @@ from emulator.code_version import code_fingerprint
 from emulator.defaults import POLL_MS
 from emulator.rules.durations import format_ms
 from emulator.rules import states
+from emulator.rules.values import display_json
 from emulator.clock import Clock, SystemClock
 from emulator.engine.control import Control
 from emulator.rules.limits import is_valid_id
@@ -72,7 +73,7 @@ SETTLE_LOOK_S = 0.1
 def envelope_of(row: InstanceRow) -> tuple[dict[str, Any] | None, Any]:
     """``(metadata, params)``: the dispatcher envelope opened, or ``(None, params)`` for an
     instance created through a raw binding."""
-    params = json.loads(row.params)
+    params = display_json(row.params)
     unwrapped = unwrap_params(params)
     if unwrapped is None:
         return None, params

@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable
 from emulator.clock import SystemClock, VirtualClock
 from emulator.rules import states
 from emulator.rules.steps import StepKind, StepStatus
+from emulator.rules.values import display_json
 from emulator.engine import Engine
 from emulator.engine.progress import Progress
 from emulator.engine.store import InstanceRow, Store
@@ -254,6 +255,6 @@ class RunSession:
         row = self.host.engine.store.get_instance(self.instance_id)
         return RunResult(
             self.instance_id, self.tenant_instance_id, self.options.tenant, row.status,
-            output=json.loads(row.output) if row.output is not None else None,
+            output=display_json(row.output) if row.output is not None else None,
             error=json.loads(row.error) if row.error is not None else None,
             waiting_for=[] if states.is_finished(row.status) else self._waiting_types())

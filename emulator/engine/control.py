@@ -15,8 +15,10 @@ from typing import Any, Callable, Iterable
 
 from emulator.rules import states
 from emulator.clock import Clock
-from emulator.rules.limits import MAX_BATCH, check_event_type, check_instance_id, encode_json
+from emulator.rules.limits import (MAX_BATCH, MAX_PAYLOAD_BYTES, check_event_type, check_instance_id,
+                                   encode_json)
 from emulator.engine.store import InstanceRow, Store
+from emulator.rules.values import decode_json
 from emulator.rules.tenant_scope import scope_of
 from emulator.errors import (CannotTerminateError, InstanceAlreadyExistsError, InstanceNotRunningError,
                              ValidationError)
@@ -107,7 +109,7 @@ class Control:
         return {
             "status": row.status,
             "error": json.loads(row.error) if row.error is not None else None,
-            "output": json.loads(row.output) if row.output is not None else None,
+            "output": decode_json(row.output) if row.output is not None else None,
         }
 
     def get(self, instance_id: str) -> InstanceRow:
@@ -184,8 +186,8 @@ class Control:
         now = self.clock.now_ms()
         # the limit is the payload's own (1 MiB), not the event record's around it
         payload_json = encode_json(payload, what="event payload")
-        encoded = json.dumps(event_value(payload, type, now),
-                             separators=(",", ":"), ensure_ascii=False)
+        encoded = encode_json(event_value(payload, type, now), what="event",
+                              limit=MAX_PAYLOAD_BYTES + 1024)  # the record adds < 200 bytes
         with self.store.write():
             row = self.store.get_instance(instance_id)
             if states.is_finished(row.status):

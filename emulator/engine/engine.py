@@ -40,6 +40,7 @@ from emulator.rules.limits import DEFAULT_STEP_LIMIT, MAX_LOG_LINE_CHARS, encode
 from emulator.engine.logs import LogQuota, Marker
 from emulator.rules.logs import LogLevel
 from emulator.rules.retries import config_from_json
+from emulator.rules.values import decode_json, display_json
 from emulator.sdk.step import uses_implicit_dependencies
 from emulator.engine.store import InstanceRow, StepKey, StepRow, Store, TimerRow
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError
@@ -411,7 +412,7 @@ class Engine:
             runner = definition.factory(row)
             if inspect.isawaitable(runner):
                 runner = await runner
-            event = {"payload": json.loads(row.params), "timestamp": to_datetime(row.created_at),
+            event = {"payload": decode_json(row.params), "timestamp": to_datetime(row.created_at),
                      "instanceId": row.id, "workflowName": row.workflow}
             lifetime.task = asyncio.get_running_loop().create_task(
                 _call_run(runner, event, lifetime.step))
@@ -469,7 +470,8 @@ class Engine:
             return True
         self._settle_logs(lifetime.id, ended=True)
         if await self.writes.submit(finish):
-            data = {"status": status, "output": output if status == states.COMPLETE else None,
+            data = {"status": status,
+                    "output": display_json(output_json) if status == states.COMPLETE else None,
                     "error": error}
             if frames:
                 data["traceback"] = frames

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from emulator.engine import progress
 from emulator.sdk.client import CachedStep, StepClient
 from emulator.engine.control import event_value
+from emulator.rules.limits import encode_json
 from emulator.rules.retries import StepConfig, config_from_json
 from emulator.sdk.step import WorkflowStep
 from emulator.engine.store import InstanceRow, StepKey, StepRow, Store
@@ -347,7 +348,7 @@ class Lifetime:
                                             error=json.dumps(timeout_error(timeout_ms)),
                                             event_type=event_type, duration_ms=timeout_ms,
                                             ended=True)
-                taken = (json.dumps(payload), now) if mocked \
+                taken = (encode_json(payload, what="a mocked event's payload"), now) if mocked \
                     else s.take_event_txn(self.id, event_type)
                 if taken is not None:
                     value = event_value(json.loads(taken[0]), event_type, taken[1])

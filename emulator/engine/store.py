@@ -27,6 +27,7 @@ from sqlite_utils.migrations import Migrations
 from emulator.rules import states
 from emulator.errors import InstanceNotFoundError, InvalidTransitionError
 from emulator.rules.steps import StepKey
+from emulator.rules.values import display_json
 
 BUSY_TIMEOUT_MS = 10_000  # the 5 s default is exceeded when many engines share one slow disk
 
@@ -59,8 +60,8 @@ class InstanceRow:
     def to_public(self) -> dict[str, Any]:
         return {
             "id": self.id, "workflow": self.workflow, "status": self.status,
-            "params": json.loads(self.params),
-            "output": json.loads(self.output) if self.output is not None else None,
+            "params": display_json(self.params),
+            "output": display_json(self.output) if self.output is not None else None,
             "error": json.loads(self.error) if self.error is not None else None,
             "created_at": self.created_at, "updated_at": self.updated_at,
             "started_at": self.started_at, "ended_at": self.ended_at,
@@ -91,7 +92,7 @@ class StepRow:
         return {
             "kind": self.kind, "name": self.name, "count": self.count, "status": self.status,
             "attempts": self.attempts,
-            "result": json.loads(self.result) if self.result is not None else None,
+            "result": display_json(self.result) if self.result is not None else None,
             "error": json.loads(self.error) if self.error is not None else None,
             "event_type": self.event_type, "started_at": self.started_at,
             "ended_at": self.ended_at,

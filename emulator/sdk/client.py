@@ -32,6 +32,7 @@ from emulator.rules.limits import (MAX_SLEEP_MS, MIN_EVENT_TIMEOUT_MS, check_eve
 from emulator.sdk.mocks import StepMocks
 from emulator.tracebacks import with_traceback
 from emulator.rules.retries import StepConfig, resolve_step_config
+from emulator.rules.values import decode_json
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError, StepLimitError
 from emulator.rules.steps import StepKey
 
@@ -194,7 +195,7 @@ class StepClient:
             await self._check_replay(key)
         if cached is not None and cached.status == "done":
             self._replayed(key)
-            return json.loads(cached.result) if cached.result is not None else None
+            return decode_json(cached.result) if cached.result is not None else None
         if cached is not None and cached.status == "failed":
             self._replayed(key)
             raise rebuild(json.loads(cached.error))
@@ -261,7 +262,7 @@ class StepClient:
             finally:
                 current_step.reset(token)
             await self.backend.settle(key, attempts, config_json, encoded, None, False)
-            return json.loads(encoded)
+            return decode_json(encoded)
 
     # ---- sleeps ----------------------------------------------------------------------------
 
@@ -325,6 +326,6 @@ class StepClient:
             outcome = await self.backend.wait_for_event(key, event_type, timeout_ms)
         if outcome["status"] == "failed":
             raise rebuild(json.loads(outcome["error"]))
-        value = json.loads(outcome["result"])
+        value = decode_json(outcome["result"])
         value["timestamp"] = to_datetime(value["timestamp"])
         return value
