@@ -325,7 +325,16 @@ class StepClient:
             await self.backend.boundary()
             outcome = await self.backend.wait_for_event(key, event_type, timeout_ms)
         if outcome["status"] == "failed":
-            raise rebuild(json.loads(outcome["error"]))
+            raise _crossed(rebuild(json.loads(outcome["error"])))
         value = decode_json(outcome["result"])
         value["timestamp"] = to_datetime(value["timestamp"])
         return value
+
+
+def _crossed(exc: Exception) -> Exception:
+    """A timed-out wait as ``run()`` gets it: still a ``WorkflowTimeoutError`` to catch, named
+    ``Error`` as on the platform, where the engine's error reaches the workflow across RPC and
+    keeps only the built-in name (what an uncaught one leaves on the instance; semantics §2.8)."""
+    if isinstance(exc, WorkflowTimeoutError):
+        exc.name = "Error"   # type: ignore[misc] - the instance's, the class keeps its own
+    return exc
