@@ -134,6 +134,8 @@ class Engine:
         """An operation in this process changed ``instance_id``; react without waiting for a poll."""
         if what == "created":
             self.modifiers.instance_created(instance_id)
+        elif what == "restart":
+            self.modifiers.instance_restarted(instance_id)
         lifetime = self.live.get(instance_id)
         if lifetime is not None:
             self._sync_lifetime(lifetime)
