@@ -217,7 +217,7 @@ class Engine:
             delay = self.tick()
             if until is not None and until():
                 break
-            if self.live or self._maybe_runnable:
+            if self.is_working():
                 await self._sleep(delay, None)
                 continue
             due = self.store.next_timer_due()
@@ -231,6 +231,20 @@ class Engine:
                 continue
             break
         await self._settle()
+
+    def is_working(self) -> bool:
+        """Whether anything here can run now: an instance to claim, or a lifetime doing more
+        than holding a back-off in its invocation (which only a timer ends, docs/semantics.md
+        §4.9), so fast-forward must not wait for it in real time."""
+        return self._maybe_runnable or self.has_busy_lifetimes()
+
+    def has_busy_lifetimes(self) -> bool:
+        """Whether a lifetime here runs code or writes (not only holds back-offs)."""
+        return any(not lt.is_holding for lt in self.live.values())
+
+    def holding(self) -> int:
+        """Lifetimes here that hold only back-offs (``running``, waiting for a timer)."""
+        return sum(1 for lt in self.live.values() if lt.is_holding)
 
     def skip_ahead(self, kinds: tuple[str, ...] = ("sleep", "retry")) -> bool:
         """Fast-forward: end the wait of the one instance whose timer of ``kinds`` is due first,
