@@ -53,15 +53,18 @@ class Target:
         return tenant_prefix(dict(self.metadata)) + "-"
 
     def real_id(self, instance_id: str) -> str:
-        """The engine's id for the id the test knows."""
-        if self.metadata is None:
-            return instance_id
-        from emulator.runtime.dynamic_workflows import scoped_instance_id
-        return scoped_instance_id(dict(self.metadata), instance_id)
+        """The engine's id for the id the test knows (ids are per workflow: the key differs when
+        another workflow's instance had the id first)."""
+        if self.metadata is not None:
+            from emulator.runtime.dynamic_workflows import scoped_instance_id
+            instance_id = scoped_instance_id(dict(self.metadata), instance_id)
+        return self.engine.store.key_for(self.workflow, instance_id)
 
     def shown_id(self, real_id: str) -> str:
+        row = self.engine.store.find_instance(real_id)
+        known = row.known_as if row is not None else real_id
         prefix = self.id_prefix
-        return real_id[len(prefix):] if prefix and real_id.startswith(prefix) else real_id
+        return known[len(prefix):] if prefix and known.startswith(prefix) else known
 
 
 def resolve_target(obj: Any) -> Target:

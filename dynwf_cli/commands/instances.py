@@ -24,7 +24,8 @@ from dynwf_cli.checklist import GLYPHS
 from dynwf_cli.console import THEME, console
 from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, FollowInstanceOption, JsonOption,
                                StateDirOption, TenantFilterOption, TenantOfIdOption,
-                               TimeoutOption, WaitOption, WorkflowFilterOption)
+                               TimeoutOption, WaitOption, WorkflowFilterOption,
+                               WorkflowOfIdOption)
 from emulator import (DATABASE_NAME, POLL_MS, STATE_DIR_NAME, InstanceOps, StateNotFoundError,
                       ValidationError, check_event_type, format_ms, format_traceback,
                       open_project, states)
@@ -160,17 +161,20 @@ def list_command(
 
 @instances_app.command("describe", help=_help(
     "Show one instance: status, tenant, params, output or error, every step with its attempts "
-    "and duration, pending timers and buffered events.",
-    "dynwf instances describe order-1 --tenant acme"))
+    "and duration, pending timers and buffered events. Ids are unique per workflow: when two "
+    "workflows have an instance of the id, say which with --workflow.",
+    "dynwf instances describe order-1 --tenant acme\n  "
+    "dynwf instances describe order-1 --workflow billing"))
 def describe_command(
     instance: IdArgument,
     tenant: TenantOfIdOption = None,
+    workflow: WorkflowOfIdOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
     with _ops(config, state_dir) as ops:
-        info = ops.describe(instance, tenant=tenant)
+        info = ops.describe(instance, tenant=tenant, workflow=workflow)
     if as_json:
         _print_json(info)
         return
@@ -302,22 +306,25 @@ _WAIT_HELP = " With --wait, wait until a running dynwf dev has moved it on and s
 
 
 def _control_command(name: str, text: str, example: str, verb: str,
-                     call: Callable[[InstanceOps, str, Optional[str]], dict[str, Any]], *,
+                     call: Callable[[InstanceOps, str, Optional[str], Optional[str]],
+                                    dict[str, Any]], *,
                      waits: bool = False) -> None:
     def command(
         instance: IdArgument,
         tenant: TenantOfIdOption = None,
+        workflow: WorkflowOfIdOption = None,
         as_json: JsonOption = False,
         config: ConfigOption = None,
         state_dir: StateDirOption = None,
     ) -> None:
         with _ops(config, state_dir) as ops:
-            result = call(ops, instance, tenant)
+            result = call(ops, instance, tenant, workflow)
         _print_outcome(result, verb, as_json)
 
     def waiting_command(
         instance: IdArgument,
         tenant: TenantOfIdOption = None,
+        workflow: WorkflowOfIdOption = None,
         wait: WaitOption = False,
         timeout: TimeoutOption = WAIT_TIMEOUT_S,
         as_json: JsonOption = False,
@@ -325,7 +332,7 @@ def _control_command(name: str, text: str, example: str, verb: str,
         state_dir: StateDirOption = None,
     ) -> None:
         with _ops(config, state_dir) as ops:
-            _report_change(ops, call(ops, instance, tenant), verb, as_json,
+            _report_change(ops, call(ops, instance, tenant, workflow), verb, as_json,
                            wait=wait, timeout=timeout)
     chosen = waiting_command if waits else command
     chosen.__name__ = f"{name}_command"
@@ -341,7 +348,7 @@ def _report_change(ops: InstanceOps, result: dict[str, Any], verb: str, as_json:
         _print_outcome(result, verb, as_json)
     if not wait:
         return
-    final = ops.settle(result["id"], timeout_s=timeout)
+    final = ops.settle(result["id"], workflow=result["workflow"], timeout_s=timeout)
     _print_outcome(final, "now", as_json)
     if final["status"] in (states.ERRORED, states.TERMINATED):
         raise typer.Exit(1)
@@ -352,22 +359,26 @@ _control_command(
     "(status waitingForPause); a queued or waiting one pauses at once and its sleeps stop "
     "counting. Any other status is left as it is.",
     "dynwf instances pause order-1 --tenant acme", "paused",
-    lambda ops, instance, tenant: ops.pause(instance, tenant=tenant))
+    lambda ops, instance, tenant, workflow: ops.pause(instance, tenant=tenant,
+                                                        workflow=workflow))
 _control_command(
     "resume", "Resume a paused instance; its sleeps keep the time they had left. A no-op for an "
     "instance that is not paused.",
     "dynwf instances resume order-1 --tenant acme --wait", "resumed",
-    lambda ops, instance, tenant: ops.resume(instance, tenant=tenant), waits=True)
+    lambda ops, instance, tenant, workflow: ops.resume(instance, tenant=tenant,
+                                                        workflow=workflow), waits=True)
 _control_command(
     "terminate", "Stop an instance for good (status terminated). Refused for an instance that "
     "already finished.",
     "dynwf instances terminate order-1 --tenant acme", "terminated",
-    lambda ops, instance, tenant: ops.terminate(instance, tenant=tenant))
+    lambda ops, instance, tenant, workflow: ops.terminate(instance, tenant=tenant,
+                                                        workflow=workflow))
 _control_command(
     "restart", "Erase every step of an instance and run it again from the top with the same "
     "params, whatever its status.",
     "dynwf instances restart order-1 --tenant acme --wait", "restarted",
-    lambda ops, instance, tenant: ops.restart(instance, tenant=tenant), waits=True)
+    lambda ops, instance, tenant, workflow: ops.restart(instance, tenant=tenant,
+                                                        workflow=workflow), waits=True)
 
 
 @instances_app.command("wake", help=_help(
@@ -377,12 +388,13 @@ _control_command(
 def wake_command(
     instance: IdArgument,
     tenant: TenantOfIdOption = None,
+    workflow: WorkflowOfIdOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
     with _ops(config, state_dir) as ops:
-        result = ops.wake(instance, tenant=tenant)
+        result = ops.wake(instance, tenant=tenant, workflow=workflow)
     woken = result["woken"]
     verb = f"woke {woken} timer{'s' if woken != 1 else ''} of" if woken else "nothing to wake in"
     _print_outcome(result, verb, as_json)
@@ -431,6 +443,7 @@ def send_event_command(
         "--payload", "-p", metavar="JSON|@FILE",
         help="The event's payload (default: null).")] = None,
     tenant: TenantOfIdOption = None,
+    workflow: WorkflowOfIdOption = None,
     wait: WaitOption = False,
     timeout: TimeoutOption = WAIT_TIMEOUT_S,
     as_json: JsonOption = False,
@@ -439,7 +452,8 @@ def send_event_command(
 ) -> None:
     value = _payload(payload)  # before opening anything: a usage error changes nothing
     with _ops(config, state_dir) as ops:
-        _report_change(ops, ops.send_event(instance, event_type, value, tenant=tenant),
+        _report_change(ops, ops.send_event(instance, event_type, value, tenant=tenant,
+                                           workflow=workflow),
                        f"sent '{event_type}' to", as_json, wait=wait, timeout=timeout)
 
 
@@ -453,12 +467,13 @@ def logs_command(
     instance: IdArgument,
     follow: FollowInstanceOption = False,
     tenant: TenantOfIdOption = None,
+    workflow: WorkflowOfIdOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
     with _ops(config, state_dir) as ops:
-        chunk = ops.logs(instance, tenant=tenant)
+        chunk = ops.logs(instance, tenant=tenant, workflow=workflow)
         real_id = chunk["id"]  # resolved once: later polls name the instance exactly
         while True:
             for line in chunk["lines"]:
@@ -466,7 +481,7 @@ def logs_command(
             if not follow or chunk["finished"]:
                 break
             time.sleep(FOLLOW_INTERVAL_S)
-            chunk = ops.logs(real_id, after_seq=chunk["last_seq"])
+            chunk = ops.logs(real_id, workflow=chunk["workflow"], after_seq=chunk["last_seq"])
     if follow and not as_json:
         console.print(Text(f"instance {chunk['status']}", style=_STATUS_STYLES.get(
             chunk["status"], "muted")))

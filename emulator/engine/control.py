@@ -20,8 +20,8 @@ from emulator.rules.limits import (MAX_BATCH, MAX_PAYLOAD_BYTES, check_event_typ
 from emulator.engine.store import InstanceRow, Store
 from emulator.rules.values import decode_json
 from emulator.rules.tenant_scope import scope_of
-from emulator.errors import (CannotTerminateError, InstanceAlreadyExistsError, InstanceNotRunningError,
-                             ValidationError)
+from emulator.errors import (CannotTerminateError, InstanceAlreadyExistsError, InstanceNotFoundError,
+                             InstanceNotRunningError, ValidationError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,19 +69,23 @@ class Control:
     # ---- create ----------------------------------------------------------------------------
 
     def create(self, workflow: str, options: Any = None, *, code_version: str | None = None) -> str:
+        """Create an instance of ``workflow``; returns the engine's key (the id given, unless
+        another workflow's instance holds it: ``Store.insert_instance_txn``)."""
         item = parse_create_options(options)
         with self.store.write():
-            if not self.store.insert_instance_txn(item.id, workflow, item.params, self.clock.now_ms(),
-                                                  code_version, item.scope):
+            key = self.store.insert_instance_txn(item.id, workflow, item.params,
+                                                 self.clock.now_ms(), code_version, item.scope)
+            if key is None:
                 raise InstanceAlreadyExistsError(
                     f"Instance '{item.id}' already exists", instance_id=item.id,
                     hint="use another id, or restart() the existing instance")
-        self.on_change(item.id, "created")
-        return item.id
+        self.on_change(key, "created")
+        return key
 
     def create_batch(self, workflow: str, batch: Iterable[Any], *,
-                     code_version: str | None = None) -> list[str]:
-        """Create up to 100 instances at once; ids already taken are skipped and left out."""
+                     code_version: str | None = None) -> list[tuple[str, str]]:
+        """Create up to 100 instances at once; ids the workflow already has are skipped and left
+        out. Returns ``(key, id)`` of each one created."""
         items = list(batch) if not isinstance(batch, (str, bytes, dict)) else None
         if items is None:
             raise ValidationError("create_batch takes a list of create options")
@@ -90,15 +94,16 @@ class Control:
         if len(items) > MAX_BATCH:
             raise ValidationError(f"create_batch takes at most {MAX_BATCH} instances, got {len(items)}")
         parsed = [parse_create_options(o, what=f"batch[{i}]") for i, o in enumerate(items)]
-        created: list[str] = []
+        created: list[tuple[str, str]] = []
         now = self.clock.now_ms()
         with self.store.write():
             for item in parsed:
-                if self.store.insert_instance_txn(item.id, workflow, item.params, now, code_version,
-                                                  item.scope):
-                    created.append(item.id)
-        for instance_id in created:
-            self.on_change(instance_id, "created")
+                key = self.store.insert_instance_txn(item.id, workflow, item.params, now,
+                                                     code_version, item.scope)
+                if key is not None:
+                    created.append((key, item.id))
+        for key, _id in created:
+            self.on_change(key, "created")
         return created
 
     # ---- read ------------------------------------------------------------------------------
@@ -114,6 +119,14 @@ class Control:
 
     def get(self, instance_id: str) -> InstanceRow:
         return self.store.get_instance(instance_id)
+
+    def get_in_workflow(self, workflow: str, instance_id: str) -> InstanceRow:
+        """The instance ``workflow``'s binding created as ``instance_id`` (ids are per workflow)."""
+        row = self.store.find_in_workflow(workflow, instance_id)
+        if row is None:
+            raise InstanceNotFoundError(f"Instance '{instance_id}' does not exist",
+                                        instance_id=instance_id, hint="dynwf instances list")
+        return row
 
     # ---- lifecycle -------------------------------------------------------------------------
 

@@ -429,7 +429,7 @@ class Engine:
             if inspect.isawaitable(runner):
                 runner = await runner
             event = {"payload": decode_json(row.params), "timestamp": to_datetime(row.created_at),
-                     "instanceId": row.id, "workflowName": row.workflow}
+                     "instanceId": row.known_as, "workflowName": row.workflow}
             lifetime.task = asyncio.get_running_loop().create_task(
                 _call_run(runner, event, lifetime.step))
             await asyncio.wait({lifetime.task})
