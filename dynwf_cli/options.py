@@ -56,6 +56,10 @@ TenantFilterOption = Annotated[Optional[str], typer.Option(
 WorkflowOption = Annotated[Optional[str], typer.Option(
     "--workflow", "-w", metavar="NAME",
     help="The workflow (its name in the config; default: the first).")]
+WorkflowOfIdOption = Annotated[Optional[str], typer.Option(
+    "--workflow", "-w", metavar="NAME",
+    help="The workflow whose instance ID is: needed when two workflows have an instance of that "
+         "id (ids are unique per workflow).")]
 WorkflowFilterOption = Annotated[Optional[str], typer.Option(
     "--workflow", "-w", metavar="NAME",
     help="Only the instances of this workflow (its name in the config).")]

@@ -27,6 +27,7 @@ from typing import Any, Callable, Generator, Mapping
 from emulator import Engine, InstanceNotFoundError, WorkflowBinding, format_traceback, states
 from emulator.engine.modifiers import PREFIX, InstanceModifiers, ModifierError, selector
 from emulator.sdk.failures import rebuild
+from emulator.rules.values import decode_json
 
 from dynwf_pytest.driver import driver_for
 
@@ -52,15 +53,18 @@ class Target:
         return tenant_prefix(dict(self.metadata)) + "-"
 
     def real_id(self, instance_id: str) -> str:
-        """The engine's id for the id the test knows."""
-        if self.metadata is None:
-            return instance_id
-        from emulator.runtime.dynamic_workflows import scoped_instance_id
-        return scoped_instance_id(dict(self.metadata), instance_id)
+        """The engine's id for the id the test knows (ids are per workflow: the key differs when
+        another workflow's instance had the id first)."""
+        if self.metadata is not None:
+            from emulator.runtime.dynamic_workflows import scoped_instance_id
+            instance_id = scoped_instance_id(dict(self.metadata), instance_id)
+        return self.engine.store.key_for(self.workflow, instance_id)
 
     def shown_id(self, real_id: str) -> str:
+        row = self.engine.store.find_instance(real_id)
+        known = row.known_as if row is not None else real_id
         prefix = self.id_prefix
-        return real_id[len(prefix):] if prefix and real_id.startswith(prefix) else real_id
+        return known[len(prefix):] if prefix and known.startswith(prefix) else known
 
 
 def resolve_target(obj: Any) -> Target:
@@ -220,7 +224,7 @@ class InstanceIntrospector(_Awaitable):
         if row is not None and row.status == "done":
             # a sensitive step's output is redacted here too: a test's failure message lands in
             # CI logs (docs/semantics.md §2.3); later steps and run() still get the real value
-            return row.shown_result()
+            return row.shown_result(read=decode_json)
         if row is not None and row.status == "failed":
             error = rebuild(json.loads(row.error or "{}"))
             frames = (store.list_attempts(self.instance_id).get(key) or [{}])[-1] \
@@ -274,7 +278,7 @@ class InstanceIntrospector(_Awaitable):
             raise IntrospectorError(f"Cannot retrieve output: Workflow instance is in status "
                                     f'"{row.status}" but must be "complete" to have an output '
                                     "available")
-        return json.loads(row.output) if row.output is not None else None
+        return decode_json(row.output) if row.output is not None else None
 
     async def get_error(self) -> dict[str, str]:
         """``{"name", "message"}`` of an ``errored`` instance (raises in any other status)."""

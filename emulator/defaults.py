@@ -55,6 +55,14 @@ POLL_MS: Final = 250
 #: share each group commit (engine/engine.py).
 ENGINE_CONCURRENCY: Final = 2_000
 
+#: The longest retry back-off a step waits out inside the invocation of ``run()``, in ms; a longer
+#: one ends the invocation (hibernates) and the retry runs in a replay (docs/semantics.md §4.9).
+#: On the platform retries wait in the invocation, so state in ``run()``'s closure survives them;
+#: a waiting invocation holds a coroutine, an isolate and a lease, which a sleeping instance must
+#: not. Five minutes holds every back-off of the default policy (10 s doubling to 160 s) and of
+#: any policy that retries within minutes, and keeps the cost bounded for longer ones.
+RETRY_IN_INVOCATION_MS: Final = 5 * 60_000
+
 # ---- dynwf dev (config/model.py, dynwf_cli/commands/dev.py) ------------------------------------
 
 #: Loopback only: the admin API under ``/__dynwf/`` can pause, terminate and restart instances.

@@ -243,7 +243,7 @@ class ProjectHost:
         with dispatcher_scope(self.module, self.env):
             binding = wrap_workflow_binding(metadata, binding_name=chosen.binding)
         instance = await binding.create(options)
-        return scoped_instance_id(metadata, instance.id)
+        return self.engine.store.key_for(chosen.name, scoped_instance_id(metadata, instance.id))
 
     async def fetch(self, request: Any) -> Any:
         """Hand an HTTP request to the dispatcher's ``Default.fetch``."""

@@ -23,6 +23,7 @@ from emulator.code_version import code_fingerprint
 from emulator.defaults import POLL_MS
 from emulator.rules.durations import format_ms
 from emulator.rules import states
+from emulator.rules.values import display_json
 from emulator.clock import Clock, SystemClock
 from emulator.engine.control import Control, check_batch_ids
 from emulator.rules.limits import is_valid_id
@@ -72,7 +73,7 @@ SETTLE_LOOK_S = 0.1
 def envelope_of(row: InstanceRow) -> tuple[dict[str, Any] | None, Any]:
     """``(metadata, params)``: the dispatcher envelope opened, or ``(None, params)`` for an
     instance created through a raw binding."""
-    params = json.loads(row.params)
+    params = display_json(row.params)
     unwrapped = unwrap_params(params)
     if unwrapped is None:
         return None, params
@@ -99,7 +100,7 @@ def summary(row: InstanceRow) -> dict[str, Any]:
     metadata, _params = envelope_of(row)
     return {
         "id": row.id, "tenant": tenant_of(metadata),
-        "tenant_instance_id": visible_id(metadata, row.id),
+        "tenant_instance_id": visible_id(metadata, row.known_as),
         "workflow": row.workflow, "status": row.status,
         "created_at": row.created_at, "updated_at": row.updated_at,
         "code_version": row.code_version,
@@ -108,10 +109,16 @@ def summary(row: InstanceRow) -> dict[str, Any]:
 
 # ---- id resolution ----------------------------------------------------------------------------
 
-def resolve_id(store: Store, given: str, tenant: str | None = None) -> InstanceRow:
-    """The instance ``given`` names, in this order:
+def resolve_id(store: Store, given: str, tenant: str | None = None,
+               workflow: str | None = None, *, keys_first: bool = False) -> InstanceRow:
+    """The instance ``given`` names (of ``workflow`` only, when given), in this order (with
+    ``keys_first``, step 1 comes first: for callers that hold engine keys, the admin API):
 
-    1. the real id ``given`` (with ``tenant``, only if it is that tenant's instance);
+    0. the instance created as ``given``; ids are unique per workflow, so when two workflows'
+       instances were created as ``given`` it names neither: the error lists them and asks for
+       the workflow (docs/semantics.md §1.2);
+    1. the real id ``given``, the engine's key (with ``tenant``, only if it is that tenant's
+       instance);
     2. with ``tenant``: the tenant's id ``given`` in the namespace of ``{"tenantId": tenant}``,
        else in any namespace whose metadata has that ``tenantId`` (metadata with more keys);
     3. without: the one instance some tenant knows as ``given``.
@@ -120,17 +127,30 @@ def resolve_id(store: Store, given: str, tenant: str | None = None) -> InstanceR
     instance's own namespace), not any id that merely ends in ``-<given>``: tenant ids contain
     dashes, and ``wake 1`` must not pick ``...-order-1``.
     """
+    def fits(row: InstanceRow) -> bool:
+        return (tenant is None or _is_tenants(row, tenant)) \
+            and (workflow is None or row.workflow == workflow)
+
+    row = store.find_instance(given) if given and keys_first else None
+    if row is not None and fits(row):
+        return row
+    row = _created_as(store, given, fits) if given else None
+    if row is not None:
+        return row
     row = store.find_instance(given) if given else None
-    if row is not None and (tenant is None or _is_tenants(row, tenant)):
+    if row is not None and fits(row):
         return row
     if given and tenant is not None:
         try:
-            row = store.find_instance(scoped_instance_id({"tenantId": tenant}, given))
+            scoped = scoped_instance_id({"tenantId": tenant}, given)
         except InvalidIdError:
-            row = None
+            scoped = None
+        # the tenant's namespace is in the id itself: only the workflow is still to match
+        row = _created_as(store, scoped, lambda r: workflow is None or r.workflow == workflow) \
+            if scoped is not None else None
         if row is not None:
             return row
-    candidates = _known_as(store, given, tenant) if given else []
+    candidates = [r for r in _known_as(store, given, tenant) if fits(r)] if given else []
     if len(candidates) == 1:
         return candidates[0]
     whose = f" of tenant '{tenant}'" if tenant is not None else ""
@@ -146,6 +166,20 @@ def resolve_id(store: Store, given: str, tenant: str | None = None) -> InstanceR
         instance_id=given, hint="give the full id, or the tenant with --tenant")
 
 
+def _created_as(store: Store, binding_id: str,
+                fits: Callable[[InstanceRow], bool]) -> InstanceRow | None:
+    """The one instance created as ``binding_id`` that ``fits``; an error when two workflows'
+    do (ids are unique per workflow only)."""
+    rows = [row for row in store.instances_known_as(binding_id) if fits(row)]
+    if len(rows) > 1:
+        named = ", ".join(f"'{row.workflow}' (key {row.id})" for row in rows)
+        raise AmbiguousInstanceError(
+            f"Instance id '{binding_id}' is used by {len(rows)} workflows: {named}",
+            instance_id=binding_id,
+            hint="say which with --workflow NAME, or give the instance's key")
+    return rows[0] if rows else None
+
+
 def _is_tenants(row: InstanceRow, tenant: str) -> bool:
     found = tenant_of(envelope_of(row)[0])
     return found is not None and str(found) == tenant
@@ -156,7 +190,7 @@ def _known_as(store: Store, given: str, tenant: str | None) -> list[InstanceRow]
     found = []
     for row in store.instances_ending_with("-" + given):
         metadata, _params = envelope_of(row)
-        if visible_id(metadata, row.id) != given:
+        if visible_id(metadata, row.known_as) != given:
             continue
         if tenant is not None and str(tenant_of(metadata)) != tenant:
             continue
@@ -171,8 +205,11 @@ class InstanceOps:
     store. Each takes an id as :func:`resolve_id` reads it, and an optional tenant."""
 
     def __init__(self, store: Store, clock: Clock | None = None, *,
-                 control: Control | None = None, tenants_dir: Path | None = None) -> None:
+                 control: Control | None = None, tenants_dir: Path | None = None,
+                 keys_first: bool = False) -> None:
         self.store = store
+        #: ids are engine keys before anything else (the admin API: its pages hold keys)
+        self.keys_first = keys_first
         self.control = control or Control(store, clock or SystemClock())
         self.clock = self.control.clock
         #: where tenants' code lives by convention (tenants/<id>/), to tell when it changed
@@ -192,8 +229,9 @@ class InstanceOps:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def resolve(self, given: str, tenant: str | None = None) -> InstanceRow:
-        return resolve_id(self.store, given, tenant)
+    def resolve(self, given: str, tenant: str | None = None,
+                workflow: str | None = None) -> InstanceRow:
+        return resolve_id(self.store, given, tenant, workflow, keys_first=self.keys_first)
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -208,11 +246,12 @@ class InstanceOps:
                                          limit=limit)
         return [summary(row) for row in rows]
 
-    def describe(self, given: str, *, tenant: str | None = None) -> dict[str, Any]:
+    def describe(self, given: str, *, tenant: str | None = None,
+                 workflow: str | None = None) -> dict[str, Any]:
         """Everything known about one instance: status, output or error, the tenant and its
         metadata, the params as the tenant passed them, each step, pending timers, events
         waiting in the buffer."""
-        row = self.resolve(given, tenant)
+        row = self.resolve(given, tenant, workflow)
         metadata, params = envelope_of(row)
         now = self.clock.now_ms()
         buffered = self.store.buffered_events(row.id)
@@ -245,13 +284,14 @@ class InstanceOps:
                    for path in sorted(folder.rglob("*.py")) if "__pycache__" not in path.parts}
         return code_fingerprint(modules) if modules else None
 
-    def logs(self, given: str, *, tenant: str | None = None,
+    def logs(self, given: str, *, tenant: str | None = None, workflow: str | None = None,
              after_seq: int | None = None) -> dict[str, Any]:
         """Log lines of the instance (after ``after_seq``, if given) and its status. The status
         is read first, so when it says finished the lines are the last there will be."""
-        row = self.resolve(given, tenant)
+        row = self.resolve(given, tenant, workflow)
         lines = [_log_line(line) for line in self.store.list_logs(row.id, after_seq)]
-        return {"id": row.id, "status": row.status, "finished": states.is_finished(row.status),
+        return {"id": row.id, "workflow": row.workflow, "status": row.status,
+                "finished": states.is_finished(row.status),
                 "lines": lines, "last_seq": lines[-1]["seq"] if lines else after_seq}
 
     def tail(self, *, tenant: str | None = None, after_seq: int | None = None,
@@ -281,28 +321,30 @@ class InstanceOps:
 
     # ---- changing ------------------------------------------------------------------------------
 
-    def pause(self, given: str, *, tenant: str | None = None) -> dict[str, Any]:
+    def pause(self, given: str, *, tenant: str | None = None, workflow: str | None = None) -> dict[str, Any]:
         """A running instance moves to ``waitingForPause`` until its in-flight steps commit; a
         queued or waiting one pauses at once; any other status is left as it is."""
-        row = self.resolve(given, tenant)
+        row = self.resolve(given, tenant, workflow)
         return self._result(row, status=self.control.pause(row.id))
 
-    def resume(self, given: str, *, tenant: str | None = None) -> dict[str, Any]:
+    def resume(self, given: str, *, tenant: str | None = None, workflow: str | None = None) -> dict[str, Any]:
         """A no-op for an instance that is not paused (or about to pause)."""
-        row = self.resolve(given, tenant)
+        row = self.resolve(given, tenant, workflow)
         return self._result(row, status=self.control.resume(row.id))
 
-    def terminate(self, given: str, *, tenant: str | None = None) -> dict[str, Any]:
-        row = self.resolve(given, tenant)
+    def terminate(self, given: str, *, tenant: str | None = None,
+                  workflow: str | None = None) -> dict[str, Any]:
+        row = self.resolve(given, tenant, workflow)
         self.control.terminate(row.id)
         return self._result(row)
 
     def restart(self, given: str, *, tenant: str | None = None,
+                workflow: str | None = None,
                 start_from: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run again with the same params: from the top (every step erased), or with
         ``start_from`` (``{"name", "count"?, "type"?}``) from that step, keeping the results of
         the steps reached before it."""
-        row = self.resolve(given, tenant)
+        row = self.resolve(given, tenant, workflow)
         self.control.restart(row.id, {"from": start_from} if start_from is not None else None)
         result = self._result(row)
         if start_from is not None:
@@ -311,15 +353,17 @@ class InstanceOps:
             result["steps_kept"] = len(self.store.list_steps(row.id))
         return result
 
-    def delete(self, given: str, *, tenant: str | None = None) -> dict[str, Any]:
+    def delete(self, given: str, *, tenant: str | None = None,
+               workflow: str | None = None) -> dict[str, Any]:
         """Stop the instance without rollback and erase everything stored about it."""
-        row = self.resolve(given, tenant)
+        row = self.resolve(given, tenant, workflow)
         self.control.delete(row.id)
         metadata, _params = envelope_of(row)
         return {"id": row.id, "tenant": tenant_of(metadata),
                 "tenant_instance_id": visible_id(metadata, row.id), "deleted": True}
 
-    def delete_many(self, given: list[str], *, tenant: str | None = None) -> dict[str, Any]:
+    def delete_many(self, given: list[str], *, tenant: str | None = None,
+                    workflow: str | None = None) -> dict[str, Any]:
         """Delete each instance named (as :func:`resolve_id` reads ids; 1 to 100 of them), each
         on its own: ``{"deleted": [{"id", "given"}], "errors": [{"id", "given", "code",
         "message"}]}`` in the order given, a name given twice reported twice. A name that
@@ -333,7 +377,7 @@ class InstanceOps:
         for name in given:
             if name not in outcome:
                 try:
-                    row = self.resolve(name, tenant)
+                    row = self.resolve(name, tenant, workflow)
                     self.control.delete(row.id)
                 except (InstanceError, ValidationError) as exc:
                     outcome[name] = {"id": name, "given": name, "code": str(exc.code),
@@ -344,29 +388,30 @@ class InstanceOps:
         return {"deleted": deleted, "errors": errors}
 
     def send_event(self, given: str, type: str, payload: Any = None, *,
-                   tenant: str | None = None) -> dict[str, Any]:
+                   tenant: str | None = None, workflow: str | None = None) -> dict[str, Any]:
         """Deliver to the oldest ``wait_for_event`` of ``type``, or buffer until one asks."""
-        row = self.resolve(given, tenant)
+        row = self.resolve(given, tenant, workflow)
         self.control.send_event(row.id, type, payload)
         return {**self._result(row), "type": type}
 
-    def wake(self, given: str, *, tenant: str | None = None) -> dict[str, Any]:
+    def wake(self, given: str, *, tenant: str | None = None, workflow: str | None = None) -> dict[str, Any]:
         """End the instance's sleeps and retry back-offs now (event timeouts are kept)."""
-        row = self.resolve(given, tenant)
+        row = self.resolve(given, tenant, workflow)
         woken = self.control.wake(row.id)
         return {**self._result(row), "woken": woken}
 
-    def where(self, given: str, *, tenant: str | None = None) -> dict[str, Any]:
+    def where(self, given: str, *, tenant: str | None = None, workflow: str | None = None) -> dict[str, Any]:
         """The instance's status and what moves it on next, changing nothing."""
-        return self._result(self.resolve(given, tenant))
+        return self._result(self.resolve(given, tenant, workflow))
 
-    def settle(self, given: str, *, tenant: str | None = None, timeout_s: float = 60.0,
+    def settle(self, given: str, *, tenant: str | None = None,
+               workflow: str | None = None, timeout_s: float = 60.0,
                sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
         """Wait until an engine (another process: this one only reads the state file) has moved
         the instance on to where it rests (finished, waiting, paused), and say where that is.
         A command that changed an instance and then returned at once would leave the reader to
         poll; one that waits forever would hide an engine that is not running."""
-        row = self.resolve(given, tenant)
+        row = self.resolve(given, tenant, workflow)
         deadline = time.monotonic() + timeout_s
         status = self.store.get_instance(row.id).status
         while status in UNSETTLED:
@@ -378,7 +423,7 @@ class InstanceOps:
 
     def _timeout(self, row: InstanceRow, status: str, timeout_s: float) -> WaitTimeoutError:
         result = self._result(row, status=status)
-        named = _command_id(result)
+        named = self._named(row, result)
         if status == states.QUEUED or (status == states.RUNNING
                                        and self.store.get_instance(row.id).lease_owner is None):
             return WaitTimeoutError(
@@ -393,10 +438,16 @@ class InstanceOps:
         metadata, _params = envelope_of(row)
         if status is None:
             status = self.store.get_instance(row.id).status
-        result = {"id": row.id, "tenant": tenant_of(metadata),
-                  "tenant_instance_id": visible_id(metadata, row.id), "status": status}
-        return {**result, "next": self.next_move(row.id, status, _command_id(result),
+        result = {"id": row.id, "workflow": row.workflow, "tenant": tenant_of(metadata),
+                  "tenant_instance_id": visible_id(metadata, row.known_as), "status": status}
+        return {**result, "next": self.next_move(row.id, status, self._named(row, result),
                                                  has_tenant=_has_tenant(result))}
+
+    def _named(self, row: InstanceRow, result: dict[str, Any]) -> str:
+        """The instance as a command line names it; with ``--workflow`` when another workflow
+        has an instance of the same id (ids are unique per workflow only)."""
+        shared = len(self.store.instances_known_as(row.known_as)) > 1
+        return _command_id(result) + (f" --workflow {row.workflow}" if shared else "")
 
     def next_move(self, instance_id: str, status: str, named: str, *,
                   has_tenant: bool = False) -> str:

@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable
 from emulator.clock import SystemClock, VirtualClock
 from emulator.rules import states
 from emulator.rules.steps import StepKind, StepStatus
+from emulator.rules.values import display_json
 from emulator.engine import Engine
 from emulator.engine.progress import Progress
 from emulator.engine.store import InstanceRow, Store
@@ -151,7 +152,7 @@ class RunSession:
         #: the real id of the instance resumed, which no metadata is needed to find
         self._resumed_id = resumed.id if resumed is not None else None
         if resumed is not None:
-            self.tenant_instance_id = visible_id(self.metadata, resumed.id) or resumed.id
+            self.tenant_instance_id = visible_id(self.metadata, resumed.known_as) or resumed.known_as
         self._events = list(options.events)
 
     def _check_tenant(self) -> None:
@@ -168,7 +169,7 @@ class RunSession:
         given, tenant = self.options.resume or "", self.options.tenant
         try:
             with InstanceOps.open(self.project) as ops:
-                row = ops.resolve(given, tenant)
+                row = ops.resolve(given, tenant, self.options.workflow)
         except (StateNotFoundError, InstanceNotFoundError, AmbiguousInstanceError) as exc:
             raise UsageError(f"--resume: {exc.message}", hint=exc.hint or "dynwf instances list "
                              f"--tenant {tenant}") from None
@@ -189,8 +190,10 @@ class RunSession:
 
     async def __aenter__(self) -> "RunSession":
         from emulator.runtime.dynamic_workflows import scoped_instance_id
-        self.instance_id = self._resumed_id or scoped_instance_id(self.metadata,
-                                                                  self.tenant_instance_id)
+        # ids are per workflow: the engine's key differs from the id when another workflow's
+        # instance had it first (docs/semantics.md §1.2)
+        self.instance_id = self._resumed_id or self.host.engine.store.key_for(
+            self.workflow.name, scoped_instance_id(self.metadata, self.tenant_instance_id))
         self.host.engine.only = {self.instance_id}
         tune_for_serving()
         await self.host.start()
@@ -254,6 +257,6 @@ class RunSession:
         row = self.host.engine.store.get_instance(self.instance_id)
         return RunResult(
             self.instance_id, self.tenant_instance_id, self.options.tenant, row.status,
-            output=json.loads(row.output) if row.output is not None else None,
+            output=display_json(row.output) if row.output is not None else None,
             error=json.loads(row.error) if row.error is not None else None,
             waiting_for=[] if states.is_finished(row.status) else self._waiting_types())

@@ -222,12 +222,15 @@ def test_s1_4_status_waiting_while_waiting_for_an_event(tmp_path):
     arun(main())
 
 
-def test_s1_4_status_waiting_while_backing_off(tmp_path):
-    """§1.4 + docs/semantics.md §9: ``waiting`` while waiting out a retry delay."""
+@pytest.mark.parametrize("delay, status", [("1 minute", "running"), ("1 hour", "waiting")])
+def test_s1_4_status_while_backing_off(tmp_path, delay, status):
+    """§1.3 + §4.9: ``running`` while a short retry delay is held in the invocation, ``waiting``
+    while a long one has hibernated."""
     calls = {"flaky": 0}
+    ms = {"1 minute": MINUTE, "1 hour": HOUR}[delay]
 
     async def wf(event, step):
-        @step.do("flaky", config={"retries": {"limit": 1, "delay": "1 minute"}})
+        @step.do("flaky", config={"retries": {"limit": 1, "delay": delay}})
         async def flaky():
             calls["flaky"] += 1
             if calls["flaky"] == 1:
@@ -239,8 +242,8 @@ def test_s1_4_status_waiting_while_backing_off(tmp_path):
         h = Harness(tmp_path / "db.sqlite", wf)
         await h.create()
         await h.engine.drain(jump=False)
-        assert await h.status() == {"status": "waiting", "error": None, "output": None}
-        assert h.timers() == [("retry", ("do", "flaky", 1), T0 + MINUTE)]
+        assert await h.status() == {"status": status, "error": None, "output": None}
+        assert h.timers() == [("retry", ("do", "flaky", 1), T0 + ms)]
         await h.engine.drain()
         assert await h.status() == {"status": "complete", "error": None, "output": "up"}
     arun(main())
@@ -915,8 +918,9 @@ def test_s4_6_restart_cancels_the_in_flight_step_and_runs_again(tmp_path):
 
 
 def test_s4_6_pause_during_retry_backoff_pauses_at_once(tmp_path):
-    """§4.6 + §9.18: a retry back-off is interrupted by pause at once; after resume the retry
-    happens with the remaining delay."""
+    """§4.6 + §9.18 + §4.9: a retry back-off is interrupted by pause at once (held in the
+    invocation, it is ``waitingForPause`` until the engine stops the invocation, with no step in
+    flight); after resume the retry happens with the remaining delay."""
     calls = {"flaky": 0}
 
     async def wf(event, step):
@@ -934,6 +938,7 @@ def test_s4_6_pause_during_retry_backoff_pauses_at_once(tmp_path):
         inst = await h.create()
         await h.engine.drain(jump=False)
         await inst.pause()
+        await h.engine.drain(jump=False)
         assert (await inst.status())["status"] == "paused"
         h.clock.advance(HOUR)
         await h.engine.drain(jump=False)

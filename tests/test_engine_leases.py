@@ -104,7 +104,7 @@ def _create(control: Control) -> dict[str, tuple[str, int]]:
     instances = {}
     for kind in KINDS:
         batch = [{"id": f"{kind}-{n:03d}", "params": {"n": n}} for n in range(PER_KIND)]
-        for created in control.create_batch(kind, batch):
+        for created, _id in control.create_batch(kind, batch):
             instances[created] = (kind, int(created.rsplit("-", 1)[1]))
     assert len(instances) == PER_KIND * len(KINDS)
     for instance_id, (kind, _) in instances.items():

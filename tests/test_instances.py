@@ -340,7 +340,7 @@ def test_send_event_payload_from_a_file_and_buffering(state: State, tmp_path: Pa
     # the sleep is a day long, on an engine clock an hour ahead of the command line's
     assert result.pop("next") == ("waiting: due again in 25h, then a running dynwf dev runs it; "
                                   "to run it now: dynwf instances wake sleeper --tenant acme")
-    assert result == {"id": state.id("acme", "sleeper"), "tenant": "acme",
+    assert result == {"id": state.id("acme", "sleeper"), "workflow": WORKFLOW, "tenant": "acme",
                       "tenant_instance_id": "sleeper", "status": "waiting", "type": "later"}
     info = state.json("describe", "sleeper")
     assert info["events_buffered"] == 1 and info["events_buffered_by_type"] == {"later": 1}

@@ -197,7 +197,7 @@ def test_delete_stops_a_waiting_instance_and_erases_every_row(tmp_path):
     """§1.6: delete() stops the instance without rollback and erases its row, steps, attempts,
     timers, buffered events and logs; the id is free to create again."""
     async def wf(event, step):
-        @step.do("flaky", config={"retries": {"limit": 1, "delay": "1 minute"}})
+        @step.do("flaky", config={"retries": {"limit": 1, "delay": "10 minutes"}})
         async def flaky():
             print("trying")
             raise ValueError("down")

@@ -26,7 +26,8 @@ from dynwf_cli.console import THEME, console
 from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, EventTypeOption,
                                FollowInstanceOption, JsonOption, StateDirOption, StepType,
                                StepTypeOption, TenantFilterOption, TenantOfIdOption,
-                               TimeoutOption, WaitOption, WorkflowFilterOption)
+                               TimeoutOption, WaitOption, WorkflowFilterOption,
+                               WorkflowOfIdOption)
 from emulator import (DATABASE_NAME, POLL_MS, STATE_DIR_NAME, InstanceOps, StateNotFoundError,
                       format_ms, format_traceback, open_project, states)
 
@@ -161,17 +162,20 @@ def list_command(
 
 @instances_app.command("describe", help=_help(
     "Show one instance: status, tenant, params, output or error, every step with its attempts "
-    "and duration, pending timers and buffered events.",
-    "dynwf instances describe order-1 --tenant acme"))
+    "and duration, pending timers and buffered events. Ids are unique per workflow: when two "
+    "workflows have an instance of the id, say which with --workflow.",
+    "dynwf instances describe order-1 --tenant acme\n  "
+    "dynwf instances describe order-1 --workflow billing"))
 def describe_command(
     instance: IdArgument,
     tenant: TenantOfIdOption = None,
+    workflow: WorkflowOfIdOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
     with _ops(config, state_dir) as ops:
-        info = ops.describe(instance, tenant=tenant)
+        info = ops.describe(instance, tenant=tenant, workflow=workflow)
     if as_json:
         _print_json(info)
         return
@@ -305,22 +309,25 @@ _WAIT_HELP = " With --wait, wait until a running dynwf dev has moved it on and s
 
 
 def _control_command(name: str, text: str, example: str, verb: str,
-                     call: Callable[[InstanceOps, str, Optional[str]], dict[str, Any]], *,
+                     call: Callable[[InstanceOps, str, Optional[str], Optional[str]],
+                                    dict[str, Any]], *,
                      waits: bool = False) -> None:
     def command(
         instance: IdArgument,
         tenant: TenantOfIdOption = None,
+        workflow: WorkflowOfIdOption = None,
         as_json: JsonOption = False,
         config: ConfigOption = None,
         state_dir: StateDirOption = None,
     ) -> None:
         with _ops(config, state_dir) as ops:
-            result = call(ops, instance, tenant)
+            result = call(ops, instance, tenant, workflow)
         _print_outcome(result, verb, as_json)
 
     def waiting_command(
         instance: IdArgument,
         tenant: TenantOfIdOption = None,
+        workflow: WorkflowOfIdOption = None,
         wait: WaitOption = False,
         timeout: TimeoutOption = WAIT_TIMEOUT_S,
         as_json: JsonOption = False,
@@ -328,7 +335,7 @@ def _control_command(name: str, text: str, example: str, verb: str,
         state_dir: StateDirOption = None,
     ) -> None:
         with _ops(config, state_dir) as ops:
-            _report_change(ops, call(ops, instance, tenant), verb, as_json,
+            _report_change(ops, call(ops, instance, tenant, workflow), verb, as_json,
                            wait=wait, timeout=timeout)
     chosen = waiting_command if waits else command
     chosen.__name__ = f"{name}_command"
@@ -344,7 +351,7 @@ def _report_change(ops: InstanceOps, result: dict[str, Any], verb: str, as_json:
         _print_outcome(result, verb, as_json)
     if not wait:
         return
-    final = ops.settle(result["id"], timeout_s=timeout)
+    final = ops.settle(result["id"], workflow=result["workflow"], timeout_s=timeout)
     _print_outcome(final, "now", as_json)
     if final["status"] in (states.ERRORED, states.TERMINATED):
         raise typer.Exit(1)
@@ -355,17 +362,20 @@ _control_command(
     "(status waitingForPause); a queued or waiting one pauses at once and its sleeps stop "
     "counting. Any other status is left as it is.",
     "dynwf instances pause order-1 --tenant acme", "paused",
-    lambda ops, instance, tenant: ops.pause(instance, tenant=tenant))
+    lambda ops, instance, tenant, workflow: ops.pause(instance, tenant=tenant,
+                                                        workflow=workflow))
 _control_command(
     "resume", "Resume a paused instance; its sleeps keep the time they had left. A no-op for an "
     "instance that is not paused.",
     "dynwf instances resume order-1 --tenant acme --wait", "resumed",
-    lambda ops, instance, tenant: ops.resume(instance, tenant=tenant), waits=True)
+    lambda ops, instance, tenant, workflow: ops.resume(instance, tenant=tenant,
+                                                        workflow=workflow), waits=True)
 _control_command(
     "terminate", "Stop an instance for good (status terminated). Refused for an instance that "
     "already finished.",
     "dynwf instances terminate order-1 --tenant acme", "terminated",
-    lambda ops, instance, tenant: ops.terminate(instance, tenant=tenant))
+    lambda ops, instance, tenant, workflow: ops.terminate(instance, tenant=tenant,
+                                                        workflow=workflow))
 
 
 @instances_app.command("restart", help=_help(
@@ -384,6 +394,7 @@ def restart_command(
         help="With --from: which occurrence of that step name, from 1 (default: 1).")] = None,
     step_type: StepTypeOption = StepType("do"),
     tenant: TenantOfIdOption = None,
+    workflow: WorkflowOfIdOption = None,
     wait: WaitOption = False,
     timeout: TimeoutOption = WAIT_TIMEOUT_S,
     as_json: JsonOption = False,
@@ -398,7 +409,7 @@ def restart_command(
     if start_from is not None:
         target = {"name": start_from, "count": count or 1, "type": chosen_type}
     with _ops(config, state_dir) as ops:
-        result = ops.restart(instance, tenant=tenant, start_from=target)
+        result = ops.restart(instance, tenant=tenant, workflow=workflow, start_from=target)
         verb = "restarted" if target is None else \
             f"restarted from {target['type']} '{start_from}' #{target['count']} " \
             f"({result['steps_kept']} step{'s' * (result['steps_kept'] != 1)} kept)"
@@ -417,6 +428,7 @@ def delete_command(
     yes: Annotated[bool, typer.Option(
         "--yes", "-y", help="Delete without asking (needed when no terminal can answer).")] = False,
     tenant: TenantOfIdOption = None,
+    workflow: WorkflowOfIdOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
@@ -432,7 +444,7 @@ def delete_command(
             console.print(Text("nothing deleted", style="muted"))
             raise typer.Exit(1)
     with _ops(config, state_dir) as ops:
-        result = ops.delete_many(list(instances), tenant=tenant)
+        result = ops.delete_many(list(instances), tenant=tenant, workflow=workflow)
     if as_json:
         _print_json(result)
     else:
@@ -457,12 +469,13 @@ def delete_command(
 def wake_command(
     instance: IdArgument,
     tenant: TenantOfIdOption = None,
+    workflow: WorkflowOfIdOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
     with _ops(config, state_dir) as ops:
-        result = ops.wake(instance, tenant=tenant)
+        result = ops.wake(instance, tenant=tenant, workflow=workflow)
     woken = result["woken"]
     verb = f"woke {woken} timer{'s' if woken != 1 else ''} of" if woken else "nothing to wake in"
     _print_outcome(result, verb, as_json)
@@ -500,6 +513,7 @@ def send_event_command(
         "--payload", "-p", metavar="JSON|@FILE",
         help="The event's payload (default: null).")] = None,
     tenant: TenantOfIdOption = None,
+    workflow: WorkflowOfIdOption = None,
     wait: WaitOption = False,
     timeout: TimeoutOption = WAIT_TIMEOUT_S,
     as_json: JsonOption = False,
@@ -508,7 +522,8 @@ def send_event_command(
 ) -> None:
     value = _payload(payload)  # before opening anything: a usage error changes nothing
     with _ops(config, state_dir) as ops:
-        _report_change(ops, ops.send_event(instance, event_type, value, tenant=tenant),
+        _report_change(ops, ops.send_event(instance, event_type, value, tenant=tenant,
+                                           workflow=workflow),
                        f"sent '{event_type}' to", as_json, wait=wait, timeout=timeout)
 
 
@@ -522,12 +537,13 @@ def logs_command(
     instance: IdArgument,
     follow: FollowInstanceOption = False,
     tenant: TenantOfIdOption = None,
+    workflow: WorkflowOfIdOption = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
     with _ops(config, state_dir) as ops:
-        chunk = ops.logs(instance, tenant=tenant)
+        chunk = ops.logs(instance, tenant=tenant, workflow=workflow)
         real_id = chunk["id"]  # resolved once: later polls name the instance exactly
         while True:
             for line in chunk["lines"]:
@@ -535,7 +551,7 @@ def logs_command(
             if not follow or chunk["finished"]:
                 break
             time.sleep(FOLLOW_INTERVAL_S)
-            chunk = ops.logs(real_id, after_seq=chunk["last_seq"])
+            chunk = ops.logs(real_id, workflow=chunk["workflow"], after_seq=chunk["last_seq"])
     if follow and not as_json:
         console.print(Text(f"instance {chunk['status']}", style=_STATUS_STYLES.get(
             chunk["status"], "muted")))

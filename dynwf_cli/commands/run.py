@@ -156,7 +156,7 @@ def _report_interrupt(project, started: dict[str, str]) -> None:
         err_console.print(Text("interrupted before the instance was created", style="warning"))
         return
     with InstanceOps.open(project) as ops:
-        state = ops.where(started["id"], tenant=started["tenant"])
+        state = ops.where(started["id"], tenant=started["tenant"], workflow=started["workflow"])
     err_console.print(Text(f"interrupted: instance {state['tenant_instance_id']} of tenant "
                            f"{started['tenant']} is kept in the state file", style="warning"),
                       soft_wrap=True)
@@ -201,7 +201,8 @@ async def _run(project, options: RunOptions, live_view: bool,
                 now=session.host.engine.clock.now_ms()))
             with live:
                 await _start(session)
-                started.update(id=session.tenant_instance_id, tenant=options.tenant)
+                started.update(id=session.tenant_instance_id, tenant=options.tenant,
+                               workflow=session.workflow.name)
                 result = await session.drive()
                 while not result.finished and result.waiting_for and sys.stdin.isatty():
                     live.stop()  # the prompt needs the terminal to itself
@@ -214,7 +215,8 @@ async def _run(project, options: RunOptions, live_view: bool,
         else:
             session.subscribe(lambda p: print(to_ndjson(p), flush=True))
             await _start(session)
-            started.update(id=session.tenant_instance_id, tenant=options.tenant)
+            started.update(id=session.tenant_instance_id, tenant=options.tenant,
+                           workflow=session.workflow.name)
             result = await session.drive()
         return result
 

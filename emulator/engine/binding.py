@@ -15,42 +15,45 @@ if TYPE_CHECKING:
 
 
 class WorkflowInstance:
-    """A handle on one instance; ``id`` is a plain attribute."""
+    """A handle on one instance; ``id`` is a plain attribute: the id its binding created it with.
+    Ids are per workflow, so the handle acts on the engine's key of the instance (the same id
+    unless another workflow's instance had it first; docs/semantics.md §1.2)."""
 
-    def __init__(self, engine: "Engine", instance_id: str) -> None:
+    def __init__(self, engine: "Engine", key: str, instance_id: str | None = None) -> None:
         self._engine = engine
-        self.id = instance_id
+        self.key = key
+        self.id = key if instance_id is None else instance_id
 
     def __repr__(self) -> str:
         return f"<WorkflowInstance {self.id}>"
 
     async def status(self) -> dict[str, Any]:
-        return self._engine.control.status(self.id)
+        return self._engine.control.status(self.key)
 
     async def pause(self) -> None:
-        self._engine.control.pause(self.id)
+        self._engine.control.pause(self.key)
 
     async def resume(self) -> None:
-        self._engine.control.resume(self.id)
+        self._engine.control.resume(self.key)
 
     async def terminate(self) -> None:
-        self._engine.control.terminate(self.id)
+        self._engine.control.terminate(self.key)
 
     async def restart(self, options: dict[str, Any] | None = None) -> None:
         """Run again from the top, or with ``{"from": {"name", "count"?, "type"?}}`` from that
         step, keeping the results of the steps reached before it (docs/semantics.md §4.6)."""
-        self._engine.control.restart(self.id, options)
+        self._engine.control.restart(self.key, options)
 
     async def delete(self) -> None:
         """Stop the instance without rollback and erase it. An instance deleting itself stops
         inside this call: it never returns to the run."""
-        await self._engine.delete(self.id)
+        await self._engine.delete(self.key)
 
     async def send_event(self, event: dict[str, Any]) -> None:
         if not isinstance(event, dict) or "type" not in event:
             from emulator.errors import ValidationError
             raise ValidationError("send_event takes {'type': ..., 'payload': ...}")
-        self._engine.control.send_event(self.id, event["type"], event.get("payload"))
+        self._engine.control.send_event(self.key, event["type"], event.get("payload"))
 
     sendEvent = send_event
 
@@ -63,12 +66,12 @@ class WorkflowBinding:
         self.workflow = workflow
 
     async def create(self, options: dict[str, Any] | None = None) -> WorkflowInstance:
-        instance_id = self._engine.control.create(self.workflow, options)
-        return WorkflowInstance(self._engine, instance_id)
+        key = self._engine.control.create(self.workflow, options)
+        return WorkflowInstance(self._engine, key, self._engine.store.get_instance(key).known_as)
 
     async def create_batch(self, batch: list[dict[str, Any]]) -> list[WorkflowInstance]:
-        ids = self._engine.control.create_batch(self.workflow, batch)
-        return [WorkflowInstance(self._engine, i) for i in ids]
+        created = self._engine.control.create_batch(self.workflow, batch)
+        return [WorkflowInstance(self._engine, key, i) for key, i in created]
 
     createBatch = create_batch
 
@@ -80,9 +83,7 @@ class WorkflowBinding:
     deleteBatch = delete_batch
 
     async def get(self, instance_id: str) -> WorkflowInstance:
-        row = self._engine.control.get(instance_id)
-        if row.workflow != self.workflow:
-            from emulator.errors import InstanceNotFoundError
-            raise InstanceNotFoundError(f"Instance '{instance_id}' does not exist",
-                                        instance_id=instance_id)
-        return WorkflowInstance(self._engine, instance_id)
+        """The instance this workflow created as ``instance_id`` (another workflow's instance of
+        the same id is not this binding's)."""
+        row = self._engine.control.get_in_workflow(self.workflow, instance_id)
+        return WorkflowInstance(self._engine, row.id, row.known_as)

@@ -15,11 +15,12 @@ from typing import Any, Callable, Iterable
 
 from emulator.rules import states
 from emulator.clock import Clock
-from emulator.rules.limits import (MAX_BATCH, MAX_ID_LENGTH, check_event_type, check_instance_id,
-                                   check_step_name, encode_json, is_valid_id)
+from emulator.rules.limits import (MAX_BATCH, MAX_ID_LENGTH, MAX_PAYLOAD_BYTES, check_event_type,
+                                   check_instance_id, check_step_name, encode_json, is_valid_id)
 from emulator.engine.store import InstanceRow, StepKey, Store
 from emulator.rules.steps import RESTART_STEP_TYPES as RESTART_TYPES
 from emulator.rules.tenant_scope import PREFIX_LENGTH, scope_of
+from emulator.rules.values import decode_json
 from emulator.errors import (CannotRestartError, CannotTerminateError, InstanceAlreadyExistsError,
                              InstanceNotFoundError, InstanceNotRunningError, InvalidIdError,
                              ValidationError)
@@ -159,19 +160,23 @@ class Control:
     # ---- create ----------------------------------------------------------------------------
 
     def create(self, workflow: str, options: Any = None, *, code_version: str | None = None) -> str:
+        """Create an instance of ``workflow``; returns the engine's key (the id given, unless
+        another workflow's instance holds it: ``Store.insert_instance_txn``)."""
         item = parse_create_options(options)
         with self.store.write():
-            if not self.store.insert_instance_txn(item.id, workflow, item.params, self.clock.now_ms(),
-                                                  code_version, item.scope):
+            key = self.store.insert_instance_txn(item.id, workflow, item.params,
+                                                 self.clock.now_ms(), code_version, item.scope)
+            if key is None:
                 raise InstanceAlreadyExistsError(
                     f"Instance '{item.id}' already exists", instance_id=item.id,
                     hint="use another id, or restart() the existing instance")
-        self.on_change(item.id, "created")
-        return item.id
+        self.on_change(key, "created")
+        return key
 
     def create_batch(self, workflow: str, batch: Iterable[Any], *,
-                     code_version: str | None = None) -> list[str]:
-        """Create up to 100 instances at once; ids already taken are skipped and left out."""
+                     code_version: str | None = None) -> list[tuple[str, str]]:
+        """Create up to 100 instances at once; ids the workflow already has are skipped and left
+        out. Returns ``(key, id)`` of each one created."""
         items = list(batch) if not isinstance(batch, (str, bytes, dict)) else None
         if items is None:
             raise ValidationError("create_batch takes a list of create options")
@@ -180,15 +185,16 @@ class Control:
         if len(items) > MAX_BATCH:
             raise ValidationError(f"create_batch takes at most {MAX_BATCH} instances, got {len(items)}")
         parsed = [parse_create_options(o, what=f"batch[{i}]") for i, o in enumerate(items)]
-        created: list[str] = []
+        created: list[tuple[str, str]] = []
         now = self.clock.now_ms()
         with self.store.write():
             for item in parsed:
-                if self.store.insert_instance_txn(item.id, workflow, item.params, now, code_version,
-                                                  item.scope):
-                    created.append(item.id)
-        for instance_id in created:
-            self.on_change(instance_id, "created")
+                key = self.store.insert_instance_txn(item.id, workflow, item.params, now,
+                                                     code_version, item.scope)
+                if key is not None:
+                    created.append((key, item.id))
+        for key, _id in created:
+            self.on_change(key, "created")
         return created
 
     # ---- read ------------------------------------------------------------------------------
@@ -199,11 +205,19 @@ class Control:
         return {
             "status": row.status,
             "error": json.loads(row.error) if row.error is not None else None,
-            "output": json.loads(row.output) if row.output is not None else None,
+            "output": decode_json(row.output) if row.output is not None else None,
         }
 
     def get(self, instance_id: str) -> InstanceRow:
         return self.store.get_instance(instance_id)
+
+    def get_in_workflow(self, workflow: str, instance_id: str) -> InstanceRow:
+        """The instance ``workflow``'s binding created as ``instance_id`` (ids are per workflow)."""
+        row = self.store.find_in_workflow(workflow, instance_id)
+        if row is None:
+            raise InstanceNotFoundError(f"Instance '{instance_id}' does not exist",
+                                        instance_id=instance_id, hint="dynwf instances list")
+        return row
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -279,30 +293,34 @@ class Control:
                                             instance_id=instance_id, hint="dynwf instances list")
         self.on_change(instance_id, "delete")
 
-    def delete_batch(self, ids: Any, *, visible: Callable[[str], bool] = lambda _id: True
+    def delete_batch(self, ids: Any, *, key_of: Callable[[str], str | None] = lambda i: i
                      ) -> dict[str, list[dict[str, Any]]]:
         """Delete up to 100 instances: ``{"deleted": [{"id"}], "errors": [{"id", "code",
         "message"}]}``, one entry per input position (an id given twice is deleted once and
         reported twice). Any id that is not an id fails the whole call before anything is
-        deleted; one that names no instance (or one ``visible`` hides) is reported with the
+        deleted. ``key_of`` maps an id given to the engine's key of the instance it names (a
+        binding's ids are per workflow), or None; an id naming no instance is reported with the
         platform's not-found code."""
         ids = check_batch_ids(ids)
         outcome: dict[str, dict[str, Any] | None] = {}
+        deleted_keys: list[str] = []
         with self.store.write():
             for instance_id in dict.fromkeys(ids):
-                if not visible(instance_id):
+                key = key_of(instance_id)
+                if key is None:
                     outcome[instance_id] = DELETE_NOT_FOUND
                     continue
                 try:
                     with self.store.savepoint("delete_one"):
-                        found = self.store.delete_instance_txn(instance_id)
+                        found = self.store.delete_instance_txn(key)
                 except Exception:   # noqa: BLE001 - the platform reports it per id, as internal
                     outcome[instance_id] = DELETE_FAILED
                 else:
                     outcome[instance_id] = None if found else DELETE_NOT_FOUND
-        for instance_id, error in outcome.items():
-            if error is None:
-                self.on_change(instance_id, "delete")
+                    if found:
+                        deleted_keys.append(key)
+        for key in deleted_keys:
+            self.on_change(key, "delete")
         deleted = [{"id": i} for i in ids if outcome[i] is None]
         errors = [{"id": i, **outcome[i]} for i in ids if outcome[i] is not None]
         return {"deleted": deleted, "errors": errors}
@@ -325,8 +343,8 @@ class Control:
         now = self.clock.now_ms()
         # the limit is the payload's own (1 MiB), not the event record's around it
         payload_json = encode_json(payload, what="event payload")
-        encoded = json.dumps(event_value(payload, type, now),
-                             separators=(",", ":"), ensure_ascii=False)
+        encoded = encode_json(event_value(payload, type, now), what="event",
+                              limit=MAX_PAYLOAD_BYTES + 1024)  # the record adds < 200 bytes
         with self.store.write():
             row = self.store.get_instance(instance_id)
             if states.is_finished(row.status):

@@ -40,6 +40,7 @@ from emulator.rules.limits import DEFAULT_STEP_LIMIT, MAX_LOG_LINE_CHARS, encode
 from emulator.engine.logs import LogQuota, Marker
 from emulator.rules.logs import LogLevel
 from emulator.rules.retries import config_from_json
+from emulator.rules.values import decode_json, display_json
 from emulator.sdk.step import uses_implicit_dependencies
 from emulator.engine.store import InstanceRow, StepKey, StepRow, Store, TimerRow
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError
@@ -111,16 +112,17 @@ class Engine:
         await _wound_down([lifetime])
 
     async def delete_batch(self, ids: Any, workflow: str | None = None) -> dict[str, Any]:
-        """``Control.delete_batch`` over the instances of ``workflow`` (any, when None); returns
-        once this engine's lifetimes of the deleted ones have stopped."""
-        ids = check_batch_ids(ids)
-        lifetimes = {i: self.live.get(i) for i in ids}
-
-        def visible(instance_id: str) -> bool:
-            row = self.store.find_instance(instance_id)
-            return row is not None and (workflow is None or row.workflow == workflow)
-        result = self.control.delete_batch(ids, visible=visible)
-        await _wound_down([lifetimes.get(d["id"]) for d in result["deleted"]])
+        """``Control.delete_batch`` of ``workflow``'s instances by the ids its binding knows them
+        by (of any workflow by engine key, when None); returns once this engine's lifetimes of
+        the deleted ones have stopped."""
+        def key_of(instance_id: str) -> str | None:
+            row = self.store.find_instance(instance_id) if workflow is None \
+                else self.store.find_in_workflow(workflow, instance_id)
+            return row.id if row is not None else None
+        keys = {i: key_of(i) for i in check_batch_ids(ids)}
+        lifetimes = {key: self.live.get(key) for key in keys.values() if key is not None}
+        result = self.control.delete_batch(ids, key_of=keys.get)
+        await _wound_down([lifetimes.get(keys[d["id"]]) for d in result["deleted"]])
         return result
 
     # ---- ownership -------------------------------------------------------------------------
@@ -157,6 +159,8 @@ class Engine:
         elif what == "delete":
             self.log_quota.forget(instance_id)
             self._crashes_outside_steps.pop(instance_id, None)
+        elif what == "restart":
+            self.modifiers.instance_restarted(instance_id)
         lifetime = self.live.get(instance_id)
         if lifetime is not None:
             self._sync_lifetime(lifetime)
@@ -238,7 +242,7 @@ class Engine:
             delay = self.tick()
             if until is not None and until():
                 break
-            if self.live or self._maybe_runnable:
+            if self.is_working():
                 await self._sleep(delay, None)
                 continue
             due = self.store.next_timer_due()
@@ -252,6 +256,20 @@ class Engine:
                 continue
             break
         await self._settle()
+
+    def is_working(self) -> bool:
+        """Whether anything here can run now: an instance to claim, or a lifetime doing more
+        than holding a back-off in its invocation (which only a timer ends, docs/semantics.md
+        §4.9), so fast-forward must not wait for it in real time."""
+        return self._maybe_runnable or self.has_busy_lifetimes()
+
+    def has_busy_lifetimes(self) -> bool:
+        """Whether a lifetime here runs code or writes (not only holds back-offs)."""
+        return any(not lt.is_holding for lt in self.live.values())
+
+    def holding(self) -> int:
+        """Lifetimes here that hold only back-offs (``running``, waiting for a timer)."""
+        return sum(1 for lt in self.live.values() if lt.is_holding)
 
     def skip_ahead(self, kinds: tuple[str, ...] = ("sleep", "retry")) -> bool:
         """Fast-forward: end the wait of the one instance whose timer of ``kinds`` is due first,
@@ -436,8 +454,8 @@ class Engine:
             runner = definition.factory(row)
             if inspect.isawaitable(runner):
                 runner = await runner
-            event = {"payload": json.loads(row.params), "timestamp": to_datetime(row.created_at),
-                     "instanceId": row.id, "workflowName": row.workflow}
+            event = {"payload": decode_json(row.params), "timestamp": to_datetime(row.created_at),
+                     "instanceId": row.known_as, "workflowName": row.workflow}
             lifetime.task = asyncio.get_running_loop().create_task(
                 _call_run(runner, event, lifetime.step))
             await asyncio.wait({lifetime.task})
@@ -494,7 +512,8 @@ class Engine:
             return True
         self._settle_logs(lifetime.id, ended=True)
         if await self.writes.submit(finish):
-            data = {"status": status, "output": output if status == states.COMPLETE else None,
+            data = {"status": status,
+                    "output": display_json(output_json) if status == states.COMPLETE else None,
                     "error": error}
             if frames:
                 data["traceback"] = frames

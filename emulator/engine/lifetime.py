@@ -10,6 +10,14 @@ lease is released, so a sleeping instance costs one row. When a timer fires (or 
 the step row is resolved in the database and the instance is queued; the next lifetime replays
 ``run()`` and finds the step resolved. Keeping waits in memory instead was simpler but made
 10,000 sleeping tenants cost 10,000 coroutines and lost them on every restart.
+
+One wait is *held* instead: a retry back-off no longer than ``RETRY_IN_INVOCATION_MS``. On the
+platform a step's retries happen inside the same invocation, so ``run()``'s closure survives
+them; replaying after each back-off lost that state. A held back-off is written exactly like
+any other (the failed attempt, the step's ``backoff`` row and its timer commit before the wait),
+so a crash during it loses nothing and the next lifetime makes the retry when its time comes;
+only the lifetime stays, ``running``, with its lease, until the timer fires. The engine's
+fast-forward counts a lifetime that holds nothing but such waits as idle (``is_holding``).
 """
 
 from __future__ import annotations
@@ -19,10 +27,12 @@ import json
 import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
+from emulator.defaults import RETRY_IN_INVOCATION_MS
 from emulator.engine import progress
 from emulator.sdk.client import CachedStep, StepClient
 from emulator.engine.control import event_value
 from emulator.rules.redaction import is_output_sensitive
+from emulator.rules.limits import encode_json
 from emulator.rules.retries import StepConfig, config_from_json
 from emulator.sdk.step import WorkflowStep
 from emulator.engine.store import InstanceRow, StepKey, StepRow, Store
@@ -52,6 +62,7 @@ class Lifetime:
         self.step = WorkflowStep(self.client, implicit_dependencies=implicit_dependencies)
         self.attempting: dict[StepKey, tuple[int, str, int]] = {}  # key -> attempt, config, start
         self.waits: dict[StepKey, asyncio.Future[StepRow]] = {}
+        self.held: set[StepKey] = set()   # waits that keep the invocation: short back-offs
         self.pause_requested = row.status == "waitingForPause"
         self.stop_reason: str | None = None   # hibernate | pause | abandon | shutdown | isolate
         self.task: asyncio.Task[Any] | None = None       # run()'s own task
@@ -73,6 +84,14 @@ class Lifetime:
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
+
+    @property
+    def is_holding(self) -> bool:
+        """Alive only to wait out back-offs held in the invocation: nothing runs until a timer
+        fires, so fast-forward may end one now (``Engine.drain``)."""
+        return bool(self.held) and not self.attempting and not self.stop_reason \
+            and not self.pause_requested and not self._check_scheduled \
+            and all(not f.done() for f in self.waits.values())
 
     def _publish(self, kind: str, key: StepKey | None = None, *, at: int | None = None,
                  **data: Any) -> None:
@@ -152,7 +171,7 @@ class Lifetime:
             return
         if self.pause_requested:
             self.stop("pause")
-        elif self.waits and all(not f.done() for f in self.waits.values()):
+        elif self.waits and not self.held and all(not f.done() for f in self.waits.values()):
             # cancelling empties self.waits: keep the keys, so the engine can see whether one of
             # them was resolved while the lifetime was stopping
             self.hibernated_waits = list(self.waits)
@@ -170,18 +189,23 @@ class Lifetime:
         if requested:
             self.schedule_check()
 
-    async def _wait(self, key: StepKey) -> StepRow:
+    async def _wait(self, key: StepKey, *, hold: bool = False) -> StepRow:
+        """Wait until ``key`` is resolved; ``hold`` keeps the invocation meanwhile (a short
+        back-off) where any other wait lets the lifetime hibernate."""
         current = self.engine.store.get_step(self.id, key)
         if current is not None and current.status in RESOLVED:
             self.steps[key] = current  # resolved before we got here (timer, or another process)
             return current
         future = asyncio.get_running_loop().create_future()
         self.waits[key] = future
+        if hold:
+            self.held.add(key)
         self.schedule_check()
         try:
             row = await future
         finally:
             self.waits.pop(key, None)
+            self.held.discard(key)
         self.steps[key] = row
         return row
 
@@ -276,7 +300,7 @@ class Lifetime:
             return row
         await self._commit(backoff, key)
         self.engine.timer_added(due)
-        await self._wait(key)
+        await self._wait(key, hold=delay <= RETRY_IN_INVOCATION_MS)
         return await self._answer({"status": "retry"})
 
     def retry_delay(self, key: StepKey, config: StepConfig, failed_attempt: int, *,
@@ -291,8 +315,11 @@ class Lifetime:
         return delay
 
     async def await_retry(self, key: StepKey) -> None:
+        """A replay reached a step backing off (after an engine stop, a crash, a pause, or a
+        hibernated long back-off): what is left of it is held when short enough."""
         self._enter()
-        await self._wait(key)
+        due = self._timer_due(key)
+        await self._wait(key, hold=due is not None and due - self.now_ms() <= RETRY_IN_INVOCATION_MS)
         await self._answer()
 
     async def sleep(self, key: StepKey, duration_ms: int | None, due: int | None) -> None:
@@ -352,7 +379,7 @@ class Lifetime:
                                             error=json.dumps(timeout_error(timeout_ms)),
                                             event_type=event_type, duration_ms=timeout_ms,
                                             ended=True)
-                taken = (json.dumps(payload), now) if mocked \
+                taken = (encode_json(payload, what="a mocked event's payload"), now) if mocked \
                     else s.take_event_txn(self.id, event_type)
                 if taken is not None:
                     value = event_value(json.loads(taken[0]), event_type, taken[1])

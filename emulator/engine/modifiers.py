@@ -25,7 +25,9 @@ mocked result; a mocked step still records its attempts, so it reads like any ot
 
 State lives in memory, in the engine that runs the instance: modifiers belong to a test, which
 owns its engine; they are not persisted, and another engine process on the same file never sees
-them. An engine with no modifiers pays one dict lookup per hook.
+them. They outlive ``restart()``, as the platform's do (its restart erases the run's state and
+keeps the modifier keys): every mocked event is remembered and offered again to the new run.
+An engine with no modifiers pays one dict lookup per hook.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class InstanceModifiers:
         self.all_retry_delays_disabled = False
         self.retry_delays_disabled: set[Selector] = set()
         self.events: list[tuple[str, Any]] = []            # mocked, not yet taken by a wait
+        self.mocked_events: list[tuple[str, Any]] = []     # every one mocked: for a restart
         self.event_timeouts: set[Selector] = set()
 
     # ---- the modifier API ----------------------------------------------------------------------
@@ -130,6 +133,7 @@ class InstanceModifiers:
         event_type = check_event_type(event["type"])
         payload = event.get("payload")
         encode_json(payload, what=f"the payload of mocked event '{event_type}'")
+        self.mocked_events.append((event_type, payload))
         engine = self._registry.engine if self._registry is not None else None
         if engine is not None and self.instance_id is not None:
             row = engine.store.find_instance(self.instance_id)
@@ -173,7 +177,13 @@ class InstanceModifiers:
         self.all_retry_delays_disabled |= template.all_retry_delays_disabled
         self.retry_delays_disabled |= template.retry_delays_disabled
         self.events.extend(template.events)
+        self.mocked_events.extend(template.mocked_events)
         self.event_timeouts |= template.event_timeouts
+
+    def restarted(self) -> None:
+        """The instance was restarted: its run starts over, and so do its mocked events (a
+        restart erases the events it had been sent; mocked ones are the test's, not the run's)."""
+        self.events = list(self.mocked_events)
 
     def _fire_now(self, kind: str, select: Callable[[StepKey], bool]) -> None:
         """A wait of this instance already under way that the modifier ends: end it now."""
@@ -257,6 +267,12 @@ class Modifiers:
                 self.for_instance(instance_id).absorb(session.template)
                 session.created.append(instance_id)
                 return
+
+    def instance_restarted(self, instance_id: str) -> None:
+        """The engine's hook after ``restart()`` in this process: modifiers outlive it."""
+        modifiers = self._instances.get(instance_id)
+        if modifiers is not None:
+            modifiers.restarted()
 
     # ---- hooks -------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
@@ -28,6 +28,7 @@ from emulator.rules import states
 from emulator.errors import InstanceNotFoundError, InvalidTransitionError
 from emulator.rules.redaction import is_output_sensitive, shown_result
 from emulator.rules.steps import StepKey
+from emulator.rules.values import display_json
 
 BUSY_TIMEOUT_MS = 10_000  # the 5 s default is exceeded when many engines share one slow disk
 
@@ -50,6 +51,14 @@ class InstanceRow:
     started_at: int | None
     ended_at: int | None
     error_traceback: str | None = None   # JSON: the user's frames run() raised ``error`` from
+    #: the id the workflow's binding created it with (unique per workflow); ``id`` is the engine's
+    #: key, the same unless another workflow had the id first (docs/semantics.md §1.2)
+    binding_id: str | None = None
+
+    @property
+    def known_as(self) -> str:
+        """The id its workflow's binding, and its code's ``event["instanceId"]``, know it by."""
+        return self.binding_id if self.binding_id is not None else self.id
 
     def __post_init__(self) -> None:
         # a status this version does not know (a newer writer's, a damaged row) reads as the
@@ -60,8 +69,8 @@ class InstanceRow:
     def to_public(self) -> dict[str, Any]:
         return {
             "id": self.id, "workflow": self.workflow, "status": self.status,
-            "params": json.loads(self.params),
-            "output": json.loads(self.output) if self.output is not None else None,
+            "params": display_json(self.params),
+            "output": display_json(self.output) if self.output is not None else None,
             "error": json.loads(self.error) if self.error is not None else None,
             "created_at": self.created_at, "updated_at": self.updated_at,
             "started_at": self.started_at, "ended_at": self.ended_at,
@@ -93,10 +102,10 @@ class StepRow:
         """Its config asks for its output to be redacted (``sensitive: "output"``)."""
         return is_output_sensitive(self.config)
 
-    def shown_result(self) -> Any:
+    def shown_result(self, read: Callable[[str], Any] = display_json) -> Any:
         """The result as any view may show it: :data:`~emulator.rules.redaction.REDACTED` for a
         sensitive step. ``result`` itself stays the real value, for the engine alone."""
-        return shown_result(self.config, self.result)
+        return shown_result(self.config, self.result, read)
 
     def to_public(self) -> dict[str, Any]:
         """The step as every surface shows it (describe, the admin API, the test API); its
@@ -122,7 +131,7 @@ class TimerRow:
 
 _INSTANCE_COLS = ("id, workflow, status, params, output, error, generation, lease_owner, "
                   "lease_expiry, paused_at, code_version, created_at, updated_at, started_at, ended_at, "
-                  "error_traceback")
+                  "error_traceback, binding_id")
 _STEP_COLS = ("kind, name, count, status, attempts, config, result, error, event_type, duration_ms, "
               "started_at, ended_at")
 
@@ -154,6 +163,12 @@ def _statements(script: str) -> Iterator[str]:
             buffer = ""
     if buffer.strip():
         yield buffer.strip()
+
+
+def instance_key(binding_id: str, workflow: str) -> str:
+    """The engine's key of an instance created as ``binding_id`` while another workflow's
+    instance already holds that key: ids have no dots, so this is never a binding's id."""
+    return f"{binding_id}.{workflow}"
 
 
 class Store:
@@ -214,13 +229,18 @@ class Store:
     # ---- instances -------------------------------------------------------------------------
 
     def insert_instance_txn(self, id: str, workflow: str, params: str, now: int,
-                            code_version: str | None = None, scope: str | None = None) -> bool:
-        """Insert a queued instance; False when the id is already taken."""
+                            code_version: str | None = None, scope: str | None = None) -> str | None:
+        """Insert a queued instance of ``workflow`` created as ``id``; its key, or None when the
+        workflow already has an instance ``id``. The key is ``id`` unless another workflow's
+        instance holds it, then ``<id>.<workflow>`` (migration 0008)."""
+        if self.find_in_workflow(workflow, id) is not None:
+            return None
+        key = self.key_for(workflow, id)
         cursor = self.conn.execute(
             "INSERT OR IGNORE INTO instances (id, workflow, status, params, code_version, "
-            "created_at, updated_at, scope) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
-            (id, workflow, params, code_version, now, now, scope))
-        return cursor.rowcount == 1
+            "created_at, updated_at, scope, binding_id) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+            (key, workflow, params, code_version, now, now, scope, id))
+        return key if cursor.rowcount == 1 else None
 
     def get_instance(self, id: str) -> InstanceRow:
         row = self.conn.execute(f"SELECT {_INSTANCE_COLS} FROM instances WHERE id = ?",
@@ -234,6 +254,28 @@ class Store:
         row = self.conn.execute(f"SELECT {_INSTANCE_COLS} FROM instances WHERE id = ?",
                                 (id,)).fetchone()
         return InstanceRow(*row) if row else None
+
+    def find_in_workflow(self, workflow: str, binding_id: str) -> InstanceRow | None:
+        """The instance ``workflow``'s binding knows as ``binding_id``."""
+        row = self.conn.execute(f"SELECT {_INSTANCE_COLS} FROM instances WHERE workflow = ? "
+                                "AND binding_id = ?", (workflow, binding_id)).fetchone()
+        return InstanceRow(*row) if row else None
+
+    def key_for(self, workflow: str, binding_id: str) -> str:
+        """The engine's key of ``workflow``'s instance ``binding_id``: its row's, or the one it
+        gets when created now (``binding_id`` itself unless another workflow's instance holds
+        it)."""
+        row = self.find_in_workflow(workflow, binding_id)
+        if row is not None:
+            return row.id
+        taken = self.find_instance(binding_id)
+        return binding_id if taken is None else instance_key(binding_id, workflow)
+
+    def instances_known_as(self, binding_id: str) -> list[InstanceRow]:
+        """Every workflow's instance created as ``binding_id``, oldest first."""
+        rows = self.conn.execute(f"SELECT {_INSTANCE_COLS} FROM instances WHERE binding_id = ? "
+                                 "ORDER BY seq", (binding_id,))
+        return [InstanceRow(*r) for r in rows]
 
     def list_instances(self, *, workflow: str | None = None, status: str | None = None,
                        prefix: str | None = None, tenant: str | None = None,
@@ -260,11 +302,12 @@ class Store:
         return [InstanceRow(*r) for r in self.conn.execute(sql, (*args, limit))]
 
     def instances_ending_with(self, suffix: str, *, limit: int = 100) -> list[InstanceRow]:
-        """Instances whose id ends with ``suffix`` (a scan: ids are matched at the end, where no
-        index helps; fine for the id lookups of the command line), oldest first."""
+        """Instances created as an id that ends with ``suffix`` (a scan: ids are matched at the
+        end, where no index helps; fine for the id lookups of the command line), oldest first."""
         rows = self.conn.execute(
-            f"SELECT {_INSTANCE_COLS} FROM instances WHERE length(id) > ? AND substr(id, -?) = ? "
-            "ORDER BY seq LIMIT ?", (len(suffix), len(suffix), suffix, limit))
+            f"SELECT {_INSTANCE_COLS} FROM instances WHERE length(binding_id) > ? "
+            "AND substr(binding_id, -?) = ? ORDER BY seq LIMIT ?",
+            (len(suffix), len(suffix), suffix, limit))
         return [InstanceRow(*r) for r in rows]
 
     def count_by_status(self) -> dict[str, int]:

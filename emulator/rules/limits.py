@@ -8,6 +8,7 @@ from typing import Any
 
 from emulator.errors import (InvalidEventTypeError, InvalidIdError, InvalidStepNameError,
                              NotSerialisableError, PayloadTooLargeError)
+from emulator.rules.values import check_reserved, tagger
 
 ID_PATTERN = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9\-_]*")  # always used with fullmatch
 MAX_ID_LENGTH = 100
@@ -83,10 +84,13 @@ def check_step_name(value: object) -> str:
 
 
 def encode_json(value: Any, *, what: str, limit: int = MAX_PAYLOAD_BYTES) -> str:
-    """``value`` as compact JSON, refusing what cannot be stored durably or exceeds ``limit`` bytes."""
+    """``value`` as compact JSON (datetimes tagged, ``rules/values.py``), refusing what cannot be
+    stored durably or exceeds ``limit`` bytes."""
+    tags = tagger()   # datetimes are stored tagged (rules/values.py)
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                          default=_refuse)
+                          default=tags)
+        check_reserved(text, tags)
     except NotSerialisableError as exc:
         raise NotSerialisableError(f"{what} is not JSON-serialisable: {exc.message}") from None
     except (TypeError, ValueError) as exc:
@@ -120,7 +124,3 @@ def cut_text(text: str, limit: int) -> str:
 def utf8_size(text: str) -> int:
     """Bytes of ``text`` in UTF-8 (``isascii`` reads a flag: no copy for ASCII text)."""
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-
-
-def _refuse(value: Any) -> Any:
-    raise NotSerialisableError(f"values of type {type(value).__name__} cannot be stored")

@@ -13,7 +13,9 @@ surface built on that view cannot forget it.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
+
+from emulator.rules.values import display_json
 
 #: What a redacted output reads as, everywhere it would have been shown.
 REDACTED = "[redacted]"
@@ -33,11 +35,13 @@ def is_output_sensitive(config_json: str | None) -> bool:
     return isinstance(config, dict) and config.get("sensitive") == SENSITIVE_OUTPUT
 
 
-def shown_result(config_json: str | None, result_json: str | None) -> Any:
-    """A step's result as a view may show it: the value, or :data:`REDACTED` for a sensitive
-    step that has one (a step without a result shows None either way)."""
+def shown_result(config_json: str | None, result_json: str | None,
+                 read: Callable[[str], Any] = display_json) -> Any:
+    """A step's result as a view may show it: the value (read by ``read``: datetimes as ISO text
+    by default), or :data:`REDACTED` for a sensitive step that has one (a step without a result
+    shows None either way)."""
     if result_json is None:
         return None
     if is_output_sensitive(config_json):
         return REDACTED
-    return json.loads(result_json)
+    return read(result_json)

@@ -32,6 +32,7 @@ from emulator.rules.limits import (MAX_SLEEP_MS, MIN_EVENT_TIMEOUT_MS, check_eve
 from emulator.sdk.mocks import StepMocks
 from emulator.tracebacks import with_traceback
 from emulator.rules.retries import StepConfig, resolve_step_config
+from emulator.rules.values import decode_json
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError, StepLimitError
 from emulator.rules.steps import StepKey
 
@@ -194,7 +195,7 @@ class StepClient:
             await self._check_replay(key)
         if cached is not None and cached.status == "done":
             self._replayed(key)
-            return json.loads(cached.result) if cached.result is not None else None
+            return decode_json(cached.result) if cached.result is not None else None
         if cached is not None and cached.status == "failed":
             self._replayed(key)
             raise rebuild(json.loads(cached.error))
@@ -261,7 +262,7 @@ class StepClient:
             finally:
                 current_step.reset(token)
             await self.backend.settle(key, attempts, config_json, encoded, None, False)
-            return json.loads(encoded)
+            return decode_json(encoded)
 
     # ---- sleeps ----------------------------------------------------------------------------
 
@@ -324,7 +325,16 @@ class StepClient:
             await self.backend.boundary()
             outcome = await self.backend.wait_for_event(key, event_type, timeout_ms)
         if outcome["status"] == "failed":
-            raise rebuild(json.loads(outcome["error"]))
-        value = json.loads(outcome["result"])
+            raise _crossed(rebuild(json.loads(outcome["error"])))
+        value = decode_json(outcome["result"])
         value["timestamp"] = to_datetime(value["timestamp"])
         return value
+
+
+def _crossed(exc: Exception) -> Exception:
+    """A timed-out wait as ``run()`` gets it: still a ``WorkflowTimeoutError`` to catch, named
+    ``Error`` as on the platform, where the engine's error reaches the workflow across RPC and
+    keeps only the built-in name (what an uncaught one leaves on the instance; semantics §2.8)."""
+    if isinstance(exc, WorkflowTimeoutError):
+        exc.name = "Error"   # type: ignore[misc] - the instance's, the class keeps its own
+    return exc

@@ -10,7 +10,6 @@ that many consecutive attempts; per attempt an error wins over a timeout, a time
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
@@ -18,6 +17,7 @@ from emulator.error_codes import Code
 from emulator.errors import DynwfError
 from emulator.sdk.failures import rebuild
 from emulator.rules.steps import StepKey
+from emulator.rules.values import decode_json
 
 Selector = tuple[str, int]            # (name, index)
 PREFIX = "[WorkflowIntrospector]"
@@ -111,7 +111,7 @@ class StepMocks:
         if mock.timeout or attempt in mock.timeouts:
             return "timeout", None
         if mock.has_result:
-            return "result", json.loads(mock.result) if mock.result is not None else None
+            return "result", decode_json(mock.result) if mock.result is not None else None
         return None
 
     async def run(self, key: StepKey, attempt: int, body: Callable[[Any], Awaitable[Any]],

@@ -76,7 +76,8 @@ def source_outline(source: str) -> dict[str, Any]:
 
 def admin_routes(host: ProjectHost, token: str) -> list[Route]:
     tenants_dir = host.config.root / "tenants"
-    ops = InstanceOps(host.engine.store, control=host.engine.control, tenants_dir=tenants_dir)
+    ops = InstanceOps(host.engine.store, control=host.engine.control, tenants_dir=tenants_dir,
+                      keys_first=True)
 
     def guarded(handler: Callable[..., Any], *, changes: bool):
         async def endpoint(request: Request) -> Response:

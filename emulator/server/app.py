@@ -335,9 +335,12 @@ async def fast_forward_idle(engine: Engine, stop: asyncio.Event, *, every_s: flo
     while not stop.is_set():
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)
-        if engine.live:
+        if engine.has_busy_lifetimes():
             continue
         counts = engine.store.count_by_status()
+        # an instance holding a retry back-off in its invocation is running, and waits for a
+        # timer like a sleeping one (docs/semantics.md §4.9)
+        counts["running"] = counts.get("running", 0) - engine.holding()
         if any(counts.get(status) for status in ("queued", "running", "waitingForPause")):
             continue
         engine.skip_ahead()
