@@ -489,7 +489,11 @@ class Engine:
             if not self._owns(row, generation):
                 return None
             if reason == "shutdown":
-                new = states.QUEUED if row.status == states.RUNNING else row.status
+                # a pause waiting for steps in flight lands now: shutdown cut them off (they
+                # count as interrupted attempts when the instance is resumed, §4.4); left
+                # ``waitingForPause`` without a lease, no engine would ever claim it again
+                new = states.QUEUED if row.status == states.RUNNING else \
+                    states.PAUSED if row.status == states.WAITING_FOR_PAUSE else row.status
             elif row.status == states.WAITING_FOR_PAUSE or reason == "pause":
                 new = states.PAUSED
             else:
