@@ -25,6 +25,7 @@ from emulator.config.model import (DevConfig, Diagnostic, ProjectConfig, WorkerL
                                    WorkflowConfig)
 from emulator.errors import ConfigError, ConfigNotFoundError, InvalidScheduleError
 from emulator.rules.cron import MAX_SCHEDULES, CronError, parse_cron
+from emulator.rules.limits import MAX_WORKFLOW_NAME_LENGTH, is_valid_workflow_name
 
 __all__ = ["CONFIG_NAMES", "find_config", "load_config"]
 
@@ -275,6 +276,11 @@ class _Validator:
         entry = self.entry(item, path, {"name", "binding", "class_name", "script_name", "limits",
                                         "schedules"})
         name = self.field(entry, (*path, "name"), "string", required=True)
+        if not is_valid_workflow_name(name):
+            self.fail((*path, "name"), f"{_dotted((*path, 'name'))} {name!r} is not a valid "
+                      f"workflow name: 1-{MAX_WORKFLOW_NAME_LENGTH} characters matching "
+                      "^[a-zA-Z0-9_][a-zA-Z0-9-_]*$",
+                      hint="use letters, digits, '-' and '_', e.g. \"order-workflow\"")
         binding = self.field(entry, (*path, "binding"), "string", required=True)
         class_name = self.field(entry, (*path, "class_name"), "string", required=True)
         script_name = self.field(entry, (*path, "script_name"), "string")

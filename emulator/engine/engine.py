@@ -533,7 +533,11 @@ class Engine:
             if not self._owns(row, generation):
                 return None
             if reason == "shutdown":
-                new = states.QUEUED if row.status == states.RUNNING else row.status
+                # a pause waiting for steps in flight lands now: shutdown cut them off (they
+                # count as interrupted attempts when the instance is resumed, §4.4); left
+                # ``waitingForPause`` without a lease, no engine would ever claim it again
+                new = states.QUEUED if row.status == states.RUNNING else \
+                    states.PAUSED if row.status == states.WAITING_FOR_PAUSE else row.status
             elif row.status == states.WAITING_FOR_PAUSE or reason == "pause":
                 new = states.PAUSED
             else:
@@ -620,9 +624,14 @@ class Engine:
             await asyncio.wait(tasks, timeout=5)
         self.writes.flush()
         with self.store.write():
+            now = self.clock.now_ms()
             for row in self.store.list_instances(status=states.RUNNING, limit=100_000):
                 if row.lease_owner == self.owner:
-                    self.store.set_status_txn(row.id, row.status, states.QUEUED, self.clock.now_ms())
+                    self.store.set_status_txn(row.id, row.status, states.QUEUED, now)
+            # a lifetime that did not stop in time: its pause lands here (see _stopped)
+            for row in self.store.list_instances(status=states.WAITING_FOR_PAUSE, limit=100_000):
+                if row.lease_owner == self.owner:
+                    self.store.set_status_txn(row.id, row.status, states.PAUSED, now, paused_at=now)
             self.store.release_all_txn(self.owner)
 
     def close(self) -> None:

@@ -61,6 +61,9 @@ class Lifetime:
                                  mocks=engine.modifiers.step_mocks(row.id))
         self.step = WorkflowStep(self.client, implicit_dependencies=implicit_dependencies)
         self.attempting: dict[StepKey, tuple[int, str, int]] = {}  # key -> attempt, config, start
+        #: steps whose attempt has ended and whose outcome is being committed: still in flight
+        #: for a pause or a hibernation, which must not land before the outcome is recorded
+        self.committing: set[StepKey] = set()
         self.waits: dict[StepKey, asyncio.Future[StepRow]] = {}
         self.held: set[StepKey] = set()   # waits that keep the invocation: short back-offs
         self.pause_requested = row.status == "waitingForPause"
@@ -122,6 +125,13 @@ class Lifetime:
             self.stop("abandon")
             raise asyncio.CancelledError() from None
 
+    async def _commit_outcome(self, op: Callable[[Store], Any], key: StepKey) -> Any:
+        self.committing.add(key)
+        try:
+            return await self._commit(op, key)
+        finally:
+            self.committing.discard(key)
+
     def _note(self, op: Callable[[Store], Any], key: StepKey) -> None:
         """Queue a write without waiting for it (an attempt's start: bookkeeping, not a result)."""
         self.engine.writes.submit(op, wait=False, guard=self._guard, key=(self.id, key), note=True)
@@ -167,7 +177,8 @@ class Lifetime:
 
     def _check(self) -> None:
         self._check_scheduled = False
-        if self.stop_reason or self.task is None or self.task.done() or self.attempting:
+        if self.stop_reason or self.task is None or self.task.done() or self.attempting \
+                or self.committing:
             return
         if self.pause_requested:
             self.stop("pause")
@@ -261,7 +272,7 @@ class Lifetime:
         started = self.attempting.pop(key, (0, "", None))[2]
         now = self.clock.now_ms()
         if error is None:
-            await self._commit(lambda s: self._store_step(
+            await self._commit_outcome(lambda s: self._store_step(
                 s, key, "done", now, attempt, config_json, result=result, ended=True), key)
             # a progress event never carries a step's output; a sensitive one says it is
             # redacted, so a viewer can say why none is shown (rules/redaction.py)
@@ -281,7 +292,7 @@ class Lifetime:
                 s.add_attempt_txn(self.id, key, attempt, attempt_json, now)
                 return self._store_step(s, key, "failed", now, attempt, config_json,
                                         error=error_json, ended=True)
-            await self._commit(failed, key)
+            await self._commit_outcome(failed, key)
             self._publish(progress.STEP_FAILED, key, attempt=attempt, error=error)
             self.schedule_check()
             return await self._answer({"status": "failed"})

@@ -12,6 +12,7 @@ from emulator.rules.values import check_reserved, tagger
 
 ID_PATTERN = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9\-_]*")  # always used with fullmatch
 MAX_ID_LENGTH = 100
+MAX_WORKFLOW_NAME_LENGTH = 64
 MAX_EVENT_TYPE_LENGTH = 100
 MAX_STEP_NAME_LENGTH = 256
 MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -54,6 +55,12 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f]")
 
 def is_valid_id(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and bool(ID_PATTERN.fullmatch(value))
+
+
+def is_valid_workflow_name(value: object) -> bool:
+    """A workflow's ``name`` in the wrangler file: 1-64 characters of the id alphabet."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_WORKFLOW_NAME_LENGTH \
+        and bool(ID_PATTERN.fullmatch(value))
 
 
 def check_instance_id(value: object) -> str:
