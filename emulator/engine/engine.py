@@ -139,7 +139,8 @@ class Engine:
     def _owned_elsewhere(self, row: InstanceRow, real_ms: int) -> bool:
         """Whether a live lifetime in another engine owns the instance in ``row``: its lease is
         another engine's and has not expired (by the wall clock, as leases are kept)."""
-        return row.lease_owner not in (None, self.owner) and (row.lease_expiry or 0) >= real_ms
+        return row.lease_owner not in (None, self.owner) \
+            and (row.lease_expiry or 0) >= self.store.lease_clock_ms(real_ms)
 
     # ---- notifications ---------------------------------------------------------------------
 
@@ -313,7 +314,7 @@ class Engine:
         self._fire_timers(now, real)
         if real >= self._next_renewal and self.live:
             with self.store.write():
-                self.store.renew_leases_txn(self.owner, real + self.lease_ms)
+                self.store.renew_leases_txn(self.owner, real, real + self.lease_ms)
             self._next_renewal = real + self.lease_ms // 3
         if self._maybe_runnable and len(self.live) < self.concurrency:
             self._claim(now, real)
