@@ -44,7 +44,7 @@ class UsageError(DynwfError):
     code = Code.USAGE_INVALID
 
 
-class DatabaseUrlError(DynwfError):
+class DatabaseUrlError(UsageError):
     """``--database`` / ``DYNWF_DATABASE_URL`` names a database dynwf cannot open."""
 
     code = Code.DATABASE_URL_INVALID

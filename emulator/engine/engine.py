@@ -43,6 +43,7 @@ from emulator.rules.retries import config_from_json
 from emulator.rules.values import decode_json, display_json
 from emulator.sdk.step import uses_implicit_dependencies
 from emulator.engine.store import InstanceRow, StepKey, StepRow, Store, TimerRow
+from emulator.engine.stores import open_store
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError
 from emulator.error_codes import ISOLATE_FAULTS, Code, code_of
 
@@ -69,7 +70,7 @@ class Engine:
                  clock: Clock | None = None, owner: str | None = None, lease_ms: int = LEASE_MS,
                  poll_ms: int = POLL_MS, concurrency: int = ENGINE_CONCURRENCY,
                  only: Iterable[str] | None = None) -> None:
-        self.store = store if isinstance(store, Store) else Store(store)
+        self.store = store if isinstance(store, Store) else open_store(store)
         self.clock = clock or SystemClock()
         self.owner = owner or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.lease_ms = lease_ms

@@ -1,6 +1,6 @@
 """Which store a database URL names: ``open_store(url)``.
 
-- ``postgresql://user@host:5432/db`` (or ``postgres://``): :class:`~emulator.engine.store_postgres.PostgresStore`,
+- ``postgresql://user@host:5432/db`` (or ``postgres://``): ``store_postgres.PostgresStore``,
   in the schema ``?schema=NAME`` names, else ``DYNWF_DATABASE_SCHEMA``, else ``dynwf``;
 - ``sqlite:///path/to/file.sqlite`` or a plain path: :class:`~emulator.engine.store.Store` (SQLite),
   the default whenever no database is named.
