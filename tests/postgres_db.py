@@ -60,3 +60,15 @@ def session_database() -> TestDatabase:
             pytest.fail(f"{REQUIRE_ENV}=1 but PostgreSQL is unavailable: {reason}")
         pytest.skip(reason)
     return TestDatabase()
+
+
+def require_psycopg() -> Any:
+    """psycopg, or skip the calling module (fail it under ``DYNWF_REQUIRE_POSTGRES=1``)."""
+    try:
+        import psycopg
+    except ImportError as exc:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            raise
+        pytest.skip(f"psycopg is not installed ({exc}): pip install -e '.[postgres]'",
+                    allow_module_level=True)
+    return psycopg

@@ -47,6 +47,8 @@ DEFAULT_SCHEMA = "dynwf"
 CONNECT_TIMEOUT_S = 5
 #: connections per store: the engine's loop, the group commit's worker and a reader at once
 POOL_MAX = 4
+#: how the store's connections name themselves in pg_stat_activity
+APPLICATION_NAME = "dynwf"
 _DB_NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 
 
@@ -166,7 +168,8 @@ class PostgresStore(Store):
             conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(schema)))
 
         self.pool = ConnectionPool(conninfo, min_size=1, max_size=POOL_MAX, open=False,
-                                   kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+                                   kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S,
+                                           "application_name": APPLICATION_NAME},
                                    configure=configure, check=ConnectionPool.check_connection,
                                    name=f"dynwf-{schema}")
         try:
