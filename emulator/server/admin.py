@@ -76,9 +76,9 @@ def source_outline(source: str) -> dict[str, Any]:
 
 def admin_routes(host: ProjectHost, token: str, *,
                  check: Callable[[Request, str, bool], None] | None = None,
-                 playground: bool = True) -> list[Route]:
+                 with_playground: bool = True) -> list[Route]:
     """The routes; ``check`` guards each (default: ``dynwf dev``'s, loopback and the session
-    token for changes), ``playground`` mounts the playground's (``dynwf serve`` does not)."""
+    token for changes), ``with_playground`` mounts the playground's (``dynwf serve`` does not)."""
     check = check or dev_check(token)
     tenants_dir = host.config.root / "tenants"
     ops = InstanceOps(host.engine.store, control=host.engine.control, tenants_dir=tenants_dir,
@@ -245,7 +245,7 @@ def admin_routes(host: ProjectHost, token: str, *,
         Route(f"{API}/instances/{{id}}/logs", guarded(logs, changes=False), methods=["GET"]),
         Route(f"{API}/events", guarded(events, changes=False), methods=["GET"]),
     ]
-    if not playground:
+    if not with_playground:
         routes = [route for route in routes if not route.path.startswith(f"{API}/playground")]
     for action in ("pause", "resume", "terminate", "wake"):
         routes.append(Route(f"{API}/instances/{{id}}/{action}", guarded(lifecycle(action), changes=True),

@@ -222,7 +222,7 @@ class ProductionServer:
                   Route("/metrics", metrics, methods=["GET"])]
         if self.token is not None:
             check = serve_check(self.token)
-            routes += [*admin_routes(host, self.token, check=check, playground=False),
+            routes += [*admin_routes(host, self.token, check=check, with_playground=False),
                        *dashboard_routes(host, self.token, ADMIN_PREFIX, check=check),
                        Route(ADMIN_PREFIX + "/{rest:path}", unknown, methods=methods)]
         else:
