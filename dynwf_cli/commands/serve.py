@@ -17,8 +17,9 @@ from typing import Annotated, Optional
 import typer
 
 from dynwf_cli.commands.check import refuse_check_errors
-from dynwf_cli.options import ConfigOption, StateDirOption, VarOption
-from emulator import (DEV_IP, DEV_PORT, DynwfError, HostOptions, Project, ProjectHost, SystemClock,
+from dynwf_cli.options import (ConfigOption, IpOption, MaxInflightOption, MaxQueuedOption,
+                               PortOption, StateDirOption, VarOption)
+from emulator import (DynwfError, HostOptions, Project, ProjectHost, SystemClock,
                       __version__, describe_missing, open_project, parse_var, tune_for_serving)
 from emulator.server import (ADMIN_PREFIX, ADMIN_TOKEN_ENV, DRAIN_TIMEOUT_S, MAX_INFLIGHT,
                              MAX_QUEUED, Admission, DispatcherLoadError, JsonLog, ProductionServer,
@@ -51,6 +52,8 @@ SIGTERM (or Ctrl-C) stops gracefully: /readyz turns 503, no new instance is clai
 step starts, the steps in flight get --drain-timeout seconds to commit, then HTTP stops and every
 lease is handed back. Every line written is one JSON object on stderr (time, level, event, ...).
 
+--ip and --port default to the config's "dev" section, else 127.0.0.1:8787 (loopback only).
+
 Exit status: 0 when stopped by SIGTERM, 130 by Ctrl-C, 1 when the server cannot start (a dynwf
 check error, missing isolation, the port in use, the dispatcher failing to load), 2 on a usage
 error (e.g. no admin token on a non-loopback address).
@@ -67,13 +70,8 @@ Examples:
 def serve(
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
-    ip: Annotated[str, typer.Option(
-        "--ip", metavar="ADDRESS",
-        help=f"Address to listen on (default: {DEV_IP}, loopback only; 0.0.0.0 for every "
-             "interface, which needs an admin token).")] = DEV_IP,
-    port: Annotated[int, typer.Option(
-        "--port", "-p", min=0, max=65_535, metavar="PORT",
-        help=f"Port to listen on (default: {DEV_PORT}; 0 picks a free one).")] = DEV_PORT,
+    ip: IpOption = None,
+    port: PortOption = None,
     admin_token_file: Annotated[Optional[Path], typer.Option(
         "--admin-token-file", metavar="FILE",
         help=f"A file holding the admin token (its contents, stripped); else {ADMIN_TOKEN_ENV}. "
@@ -86,22 +84,18 @@ def serve(
         "--drain-timeout", min=0, metavar="SECONDS",
         help="On SIGTERM, how long the steps in flight get to commit before the server stops "
              f"(default: {DRAIN_TIMEOUT_S:g}).")] = DRAIN_TIMEOUT_S,
-    max_inflight: Annotated[int, typer.Option(
-        "--max-inflight", min=1, metavar="N",
-        help="Requests the dispatcher answers at once; more wait (see --max-queued).")] = MAX_INFLIGHT,
-    max_queued: Annotated[int, typer.Option(
-        "--max-queued", min=0, metavar="N",
-        help="Requests that wait for a turn when --max-inflight are running; beyond them a "
-             "request gets 503 dev.overloaded with Retry-After.")] = MAX_QUEUED,
+    max_inflight: MaxInflightOption = MAX_INFLIGHT,
+    max_queued: MaxQueuedOption = MAX_QUEUED,
     var: VarOption = [],
 ) -> None:
     env_vars = dict(parse_var(v) for v in var)
     token = admin_token(file=admin_token_file, environ=os.environ)
-    require_admin_token(ip, token)
     project = open_project(config, state_dir)
+    address = ip or project.config.dev.ip
+    require_admin_token(address, token)
     refuse_check_errors(project, command="serve")
     missing = check_isolation(allow_weak=allow_weak_isolation)
-    sock = listen(ip, port)
+    sock = listen(address, project.config.dev.port if port is None else port)
     log = JsonLog(clock=SystemClock())
     try:
         code = asyncio.run(_serve(project, sock, log, token=token, missing=missing,

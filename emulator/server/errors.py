@@ -38,17 +38,16 @@ class TokenError(AdminError):
                          hint="read it from the state directory's admin-token file")
 
 
-class BearerTokenError(AdminError):
+class BearerTokenError(TokenError):
     """A request to ``dynwf serve``'s admin API or dashboard without its admin token."""
 
-    code = Code.ADMIN_TOKEN
     #: browsers prompt for Basic credentials (the token as the password); scripts send Bearer
     headers = {"www-authenticate": 'Bearer realm="dynwf", Basic realm="dynwf"'}
 
     def __init__(self) -> None:
-        super().__init__("missing or wrong admin token",
-                         hint="send 'Authorization: Bearer <token>', the token dynwf serve was "
-                              "given by DYNWF_ADMIN_TOKEN or --admin-token-file")
+        AdminError.__init__(self, "missing or wrong admin token",
+                            hint="send 'Authorization: Bearer <token>', the token dynwf serve "
+                                 "was given by DYNWF_ADMIN_TOKEN or --admin-token-file")
 
 
 class TooLargeError(AdminError):

@@ -77,7 +77,7 @@ class AdminOffError(DynwfError):
                          hint="start it with DYNWF_ADMIN_TOKEN set or with --admin-token-file")
 
 
-class TokenRequiredError(DynwfError):
+class TokenRequiredError(UsageError):
     """``dynwf serve`` asked to listen on ``ip``, beyond loopback, without an admin token."""
 
     code = Code.SERVE_TOKEN_REQUIRED
@@ -89,7 +89,7 @@ class TokenRequiredError(DynwfError):
                               "(e.g. a mounted secret); or listen on 127.0.0.1")
 
 
-class TokenFileError(DynwfError):
+class TokenFileError(UsageError):
     """``--admin-token-file`` at ``path`` cannot be read (``reason``) or holds no token."""
 
     code = Code.SERVE_TOKEN_FILE
