@@ -413,8 +413,32 @@ def test_sigterm_drains_steps_in_flight_hands_leases_back_and_another_host_finis
                      and r["status"] == "running"]
     assert len(started_again) == len(ids)
     # the second host ran only the steps the first had not committed
-    assert second.metrics()["dynwf_steps_committed_total"] == 6 - sum(committed_before.values())
+    second_metrics = second.metrics()
+    assert second_metrics["dynwf_steps_committed_total"] == 6 - sum(committed_before.values())
+    assert second_metrics["dynwf_lease_takeovers_total"] == 0   # handed back, not taken over
     assert second.stop() == 0
+
+
+def test_a_host_killed_mid_run_has_its_instances_taken_over_when_the_lease_expires(tmp_path,
+                                                                                 servers):
+    """§7.4: a host that dies without stopping keeps its leases until they expire; then another
+    host claims the instances, counts each as a lease takeover and logs it."""
+    project = project_with_tenants(tmp_path)
+    first = start(servers, project, *WEAK)
+    instance = first.create("slow")
+    assert wait_until(lambda: first.metrics()["dynwf_lifetimes_live"] == 1, 30)
+    first.kill()
+    (status, owner), = rows(project).values()
+    assert status == "running" and owner is not None
+
+    second = start(servers, project, *WEAK)
+    taken = wait_until(lambda: second.metrics()["dynwf_lease_takeovers_total"] == 1, 30)
+    assert taken, second.lines[-20:]
+    assert wait_until(lambda: all(s == "complete" for s, _ in rows(project).values()), 60)
+    assert second.stop() == 0
+    takeovers = [r for r in second.records() if r["event"] == "lease.takeover"]
+    assert [(r["instance"].endswith(instance), r["previous_owner"]) for r in takeovers] \
+        == [(True, owner)]
 
 
 def test_help_names_the_endpoints_the_token_rule_and_examples():
