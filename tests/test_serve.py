@@ -79,6 +79,9 @@ class Default(WorkerEntrypoint):
         return Response.json({"id": instance.id})
 '''
 
+#: One step that outlasts any test: a drain can only end by its bound or a second signal.
+STUCK = SLOW.replace("range(3)", "range(1)").replace("asyncio.sleep(1.5)", "asyncio.sleep(120)")
+
 TOKEN = "s3cret-admin-token"
 #: Where this machine lacks a layer, tests that are not about isolation allow it.
 WEAK = ["--allow-weak-isolation"] if missing_layers(Layers.from_environment()) else []
@@ -86,7 +89,7 @@ WEAK = ["--allow-weak-isolation"] if missing_layers(Layers.from_environment()) e
 
 def project_with_tenants(tmp_path: Path) -> Path:
     project = copy_hello(tmp_path)
-    for name, code in (("quick", QUICK), ("slow", SLOW)):
+    for name, code in (("quick", QUICK), ("slow", SLOW), ("stuck", STUCK)):
         (project / "tenants" / name).mkdir()
         (project / "tenants" / name / "index.py").write_text(code, encoding="utf-8")
     return project
@@ -417,6 +420,27 @@ def test_sigterm_drains_steps_in_flight_hands_leases_back_and_another_host_finis
     assert second_metrics["dynwf_steps_committed_total"] == 6 - sum(committed_before.values())
     assert second_metrics["dynwf_lease_takeovers_total"] == 0   # handed back, not taken over
     assert second.stop() == 0
+
+
+def test_a_second_sigterm_stops_waiting_for_the_steps_in_flight(tmp_path, servers):
+    """§7.4: a step that outlasts the drain is cut off when a second signal comes: exit 0 at
+    once, the lease handed back, the step not committed (the next host runs it again)."""
+    project = project_with_tenants(tmp_path)
+    server = start(servers, project, *WEAK, "--drain-timeout", "300")
+    server.create("stuck")
+    assert wait_until(lambda: server.metrics()["dynwf_lifetimes_live"] == 1, 30)
+    server.proc.send_signal(signal.SIGTERM)
+    assert wait_until(lambda: server.get("/readyz", allow_refused=True)[0] == 503, 10)
+    started = time.monotonic()
+    assert server.stop() == 0
+    assert time.monotonic() - started < 30
+    (status, owner), = rows(project).values()
+    assert (status, owner) == ("queued", None)
+    assert steps_done(project) == {}
+    records = server.records()
+    assert any(r["event"] == "shutdown.forced" for r in records)
+    drained = next(r for r in records if r["event"] == "shutdown.drained")
+    assert drained["complete"] is False and drained["steps_cut_off"] == 1
 
 
 def test_a_host_killed_mid_run_has_its_instances_taken_over_when_the_lease_expires(tmp_path,

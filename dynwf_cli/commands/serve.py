@@ -50,7 +50,8 @@ serve refuses to start when a kernel layer of tenant isolation is missing on thi
 
 SIGTERM (or Ctrl-C) stops gracefully: /readyz turns 503, no new instance is claimed and no new
 step starts, the steps in flight get --drain-timeout seconds to commit, then HTTP stops and every
-lease is handed back. Every line written is one JSON object on stderr (time, level, event, ...).
+lease is handed back; a second signal stops waiting for the steps. Every line written is one
+JSON object on stderr (time, level, event, ...).
 
 --ip and --port default to the config's "dev" section, else 127.0.0.1:8787 (loopback only).
 
@@ -124,7 +125,7 @@ async def _serve(project: Project, sock, log: JsonLog, *, token: str | None,
         received.append(signum)
         log.info("shutdown.signal", signal=signal.Signals(signum).name)
         if server is not None:
-            server.stop()
+            server.stop(force=len(received) > 1)   # a second signal stops waiting for steps
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)

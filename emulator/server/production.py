@@ -174,6 +174,7 @@ class ProductionServer:
         self.admission = admission or Admission()
         self.app = self._create_app()
         self._stop = asyncio.Event()
+        self._force = asyncio.Event()
         self._uvicorn: DevServer | None = None
 
     # ---- the app -------------------------------------------------------------------------
@@ -241,9 +242,12 @@ class ProductionServer:
 
     # ---- running -------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Begin the graceful stop (from a signal handler); a second call changes nothing."""
+    def stop(self, *, force: bool = False) -> None:
+        """Begin the graceful stop (from a signal handler); ``force`` (a second signal) stops
+        waiting for the steps in flight, which are then cut off and retried elsewhere."""
         self._stop.set()
+        if force:
+            self._force.set()
 
     async def run(self) -> dict[str, Any]:
         """Serve until :meth:`stop`, then stop gracefully; returns what the stop did."""
@@ -270,7 +274,7 @@ class ProductionServer:
             in_flight = sum(lt.in_flight for lt in host.engine.live.values())
             self.log.info("shutdown.draining", running=len(host.engine.live),
                           steps_in_flight=in_flight, timeout_s=self.drain_timeout_s)
-            drained = await host.engine.drain_steps(self.drain_timeout_s)
+            drained = await self._drain()
             left = sum(lt.in_flight for lt in host.engine.live.values())
             self.log.info("shutdown.drained", complete=drained, steps_cut_off=left,
                           ms=round((time.perf_counter() - started) * 1000, 1))
@@ -295,6 +299,20 @@ class ProductionServer:
             self.metrics.detach()
             host.engine.on_takeover = None
             await host.close()
+
+    async def _drain(self) -> bool:
+        """``Engine.drain_steps``, unless a forced stop comes first (then False)."""
+        loop = asyncio.get_running_loop()
+        draining = loop.create_task(self.host.engine.drain_steps(self.drain_timeout_s))
+        forced = loop.create_task(self._force.wait())
+        await asyncio.wait({draining, forced}, return_when=asyncio.FIRST_COMPLETED)
+        forced.cancel()
+        if draining.done():
+            return draining.result()
+        draining.cancel()
+        self.log.warning("shutdown.forced", message="a second signal: steps in flight are cut "
+                                                    "off and retried by the next host")
+        return False
 
     # ---- what is logged ------------------------------------------------------------------
 
