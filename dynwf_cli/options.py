@@ -15,8 +15,13 @@ from typing import Annotated, Optional
 
 import typer
 
+<<<<<<< HEAD
 from emulator import (CONFIG_NAMES, DATABASE_ENV, DEV_VARS_NAME, ISOLATION, ISOLATIONS, RESTART_STEP_TYPES,
                       STATE_DIR_ENV, STATE_DIR_NAME, ValidationError, check_event_type)
+=======
+from emulator import (CONFIG_NAMES, DEV_IP, DEV_PORT, DEV_VARS_NAME, ISOLATION, ISOLATIONS,
+                      RESTART_STEP_TYPES, STATE_DIR_ENV, STATE_DIR_NAME, ValidationError, check_event_type)
+>>>>>>> main
 
 #: ``--isolation``'s choices (``emulator.defaults.ISOLATIONS``), as typer wants them.
 Isolation = Enum("Isolation", {mode: mode for mode in ISOLATIONS}, type=str)
@@ -45,6 +50,27 @@ IsolationOption = Annotated[Isolation, typer.Option(
     "--isolation", case_sensitive=False,
     help="process: each tenant in its own guarded process; inline: in this process, for pdb "
          "(no isolation).")]
+
+# the address and the bounds of the commands that serve HTTP (dev, serve)
+
+IpOption = Annotated[Optional[str], typer.Option(
+    "--ip", metavar="ADDRESS",
+    help=f"Address to listen on (default: dev.ip of the config, else {DEV_IP}, loopback only; "
+         "0.0.0.0 listens on every interface).")]
+
+PortOption = Annotated[Optional[int], typer.Option(
+    "--port", "-p", min=0, max=65_535, metavar="PORT",
+    help=f"Port to listen on (default: dev.port of the config, else {DEV_PORT}; 0 picks a "
+         "free one).")]
+
+MaxInflightOption = Annotated[int, typer.Option(
+    "--max-inflight", min=1, metavar="N",
+    help="Requests the dispatcher answers at once; more wait (see --max-queued).")]
+
+MaxQueuedOption = Annotated[int, typer.Option(
+    "--max-queued", min=0, metavar="N",
+    help="Requests that wait for a turn when --max-inflight are running; beyond them a "
+         "request gets 503 dev.overloaded with Retry-After.")]
 
 JsonOption = Annotated[bool, typer.Option(
     "--json", help="Print JSON instead of text (output that streams: NDJSON, one object per line).")]

@@ -205,6 +205,17 @@ class Code(StrEnum):
     DEV_DISPATCHER_FAILED = ("dev.dispatcher_failed", 500, EXIT_FAILED, False,
                              "the dispatcher's module raised while it was imported")
 
+    # ---- dynwf serve ---------------------------------------------------------------------------
+    SERVE_TOKEN_REQUIRED = ("serve.token_required", 500, EXIT_USAGE, False,
+                            "dynwf serve on an address other than loopback without an admin token")
+    SERVE_TOKEN_FILE = ("serve.token_file", 500, EXIT_USAGE, False,
+                        "--admin-token-file cannot be read, or holds no token")
+    SERVE_WEAK_ISOLATION = ("serve.weak_isolation", 500, EXIT_FAILED, False,
+                            "a kernel layer of tenant isolation is missing and "
+                            "--allow-weak-isolation was not given")
+    SERVE_ADMIN_OFF = ("serve.admin_off", 404, EXIT_FAILED, False,
+                       "the admin API and dashboard of dynwf serve are not mounted: no admin token")
+
     # ---- dynwf init ----------------------------------------------------------------------------
     INIT_TEMPLATES_MISSING = ("init.templates_missing", 500, EXIT_FAILED, False,
                               "the project templates are not installed")

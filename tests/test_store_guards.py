@@ -74,3 +74,17 @@ def test_a_claim_sets_started_at_once_and_a_later_claim_keeps_it(store):
         store.claim_txn("engine-b", now=9, real_now=9, lease_until=100, limit=10)
     row = store.get_instance("i-1")
     assert (row.status, row.started_at, row.lease_owner) == (states.RUNNING, 5, "engine-b")
+
+
+def test_a_claim_of_an_expired_lease_names_the_engine_it_was_taken_from(store):
+    """The lease takeover count of ``dynwf serve``'s metrics (docs/semantics.md §7.4): a claim
+    of an instance whose lease expired reports the previous owner; a first claim reports none."""
+    taken: list[tuple[str, str]] = []
+    with store.write():
+        store.claim_txn("engine-a", now=5, real_now=5, lease_until=100, limit=10, taken_over=taken)
+    assert taken == []
+    with store.write():
+        claimed = store.claim_txn("engine-b", now=101, real_now=101, lease_until=200, limit=10,
+                                  taken_over=taken)
+    assert [(r.id, r.lease_owner) for r in claimed] == [("i-1", "engine-b")]
+    assert taken == [("i-1", "engine-a")]

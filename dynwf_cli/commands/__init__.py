@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-COMMANDS: list[str] = ["init", "check", "run", "dev", "instances", "logs"]
+COMMANDS: list[str] = ["init", "check", "run", "dev", "serve", "instances", "logs"]
 
 
 def register_all(app: typer.Typer) -> None:

@@ -17,7 +17,7 @@ import sys
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Group
@@ -27,8 +27,14 @@ from rich.text import Text
 from dynwf_cli.checklist import Checklist, to_ndjson
 from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.console import console
+<<<<<<< HEAD
 from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption, JsonOption,
                                StateDirOption, DatabaseOption, VarOption)
+=======
+from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IpOption, IsolationOption,
+                               JsonOption, MaxInflightOption, MaxQueuedOption, PortOption,
+                               StateDirOption, VarOption)
+>>>>>>> main
 from emulator import (DEV_IP, DEV_PORT, DynwfError, Firing, HostOptions, Progress, Project,
                       ProjectHost, SystemClock, TenantSourceError, VirtualClock, describe_missing,
                       format_traceback, missing_layers, open_project, outline_steps, parse_var,
@@ -82,6 +88,7 @@ _MAX_LIVE = 6  # checklists shown at once; the rest are counted on one line
 def dev(
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+<<<<<<< HEAD
     database: DatabaseOption = None,
     ip: Annotated[Optional[str], typer.Option(
         "--ip", metavar="ADDRESS",
@@ -91,6 +98,10 @@ def dev(
         "--port", "-p", min=0, max=65_535, metavar="PORT",
         help=f"Port to listen on (default: dev.port of the config, else {DEV_PORT}; 0 picks a "
              "free one).")] = None,
+=======
+    ip: IpOption = None,
+    port: PortOption = None,
+>>>>>>> main
     no_reload: Annotated[bool, typer.Option(
         "--no-reload", help="Do not watch files for changes.")] = False,
     fast_forward: Annotated[bool, typer.Option(
@@ -100,13 +111,8 @@ def dev(
              "clock only.")] = False,
     isolation: IsolationOption = DEFAULT_ISOLATION,
     as_json: JsonOption = False,
-    max_inflight: Annotated[int, typer.Option(
-        "--max-inflight", min=1, metavar="N",
-        help="Requests the dispatcher answers at once; more wait (see --max-queued).")] = MAX_INFLIGHT,
-    max_queued: Annotated[int, typer.Option(
-        "--max-queued", min=0, metavar="N",
-        help="Requests that wait for a turn when --max-inflight are running; beyond them a "
-             "request gets 503 dev.overloaded with Retry-After.")] = MAX_QUEUED,
+    max_inflight: MaxInflightOption = MAX_INFLIGHT,
+    max_queued: MaxQueuedOption = MAX_QUEUED,
     var: VarOption = [],
 ) -> None:
     env_vars = dict(parse_var(v) for v in var)

@@ -93,6 +93,12 @@ class Engine:
         # instance id -> (steps done, crashes outside any step since that count last grew)
         self._crashes_outside_steps: dict[str, tuple[int, int]] = {}
         self._lifetime_tasks: set[asyncio.Task[None]] = set()
+        #: set by :meth:`drain_steps`: nothing new is claimed and no new step starts here
+        self.draining = False
+        #: instances this engine claimed from another engine whose lease had expired
+        self.lease_takeovers = 0
+        #: told (instance id, the previous owner) of each such takeover
+        self.on_takeover: Callable[[str, str], None] | None = None
 
     # ---- registration and bindings ---------------------------------------------------------
 
@@ -317,7 +323,7 @@ class Engine:
             with self.store.write():
                 self.store.renew_leases_txn(self.owner, real, real + self.lease_ms)
             self._next_renewal = real + self.lease_ms // 3
-        if self._maybe_runnable and len(self.live) < self.concurrency:
+        if self._maybe_runnable and not self.draining and len(self.live) < self.concurrency:
             self._claim(now, real)
         wait = self.poll_ms
         due = self.store.next_timer_due()
@@ -345,9 +351,17 @@ class Engine:
         self._maybe_runnable = False
         capacity = self.concurrency - len(self.live)
         self.writes.flush_notes()  # a claimed instance's steps are read back below
+        taken: list[tuple[str, str]] = []
         with self.store.write():
             rows = self.store.claim_txn(self.owner, now, real, real + self.lease_ms, capacity,
-                                        self.only)
+                                        self.only, taken_over=taken)
+        self.lease_takeovers += len(taken)
+        for instance_id, previous in taken:
+            if self.on_takeover is not None:
+                try:
+                    self.on_takeover(instance_id, previous)
+                except Exception:  # a broken listener must never stop a claim
+                    pass
         if len(rows) == capacity:
             self._maybe_runnable = True
         for row in rows:
@@ -616,6 +630,21 @@ class Engine:
         if new is not None:
             self.progress.publish(progress.Progress(progress.INSTANCE_STATUS, lifetime.id, now, None,
                                                     {"status": new}))
+
+    async def drain_steps(self, timeout_s: float, *, every_s: float = 0.02) -> bool:
+        """The first half of a graceful stop: claim nothing more, start no new step (each
+        lifetime holds its next step, and the answer of the one it just finished, at the step
+        boundary, as a pause does), and wait up to ``timeout_s`` for the step attempts in flight
+        to settle and commit. True when none is left in flight; :meth:`shutdown` then hands the
+        leases back, and the next engine replays each instance from its last committed step."""
+        self.draining = True
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while any(lt.in_flight for lt in self.live.values()):
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(every_s)
+        self.writes.flush()
+        return True
 
     async def shutdown(self) -> None:
         """Stop every lifetime and hand its lease back, so another engine can start at once."""

@@ -151,18 +151,22 @@ class Lifetime:
 
     async def boundary(self) -> None:
         """Before a step starts: a requested pause lets in-flight steps finish, starts nothing
-        new, and takes effect when the last one commits."""
+        new, and takes effect when the last one commits; an engine that drains holds the step
+        the same way until it stops the lifetime."""
         self._enter()
         if self.pause_requested:
             self.schedule_check()
             await asyncio.get_running_loop().create_future()  # cancelled when the pause lands
+        if self.engine.draining:
+            # the engine is stopping (Engine.drain_steps): hold here until it stops this lifetime
+            await asyncio.get_running_loop().create_future()
 
     async def _answer(self, value: Any = None) -> Any:
         """Return ``value`` to the workflow's code, unless a pause was requested: then hold it
         back until the pause lands (which stops this lifetime; the next one replays up to here).
         Holding the answer is what keeps a pause a step boundary where the code runs apart from
         the engine (an isolate, inline or not): its next step cannot start without it."""
-        if self.pause_requested:
+        if self.pause_requested or self.engine.draining:
             await self.boundary()
         return value
 

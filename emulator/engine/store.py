@@ -334,6 +334,10 @@ class Store:
             (len(suffix), len(suffix), suffix, limit))
         return [InstanceRow(*r) for r in rows]
 
+    def ping(self) -> None:
+        """The cheapest round trip to the database (``dynwf serve``'s readiness probe)."""
+        self.conn.execute("SELECT 1").fetchone()
+
     def count_by_status(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT status, count(*) FROM instances GROUP BY status"))
 
@@ -360,9 +364,11 @@ class Store:
             (id, owner, generation)).fetchone() is not None
 
     def claim_txn(self, owner: str, now: int, real_now: int, lease_until: int, limit: int,
-                  only: Iterable[str] | None = None) -> list[InstanceRow]:
+                  only: Iterable[str] | None = None, *,
+                  taken_over: list[tuple[str, str]] | None = None) -> list[InstanceRow]:
         """Lease up to ``limit`` runnable instances: queued ones, and live ones whose lease expired
-        (their engine died). Returns them with status ``running``. ``real_now`` and
+        (their engine died). Returns them with status ``running``; ``taken_over`` gets (id,
+        previous owner) of each claimed from another engine's expired lease. ``real_now`` and
         ``lease_until`` are the engine's wall clock; the store may judge leases on its own clock
         (``_lease_window_txn``)."""
         lease_now, lease_until = self._lease_window_txn(real_now, lease_until)
@@ -381,6 +387,8 @@ class Store:
         rows = [InstanceRow(*r) for r in self.conn.execute(sql, (*args, limit))]
         claimed = []
         for row in rows:
+            if taken_over is not None and row.lease_owner not in (None, owner):
+                taken_over.append((row.id, row.lease_owner))
             if row.status == states.QUEUED:   # a status change: through the one guarded writer
                 first = {"started_at": now} if row.started_at is None else {}
                 self.set_status_txn(row.id, row.status, states.RUNNING, now, lease_owner=owner,

@@ -9,6 +9,7 @@ goes past that.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -51,6 +52,8 @@ class WriteBatcher:
         self._scheduled = False
         self._notes_due: asyncio.TimerHandle | None = None
         self.transactions = 0
+        #: told the seconds each group commit's transaction took (``dynwf serve``'s metrics)
+        self.on_commit: Callable[[float], None] | None = None
 
     def submit(self, op: Callable[[Store], Any], *, wait: bool = True,
                guard: tuple[str, str, int] | None = None, key: tuple[str, StepKey] | None = None,
@@ -81,6 +84,7 @@ class WriteBatcher:
         if not batch:
             return
         failed: dict[int, BaseException] = {}
+        started = time.perf_counter()
         while True:
             try:
                 results = self._apply(batch, failed)
@@ -92,6 +96,11 @@ class WriteBatcher:
                 failed = {i: exc for i in range(len(batch))}
                 break
         self.transactions += 1
+        if self.on_commit is not None:
+            try:
+                self.on_commit(time.perf_counter() - started)
+            except Exception:  # a broken listener must never fail a commit's writers
+                pass
         for index, write in enumerate(batch):
             if write.future is None or write.future.done():
                 continue

@@ -45,7 +45,7 @@ from emulator.rules.limits import encode_json, is_valid_id
 from emulator.runtime.dynamic_workflows import wrap_params
 from emulator.error_codes import Code
 from emulator.server.errors import AdminError, TooLargeError, error_response
-from emulator.server.exposure import check_loopback, check_token
+from emulator.server.exposure import dev_check
 from emulator.server.input import create_metadata, project_tenants, query_number, read_object, shown
 from emulator.server.playground import (MAX_CODE_BYTES, PLAYGROUND_WORKFLOW, SAMPLE_PARAMS,
                                         SCRATCH_PREFIX, code_hash, create_playground_instance,
@@ -74,7 +74,12 @@ def source_outline(source: str) -> dict[str, Any]:
                                        "column": exc.column}}
 
 
-def admin_routes(host: ProjectHost, token: str) -> list[Route]:
+def admin_routes(host: ProjectHost, token: str, *,
+                 check: Callable[[Request, str, bool], None] | None = None,
+                 with_playground: bool = True) -> list[Route]:
+    """The routes; ``check`` guards each (default: ``dynwf dev``'s, loopback and the session
+    token for changes), ``with_playground`` mounts the playground's (``dynwf serve`` does not)."""
+    check = check or dev_check(token)
     tenants_dir = host.config.root / "tenants"
     ops = InstanceOps(host.engine.store, control=host.engine.control, tenants_dir=tenants_dir,
                       keys_first=True)
@@ -82,9 +87,7 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
     def guarded(handler: Callable[..., Any], *, changes: bool):
         async def endpoint(request: Request) -> Response:
             try:
-                check_loopback(request, "the admin API")
-                if changes:
-                    check_token(request, token)
+                check(request, "the admin API", changes)
                 return await handler(request)
             except DynwfError as exc:
                 return error_response(exc)
@@ -242,6 +245,8 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
         Route(f"{API}/instances/{{id}}/logs", guarded(logs, changes=False), methods=["GET"]),
         Route(f"{API}/events", guarded(events, changes=False), methods=["GET"]),
     ]
+    if not with_playground:
+        routes = [route for route in routes if not route.path.startswith(f"{API}/playground")]
     for action in ("pause", "resume", "terminate", "wake"):
         routes.append(Route(f"{API}/instances/{{id}}/{action}", guarded(lifecycle(action), changes=True),
                             methods=["POST"]))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Callable
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -44,12 +45,17 @@ SECURITY_HEADERS = {
 }
 
 
-def dashboard_routes(host: ProjectHost, token: str, prefix: str = "/__dynwf") -> list[Route]:
-    """``GET {prefix}/`` (the page) and ``GET {prefix}/static/{file}`` (its modules)."""
+def dashboard_routes(host: ProjectHost, token: str, prefix: str = "/__dynwf", *,
+                     check: Callable[[Request, str, bool], None] | None = None) -> list[Route]:
+    """``GET {prefix}/`` (the page) and ``GET {prefix}/static/{file}`` (its modules);
+    ``check`` guards them (default: loopback only)."""
 
     def refused(request: Request) -> Response | None:
         try:
-            check_loopback(request, "the dashboard")
+            if check is None:
+                check_loopback(request, "the dashboard")
+            else:
+                check(request, "the dashboard", False)
         except AdminError as exc:
             return error_response(exc)
         return None

@@ -38,6 +38,18 @@ class TokenError(AdminError):
                          hint="read it from the state directory's admin-token file")
 
 
+class BearerTokenError(TokenError):
+    """A request to ``dynwf serve``'s admin API or dashboard without its admin token."""
+
+    #: browsers prompt for Basic credentials (the token as the password); scripts send Bearer
+    headers = {"www-authenticate": 'Bearer realm="dynwf", Basic realm="dynwf"'}
+
+    def __init__(self) -> None:
+        AdminError.__init__(self, "missing or wrong admin token",
+                            hint="send 'Authorization: Bearer <token>', the token dynwf serve "
+                                 "was given by DYNWF_ADMIN_TOKEN or --admin-token-file")
+
+
 class TooLargeError(AdminError):
     """``what`` is over its limit of ``limit`` bytes."""
 
@@ -81,4 +93,5 @@ class PlaygroundCodeMissingError(DynwfError):
 
 def error_response(exc: DynwfError, status: int | None = None) -> JSONResponse:
     """The answer for ``exc``: its code, message and hint, with its code's status."""
-    return JSONResponse({"error": exc.to_dict()}, status_code=status or http_status(exc.code))
+    return JSONResponse({"error": exc.to_dict()}, status_code=status or http_status(exc.code),
+                        headers=getattr(exc, "headers", None))
