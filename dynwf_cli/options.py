@@ -15,13 +15,9 @@ from typing import Annotated, Optional
 
 import typer
 
-<<<<<<< HEAD
-from emulator import (CONFIG_NAMES, DATABASE_ENV, DEV_VARS_NAME, ISOLATION, ISOLATIONS, RESTART_STEP_TYPES,
-                      STATE_DIR_ENV, STATE_DIR_NAME, ValidationError, check_event_type)
-=======
-from emulator import (CONFIG_NAMES, DEV_IP, DEV_PORT, DEV_VARS_NAME, ISOLATION, ISOLATIONS,
-                      RESTART_STEP_TYPES, STATE_DIR_ENV, STATE_DIR_NAME, ValidationError, check_event_type)
->>>>>>> main
+from emulator import (CONFIG_NAMES, DATABASE_ENV, DEV_IP, DEV_PORT, DEV_VARS_NAME, ISOLATION,
+                      ISOLATIONS, RESTART_STEP_TYPES, STATE_DIR_ENV, STATE_DIR_NAME, ValidationError,
+                      check_event_type)
 
 #: ``--isolation``'s choices (``emulator.defaults.ISOLATIONS``), as typer wants them.
 Isolation = Enum("Isolation", {mode: mode for mode in ISOLATIONS}, type=str)

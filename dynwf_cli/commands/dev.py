@@ -27,14 +27,9 @@ from rich.text import Text
 from dynwf_cli.checklist import Checklist, to_ndjson
 from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.console import console
-<<<<<<< HEAD
-from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption, JsonOption,
-                               StateDirOption, DatabaseOption, VarOption)
-=======
-from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IpOption, IsolationOption,
-                               JsonOption, MaxInflightOption, MaxQueuedOption, PortOption,
-                               StateDirOption, VarOption)
->>>>>>> main
+from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, DatabaseOption, IpOption,
+                               IsolationOption, JsonOption, MaxInflightOption, MaxQueuedOption,
+                               PortOption, StateDirOption, VarOption)
 from emulator import (DEV_IP, DEV_PORT, DynwfError, Firing, HostOptions, Progress, Project,
                       ProjectHost, SystemClock, TenantSourceError, VirtualClock, describe_missing,
                       format_traceback, missing_layers, open_project, outline_steps, parse_var,
@@ -88,20 +83,9 @@ _MAX_LIVE = 6  # checklists shown at once; the rest are counted on one line
 def dev(
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
-<<<<<<< HEAD
     database: DatabaseOption = None,
-    ip: Annotated[Optional[str], typer.Option(
-        "--ip", metavar="ADDRESS",
-        help=f"Address to listen on (default: dev.ip of the config, else {DEV_IP}, loopback "
-             "only).")] = None,
-    port: Annotated[Optional[int], typer.Option(
-        "--port", "-p", min=0, max=65_535, metavar="PORT",
-        help=f"Port to listen on (default: dev.port of the config, else {DEV_PORT}; 0 picks a "
-             "free one).")] = None,
-=======
     ip: IpOption = None,
     port: PortOption = None,
->>>>>>> main
     no_reload: Annotated[bool, typer.Option(
         "--no-reload", help="Do not watch files for changes.")] = False,
     fast_forward: Annotated[bool, typer.Option(
