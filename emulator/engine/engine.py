@@ -666,6 +666,7 @@ class Engine:
             self.store.release_all_txn(self.owner)
 
     def close(self) -> None:
+        self.writes.close()
         self.store.close()
 
 

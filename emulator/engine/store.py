@@ -183,6 +183,8 @@ class Store:
     #: row locks: none on SQLite, where ``BEGIN IMMEDIATE`` already serialises every writer
     CLAIM_LOCK = ""
     OWNED_LOCK = ""
+    #: whether group commits run in a worker thread (engine/writes.py): not for a local file
+    OFFLOAD_COMMITS = False
     #: what names the database in messages (a URL without its password, for PostgreSQL)
     url: str
 

@@ -148,6 +148,7 @@ class PostgresStore(Store):
     SUFFIX_SQL = "right(binding_id, ?) = ?"
     CLAIM_LOCK = " FOR UPDATE SKIP LOCKED"
     OWNED_LOCK = " FOR UPDATE"
+    OFFLOAD_COMMITS = True
 
     def __init__(self, url: str) -> None:  # noqa: D107 - no file, unlike Store's
         self.url = redact(url)
