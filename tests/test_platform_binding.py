@@ -281,8 +281,8 @@ def test_terminate_while_waiting_never_starts_the_next_step(tmp_path):
 
 def test_restart_runs_a_complete_instance_again(tmp_path):
     """follows workers-sdk packages/workflows-shared/tests/binding.test.ts, 'should restart a
-    workflow instance': a complete instance restarted runs to complete again (the status read
-    right after restart() is another helper's subject and is not asserted here)."""
+    workflow instance': a complete instance restarted reads running right after restart()
+    (§1.7, §4.6) and runs to complete again."""
     runs = {"n": 0}
 
     async def wf(event, step):
@@ -297,6 +297,7 @@ def test_restart_runs_a_complete_instance_again(tmp_path):
         handle = await h.binding.get("i1")
         assert (await handle.status())["status"] == "complete"
         await handle.restart()
+        assert (await handle.status())["status"] == "running"
         await h.engine.drain()
         assert await (await h.binding.get("i1")).status() == {
             "status": "complete", "error": None, "output": "complete"}

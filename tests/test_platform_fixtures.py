@@ -337,12 +337,12 @@ class TestWorkflowFixture:
 
     async def test_restart(self, dynwf):
         """follows workers-sdk fixtures/workflow/tests/index.test.ts, 'instance lifecycle
-        methods' / 'restart a running workflow': after restart the instance waits for its event
-        again and an event completes it (the status read right after restart() is another
-        helper's subject and is not asserted here)."""
+        methods' / 'restart a running workflow': right after restart the instance reads running
+        (§1.7, §4.6), then waits for its event again and an event completes it."""
         await get_json(dynwf, "/createDemo2?workflowName=r")
         await dynwf.settle()
         await get_json(dynwf, "/restart?workflowName=r")
+        assert (await get_json(dynwf, "/get2?workflowName=r"))["status"] == "running"
         await dynwf.settle()
         assert (await get_json(dynwf, "/get2?workflowName=r"))["status"] == "waiting"
         await get_json(dynwf, "/sendEvent?workflowName=r", {"event": True})
@@ -414,10 +414,12 @@ class TestWorkflowMultipleFixture:
 
     async def test_restart(self, dynwf):
         """follows workers-sdk fixtures/workflow-multiple/tests/index.test.ts, 'instance
-        lifecycle methods (workflow3)' / 'restart a running workflow' (the status read right
-        after restart() is another helper's subject and is not asserted here)."""
+        lifecycle methods (workflow3)' / 'restart a running workflow': right after restart the
+        instance reads running (§1.7, §4.6)."""
         await self.started_workflow3(dynwf, "r")
         await get_json(dynwf, "/restart?workflowName=3&id=r")
+        assert (await get_json(dynwf, "/status?workflowName=3&id=r"))["status"]["status"] == \
+            "running"
         await dynwf.settle()
         assert (await get_json(dynwf, "/status?workflowName=3&id=r"))["status"]["status"] == \
             "waiting"
