@@ -292,6 +292,19 @@ class TestWorkflowFixture:
                 {"output": "First step result"}, {"output": "Second step result"}]
 
     @pytest.mark.parametrize("message", ["generic_error_message", ""])
+    async def test_a_generic_error_is_retried_and_counted_in_the_closure(self, dynwf, message):
+        """follows workers-sdk fixtures/workflow/tests/index.test.ts, 'should retry a step if a
+        generic Error (with a generic error message) is thrown' and '... (with an empty error
+        message) is thrown': the retries happen inside one invocation, so the count kept in
+        ``run()``'s closure survives the 100 ms delays (§4.9)."""
+        await get_json(dynwf, f"/createDemo3?workflowName=d3&doRetry=true&errorMessage={message}")
+        await dynwf.settle()
+        await dynwf.advance("700 ms")         # the back-offs: 100, 200 and 400 ms
+        await dynwf.settle()
+        assert (await get_json(dynwf, "/get3?workflowName=d3"))["output"] == \
+            "The step was retried 3 times"
+
+    @pytest.mark.parametrize("message", ["generic_error_message", ""])
     async def test_a_non_retryable_error_is_not_retried(self, dynwf, message):
         """follows workers-sdk fixtures/workflow/tests/index.test.ts, 'should not retry a step if
         a NonRetryableError (with a generic error message) is thrown' and '... (with an empty
