@@ -11,6 +11,7 @@ dynwf's status record (docs/semantics.md §10): step outputs are read from the s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
 from pathlib import Path
@@ -404,6 +405,24 @@ class TestWorkflowMultipleFixture:
         await dynwf.settle()
         assert step_results(dynwf, instance_id) == [
             {"output": "First step result"}]
+
+    async def test_one_id_in_two_workflows(self, dynwf):
+        """follows workers-sdk fixtures/workflow-multiple/tests/index.test.ts, 'creates two
+        instances with same id in two different workflows': ids are per workflow (§1.2); each
+        instance runs its own workflow to its own output and step results."""
+        await asyncio.gather(get_json(dynwf, "/create?workflowName=1&id=test"),
+                             get_json(dynwf, "/create?workflowName=2&id=test"))
+        for _ in range(2):                      # the two 1-second sleeps
+            await dynwf.settle()
+            await dynwf.advance("1 second")
+        await dynwf.settle()
+        for which, workflow in (("1", "my-workflow"), ("2", "my-workflow-2")):
+            assert await get_json(dynwf, f"/status?workflowName={which}&id=test") == {
+                "id": "test", "status": {"status": "complete", "error": None,
+                                         "output": f"i'm workflow{which}"}}
+            steps = dynwf.introspect_instance(dynwf.binding(workflow), "test").steps()
+            assert [s["result"] for s in steps if s["kind"] == "do"] == [
+                {"output": "First step result"}, {"output": f"workflow{which}"}]
 
     async def test_pause_and_resume(self, dynwf):
         """follows workers-sdk fixtures/workflow-multiple/tests/index.test.ts, 'instance
