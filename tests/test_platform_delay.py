@@ -181,6 +181,28 @@ def test_the_stored_config_records_a_function(tmp_path):
     arun(main())
 
 
+def test_a_long_delay_hibernates_and_the_replay_uses_the_live_function(tmp_path):
+    """§2.4, §4.9: a returned delay past the in-invocation line ends the invocation; the replay
+    that runs the next attempt asks the function of the code running then (the stored config
+    only says "function"), and an engine restarted in between changes nothing."""
+    calls = []
+
+    def delay(ctx):
+        calls.append(ctx["attempt"])
+        return "10 minutes"
+
+    async def main():
+        h = Harness(tmp_path / "db.sqlite", _failing_step(delay, limit=3, succeed_on=3))
+        await h.create()
+        await h.engine.drain(jump=False)
+        assert h.step("do", "step").status == "backoff"
+        h.restart_engine()
+        await h.drain_moving_clock()
+        assert (await h.status())["output"] == "ok"
+        assert calls == [1, 2] and h.retry_delays() == [10 * MINUTE, 10 * MINUTE]
+    arun(main())
+
+
 def test_a_delay_function_with_other_parameters_is_an_invalid_config(tmp_path):
     """§2.3: a delay function takes ``ctx`` and ``error`` only; another parameter without a
     default makes the config invalid (the run fails naming the step)."""

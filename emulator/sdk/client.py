@@ -266,7 +266,9 @@ class StepClient:
                 retryable, delay_ms = not is_non_retryable(exc), None
                 if retryable and delay_function is not None and config.will_retry(attempts):
                     try:
-                        delay_ms = await _run_delay_function(delay_function, ctx, exc, key)
+                        fresh = {"step": {"name": name, "count": key[2]}, "attempt": attempts,
+                                 "config": config.ctx_dict()}    # not the body's, which it may change
+                        delay_ms = await _run_delay_function(delay_function, fresh, exc, key)
                     except StepError as broken:   # the step fails for good, with this error
                         error, retryable = with_traceback(error_dict(broken), raised), False
                 outcome = await self.backend.settle(key, attempts, config_json, None, error,
