@@ -118,6 +118,8 @@ class _Connection:
                 return _run(conn, statement, args)
             with self.pool.connection() as conn:
                 return _run(conn, statement, args)
+        except _SERVER_REFUSED:
+            raise   # a deadlock or serialization failure: the server is there
         except psycopg.OperationalError as exc:
             raise _unavailable(self.url, exc) from exc
 
@@ -131,6 +133,12 @@ def _run(conn: psycopg.Connection, statement: str, args: Any) -> _Result:
 def _placeholders(statement: str) -> str:
     # the shared statements hold no literal '%' or '?' (only placeholders)
     return statement.replace("%", "%%").replace("?", "%s")
+
+
+#: OperationalErrors that the server answered (class 40: a deadlock, a serialization failure):
+#: the database is there, so they propagate as themselves, not as ``database.unavailable``
+_SERVER_REFUSED = (psycopg.errors.TransactionRollback, psycopg.errors.DeadlockDetected,
+                   psycopg.errors.SerializationFailure)
 
 
 def _unavailable(url: str, exc: BaseException) -> DatabaseUnavailableError:
@@ -196,6 +204,8 @@ class PostgresStore(Store):
                     yield self
                 finally:
                     self.conn.current = None
+        except _SERVER_REFUSED:
+            raise   # a deadlock or serialization failure: the server is there
         except psycopg.OperationalError as exc:
             raise _unavailable(self.url, exc) from exc
 
