@@ -32,8 +32,11 @@ class WorkflowInstance:
     async def resume(self) -> None:
         self._engine.control.resume(self.id)
 
-    async def terminate(self) -> None:
-        self._engine.control.terminate(self.id)
+    async def terminate(self, options: Any = None, *, rollback: Any = None) -> None:
+        """Stop the instance; ``terminate(rollback=True)`` or ``terminate({"rollback": True})``
+        runs its rollback handlers first (docs/semantics.md, "Rollbacks")."""
+        from emulator.engine.control import terminate_rollback
+        self._engine.control.terminate(self.id, rollback=terminate_rollback(options, rollback))
 
     async def restart(self) -> None:
         self._engine.control.restart(self.id)

@@ -144,8 +144,9 @@ async def _forward(call: Callable[[], Any], ids: Mapping[str, str]) -> Any:
 class InstanceStub(RpcTarget):
     """A tenant's handle on one of its instances: the library's ``InstanceStub``.
 
-    ``id`` is the id the tenant knows. Methods forward to the real instance without options, as
-    the library does (``terminate``'s ``rollback`` and ``restart``'s ``from`` are not offered).
+    ``id`` is the id the tenant knows. Methods forward to the real instance. The library drops
+    ``terminate``'s options; dynwf forwards ``rollback`` (docs/semantics.md, "Rollbacks"), so a
+    tenant can undo its own instance's work. ``restart``'s ``from`` is not offered.
     """
 
     __rpc_props__ = ("id",)
@@ -174,8 +175,13 @@ class InstanceStub(RpcTarget):
     async def resume(self) -> None:
         await _forward(lambda: self._instance.resume(), self._ids)
 
-    async def terminate(self) -> None:
-        await _forward(lambda: self._instance.terminate(), self._ids)
+    async def terminate(self, options: Any = None, *, rollback: Any = None) -> None:
+        """``terminate()``, ``terminate(rollback=True)`` or ``terminate({"rollback": True})``;
+        the engine's binding checks the options."""
+        if options is None and rollback is None:
+            await _forward(lambda: self._instance.terminate(), self._ids)
+            return
+        await _forward(lambda: self._instance.terminate(options, rollback=rollback), self._ids)
 
     async def restart(self) -> None:
         await _forward(lambda: self._instance.restart(), self._ids)
