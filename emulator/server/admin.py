@@ -8,6 +8,7 @@ over HTTP, for the dashboard and for scripts.
 | GET | `/__dynwf/api/instances/{id}?tenant=` | describe |
 | GET | `/__dynwf/api/tenants` | the project's tenants (folders of `tenants/`), to start one |
 | POST | `/__dynwf/api/instances/{id}/{pause,resume,terminate,restart,wake}` | lifecycle |
+| POST | `/__dynwf/api/instances/{id}/terminate` `{"rollback"?: true}` | terminate (rollback first) |
 | POST | `/__dynwf/api/instances/{id}/events` `{"type", "payload"?}` | send an event |
 | GET | `/__dynwf/api/instances/{id}/logs?after=` | log lines |
 | GET | `/__dynwf/api/events?instance=` | progress as server-sent events |
@@ -53,6 +54,7 @@ API = "/__dynwf/api"
 MAX_LIST = 10_000
 CREATE_FIELDS = ("tenant", "params", "id", "workflow", "metadata")
 EVENT_FIELDS = ("type", "payload")
+TERMINATE_FIELDS = ("rollback",)
 PLAYGROUND_FIELDS = ("code", "params")
 
 
@@ -115,6 +117,14 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
             method = getattr(ops, action)
             return JSONResponse(method(request.path_params["id"], tenant=param(request, "tenant")))
         return act
+
+    async def terminate(request: Request) -> Response:
+        data = await read_object(request, TERMINATE_FIELDS)
+        rollback = data.get("rollback", False)
+        if not isinstance(rollback, bool):
+            raise AdminError("give 'rollback' as true or false")
+        return JSONResponse(ops.terminate(request.path_params["id"],
+                                          tenant=param(request, "tenant"), rollback=rollback))
 
     async def send_event(request: Request) -> Response:
         data = await read_object(request, EVENT_FIELDS)
@@ -207,7 +217,9 @@ def admin_routes(host: ProjectHost, token: str) -> list[Route]:
         Route(f"{API}/instances/{{id}}/logs", guarded(logs, changes=False), methods=["GET"]),
         Route(f"{API}/events", guarded(events, changes=False), methods=["GET"]),
     ]
-    for action in ("pause", "resume", "terminate", "restart", "wake"):
+    for action in ("pause", "resume", "restart", "wake"):
         routes.append(Route(f"{API}/instances/{{id}}/{action}", guarded(lifecycle(action), changes=True),
                             methods=["POST"]))
+    routes.append(Route(f"{API}/instances/{{id}}/terminate", guarded(terminate, changes=True),
+                        methods=["POST"]))
     return routes
