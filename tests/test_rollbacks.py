@@ -1,0 +1,371 @@
+"""Rollbacks (docs/semantics.md, "Rollbacks"): compensation handlers registered by ``step.do``
+run after the instance fails, or on ``terminate(rollback=True)``, latest-started first, each a
+durable step of kind ``rollback`` with its own retries; the status record gains ``rollback``.
+With real SQLite, in the engine's process and in a tenant's isolate, and through the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from dynwf_cli.app import app
+from dynwf_cli.checklist import Checklist
+from dynwf_cli.console import THEME
+from emulator.project import open_project
+from emulator.runner import RunOptions, RunSession
+from tests.engine_harness import Harness, arun
+
+SHORT_RETRIES = {"retries": {"limit": 2, "delay": "1 second", "backoff": "constant"}}
+
+
+def saga(calls: list, *, fail_in: str | None = None, end: str = "raise"):
+    """Three steps with handlers (reserve, charge, ship); ``fail_in`` names a step whose body
+    fails for good; ``end``: "raise" after the steps, or "sleep" (wait a day, then return)."""
+    def doer(name):
+        async def do():
+            if name == fail_in:
+                raise RuntimeError(f"{name} refused")
+            return f"{name}-out"
+        return do
+
+    def undoer(name):
+        async def undo(ctx, output, error):
+            calls.append((name, output, error, ctx["step"]))
+        return undo
+
+    async def run(event, step):
+        for name in ("reserve", "charge", "ship"):
+            body = step.do(name, config={"retries": {"limit": 0, "delay": 0}})(doer(name))
+
+            body.rollback(undoer(name))
+            await body()
+        if end == "sleep":
+            await step.sleep("a day", "1 day")
+            return "done"
+        raise ValueError("card declined")
+    return run
+
+
+def test_handlers_run_latest_started_first_each_a_durable_step(tmp_path):
+    """docs/semantics.md, "Rollbacks": reverse step-start order; ctx, output, error by name."""
+    calls: list = []
+
+    async def main():
+        h = Harness(tmp_path / "db.sqlite", saga(calls))
+        await h.create()
+        await h.engine.drain()
+        return await h.status(), h.step_keys(), [h.step("rollback", n).status
+                                                  for n in ("ship", "charge", "reserve")]
+    status, keys, rollback_statuses = arun(main())
+    assert status == {"status": "errored", "error": {"name": "ValueError", "message": "card declined"},
+                      "output": None, "rollback": {"outcome": "complete", "error": None}}
+    declined = {"name": "ValueError", "message": "card declined"}
+    assert calls == [("ship", "ship-out", declined, {"name": "ship", "count": 1}),
+                     ("charge", "charge-out", declined, {"name": "charge", "count": 1}),
+                     ("reserve", "reserve-out", declined, {"name": "reserve", "count": 1})]
+    assert keys[3:] == [("rollback", "ship", 1), ("rollback", "charge", 1),
+                        ("rollback", "reserve", 1)]
+    assert rollback_statuses == ["done", "done", "done"]
+
+
+def test_a_failed_step_with_a_handler_rolls_back_with_output_none(tmp_path):
+    """docs/semantics.md, "Rollbacks": the failing step's own handler runs first, output None."""
+    calls: list = []
+
+    async def main():
+        h = Harness(tmp_path / "db.sqlite", saga(calls, fail_in="charge"))
+        await h.create()
+        await h.engine.drain()
+        return await h.status()
+    status = arun(main())
+    refused = {"name": "RuntimeError", "message": "charge refused"}
+    assert status["status"] == "errored" and status["error"] == refused
+    assert status["rollback"] == {"outcome": "complete", "error": None}
+    assert [(name, output, error) for name, output, error, _ctx in calls] == [
+        ("charge", None, refused), ("reserve", "reserve-out", refused)]
+
+
+def test_a_handler_retries_per_its_config_then_the_phase_fails_with_its_error_and_stops(tmp_path):
+    """docs/semantics.md, "Rollbacks": rollback_config's retries; the first handler that fails
+    for good ends the phase, "failed" with its error; earlier-started steps are not undone."""
+    attempts: list[int] = []
+    undone: list[str] = []
+
+    async def run(event, step):
+        @step.do("reserve")
+        async def reserve():
+            return 1
+
+        @reserve.rollback
+        async def release():
+            undone.append("reserve")
+
+        @step.do("charge", rollback_config=SHORT_RETRIES,
+                 rollback=lambda ctx: refund_attempt(ctx))
+        async def charge():
+            return 2
+        await reserve()
+        await charge()
+        raise ValueError("boom")
+
+    async def refund_attempt(ctx):
+        attempts.append(ctx["attempt"])
+        raise ConnectionError("payment API down")
+
+    async def main():
+        h = Harness(tmp_path / "db.sqlite", run)
+        await h.create()
+        await h.engine.drain()          # skips each back-off (fast-forward)
+        row = h.step("rollback", "charge")
+        return await h.status(), (row.status, row.attempts, json.loads(row.config)), \
+            h.step("rollback", "reserve")
+    status, (state, tries, config), reserve_row = arun(main())
+    assert status["status"] == "errored" and status["error"] == {"name": "ValueError", "message": "boom"}
+    assert status["rollback"] == {"outcome": "failed",
+                                  "error": {"name": "ConnectionError", "message": "payment API down"}}
+    assert (state, tries) == ("failed", 3)
+    assert config["retries"] == {"limit": 2, "delay": 1000, "backoff": "constant"}
+    assert attempts == [1, 1, 1]            # ctx is the undone step's, not the handler's attempt
+    assert undone == [] and reserve_row is None
+
+
+def test_no_handler_no_rollback_key_and_success_runs_none(tmp_path):
+    """docs/semantics.md, "Rollbacks": status() keeps its three keys until a phase begins."""
+    calls: list = []
+
+    async def plain(event, step):
+        @step.do("only")
+        async def only():
+            return 1
+        await only()
+        raise ValueError("no handlers")
+
+    async def main():
+        a = Harness(tmp_path / "a.sqlite", plain)
+        await a.create()
+        await a.engine.drain()
+        b = Harness(tmp_path / "b.sqlite", saga(calls, end="sleep"))
+        await b.create()
+        await b.engine.drain()
+        return await a.status(), await b.status(), b.step_keys()
+    errored, complete, keys = arun(main())
+    assert errored == {"status": "errored", "error": {"name": "ValueError", "message": "no handlers"},
+                       "output": None}
+    assert complete == {"status": "complete", "error": None, "output": "done"}
+    assert calls == [] and all(kind != "rollback" for kind, _name, _count in keys)
+
+
+@pytest.mark.parametrize("form", ["keyword", "options"])
+def test_terminate_with_rollback_runs_the_handlers_then_terminates(tmp_path, form):
+    """docs/semantics.md, "Rollbacks": terminate(rollback=True) or terminate({"rollback": True});
+    the handlers get error None; the instance ends terminated."""
+    calls: list = []
+
+    async def main():
+        h = Harness(tmp_path / "db.sqlite", saga(calls, end="sleep"))
+        instance = await h.create()
+        await h.engine.drain(jump=False)            # asleep for a day
+        asleep = await h.status()
+        if form == "keyword":
+            await instance.terminate(rollback=True)
+        else:
+            await instance.terminate({"rollback": True})
+        queued = await h.status()
+        await h.engine.drain(jump=False)
+        return asleep, queued, await h.status(), h.timers()
+    asleep, queued, final, timers = arun(main())
+    assert asleep == {"status": "waiting", "error": None, "output": None}
+    assert queued == {"status": "queued", "error": None, "output": None, "rollback": None}
+    assert final == {"status": "terminated", "error": None, "output": None,
+                     "rollback": {"outcome": "complete", "error": None}}
+    assert [(name, output, error) for name, output, error, _ctx in calls] == [
+        ("ship", "ship-out", None), ("charge", "charge-out", None), ("reserve", "reserve-out", None)]
+    assert timers == []
+
+
+def test_terminate_with_rollback_and_no_handler_is_a_plain_terminate(tmp_path):
+    async def sleeper(event, step):
+        await step.sleep("nap", "1 hour")
+
+    async def main():
+        h = Harness(tmp_path / "db.sqlite", sleeper)
+        instance = await h.create()
+        await h.engine.drain(jump=False)
+        await instance.terminate(rollback=True)
+        return await h.status()
+    assert arun(main()) == {"status": "terminated", "error": None, "output": None}
+
+
+def test_terminate_options_and_rollback_config_are_checked(tmp_path):
+    """docs/semantics.md, "Rollbacks": rollback_config takes retries and timeout only."""
+    async def run(event, step):
+        @step.do("charge", rollback=lambda: None, rollback_config={"sensitive": "output"})
+        async def charge():
+            return 1
+        await charge()
+
+    async def main():
+        h = Harness(tmp_path / "db.sqlite", run)
+        instance = await h.create()
+        refusals = []
+        for options, keyword in (({"rollback": "yes"}, None), ({"from": 1}, None), ("x", None)):
+            try:
+                await instance.terminate(options, rollback=keyword)
+            except Exception as exc:  # noqa: BLE001 - the refusal is what is asserted
+                refusals.append(str(exc))
+        await h.engine.drain()
+        return refusals, await h.status()
+    refusals, status = arun(main())
+    assert "rollback must be True or False" in refusals[0]
+    assert "unknown key(s): from (allowed: rollback)" in refusals[1]
+    assert "must be a dict" in refusals[2]
+    assert status["status"] == "errored" and "rollback" not in status
+    assert status["error"]["message"].startswith(
+        "Rollback config for \"charge\" is invalid: unknown key 'sensitive' (allowed: retries, timeout)")
+
+
+def test_a_handler_may_take_only_ctx_output_and_error():
+    from emulator.sdk.rollbacks import RollbackHandler
+    with pytest.raises(TypeError, match="may take only ctx, output, error"):
+        RollbackHandler(lambda result: None)
+    RollbackHandler(lambda: None)
+    RollbackHandler(lambda error, ctx: None)
+
+
+def test_the_checklist_lists_rollback_steps_after_the_steps(tmp_path):
+    calls: list = []
+
+    async def main():
+        h = Harness(tmp_path / "db.sqlite", saga(calls, fail_in="ship"))
+        await h.create()
+        await h.engine.drain()
+        return h.progress
+    checklist = Checklist(instance_id="i1")
+    for event in arun(main()):
+        checklist.apply(event)
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None, theme=THEME).print(checklist.render())
+    lines = [line.strip() for line in out.getvalue().splitlines()]
+    rollback_rows = [line for line in lines if "↶ rollback" in line]
+    assert [row.split("↶ rollback ")[1].split()[0] for row in rollback_rows] == \
+        ["ship", "charge", "reserve"]
+    assert all(row.startswith("✓") for row in rollback_rows)
+    first_rollback = next(i for i, line in enumerate(lines) if "↶ rollback" in line)
+    assert all("↶" not in line for line in lines[:first_rollback]) and \
+        any(line.startswith("✗") and " ship " in line for line in lines[:first_rollback])
+    assert any("ship refused" in line and "rollback complete" in line for line in lines)
+
+
+# ---- in a tenant's isolate, and through the CLI ---------------------------------------------------
+
+TENANT = '''
+from workers import WorkflowEntrypoint
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("reserve")
+        async def reserve():
+            return "r-1"
+
+        @reserve.rollback
+        async def release(output, error):
+            print("release", output, error and error["message"])
+
+        @step.do("charge")
+        async def charge():
+            return 42
+
+        @charge.rollback(config={"retries": {"limit": 0, "delay": 0}})
+        async def refund(ctx, output):
+            print("refund", output, ctx["step"]["name"])
+
+        await reserve()
+        await charge()
+        if event["payload"].get("sleep"):
+            await step.sleep("settle", "1 day")
+            return "settled"
+        raise ValueError("card declined")
+'''
+
+
+def _project(tmp_path):
+    assert CliRunner().invoke(app, ["init", str(tmp_path / "demo")]).exit_code == 0
+    root = tmp_path / "demo"
+    (root / "tenants" / "saga").mkdir()
+    (root / "tenants" / "saga" / "index.py").write_text(TENANT)
+    return root
+
+
+@pytest.mark.parametrize("isolation", ["process", "inline"])
+def test_handlers_run_where_the_code_runs_and_describe_shows_them(tmp_path, isolation):
+    """docs/semantics.md, "Rollbacks": the handlers are the tenant's code, run in its isolate
+    over the step wire; describe (text and --json) lists the rollback steps and the phase."""
+    root = _project(tmp_path)
+    project = open_project(root / "wrangler.jsonc", None)
+
+    async def scenario():
+        async with RunSession(project, RunOptions(tenant="saga", params={},
+                                                  isolation=isolation)) as session:
+            await session.create()
+            result = await asyncio.wait_for(session.drive(), 60)
+            store = session.host.engine.store
+            logs = [(line["step"], line["message"]) for line in store.list_logs(session.instance_id)]
+            return result, session.instance_id, logs
+    result, instance_id, logs = asyncio.run(scenario())
+    assert (result.status, result.error) == ("errored", {"name": "ValueError",
+                                                         "message": "card declined"})
+    if isolation == "process":   # inline, print() goes to the terminal, not the step's log
+        assert logs == [(("rollback", "charge", 1), "refund 42 charge"),
+                        (("rollback", "reserve", 1), "release r-1 card declined")]
+
+    runner = CliRunner()
+    args = ["instances", "describe", instance_id, "--config", str(root / "wrangler.jsonc")]
+    info = json.loads(runner.invoke(app, [*args, "--json"]).output)
+    assert info["rollback"] == {"outcome": "complete", "error": None}
+    assert [(s["kind"], s["name"], s["status"], s["has_rollback"]) for s in info["steps"]] == [
+        ("do", "reserve", "done", True), ("do", "charge", "done", True),
+        ("rollback", "charge", "done", False), ("rollback", "reserve", "done", False)]
+    text = runner.invoke(app, args).output
+    assert "↶ charge" in text and "↶ reserve" in text
+    assert "complete: every handler ran" in text
+
+
+def test_cli_terminate_rollback_with_a_running_engine(tmp_path):
+    """docs/semantics.md, "Rollbacks": ``dynwf instances terminate ID --rollback`` queues the
+    phase; the engine runs the tenant's handlers and ends the instance terminated."""
+    root = _project(tmp_path)
+    project = open_project(root / "wrangler.jsonc", None)
+    runner = CliRunner()
+    help_text = runner.invoke(app, ["instances", "terminate", "--help"]).output
+    assert "--rollback" in help_text and "dynwf instances terminate order-1" in help_text
+
+    async def scenario():
+        async with RunSession(project, RunOptions(tenant="saga", params={"sleep": True},
+                                                  isolation="process")) as session:
+            await session.create()
+            engine = session.host.engine
+            await asyncio.wait_for(engine.drain(jump=False), 60)   # asleep for a day
+            asleep = engine.control.status(session.instance_id)
+            out = await asyncio.to_thread(runner.invoke, app, [
+                "instances", "terminate", session.instance_id, "--rollback",
+                "--config", str(root / "wrangler.jsonc"), "--json"])
+            deadline = asyncio.get_running_loop().time() + 60
+            while engine.control.status(session.instance_id)["status"] != "terminated":
+                assert asyncio.get_running_loop().time() < deadline, "the phase never ended"
+                await engine.drain(jump=False)
+                await asyncio.sleep(0.05)    # the CLI wrote from another connection: a poll
+            return asleep, out, engine.control.status(session.instance_id), \
+                [line["message"] for line in engine.store.list_logs(session.instance_id)]
+    asleep, out, final, logs = asyncio.run(scenario())
+    assert asleep["status"] == "waiting"
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["rollback"] == "pending"
+    assert final == {"status": "terminated", "error": None, "output": None,
+                     "rollback": {"outcome": "complete", "error": None}}
+    assert logs == ["refund 42 charge", "release r-1 None"]     # error is None on terminate
