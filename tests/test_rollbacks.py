@@ -369,3 +369,66 @@ def test_cli_terminate_rollback_with_a_running_engine(tmp_path):
     assert final == {"status": "terminated", "error": None, "output": None,
                      "rollback": {"outcome": "complete", "error": None}}
     assert logs == ["refund 42 charge", "release r-1 None"]     # error is None on terminate
+
+
+# ---- a real engine process killed in the middle of the rollback phase -----------------------------
+
+def test_a_handler_that_ended_never_runs_again_after_the_engine_is_killed(tmp_path):
+    """docs/semantics.md, "Rollbacks": each handler's run is a durable step; an engine SIGKILLed
+    in the middle of the phase leaves the handlers that ended committed, and the next engine
+    (after the lease expires) runs only the rest, the cut-off attempt counting as failed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from emulator.engine import Control, Store, SystemClock
+    from proc_workflows import wait_until
+
+    db, log = tmp_path / "engine.db", tmp_path / "handlers.log"
+    env = dict(os.environ, DYNWF_TEST_LOG=str(log))
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parent.parent)]
+                                        + [p for p in [os.environ.get("PYTHONPATH")] if p])
+
+    def worker(owner: str) -> subprocess.Popen:
+        out = open(tmp_path / f"{owner}.out", "wb")
+        return subprocess.Popen(
+            [sys.executable, "-m", "emulator.engine.worker", "--db", str(db), "--workflows",
+             "rollback_workflows:WORKFLOWS", "--owner", owner, "--lease-ms", "500",
+             "--poll-ms", "50"], stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def handler_lines() -> list[str]:
+        return log.read_text().splitlines() if log.exists() else []
+
+    store = Store(db)
+    try:
+        control = Control(store, SystemClock())
+        control.create("saga", {"id": "order-1"})
+        first = worker("first")
+        try:
+            assert wait_until(lambda: "START reserve" in handler_lines(), 60), \
+                (tmp_path / "first.out").read_text()
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=30)
+        killed_at = handler_lines()
+        second = worker("second")
+        try:
+            assert wait_until(lambda: control.status("order-1")["status"] == "errored", 60), \
+                (tmp_path / "second.out").read_text()
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(timeout=30)
+        status = control.status("order-1")
+        reserve = store.get_step("order-1", ("rollback", "reserve", 1))
+        attempts = store.list_attempts("order-1").get(("rollback", "reserve", 1), [])
+    finally:
+        store.close()
+    assert killed_at == ["START ship", "DONE ship ship-out", "START charge", "DONE charge charge-out",
+                         "START reserve"]
+    assert handler_lines() == killed_at + ["START reserve", "DONE reserve reserve-out"]
+    assert status == {"status": "errored", "error": {"name": "ValueError", "message": "card declined"},
+                      "output": None, "rollback": {"outcome": "complete", "error": None}}
+    assert (reserve.status, reserve.attempts) == ("done", 2)
+    assert [a["attempt"] for a in attempts] == [1]     # the attempt the kill cut off
