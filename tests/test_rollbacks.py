@@ -1,4 +1,4 @@
-"""Rollbacks (docs/semantics.md, "Rollbacks"): compensation handlers registered by ``step.do``
+"""Rollbacks (docs/semantics.md §2.11, "Rollbacks"): compensation handlers registered by ``step.do``
 run after the instance fails, or on ``terminate(rollback=True)``, latest-started first, each a
 durable step of kind ``rollback`` with its own retries; the status record gains ``rollback``.
 With real SQLite, in the engine's process and in a tenant's isolate, and through the CLI."""
