@@ -322,6 +322,13 @@ class StepClient:
                 key, self._order[key], rollback,
                 {"step": {"name": key[1], "count": key[2]}, "attempt": max(cached.attempts, 1),
                  "config": config}, output, cached.rollback))
+        if cached is not None and cached.status == "cancelled":
+            # as in any replay (docs/semantics.md, "Cancelled steps"): pending until the code
+            # cancels it again, while its siblings go on registering their handlers
+            self._replayed(key)
+            if phase.ready:
+                await self._roll_back()
+            await asyncio.get_running_loop().create_future()
         if not ended:
             await self._roll_back()
         assert cached is not None
