@@ -432,3 +432,51 @@ def test_a_handler_that_ended_never_runs_again_after_the_engine_is_killed(tmp_pa
                       "output": None, "rollback": {"outcome": "complete", "error": None}}
     assert (reserve.status, reserve.attempts) == ("done", 2)
     assert [a["attempt"] for a in attempts] == [1]     # the attempt the kill cut off
+
+
+# ---- the dashboard --------------------------------------------------------------------------------
+
+def test_the_dashboard_terminates_with_rollback_and_lists_the_rollback_steps(tmp_path, servers):
+    """docs/semantics.md §2.11 ("Where it shows"): the instance page offers terminate +
+    rollback, asks first, then lists each handler's run and the phase's outcome (headless
+    Chromium, as tests/test_dashboard.py drives it)."""
+    from pathlib import Path
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("Debian's Chromium is not installed at /usr/bin/chromium")
+    from dev_harness import copy_hello, start
+    from test_admin_api import API, call, token_of
+    from test_dashboard import CHROMIUM_ARGS
+
+    expect = sync_api.expect
+    project = copy_hello(tmp_path)
+    (project / "tenants" / "saga").mkdir()
+    (project / "tenants" / "saga" / "index.py").write_text(TENANT)
+    dev = start(servers, project)
+    created = call(dev, "POST", f"{API}/instances",
+                   {"tenant": "saga", "id": "saga-1", "params": {"sleep": True}},
+                   token=token_of(project))
+    assert created[0] == 201, created
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS,
+                                             headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(20_000)
+            page.goto(dev.url + "/__dynwf/#/instances/saga-1")
+            expect(page.locator("#instance-status")).to_have_text("waiting", timeout=30_000)
+            expect(page.locator("#instance-rollback")).to_have_count(0)
+            page.click('[data-action="terminate-rollback"]')
+            expect(page.locator("#confirm")).to_contain_text("rollback handlers")
+            page.click("#confirm-yes")
+            expect(page.locator("#instance-status")).to_have_text("terminated", timeout=30_000)
+            expect(page.locator("#instance-rollback")).to_have_text("complete: every handler ran")
+            rows = page.locator('#checklist > li.step[data-kind="rollback"]')
+            expect(rows).to_have_count(2)
+            assert rows.evaluate_all("rows => rows.map(r => [r.dataset.step, r.dataset.state])") \
+                == [["↶ rollback charge", "done"], ["↶ rollback reserve", "done"]]
+            expect(page.locator('[data-action="terminate-rollback"]')).to_be_disabled()
+        finally:
+            browser.close()
