@@ -480,3 +480,26 @@ def test_the_dashboard_terminates_with_rollback_and_lists_the_rollback_steps(tmp
             expect(page.locator('[data-action="terminate-rollback"]')).to_be_disabled()
         finally:
             browser.close()
+
+
+def test_dynwf_check_reads_a_literal_rollback_config():
+    """docs/semantics.md §2.11: rollback_config takes only retries and timeout, checked as a
+    step's config is, before anything runs."""
+    from emulator.analysis.lint import lint_tenant_source
+    source = '''
+class TenantWorkflow:
+    async def run(self, event, step):
+        @step.do("charge", rollback=lambda: None,
+                 rollback_config={"sensitive": "output", "timeout": 0})
+        async def charge():
+            return 1
+
+        @step.do("fine", rollback=lambda: None, rollback_config={"retries": {"limit": 1, "delay": 0}})
+        async def fine():
+            return 1
+'''
+    found = [(d.code, d.line, d.message) for d in lint_tenant_source(source, "index.py")]
+    assert found == [
+        ("DW305", 5, "rollback config for \"charge\" is invalid: unknown key 'sensitive' "
+                     "(allowed: retries, timeout)"),
+        ("DW305", 5, 'rollback config for "charge" is invalid: timeout must not be 0')]
