@@ -503,3 +503,27 @@ class TenantWorkflow:
         ("DW305", 5, "rollback config for \"charge\" is invalid: unknown key 'sensitive' "
                      "(allowed: retries, timeout)"),
         ("DW305", 5, 'rollback config for "charge" is invalid: timeout must not be 0')]
+
+
+@pytest.mark.parametrize("form", ["keyword", "options"])
+def test_a_tenant_terminates_its_own_instance_with_rollback_through_its_wrapped_binding(
+        tmp_path, form):
+    """docs/semantics.md §2.11 ("Where dynwf chooses"): the wrapped binding passes rollback on."""
+    from emulator.runtime.dynamic_workflows import _dispatcher_binding_impl
+    calls: list = []
+
+    async def main():
+        h = Harness(tmp_path / "db.sqlite", saga(calls, end="sleep"))
+        tenant = _dispatcher_binding_impl(lambda: h.engine.binding("wf"), {"tenantId": "acme"})
+        stub = await tenant.create({"id": "order-1", "params": {}})
+        await h.engine.drain(jump=False)
+        if form == "keyword":
+            await stub.terminate(rollback=True)
+        else:
+            await stub.terminate({"rollback": True})
+        await h.engine.drain(jump=False)
+        return await stub.status()
+    status = arun(main())
+    assert status == {"status": "terminated", "error": None, "output": None,
+                      "rollback": {"outcome": "complete", "error": None}}
+    assert [name for name, *_rest in calls] == ["ship", "charge", "reserve"]
