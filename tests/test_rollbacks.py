@@ -336,9 +336,11 @@ def test_handlers_run_where_the_code_runs_and_describe_shows_them(tmp_path, isol
     assert "complete: every handler ran" in text
 
 
-def test_cli_terminate_rollback_with_a_running_engine(tmp_path):
+@pytest.mark.parametrize("wait", [False, True])
+def test_cli_terminate_rollback_with_a_running_engine(tmp_path, wait):
     """docs/semantics.md, "Rollbacks": ``dynwf instances terminate ID --rollback`` queues the
-    phase; the engine runs the tenant's handlers and ends the instance terminated."""
+    phase; the engine runs the tenant's handlers and ends the instance terminated; ``--wait``
+    waits for that and says how the phase ended."""
     root = _project(tmp_path)
     project = open_project(root / "wrangler.jsonc", None)
     runner = CliRunner()
@@ -352,20 +354,34 @@ def test_cli_terminate_rollback_with_a_running_engine(tmp_path):
             engine = session.host.engine
             await asyncio.wait_for(engine.drain(jump=False), 60)   # asleep for a day
             asleep = engine.control.status(session.instance_id)
-            out = await asyncio.to_thread(runner.invoke, app, [
-                "instances", "terminate", session.instance_id, "--rollback",
-                "--config", str(root / "wrangler.jsonc"), "--json"])
-            deadline = asyncio.get_running_loop().time() + 60
-            while engine.control.status(session.instance_id)["status"] != "terminated":
-                assert asyncio.get_running_loop().time() < deadline, "the phase never ended"
-                await engine.drain(jump=False)
-                await asyncio.sleep(0.05)    # the CLI wrote from another connection: a poll
+
+            async def engine_at_work() -> None:
+                deadline = asyncio.get_running_loop().time() + 60
+                while engine.control.status(session.instance_id)["status"] != "terminated":
+                    assert asyncio.get_running_loop().time() < deadline, "the phase never ended"
+                    await engine.drain(jump=False)
+                    await asyncio.sleep(0.05)    # the CLI writes from another connection: a poll
+            args = ["instances", "terminate", session.instance_id, "--rollback",
+                    "--config", str(root / "wrangler.jsonc")]
+            if wait:
+                working = asyncio.ensure_future(engine_at_work())
+                out = await asyncio.to_thread(runner.invoke, app, [*args, "--wait",
+                                                                   "--timeout", "60"])
+                await working
+            else:
+                out = await asyncio.to_thread(runner.invoke, app, [*args, "--json"])
+                await engine_at_work()
             return asleep, out, engine.control.status(session.instance_id), \
                 [line["message"] for line in engine.store.list_logs(session.instance_id)]
     asleep, out, final, logs = asyncio.run(scenario())
     assert asleep["status"] == "waiting"
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output)["rollback"] == "pending"
+    if wait:
+        assert "rolling back, then terminating" in out.output
+        assert "now" in out.output and "(status terminated)" in out.output
+        assert "rollback: complete" in out.output
+    else:
+        assert json.loads(out.output)["rollback"] == "pending"
     assert final == {"status": "terminated", "error": None, "output": None,
                      "rollback": {"outcome": "complete", "error": None}}
     assert logs == ["refund 42 charge", "release r-1 None"]     # error is None on terminate
