@@ -543,3 +543,78 @@ def test_a_tenant_terminates_its_own_instance_with_rollback_through_its_wrapped_
     assert status == {"status": "terminated", "error": None, "output": None,
                       "rollback": {"outcome": "complete", "error": None}}
     assert [name for name, *_rest in calls] == ["ship", "charge", "reserve"]
+
+
+HOSTILE_IN_PHASE = '''
+import json
+from workers import WorkflowEntrypoint
+
+CONFIG = json.dumps({"retries": {"limit": 5, "delay": 10000, "backoff": "exponential"},
+                     "timeout": 600000})
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        async def attack_then_refund(output):
+            stub = step._client.backend._stub     # past the step client, in the rollback phase
+            attacks = {
+                "more retries than recorded": lambda: stub.begin(["rollback", "charge", 1], 1, CONFIG),
+                "a step without a handler": lambda: stub.begin(["rollback", "plain", 1], 1, CONFIG),
+                "a new do step": lambda: stub.begin(["do", "new", 1], 1, CONFIG),
+            }
+            for name, attack in attacks.items():
+                try:
+                    await attack()
+                    print(name, "| allowed")
+                except Exception as exc:
+                    print(name, "|", type(exc).__name__, str(exc))
+            print("refund", output)
+
+        @step.do("plain")
+        async def plain():
+            return 1
+
+        @step.do("charge", rollback_config={"retries": {"limit": 0, "delay": 0}})
+        async def charge():
+            return 2
+
+        charge.rollback(attack_then_refund)
+
+        await plain()
+        await charge()
+        raise ValueError("boom")
+'''
+
+
+def test_an_isolate_in_a_rollback_phase_cannot_go_past_what_the_store_recorded(tmp_path):
+    """docs/semantics.md §2.11 ("How it runs"): in a rollback phase the host takes a handler's
+    attempt only for a step that registered one, under the config recorded for it, and starts
+    no new step; the refusals come back as errors and nothing is written."""
+    assert CliRunner().invoke(app, ["init", str(tmp_path / "demo")]).exit_code == 0
+    root = tmp_path / "demo"
+    (root / "tenants" / "raw").mkdir()
+    (root / "tenants" / "raw" / "index.py").write_text(HOSTILE_IN_PHASE)
+    project = open_project(root / "wrangler.jsonc", None)
+
+    async def scenario():
+        async with RunSession(project, RunOptions(tenant="raw", params={},
+                                                  isolation="process")) as session:
+            await session.create()
+            result = await asyncio.wait_for(session.drive(), 60)
+            store = session.host.engine.store
+            return result, [line["message"] for line in store.list_logs(session.instance_id)], \
+                [(s.kind, s.name, s.status) for s in store.list_steps(session.instance_id)], \
+                session.host.engine.control.status(session.instance_id)
+    result, logs, steps, status = asyncio.run(scenario())
+    assert result.status == "errored", (result, steps, logs)
+    refused = "StepCallError [step.invalid_call]"
+    assert logs[:3] == [
+        f'more retries than recorded | {refused} rollback of "charge": its config is not the '
+        "one recorded for the handler",
+        f"a step without a handler | {refused} rollback of \"plain\": step.do 'plain' "
+        "(occurrence 1) registered no rollback handler",
+        f'a new do step | {refused} step.do "new" cannot start during a rollback phase']
+    assert logs[3:] == ["refund 2"]
+    assert steps == [("do", "plain", "done"), ("do", "charge", "done"),
+                     ("rollback", "charge", "done")]
+    assert status["rollback"] == {"outcome": "complete", "error": None}

@@ -43,9 +43,10 @@ class StepCallable:
 
     def __init__(self, step: "WorkflowStep", name: str, func: Callable[..., Any], *,
                  concurrent: bool, config: Any, depends: list["StepCallable"] | None,
-                 rollback: RollbackHandler | None = None) -> None:
+                 rollback: RollbackHandler | None = None, rollback_config: Any = None) -> None:
         self._step = step
         self._rollback = rollback
+        self._rollback_config = rollback_config
         self._step_name = name
         self._func = func
         self._concurrent = concurrent
@@ -71,8 +72,8 @@ class StepCallable:
         ``ctx``, ``output``, ``error`` by name (docs/semantics.md, "Rollbacks")."""
         if handler is None:
             return lambda fn: self.rollback(fn, config=config)
-        if config is None and self._rollback is not None:
-            config = self._rollback.config
+        if config is None:
+            config = self._rollback_config
         self._rollback = RollbackHandler(handler, config)
         return handler
 
@@ -143,9 +144,7 @@ class WorkflowStep:
         timeout (docs/semantics.md, "Rollbacks")."""
         if callable(name) and not isinstance(name, str) and depends is None:
             return self.do()(name)  # bare @step.do
-        if rollback is None and rollback_config is not None:
-            raise TypeError("step.do() got rollback_config without rollback; pass the handler "
-                            "too, or register it with @<step>.rollback(config=...)")
+        # rollback_config alone is kept for a handler registered later with @<step>.rollback
         handler = RollbackHandler(rollback, rollback_config) if rollback is not None else None
         if self._implicit and depends is not None:
             raise TypeError("step.do() got 'depends', which needs a compatibility_date before "
@@ -157,7 +156,8 @@ class WorkflowStep:
         def decorator(func: Callable[..., Any]) -> StepCallable:
             step_name = name if name is not None else getattr(func, "__name__", None)
             callable_ = StepCallable(self, step_name, func, concurrent=concurrent, config=config,
-                                     depends=legacy_depends, rollback=handler)
+                                     depends=legacy_depends, rollback=handler,
+                                     rollback_config=rollback_config)
             self._closures[step_name] = callable_
             return callable_
         return decorator
