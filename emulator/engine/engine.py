@@ -527,7 +527,7 @@ class Engine:
             return
         phase = lifetime.rollback_phase
         assert phase is not None
-        owner, generation, now = self.owner, lifetime.generation, self.clock.now_ms()
+        generation, now = lifetime.generation, self.clock.now_ms()
         self.writes.flush_notes()
         trigger = phase.get("trigger")
         status = states.ERRORED if trigger is not None else states.TERMINATED
@@ -543,7 +543,6 @@ class Engine:
                              error=json.dumps(trigger) if trigger is not None else None,
                              error_traceback=json.dumps(frames) if frames else None,
                              rollback=json.dumps(record))
-            store.release_txn(lifetime.id, owner)
             return outcome
         self._settle_logs(lifetime.id, ended=True)
         outcome = await self.writes.submit(end)

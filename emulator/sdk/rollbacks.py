@@ -11,9 +11,10 @@ the handlers, latest-started first, each as a durable step of kind ``rollback``,
 engine, which writes the outcome from its own rows and ends the instance. A handler that ended is
 answered from the store on any later replay, so after a crash only the rest run.
 
-Tried first: keeping the handlers of the failing run and calling them after ``run()`` raised. In
-an isolate that needs a second RPC into tenant code after its call has returned, and a crash of
-the engine between two handlers lost them all; the replay rebuilds them in either case.
+The alternative, keeping the handlers of the failing run and calling them after ``run()``
+raised, was set aside: in an isolate it needs a way back into tenant code after its call has
+returned, and handlers held in memory are lost with the engine (a crash between two handlers, a
+terminate sent from another process); the replay rebuilds them in every one of those cases.
 """
 
 from __future__ import annotations
