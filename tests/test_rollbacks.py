@@ -478,6 +478,12 @@ def test_the_dashboard_terminates_with_rollback_and_lists_the_rollback_steps(tmp
                    {"tenant": "saga", "id": "saga-1", "params": {"sleep": True}},
                    token=token_of(project))
     assert created[0] == 201, created
+    # the admin API reads the body strictly: refused before anything is written
+    for body, fragment in (({"rollback": "yes"}, "'rollback' as true or false"),
+                           ({"rollback": True, "from": 1}, "from")):
+        refused = call(dev, "POST", f"{API}/instances/saga-1/terminate", body,
+                       token=token_of(project))
+        assert refused[0] == 400 and fragment in refused[1]["error"]["message"], refused
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS,
                                              headless=True)
