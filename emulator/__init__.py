@@ -41,6 +41,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     # the defaults every command and the plugin share
     "emulator.defaults": ("DEV_IP", "DEV_PORT", "ISOLATION", "ISOLATIONS", "POLL_MS"),
     "emulator.ops": ("InstanceOps", "StateNotFoundError"),
+    # changing tenant code safely: replay checks, histories as files
+    "emulator.replay": ("ReplayOutcome", "replay_history", "replay_project"),
+    "emulator.engine.history": ("History", "parse_history"),
     "emulator.engine": ("Engine", "WorkflowBinding"),
     "emulator.clock": ("Clock", "SystemClock", "VirtualClock", "to_datetime"),
     "emulator.interpreter": ("tune_for_serving",),

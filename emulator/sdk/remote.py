@@ -82,6 +82,8 @@ class StepBackendTarget(RpcTarget):
                 "limit": self._client.step_limit, "code_version": self._client.code_version}
         if self._client.mocks:  # test modifiers: decided here, so a mocked body never runs there
             init["mocks"] = self._client.mocks.to_wire()
+        if self._client.replay_only:  # a replay check: the isolate's client runs no body
+            init["replay"] = True
         return STEP_KIND, init
 
     # ---- what an isolate may call ------------------------------------------------------------
@@ -160,6 +162,14 @@ class StepBackendTarget(RpcTarget):
         _typed(level, str, "a log level")
         _typed(message, str, "a log line")
         self._backend.log(step, LogLevel.parse(level).value, message[:MAX_LOG_LINE_CHARS])
+
+    def history_end(self, key: Any) -> Awaitable[None]:
+        """A replay check's client reached a step past the history (only in a replay check:
+        a normal run has no such point, and asking is refused)."""
+        key = self._step_key(key, None)
+        if not self._client.replay_only:
+            raise StepCallError("history_end is only part of a replay check")
+        return self._backend.history_end(key)
 
     def replayed(self, key: Any) -> None:
         key = self._step_key(key, None)
@@ -327,6 +337,9 @@ class RemoteStepBackend:
     async def fetch(self, key: StepKey, request: Any) -> Any:
         return await self._stub.fetch(list(key), request)
 
+    async def history_end(self, key: StepKey) -> None:
+        await self._stub.history_end(list(key))
+
 
 def step_proxy(implicit_dependencies: bool, fingerprint: str | None = None):
     """The factory the isolate registers for incoming ``step`` references."""
@@ -339,6 +352,7 @@ def step_proxy(implicit_dependencies: bool, fingerprint: str | None = None):
                             step_limit=init["limit"],
                             on_replay=lambda key: stub.replayed.send(list(key)),
                             code_version=recorded, running_version=fingerprint,
-                            mocks=StepMocks.from_wire(init.get("mocks")))
+                            mocks=StepMocks.from_wire(init.get("mocks")),
+                            replay_only=init.get("replay") is True)
         return WorkflowStep(client, implicit_dependencies=implicit_dependencies)
     return build
