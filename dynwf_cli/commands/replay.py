@@ -88,7 +88,7 @@ def _print_text(outcomes: list, failed: list) -> None:
             + Text(f"  {outcome.verdict.replace('_', ' ')}: ", style=style) + Text(outcome.message)
         console.print(line, soft_wrap=True)
         where = outcome.path or outcome.file
-        if where:
+        if where and not outcome.ok:
             console.print(Text(f"    at {where}:{outcome.line}", style="path"), soft_wrap=True)
     console.print(f"{len(outcomes) - len(failed)} of {len(outcomes)} instance(s) compatible")
 

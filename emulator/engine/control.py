@@ -141,10 +141,6 @@ def is_stored_id(value: Any) -> bool:
     return all(c in "0123456789abcdef" for c in scope) and is_valid_id(value[PREFIX_LENGTH + 1:])
 
 
-#: ``rerun``'s ``output`` when none is given (None is a result a step may have).
-_NO_OUTPUT: Any = object()
-
-
 def _keys(keys: set[str]) -> str:
     return ", ".join(sorted(map(repr, keys)))
 
@@ -294,17 +290,23 @@ class Control:
         return from_seq
 
     def rerun(self, instance_id: str, start: RestartFrom, *, new_id: str | None = None,
-              output: Any = _NO_OUTPUT) -> str:
+              output: str | None = None) -> str:
         """A new instance whose history is the original's up to and excluding ``start`` (the
         steps first reached before it, with their failed attempts), queued to continue with the
         code the workflow runs now; with ``output``, ``start`` itself (a ``do`` step) is kept as
-        done with that result. The original is not touched; the new one names it
+        done with that result (JSON text). The original is not touched; the new one names it
         (``rerun_of``) and the step. Returns the new instance's key (docs/semantics.md §4.10)."""
-        if output is not _NO_OUTPUT and start.type != "do":
+        if output is not None and start.type != "do":
             raise ValidationError(f"--output replaces a do step's result; {start.name!r} is a "
                                   f"{start.type} step")
-        result = encode_json(output, what="the replaced output") \
-            if output is not _NO_OUTPUT else None
+        result = None
+        if output is not None:
+            try:
+                value = json.loads(output)
+            except ValueError as exc:
+                raise ValidationError(f"the output to replace the step's with is not JSON: {exc}",
+                                      hint="""--output '{"ok": true}'""") from None
+            result = encode_json(value, what="the replaced output")
         if new_id is not None:
             check_instance_id(new_id)
         now = self.clock.now_ms()
