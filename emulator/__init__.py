@@ -25,7 +25,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "DynwfError", "UsageError", "ConfigError", "ValidationError", "PayloadError",
         "PayloadTooLargeError", "InstanceError", "InstanceNotFoundError",
         "InstanceAlreadyExistsError", "InstanceFinishedError", "InvalidTransitionError",
-        "StepLimitError"),
+        "StepLimitError", "HistoryError", "ReplayDivergedError"),
     # a project: its wrangler file, its state folder, a new one from a template
     "emulator.project": ("DATABASE_NAME", "Project", "STATE_DIR_ENV", "STATE_DIR_NAME",
                          "open_project"),

@@ -24,7 +24,8 @@ from rich.text import Text
 from dynwf_cli.checklist import GLYPHS
 from dynwf_cli.console import THEME, console
 from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, EventTypeOption,
-                               FollowInstanceOption, JsonOption, StateDirOption, StepType,
+                               FollowInstanceOption, FromStepOption, JsonOption,
+                               RequiredFromStepOption, RerunIdOption, StateDirOption, StepType,
                                StepTypeOption, TenantFilterOption, TenantOfIdOption,
                                TimeoutOption, WaitOption, WorkflowFilterOption,
                                WorkflowOfIdOption)
@@ -396,9 +397,7 @@ _control_command(
     "dynwf instances restart order-1 --tenant acme --from charge --count 1 --type do --wait"))
 def restart_command(
     instance: IdArgument,
-    start_from: Annotated[Optional[str], typer.Option(
-        "--from", metavar="STEP",
-        help="The name of the step to run again from; earlier steps keep their results.")] = None,
+    start_from: FromStepOption = None,
     count: Annotated[Optional[int], typer.Option(
         "--count", metavar="N", min=1,
         help="With --from: which occurrence of that step name, from 1 (default: 1).")] = None,
@@ -436,21 +435,15 @@ def restart_command(
     "dynwf instances rerun order-1 --tenant acme --from charge --output '{\"paid\": true}'"))
 def rerun_command(
     instance: IdArgument,
-    start_from: Annotated[str, typer.Option(
-        "--from", metavar="STEP", show_default=False,
-        help="The name of the step to run again from; the steps reached before it keep their "
-             "results.")],
+    start_from: RequiredFromStepOption,
     index: Annotated[int, typer.Option(
-        "--index", "--count", metavar="N", min=1,
+        "--index", metavar="N", min=1,
         help="Which occurrence of that step name, from 1.")] = 1,
     step_type: StepTypeOption = StepType("do"),
     output: Annotated[Optional[str], typer.Option(
         "--output", metavar="JSON",
         help="Keep STEP (a do step) as done with this result instead of running it.")] = None,
-    new_id: Annotated[Optional[str], typer.Option(
-        "--id", metavar="NEW",
-        help="The new instance's id (the tenant's id, for a tenant's instance; default: "
-             "random).")] = None,
+    new_id: RerunIdOption = None,
     tenant: TenantOfIdOption = None,
     workflow: WorkflowOfIdOption = None,
     wait: WaitOption = False,

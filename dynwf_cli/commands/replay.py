@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,7 +12,8 @@ import typer
 from rich.text import Text
 
 from dynwf_cli.console import console
-from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption, StateDirOption,
+from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, FormatOption, IsolationOption,
+                               OutputFormat, StateDirOption, TenantsFilterOption,
                                WorkflowFilterOption)
 from emulator import open_project, replay_project
 
@@ -32,16 +32,8 @@ Example:
 """
 
 
-class Format(str, Enum):
-    text = "text"
-    json = "json"
-    github = "github"
-
-
 def replay(
-    tenant: Annotated[Optional[list[str]], typer.Option(
-        "--tenant", "-t", metavar="TENANT",
-        help="Only the instances of this tenant (its tenantId); repeatable.")] = None,
+    tenant: TenantsFilterOption = None,
     instance: Annotated[Optional[list[str]], typer.Option(
         "--instance", "-i", metavar="ID",
         help="This instance (finished or not); repeatable. With one --tenant, the tenant's id.")
@@ -49,9 +41,7 @@ def replay(
     history: Annotated[Optional[list[Path]], typer.Option(
         "--history", metavar="FILE", exists=True, dir_okay=False,
         help="A history file (dynwf instances export) to replay too; repeatable.")] = None,
-    output_format: Annotated[Format, typer.Option(
-        "--format", help="text; json (one object); github (::error annotations on the "
-                         "tenant's file, for CI).")] = Format.text,
+    output_format: FormatOption = OutputFormat.text,
     workflow: WorkflowFilterOption = None,
     isolation: IsolationOption = DEFAULT_ISOLATION,
     config: ConfigOption = None,
@@ -62,10 +52,10 @@ def replay(
         project, tenants=tenant or [], instances=instance or [], history_files=history or [],
         isolation=isolation.value, workflow=workflow))
     failed = [o for o in outcomes if not o.ok]
-    if output_format is Format.json:
+    if output_format is OutputFormat.json:
         typer.echo(json.dumps({"compatible": not failed, "checked": len(outcomes),
                                "instances": [o.to_json() for o in outcomes]}, indent=2))
-    elif output_format is Format.github:
+    elif output_format is OutputFormat.github:
         for outcome in failed:
             typer.echo(_annotation(outcome))
         typer.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} instance(s) compatible")

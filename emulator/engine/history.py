@@ -241,7 +241,7 @@ class _History:
             self.object(rerun_from, "instance.rerun_from",
                         {"kind", "name", "count", "output_replaced"}, {"kind", "name", "count"})
         row = InstanceRow(key, workflow, status, self.value(v["params"], "instance.params"),
-                          output, self.error(v.get("error"), "instance.error"), 1, None, None,
+                          output, self.error(v.get("error"), ".".join(("instance", "error"))), 1, None, None,
                           None, code_version, created,
                           self.time(v.get("updated_at", created), "instance.updated_at"),
                           self.time(v.get("started_at"), "instance.started_at"),
