@@ -51,6 +51,10 @@ REPLAY_TIMEOUT_S = 30.0
 #: Errors that say the code could not be loaded, not that it ran differently.
 _LOAD_FAULTS = {Code.TENANT_INVALID_PYTHON, Code.LOADER_INVALID_CODE, Code.WORKFLOW_NOT_FOUND,
                 Code.DISPATCHER_MISCONFIGURED, *ISOLATE_FAULTS}
+#: Errors raised while a module loads: the code never got to run.
+_LOAD_ERRORS = {"SyntaxError", "IndentationError", "TabError", "ImportError",
+                "ModuleNotFoundError"}
+_SYNTAX_AT = re.compile(r"\(([^()]+\.py), line (\d+)\)$")
 _MISMATCH = re.compile(r"expected (.+) but the code now runs (.+?) \(")
 
 
@@ -214,11 +218,15 @@ def _raised(outcome: ReplayOutcome, history: History, exc: BaseException,
         else:
             outcome.message = message
         return outcome
-    if code in _LOAD_FAULTS:
+    name = getattr(exc, "name", None) or type(exc).__name__
+    if code in _LOAD_FAULTS or name in _LOAD_ERRORS:
         outcome.verdict = FAILS_TO_LOAD
-        outcome.message = f"[{code}] {message}"
+        outcome.message = f"[{code}] {message}" if code else f"{name}: {message}"
+        found = _SYNTAX_AT.search(message)
+        if found and outcome.file is None and history.tenant is not None:
+            outcome.file, outcome.line = f"{history.tenant}/{found.group(1)}", int(found.group(2))
+            outcome.path = project_path(host.config.root, outcome.file)
         return outcome
-    name = type(exc).__name__ if getattr(exc, "name", None) is None else exc.name  # type: ignore[attr-defined]
     recorded = json.loads(history.instance.error) if history.instance.error else None
     if recorded and recorded.get("message") == message:
         outcome.message = f"replays its {outcome.replayed} recorded step(s) and run() raises " \
