@@ -363,3 +363,42 @@ def test_help_of_the_new_commands_has_an_example():
                  ["instances", "import"]):
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0 and "Example:" in result.output, args
+
+
+def test_dev_replays_in_flight_instances_on_each_reload_and_names_those_it_would_break(
+        tmp_path, servers):
+    """§4.10: a saved tenant is replayed against its in-flight instances before any wakes: an
+    edit past where an instance stands is compatible, one before it is named with its step."""
+    import signal
+
+    from dev_harness import copy_hello, save_atomically, start
+    project = copy_hello(tmp_path)
+    dev = start(servers, project)
+    dev.wait_for_record(kind="server.ready")
+    status, order = dev.post("acme", {"items": [{"price": 2, "quantity": 3}]})
+    assert status == 200, order
+    dev.wait_for_record(kind="step.waiting", step__name="payment")
+    index = project / "tenants" / "acme" / "index.py"
+    good = index.read_text()
+
+    mark = len(dev.lines)     # a change after the wait: the instance has not reached it
+    save_atomically(index, good.replace('@step.do("ship")', '@step.do("ship parcel")'))
+    reload = dev.wait_for_record(kind="reload", target="tenant", name="acme", after=mark)
+    assert reload["replay"] == {"checked": 1, "unchecked": 0, "breaking": []}, reload
+
+    mark = len(dev.lines)     # a recorded step renamed: the instance would diverge there
+    renamed = good.replace('@step.do(config=', '@step.do("price quote", config=')
+    assert renamed != good
+    save_atomically(index, renamed)
+    reload = dev.wait_for_record(kind="reload", target="tenant", name="acme", after=mark)
+    [breaking] = reload["replay"]["breaking"]
+    assert breaking["verdict"] == "diverges" and breaking["instance"].endswith(order["id"])
+    assert (breaking["expected"], breaking["reached"]) == ('step.do "quote"',
+                                                           'step.do "price quote"')
+    assert breaking["file"] == "tenants/acme/index.py"
+    assert breaking["line"] == line_of(renamed, "price = await quote()")
+    # the instance itself is untouched: still waiting for its payment
+    assert dev.stop(signal.SIGTERM) == 0
+    described = json.loads(dynwf("instances", "describe", order["id"], "--tenant", "acme",
+                                 "--json", cwd=project, check_code=0).stdout)
+    assert described["status"] == "waiting"
