@@ -402,3 +402,34 @@ def test_dev_replays_in_flight_instances_on_each_reload_and_names_those_it_would
     described = json.loads(dynwf("instances", "describe", order["id"], "--tenant", "acme",
                                  "--json", cwd=project, check_code=0).stdout)
     assert described["status"] == "waiting"
+
+
+@pytest.fixture
+def dynwf_project(request, shop):
+    """The shop project for the pytest plugin, with A's history kept as a test fixture and the
+    tenant's code as the case asks (unchanged, or with "ship" renamed)."""
+    exported = dynwf("instances", "export", "A", "--tenant", "shop", cwd=shop, check_code=0)
+    (shop / "tests" / "histories").mkdir(parents=True, exist_ok=True)
+    (shop / "tests" / "histories" / "order-A.json").write_text(exported.stdout)
+    if getattr(request, "param", "same") == "renamed":
+        (shop / "tenants" / "shop" / "index.py").write_text(shop_source(EDITS["rename"][0]))
+    return shop
+
+
+@pytest.mark.parametrize("dynwf_project", ["same"], indirect=True)
+async def test_the_pytest_plugin_replays_a_history_file(dynwf, dynwf_project):
+    """§4.10: a real run kept as a regression test: compatible code replays it."""
+    outcome = await dynwf.replay("tests/histories/order-A.json")
+    assert outcome.ok and outcome.replayed == 5
+    assert outcome.stopped_at == 'step.wait_for_event "delivery"'
+
+
+@pytest.mark.parametrize("dynwf_project", ["renamed"], indirect=True)
+async def test_the_pytest_plugin_raises_with_the_divergence(dynwf, dynwf_project):
+    from emulator.errors import ReplayDivergedError
+    with pytest.raises(ReplayDivergedError) as raised:
+        await dynwf.replay("tests/histories/order-A.json")
+    line = line_of(shop_source(EDITS["rename"][0]), "await ship_parcel()")
+    assert 'expected step.do "ship" but the code now runs step.do "ship parcel"' in str(raised.value)
+    assert f"(at tenants/shop/index.py:{line})" in str(raised.value)
+    assert raised.value.code == "replay.diverged"
