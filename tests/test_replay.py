@@ -433,3 +433,45 @@ async def test_the_pytest_plugin_raises_with_the_divergence(dynwf, dynwf_project
     assert 'expected step.do "ship" but the code now runs step.do "ship parcel"' in str(raised.value)
     assert f"(at tenants/shop/index.py:{line})" in str(raised.value)
     assert raised.value.code == "replay.diverged"
+
+
+GATHERED = '''
+import asyncio
+
+from workers import WorkflowEntrypoint
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        async def chain(first, second, pause):
+            @step.do(first)
+            async def one():
+                await asyncio.sleep(pause)
+                return first
+
+            @step.do(second)
+            async def two():
+                return second
+
+            return [await one(), await two()]
+
+        both = await asyncio.gather(chain("a1", "a2", 0), chain("b1", "b2", 0.05))
+        await step.wait_for_event("go", "go", timeout="1 hour")
+        return both
+'''
+
+
+def test_steps_gathered_in_parallel_replay_compatible_whatever_order_they_end_in(tmp_path):
+    """§4.10: two chains gathered together were recorded interleaved (a1, b1, a2, b2); replayed,
+    each chain's answers come at once, yet that is not a reorder."""
+    assert runner.invoke(app, ["init", str(tmp_path / "demo")]).exit_code == 0
+    root = tmp_path / "demo"
+    (root / "tenants" / "par").mkdir()
+    (root / "tenants" / "par" / "index.py").write_text(GATHERED)
+    dynwf("run", "--tenant", "par", "--id", "g1", cwd=root, check_code=3)
+    steps = json.loads(dynwf("instances", "describe", "g1", "--tenant", "par", "--json",
+                             cwd=root, check_code=0).stdout)["steps"]
+    assert [s["name"] for s in steps][:2] == ["a1", "b1"]
+    code, report = replay_json(root)
+    assert code == 0, report
+    assert report["instances"][0]["replayed"] == 4

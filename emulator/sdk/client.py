@@ -187,13 +187,17 @@ class StepClient:
         position = self._position.get(key)
         if position is None:
             return
-        for _ in range(_SIBLING_ITERATIONS + 1):
-            earlier = next((k for k in self.cache if self._position[k] < position
-                            and k not in self._visited
-                            and self.cache[k].status in ("done", "failed")), None)
-            if earlier is None:
+        def earlier_unreached() -> StepKey | None:
+            return next((k for k in self.cache if self._position[k] < position
+                         and k not in self._visited
+                         and self.cache[k].status in ("done", "failed")), None)
+        for _ in range(_SIBLING_ITERATIONS):
+            if earlier_unreached() is None:
                 return
             await asyncio.sleep(0)
+        earlier = earlier_unreached()
+        if earlier is None:
+            return
         raise ReplayMismatchError(
             expected=show_step(earlier), reached=show_step(key),
             why="the code now reaches the recorded steps in another order, or no longer runs "
