@@ -475,3 +475,44 @@ def test_steps_gathered_in_parallel_replay_compatible_whatever_order_they_end_in
     code, report = replay_json(root)
     assert code == 0, report
     assert report["instances"][0]["replayed"] == 4
+
+
+def test_the_dev_log_for_a_person_names_the_instances_a_reload_would_break():
+    from dynwf_cli.commands.dev import _PlainOutput
+    from dynwf_cli.console import console
+    from emulator.replay import ReplayOutcome
+    from emulator.server import ReloadEvent
+    broken = ReplayOutcome("93bd3ab5ab02-po-7", "automations", "globex", "diverges",
+                           'expected step.do "ship" but the code now runs step.do "audit"',
+                           file="globex/index.py", path="tenants/globex/index.py", line=37)
+    fine = ReplayOutcome("93bd3ab5ab02-po-8", "automations", "globex", "compatible", "ok")
+    event = ReloadEvent("tenant", "globex", 0.003, ("tenants/globex/index.py",),
+                        replay=(broken, fine))
+    with console.capture() as captured:
+        _PlainOutput(project=None, fast_forward=False).reload(event)
+    assert captured.get().splitlines() == [
+        "reloaded tenant globex in 3 ms",
+        "  replay: the new code would break 1 of 2 in-flight instance(s):",
+        '    93bd3ab5ab02-po-7 diverges: expected step.do "ship" but the code now runs step.do '
+        '"audit" (at tenants/globex/index.py:37)']
+    with console.capture() as captured:
+        _PlainOutput(project=None, fast_forward=False).reload(
+            ReloadEvent("tenant", "globex", 0.003, replay=(fine,), unchecked=3))
+    assert captured.get().splitlines()[1] == \
+        "  replay: the new code is compatible with the 1 in-flight instance(s) (3 more not checked)"
+
+
+def test_only_a_replay_check_may_say_its_history_ended():
+    """The host checks what an isolate sends: a normal run's isolate cannot call history_end
+    (which would stop the run without recording anything); a replay check's step reference
+    tells the isolate's client to run no body."""
+    from emulator.errors import StepCallError
+    from emulator.sdk.client import StepClient
+    from emulator.sdk.remote import StepBackendTarget
+    normal = StepBackendTarget(StepClient(object(), "i", {}, step_limit=10))  # type: ignore[arg-type]
+    with pytest.raises(StepCallError, match="only part of a replay check"):
+        normal.history_end(["do", "x", 1])
+    assert "replay" not in normal.__rpc_describe__()[1]
+    check = StepBackendTarget(StepClient(object(), "i", {}, step_limit=10,  # type: ignore[arg-type]
+                                         replay_only=True))
+    assert check.__rpc_describe__()[1]["replay"] is True
