@@ -462,8 +462,8 @@ class TenantWorkflow(WorkflowEntrypoint):
 
 
 def test_steps_gathered_in_parallel_replay_compatible_whatever_order_they_end_in(tmp_path):
-    """§4.10: two chains gathered together were recorded interleaved (a1, b1, a2, b2); replayed,
-    each chain's answers come at once, yet that is not a reorder."""
+    """§4.10: two chains gathered together were recorded interleaved (a1 and b1 before a2 and
+    b2); replayed, each chain's answers come at once, yet that is not a reorder."""
     assert runner.invoke(app, ["init", str(tmp_path / "demo")]).exit_code == 0
     root = tmp_path / "demo"
     (root / "tenants" / "par").mkdir()
@@ -471,7 +471,8 @@ def test_steps_gathered_in_parallel_replay_compatible_whatever_order_they_end_in
     dynwf("run", "--tenant", "par", "--id", "g1", cwd=root, check_code=3)
     steps = json.loads(dynwf("instances", "describe", "g1", "--tenant", "par", "--json",
                              cwd=root, check_code=0).stdout)["steps"]
-    assert [s["name"] for s in steps][:2] == ["a1", "b1"]
+    # both chains' first steps are reached before either's second, in whichever order
+    assert {s["name"] for s in steps[:2]} == {"a1", "b1"}
     code, report = replay_json(root)
     assert code == 0, report
     assert report["instances"][0]["replayed"] == 4
