@@ -96,11 +96,20 @@ class ReplayBackend:
         self.steps: dict[StepKey, Any] = {}
         self.replayed: list[StepKey] = []
         self.ended: asyncio.Future[StepKey] = asyncio.get_running_loop().create_future()
+        #: what every call past the history waits on: cancelled when the check is over, so no
+        #: call an isolate made is left pending in the host
+        self._over: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def history_end(self, key: StepKey) -> None:
         if not self.ended.done():
             self.ended.set_result(key)
-        await asyncio.get_running_loop().create_future()   # cancelled with the run
+        await asyncio.shield(self._over)
+        raise asyncio.CancelledError()
+
+    def release(self) -> None:
+        """The check is over: the calls still waiting end (cancelled)."""
+        if not self._over.done():
+            self._over.set_result(None)
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
@@ -165,25 +174,29 @@ async def replay_history(host: Any, history: History, *,
         return await result if inspect.isawaitable(result) else result
 
     task = asyncio.get_running_loop().create_task(run())
-    await asyncio.wait({task, backend.ended}, timeout=timeout_s,
-                       return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await asyncio.wait({task, backend.ended}, timeout=timeout_s,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await _cancel(task)
+    finally:
+        backend.release()
+    return _verdict(outcome, history, task, backend, host, timeout_s)
+
+
+def _verdict(outcome: ReplayOutcome, history: History, task: asyncio.Task[Any],
+             backend: ReplayBackend, host: Any, timeout_s: float) -> ReplayOutcome:
     outcome.replayed = len(dict.fromkeys(backend.replayed))
     if backend.ended.done():
-        await _cancel(task)
         outcome.stopped_at = show_step(backend.ended.result())
         outcome.message = (f"replays its {outcome.replayed} recorded step(s); the history ends at "
                            f"{outcome.stopped_at}, which the code reaches next")
         return outcome
-    if not task.done():
-        await _cancel(task)
+    if task.cancelled():
         outcome.verdict = DIVERGES
         outcome.message = (f"the replay did not reach the end of the history within "
                            f"{timeout_s:g}s: the code waits on something the history does not "
                            "hold, or loops")
-        return outcome
-    if task.cancelled():
-        outcome.verdict = DIVERGES
-        outcome.message = "the run was cancelled before the history ended"
         return outcome
     exc = task.exception()
     if exc is not None:
@@ -283,6 +296,8 @@ async def replay_project(project: Any, *, tenants: list[str] = (), instances: li
     with tempfile.TemporaryDirectory(prefix="dynwf-replay-") as scratch:
         copy = Path(scratch) / "state.sqlite"
         from_store = bool(instances or tenants or not history_files)
+        if from_store and not project.database.is_file() and not instances and not tenants:
+            return []                   # nothing has run yet: no instance is in flight
         if from_store:
             if not project.database.is_file():
                 open_store(project)     # the usual "no instances yet" error

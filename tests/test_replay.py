@@ -517,3 +517,24 @@ def test_only_a_replay_check_may_say_its_history_ended():
     check = StepBackendTarget(StepClient(object(), "i", {}, step_limit=10,  # type: ignore[arg-type]
                                          replay_only=True))
     assert check.__rpc_describe__()[1]["replay"] is True
+
+
+def test_code_that_now_returns_before_a_recorded_step_diverges(shop):
+    """§4.10: run() ending before a step the instance recorded is a divergence too."""
+    source = shop_source('        return "cut short"')
+    (shop / "tenants" / "shop" / "index.py").write_text(source)
+    code, report = replay_json(shop)
+    assert code == 1
+    rows = by_id(report)
+    assert (rows["A"]["verdict"], rows["A"]["expected"], rows["A"]["reached"]) == (
+        "diverges", 'step.do "ship"', "the end of run()")
+    assert rows["B"]["verdict"] == "compatible"
+
+
+def test_a_project_where_nothing_ran_yet_has_nothing_to_replay(tmp_path):
+    assert runner.invoke(app, ["init", str(tmp_path / "demo")]).exit_code == 0
+    done = dynwf("replay", cwd=tmp_path / "demo", check_code=0)
+    assert "no instance to replay" in done.stdout
+    named = dynwf("replay", "--instance", "x", cwd=tmp_path / "demo", check_code=1)
+    assert "state.not_found" in named.stderr
+    assert not (tmp_path / "demo" / ".dynwf" / "state.sqlite").exists()

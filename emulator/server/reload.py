@@ -50,6 +50,9 @@ TENANTS_DIR = "tenants"
 #: In-flight instances one reload replays at most: a check must not hold up the next request
 #: for long (each replay takes milliseconds once the tenant's isolate is loaded).
 REPLAY_CHECK_BOUND = 200
+#: How long one instance's replay may take on a reload (``dynwf replay`` allows 30 s): code that
+#: waits on something outside its history must not hold the watcher up.
+REPLAY_CHECK_TIMEOUT_S = 5.0
 logger = logging.getLogger("dynwf.reload")
 
 
@@ -179,7 +182,7 @@ class Reloader:
         except DynwfError as exc:      # a state file that cannot be read: say so, check nothing
             logger.warning("replay check skipped: %s", exc)
             return event
-        checked = [await replay_history(self.host, history)
+        checked = [await replay_history(self.host, history, timeout_s=REPLAY_CHECK_TIMEOUT_S)
                    for history in histories[:REPLAY_CHECK_BOUND]]
         return replace(event, replay=tuple(checked),
                        unchecked=max(len(histories) - REPLAY_CHECK_BOUND, 0))
