@@ -347,6 +347,10 @@ def test_import_checks_everything_and_writes_nothing_on_failure(shop, tmp_path):
                         "steps[0].result is over the limit"),
         "count type": ({**exported, "steps": [{**exported["steps"][0], "count": "1"}]},
                        "steps[0].count is str, not int"),
+        "another tenant's scope": ({**exported, "instance": {
+            **exported["instance"], "params": {"__dispatcherMetadata": {"tenantId": "other"},
+                                               "params": {}}}},
+            "is not the scope of the params' dispatcher metadata"),
     }
     for name, (data, message) in cases.items():
         path = tmp_path / f"{name}.json"

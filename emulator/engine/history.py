@@ -27,7 +27,7 @@ from emulator.rules.limits import (MAX_CODE_VERSION_CHARS, MAX_PAYLOAD_BYTES, ch
                                    check_step_name, is_valid_id, is_valid_workflow_name, utf8_size)
 from emulator.rules.retries import config_from_wire
 from emulator.rules.steps import StepKey, StepStatus
-from emulator.rules.tenant_scope import PREFIX_LENGTH
+from emulator.rules.tenant_scope import PREFIX_LENGTH, scope_of
 from emulator.tracebacks import traceback_fault
 
 FORMAT = "dynwf.history"
@@ -216,6 +216,13 @@ class _History:
         elif not is_valid_id(key):
             raise self.fail("instance.id", "is not an instance id (1-100 characters of "
                                            "a-z A-Z 0-9 _ -)")
+        if scope is not None:
+            # the scope is the metadata's own (rules/tenant_scope.py): a file must not place an
+            # instance in another tenant's namespace
+            scoped = scope_of(key, v["params"])
+            if scoped is None or scoped[0] != scope:
+                raise self.fail("instance.scope", "is not the scope of the params' dispatcher "
+                                                  "metadata")
         binding_id = self.typed(v.get("binding_id", key), (str,), "instance.binding_id")
         if binding_id != key and not (binding_id and key == f"{binding_id}.{v['workflow']}"):
             raise self.fail("instance.binding_id", "does not match the id")
