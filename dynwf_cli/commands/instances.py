@@ -39,7 +39,8 @@ UNLIMITED_WIDTH = 100_000
 _RESULT_CHARS = 200  # step results may be up to 1 MiB; --json has all of it
 
 HELP = f"""List, inspect and control workflow instances: pause, resume, terminate, restart (from a
-step), delete, send events, wake sleepers, read logs.
+step), rerun from a step as a new instance, export and import histories, delete, send events,
+wake sleepers, read logs.
 
 The commands act on the project's state file ({STATE_DIR_NAME}/{DATABASE_NAME} beside the
 config) whether or not dynwf dev is running; a running engine notices within {POLL_MS} ms.

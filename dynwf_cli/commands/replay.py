@@ -22,7 +22,8 @@ isolates, answering every step from the history: no step body runs, no timer wai
 written. Each instance is compatible (the code reaches its recorded steps in the recorded order;
 where the history ends, the replay stops), diverges (the step expected and the one the code now
 runs, with the tenant's file and line) or fails to load. Default: every instance not finished,
-in every tenant. Exit 0 when all are compatible, 1 otherwise.
+in every tenant; --tenant, --instance and --history may each be given several times. Exit 0
+when all are compatible, 1 otherwise.
 
 Example:
 
