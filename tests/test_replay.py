@@ -5,6 +5,7 @@ code change would break before they wake, ``dynwf instances rerun`` recovers one
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -521,6 +522,8 @@ def test_only_a_replay_check_may_say_its_history_ended():
     check = StepBackendTarget(StepClient(object(), "i", {}, step_limit=10,  # type: ignore[arg-type]
                                          replay_only=True))
     assert check.__rpc_describe__()[1]["replay"] is True
+    with pytest.raises(StepCallError, match="runs no step body"):
+        asyncio.run(check.fetch(["do", "x", 1], None))
 
 
 def test_code_that_now_returns_before_a_recorded_step_diverges(shop):

@@ -275,6 +275,8 @@ class StepBackendTarget(RpcTarget):
         """An outbound request from inside step ``key``'s body, sent by the calling isolate's
         outbound policy (installed by ``isolates/outbound.py``: the host's, never the isolate's)."""
         step = self._step_key(key, "do")
+        if self._client.replay_only:    # no step body runs in a replay check: nothing to send
+            raise StepCallError("a replay check runs no step body, so sends no request")
         if _outbound_of_caller is None:
             raise RuntimeError("this host has no outbound policy installed")
         outbound = _outbound_of_caller()
