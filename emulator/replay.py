@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from emulator.clock import to_datetime
+from emulator.defaults import PLAYGROUND_WORKFLOW
 from emulator.engine.history import History
 from emulator.error_codes import ISOLATE_FAULTS, Code, code_of
 from emulator.rules.steps import StepKey
@@ -259,7 +260,7 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
 
 
 def select_histories(store: Any, *, tenants: list[str] = (), instances: list[str] = (),
-                     workflow: str | None = None) -> list[History]:
+                     workflow: str | None = None, with_playground: bool = False) -> list[History]:
     """The histories ``dynwf replay`` checks: the instances named (read as ``resolve_id`` reads
     an id, with the one ``--tenant`` given), else every instance not finished, of the tenants
     named or of all."""
@@ -273,8 +274,11 @@ def select_histories(store: Any, *, tenants: list[str] = (), instances: list[str
         rows = []
         for tenant in (tenants or [None]):
             rows += store.list_instances(tenant=tenant, workflow=workflow, limit=1_000_000)
+        # a playground instance's code lives with the dev server that made it: only that
+        # server replays it (on its reloads)
         keys = [row.id for row in sorted(rows, key=lambda r: r.created_at)
-                if not states.is_finished(row.status)]
+                if not states.is_finished(row.status)
+                and (with_playground or row.workflow != PLAYGROUND_WORKFLOW)]
     return [read_history(store, key) for key in dict.fromkeys(keys)]
 
 

@@ -178,7 +178,8 @@ class Reloader:
             return event
         tenants = [event.name] if event.target == "tenant" else []
         try:
-            histories = select_histories(self.host.engine.store, tenants=tenants)
+            histories = select_histories(self.host.engine.store, tenants=tenants,
+                                         with_playground=True)
         except DynwfError as exc:      # a state file that cannot be read: say so, check nothing
             logger.warning("replay check skipped: %s", exc)
             return event
