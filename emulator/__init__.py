@@ -45,6 +45,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "emulator.replay": ("ReplayOutcome", "replay_history", "replay_project"),
     "emulator.engine.history": ("History", "parse_history"),
     "emulator.engine": ("Engine", "WorkflowBinding"),
+    "emulator.engine.stores": ("DATABASE_ENV",),
     "emulator.clock": ("Clock", "SystemClock", "VirtualClock", "to_datetime"),
     "emulator.interpreter": ("tune_for_serving",),
     # the catalogue of error codes: each code's HTTP status and exit status

@@ -30,6 +30,7 @@ from emulator.engine.history import import_history_txn, parse_history, read_hist
 from emulator.engine.history import to_json as history_json
 from emulator.rules.limits import is_valid_id
 from emulator.engine.store import InstanceRow, StepRow, Store, TimerRow
+from emulator.engine.stores import open_store as open_store_at, sqlite_path
 from emulator.error_codes import Code
 from emulator.errors import (AmbiguousInstanceError, DynwfError, InstanceError,
                              InstanceNotFoundError, InvalidIdError, UnknownStatusError,
@@ -50,8 +51,14 @@ class StateNotFoundError(DynwfError):
 
 
 def open_store(project: Project) -> Store:
-    """The project's state database; refuses to create one (a typo'd ``--state-dir`` must not
-    read as "no instances")."""
+    """The project's state database (``--database``, else the state folder's file); refuses to
+    create a SQLite file (a typo'd ``--state-dir`` must not read as "no instances")."""
+    if project.database_url is not None:
+        path = sqlite_path(project.database_url)
+        if path is not None and not path.is_file():
+            raise StateNotFoundError(f"no instances yet: {path} does not exist",
+                                     hint="run dynwf run or dynwf dev first, or check --database")
+        return open_store_at(project.database_url)
     if not project.database.is_file():
         raise StateNotFoundError(f"no instances yet: {project.database} does not exist",
                                  hint="run dynwf run or dynwf dev first, or check --state-dir")
@@ -224,9 +231,9 @@ class InstanceOps:
 
     @classmethod
     def create(cls, project: Project, clock: Clock | None = None) -> "InstanceOps":
-        """Ops on the project's state file, made when there is none yet (an import into a new
-        state folder); close() when done."""
-        return cls(Store(project.database), clock, tenants_dir=project.tenants_dir)
+        """Ops on the project's database (``--database``, else the state folder's file, made when
+        there is none yet: an import into a new state folder); close() when done."""
+        return cls(open_store_at(project.store_url), clock, tenants_dir=project.tenants_dir)
 
     def close(self) -> None:
         self.store.close()

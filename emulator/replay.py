@@ -286,42 +286,31 @@ async def replay_project(project: Any, *, tenants: list[str] = (), instances: li
                          history_files: list[Path] = (), isolation: str | None = None,
                          workflow: str | None = None) -> list[ReplayOutcome]:
     """``dynwf replay``: the chosen histories of ``project`` (and the history files given)
-    against its current code. The state file is only read: its content is copied (SQLite's
-    backup, through a read-only connection) and the host runs on the copy, so not even a
-    migration touches the original."""
-    import sqlite3
+    against its current code. The database is only read. A SQLite file is copied first (SQLite's
+    backup, through a read-only connection) and read from the copy, so not even a migration
+    touches the original; a PostgreSQL database (``--database``) is read with selects. The host
+    the code runs in has a scratch database of its own, which nothing reads."""
     import tempfile
 
     from emulator.engine.history import parse_history
     from emulator.host import HostOptions, ProjectHost
-    from emulator.ops import open_store
 
     histories: list[History] = []
+    from_store = bool(instances or tenants or not history_files)
     with tempfile.TemporaryDirectory(prefix="dynwf-replay-") as scratch:
-        copy = Path(scratch) / "state.sqlite"
-        from_store = bool(instances or tenants or not history_files)
-        if from_store and not project.database.is_file() and not instances and not tenants:
-            return []                   # nothing has run yet: no instance is in flight
         if from_store:
-            if not project.database.is_file():
-                open_store(project)     # the usual "no instances yet" error
-            source = sqlite3.connect(f"file:{project.database}?mode=ro", uri=True)
-            target = sqlite3.connect(str(copy))
-            try:
-                source.backup(target)
-            finally:
-                source.close()
-                target.close()
-        options = HostOptions(state_dir=Path(scratch), database=copy)
+            found = _read_histories(project, Path(scratch), tenants=list(tenants),
+                                    instances=list(instances), workflow=workflow)
+            if found is None:
+                return []               # nothing has run yet: no instance is in flight
+            histories += found
+        for path in history_files:
+            histories.append(parse_history(Path(path).read_bytes(), where=str(path)))
+        options = HostOptions(state_dir=Path(scratch), database=Path(scratch) / "host.sqlite")
         if isolation is not None:
             options.isolation = isolation
         host = ProjectHost(project.config, options)
         try:
-            if from_store:
-                histories += select_histories(host.engine.store, tenants=list(tenants),
-                                              instances=list(instances), workflow=workflow)
-            for path in history_files:
-                histories.append(parse_history(Path(path).read_bytes(), where=str(path)))
             try:
                 await host.start()
             except Exception as exc:   # noqa: BLE001 - the dispatcher itself cannot load
@@ -332,6 +321,39 @@ async def replay_project(project: Any, *, tenants: list[str] = (), instances: li
             return [await replay_history(host, history) for history in histories]
         finally:
             await host.close()
+
+
+def _read_histories(project: Any, scratch: Path, *, tenants: list[str], instances: list[str],
+                    workflow: str | None) -> list[History] | None:
+    """The histories ``dynwf replay`` checks, read without writing (see ``replay_project``);
+    None when the project has no SQLite state file yet and nothing was named."""
+    import sqlite3
+
+    from emulator.engine.stores import is_postgres, open_store as open_store_at, sqlite_path
+    from emulator.ops import open_store
+
+    url = project.store_url
+    if is_postgres(url):
+        store = open_store(project)
+    else:
+        path = sqlite_path(url) if project.database_url else project.database
+        if path is None or not path.is_file():
+            if not instances and not tenants:
+                return None
+            open_store(project)         # the usual "no instances yet" error
+        copy = scratch / "state.sqlite"
+        source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        target = sqlite3.connect(str(copy))
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
+        store = open_store_at(copy)
+    try:
+        return select_histories(store, tenants=tenants, instances=instances, workflow=workflow)
+    finally:
+        store.close()
 
 
 def project_path(root: Path, shown: str) -> str | None:

@@ -24,7 +24,7 @@ from rich.text import Text
 from dynwf_cli.checklist import GLYPHS
 from dynwf_cli.console import THEME, console
 from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, EventTypeOption,
-                               FollowInstanceOption, FromStepOption, JsonOption,
+                               DatabaseOption, FollowInstanceOption, FromStepOption, JsonOption,
                                RequiredFromStepOption, RerunIdOption, StateDirOption, StepType,
                                StepTypeOption, TenantFilterOption, TenantOfIdOption,
                                TimeoutOption, WaitOption, WorkflowFilterOption,
@@ -87,8 +87,8 @@ def _help(text: str, example: str) -> str:
     return f"{text}\n\nExample:\n\n\b\n  {example}\n"
 
 
-def _ops(config: Optional[Path], state_dir: Optional[Path]) -> InstanceOps:
-    return InstanceOps.open(open_project(config, state_dir))
+def _ops(config: Optional[Path], state_dir: Optional[Path], database: Optional[str]) -> InstanceOps:
+    return InstanceOps.open(open_project(config, state_dir, database=database))
 
 
 # ---- list -------------------------------------------------------------------------------------
@@ -108,9 +108,10 @@ def list_command(
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     try:
-        with _ops(config, state_dir) as ops:
+        with _ops(config, state_dir, database) as ops:
             rows = ops.list_instances(tenant=tenant, status=status.value if status else None,
                                       workflow=workflow, limit=limit)
     except StateNotFoundError:
@@ -175,8 +176,9 @@ def describe_command(
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
-    with _ops(config, state_dir) as ops:
+    with _ops(config, state_dir, database) as ops:
         info = ops.describe(instance, tenant=tenant, workflow=workflow)
     if as_json:
         _print_json(info)
@@ -331,8 +333,9 @@ def _control_command(name: str, text: str, example: str, verb: str,
         as_json: JsonOption = False,
         config: ConfigOption = None,
         state_dir: StateDirOption = None,
+        database: DatabaseOption = None,
     ) -> None:
-        with _ops(config, state_dir) as ops:
+        with _ops(config, state_dir, database) as ops:
             result = call(ops, instance, tenant, workflow)
         _print_outcome(result, verb, as_json)
 
@@ -345,8 +348,9 @@ def _control_command(name: str, text: str, example: str, verb: str,
         as_json: JsonOption = False,
         config: ConfigOption = None,
         state_dir: StateDirOption = None,
+        database: DatabaseOption = None,
     ) -> None:
-        with _ops(config, state_dir) as ops:
+        with _ops(config, state_dir, database) as ops:
             _report_change(ops, call(ops, instance, tenant, workflow), verb, as_json,
                            wait=wait, timeout=timeout)
     chosen = waiting_command if waits else command
@@ -410,6 +414,7 @@ def restart_command(
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     chosen_type = step_type.value if isinstance(step_type, StepType) else str(step_type)
     if start_from is None and (count is not None or chosen_type != "do"):
@@ -418,7 +423,7 @@ def restart_command(
     target = None
     if start_from is not None:
         target = {"name": start_from, "count": count or 1, "type": chosen_type}
-    with _ops(config, state_dir) as ops:
+    with _ops(config, state_dir, database) as ops:
         result = ops.restart(instance, tenant=tenant, workflow=workflow, start_from=target)
         verb = "restarted" if target is None else \
             f"restarted from {target['type']} '{start_from}' #{target['count']} " \
@@ -452,10 +457,11 @@ def rerun_command(
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     chosen_type = step_type.value if isinstance(step_type, StepType) else str(step_type)
     target = {"name": start_from, "count": index, "type": chosen_type}
-    with _ops(config, state_dir) as ops:
+    with _ops(config, state_dir, database) as ops:
         result = ops.rerun(instance, target, tenant=tenant, workflow=workflow, new_id=new_id,
                            output=output)
         kept = result["steps_kept"]
@@ -479,8 +485,9 @@ def export_command(
     workflow: WorkflowOfIdOption = None,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
-    with _ops(config, state_dir) as ops:
+    with _ops(config, state_dir, database) as ops:
         history = ops.export(instance, tenant=tenant, workflow=workflow)
     sys.stdout.write(json.dumps(history, indent=2, ensure_ascii=False) + "\n")
 
@@ -497,8 +504,9 @@ def import_command(
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
-    project = open_project(config, state_dir)
+    project = open_project(config, state_dir, database=database)
     with InstanceOps.create(project) as ops:
         result = ops.import_history(file.read_bytes(), where=str(file))
     _print_outcome(result, f"imported {result['steps']} step(s) as", as_json)
@@ -520,6 +528,7 @@ def delete_command(
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     if not yes:
         if not (console.is_terminal and sys.stdin.isatty()):
@@ -531,7 +540,7 @@ def delete_command(
                              "about them? This cannot be undone", default=False):
             console.print(Text("nothing deleted", style="muted"))
             raise typer.Exit(1)
-    with _ops(config, state_dir) as ops:
+    with _ops(config, state_dir, database) as ops:
         result = ops.delete_many(list(instances), tenant=tenant, workflow=workflow)
     if as_json:
         _print_json(result)
@@ -561,8 +570,9 @@ def wake_command(
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
-    with _ops(config, state_dir) as ops:
+    with _ops(config, state_dir, database) as ops:
         result = ops.wake(instance, tenant=tenant, workflow=workflow)
     woken = result["woken"]
     verb = f"woke {woken} timer{'s' if woken != 1 else ''} of" if woken else "nothing to wake in"
@@ -607,9 +617,10 @@ def send_event_command(
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     value = _payload(payload)  # before opening anything: a usage error changes nothing
-    with _ops(config, state_dir) as ops:
+    with _ops(config, state_dir, database) as ops:
         _report_change(ops, ops.send_event(instance, event_type, value, tenant=tenant,
                                            workflow=workflow),
                        f"sent '{event_type}' to", as_json, wait=wait, timeout=timeout)
@@ -629,8 +640,9 @@ def logs_command(
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
-    with _ops(config, state_dir) as ops:
+    with _ops(config, state_dir, database) as ops:
         chunk = ops.logs(instance, tenant=tenant, workflow=workflow)
         real_id = chunk["id"]  # resolved once: later polls name the instance exactly
         while True:

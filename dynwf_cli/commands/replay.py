@@ -12,7 +12,8 @@ import typer
 from rich.text import Text
 
 from dynwf_cli.console import console
-from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, FormatOption, IsolationOption,
+from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, DatabaseOption, FormatOption,
+                               IsolationOption,
                                OutputFormat, StateDirOption, TenantsFilterOption,
                                WorkflowFilterOption)
 from emulator import open_project, replay_project
@@ -47,8 +48,9 @@ def replay(
     isolation: IsolationOption = DEFAULT_ISOLATION,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
-    project = open_project(config, state_dir)
+    project = open_project(config, state_dir, database=database)
     outcomes = asyncio.run(replay_project(
         project, tenants=tenant or [], instances=instance or [], history_files=history or [],
         isolation=isolation.value, workflow=workflow))
