@@ -545,3 +545,35 @@ def test_a_project_where_nothing_ran_yet_has_nothing_to_replay(tmp_path):
     named = dynwf("replay", "--instance", "x", cwd=tmp_path / "demo", check_code=1)
     assert "state.not_found" in named.stderr
     assert not (tmp_path / "demo" / ".dynwf" / "state.sqlite").exists()
+
+
+def test_replay_rerun_and_export_on_a_postgresql_database(tmp_path, postgres_url):
+    """§4.10 on the PostgreSQL store (--database): the same verdicts, a rerun, a history
+    exported from it and imported into a SQLite state folder."""
+    assert runner.invoke(app, ["init", str(tmp_path / "demo")]).exit_code == 0
+    root = tmp_path / "demo"
+    (root / "tenants" / "shop").mkdir()
+    (root / "tenants" / "shop" / "index.py").write_text(shop_source())
+    db = ("--database", postgres_url)
+    dynwf("run", "--tenant", "shop", "--id", "A", "--event", "approval={}", *db, cwd=root,
+          check_code=3)
+    dynwf("run", "--tenant", "shop", "--id", "B", *db, cwd=root, check_code=3)
+    assert not (root / ".dynwf" / "state.sqlite").exists()
+    (root / "tenants" / "shop" / "index.py").write_text(shop_source(EDITS["reorder"][0]))
+    code, report = replay_json(root, *db)
+    assert code == 1
+    rows = by_id(report)
+    assert (rows["A"]["expected"], rows["A"]["reached"]) == ('step.do "ship"', 'step.do "notify"')
+    assert rows["B"]["verdict"] == "compatible"
+    made = json.loads(dynwf("instances", "rerun", "A", "--tenant", "shop", "--from", "ship",
+                            "--id", "A2", "--json", *db, cwd=root, check_code=0).stdout)
+    assert made["steps_kept"] == 3
+    exported = dynwf("instances", "export", "A2", "--tenant", "shop", *db, cwd=root,
+                     check_code=0)
+    history = json.loads(exported.stdout)
+    assert history["instance"]["rerun_of"].endswith("-A")
+    path = tmp_path / "A2.json"
+    path.write_text(exported.stdout)
+    dynwf("instances", "import", str(path), "--state-dir", str(tmp_path / "local"), cwd=root,
+          check_code=0)
+    assert not (root / ".dynwf" / "state.sqlite").exists()
