@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-COMMANDS: list[str] = ["init", "check", "run", "dev", "serve", "instances", "logs"]
+COMMANDS: list[str] = ["init", "check", "run", "dev", "serve", "instances", "replay", "logs"]
 
 
 def register_all(app: typer.Typer) -> None:
