@@ -35,7 +35,7 @@ VERSION = 1
 #: The largest history file read: a step limit's worth of results would be far more, but a
 #: history that size is not one a person reviews or a test keeps.
 MAX_HISTORY_BYTES = 64 * 1024 * 1024
-_KINDS = ("do", "sleep", "wait")
+_KINDS = ("do", "sleep", "wait", "rollback")
 _TIMER_KINDS = ("sleep", "retry", "event_timeout")
 _MAX_MODULES_BYTES = 64 * 1024 * 1024
 _MAX_NUMBER = 2 ** 53
@@ -99,6 +99,7 @@ def to_json(history: History) -> dict[str, Any]:
             "failed_attempts": history.attempts.get(s.key, []),
             "event_type": s.event_type, "duration_ms": s.duration_ms,
             "started_at": s.started_at, "ended_at": s.ended_at,
+            "rollback": json.loads(s.rollback) if s.rollback else None,
         } for s in history.steps],
         "events": [{"type": t, "payload": json.loads(p), "received_at": at}
                    for t, p, at in history.events],
@@ -258,7 +259,8 @@ class _History:
 
     def steps(self, items: list[Any]) -> tuple[list[StepRow], dict[StepKey, list[dict[str, Any]]]]:
         keys = {"kind", "name", "count", "status", "attempts", "config", "result", "has_result",
-                "error", "failed_attempts", "event_type", "duration_ms", "started_at", "ended_at"}
+                "error", "failed_attempts", "event_type", "duration_ms", "started_at", "ended_at",
+                "rollback"}
         steps: list[StepRow] = []
         attempts: dict[StepKey, list[dict[str, Any]]] = {}
         seen: set[StepKey] = set()
@@ -293,6 +295,19 @@ class _History:
                     config_text = config_from_wire(config_text).json
                 except DynwfError as exc:
                     raise self.fail(path + ".config", exc.message) from None
+            rollback = v.get("rollback")
+            rollback_text = None
+            if rollback is not None:
+                if kind != "do":
+                    raise self.fail(path + ".rollback", "is set on a step that is not a do step")
+                rollback_text = json.dumps(self.typed(rollback, (dict,), path + ".rollback"))
+                try:
+                    parsed = config_from_wire(rollback_text)
+                except DynwfError as exc:
+                    raise self.fail(path + ".rollback", exc.message) from None
+                if parsed.sensitive is not None:
+                    raise self.fail(path + ".rollback", "takes only 'retries' and 'timeout'")
+                rollback_text = parsed.json
             has_result = self.typed(v.get("has_result", v.get("result") is not None), (bool,),
                                     path + ".has_result")
             result = self.value(v.get("result"), path + ".result") if has_result else None
@@ -307,7 +322,8 @@ class _History:
             steps.append(StepRow(kind, name, count, status, tries, config_text, result,
                                  self.error(v.get("error"), path + ".error"), event_type, duration,
                                  self.time(v.get("started_at"), path + ".started_at"),
-                                 self.time(v.get("ended_at"), path + ".ended_at")))
+                                 self.time(v.get("ended_at"), path + ".ended_at"),
+                                 rollback_text))
             failed = []
             for j, attempt in enumerate(self.typed(v.get("failed_attempts", []), (list,),
                                                    path + ".failed_attempts")):

@@ -493,11 +493,11 @@ class Store:
         """A step row written whole (a rerun's copy, an imported history), after the others."""
         self.conn.execute(
             "INSERT INTO steps (instance_id, kind, name, count, status, attempts, config, result, "
-            "error, event_type, duration_ms, started_at, ended_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "error, event_type, duration_ms, started_at, ended_at, rollback) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (instance_id, step.kind, step.name, step.count, step.status, step.attempts,
              step.config, step.result, step.error, step.event_type, step.duration_ms,
-             step.started_at, step.ended_at))
+             step.started_at, step.ended_at, step.rollback))
 
     def insert_copied_instance_txn(self, row: InstanceRow, scope: str | None, *,
                                    rerun_of: str | None = None,
