@@ -26,7 +26,7 @@ from typing import Any
 from emulator.defaults import ISOLATE_CPU_MS, ISOLATE_MEMORY_MB
 from emulator.sdk import client as step_client
 from emulator.rules.limits import MAX_LOG_LINE_CHARS
-from emulator.sdk.step import uses_implicit_dependencies
+from emulator.sdk.step import WorkflowStep, uses_implicit_dependencies
 from emulator.sdk.remote import STEP_KIND, RemoteStepBackend, step_proxy
 from emulator.rpc.frames import FROM_ISOLATE
 from emulator.rpc.peer import Peer
@@ -255,6 +255,12 @@ class IsolateRoot(RpcTarget):
             if self.inline:
                 raise
             os._exit(EXIT_MEMORY_LIMIT)
+        finally:
+            # a run's step goes with its run: its stub is dropped now, and the host lets go of
+            # the run's engine side, instead of both waiting for this isolate's full collection
+            for arg in args:
+                if isinstance(arg, WorkflowStep):
+                    arg.release()
         return result
 
     # used inside the isolate ------------------------------------------------------------------

@@ -110,6 +110,8 @@ class Stub:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        if self._methods is _RELEASED:
+            raise AttributeError(f"the remote object was released: {name!r} cannot be called")
         if name in self._props:
             return self._props[name]
         if self._methods is not None and name not in self._methods:
@@ -119,6 +121,10 @@ class Stub:
 
     def __repr__(self) -> str:
         return f"<stub {self._ref} of {self._peer.name}>"
+
+
+#: The methods of a stub this side let go of (:meth:`Peer.release`): none.
+_RELEASED: frozenset[str] = frozenset()
 
 
 class _Method:
@@ -257,6 +263,24 @@ class Peer:
         if self.closed is None and counter[0]:
             try:
                 self._send({"t": "drop", "id": ref, "n": counter[0]})
+            except Exception:
+                pass
+
+    def release(self, stub: Stub) -> None:
+        """Let go of ``stub`` now instead of when it is collected: the other side is told at
+        once (it may then let go of the object), and any later call through it fails here. For
+        a stub whose use is over while cycles may keep it alive until a full collection."""
+        entry = self._stubs.get(stub._ref)
+        if entry is None or entry[0]() is not stub:
+            return
+        del self._stubs[stub._ref]
+        counter = entry[1]
+        count, counter[0] = counter[0], 0     # its finalizer then sends nothing
+        stub._methods = _RELEASED
+        stub._props = {}
+        if self.closed is None and count:
+            try:
+                self._send({"t": "drop", "id": stub._ref, "n": count})
             except Exception:
                 pass
 

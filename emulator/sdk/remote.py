@@ -374,6 +374,10 @@ class RemoteStepBackend:
     def __init__(self, stub: Any) -> None:
         self._stub = stub
 
+    def release(self) -> None:
+        """The run is over: the host may let go of its side of it now."""
+        self._stub._peer.release(self._stub)
+
     def begin(self, key: StepKey, attempt: int, config_json: str,
               rollback_json: str | None = None) -> None:
         # out before the body runs: a body that kills the isolate still counts as an attempt

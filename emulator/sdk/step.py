@@ -129,6 +129,17 @@ class WorkflowStep:
         self._memo: dict[str, Any] = {}
         self._running: dict[str, asyncio.Future[Any]] = {}
 
+    def release(self) -> None:
+        """The run this step belongs to is over: forget the step functions it resolves names to.
+        Each refers back to this object, so without this the pair (and, in an isolate, its handle
+        on the engine, which keeps the engine's side of the run) waits for a full collection; an
+        isolate's handle is released at once."""
+        self._closures.clear()
+        self._memo.clear()
+        release = getattr(self._client.backend, "release", None)
+        if release is not None:   # an isolate's: the engine's side of the run goes too
+            release()
+
     def __rpc_proxy__(self) -> Any:
         """Sent to an isolate as the engine's step backend plus the step cache."""
         from emulator.sdk.remote import StepBackendTarget
