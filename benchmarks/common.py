@@ -200,14 +200,16 @@ class FullPath:
 
     def __init__(self, *, clock: Any = None, max_isolates: int | None = None,
                  concurrency: int | None = None, folder: Path | None = None,
-                 tenants: dict[str, str] | None = None, memory_mb: int | None = None) -> None:
+                 tenants: dict[str, str] | None = None, memory_mb: int | None = None,
+                 cpu_ms: int | None = None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="dynwf-bench-") if folder is None else None
         self.folder = Path(self._tmp.name) if self._tmp else folder
         self.clock = clock
         self.tenants = tenants
         self.max_isolates = max_isolates
         self.concurrency = concurrency
-        self.memory_mb = memory_mb   # an isolate's memory limit (a profiler needs more room)
+        self.memory_mb = memory_mb   # an isolate's limits (a profiler needs more room)
+        self.cpu_ms = cpu_ms
         self.completed = 0
         self.step_commits = 0
         self._awaited: dict[str, asyncio.Future[float]] = {}
@@ -228,6 +230,8 @@ class FullPath:
             options.concurrency = self.concurrency
         if self.memory_mb is not None:
             options.limits.memory_mb = self.memory_mb
+        if self.cpu_ms is not None:
+            options.limits.cpu_ms = self.cpu_ms
         self.host = ProjectHost(config, options)
         tune_for_serving()              # as dynwf dev and dynwf run do
         await self.host.start()

@@ -85,7 +85,7 @@ async def compare(quick: bool, peers_dir: Path | None, peer_names: list[str], lo
                     samples[subject.name] += values
                     log(f"compare: round {round_no + 1}/{rounds} {workload:10} {subject.name:8} "
                         f"{value:10.1f} {'ms' if workload == 'latency' else '/s'} (n={size})")
-        concurrent = await dynwf.steps_concurrent(20 if quick else 100, 10)
+        concurrent = await dynwf.steps_concurrent(100, 10)   # the figure is 100 in flight
         log(f"compare: dynwf steps with 100-step instances in flight: {concurrent:.0f}/s")
         live = dynwf.live_isolates
         peer_rss = {}

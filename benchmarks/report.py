@@ -142,10 +142,13 @@ def summarise(raw: dict[str, Any], *, quick: bool) -> dict[str, Any]:
         }
 
     targets = [
-        _target("step_overhead", "steps_per_s", ">=", 3000, figures),
-        _target("latency", "median_ms", "<=", 3.0, figures),
-        _target("throughput", "workflows_per_s", ">=", 1000, figures),
-        _target("cold_start", "median_ms", "<=", 5.0, figures),
+        _target("step_overhead", "steps_per_s", ">=", 4000, figures),
+        _target("step_overhead", "steps_per_s_concurrent", ">=", 12000, figures),
+        _target("latency", "median_ms", "<=", 1.2, figures),
+        _target("latency", "p99_ms", "<=", 4.0, figures),
+        _target("throughput", "workflows_per_s", ">=", 2500, figures),
+        _target("cold_start", "median_ms", "<=", 2.5, figures),
+        _target("cold_start", "p99_ms", "<=", 6.0, figures),
         _target("idle_tenants", "host_rss_mb", "<=", 150, figures),
         _target("idle_tenants", "max_live_isolates", "<=",
                 _get(figures, "idle_tenants", "pool_size") or 64, figures),
