@@ -244,8 +244,17 @@ class Store:
 
     def changed(self, instance_id: str, what: str) -> None:
         """Called after a create, event, pause, resume, terminate, restart or delete of
-        ``instance_id`` committed: the hook for waking engines on other hosts. A no-op on SQLite,
-        where engines share one file and poll ``data_version``."""
+        ``instance_id`` committed (and by a stopping engine with ``"released"`` once it handed its
+        leases back): the hook for waking engines on other hosts. A no-op on SQLite, where
+        engines share one file and poll ``data_version``."""
+
+    def listen(self, on_change: Callable[[str, str], None],
+               on_state: Callable[[bool, str | None], None]) -> Any:
+        """Hear the changes other processes announce through :meth:`changed` (``on_change(
+        instance_id, what)``, called from another thread) and whether they can be heard now
+        (``on_state(listening, reason)``); an object with ``close()``, or None when this store
+        has no such channel (SQLite: engines poll ``data_version``)."""
+        return None
 
     def data_version(self) -> int:
         """Changes whenever another connection commits (cheap cross-process change detection)."""
