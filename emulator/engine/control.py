@@ -163,6 +163,14 @@ class Control:
         self.store.changed(instance_id, what)
         self._react(instance_id, what)
 
+    def _locked(self, instance_id: str) -> InstanceRow:
+        """The instance's row, locked for the rest of the transaction (``lock_instance_txn``)."""
+        row = self.store.lock_instance_txn(instance_id)
+        if row is None:
+            raise InstanceNotFoundError(f"Instance '{instance_id}' does not exist",
+                                        instance_id=instance_id, hint="dynwf instances list")
+        return row
+
     # ---- create ----------------------------------------------------------------------------
 
     def create(self, workflow: str, options: Any = None, *, code_version: str | None = None) -> str:
@@ -232,7 +240,7 @@ class Control:
         a queued or waiting one pauses at once and its timers stop. Otherwise a no-op."""
         now = self.clock.now_ms()
         with self.store.write():
-            row = self.store.get_instance(instance_id)
+            row = self._locked(instance_id)
             if row.status == states.RUNNING and row.lease_owner is not None:
                 self.store.set_status_txn(instance_id, row.status, states.WAITING_FOR_PAUSE, now)
                 new = states.WAITING_FOR_PAUSE
@@ -250,7 +258,7 @@ class Control:
         pause. A no-op in any other status (what the local platform does)."""
         now = self.clock.now_ms()
         with self.store.write():
-            row = self.store.get_instance(instance_id)
+            row = self._locked(instance_id)
             if row.status == states.PAUSED:
                 self.store.shift_timers_txn(instance_id, now - (row.paused_at or now))
                 self.store.set_status_txn(instance_id, row.status, states.QUEUED, now, paused_at=None)
@@ -266,7 +274,7 @@ class Control:
     def terminate(self, instance_id: str) -> None:
         now = self.clock.now_ms()
         with self.store.write():
-            row = self.store.get_instance(instance_id)
+            row = self._locked(instance_id)
             if states.is_finished(row.status):
                 raise CannotTerminateError(instance_id=instance_id, status=row.status)
             self.store.finish_txn(instance_id, row.status, states.TERMINATED, now)
@@ -280,7 +288,7 @@ class Control:
         The instance reads ``running`` as soon as this returns."""
         start = parse_restart_options(options)
         with self.store.write():
-            row = self.store.get_instance(instance_id)
+            row = self._locked(instance_id)
             from_seq = None
             if start is not None:
                 from_seq = self.store.step_seq(instance_id, start.key)
@@ -335,7 +343,7 @@ class Control:
         """End the current sleep or retry back-off now; returns how many waits were cut short."""
         now = self.clock.now_ms()
         with self.store.write():
-            row = self.store.get_instance(instance_id)
+            row = self._locked(instance_id)
             if states.is_finished(row.status):
                 raise InstanceNotRunningError(f"Instance '{instance_id}' is {row.status}: nothing to "
                                               "wake", instance_id=instance_id)
@@ -352,7 +360,7 @@ class Control:
         encoded = encode_json(event_value(payload, type, now), what="event",
                               limit=MAX_PAYLOAD_BYTES + 1024)  # the record adds < 200 bytes
         with self.store.write():
-            row = self.store.get_instance(instance_id)
+            row = self._locked(instance_id)
             if states.is_finished(row.status):
                 raise InstanceNotRunningError(
                     f"Cannot send event to instance '{instance_id}': it is {row.status}",

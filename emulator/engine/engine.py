@@ -456,7 +456,9 @@ class Engine:
         woken: list[tuple[str, StepKey]] = []
         with self.store.write():
             for timer in timers:
-                row = self.store.find_instance(timer.instance_id)
+                # a row another transaction holds (its owner committing, a control operation)
+                # is left for the next round rather than waited for
+                row = self.store.lock_instance_txn(timer.instance_id, skip_locked=True)
                 if row is None or self._owned_elsewhere(row, real):
                     continue  # its timers are that engine's to fire
                 if not self.store.delete_timer_txn(timer.id):
@@ -488,7 +490,7 @@ class Engine:
         fired: list[StepKey] = []
         early: dict[StepKey, int] = {}
         with self.store.write():
-            row = self.store.find_instance(instance_id)
+            row = self.store.lock_instance_txn(instance_id)
             if row is None or row.status == states.PAUSED or states.is_finished(row.status):
                 return 0
             for timer in self.store.timers_of(instance_id):
@@ -596,7 +598,7 @@ class Engine:
         generation, now = lifetime.generation, self.clock.now_ms()
 
         def finish(store: Store) -> bool:
-            row = store.find_instance(lifetime.id)
+            row = store.lock_instance_txn(lifetime.id)
             if not self._owns(row, generation):
                 return False
             store.finish_txn(lifetime.id, row.status, status, now,
@@ -623,7 +625,7 @@ class Engine:
         waits = lifetime.hibernated_waits if reason == "hibernate" else []
 
         def stop(store: Store) -> str | None:
-            row = store.find_instance(lifetime.id)
+            row = store.lock_instance_txn(lifetime.id)
             if not self._owns(row, generation):
                 return None
             if reason == "shutdown":
@@ -682,7 +684,7 @@ class Engine:
         owner, generation, now = self.owner, lifetime.generation, self.clock.now_ms()
 
         def lost(store: Store) -> str | None:
-            row = store.find_instance(lifetime.id)
+            row = store.lock_instance_txn(lifetime.id)
             if not self._owns(row, generation):
                 return None
             for key, (attempt, config_json, _started) in attempting.items():

@@ -290,6 +290,19 @@ class Store:
                                 (id,)).fetchone()
         return InstanceRow(*row) if row else None
 
+    def lock_instance_txn(self, id: str, *, skip_locked: bool = False) -> InstanceRow | None:
+        """The instance's row, locked until the transaction ends (PostgreSQL: ``FOR UPDATE``;
+        SQLite's ``BEGIN IMMEDIATE`` already holds the whole file). Whoever decides from the row's
+        status and its steps together (a lifetime that hibernates, a control operation, a timer
+        that fires) reads it this way, so two such decisions never interleave: one of them sees
+        the other's commit (else an event arriving while its lifetime hibernates on another host
+        could leave the instance ``waiting`` with its wait already resolved). ``skip_locked``:
+        None instead of waiting when another transaction holds the row."""
+        lock = (self.CLAIM_LOCK if skip_locked else self.OWNED_LOCK)
+        row = self.conn.execute(f"SELECT {_INSTANCE_COLS} FROM instances WHERE id = ?{lock}",
+                                (id,)).fetchone()
+        return InstanceRow(*row) if row else None
+
     def find_in_workflow(self, workflow: str, binding_id: str) -> InstanceRow | None:
         """The instance ``workflow``'s binding knows as ``binding_id``."""
         row = self.conn.execute(f"SELECT {_INSTANCE_COLS} FROM instances WHERE workflow = ? "
