@@ -3,7 +3,8 @@
 The benchmark sends one JSON request per line on stdin and reads one JSON answer per line on the
 protocol stream (the process's original stdout; DBOS's own output is sent to stderr). Workloads
 mirror dynwf's: a 3-step workflow and a 100-step workflow of ``@DBOS.step`` functions, on the
-SQLite system database (PostgreSQL with ``DYNWF_DBOS_DATABASE_URL``). "Create to complete" is ``DBOS.start_workflow`` then ``get_result()``.
+SQLite system database (PostgreSQL with ``DYNWF_DBOS_DATABASE_URL``). "Create to complete" is
+``DBOS.start_workflow`` then ``get_result()``.
 
     python dbos_driver.py STATE_DIR
 """
