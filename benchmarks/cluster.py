@@ -16,6 +16,12 @@ path: the engine, its store and the database are what is measured):
   PostgreSQL server's backends together, and this load generator; on 2 cores the sum is the
   bound.
 
+- **an event across hosts**: engine B runs an instance (a step body in flight keeps its lifetime
+  on B) whose other branch waits for an event; engine A, another process's store on its own
+  connections, sends the event; the time from A's ``send_event`` call to B's commit of the step
+  after the wait, through NOTIFY/LISTEN (``engine/wakeups.py``), median and 99th percentile
+  over 200 instances (two engines in this process, each with its own store and listener).
+
 DBOS (its native PostgreSQL backend, in its own virtual environment, see ``peers/``) runs the
 same 3-step workflow with 16 client threads in the same invocation, when it can be installed.
 Targets, per host: >= 2,000 steps/s with 100 in flight, >= 500 workflows/s, >= 5x DBOS.
@@ -284,6 +290,66 @@ def measure(url: str, host_counts: list[int], seconds: float) -> list[dict[str, 
     return results
 
 
+async def _event_latency(url: str, samples: int) -> dict[str, float]:
+    from emulator.engine import Engine, WorkflowDefinition, progress
+    from emulator.engine.stores import open_store
+    release = asyncio.Event()
+
+    class Waits:
+        async def run(self, event: Any, step: Any) -> Any:
+            async def hold() -> Any:
+                @step.do("hold")
+                async def body() -> str:
+                    await release.wait()
+                    return "held"
+                return await body()
+
+            async def then() -> Any:
+                got = await step.wait_for_event("go", "go", timeout="1 hour")
+
+                @step.do("after")
+                async def body() -> Any:
+                    return got["payload"]
+                return await body()
+            return await asyncio.gather(hold(), then())
+
+    schema_url = _reset(url)
+    a, b = (Engine(open_store(schema_url, application_name=f"bench-{name}"),
+                   [WorkflowDefinition("waits", lambda row: Waits())], owner=name)
+            for name in ("a", "b"))
+    committed: dict[str, float] = {}
+
+    def heard(event: Any) -> None:
+        if event.kind == progress.STEP_COMMITTED and event.step and event.step[1] == "after":
+            committed[event.instance_id] = time.perf_counter()
+    b.progress.subscribe(heard)
+    stop = asyncio.Event()
+    serving = asyncio.get_running_loop().create_task(b.serve(stop))
+    while not b.listening:
+        await asyncio.sleep(0.01)
+    values = []
+    for n in range(samples):
+        key = f"e{n}"
+        await b.binding("waits").create({"id": key})
+        while b.store.get_step(key, ("wait", "go", 1)) is None or key not in b.live:
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(0.005)
+        sent = time.perf_counter()
+        await asyncio.to_thread(a.control.send_event, key, "go", n)   # another host's call
+        while key not in committed:
+            await asyncio.sleep(0.0005)
+        values.append((committed[key] - sent) * 1000)
+    release.set()
+    stop.set()
+    await serving
+    a.close()
+    b.close()
+    values.sort()
+    return {"samples": samples, "median_ms": round(statistics.median(values), 2),
+            "p99_ms": round(values[int(len(values) * 0.99) - 1], 2),
+            "max_ms": round(values[-1], 2), "poll_ms_without": b.poll_ms}
+
+
 async def _dbos(url: str) -> dict[str, Any]:
     from benchmarks.peers.dbos_peer import DbosSubject
     from benchmarks.peers.env import PeerUnavailable, default_dir, ensure_dbos
@@ -339,15 +405,23 @@ def main() -> None:
     parser.add_argument("url", nargs="?", default=DEFAULT_URL)
     parser.add_argument("--hosts", default="1,2,4")
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    events = asyncio.run(_event_latency(args.url, args.events))
+    print(json.dumps({"event_across_hosts": events}), file=sys.stderr, flush=True)
     results = measure(args.url, [int(n) for n in args.hosts.split(",")], args.seconds)
     dbos = None if args.no_peers else asyncio.run(_dbos(args.url))
     if args.json:
-        print(json.dumps({"cluster": results, "dbos": dbos, "targets": TARGETS}, indent=2))
+        print(json.dumps({"cluster": results, "events": events, "dbos": dbos,
+                          "targets": TARGETS}, indent=2))
     else:
         print(table(results, dbos))
+        print(f"\nan event sent through A to a lifetime on B, to B's commit of the next step "
+              f"({events['samples']} instances): median {events['median_ms']} ms, p99 "
+              f"{events['p99_ms']} ms, max {events['max_ms']} ms (without the push: up to a "
+              f"{events['poll_ms_without']} ms poll)")
 
 
 if __name__ == "__main__":

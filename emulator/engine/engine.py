@@ -113,6 +113,9 @@ class Engine:
         #: told (listening, reason) each time the channel comes up or goes down
         self.on_listen: Callable[[bool, str | None], None] | None = None
         self._listener: Any = None
+        #: scheduler rounds that raised (the scheduler goes on), and who is told of each
+        self.tick_failures = 0
+        self.on_tick_failure: Callable[[BaseException], None] | None = None
         self._next_sync = 0
 
     # ---- registration and bindings ---------------------------------------------------------
@@ -304,7 +307,18 @@ class Engine:
             waker.add_done_callback(lambda _: self._wake.set() if self._wake else None)
         try:
             while stop is None or not stop.is_set():
-                delay = self.tick()
+                try:
+                    delay = self.tick()
+                except Exception as exc:  # noqa: BLE001 - the scheduler outlives a failed round
+                    # (a database that went away, a deadlock the server broke): say so, and try
+                    # again after a poll; every write of a round is one transaction, undone whole
+                    self.tick_failures += 1
+                    if self.on_tick_failure is not None:
+                        try:
+                            self.on_tick_failure(exc)
+                        except Exception:  # a broken listener must never stop the engine
+                            pass
+                    delay = self.poll_ms
                 await self._sleep(delay, stop)
         finally:
             if waker is not None:

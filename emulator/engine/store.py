@@ -427,9 +427,13 @@ class Store:
         return claimed
 
     def renew_leases_txn(self, owner: str, real_now: int, lease_until: int) -> None:
-        """Extend ``owner``'s leases to ``lease_until`` (``real_now`` plus the lease's length)."""
+        """Extend ``owner``'s leases to ``lease_until`` (``real_now`` plus the lease's length).
+        A row another transaction holds (this engine's own group commit, most often) is left for
+        the next renewal, a third of a lease later: waiting for it while holding the rows already
+        renewed is how two transactions deadlock on PostgreSQL."""
         _, lease_until = self._lease_window_txn(real_now, lease_until)
-        self.conn.execute("UPDATE instances SET lease_expiry = ? WHERE lease_owner = ?",
+        self.conn.execute("UPDATE instances SET lease_expiry = ? WHERE id IN (SELECT id FROM "
+                          f"instances WHERE lease_owner = ?{self.CLAIM_LOCK})",
                           (lease_until, owner))
 
     def _lease_window_txn(self, real_now: int, lease_until: int) -> tuple[int, int]:

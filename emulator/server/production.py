@@ -257,6 +257,7 @@ class ProductionServer:
         unsubscribe = host.engine.progress.subscribe(self._instance_status)
         host.engine.on_takeover = self._takeover
         host.engine.on_listen = self._listen
+        host.engine.on_tick_failure = self._tick_failed
         host.tenant_log_listeners.append(self._tenant_log)
         engine_stop = asyncio.Event()
         engine_task = loop.create_task(host.engine.serve(engine_stop))
@@ -300,6 +301,7 @@ class ProductionServer:
             self.metrics.detach()
             host.engine.on_takeover = None
             host.engine.on_listen = None
+            host.engine.on_tick_failure = None
             await host.close()
 
     async def _drain(self) -> bool:
@@ -337,6 +339,10 @@ class ProductionServer:
             self.log.warning("wakeups.lost", reason=reason,
                              message=f"not hearing other hosts' changes: polling every "
                                      f"{self.host.engine.poll_ms} ms until reconnected")
+
+    def _tick_failed(self, exc: BaseException) -> None:
+        self.log.error("engine.round_failed", error=f"{type(exc).__name__}: {exc}",
+                       message=f"the scheduler tries again in {self.host.engine.poll_ms} ms")
 
     def _tenant_log(self, label: str, level: str, message: str) -> None:
         self.log.info("tenant.log", tenant=label.split(":", 1)[-1], tenant_level=level,
