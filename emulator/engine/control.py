@@ -207,8 +207,10 @@ class Control:
                                                      code_version, item.scope)
                 if key is not None:
                     created.append((key, item.id))
+        if created:   # other hosts need no id to claim new work: one announcement for the batch
+            self.store.changed("*", "created")
         for key, _id in created:
-            self.on_change(key, "created")
+            self._react(key, "created")
         return created
 
     # ---- read ------------------------------------------------------------------------------
