@@ -16,6 +16,7 @@ from typing import Optional
 import typer
 from rich.text import Text
 
+from dynwf_cli.commands import COMMANDS
 from dynwf_cli.console import console, err_console
 from dynwf_cli.options import ConfigOption
 from emulator import DEFAULT_ENTRY_CLASS, CheckReport, Diagnostic, Project, run_check
@@ -154,4 +155,4 @@ def _escape_property(text: str) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("check", help=HELP)(check)
+    app.command("check", help=HELP, short_help=COMMANDS["check"])(check)

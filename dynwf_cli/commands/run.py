@@ -15,6 +15,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from dynwf_cli.checklist import Checklist, to_ndjson
+from dynwf_cli.commands import COMMANDS
 from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.console import console, err_console
 from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption, JsonOption,
@@ -279,5 +280,4 @@ def _report(result: RunResult, project, as_json: bool, live_view: bool) -> int:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run", help=HELP, no_args_is_help=True,
-                short_help="Run one instance in a tenant's code, with a live step checklist.")(run)
+    app.command("run", help=HELP, no_args_is_help=True, short_help=COMMANDS["run"])(run)
