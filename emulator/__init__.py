@@ -63,6 +63,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "emulator.tracebacks": ("format_traceback",),
     # the kernel layers of isolation this machine can put in place
     "emulator.isolates.sandbox": ("Layers", "describe_missing", "missing_layers"),
+    # a command about to start a host: its isolates' zygote started first, to boot meanwhile
+    "emulator.isolates.pool": ("start_isolates_early",),
 }
 
 #: Modules offered whole: vocabularies of named constants.

@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.live import Live
-from rich.syntax import Syntax
 from rich.text import Text
 
 from dynwf_cli.checklist import Checklist, to_ndjson
@@ -22,7 +20,7 @@ from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption,
                                StateDirOption, TenantOption, VarOption, WorkflowOption)
 from emulator import (InstanceOps, Layers, RunOptions, RunResult, RunSession, TenantSourceError,
                       UsageError, describe_missing, is_valid_id, missing_layers, open_project,
-                      outline_steps, parse_var)
+                      outline_steps, parse_var, start_isolates_early)
 
 HELP = """Create one workflow instance the way tenant TENANT would, and run it to the end with a
 live per-step checklist. Sleeps and retry back-offs are skipped (fast-forwarded) unless
@@ -112,6 +110,8 @@ def run(
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
+    if isolation.value == "process":
+        start_isolates_early()   # it boots on the other core while the project is read and checked
     _refuse_with_resume(resume, params=params, id=instance_id, metadata=metadata,
                         workflow=workflow)
     options = RunOptions(tenant=tenant, params=parse_json_option(params, "--params"),
@@ -197,6 +197,7 @@ async def _run(project, options: RunOptions, live_view: bool,
     async with session:
         checklist.instance_id = session.instance_id
         if live_view:
+            from rich.live import Live
             session.subscribe(checklist.apply)
             live = Live(console=console, refresh_per_second=12, get_renderable=lambda: checklist.render(
                 now=session.host.engine.clock.now_ms()))
@@ -259,6 +260,7 @@ def _report(result: RunResult, project, as_json: bool, live_view: bool) -> int:
                          separators=(",", ":")), flush=True)   # the events' own form
     if result.status == "complete":
         if not as_json and live_view:
+            from rich.syntax import Syntax   # pygments: only for a terminal
             console.print(Text("output", style="ok"))
             console.print(Syntax(json.dumps(result.output, indent=2, ensure_ascii=False, default=str),
                                  "json", background_color="default"))
