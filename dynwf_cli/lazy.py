@@ -6,6 +6,12 @@ knows the commands by :data:`dynwf_cli.commands.COMMANDS` alone: ``dynwf --help`
 it, ``dynwf check`` imports ``dynwf_cli.commands.check`` and nothing of ``run`` or ``dev``, and
 completing ``dynwf instances se`` imports ``instances`` only. Whatever walks the whole tree
 (``group.commands.items()``) gets every command, loaded.
+
+A command that starts a host with isolates (:data:`STARTS_ISOLATES`) has the isolates' zygote
+started before its module is imported (``emulator.isolates.early``): the zygote boots on the
+other core while the command imports, parses its options and checks the project, and the
+command's pool adopts it. One the command never adopts (it stopped before its host started) is
+stopped when the command ends.
 """
 
 from __future__ import annotations
@@ -25,6 +31,27 @@ SETTINGS: dict[str, Any] = {
     "pretty_exceptions_enable": False,
     "context_settings": {"help_option_names": ["-h", "--help"]},
 }
+
+
+#: The commands that start a host whose tenants run in isolates (unless ``--isolation inline``).
+STARTS_ISOLATES = frozenset({"run", "dev"})
+
+
+def starts_isolates(name: str, args: list[str]) -> bool:
+    """Whether ``dynwf NAME ARGS...`` will start isolates: not for ``--help``, nor with an
+    ``--isolation`` other than process (the option's value is not case-sensitive)."""
+    if name not in STARTS_ISOLATES or "--help" in args or "-h" in args:
+        return False
+    for index, arg in enumerate(args):
+        if arg == "--isolation":
+            value = args[index + 1] if index + 1 < len(args) else ""
+        elif arg.startswith("--isolation="):
+            value = arg.partition("=")[2]
+        else:
+            continue
+        if value.lower() != "process":
+            return False
+    return True
 
 
 def load_command(name: str) -> Any:
@@ -77,6 +104,13 @@ class LazyGroup(TyperGroup):
         super().__init__(**attrs)
         self.commands = LazyCommands(self.commands)
 
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and starts_isolates(args[0], args[1:]):
+            from emulator import start_isolates_early
+            start_isolates_early()
+            ctx.call_on_close(_stop_unadopted)
+        return super().resolve_command(ctx, args)
+
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)
 
@@ -88,3 +122,8 @@ class LazyGroup(TyperGroup):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+def _stop_unadopted() -> None:
+    from emulator import stop_unadopted
+    stop_unadopted()

@@ -64,7 +64,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     # the kernel layers of isolation this machine can put in place
     "emulator.isolates.sandbox": ("Layers", "describe_missing", "missing_layers"),
     # a command about to start a host: its isolates' zygote started first, to boot meanwhile
-    "emulator.isolates.pool": ("start_isolates_early",),
+    "emulator.isolates.early": ("start_isolates_early", "stop_unadopted"),
 }
 
 #: Modules offered whole: vocabularies of named constants.

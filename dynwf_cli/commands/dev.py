@@ -34,7 +34,7 @@ from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IpOption, Isolat
 from emulator import (DEV_IP, DEV_PORT, DynwfError, Firing, HostOptions, Progress, Project,
                       ProjectHost, SystemClock, TenantSourceError, VirtualClock, describe_missing,
                       format_traceback, missing_layers, open_project, outline_steps, parse_var,
-                      start_isolates_early, tune_for_serving)
+                      tune_for_serving)
 from emulator import progress as events
 from emulator.runtime.dynamic_workflows import unwrap_params
 from emulator.server import (MAX_INFLIGHT, MAX_QUEUED, Admission, DevServer, DispatcherLoadError,
@@ -99,8 +99,6 @@ def dev(
     max_queued: MaxQueuedOption = MAX_QUEUED,
     var: VarOption = [],
 ) -> None:
-    if isolation.value == "process":
-        start_isolates_early()   # it boots on the other core while the project is read and checked
     env_vars = dict(parse_var(v) for v in var)
     project = open_project(config, state_dir)
     refuse_check_errors(project, command="dev")

@@ -20,7 +20,7 @@ from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption,
                                StateDirOption, TenantOption, VarOption, WorkflowOption)
 from emulator import (InstanceOps, Layers, RunOptions, RunResult, RunSession, TenantSourceError,
                       UsageError, describe_missing, is_valid_id, missing_layers, open_project,
-                      outline_steps, parse_var, start_isolates_early)
+                      outline_steps, parse_var)
 
 HELP = """Create one workflow instance the way tenant TENANT would, and run it to the end with a
 live per-step checklist. Sleeps and retry back-offs are skipped (fast-forwarded) unless
@@ -110,8 +110,6 @@ def run(
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
-    if isolation.value == "process":
-        start_isolates_early()   # it boots on the other core while the project is read and checked
     _refuse_with_resume(resume, params=params, id=instance_id, metadata=metadata,
                         workflow=workflow)
     options = RunOptions(tenant=tenant, params=parse_json_option(params, "--params"),

@@ -35,11 +35,12 @@ from emulator.defaults import (ISOLATE_CPU_MS, ISOLATE_IDLE_TIMEOUT_S, ISOLATE_M
 from emulator.rules.limits import MAX_LOG_LINE_CHARS, utf8_size
 from emulator.engine.logs import LogWindow
 from emulator.rules.logs import LogLevel
+from emulator.isolates.early import spare_profile
 from emulator.isolates.child import EXIT_CPU_LIMIT, EXIT_MEMORY_LIMIT, guard_profile
 from emulator.isolates.outbound import NO_OUTBOUND, Outbound, OutboundPolicy
 from emulator.isolates.output import OutputReader
 from emulator.isolates.sandbox import Layers
-from emulator.isolates.zygote import Zygote, start_early
+from emulator.isolates.zygote import Zygote
 from emulator.rpc.errors import (ConnectionLost, CpuLimitError, MemoryLimitError, ProtocolError,
                                  ProtocolViolation)
 from emulator.rpc.frames import FROM_HOST, FROM_ISOLATE
@@ -151,20 +152,6 @@ class Isolate:
             pass
 
 
-def spare_profile(limits: IsolateLimits, layers: Layers) -> dict[str, Any]:
-    """The guard profile the zygote's spares are prepared for: the usual case, the pool's memory
-    limit and no network."""
-    return asdict(guard_profile({"memory_mb": limits.memory_mb, "allow_network": False,
-                                 "layers": layers.to_dict()}))
-
-
-def start_isolates_early(limits: IsolateLimits | None = None) -> None:
-    """Start the zygote of the next pool of this process now (``zygote.start_early``), for a
-    command about to start a host with process isolation: its start-up then overlaps the
-    command's own. Nothing changes in what the pool's isolates get."""
-    start_early(spare_profile(limits or IsolateLimits(), Layers.from_environment()))
-
-
 class IsolatePool:
     def __init__(self, *, max_isolates: int = MAX_ISOLATES,
                  idle_timeout_s: float = ISOLATE_IDLE_TIMEOUT_S,
@@ -179,7 +166,7 @@ class IsolatePool:
         self.limits = limits or IsolateLimits()
         self.log_sink = log_sink
         self.layers = layers or Layers.from_environment()
-        self.zygote = Zygote(spare_profile=spare_profile(self.limits, self.layers))
+        self.zygote = Zygote(spare_profile=spare_profile(self.limits.memory_mb, self.layers))
         self._live: OrderedDict[str, Isolate] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Isolate]] = {}
         self._retired: set[Isolate] = set()

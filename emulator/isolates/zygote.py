@@ -220,17 +220,20 @@ def start_early(spare_profile: dict[str, Any] | None) -> None:
     runtime on another core while this process does the rest of its start-up (imports, the
     project's check, the database), and the first :class:`Zygote` of this process with the same
     spare profile adopts it instead of starting one. The same process, environment and
-    arguments as :meth:`Zygote.start` would start; one nobody adopts is stopped at exit."""
+    arguments as :meth:`Zygote.start` would start; one nobody adopts is stopped by
+    :func:`stop_unadopted`, at the latest when this process exits."""
     key = json.dumps(spare_profile, sort_keys=True)
     if key in _early:
         return
-    _early[key] = _spawn(spare_profile)
-    if len(_early) == 1:
+    if not _early:
         import atexit
-        atexit.register(_stop_unadopted)
+        atexit.register(stop_unadopted)
+    _early[key] = _spawn(spare_profile)
 
 
-def _stop_unadopted() -> None:
+def stop_unadopted() -> None:
+    """Stop the zygotes :func:`start_early` started that no pool adopted (the command ended
+    before it started its host: a usage error, a refusal)."""
     while _early:
         process, host_end = _early.popitem()[1]
         host_end.close()          # it exits at its next look at the channel; do not wait for it
