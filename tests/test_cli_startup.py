@@ -188,3 +188,24 @@ def test_check_and_help_start_no_zygote(project):
                               env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
         result = json.loads(done.stdout.strip().splitlines()[-1])
         assert result["code"] == 0 and result["seen"] == {}, args
+
+
+def test_the_check_before_a_run_reads_the_run_tenants_folder_only(tmp_path):
+    """run and dev refuse the errors of the wrangler file, the dispatcher and the tenant they
+    run (dev: none); the other tenants' folders are not read for that, nor the config twice."""
+    from emulator import open_project, run_check
+    write_template("basic", tmp_path, force=False)
+    (tmp_path / "tenants" / "globex" / "index.py").write_text("def broken(:\n")
+    project = open_project(tmp_path / "wrangler.jsonc")
+    everything = run_check(project.config.path)
+    for_acme = run_check(project.config.path, config=project.config, tenants=("acme",))
+    for_none = run_check(project.config.path, config=project.config, tenants=())
+    assert any(d.file.startswith("tenants/globex") and d.severity == "error"
+               for d in everything.diagnostics)
+    assert [d for d in for_acme.diagnostics if d.file.startswith("tenants/globex")] == []
+    assert "tenants/acme/index.py" in for_acme.files
+    assert not any(f.startswith("tenants/globex") for f in for_acme.files)
+    assert not any(f.startswith("tenants/") for f in for_none.files)
+    refused = CliRunner().invoke(app, ["run", "--config", str(project.config.path), "--tenant",
+                                       "globex", "--isolation", "inline"])
+    assert refused.exit_code == 1 and "tenants/globex/index.py" in refused.output

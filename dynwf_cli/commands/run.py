@@ -125,13 +125,14 @@ def run(
                          "matching ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$")
     project = open_project(config, state_dir)
     refuse_check_errors(project, command="run", tenant=tenant)
-    _warn_unawaited_events(options.events, _outline(project, tenant), tenant)
+    outline = _outline(project, tenant)
+    _warn_unawaited_events(options.events, outline, tenant)
     if options.isolation == "process":
         _warn_missing_layers()
     live_view = not as_json and console.is_terminal
     started: dict[str, str] = {}
     try:
-        result = asyncio.run(_run(project, options, live_view, started))
+        result = asyncio.run(_run(project, options, outline, live_view, started))
     except KeyboardInterrupt:
         _report_interrupt(project, started)
         raise typer.Exit(130) from None
@@ -187,10 +188,10 @@ def _warn_missing_layers() -> None:
                           soft_wrap=True)
 
 
-async def _run(project, options: RunOptions, live_view: bool,
+async def _run(project, options: RunOptions, outline: list, live_view: bool,
                started: dict[str, str]) -> RunResult:
     session = RunSession(project, options)
-    checklist = Checklist(_outline(project, options.tenant), tenant=options.tenant,
+    checklist = Checklist(outline, tenant=options.tenant,
                           workflow=session.workflow.name, fast_forward=not options.real_time)
     async with session:
         checklist.instance_id = session.instance_id
