@@ -422,3 +422,24 @@ def test_console_script_rejects_an_unknown_format():
     result = dynwf("check", "--config", "examples/hello/wrangler.jsonc", "--format", "xml")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_a_delay_function_is_accepted_and_its_siblings_still_checked():
+    """§2.3/§2.4: ``retries.delay`` may be a function (a lambda or a name); the rest of the config
+    is still judged."""
+    source = (
+        "from workers import WorkflowEntrypoint\n"
+        "def wait(ctx, error):\n"
+        "    return '10 seconds'\n"
+        "class TenantWorkflow(WorkflowEntrypoint):\n"
+        "    async def run(self, event, step):\n"
+        "        @step.do('a', config={'retries': {'limit': 3, 'delay': wait}})\n"
+        "        async def a():\n"
+        "            return 1\n"
+        "        @step.do('b', config={'retries': {'limit': 3, 'delay': lambda ctx: 5,\n"
+        "                                          'backoff': 'sideways'}})\n"
+        "        async def b():\n"
+        "            return 2\n"
+        "        return await a() + await b()\n")
+    found = [(d.code, d.line) for d in lint_tenant_source(source, "index.py")]
+    assert found == [("DW305", 9)], found

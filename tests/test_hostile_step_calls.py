@@ -24,7 +24,10 @@ from workers import WorkflowEntrypoint
 
 CONFIG = json.dumps({"retries": {"limit": 5, "delay": 10000, "backoff": "exponential"},
                      "timeout": 600000})
+DYNAMIC = json.dumps({"retries": {"limit": 5, "delay": "function", "backoff": "constant"},
+                      "timeout": 600000})
 DAY = 86_400_000
+FAILED = {"name": "E", "message": "m"}
 
 
 def value_attacks(stub):
@@ -53,6 +56,12 @@ def value_attacks(stub):
             {"name": "E", "message": "m", "traceback": [{"elided": 1, "of": "dynwf"}] * 41}, True),
         "a do key for a sleep": lambda: stub.sleep(["do", "nap", 1], 1000, None),
         "retry of a step that is not backing off": lambda: stub.await_retry(["do", "never", 1]),
+        "retry delay longer than 365 days": lambda: stub.settle(
+            ["do", "d", 1], 1, DYNAMIC, None, FAILED, True, 366 * DAY),
+        "retry delay below zero": lambda: stub.settle(["do", "d", 1], 1, DYNAMIC, None, FAILED,
+                                                      True, -1),
+        "retry delay for a fixed delay": lambda: stub.settle(["do", "d", 1], 1, CONFIG, None,
+                                                             FAILED, True, 1000),
     }
 
 
@@ -68,6 +77,8 @@ TYPE_ATTACKS = {
         ["do", "e", 1], 1, CONFIG, None, {"name": "E", "message": "m", "traceback": ["x"]}, True),
     "one argument too many": lambda stub: stub.begin(["do", "x", 1], 1, CONFIG, "extra"),
     "an unknown step kind": lambda stub: stub.begin(["jump", "x", 1], 1, CONFIG),
+    "a retry delay as text": lambda stub: stub.settle(["do", "d", 1], 1, DYNAMIC, None,
+                                                      FAILED, True, "1000"),
 }
 
 
@@ -180,6 +191,13 @@ def test_values_the_platform_refuses_raise_its_errors_and_store_nothing(project,
         "a do key for a sleep": ("StepCallError", "step.invalid_call", "a 'sleep' step is expected"),
         "retry of a step that is not backing off": ("StepCallError", "step.invalid_call",
                                                     "is not waiting to retry"),
+        "retry delay longer than 365 days": ("DurationError", "duration.invalid",
+                                             "its delay function's 31622400000 ms is outside"),
+        "retry delay below zero": ("DurationError", "duration.invalid", "-1 ms is outside the "
+                                   f"allowed range of 0 to {MAX_SLEEP_MS:,} ms (365 days)"),
+        "retry delay for a fixed delay": ("StepCallError", "step.invalid_call",
+                                          "only a retryable failure of a step whose "
+                                          "retries.delay is a function has one"),
     }
     for name, (kind, code, fragment) in expected.items():
         got_kind, got_code, message = outcomes[name]
@@ -201,6 +219,7 @@ def test_values_the_platform_refuses_raise_its_errors_and_store_nothing(project,
     ("a traceback entry that is text", "a traceback entry is a str, not an object"),
     ("one argument too many", "a call of StepBackendTarget.begin with 4 arguments (it takes 3"),
     ("an unknown step kind", "step kind 'jump' is not one of do, sleep, wait"),
+    ("a retry delay as text", "a retry delay is a str, not int"),
 ])
 def test_arguments_of_the_wrong_type_kill_the_isolate_and_error_only_its_instance(
         project, tmp_path, attack, fragment):

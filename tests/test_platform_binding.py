@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine_harness import Harness, arun
+from emulator.clock import to_datetime
+from engine_harness import T0, Harness, arun
 from emulator.errors import InvalidIdError, ValidationError
 from platform_harness import Gate, finish
 
@@ -21,11 +22,9 @@ async def returns_payload(event, step):
 
 
 async def waits_for(event_type: str, timeout: str = "2 seconds"):
-    """Waits for one event and returns its type and payload (returning the whole event, with its
-    ``datetime`` timestamp, from run() is another helper's subject)."""
+    """Waits for one event and returns the whole event, its ``datetime`` timestamp too (§2.11)."""
     async def wf(event, step):
-        got = await step.wait_for_event("wait-for-event", event_type, timeout=timeout)
-        return {"type": got["type"], "payload": got["payload"]}
+        return await step.wait_for_event("wait-for-event", event_type, timeout=timeout)
     return wf
 
 
@@ -215,7 +214,8 @@ def test_status_of_a_terminated_instance(tmp_path):
 
 def test_send_event_delivers_its_payload_to_a_waiting_workflow(tmp_path):
     """follows workers-sdk packages/workflows-shared/tests/binding.test.ts, 'should deliver event
-    payload to a waiting workflow': wait_for_event returns the event's type and payload."""
+    payload to a waiting workflow': run() returns the event wait_for_event gave it, whole: its
+    type, payload and timestamp (a datetime, stored and returned as one, §2.11)."""
     async def main():
         h = Harness(tmp_path / "db.sqlite", await waits_for("my-event-type"))
         await h.create()
@@ -227,6 +227,7 @@ def test_send_event_delivers_its_payload_to_a_waiting_workflow(tmp_path):
         assert status["status"] == "complete"
         assert status["output"]["type"] == "my-event-type"
         assert status["output"]["payload"] == {"message": "hello", "count": 42}
+        assert status["output"]["timestamp"] == to_datetime(T0)    # sent at T0, the clock stood
     arun(main())
 
 
@@ -281,8 +282,8 @@ def test_terminate_while_waiting_never_starts_the_next_step(tmp_path):
 
 def test_restart_runs_a_complete_instance_again(tmp_path):
     """follows workers-sdk packages/workflows-shared/tests/binding.test.ts, 'should restart a
-    workflow instance': a complete instance restarted runs to complete again (the status read
-    right after restart() is another helper's subject and is not asserted here)."""
+    workflow instance': a complete instance restarted reads running right after restart()
+    (§1.7, §4.6) and runs to complete again."""
     runs = {"n": 0}
 
     async def wf(event, step):
@@ -297,6 +298,7 @@ def test_restart_runs_a_complete_instance_again(tmp_path):
         handle = await h.binding.get("i1")
         assert (await handle.status())["status"] == "complete"
         await handle.restart()
+        assert (await handle.status())["status"] == "running"
         await h.engine.drain()
         assert await (await h.binding.get("i1")).status() == {
             "status": "complete", "error": None, "output": "complete"}

@@ -8,7 +8,12 @@ waited for.
 
 from __future__ import annotations
 
+import pytest
+
+from emulator.rules.redaction import REDACTED
+from emulator.runtime.workers.workflows import NonRetryableError
 from engine_harness import FATAL, SECOND, T0, Harness, arun
+from parity_projects import write_parity
 
 
 def test_attempt_is_1_on_a_first_successful_attempt(tmp_path):
@@ -219,4 +224,90 @@ def test_mutating_ctx_config_does_not_change_the_retries(tmp_path):
         status = await h.status()
         assert status["status"] == "errored" and status["error"]["name"] != FATAL
         assert seen == [1, 2]
+    arun(main())
+
+
+# ---- 'Sensitive step output' (docs/semantics.md §2.3) -------------------------------------------
+
+def test_a_sensitive_output_is_redacted_in_views_and_passed_on_for_real(tmp_path):
+    """follows workers-sdk packages/workflows-shared/tests/context.test.ts, 'should redact a
+    sensitive step's output in logs while passing the real value downstream': every view of the
+    step (the engine's step log here is the step as describe, the admin API and the test API show
+    it) reads ``[redacted]``, and the next step gets the real value."""
+    downstream = []
+
+    async def wf(event, step):
+        @step.do("sensitive step", config={"sensitive": "output"})
+        async def secret():
+            return {"token": "super-secret"}
+
+        value = await secret()
+
+        @step.do("downstream step")
+        async def use():
+            downstream.append(value)
+            return "ok"
+        await use()
+
+    async def main():
+        h = Harness(tmp_path / "db.sqlite", wf)
+        await h.create()
+        await h.engine.drain()
+        assert (await h.status())["status"] == "complete"
+        view = h.step("do", "sensitive step").to_public()
+        assert (view["result"], view["sensitive"]) == (REDACTED, True)
+        assert downstream == [{"token": "super-secret"}]
+    arun(main())
+
+
+SENSITIVE_SOURCE = '''
+from workers import WorkflowEntrypoint
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("sensitive step", config={"sensitive": "output"})
+        async def secret():
+            return "super-secret"
+        await secret()
+'''
+
+
+@pytest.fixture
+def dynwf_project(tmp_path):
+    return write_parity(tmp_path / "project", "host", SENSITIVE_SOURCE)
+
+
+async def test_wait_for_step_result_of_a_sensitive_step_is_redacted(dynwf):
+    """follows workers-sdk packages/workflows-shared/tests/context.test.ts, 'should redact a
+    sensitive step's output from waitForStepResult' (the pytest plugin's
+    ``wait_for_step_result``, §7.3)."""
+    instance = dynwf.introspect_instance(dynwf.binding(), "s1")
+    await dynwf.binding().create({"id": "s1"})
+    await instance.wait_for_status("complete")
+    assert await instance.wait_for_step_result("sensitive step") == REDACTED
+
+
+def test_a_sensitive_steps_error_is_not_redacted(tmp_path):
+    """follows workers-sdk packages/workflows-shared/tests/context.test.ts, 'should not redact a
+    sensitive step's error': only the output is secret; the failed attempt keeps its message."""
+    async def wf(event, step):
+        @step.do("sensitive failing step",
+                 config={"sensitive": "output", "retries": {"limit": 0, "delay": 0}})
+        async def failing():
+            raise NonRetryableError("boom with secret context")
+        try:
+            await failing()
+        except Exception:
+            pass
+
+    async def main():
+        h = Harness(tmp_path / "db.sqlite", wf)
+        await h.create()
+        await h.engine.drain()
+        assert (await h.status())["status"] == "complete"
+        (failed,) = h.events("step.failed")
+        assert "boom with secret context" in failed.data["error"]["message"]
+        view = h.step("do", "sensitive failing step").to_public()
+        assert "boom with secret context" in view["error"]["message"]
     arun(main())

@@ -11,6 +11,7 @@ dynwf's status record (docs/semantics.md §10): step outputs are read from the s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
 from pathlib import Path
@@ -292,6 +293,19 @@ class TestWorkflowFixture:
                 {"output": "First step result"}, {"output": "Second step result"}]
 
     @pytest.mark.parametrize("message", ["generic_error_message", ""])
+    async def test_a_generic_error_is_retried_and_counted_in_the_closure(self, dynwf, message):
+        """follows workers-sdk fixtures/workflow/tests/index.test.ts, 'should retry a step if a
+        generic Error (with a generic error message) is thrown' and '... (with an empty error
+        message) is thrown': the retries happen inside one invocation, so the count kept in
+        ``run()``'s closure survives the 100 ms delays (§4.9)."""
+        await get_json(dynwf, f"/createDemo3?workflowName=d3&doRetry=true&errorMessage={message}")
+        await dynwf.settle()
+        await dynwf.advance("700 ms")         # the back-offs: 100, 200 and 400 ms
+        await dynwf.settle()
+        assert (await get_json(dynwf, "/get3?workflowName=d3"))["output"] == \
+            "The step was retried 3 times"
+
+    @pytest.mark.parametrize("message", ["generic_error_message", ""])
     async def test_a_non_retryable_error_is_not_retried(self, dynwf, message):
         """follows workers-sdk fixtures/workflow/tests/index.test.ts, 'should not retry a step if
         a NonRetryableError (with a generic error message) is thrown' and '... (with an empty
@@ -337,12 +351,12 @@ class TestWorkflowFixture:
 
     async def test_restart(self, dynwf):
         """follows workers-sdk fixtures/workflow/tests/index.test.ts, 'instance lifecycle
-        methods' / 'restart a running workflow': after restart the instance waits for its event
-        again and an event completes it (the status read right after restart() is another
-        helper's subject and is not asserted here)."""
+        methods' / 'restart a running workflow': right after restart the instance reads running
+        (§1.7, §4.6), then waits for its event again and an event completes it."""
         await get_json(dynwf, "/createDemo2?workflowName=r")
         await dynwf.settle()
         await get_json(dynwf, "/restart?workflowName=r")
+        assert (await get_json(dynwf, "/get2?workflowName=r"))["status"] == "running"
         await dynwf.settle()
         assert (await get_json(dynwf, "/get2?workflowName=r"))["status"] == "waiting"
         await get_json(dynwf, "/sendEvent?workflowName=r", {"event": True})
@@ -392,6 +406,24 @@ class TestWorkflowMultipleFixture:
         assert step_results(dynwf, instance_id) == [
             {"output": "First step result"}]
 
+    async def test_one_id_in_two_workflows(self, dynwf):
+        """follows workers-sdk fixtures/workflow-multiple/tests/index.test.ts, 'creates two
+        instances with same id in two different workflows': ids are per workflow (§1.2); each
+        instance runs its own workflow to its own output and step results."""
+        await asyncio.gather(get_json(dynwf, "/create?workflowName=1&id=test"),
+                             get_json(dynwf, "/create?workflowName=2&id=test"))
+        for _ in range(2):                      # the two 1-second sleeps
+            await dynwf.settle()
+            await dynwf.advance("1 second")
+        await dynwf.settle()
+        for which, workflow in (("1", "my-workflow"), ("2", "my-workflow-2")):
+            assert await get_json(dynwf, f"/status?workflowName={which}&id=test") == {
+                "id": "test", "status": {"status": "complete", "error": None,
+                                         "output": f"i'm workflow{which}"}}
+            steps = dynwf.introspect_instance(dynwf.binding(workflow), "test").steps()
+            assert [s["result"] for s in steps if s["kind"] == "do"] == [
+                {"output": "First step result"}, {"output": f"workflow{which}"}]
+
     async def test_pause_and_resume(self, dynwf):
         """follows workers-sdk fixtures/workflow-multiple/tests/index.test.ts, 'instance
         lifecycle methods (workflow3)' / 'pause and resume a workflow'."""
@@ -414,10 +446,12 @@ class TestWorkflowMultipleFixture:
 
     async def test_restart(self, dynwf):
         """follows workers-sdk fixtures/workflow-multiple/tests/index.test.ts, 'instance
-        lifecycle methods (workflow3)' / 'restart a running workflow' (the status read right
-        after restart() is another helper's subject and is not asserted here)."""
+        lifecycle methods (workflow3)' / 'restart a running workflow': right after restart the
+        instance reads running (§1.7, §4.6)."""
         await self.started_workflow3(dynwf, "r")
         await get_json(dynwf, "/restart?workflowName=3&id=r")
+        assert (await get_json(dynwf, "/status?workflowName=3&id=r"))["status"]["status"] == \
+            "running"
         await dynwf.settle()
         assert (await get_json(dynwf, "/status?workflowName=3&id=r"))["status"]["status"] == \
             "waiting"

@@ -178,7 +178,8 @@ def test_terminate_a_running_workflow(tmp_path):
 def test_restart_a_running_workflow(tmp_path):
     """follows workers-sdk packages/miniflare/test/plugins/workflows/index.spec.ts, 'workflow
     instance lifecycle methods' / 'restart a running workflow': restarted while the long step is
-    in flight, the instance runs from scratch (the long step again) and completes."""
+    in flight, the instance reads running at once and runs from scratch (the long step again)
+    and completes."""
     async def main():
         gate, runs = Gate(), {}
         h = Harness(tmp_path / "db.sqlite", lifecycle_workflow(gate, runs))
@@ -186,7 +187,7 @@ def test_restart_a_running_workflow(tmp_path):
         task = h.drain_in_background()
         await gate.wait_started()
         await created.restart()
-        assert "status" in await created.status()
+        assert (await created.status())["status"] == "running"     # §1.7, §4.6
         gate.release.set()
         await finish(task)
         await h.engine.drain()

@@ -91,20 +91,30 @@ def test_valid_step_names_are_accepted(value):
     {"retries": {"limit": 3, "delay": "i like trains", "backoff": "constant"},
      "timeout": "10 minutes"},
     {"retries": {"limit": 3, "delay": 10, "backoff": "constant"}, "timeout": 0},
+    {"timeout": "5 minutes", "sensitive": "all"},
+    {"timeout": "5 minutes", "sensitive": True},
 ])
 def test_invalid_step_configs_are_rejected(config):
     """follows workers-sdk packages/workflows-shared/tests/validators.test.ts, 'Workflow step
-    config validation' / 'should reject invalid step configs' (the two rows about ``sensitive``
-    belong to the sensitive-output work and are left out)."""
+    config validation' / 'should reject invalid step configs'."""
     assert step_config_problems(config)
+
+
+def test_a_dynamic_delay_function_is_accepted():
+    """follows workers-sdk packages/workflows-shared/tests/validators.test.ts, 'Workflow step
+    config validation' / 'should accept a dynamic delay function' (§2.3, §2.4)."""
+    config = {"retries": {"limit": 3, "delay": lambda: "10 seconds", "backoff": "constant"},
+              "timeout": "10 minutes"}
+    assert step_config_problems(config) == []
 
 
 @pytest.mark.parametrize("config", [
     {"retries": {"limit": 0, "delay": 100000, "backoff": "exponential"}, "timeout": "15 minutes"},
     {"retries": {"limit": 5, "delay": 0, "backoff": "constant"}, "timeout": "2 minutes"},
+    {"retries": {"limit": 3, "delay": 10, "backoff": "constant"}, "timeout": "2 minutes",
+     "sensitive": "output"},
 ])
 def test_valid_step_configs_are_accepted(config):
     """follows workers-sdk packages/workflows-shared/tests/validators.test.ts, 'Workflow step
-    config validation' / 'should accept valid step configs' (the row with ``sensitive`` belongs to
-    the sensitive-output work and is left out)."""
+    config validation' / 'should accept valid step configs'."""
     assert step_config_problems(config) == []

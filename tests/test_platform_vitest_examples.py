@@ -252,3 +252,46 @@ async def test_pause_a_workflow_instance(dynwf):
         assert await instance.wait_for_step_result({"name": STEP_NAME}) == {"violationScore": 50}
         await (await dynwf.binding().get(data["id"])).pause()
         await instance.wait_for_status("paused")
+
+
+async def test_force_human_review_to_time_out_and_error(dynwf):
+    """follows workers-sdk fixtures/vitest-plugin-examples/workflows/test/unit.test.ts, 'should
+    force human review to timeout and error': a forced event timeout ends the wait at once; the
+    instance errors with the platform's name ``Error`` and a message saying the wait timed out
+    (docs/semantics.md §2.8, §7.3)."""
+    async with introspect_instance(dynwf.binding(), "m6") as instance:
+        async def modify(m):
+            await m.disable_sleeps()
+            await m.mock_step_result({"name": STEP_NAME}, {"violationScore": 50})
+            await m.force_event_timeout({"name": "human review"})
+        await instance.modify(modify)
+        await dynwf.binding().create({"id": "m6"})
+        assert await instance.wait_for_step_result({"name": STEP_NAME}) == {"violationScore": 50}
+        await instance.wait_for_status("errored")
+        error = await instance.get_error()
+        assert error["name"] == "Error"
+        assert "Execution timed out" in error["message"]
+
+
+async def test_restart_a_workflow_instance_keeps_its_mocks(dynwf):
+    """follows workers-sdk fixtures/vitest-plugin-examples/workflows/test/integration.test.ts,
+    'workflow instance lifecycle methods' / 'should restart a workflow instance': the test's
+    modifiers (a mocked result and a mocked event) survive restart(), so the restarted run
+    completes with the same ones (docs/semantics.md §7.3)."""
+    workflow = introspect_workflow(dynwf.binding())
+
+    async def modify(m):
+        await m.disable_sleeps()
+        await m.mock_step_result({"name": STEP_NAME}, {"violationScore": 50})
+        await m.mock_event({"type": "moderation-decision",
+                            "payload": {"moderatorAction": "approve"}})
+    await workflow.modify_all(modify)
+    async with workflow:
+        data = await (await dynwf.fetch("/moderate")).json()
+        (instance,) = await workflow.get()
+        assert await instance.wait_for_step_result({"name": STEP_NAME}) == {"violationScore": 50}
+        await (await dynwf.binding().get(data["id"])).restart()
+        assert (await instance.status())["status"] == "running"    # a new run (§1.7)
+        await instance.wait_for_status("complete")
+        assert await instance.get_output() == {"status": "moderated", "decision": "approve"}
+        assert await instance.wait_for_step_result({"name": STEP_NAME}) == {"violationScore": 50}

@@ -202,7 +202,7 @@ def _check_step_config(node: ast.expr, step_name: str | None, file: str) -> list
     delay = _dict_item(retries, "delay") if retries is not None else None
     findings += _check_duration(timeout, "step config timeout", file)
     findings += _check_duration(delay, "step config retries.delay", file)
-    config = literal_value(node)
+    config = literal_value(_with_delay_function_set_aside(node, retries, delay))
     if config is NOT_LITERAL:
         return findings
     label = f'step config for "{step_name}"' if step_name else "step config"
@@ -210,6 +210,19 @@ def _check_step_config(node: ast.expr, step_name: str | None, file: str) -> list
         findings.append(at(node, "DW305", "error", f"{label} is invalid: {problem}", file,
                            hint=_DOCS_RETRIES))
     return findings
+
+
+def _with_delay_function_set_aside(node: ast.expr, retries: ast.expr | None,
+                                   delay: ast.expr | None) -> ast.expr:
+    """``node`` with a delay given as a function (a lambda or a name, §2.4) replaced by a valid
+    duration, so that the rest of a config holding one is still judged."""
+    if not isinstance(delay, (ast.Lambda, ast.Name, ast.Attribute)) \
+            or not isinstance(node, ast.Dict) or not isinstance(retries, ast.Dict):
+        return node
+    inner = ast.Dict(keys=list(retries.keys),
+                     values=[ast.Constant(0) if v is delay else v for v in retries.values])
+    return ast.Dict(keys=list(node.keys),
+                    values=[inner if v is retries else v for v in node.values])
 
 
 def _dict_item(node: ast.expr | None, key: str) -> ast.expr | None:

@@ -268,7 +268,8 @@ class Lifetime:
         self.schedule_check()
 
     async def settle(self, key: StepKey, attempt: int, config_json: str, result: str | None,
-                     error: dict[str, str] | None, retryable: bool) -> dict[str, Any]:
+                     error: dict[str, str] | None, retryable: bool,
+                     delay_ms: int | None = None) -> dict[str, Any]:
         self._enter()
         if key not in self.attempting and self.steps.get(key) is not None \
                 and self.steps[key].status == "cancelled":
@@ -290,7 +291,7 @@ class Lifetime:
         # status() shows); the attempt's row keeps all of it, its traceback too
         error_json = json.dumps({"name": error["name"], "message": error["message"]})
         attempt_json = json.dumps(error)
-        delay = self.retry_delay(key, config, attempt, retryable=retryable)
+        delay = self.retry_delay(key, config, attempt, retryable=retryable, base_ms=delay_ms)
         if delay is None:
             def failed(s: Store) -> StepRow:
                 s.add_attempt_txn(self.id, key, attempt, attempt_json, now)
@@ -319,12 +320,13 @@ class Lifetime:
         return await self._answer({"status": "retry"})
 
     def retry_delay(self, key: StepKey, config: StepConfig, failed_attempt: int, *,
-                    retryable: bool = True) -> int | None:
+                    retryable: bool = True, base_ms: int | None = None) -> int | None:
         """The engine's answer to a failed attempt of step ``key``: None when the step has failed
         for good, else the milliseconds before its next attempt: the config's back-off
         (``rules/retries.py``), or none at all when a test modifier disables the step's retry
-        delays. For an attempt that failed here and one lost with its isolate alike."""
-        delay = config.retry_delay(failed_attempt, retryable=retryable)
+        delays. For an attempt that failed here and one lost with its isolate alike. ``base_ms`` is
+        what the step's delay function returned (the back-off applies to it)."""
+        delay = config.retry_delay(failed_attempt, retryable=retryable, base_ms=base_ms)
         if delay and self.engine.modifiers.retry_delay_disabled(self.id, key):
             return 0  # a test modifier: retry at once
         return delay

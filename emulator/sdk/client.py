@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import json
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Protocol
@@ -31,10 +32,15 @@ from emulator.rules.limits import (MAX_SLEEP_MS, MIN_EVENT_TIMEOUT_MS, check_eve
                                     check_step_name, encode_json)
 from emulator.sdk.mocks import StepMocks
 from emulator.tracebacks import with_traceback
-from emulator.rules.retries import StepConfig, resolve_step_config
+from emulator.rules.retries import StepConfig, delay_function_arguments, resolve_step_config
 from emulator.rules.values import decode_json
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError, StepLimitError
 from emulator.rules.steps import StepKey
+
+#: How long a step's delay function may take to return (the platform's 5 seconds).
+DELAY_FUNCTION_TIMEOUT_S = 5.0
+#: The error a step fails with when its delay function cannot give a delay.
+NON_RETRYABLE_DELAY_ERROR = "NonRetryableDelayError"
 
 #: Loop iterations a new step waits for gathered siblings to replay (see _check_replay).
 _SIBLING_ITERATIONS = 5
@@ -55,9 +61,11 @@ class StepBackend(Protocol):
         """An attempt starts (one-way)."""
 
     async def settle(self, key: StepKey, attempt: int, config_json: str, result: str | None,
-                     error: dict[str, str] | None, retryable: bool) -> dict[str, Any]:
+                     error: dict[str, str] | None, retryable: bool,
+                     delay_ms: int | None = None) -> dict[str, Any]:
         """Record an attempt's outcome: ``{"status": "done"|"failed"|"retry"}``; for retry,
-        after the back-off has passed."""
+        after the back-off has passed. ``delay_ms`` is what the step's delay function returned
+        for this failure (a dynamic delay only)."""
 
     async def await_retry(self, key: StepKey) -> None:
         """The step is backing off: return when its next attempt may start."""
@@ -215,6 +223,7 @@ class StepClient:
             except DynwfError as exc:
                 raise fatal(exc) from None
         config_json = config.json
+        delay_function = _delay_function(raw_config) if config.dynamic_delay else None
         attempts = cached.attempts if cached is not None else 0
         if cached is not None and cached.status == "running":
             # The attempt was cut off (engine or isolate died): it counts as a failed attempt.
@@ -228,7 +237,7 @@ class StepClient:
             attempts += 1
             self.backend.begin(key, attempts, config_json)
             ctx = {"step": {"name": name, "count": key[2]}, "attempt": attempts,
-                   "config": json.loads(config_json)}
+                   "config": config.ctx_dict()}
             token = current_step.set((self.instance_id, key, self.backend))
             try:
                 async with asyncio.timeout(config.timeout_ms / 1000):
@@ -254,8 +263,16 @@ class StepClient:
                     exc = StepError(f"Step {name}-{key[2]} output is too large. Maximum allowed "
                                     "size is 1MiB.", "WorkflowInternalError")
                 error = with_traceback(error_dict(exc), raised)
+                retryable, delay_ms = not is_non_retryable(exc), None
+                if retryable and delay_function is not None and config.will_retry(attempts):
+                    try:
+                        fresh = {"step": {"name": name, "count": key[2]}, "attempt": attempts,
+                                 "config": config.ctx_dict()}    # not the body's, which it may change
+                        delay_ms = await _run_delay_function(delay_function, fresh, exc, key)
+                    except StepError as broken:   # the step fails for good, with this error
+                        error, retryable = with_traceback(error_dict(broken), raised), False
                 outcome = await self.backend.settle(key, attempts, config_json, None, error,
-                                                    not is_non_retryable(exc))
+                                                    retryable, delay_ms)
                 if outcome["status"] == "failed":
                     raise rebuild(error, exc) from exc
                 continue
@@ -329,6 +346,42 @@ class StepClient:
         value = decode_json(outcome["result"])
         value["timestamp"] = to_datetime(value["timestamp"])
         return value
+
+
+def _delay_function(raw_config: Any) -> Callable[..., Any] | None:
+    """The delay function of the code running now: a stored config records only that there was
+    one, so a replay takes the live one (none left in the code: the fallback delay applies)."""
+    retries = raw_config.get("retries") if isinstance(raw_config, dict) else None
+    delay = retries.get("delay") if isinstance(retries, dict) else None
+    return delay if callable(delay) else None
+
+
+async def _run_delay_function(function: Callable[..., Any], ctx: dict[str, Any],
+                              error: BaseException, key: StepKey) -> int:
+    """The milliseconds a step's delay function asks for after a failed attempt (semantics §2.4),
+    before any back-off. It runs here, next to the step body; the engine gets only the number.
+    A function that raises, takes over ``DELAY_FUNCTION_TIMEOUT_S`` or returns no valid duration
+    of at most 365 days raises a ``NonRetryableDelayError`` (a :class:`StepError`)."""
+    def broken(why: str) -> StepError:
+        return StepError(f'The delay function for step "{key[1]}-{key[2]}" {why}',
+                         NON_RETRYABLE_DELAY_ERROR)
+    try:
+        async with asyncio.timeout(DELAY_FUNCTION_TIMEOUT_S):
+            value = function(**delay_function_arguments(function, ctx, error))
+            if inspect.isawaitable(value):
+                value = await value
+    except TimeoutError:
+        raise broken(f"did not return within {DELAY_FUNCTION_TIMEOUT_S:g} seconds") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the function raises breaks the retry
+        raise broken(f"threw an error: {exc}") from None
+    try:
+        ms = parse_duration(value, what="the delay")
+    except DynwfError:
+        raise broken('returned an invalid delay value (expected a number of ms or a duration '
+                     'string like "30 seconds")') from None
+    if ms > MAX_SLEEP_MS:
+        raise broken(f"returned a delay of {ms} ms, over the longest wait of 365 days")
+    return ms
 
 
 def _crossed(exc: Exception) -> Exception:

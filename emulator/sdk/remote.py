@@ -101,19 +101,22 @@ class StepBackendTarget(RpcTarget):
         self._backend.begin(key, attempt, config.json)
 
     def settle(self, key: Any, attempt: int, config_json: str, result: str | None,
-               error: dict[str, str] | None, retryable: bool) -> Awaitable[dict[str, Any]]:
+               error: dict[str, str] | None, retryable: bool,
+               delay_ms: int | None = None) -> Awaitable[dict[str, Any]]:
         key = self._step_key(key, "do")
         config = self._config(config_json)
         self._check_attempt(attempt, config)
         if type(retryable) is not bool:
             _typed(retryable, bool, "retryable")
+        if delay_ms is not None:
+            self._check_delay(key, delay_ms, config, error, retryable)
         if result is not None and error is None:
             self._check_result(key, result)
         elif error is not None and result is None:
             self._check_error(error)
         else:
             raise ProtocolViolation("settle needs either a result or an error")
-        return self._backend.settle(key, attempt, config.json, result, error, retryable)
+        return self._backend.settle(key, attempt, config.json, result, error, retryable, delay_ms)
 
     def await_retry(self, key: Any) -> Awaitable[None]:
         key = self._step_key(key, "do")
@@ -219,6 +222,19 @@ class StepBackendTarget(RpcTarget):
         return attempt
 
     @staticmethod
+    def _check_delay(key: StepKey, delay_ms: Any, config: StepConfig, error: Any,
+                     retryable: bool) -> None:
+        """What a step's delay function returned, as the isolate resolved it: whole milliseconds
+        within 0-365 days, for a retryable failure of a step whose delay is a function."""
+        _typed(delay_ms, int, "a retry delay")
+        if not config.dynamic_delay or error is None or not retryable:
+            raise StepCallError(f"{show_step(key)} sent a retry delay, but only a retryable "
+                                "failure of a step whose retries.delay is a function has one")
+        if not 0 <= delay_ms <= MAX_SLEEP_MS:
+            raise DurationError(f"{show_step(key)}: its delay function's {_shown_int(delay_ms)} ms "
+                                f"is outside the allowed range of 0 to {MAX_SLEEP_MS:,} ms (365 days)")
+
+    @staticmethod
     def _check_result(key: StepKey, result: Any) -> None:
         _typed(result, str, "a step result")
         size = utf8_size(result)
@@ -303,8 +319,10 @@ class RemoteStepBackend:
         self._stub.begin.send_now(list(key), attempt, config_json)
 
     async def settle(self, key: StepKey, attempt: int, config_json: str, result: str | None,
-                     error: dict[str, str] | None, retryable: bool) -> dict[str, Any]:
-        return await self._stub.settle(list(key), attempt, config_json, result, error, retryable)
+                     error: dict[str, str] | None, retryable: bool,
+                     delay_ms: int | None = None) -> dict[str, Any]:
+        return await self._stub.settle(list(key), attempt, config_json, result, error, retryable,
+                                       delay_ms)
 
     async def await_retry(self, key: StepKey) -> None:
         await self._stub.await_retry(list(key))
