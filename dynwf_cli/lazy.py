@@ -33,14 +33,17 @@ SETTINGS: dict[str, Any] = {
 }
 
 
-#: The commands that start a host whose tenants run in isolates (unless ``--isolation inline``).
-STARTS_ISOLATES = frozenset({"run", "dev"})
+#: The commands that start a host whose tenants run in isolates (unless ``--isolation inline``),
+#: each with whether it shows its help instead when given no arguments.
+STARTS_ISOLATES = {"run": True, "dev": False}
 
 
 def starts_isolates(name: str, args: list[str]) -> bool:
-    """Whether ``dynwf NAME ARGS...`` will start isolates: not for ``--help``, nor with an
-    ``--isolation`` other than process (the option's value is not case-sensitive)."""
-    if name not in STARTS_ISOLATES or "--help" in args or "-h" in args:
+    """Whether ``dynwf NAME ARGS...`` will start isolates: not for ``--help`` (or no arguments
+    where that means help), nor with an ``--isolation`` other than process (the option's value
+    is not case-sensitive)."""
+    if name not in STARTS_ISOLATES or "--help" in args or "-h" in args \
+            or (STARTS_ISOLATES[name] and not args):
         return False
     for index, arg in enumerate(args):
         if arg == "--isolation":
@@ -105,7 +108,8 @@ class LazyGroup(TyperGroup):
         self.commands = LazyCommands(self.commands)
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
-        if args and starts_isolates(args[0], args[1:]):
+        # not while completing a command line (click resolves commands then too)
+        if args and not ctx.resilient_parsing and starts_isolates(args[0], args[1:]):
             from emulator import start_isolates_early
             start_isolates_early()
             ctx.call_on_close(_stop_unadopted)

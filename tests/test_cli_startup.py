@@ -87,6 +87,8 @@ def test_a_command_mistyped_is_suggested_from_the_list():
     ("dev", ["--isolation=INLINE"], False),
     ("run", ["--tenant", "acme", "--help"], False),
     ("dev", ["-h"], False),
+    ("run", [], False),            # run's help
+    ("dev", ["--json"], True),
     ("check", [], False),
     ("instances", ["list"], False),
 ])
@@ -182,12 +184,23 @@ def test_a_run_refused_before_its_host_starts_stops_its_zygote(project):
 
 
 def test_check_and_help_start_no_zygote(project):
-    for args in (["check", "--config", str(project)], ["run", "--help"]):
+    for args in (["check", "--config", str(project)], ["run", "--help"], ["run"]):
         done = subprocess.run([sys.executable, "-c", CHILDREN_AFTER, *args], cwd=project.parent,
                               capture_output=True, text=True, timeout=120,
                               env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
         result = json.loads(done.stdout.strip().splitlines()[-1])
-        assert result["code"] == 0 and result["seen"] == {}, args
+        assert result["seen"] == {}, args
+        assert result["code"] == (2 if args == ["run"] else 0), args   # no arguments: run's help
+
+
+def test_completing_a_run_command_line_starts_no_zygote(project):
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "_DYNWF_COMPLETE": "complete_bash",
+           "COMP_WORDS": "dynwf run --tenant acme --isol", "COMP_CWORD": "4"}
+    done = subprocess.run([sys.executable, "-c", CHILDREN_AFTER], cwd=project.parent,
+                          capture_output=True, text=True, timeout=120, env={**env})
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "--isolation" in done.stdout.split()
+    assert result["seen"] == {}
 
 
 def test_the_check_before_a_run_reads_the_run_tenants_folder_only(tmp_path):
