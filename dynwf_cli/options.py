@@ -15,8 +15,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from emulator import (CONFIG_NAMES, DEV_IP, DEV_PORT, DEV_VARS_NAME, ISOLATION, ISOLATIONS,
-                      RESTART_STEP_TYPES, STATE_DIR_ENV, STATE_DIR_NAME, ValidationError, check_event_type)
+from emulator import (CONFIG_NAMES, DATABASE_ENV, DEV_IP, DEV_PORT, DEV_VARS_NAME, ISOLATION,
+                      ISOLATIONS, RESTART_STEP_TYPES, STATE_DIR_ENV, STATE_DIR_NAME, ValidationError,
+                      check_event_type)
 
 #: ``--isolation``'s choices (``emulator.defaults.ISOLATIONS``), as typer wants them.
 Isolation = Enum("Isolation", {mode: mode for mode in ISOLATIONS}, type=str)
@@ -33,6 +34,13 @@ StateDirOption = Annotated[Optional[Path], typer.Option(
     "--state-dir", metavar="DIR",
     help=f"Where the state lives (default: ${STATE_DIR_ENV}, else {STATE_DIR_NAME}/ beside the "
          "config).")]
+
+DatabaseOption = Annotated[Optional[str], typer.Option(
+    "--database", metavar="URL",
+    help=f"The engine's database (default: ${DATABASE_ENV}, else {STATE_DIR_NAME}/state.sqlite in "
+         "the state folder): postgresql://user@host:5432/db[?schema=NAME] for engines on many "
+         "hosts, or sqlite:///path / a file path. Example: --database "
+         "postgresql://dynwf@db.internal/dynwf")]
 
 IsolationOption = Annotated[Isolation, typer.Option(
     "--isolation", case_sensitive=False,

@@ -42,6 +42,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "emulator.defaults": ("DEV_IP", "DEV_PORT", "ISOLATION", "ISOLATIONS", "POLL_MS"),
     "emulator.ops": ("InstanceOps", "StateNotFoundError"),
     "emulator.engine": ("Engine", "WorkflowBinding"),
+    "emulator.engine.stores": ("DATABASE_ENV",),
     "emulator.clock": ("Clock", "SystemClock", "VirtualClock", "to_datetime"),
     "emulator.interpreter": ("tune_for_serving",),
     # the catalogue of error codes: each code's HTTP status and exit status

@@ -60,6 +60,12 @@ class Code(StrEnum):
                    "dynwf run has nothing to run: the config declares no workflows")
     STATE_NOT_FOUND = ("state.not_found", 404, EXIT_FAILED, False,
                        "the project has no state file: nothing has run yet (or --state-dir is wrong)")
+    DATABASE_URL_INVALID = ("database.url_invalid", 400, EXIT_USAGE, False,
+                            "--database / DYNWF_DATABASE_URL names a scheme dynwf cannot open "
+                            "(sqlite:///path, a plain path, or postgresql://...)")
+    DATABASE_UNAVAILABLE = ("database.unavailable", 503, EXIT_FAILED, True,
+                            "the PostgreSQL database cannot be reached, or its connection was lost "
+                            "in the middle of a transaction (nothing of that transaction was written)")
 
     # ---- the wrangler file ---------------------------------------------------------------------
     CONFIG_INVALID = ("config.invalid", 400, EXIT_FAILED, False,

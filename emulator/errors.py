@@ -44,6 +44,19 @@ class UsageError(DynwfError):
     code = Code.USAGE_INVALID
 
 
+class DatabaseUrlError(UsageError):
+    """``--database`` / ``DYNWF_DATABASE_URL`` names a database dynwf cannot open."""
+
+    code = Code.DATABASE_URL_INVALID
+
+
+class DatabaseUnavailableError(DynwfError):
+    """The database server cannot be reached or dropped the connection; the URL is named
+    without its password."""
+
+    code = Code.DATABASE_UNAVAILABLE
+
+
 class ConfigError(DynwfError):
     """The project's wrangler file is missing, unreadable or wrong."""
 

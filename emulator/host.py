@@ -23,6 +23,7 @@ from emulator.config.dev_vars import load_dev_vars
 from emulator.config.model import ProjectConfig
 from emulator.engine import Engine, WorkflowDefinition
 from emulator.engine.scheduler import Scheduler, schedules_of
+from emulator.engine.stores import open_store
 from emulator.clock import Clock
 from emulator.defaults import (ENGINE_CONCURRENCY, ISOLATE_IDLE_TIMEOUT_S, ISOLATION, LEASE_MS,
                                MAX_ISOLATES)
@@ -41,7 +42,8 @@ _reloads = itertools.count(1)
 @dataclass
 class HostOptions:
     state_dir: Path | None = None          # default: <project>/.dynwf
-    database: Path | None = None           # default: <state_dir>/state.sqlite
+    #: a URL or a file (engine/stores.py); default: <state_dir>/state.sqlite
+    database: str | Path | None = None
     clock: Clock | None = None             # default: SystemClock
     max_isolates: int = MAX_ISOLATES
     idle_timeout_s: float = ISOLATE_IDLE_TIMEOUT_S
@@ -86,14 +88,14 @@ class ProjectHost:
     def __init__(self, config: ProjectConfig, options: HostOptions | None = None) -> None:
         self.config = config
         self.options = options or HostOptions()
-        state_dir = self.options.state_dir or config.root / STATE_DIR_NAME
+        self.state_dir = state_dir = self.options.state_dir or config.root / STATE_DIR_NAME
         self.database = self.options.database or state_dir / DATABASE_NAME
         self.pool = IsolatePool(max_isolates=self.options.max_isolates,
                                 idle_timeout_s=self.options.idle_timeout_s,
                                 limits=self.options.limits, log_sink=self._isolate_log,
                                 isolation=self.options.isolation)
-        self.engine = Engine(self.database, clock=self.options.clock, lease_ms=self.options.lease_ms,
-                             concurrency=self.options.concurrency)
+        self.engine = Engine(open_store(self.database), clock=self.options.clock,
+                             lease_ms=self.options.lease_ms, concurrency=self.options.concurrency)
         #: the config's cron schedules; ``dynwf dev`` runs it (``Scheduler.run``), nothing else does
         self.scheduler = Scheduler(self.engine.control, self.engine.clock,
                                    schedules_of(config.workflows))

@@ -28,6 +28,7 @@ from emulator.clock import Clock, SystemClock
 from emulator.engine.control import Control, check_batch_ids
 from emulator.rules.limits import is_valid_id
 from emulator.engine.store import InstanceRow, StepRow, Store, TimerRow
+from emulator.engine.stores import open_store as open_store_at, sqlite_path
 from emulator.error_codes import Code
 from emulator.errors import (AmbiguousInstanceError, DynwfError, InstanceError,
                              InstanceNotFoundError, InvalidIdError, UnknownStatusError,
@@ -48,8 +49,14 @@ class StateNotFoundError(DynwfError):
 
 
 def open_store(project: Project) -> Store:
-    """The project's state database; refuses to create one (a typo'd ``--state-dir`` must not
-    read as "no instances")."""
+    """The project's state database (``--database``, else the state folder's file); refuses to
+    create a SQLite file (a typo'd ``--state-dir`` must not read as "no instances")."""
+    if project.database_url is not None:
+        path = sqlite_path(project.database_url)
+        if path is not None and not path.is_file():
+            raise StateNotFoundError(f"no instances yet: {path} does not exist",
+                                     hint="run dynwf run or dynwf dev first, or check --database")
+        return open_store_at(project.database_url)
     if not project.database.is_file():
         raise StateNotFoundError(f"no instances yet: {project.database} does not exist",
                                  hint="run dynwf run or dynwf dev first, or check --state-dir")

@@ -144,7 +144,8 @@ class RunSession:
         if resumed is not None:
             self.metadata = envelope_of(resumed)[0] or self.metadata
         clock = SystemClock() if options.real_time else VirtualClock()
-        self.host = ProjectHost(project.config, HostOptions(state_dir=project.state_dir, clock=clock,
+        self.host = ProjectHost(project.config, HostOptions(state_dir=project.state_dir,
+                                                            database=project.store_url, clock=clock,
                                                             isolation=options.isolation,
                                                             vars=options.vars))
         self.instance_id = ""

@@ -9,6 +9,11 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from emulator.engine import Engine, VirtualClock, WorkflowDefinition
+from emulator.engine.stores import open_store
+
+#: opens the store of the file a harness names; the ``store_factory`` fixture (tests/conftest.py)
+#: points it at a PostgreSQL schema per file name, so each conformance test runs on both stores
+STORE_FACTORY: Callable[[Path], Any] = open_store
 
 T0 = 1_700_000_000_000
 SECOND = 1_000
@@ -35,8 +40,10 @@ class FnWorkflow:
 class Harness:
     """One engine on one database file, a clock that stands still, every progress event kept."""
 
-    def __init__(self, path: Path, fn: Callable[[dict, Any], Awaitable[Any]], **definition: Any):
+    def __init__(self, path: Path, fn: Callable[[dict, Any], Awaitable[Any]], *,
+                 store_factory: Callable[[Path], Any] | None = None, **definition: Any):
         self.path = path
+        self.store_factory = store_factory or STORE_FACTORY
         self.fn = fn
         self.definition = definition
         self.clock = VirtualClock(T0, flowing=False)
@@ -46,7 +53,7 @@ class Harness:
 
     def _new_engine(self) -> Engine:
         definition = WorkflowDefinition("wf", lambda row: FnWorkflow(self.fn), **self.definition)
-        engine = Engine(self.path, [definition], clock=self.clock, poll_ms=20)
+        engine = Engine(self.store_factory(self.path), [definition], clock=self.clock, poll_ms=20)
         engine.progress.subscribe(self.progress.append)
         return engine
 

@@ -25,6 +25,9 @@ from emulator.errors import (InstanceAlreadyExistsError, InstanceFinishedError,
                              InstanceNotFoundError, InvalidEventTypeError, InvalidIdError,
                              PayloadTooLargeError, ValidationError)
 
+#: every test here runs on both stores, through the harness (tests/conftest.py store_factory)
+pytestmark = pytest.mark.usefixtures("store_factory")
+
 MIB = 1024 * 1024
 ID_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9-_]*$")
 

@@ -24,6 +24,9 @@ from emulator.rules.durations import parse_duration
 from emulator.errors import DurationError
 from emulator.runtime.workers.workflows import NonRetryableError
 
+#: every test here runs on both stores, through the harness (tests/conftest.py store_factory)
+pytestmark = pytest.mark.usefixtures("store_factory")
+
 DEFAULT_CONFIG = {"retries": {"limit": 5, "delay": 10_000, "backoff": "exponential"},
                   "timeout": 600_000}
 

@@ -28,9 +28,9 @@ from dynwf_cli.checklist import Checklist, to_ndjson
 from dynwf_cli.commands import COMMANDS
 from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.console import console
-from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IpOption, IsolationOption,
-                               JsonOption, MaxInflightOption, MaxQueuedOption, PortOption,
-                               StateDirOption, VarOption)
+from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, DatabaseOption, IpOption,
+                               IsolationOption, JsonOption, MaxInflightOption, MaxQueuedOption,
+                               PortOption, StateDirOption, VarOption)
 from emulator import (DEV_IP, DEV_PORT, DynwfError, Firing, HostOptions, Progress, Project,
                       ProjectHost, SystemClock, TenantSourceError, VirtualClock, describe_missing,
                       format_traceback, missing_layers, open_project, outline_steps, parse_var,
@@ -84,6 +84,7 @@ _MAX_LIVE = 6  # checklists shown at once; the rest are counted on one line
 def dev(
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
     ip: IpOption = None,
     port: PortOption = None,
     no_reload: Annotated[bool, typer.Option(
@@ -100,7 +101,7 @@ def dev(
     var: VarOption = [],
 ) -> None:
     env_vars = dict(parse_var(v) for v in var)
-    project = open_project(config, state_dir)
+    project = open_project(config, state_dir, database=database)
     refuse_check_errors(project, command="dev")
     address = ip or project.config.dev.ip
     sock = listen(address, project.config.dev.port if port is None else port)
@@ -134,7 +135,8 @@ async def _serve(project: Project, sock: Any, output: "_Output", *, reload: bool
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     clock = VirtualClock() if fast_forward else SystemClock()
-    host = ProjectHost(project.config, HostOptions(state_dir=project.state_dir, clock=clock,
+    host = ProjectHost(project.config, HostOptions(state_dir=project.state_dir,
+                                                   database=project.store_url, clock=clock,
                                                    isolation=isolation, vars=env_vars or {}))
     tune_for_serving()
     try:

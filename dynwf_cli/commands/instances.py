@@ -25,7 +25,7 @@ from dynwf_cli.checklist import GLYPHS
 from dynwf_cli.commands import COMMANDS
 from dynwf_cli.console import THEME, console
 from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, EventTypeOption,
-                               FollowInstanceOption, JsonOption, StateDirOption, StepType,
+                               FollowInstanceOption, JsonOption, StateDirOption, DatabaseOption, StepType,
                                StepTypeOption, TenantFilterOption, TenantOfIdOption,
                                TimeoutOption, WaitOption, WorkflowFilterOption,
                                WorkflowOfIdOption)
@@ -86,8 +86,8 @@ def _help(text: str, example: str) -> str:
     return f"{text}\n\nExample:\n\n\b\n  {example}\n"
 
 
-def _ops(config: Optional[Path], state_dir: Optional[Path]) -> InstanceOps:
-    return InstanceOps.open(open_project(config, state_dir))
+def _ops(config: Optional[Path], state_dir: Optional[Path], database: Optional[str]) -> InstanceOps:
+    return InstanceOps.open(open_project(config, state_dir, database=database))
 
 
 # ---- list -------------------------------------------------------------------------------------
@@ -107,9 +107,10 @@ def list_command(
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     try:
-        with _ops(config, state_dir) as ops:
+        with _ops(config, state_dir, database) as ops:
             rows = ops.list_instances(tenant=tenant, status=status.value if status else None,
                                       workflow=workflow, limit=limit)
     except StateNotFoundError:
@@ -174,8 +175,9 @@ def describe_command(
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
-    with _ops(config, state_dir) as ops:
+    with _ops(config, state_dir, database) as ops:
         info = ops.describe(instance, tenant=tenant, workflow=workflow)
     if as_json:
         _print_json(info)
@@ -320,8 +322,9 @@ def _control_command(name: str, text: str, example: str, verb: str,
         as_json: JsonOption = False,
         config: ConfigOption = None,
         state_dir: StateDirOption = None,
+        database: DatabaseOption = None,
     ) -> None:
-        with _ops(config, state_dir) as ops:
+        with _ops(config, state_dir, database) as ops:
             result = call(ops, instance, tenant, workflow)
         _print_outcome(result, verb, as_json)
 
@@ -334,8 +337,9 @@ def _control_command(name: str, text: str, example: str, verb: str,
         as_json: JsonOption = False,
         config: ConfigOption = None,
         state_dir: StateDirOption = None,
+        database: DatabaseOption = None,
     ) -> None:
-        with _ops(config, state_dir) as ops:
+        with _ops(config, state_dir, database) as ops:
             _report_change(ops, call(ops, instance, tenant, workflow), verb, as_json,
                            wait=wait, timeout=timeout)
     chosen = waiting_command if waits else command
@@ -401,6 +405,7 @@ def restart_command(
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     chosen_type = step_type.value if isinstance(step_type, StepType) else str(step_type)
     if start_from is None and (count is not None or chosen_type != "do"):
@@ -409,7 +414,7 @@ def restart_command(
     target = None
     if start_from is not None:
         target = {"name": start_from, "count": count or 1, "type": chosen_type}
-    with _ops(config, state_dir) as ops:
+    with _ops(config, state_dir, database) as ops:
         result = ops.restart(instance, tenant=tenant, workflow=workflow, start_from=target)
         verb = "restarted" if target is None else \
             f"restarted from {target['type']} '{start_from}' #{target['count']} " \
@@ -433,6 +438,7 @@ def delete_command(
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     if not yes:
         if not (console.is_terminal and sys.stdin.isatty()):
@@ -444,7 +450,7 @@ def delete_command(
                              "about them? This cannot be undone", default=False):
             console.print(Text("nothing deleted", style="muted"))
             raise typer.Exit(1)
-    with _ops(config, state_dir) as ops:
+    with _ops(config, state_dir, database) as ops:
         result = ops.delete_many(list(instances), tenant=tenant, workflow=workflow)
     if as_json:
         _print_json(result)
@@ -474,8 +480,9 @@ def wake_command(
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
-    with _ops(config, state_dir) as ops:
+    with _ops(config, state_dir, database) as ops:
         result = ops.wake(instance, tenant=tenant, workflow=workflow)
     woken = result["woken"]
     verb = f"woke {woken} timer{'s' if woken != 1 else ''} of" if woken else "nothing to wake in"
@@ -520,9 +527,10 @@ def send_event_command(
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     value = _payload(payload)  # before opening anything: a usage error changes nothing
-    with _ops(config, state_dir) as ops:
+    with _ops(config, state_dir, database) as ops:
         _report_change(ops, ops.send_event(instance, event_type, value, tenant=tenant,
                                            workflow=workflow),
                        f"sent '{event_type}' to", as_json, wait=wait, timeout=timeout)
@@ -542,8 +550,9 @@ def logs_command(
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
-    with _ops(config, state_dir) as ops:
+    with _ops(config, state_dir, database) as ops:
         chunk = ops.logs(instance, tenant=tenant, workflow=workflow)
         real_id = chunk["id"]  # resolved once: later polls name the instance exactly
         while True:

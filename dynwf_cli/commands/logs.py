@@ -13,7 +13,7 @@ from rich.text import Text
 from dynwf_cli.commands import COMMANDS
 from dynwf_cli.commands.instances import FOLLOW_INTERVAL_S, _ops, _print_plain, _when
 from dynwf_cli.console import console
-from dynwf_cli.options import (ConfigOption, FollowAllOption, JsonOption, StateDirOption,
+from dynwf_cli.options import (ConfigOption, FollowAllOption, JsonOption, StateDirOption, DatabaseOption,
                                TenantFilterOption)
 
 HELP = """Print the log lines of the project's instances, oldest first: time, tenant, instance,
@@ -35,9 +35,10 @@ def logs(
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     as_json = as_json or not console.is_terminal
-    with _ops(config, state_dir) as ops:
+    with _ops(config, state_dir, database) as ops:
         chunk = ops.tail(tenant=tenant, lines=lines)
         try:
             while True:

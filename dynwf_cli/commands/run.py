@@ -17,7 +17,7 @@ from dynwf_cli.commands import COMMANDS
 from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.console import console, err_console
 from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption, JsonOption,
-                               StateDirOption, TenantOption, VarOption, WorkflowOption)
+                               StateDirOption, DatabaseOption, TenantOption, VarOption, WorkflowOption)
 from emulator import (InstanceOps, Layers, RunOptions, RunResult, RunSession, TenantSourceError,
                       UsageError, describe_missing, is_valid_id, missing_layers, open_project,
                       outline_steps, parse_var)
@@ -109,6 +109,7 @@ def run(
     var: VarOption = [],
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     _refuse_with_resume(resume, params=params, id=instance_id, metadata=metadata,
                         workflow=workflow)
@@ -123,7 +124,7 @@ def run(
     if instance_id is not None and not is_valid_id(instance_id):
         raise UsageError(f"--id {instance_id!r} is not a valid instance id: 1-100 characters "
                          "matching ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$")
-    project = open_project(config, state_dir)
+    project = open_project(config, state_dir, database=database)
     refuse_check_errors(project, command="run", tenant=tenant)
     outline = _outline(project, tenant)
     _warn_unawaited_events(options.events, outline, tenant)

@@ -19,7 +19,7 @@ import typer
 from dynwf_cli.commands import COMMANDS
 from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.options import (ConfigOption, IpOption, MaxInflightOption, MaxQueuedOption,
-                               PortOption, StateDirOption, VarOption)
+                               PortOption, StateDirOption, DatabaseOption, VarOption)
 from emulator import (DynwfError, HostOptions, Project, ProjectHost, SystemClock,
                       __version__, describe_missing, open_project, parse_var, tune_for_serving)
 from emulator.server import (ADMIN_PREFIX, ADMIN_TOKEN_ENV, DRAIN_TIMEOUT_S, MAX_INFLIGHT,
@@ -72,6 +72,7 @@ Examples:
 def serve(
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
     ip: IpOption = None,
     port: PortOption = None,
     admin_token_file: Annotated[Optional[Path], typer.Option(
@@ -92,7 +93,7 @@ def serve(
 ) -> None:
     env_vars = dict(parse_var(v) for v in var)
     token = admin_token(file=admin_token_file, environ=os.environ)
-    project = open_project(config, state_dir)
+    project = open_project(config, state_dir, database=database)
     address = ip or project.config.dev.ip
     require_admin_token(address, token)
     refuse_check_errors(project, command="serve")
@@ -110,8 +111,9 @@ def serve(
 
 def open_host(project: Project, env_vars: dict[str, str]) -> ProjectHost:
     """The host on the project's store: the one place ``dynwf serve`` chooses its database
-    (today the SQLite file in the project's state folder, as ``dynwf dev`` opens it)."""
-    return ProjectHost(project.config, HostOptions(state_dir=project.state_dir, clock=SystemClock(),
+    (``--database`` / ``DYNWF_DATABASE_URL``, else the SQLite file in the state folder)."""
+    return ProjectHost(project.config, HostOptions(state_dir=project.state_dir,
+                                                   database=project.store_url, clock=SystemClock(),
                                                    isolation="process", vars=env_vars))
 
 

@@ -155,7 +155,13 @@ class Control:
         self.store = store
         self.clock = clock
         # (instance_id, what) -> the engine in this process reacts at once
-        self.on_change = on_change or (lambda instance_id, what: None)
+        self._react = on_change or (lambda instance_id, what: None)
+
+    def on_change(self, instance_id: str, what: str) -> None:
+        """A change committed: the store hears of it first (its hook for engines on other
+        hosts, ``Store.changed``), then this process's engine."""
+        self.store.changed(instance_id, what)
+        self._react(instance_id, what)
 
     # ---- create ----------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from emulator.rules.retries import config_from_json
 from emulator.rules.values import decode_json, display_json
 from emulator.sdk.step import uses_implicit_dependencies
 from emulator.engine.store import InstanceRow, StepKey, StepRow, Store, TimerRow
+from emulator.engine.stores import open_store
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError
 from emulator.error_codes import ISOLATE_FAULTS, Code, code_of
 
@@ -69,7 +70,7 @@ class Engine:
                  clock: Clock | None = None, owner: str | None = None, lease_ms: int = LEASE_MS,
                  poll_ms: int = POLL_MS, concurrency: int = ENGINE_CONCURRENCY,
                  only: Iterable[str] | None = None) -> None:
-        self.store = store if isinstance(store, Store) else Store(store)
+        self.store = store if isinstance(store, Store) else open_store(store)
         self.clock = clock or SystemClock()
         self.owner = owner or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.lease_ms = lease_ms
@@ -145,7 +146,8 @@ class Engine:
     def _owned_elsewhere(self, row: InstanceRow, real_ms: int) -> bool:
         """Whether a live lifetime in another engine owns the instance in ``row``: its lease is
         another engine's and has not expired (by the wall clock, as leases are kept)."""
-        return row.lease_owner not in (None, self.owner) and (row.lease_expiry or 0) >= real_ms
+        return row.lease_owner not in (None, self.owner) \
+            and (row.lease_expiry or 0) >= self.store.lease_clock_ms(real_ms)
 
     # ---- notifications ---------------------------------------------------------------------
 
@@ -319,7 +321,7 @@ class Engine:
         self._fire_timers(now, real)
         if real >= self._next_renewal and self.live:
             with self.store.write():
-                self.store.renew_leases_txn(self.owner, real + self.lease_ms)
+                self.store.renew_leases_txn(self.owner, real, real + self.lease_ms)
             self._next_renewal = real + self.lease_ms // 3
         if self._maybe_runnable and not self.draining and len(self.live) < self.concurrency:
             self._claim(now, real)
@@ -664,6 +666,7 @@ class Engine:
             self.store.release_all_txn(self.owner)
 
     def close(self) -> None:
+        self.writes.close()
         self.store.close()
 
 

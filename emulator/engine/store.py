@@ -193,10 +193,25 @@ def instance_key(binding_id: str, workflow: str) -> str:
 
 
 class Store:
-    """One connection to the engine's database file."""
+    """One connection to the engine's database file (SQLite; ``store_postgres.PostgresStore``
+    is the other implementation: it shares every statement below except where the dialects
+    differ, which it overrides). Open either by URL with ``stores.open_store``."""
+
+    #: where the two dialects differ inside a shared statement
+    PREFIX_SQL = "id >= ? AND id < ?"
+    TENANT_SQL = "CAST(json_extract(params, '$.__dispatcherMetadata.tenantId') AS TEXT) = ?"
+    SUFFIX_SQL = "substr(binding_id, -?) = ?"
+    #: row locks: none on SQLite, where ``BEGIN IMMEDIATE`` already serialises every writer
+    CLAIM_LOCK = ""
+    OWNED_LOCK = ""
+    #: whether group commits run in a worker thread (engine/writes.py): not for a local file
+    OFFLOAD_COMMITS = False
+    #: what names the database in messages (a URL without its password, for PostgreSQL)
+    url: str
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.url = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
                                     timeout=BUSY_TIMEOUT_MS / 1000)
@@ -246,6 +261,16 @@ class Store:
             raise
         self.conn.execute(f"RELEASE {name}")
 
+    def lease_clock_ms(self, real_ms: int) -> int:
+        """Now on the clock lease expiries are kept in: the engine's wall clock here (one
+        machine); PostgreSQL keeps them on the database server's clock (docs/reliability.md)."""
+        return real_ms
+
+    def changed(self, instance_id: str, what: str) -> None:
+        """Called after a create, event, pause, resume, terminate, restart or delete of
+        ``instance_id`` committed: the hook for waking engines on other hosts. A no-op on SQLite,
+        where engines share one file and poll ``data_version``."""
+
     def data_version(self) -> int:
         """Changes whenever another connection commits (cheap cross-process change detection)."""
         return self.conn.execute("PRAGMA data_version").fetchone()[0]
@@ -261,8 +286,9 @@ class Store:
             return None
         key = self.key_for(workflow, id)
         cursor = self.conn.execute(
-            "INSERT OR IGNORE INTO instances (id, workflow, status, params, code_version, "
-            "created_at, updated_at, scope, binding_id) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO instances (id, workflow, status, params, code_version, created_at, "
+            "updated_at, scope, binding_id) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
             (key, workflow, params, code_version, now, now, scope, id))
         return key if cursor.rowcount == 1 else None
 
@@ -314,10 +340,10 @@ class Store:
             where.append("status = ?")
             args.append(status)
         if prefix:
-            where.append("id >= ? AND id < ?")
+            where.append(self.PREFIX_SQL)
             args += [prefix, prefix + "\U0010ffff"]
         if tenant is not None:
-            where.append("CAST(json_extract(params, '$.__dispatcherMetadata.tenantId') AS TEXT) = ?")
+            where.append(self.TENANT_SQL)
             args.append(tenant)
         sql = f"SELECT {_INSTANCE_COLS} FROM instances"
         if where:
@@ -330,7 +356,7 @@ class Store:
         end, where no index helps; fine for the id lookups of the command line), oldest first."""
         rows = self.conn.execute(
             f"SELECT {_INSTANCE_COLS} FROM instances WHERE length(binding_id) > ? "
-            "AND substr(binding_id, -?) = ? ORDER BY seq LIMIT ?",
+            f"AND {self.SUFFIX_SQL} ORDER BY seq LIMIT ?",
             (len(suffix), len(suffix), suffix, limit))
         return [InstanceRow(*r) for r in rows]
 
@@ -360,26 +386,30 @@ class Store:
         Inside the writer's transaction, so the answer holds until it commits."""
         return self.conn.execute(
             "SELECT 1 FROM instances WHERE id = ? AND lease_owner = ? AND generation = ? "
-            "AND status IN ('running', 'waitingForPause')", (id, owner, generation)).fetchone() is not None
+            f"AND status IN ('running', 'waitingForPause'){self.OWNED_LOCK}",
+            (id, owner, generation)).fetchone() is not None
 
     def claim_txn(self, owner: str, now: int, real_now: int, lease_until: int, limit: int,
                   only: Iterable[str] | None = None, *,
                   taken_over: list[tuple[str, str]] | None = None) -> list[InstanceRow]:
         """Lease up to ``limit`` runnable instances: queued ones, and live ones whose lease expired
         (their engine died). Returns them with status ``running``; ``taken_over`` gets (id,
-        previous owner) of each claimed from another engine's expired lease."""
+        previous owner) of each claimed from another engine's expired lease. ``real_now`` and
+        ``lease_until`` are the engine's wall clock; the store may judge leases on its own clock
+        (``_lease_window_txn``)."""
+        lease_now, lease_until = self._lease_window_txn(real_now, lease_until)
         # the leading status condition matches the partial index instances_active, so a claim
         # is an index search, not a scan of every instance (7 ms -> 0.2 ms at 50,000 rows)
         sql = (f"SELECT {_INSTANCE_COLS} FROM instances WHERE "
                "status IN ('queued', 'running', 'waitingForPause') AND "
                "((status = 'queued' AND (lease_owner IS NULL OR lease_expiry < ?)) OR "
                " (status IN ('running', 'waitingForPause') AND lease_expiry < ?))")
-        args: list[Any] = [real_now, real_now]
+        args: list[Any] = [lease_now, lease_now]
         if only is not None:
             ids = list(only)
             sql += f" AND id IN ({','.join('?' * len(ids))})"
             args += ids
-        sql += " ORDER BY seq LIMIT ?"
+        sql += " ORDER BY seq LIMIT ?" + self.CLAIM_LOCK
         rows = [InstanceRow(*r) for r in self.conn.execute(sql, (*args, limit))]
         claimed = []
         for row in rows:
@@ -398,9 +428,15 @@ class Store:
             claimed.append(row)
         return claimed
 
-    def renew_leases_txn(self, owner: str, lease_until: int) -> None:
+    def renew_leases_txn(self, owner: str, real_now: int, lease_until: int) -> None:
+        """Extend ``owner``'s leases to ``lease_until`` (``real_now`` plus the lease's length)."""
+        _, lease_until = self._lease_window_txn(real_now, lease_until)
         self.conn.execute("UPDATE instances SET lease_expiry = ? WHERE lease_owner = ?",
                           (lease_until, owner))
+
+    def _lease_window_txn(self, real_now: int, lease_until: int) -> tuple[int, int]:
+        """(now, a lease's expiry) on the clock leases are kept in: the engine's own here."""
+        return real_now, lease_until
 
     def next_lease_expiry(self) -> int | None:
         row = self.conn.execute(
@@ -527,10 +563,11 @@ class Store:
             "error, event_type, duration_ms, started_at, ended_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (instance_id, kind, name, count) DO UPDATE SET status = excluded.status, "
-            "attempts = excluded.attempts, config = coalesce(excluded.config, config), "
+            "attempts = excluded.attempts, config = coalesce(excluded.config, steps.config), "
             "result = excluded.result, error = excluded.error, "
-            "event_type = coalesce(excluded.event_type, event_type), "
-            "duration_ms = coalesce(duration_ms, excluded.duration_ms), ended_at = excluded.ended_at",
+            "event_type = coalesce(excluded.event_type, steps.event_type), "
+            "duration_ms = coalesce(steps.duration_ms, excluded.duration_ms), "
+            "ended_at = excluded.ended_at",
             (instance_id, *key, status, attempts, config, result, error, event_type, duration_ms,
              now, ended_at))
 
@@ -539,8 +576,9 @@ class Store:
         """Keep a failed attempt's error (JSON); a second outcome for the same attempt (one cut off,
         then settled by a replay) replaces the first."""
         self.conn.execute(
-            "INSERT OR REPLACE INTO attempts (instance_id, step_kind, step_name, step_count, "
-            "attempt, error, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO attempts (instance_id, step_kind, step_name, step_count, attempt, error, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id, step_kind, step_name, step_count, "
+            "attempt) DO UPDATE SET error = excluded.error, at = excluded.at",
             (instance_id, *key, attempt, error, now))
 
     def list_attempts(self, instance_id: str) -> dict[StepKey, list[dict[str, Any]]]:
@@ -647,9 +685,10 @@ class Store:
         # must not leave lines behind
         cursor = self.conn.execute(
             "INSERT INTO logs (instance_id, step_kind, step_name, step_count, level, message, at) "
-            "SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM instances WHERE id = ?)",
-            (instance_id, kind, name, count, level, message, now, instance_id))
-        return cursor.lastrowid if cursor.rowcount == 1 else None
+            "SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM instances WHERE id = ?) "
+            "RETURNING seq", (instance_id, kind, name, count, level, message, now, instance_id))
+        row = cursor.fetchone()
+        return row[0] if row else None
 
     def rewrite_log_txn(self, seq: int, message: str) -> None:
         """Change the text of line ``seq`` (a log quota's marker, once it knows what it dropped)."""

@@ -1,4 +1,4 @@
-"""A stand-alone engine process: ``python -m emulator.engine.worker --db FILE --workflows MOD:ATTR``.
+"""A stand-alone engine process: ``python -m emulator.engine.worker --db FILE|URL --workflows MOD:ATTR``.
 
 ``MOD:ATTR`` names an iterable of :class:`WorkflowDefinition` (or a callable returning one).
 Several workers may serve one database file; each runs only instances it holds the lease of,
@@ -14,6 +14,7 @@ import importlib
 import signal
 import sys
 
+from emulator.clock import SystemClock
 from emulator.defaults import LEASE_MS, POLL_MS
 from emulator.engine.engine import Engine
 from emulator.interpreter import tune_for_serving
@@ -31,7 +32,8 @@ async def serve(args: argparse.Namespace) -> None:
     only = None
     if args.only:
         only = [i for i in args.only.split(",") if i]
-    engine = Engine(args.db, load_definitions(args.workflows), owner=args.owner,
+    clock = SkewedClock(args.clock_skew_ms) if args.clock_skew_ms else None
+    engine = Engine(args.db, load_definitions(args.workflows), owner=args.owner, clock=clock,
                     lease_ms=args.lease_ms, poll_ms=args.poll_ms, only=only)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -44,6 +46,19 @@ async def serve(args: argparse.Namespace) -> None:
         engine.close()
 
 
+class SkewedClock(SystemClock):
+    """The system clock off by ``skew_ms``: a host whose clock is wrong."""
+
+    def __init__(self, skew_ms: int) -> None:
+        self.skew_ms = skew_ms
+
+    def now_ms(self) -> int:
+        return super().now_ms() + self.skew_ms
+
+    def real_ms(self) -> int:
+        return super().real_ms() + self.skew_ms
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m emulator.engine.worker", description=__doc__)
     parser.add_argument("--db", required=True)
@@ -54,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poll-ms", type=int, default=POLL_MS,
                         help=f"how often to look for other processes' changes (default: {POLL_MS})")
     parser.add_argument("--only", default=None, help="comma-separated instance ids to run")
+    parser.add_argument("--clock-skew-ms", type=int, default=0,
+                        help="run as a host whose clock is off by this much (tests of lease rules)")
     args = parser.parse_args(argv)
     tune_for_serving()
     asyncio.run(serve(args))

@@ -4,12 +4,20 @@ Every write queued during one event-loop iteration lands in one ``BEGIN IMMEDIAT
 and each writer is answered only after that transaction commits. One commit per step measured
 ~3,500 steps/s here, strictly sequential; grouping the steps of many instances in flight is what
 goes past that.
+
+On PostgreSQL each statement of a group commit is a network round trip, and the loop would stand
+still through all of them; there the transaction runs in one worker thread (psycopg waits for the
+server with the GIL released) while the loop serves other instances, and each writer is answered
+on the loop once it committed. One worker keeps the transactions in the order they were flushed.
+``docs/benchmarks.md`` ("PostgreSQL store") has what was measured. SQLite commits stay on the
+loop: a local commit costs less than handing it to a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -46,7 +54,7 @@ class WriteBatcher:
     later, or with the next write, whichever comes first.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, offload: bool | None = None) -> None:
         self.store = store
         self._queue: list[_Write] = []
         self._scheduled = False
@@ -54,6 +62,15 @@ class WriteBatcher:
         self.transactions = 0
         #: told the seconds each group commit's transaction took (``dynwf serve``'s metrics)
         self.on_commit: Callable[[float], None] | None = None
+        #: seconds the event loop itself spent inside commits, waiting for the database
+        self.blocked_s = 0.0
+        offload = store.OFFLOAD_COMMITS if offload is None else offload
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="dynwf-commit") if offload else None
+
+    def close(self) -> None:
+        """Let a commit still in the worker finish, then stop the worker."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
 
     def submit(self, op: Callable[[Store], Any], *, wait: bool = True,
                guard: tuple[str, str, int] | None = None, key: tuple[str, StepKey] | None = None,
@@ -63,10 +80,10 @@ class WriteBatcher:
         self._queue.append(_Write(op, future, guard, key, note))
         if note and future is None:
             if not self._scheduled and self._notes_due is None:
-                self._notes_due = loop.call_later(NOTE_DELAY_S, self.flush)
+                self._notes_due = loop.call_later(NOTE_DELAY_S, self._flush_soon)
         elif not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self.flush)
+            loop.call_soon(self._flush_soon)
         return future if future is not None else _DONE
 
     def flush_notes(self) -> None:
@@ -76,13 +93,50 @@ class WriteBatcher:
             self.flush()
 
     def flush(self) -> None:
+        """Commit every queued write now; return once they committed (for a caller about to read
+        them back)."""
+        batch = self._take()
+        if not batch:
+            return
+        started = time.perf_counter()
+        if self._worker is None:
+            outcome = self._commit(batch)
+        else:  # after any commit still in the worker: one worker, first in, first out
+            outcome = self._worker.submit(self._commit, batch).result()
+        self.blocked_s += time.perf_counter() - started
+        self._answer(batch, *outcome)
+
+    def _flush_soon(self) -> None:
+        """The loop's own flush: handed to the worker when there is one, answered on the loop
+        when it committed."""
+        if self._worker is None:
+            self.flush()
+            return
+        batch = self._take()
+        if not batch:
+            return
+        loop = asyncio.get_running_loop()
+        job = self._worker.submit(self._commit, batch)
+        job.add_done_callback(lambda done: loop.call_soon_threadsafe(self._answer_job, batch, done))
+
+    def _answer_job(self, batch: list[_Write], job: Future) -> None:
+        try:
+            outcome = job.result()
+        except BaseException as exc:  # _commit catches every Exception; this is the rest
+            outcome = ({}, {i: exc for i in range(len(batch))}, 0.0)
+        self._answer(batch, *outcome)
+
+    def _take(self) -> list[_Write]:
         self._scheduled = False
         if self._notes_due is not None:
             self._notes_due.cancel()
             self._notes_due = None
         batch, self._queue = self._queue, []
-        if not batch:
-            return
+        return batch
+
+    def _commit(self, batch: list[_Write]) -> tuple[dict[int, Any], dict[int, BaseException], float]:
+        """One transaction for ``batch``, redone without a write that raised: (results, failures)
+        by the writes' places in the batch, and the seconds it took."""
         failed: dict[int, BaseException] = {}
         started = time.perf_counter()
         while True:
@@ -95,10 +149,14 @@ class WriteBatcher:
                 results = {}
                 failed = {i: exc for i in range(len(batch))}
                 break
+        return results, failed, time.perf_counter() - started
+
+    def _answer(self, batch: list[_Write], results: dict[int, Any],
+                failed: dict[int, BaseException], seconds: float) -> None:
         self.transactions += 1
         if self.on_commit is not None:
             try:
-                self.on_commit(time.perf_counter() - started)
+                self.on_commit(seconds)
             except Exception:  # a broken listener must never fail a commit's writers
                 pass
         for index, write in enumerate(batch):

@@ -310,7 +310,7 @@ def create_app(host: ProjectHost, *, on_request: Callable[[RequestRecord], None]
             await engine_task       # serve() hands every lease back before it returns
             await host.close()
 
-    token = token or ensure_token(host.database.parent)
+    token = token or ensure_token(host.state_dir)
     install_playground(host)
     routes = [
         Route(f"{ADMIN_PREFIX}/health", health),

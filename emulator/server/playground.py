@@ -52,7 +52,7 @@ def sample_code() -> str:
 # ---- the scratch code ---------------------------------------------------------------------------
 
 def playground_dir(host: ProjectHost) -> Path:
-    return host.database.parent / "playground"
+    return host.state_dir / "playground"
 
 
 def code_hash(code: str) -> str:
