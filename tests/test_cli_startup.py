@@ -222,3 +222,12 @@ def test_the_check_before_a_run_reads_the_run_tenants_folder_only(tmp_path):
     refused = CliRunner().invoke(app, ["run", "--config", str(project.config.path), "--tenant",
                                        "globex", "--isolation", "inline"])
     assert refused.exit_code == 1 and "tenants/globex/index.py" in refused.output
+
+
+def test_dev_loads_neither_the_production_server_nor_a_database_driver():
+    code, out, modules = loaded_by("dev", "--help")
+    assert code == 0 and "dynwf dev" in out
+    assert "emulator.server.app" in modules
+    assert [m for m in ("emulator.server.production", "emulator.server.metrics",
+                        "prometheus_client", "psycopg", "sqlite_utils",
+                        "dynwf_cli.commands.serve") if m in modules] == []
