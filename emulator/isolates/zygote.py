@@ -213,6 +213,7 @@ def _spawn(spare_profile: dict[str, Any] | None) -> tuple[subprocess.Popen[bytes
 
 #: Zygotes started ahead of their pool (:func:`start_early`), by spare profile (as JSON).
 _early: dict[str, tuple[subprocess.Popen[bytes], socket.socket]] = {}
+_stopped_at_exit = False
 
 
 def start_early(spare_profile: dict[str, Any] | None) -> None:
@@ -225,9 +226,11 @@ def start_early(spare_profile: dict[str, Any] | None) -> None:
     key = json.dumps(spare_profile, sort_keys=True)
     if key in _early:
         return
-    if not _early:
+    global _stopped_at_exit
+    if not _stopped_at_exit:
         import atexit
         atexit.register(stop_unadopted)
+        _stopped_at_exit = True
     _early[key] = _spawn(spare_profile)
 
 
