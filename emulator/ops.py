@@ -25,7 +25,7 @@ from emulator.rules.durations import format_ms
 from emulator.rules import states
 from emulator.rules.values import display_json
 from emulator.clock import Clock, SystemClock
-from emulator.engine.control import Control, check_batch_ids
+from emulator.engine.control import Control, check_batch_ids, rollback_status
 from emulator.rules.limits import is_valid_id
 from emulator.engine.store import InstanceRow, StepRow, Store, TimerRow
 from emulator.engine.stores import open_store as open_store_at, sqlite_path
@@ -270,6 +270,8 @@ class InstanceOps:
             "output": public["output"], "error": public["error"],
             # the user's frames run() raised its error from (emulator/tracebacks.py's shape)
             "error_traceback": json.loads(row.error_traceback) if row.error_traceback else None,
+            # the rollback phase as status() shows it; absent when none began
+            **({"rollback": rollback_status(row.rollback)} if row.rollback is not None else {}),
             "started_at": row.started_at, "ended_at": row.ended_at,
             "steps": [_step(step, attempts.get(step.key, []))
                       for step in self.store.list_steps(row.id)],
@@ -340,10 +342,15 @@ class InstanceOps:
         return self._result(row, status=self.control.resume(row.id))
 
     def terminate(self, given: str, *, tenant: str | None = None,
-                  workflow: str | None = None) -> dict[str, Any]:
+                  workflow: str | None = None, rollback: bool = False) -> dict[str, Any]:
+        """Stop the instance for good; with ``rollback``, an engine first runs the rollback
+        handlers of its steps (docs/semantics.md, "Rollbacks"), and the result says so."""
         row = self.resolve(given, tenant, workflow)
-        self.control.terminate(row.id)
-        return self._result(row)
+        self.control.terminate(row.id, rollback=rollback)
+        result = self._result(row)
+        if rollback:
+            result["rollback"] = "pending" if result["status"] == states.QUEUED else "none"
+        return result
 
     def restart(self, given: str, *, tenant: str | None = None,
                 workflow: str | None = None,
@@ -521,6 +528,8 @@ def _step(step: StepRow, failed_attempts: list[dict[str, Any]]) -> dict[str, Any
         # {"attempt", "error": {"name", "message", "traceback"?}, "at"}
         "failed_attempts": failed_attempts,
         "started_at": step.started_at, "ended_at": step.ended_at,
+        # a do step that registered a rollback handler (a rollback step is kind "rollback")
+        "has_rollback": step.rollback is not None,
     }
 
 

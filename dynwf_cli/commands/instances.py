@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from dynwf_cli.checklist import GLYPHS
+from dynwf_cli.checklist import GLYPHS, ROLLBACK_MARK
 from dynwf_cli.commands import COMMANDS
 from dynwf_cli.console import THEME, console
 from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, EventTypeOption,
@@ -219,6 +219,8 @@ def _print_description(info: dict[str, Any]) -> None:
             fields.add_row("", Text("\n".join(["run() raised it (most recent call last):",
                                                *format_traceback(info["error_traceback"])]),
                                     style="muted"))
+    if "rollback" in info:
+        fields.add_row("rollback", _rollback_text(info["rollback"]))
     console.print(fields)
 
     console.print()
@@ -235,6 +237,10 @@ def _print_description(info: dict[str, Any]) -> None:
         for step in info["steps"]:
             state = _STEP_STATES.get(step["status"], "pending")
             label = step["name"] if step["count"] == 1 else f"{step['name']} #{step['count']}"
+            if step["kind"] == "rollback":
+                label = f"{ROLLBACK_MARK} {label}"
+            elif step.get("has_rollback"):
+                label += f"  ({ROLLBACK_MARK} has rollback)"
             steps.add_row(Text(" " + GLYPHS[state], style=f"step.{state}"), step["kind"], label,
                           Text(step["status"], style=f"step.{state}"), _step_detail(step))
             for line in _attempt_lines(step):
@@ -263,9 +269,21 @@ def _print_description(info: dict[str, Any]) -> None:
         console.print(Text(f"events buffered: {info['events_buffered']} ({by_type})"))
 
 
+def _rollback_text(rollback: dict[str, Any] | None) -> Text:
+    """The instance's rollback phase: under way, complete, or failed with the handler's error."""
+    if rollback is None:
+        return Text("running its rollback handlers", style="warning")
+    if rollback["outcome"] == "complete":
+        return Text("complete: every handler ran", style="ok")
+    text = Text("failed", style="error")
+    if rollback.get("error"):
+        text += Text(f": {_error_line(rollback['error'])}", style="error")
+    return text
+
+
 def _step_detail(step: dict[str, Any]) -> Text:
     parts: list[Text] = []
-    if step["kind"] == "do" and step["attempts"]:
+    if step["kind"] in ("do", "rollback") and step["attempts"]:
         parts.append(Text(f"{step['attempts']} attempt{'s' if step['attempts'] != 1 else ''}",
                           style="muted"))
     if step["kind"] == "sleep" and step["requested_ms"] is not None:
@@ -375,12 +393,50 @@ _control_command(
     "dynwf instances resume order-1 --tenant acme --wait", "resumed",
     lambda ops, instance, tenant, workflow: ops.resume(instance, tenant=tenant,
                                                         workflow=workflow), waits=True)
-_control_command(
-    "terminate", "Stop an instance for good (status terminated). Refused for an instance that "
-    "already finished.",
-    "dynwf instances terminate order-1 --tenant acme", "terminated",
-    lambda ops, instance, tenant, workflow: ops.terminate(instance, tenant=tenant,
-                                                        workflow=workflow))
+
+
+@instances_app.command("terminate", help=_help(
+    "Stop an instance for good (status terminated). Refused for an instance that already "
+    "finished. With --rollback, a running dynwf dev first runs the rollback handlers of its "
+    "steps, latest-started first, then terminates it; --wait waits for that.",
+    "dynwf instances terminate order-1 --tenant acme --rollback --wait"))
+def terminate_command(
+    instance: IdArgument,
+    tenant: TenantOfIdOption = None,
+    workflow: WorkflowOfIdOption = None,
+    rollback: Annotated[bool, typer.Option(
+        "--rollback", help="Run the rollback handlers of the instance's steps before it ends "
+                           "(none registered: a plain terminate).")] = False,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = WAIT_TIMEOUT_S,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    with _ops(config, state_dir, database) as ops:
+        result = ops.terminate(instance, tenant=tenant, workflow=workflow, rollback=rollback)
+        pending = result.get("rollback") == "pending"
+        if not (wait and as_json):
+            _print_outcome(result, "rolling back, then terminating" if pending else "terminated",
+                           as_json)
+        if not (wait and pending):
+            return
+        final = ops.settle(result["id"], workflow=result.get("workflow"), timeout_s=timeout)
+        final["rollback"] = ops.control.status(final["id"]).get("rollback")
+        if as_json:
+            _print_json(final)
+        else:
+            _print_outcome(final, "now", False)
+            outcome = final["rollback"]
+            if outcome is not None:
+                style = "ok" if outcome["outcome"] == "complete" else "error"
+                line = f"  rollback: {outcome['outcome']}"
+                if outcome.get("error"):
+                    line += f" ({_error_line(outcome['error'])})"
+                console.print(Text(line, style=style), soft_wrap=True)
+    if final["rollback"] is None or final["rollback"]["outcome"] != "complete":
+        raise typer.Exit(1)
 
 
 @instances_app.command("restart", help=_help(

@@ -145,6 +145,36 @@ def _keys(keys: set[str]) -> str:
     return ", ".join(sorted(map(repr, keys)))
 
 
+def terminate_rollback(options: Any = None, rollback: Any = None) -> bool:
+    """Whether ``terminate(options, rollback=...)`` asks for a rollback: ``{"rollback": bool}``
+    or the keyword, checked."""
+    if options is not None:
+        if not isinstance(options, dict):
+            raise ValidationError("terminate options must be a dict like {'rollback': True}, "
+                                  f"not {type(options).__name__}")
+        unknown = set(options) - {"rollback"}
+        if unknown:
+            raise ValidationError(f"terminate options have unknown key(s): "
+                                  f"{', '.join(sorted(map(str, unknown)))} (allowed: rollback)")
+        if rollback is not None and options.get("rollback", rollback) != rollback:
+            raise ValidationError("terminate got rollback both in its options and as a keyword, "
+                                  "with different values; give it once")
+        rollback = options.get("rollback", rollback)
+    if rollback is None:
+        return False
+    if not isinstance(rollback, bool):
+        raise ValidationError(f"terminate's rollback must be True or False, not {rollback!r}")
+    return rollback
+
+
+def rollback_status(column: str) -> dict[str, Any] | None:
+    """The status record's ``rollback``: None while the phase runs, then ``{"outcome", "error"}``."""
+    phase = json.loads(column)
+    if phase.get("outcome") is None:
+        return None
+    return {"outcome": phase["outcome"], "error": phase.get("error")}
+
+
 def event_value(payload: Any, type: str, at: int) -> dict[str, Any]:
     return {"payload": payload, "timestamp": at, "type": type}
 
@@ -206,13 +236,17 @@ class Control:
     # ---- read ------------------------------------------------------------------------------
 
     def status(self, instance_id: str) -> dict[str, Any]:
-        """The platform's InstanceStatus: ``{"status", "error", "output"}``."""
+        """The platform's InstanceStatus: ``{"status", "error", "output"}``, and ``rollback`` once
+        a rollback phase has begun (docs/semantics.md, "Rollbacks")."""
         row = self.store.get_instance(instance_id)
-        return {
+        status = {
             "status": row.status,
             "error": json.loads(row.error) if row.error is not None else None,
             "output": decode_json(row.output) if row.output is not None else None,
         }
+        if row.rollback is not None:
+            status["rollback"] = rollback_status(row.rollback)
+        return status
 
     def get(self, instance_id: str) -> InstanceRow:
         return self.store.get_instance(instance_id)
@@ -263,14 +297,37 @@ class Control:
         self.on_change(instance_id, "resume")
         return new
 
-    def terminate(self, instance_id: str) -> None:
+    def terminate(self, instance_id: str, *, rollback: bool = False) -> None:
+        """Stop the instance at once; with ``rollback`` and a step that registered a handler,
+        first run its rollback phase (the instance is queued for it and ends ``terminated``)."""
         now = self.clock.now_ms()
         with self.store.write():
             row = self.store.get_instance(instance_id)
             if states.is_finished(row.status):
                 raise CannotTerminateError(instance_id=instance_id, status=row.status)
-            self.store.finish_txn(instance_id, row.status, states.TERMINATED, now)
-        self.on_change(instance_id, "terminate")
+            if rollback and row.rollback is None and row.status != states.UNKNOWN \
+                    and self.store.has_rollback_handlers(instance_id):
+                phase = {"trigger": None, "trigger_traceback": None, "outcome": None,
+                         "error": None}
+                self.store.set_rollback_txn(instance_id, json.dumps(phase), now)
+                self.store.delete_timers_txn(instance_id)   # its waits end with the phase
+                fields = {"lease_owner": None, "lease_expiry": None, "paused_at": None}
+                if row.status == states.QUEUED:
+                    self.store.unlease_txn(instance_id, now)
+                else:
+                    self.store.set_status_txn(instance_id, row.status, states.QUEUED, now, **fields)
+                what = "terminate_rollback"
+            else:
+                extra = {}
+                if row.rollback is not None and json.loads(row.rollback).get("outcome") is None:
+                    # a plain terminate cuts a rollback phase short: it did not complete
+                    cut = {**json.loads(row.rollback), "outcome": "failed",
+                           "error": {"name": "Terminated",
+                                     "message": "the instance was terminated during its rollback"}}
+                    extra["rollback"] = json.dumps(cut)
+                self.store.finish_txn(instance_id, row.status, states.TERMINATED, now, **extra)
+                what = "terminate"
+        self.on_change(instance_id, what)
 
     def restart(self, instance_id: str, options: Any = None) -> None:
         """Run again with the same params, from any status. Without ``{"from": ...}`` every

@@ -61,6 +61,7 @@ class InstanceRow:
     def known_as(self) -> str:
         """The id its workflow's binding, and its code's ``event["instanceId"]``, know it by."""
         return self.binding_id if self.binding_id is not None else self.id
+    rollback: str | None = None          # JSON: the rollback phase, once one began (0005_rollbacks)
 
     def __post_init__(self) -> None:
         # a status this version does not know (a newer writer's, a damaged row) reads as the
@@ -94,6 +95,7 @@ class StepRow:
     duration_ms: int | None
     started_at: int | None
     ended_at: int | None
+    rollback: str | None = None   # JSON: the resolved rollback config of a do step with a handler
 
     @property
     def key(self) -> StepKey:
@@ -118,7 +120,7 @@ class StepRow:
             "result": self.shown_result(), "sensitive": self.is_sensitive,
             "error": json.loads(self.error) if self.error is not None else None,
             "event_type": self.event_type, "started_at": self.started_at,
-            "ended_at": self.ended_at,
+            "ended_at": self.ended_at, "has_rollback": self.rollback is not None,
         }
 
 
@@ -133,9 +135,9 @@ class TimerRow:
 
 _INSTANCE_COLS = ("id, workflow, status, params, output, error, generation, lease_owner, "
                   "lease_expiry, paused_at, code_version, created_at, updated_at, started_at, ended_at, "
-                  "error_traceback, binding_id")
+                  "error_traceback, binding_id, rollback")
 _STEP_COLS = ("kind, name, count, status, attempts, config, result, error, event_type, duration_ms, "
-              "started_at, ended_at")
+              "started_at, ended_at, rollback")
 
 
 #: The name of the engine's set of migrations in sqlite-utils' table of applied ones.
@@ -458,10 +460,11 @@ class Store:
                           "WHERE lease_owner = ?", (owner,))
 
     def finish_txn(self, row_id: str, old: str, new: str, now: int, *, output: str | None = None,
-                   error: str | None = None, error_traceback: str | None = None) -> None:
+                   error: str | None = None, error_traceback: str | None = None,
+                   **fields: Any) -> None:
         self.set_status_txn(row_id, old, new, now, output=output, error=error,
                             error_traceback=error_traceback, ended_at=now,
-                            lease_owner=None, lease_expiry=None)
+                            lease_owner=None, lease_expiry=None, **fields)
         self.conn.execute("DELETE FROM timers WHERE instance_id = ?", (row_id,))
 
     def reset_txn(self, id: str, old: str, now: int, *, from_seq: int | None = None) -> None:
@@ -482,7 +485,7 @@ class Store:
         guard, args = _status_guard(old)
         cursor = self.conn.execute(
             "UPDATE instances SET status = 'running', output = NULL, error = NULL, "
-            "error_traceback = NULL, paused_at = NULL, "
+            "error_traceback = NULL, rollback = NULL, paused_at = NULL, "
             "generation = generation + 1, lease_owner = NULL, lease_expiry = 0, "
             f"updated_at = ?, started_at = ?, ended_at = NULL WHERE id = ? AND {guard}",
             (now, now, id, *args))
@@ -537,6 +540,26 @@ class Store:
                                  (instance_id,))
         return {(r[0], r[1], r[2]): StepRow(*r) for r in rows}
 
+    def has_rollback_handlers(self, instance_id: str) -> bool:
+        """Whether any do step of the instance registered a rollback handler."""
+        return self.conn.execute(
+            "SELECT 1 FROM steps WHERE instance_id = ? AND kind = 'do' AND rollback IS NOT NULL "
+            "LIMIT 1", (instance_id,)).fetchone() is not None
+
+    def delete_timers_txn(self, id: str) -> None:
+        self.conn.execute("DELETE FROM timers WHERE instance_id = ?", (id,))
+
+    def unlease_txn(self, id: str, now: int) -> None:
+        """Clear an instance's lease and pause time, its status unchanged (a queued instance
+        handed to whichever engine claims it next)."""
+        self.conn.execute("UPDATE instances SET lease_owner = NULL, lease_expiry = NULL, "
+                          "paused_at = NULL, updated_at = ? WHERE id = ?", (now, id))
+
+    def set_rollback_txn(self, id: str, rollback: str | None, now: int) -> None:
+        """Record the instance's rollback phase (JSON; see 0005_rollbacks.sql)."""
+        self.conn.execute("UPDATE instances SET rollback = ?, updated_at = ? WHERE id = ?",
+                          (rollback, now, id))
+
     def count_done_steps(self, instance_id: str) -> int:
         return self.conn.execute("SELECT count(*) FROM steps WHERE instance_id = ? AND status = 'done'",
                                  (instance_id,)).fetchone()[0]
@@ -555,21 +578,24 @@ class Store:
     def put_step_txn(self, instance_id: str, key: StepKey, status: str, now: int, *,
                      attempts: int = 0, config: str | None = None, result: str | None = None,
                      error: str | None = None, event_type: str | None = None,
-                     duration_ms: int | None = None, ended: bool = False) -> None:
-        """Create or update one step's row (the step's whole state is rewritten each time)."""
+                     duration_ms: int | None = None, ended: bool = False,
+                     rollback: str | None = None) -> None:
+        """Create or update one step's row (the step's whole state is rewritten each time; its
+        config and rollback config are kept from the first attempt)."""
         ended_at = now if ended else None
         self.conn.execute(
             "INSERT INTO steps (instance_id, kind, name, count, status, attempts, config, result, "
-            "error, event_type, duration_ms, started_at, ended_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "error, event_type, duration_ms, started_at, ended_at, rollback) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (instance_id, kind, name, count) DO UPDATE SET status = excluded.status, "
             "attempts = excluded.attempts, config = coalesce(excluded.config, steps.config), "
             "result = excluded.result, error = excluded.error, "
             "event_type = coalesce(excluded.event_type, steps.event_type), "
             "duration_ms = coalesce(steps.duration_ms, excluded.duration_ms), "
-            "ended_at = excluded.ended_at",
+            "ended_at = excluded.ended_at, "
+            "rollback = coalesce(steps.rollback, excluded.rollback)",
             (instance_id, *key, status, attempts, config, result, error, event_type, duration_ms,
-             now, ended_at))
+             now, ended_at, rollback))
 
     def add_attempt_txn(self, instance_id: str, key: StepKey, attempt: int, error: str,
                         now: int) -> None:

@@ -8,10 +8,11 @@ over HTTP, for the dashboard and for scripts.
 | GET | `/__dynwf/api/instances/{id}?tenant=` | describe |
 | GET | `/__dynwf/api/tenants` | the project's tenants (folders of `tenants/`), to start one |
 | GET | `/__dynwf/api/schedules` | each cron schedule with its next 3 firing times (epoch ms) |
-| POST | `/__dynwf/api/instances/{id}/{pause,resume,terminate,wake}` | lifecycle |
+| POST | `/__dynwf/api/instances/{id}/{pause,resume,wake}` | lifecycle |
 | POST | `/__dynwf/api/instances/{id}/restart` `{"from"?: {"name", "count"?, "type"?}}` | run again |
 | POST | `/__dynwf/api/instances/{id}/delete` | stop and erase one instance |
 | POST | `/__dynwf/api/instances/delete` `{"ids": [...]}` | delete 1-100 instances, each reported |
+| POST | `/__dynwf/api/instances/{id}/terminate` `{"rollback"?: true}` | terminate (rollback first) |
 | POST | `/__dynwf/api/instances/{id}/events` `{"type", "payload"?}` | send an event |
 | GET | `/__dynwf/api/instances/{id}/logs?after=` | log lines |
 | GET | `/__dynwf/api/events?instance=` | progress as server-sent events |
@@ -59,6 +60,7 @@ CREATE_FIELDS = ("tenant", "params", "id", "workflow", "metadata")
 EVENT_FIELDS = ("type", "payload")
 RESTART_FIELDS = ("from",)
 DELETE_FIELDS = ("ids",)
+TERMINATE_FIELDS = ("rollback",)
 PLAYGROUND_FIELDS = ("code", "params")
 #: Firing times the schedules route gives for each schedule.
 UPCOMING_FIRINGS = 3
@@ -149,6 +151,14 @@ def admin_routes(host: ProjectHost, token: str, *,
         if not isinstance(data.get("ids"), list):
             raise AdminError("give 'ids', a list of 1 to 100 instance ids")
         return JSONResponse(ops.delete_many(data["ids"], tenant=param(request, "tenant")))
+
+    async def terminate(request: Request) -> Response:
+        data = await read_object(request, TERMINATE_FIELDS)
+        rollback = data.get("rollback", False)
+        if not isinstance(rollback, bool):
+            raise AdminError("give 'rollback' as true or false")
+        return JSONResponse(ops.terminate(request.path_params["id"],
+                                          tenant=param(request, "tenant"), rollback=rollback))
 
     async def send_event(request: Request) -> Response:
         data = await read_object(request, EVENT_FIELDS)
@@ -247,7 +257,9 @@ def admin_routes(host: ProjectHost, token: str, *,
     ]
     if not with_playground:
         routes = [route for route in routes if not route.path.startswith(f"{API}/playground")]
-    for action in ("pause", "resume", "terminate", "wake"):
+    for action in ("pause", "resume", "wake"):
         routes.append(Route(f"{API}/instances/{{id}}/{action}", guarded(lifecycle(action), changes=True),
                             methods=["POST"]))
+    routes.append(Route(f"{API}/instances/{{id}}/terminate", guarded(terminate, changes=True),
+                        methods=["POST"]))
     return routes

@@ -42,6 +42,7 @@ export const api = {
   outline: (id) => call("GET", `/instances/${enc(id)}/outline`),
   logs: (id, after) => call("GET", `/instances/${enc(id)}/logs` + q({ after })),
   act: (id, action) => call("POST", `/instances/${enc(id)}/${action}`),
+  terminate: (id, options) => call("POST", `/instances/${enc(id)}/terminate`, options),
   sendEvent: (id, type, payload) => call("POST", `/instances/${enc(id)}/events`, { type, payload }),
   sample: () => call("GET", "/playground/sample"),
   playground: (code, params) => call("POST", "/playground", { code, params }),
