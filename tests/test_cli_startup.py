@@ -73,6 +73,12 @@ def test_each_command_registers_with_the_summary_the_root_help_shows():
         assert load_command(name).get_short_help_str(10_000) == summary, name
 
 
+def test_every_command_module_is_listed():
+    """A module under dynwf_cli/commands/ that COMMANDS does not name would be unreachable."""
+    modules = {p.stem for p in (ROOT / "dynwf_cli" / "commands").glob("*.py") if p.stem != "__init__"}
+    assert modules == set(COMMANDS)
+
+
 def test_a_command_mistyped_is_suggested_from_the_list():
     result = CliRunner().invoke(app, ["chek"])
     assert result.exit_code == 2
