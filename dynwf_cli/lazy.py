@@ -35,7 +35,7 @@ SETTINGS: dict[str, Any] = {
 
 #: The commands that start a host whose tenants run in isolates (unless ``--isolation inline``),
 #: each with whether it shows its help instead when given no arguments.
-STARTS_ISOLATES = {"run": True, "dev": False}
+STARTS_ISOLATES = {"run": True, "dev": False, "replay": False}
 
 
 def starts_isolates(name: str, args: list[str]) -> bool:

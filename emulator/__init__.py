@@ -26,7 +26,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "DynwfError", "UsageError", "ConfigError", "ValidationError", "PayloadError",
         "PayloadTooLargeError", "InstanceError", "InstanceNotFoundError",
         "InstanceAlreadyExistsError", "InstanceFinishedError", "InvalidTransitionError",
-        "StepLimitError"),
+        "StepLimitError", "HistoryError", "ReplayDivergedError"),
     # a project: its wrangler file, its state folder, a new one from a template
     "emulator.project": ("DATABASE_NAME", "Project", "STATE_DIR_ENV", "STATE_DIR_NAME",
                          "open_project"),
@@ -42,6 +42,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     # the defaults every command and the plugin share
     "emulator.defaults": ("DEV_IP", "DEV_PORT", "ISOLATION", "ISOLATIONS", "POLL_MS"),
     "emulator.ops": ("InstanceOps", "StateNotFoundError"),
+    # changing tenant code safely: replay checks, histories as files
+    "emulator.replay": ("ReplayOutcome", "replay_history", "replay_project"),
+    "emulator.engine.history": ("History", "parse_history"),
     "emulator.engine": ("Engine", "WorkflowBinding"),
     "emulator.engine.stores": ("DATABASE_ENV",),
     "emulator.clock": ("Clock", "SystemClock", "VirtualClock", "to_datetime"),

@@ -97,6 +97,8 @@ def test_a_command_mistyped_is_suggested_from_the_list():
     ("dev", ["--json"], True),
     ("check", [], False),
     ("instances", ["list"], False),
+    ("replay", [], True),
+    ("replay", ["--isolation", "inline"], False),
 ])
 def test_which_invocations_start_the_zygote_early(name, args, expected):
     assert starts_isolates(name, args) is expected

@@ -627,3 +627,52 @@ def test_an_isolate_in_a_rollback_phase_cannot_go_past_what_the_store_recorded(t
     assert steps == [("do", "plain", "done"), ("do", "charge", "done"),
                      ("rollback", "charge", "done")]
     assert status["rollback"] == {"outcome": "complete", "error": None}
+
+
+def test_a_rerun_keeps_the_handlers_of_the_steps_it_copies(tmp_path):
+    """docs/semantics.md §2.12 and §4.10: a rerun from a step copies the steps before it with
+    the handlers they registered, so when the rerun fails the copied steps roll back too, with
+    their recorded outputs, though their bodies never ran in it."""
+    from emulator.engine.control import RestartFrom
+    calls: list = []
+
+    async def main():
+        h = Harness(tmp_path / "db.sqlite", saga(calls, fail_in="ship"))
+        await h.create()
+        await h.engine.drain()
+        calls.clear()
+        key = h.engine.control.rerun("i1", RestartFrom("ship"), new_id="again")
+        await h.engine.drain()
+        return h.engine.control.status(key)
+    status = arun(main())
+    assert status["status"] == "errored"
+    assert status["rollback"] == {"outcome": "complete", "error": None}
+    assert [(name, output) for name, output, _error, _ctx in calls] == [
+        ("ship", None), ("charge", "charge-out"), ("reserve", "reserve-out")]
+
+
+def test_a_history_file_keeps_rollback_steps_and_handlers(tmp_path):
+    """docs/semantics.md §2.12 and §4.10: an exported history holds the rollback steps and each
+    step's handler config; imported elsewhere, the rows read back the same, and a handler config
+    with another key is refused before anything is written."""
+    from emulator.engine.history import encode, import_history_txn, parse_history, read_history
+    from emulator.engine.store import Store
+
+    async def main():
+        h = Harness(tmp_path / "db.sqlite", saga([]))
+        await h.create()
+        await h.engine.drain()
+        return encode(read_history(h.engine.store, "i1"))
+    text = arun(main())
+    data = json.loads(text)
+    assert [s["kind"] for s in data["steps"]].count("rollback") == 3
+    assert all(s["rollback"] is not None for s in data["steps"] if s["kind"] == "do")
+    other = Store(tmp_path / "other.sqlite")
+    with other.write():
+        key = import_history_txn(other, parse_history(text), 0)
+    original = Store(tmp_path / "db.sqlite")
+    assert [(s.key, s.status, s.rollback) for s in other.list_steps(key)] == \
+        [(s.key, s.status, s.rollback) for s in original.list_steps("i1")]
+    data["steps"][0]["rollback"] = {**data["steps"][0]["rollback"], "sensitive": "output"}
+    with pytest.raises(Exception, match="takes only 'retries' and 'timeout'"):
+        parse_history(json.dumps(data))

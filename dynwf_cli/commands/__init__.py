@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "run": "Run one instance in a tenant's code, with a live step checklist.",
     "dev": "Serve the project locally with hot reload.",
     "serve": "Run the project in production (health, metrics, graceful stop).",
+    "replay": "Replay recorded histories against the tenants' current code.",
     "logs": "Print the log lines of the project's instances, oldest first.",
     "instances": "List, inspect and control workflow instances.",
 }

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import replace
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -18,7 +17,7 @@ from rich.text import Text
 
 from dynwf_cli.commands import COMMANDS
 from dynwf_cli.console import console, err_console
-from dynwf_cli.options import ConfigOption
+from dynwf_cli.options import ConfigOption, FormatOption, OutputFormat
 from emulator import DEFAULT_ENTRY_CLASS, CheckReport, Diagnostic, Project, run_check
 
 HELP = """Check a project without running it: the wrangler file, the dispatcher module, every
@@ -34,12 +33,6 @@ Example:
 """
 
 
-class OutputFormat(str, Enum):
-    text = "text"
-    json = "json"
-    github = "github"
-
-
 def check(
     config: ConfigOption = None,
     tenants: Optional[Path] = typer.Option(
@@ -48,9 +41,7 @@ def check(
     entrypoint: str = typer.Option(
         DEFAULT_ENTRY_CLASS, "--entrypoint", metavar="CLASS",
         help="The class each tenant's index.py must define."),
-    output: OutputFormat = typer.Option(
-        OutputFormat.text, "--format", "-f", case_sensitive=False,
-        help="text for people, json for tools, github for GitHub Actions annotations."),
+    output: FormatOption = OutputFormat.text,
     strict: bool = typer.Option(False, "--strict", help="Fail (exit 1) on warnings too."),
 ) -> None:
     report = run_check(config, tenants_dir=tenants, entry_class=entrypoint)

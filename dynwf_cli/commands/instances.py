@@ -25,7 +25,8 @@ from dynwf_cli.checklist import GLYPHS, ROLLBACK_MARK
 from dynwf_cli.commands import COMMANDS
 from dynwf_cli.console import THEME, console
 from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, EventTypeOption,
-                               FollowInstanceOption, JsonOption, StateDirOption, DatabaseOption, StepType,
+                               DatabaseOption, FollowInstanceOption, FromStepOption, JsonOption,
+                               RequiredFromStepOption, RerunIdOption, StateDirOption, StepType,
                                StepTypeOption, TenantFilterOption, TenantOfIdOption,
                                TimeoutOption, WaitOption, WorkflowFilterOption,
                                WorkflowOfIdOption)
@@ -39,7 +40,8 @@ UNLIMITED_WIDTH = 100_000
 _RESULT_CHARS = 200  # step results may be up to 1 MiB; --json has all of it
 
 HELP = f"""List, inspect and control workflow instances: pause, resume, terminate, restart (from a
-step), delete, send events, wake sleepers, read logs.
+step), rerun from a step as a new instance, export and import histories, delete, send events,
+wake sleepers, read logs.
 
 The commands act on the project's state file ({STATE_DIR_NAME}/{DATABASE_NAME} beside the
 config) whether or not dynwf dev is running; a running engine notices within {POLL_MS} ms.
@@ -208,6 +210,16 @@ def _print_description(info: dict[str, Any]) -> None:
         fields.add_row("code", code)
     fields.add_row("created", _when(info["created_at"]))
     fields.add_row("updated", _when(info["updated_at"]))
+    if info.get("rerun_of"):
+        start = info.get("rerun_from") or {}
+        fields.add_row("rerun of", Text(info["rerun_of"], style="bold") + Text(
+            f"  from {start.get('kind', 'do')} '{start.get('name')}' #{start.get('count', 1)}"
+            + (" (its output replaced)" if start.get("output_replaced") else ""), style="muted"))
+    for rerun in info.get("reruns") or []:
+        start = rerun.get("from") or {}
+        fields.add_row("rerun", Text(rerun["id"], style="bold") + Text(
+            f"  from {start.get('kind', 'do')} '{start.get('name')}' #{start.get('count', 1)} "
+            f"({rerun['status']})", style="muted"))
     if info["metadata"] is not None and set(info["metadata"]) != {"tenantId"}:
         fields.add_row("metadata", _json_text(info["metadata"]))
     fields.add_row("params", _json_text(info["params"]))
@@ -447,9 +459,7 @@ def terminate_command(
     "dynwf instances restart order-1 --tenant acme --from charge --count 1 --type do --wait"))
 def restart_command(
     instance: IdArgument,
-    start_from: Annotated[Optional[str], typer.Option(
-        "--from", metavar="STEP",
-        help="The name of the step to run again from; earlier steps keep their results.")] = None,
+    start_from: FromStepOption = None,
     count: Annotated[Optional[int], typer.Option(
         "--count", metavar="N", min=1,
         help="With --from: which occurrence of that step name, from 1 (default: 1).")] = None,
@@ -476,6 +486,87 @@ def restart_command(
             f"restarted from {target['type']} '{start_from}' #{target['count']} " \
             f"({result['steps_kept']} step{'s' * (result['steps_kept'] != 1)} kept)"
         _report_change(ops, result, verb, as_json, wait=wait, timeout=timeout)
+
+
+@instances_app.command("rerun", help=_help(
+    "Make a NEW instance from this one's history: the steps it reached before STEP keep their "
+    "results (with --output, STEP itself too, with that result), and the new instance continues "
+    "from there with the code the tenant runs now. The original is not touched; each names the "
+    "other (describe, the dashboard). The new id is printed (--id to choose the tenant's id)."
+    + _WAIT_HELP,
+    "dynwf instances rerun order-1 --tenant acme --from charge --id order-1-fixed --wait\n  "
+    "dynwf instances rerun order-1 --tenant acme --from charge --output '{\"paid\": true}'"))
+def rerun_command(
+    instance: IdArgument,
+    start_from: RequiredFromStepOption,
+    index: Annotated[int, typer.Option(
+        "--index", metavar="N", min=1,
+        help="Which occurrence of that step name, from 1.")] = 1,
+    step_type: StepTypeOption = StepType("do"),
+    output: Annotated[Optional[str], typer.Option(
+        "--output", metavar="JSON",
+        help="Keep STEP (a do step) as done with this result instead of running it.")] = None,
+    new_id: RerunIdOption = None,
+    tenant: TenantOfIdOption = None,
+    workflow: WorkflowOfIdOption = None,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = WAIT_TIMEOUT_S,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    chosen_type = step_type.value if isinstance(step_type, StepType) else str(step_type)
+    target = {"name": start_from, "count": index, "type": chosen_type}
+    with _ops(config, state_dir, database) as ops:
+        result = ops.rerun(instance, target, tenant=tenant, workflow=workflow, new_id=new_id,
+                           output=output)
+        kept = result["steps_kept"]
+        original = result["rerun_of"]
+        verb = (f"rerun of {original['tenant_instance_id'] or original['id']} from "
+                f"{chosen_type} '{start_from}' #{index} ({kept} step{'s' * (kept != 1)} kept"
+                + (", its output replaced" if output is not None else "") + "):")
+        _report_change(ops, result, verb, as_json, wait=wait, timeout=timeout)
+
+
+@instances_app.command("export", help=_help(
+    "Print an instance's history as JSON (the documented format dynwf.history, version 1): "
+    "params, every step with its attempts, result or error, buffered events, timers, the code "
+    "fingerprint and, when tenants/<tenant>/ is still the code it started on, that source. Keep "
+    "it as a test fixture (the pytest plugin's replay), replay it (dynwf replay --history), or "
+    "import it elsewhere. Sensitive step outputs are in it as they are: replay needs them.",
+    "dynwf instances export order-42 --tenant acme > tests/histories/order-42.json"))
+def export_command(
+    instance: IdArgument,
+    tenant: TenantOfIdOption = None,
+    workflow: WorkflowOfIdOption = None,
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    with _ops(config, state_dir, database) as ops:
+        history = ops.export(instance, tenant=tenant, workflow=workflow)
+    sys.stdout.write(json.dumps(history, indent=2, ensure_ascii=False) + "\n")
+
+
+@instances_app.command("import", help=_help(
+    "Write the instance of a history file (dynwf instances export) into this project's state: "
+    "everything is checked first (format, types, sizes, ids, step names), then written in one "
+    "transaction, so a refused file leaves nothing behind. An instance that was running is "
+    "queued, to be replayed from its last committed step.",
+    "dynwf instances import history.json --state-dir /tmp/other"))
+def import_command(
+    file: Annotated[Path, typer.Argument(metavar="FILE", exists=True, dir_okay=False,
+                                         show_default=False, help="The history file.")],
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    project = open_project(config, state_dir, database=database)
+    with InstanceOps.create(project) as ops:
+        result = ops.import_history(file.read_bytes(), where=str(file))
+    _print_outcome(result, f"imported {result['steps']} step(s) as", as_json)
 
 
 @instances_app.command("delete", help=_help(

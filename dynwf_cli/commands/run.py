@@ -16,8 +16,9 @@ from dynwf_cli.checklist import Checklist, to_ndjson
 from dynwf_cli.commands import COMMANDS
 from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.console import console, err_console
-from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, IsolationOption, JsonOption,
-                               StateDirOption, DatabaseOption, TenantOption, VarOption, WorkflowOption)
+from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, DatabaseOption, IsolationOption,
+                               JsonOption, NewIdOption, StateDirOption, TenantOption, VarOption,
+                               WorkflowOption)
 from emulator import (InstanceOps, Layers, RunOptions, RunResult, RunSession, TenantSourceError,
                       UsageError, describe_missing, is_valid_id, missing_layers, open_project,
                       outline_steps, parse_var)
@@ -91,8 +92,7 @@ def run(
         "--params", "-p", metavar="JSON|@FILE",
         help="The instance's params (event payload).")] = None,
     workflow: WorkflowOption = None,
-    instance_id: Annotated[Optional[str], typer.Option(
-        "--id", help="The id the tenant gives it.")] = None,
+    instance_id: NewIdOption = None,
     resume: Annotated[Optional[str], typer.Option(
         "--resume", metavar="ID",
         help="Continue this existing instance of TENANT instead of creating one.")] = None,

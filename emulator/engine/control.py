@@ -17,7 +17,7 @@ from emulator.rules import states
 from emulator.clock import Clock
 from emulator.rules.limits import (MAX_BATCH, MAX_ID_LENGTH, MAX_PAYLOAD_BYTES, check_event_type,
                                    check_instance_id, check_step_name, encode_json, is_valid_id)
-from emulator.engine.store import InstanceRow, StepKey, Store
+from emulator.engine.store import InstanceRow, StepKey, StepRow, Store
 from emulator.rules.steps import RESTART_STEP_TYPES as RESTART_TYPES
 from emulator.rules.tenant_scope import PREFIX_LENGTH, scope_of
 from emulator.rules.values import decode_json
@@ -338,14 +338,75 @@ class Control:
         start = parse_restart_options(options)
         with self.store.write():
             row = self.store.get_instance(instance_id)
-            from_seq = None
-            if start is not None:
-                from_seq = self.store.step_seq(instance_id, start.key)
-                if from_seq is None:
-                    raise CannotRestartError(instance_id=instance_id, name=start.name,
-                                             count=start.count, type=start.type)
+            from_seq = self._from_seq_txn(instance_id, start) if start is not None else None
             self.store.reset_txn(instance_id, row.status, self.clock.now_ms(), from_seq=from_seq)
         self.on_change(instance_id, "restart")
+
+    def _from_seq_txn(self, instance_id: str, start: RestartFrom) -> int:
+        """Where ``start`` stands in the order the instance first reached its steps: the steps
+        before it are what a restart from it keeps and a rerun from it copies. A step the
+        history does not hold is :class:`CannotRestartError`."""
+        from_seq = self.store.step_seq(instance_id, start.key)
+        if from_seq is None:
+            raise CannotRestartError(instance_id=instance_id, name=start.name,
+                                     count=start.count, type=start.type)
+        return from_seq
+
+    def rerun(self, instance_id: str, start: RestartFrom, *, new_id: str | None = None,
+              output: str | None = None) -> str:
+        """A new instance whose history is the original's up to and excluding ``start`` (the
+        steps first reached before it, with their failed attempts), queued to continue with the
+        code the workflow runs now; with ``output``, ``start`` itself (a ``do`` step) is kept as
+        done with that result (JSON text). The original is not touched; the new one names it
+        (``rerun_of``) and the step. Returns the new instance's key (docs/semantics.md §4.10)."""
+        if output is not None and start.type != "do":
+            raise ValidationError(f"--output replaces a do step's result; {start.name!r} is a "
+                                  f"{start.type} step")
+        result = None
+        if output is not None:
+            try:
+                value = json.loads(output)
+            except ValueError as exc:
+                raise ValidationError(f"the output to replace the step's with is not JSON: {exc}",
+                                      hint="""--output '{"ok": true}'""") from None
+            result = encode_json(value, what="the replaced output")
+        if new_id is not None:
+            check_instance_id(new_id)
+        now = self.clock.now_ms()
+        with self.store.write():
+            row = self.store.get_instance(instance_id)
+            from_seq = self._from_seq_txn(instance_id, start)
+            scope = self.store.scope_of(instance_id)
+            given = new_id or uuid.uuid4().hex
+            key = f"{scope}-{given}" if scope else given
+            kept = [step for step in self.store.steps_before(instance_id, from_seq)
+                    if step.status in ("done", "failed")]
+            if result is not None:
+                replaced = self.store.get_step(instance_id, start.key)
+                kept.append(StepRow("do", start.name, start.count, "done",
+                                    max(replaced.attempts if replaced else 1, 1),
+                                    replaced.config if replaced else None, result, None, None,
+                                    None, now, now))
+            copy = InstanceRow(key, row.workflow, states.QUEUED, row.params, None, None, 1, None,
+                               None, None, None, row.created_at, now, None, None,
+                               binding_id=key)
+            link = json.dumps({"kind": start.key[0], "name": start.name, "count": start.count,
+                               **({"output_replaced": True} if result is not None else {})})
+            if not self.store.insert_copied_instance_txn(copy, scope, rerun_of=instance_id,
+                                                         rerun_from=link):
+                raise InstanceAlreadyExistsError(
+                    f"Instance '{given}' already exists", instance_id=given,
+                    hint="choose another id with --id, or leave it out for a random one")
+            attempts = self.store.list_attempts(instance_id)
+            for step in kept:
+                self.store.insert_step_txn(key, step)
+                if step.key == start.key:
+                    continue        # the replaced step: its result is the one given, alone
+                for attempt in attempts.get(step.key, []):
+                    self.store.add_attempt_txn(key, step.key, attempt["attempt"],
+                                               json.dumps(attempt["error"]), attempt["at"])
+        self.on_change(key, "created")
+        return key
 
     def delete(self, instance_id: str) -> None:
         """Stop the instance without rollback and erase everything stored about it (its row,

@@ -506,6 +506,62 @@ class Store:
         self.conn.execute("DELETE FROM events WHERE instance_id = ?", (id,))
         self.conn.execute("DELETE FROM steps WHERE instance_id = ? AND seq >= ?", (id, from_seq))
 
+    def steps_before(self, instance_id: str, from_seq: int) -> list[StepRow]:
+        """The steps first reached before the one at ``from_seq``, in the order reached: what a
+        restart from a step keeps and what a rerun from it copies."""
+        rows = self.conn.execute(f"SELECT {_STEP_COLS} FROM steps WHERE instance_id = ? AND "
+                                 "seq < ? ORDER BY seq", (instance_id, from_seq))
+        return [StepRow(*r) for r in rows]
+
+    def insert_step_txn(self, instance_id: str, step: StepRow) -> None:
+        """A step row written whole (a rerun's copy, an imported history), after the others."""
+        self.conn.execute(
+            "INSERT INTO steps (instance_id, kind, name, count, status, attempts, config, result, "
+            "error, event_type, duration_ms, started_at, ended_at, rollback) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (instance_id, step.kind, step.name, step.count, step.status, step.attempts,
+             step.config, step.result, step.error, step.event_type, step.duration_ms,
+             step.started_at, step.ended_at, step.rollback))
+
+    def insert_copied_instance_txn(self, row: InstanceRow, scope: str | None, *,
+                                   rerun_of: str | None = None,
+                                   rerun_from: str | None = None) -> bool:
+        """An instance row written whole (a rerun, an imported history); False when its key or
+        its workflow's id is taken."""
+        if self.find_instance(row.id) is not None or \
+                self.find_in_workflow(row.workflow, row.known_as) is not None:
+            return False
+        self.conn.execute(
+            "INSERT INTO instances (id, workflow, status, params, output, error, generation, "
+            "paused_at, code_version, created_at, updated_at, started_at, ended_at, "
+            "error_traceback, binding_id, scope, rerun_of, rerun_from) "
+            "VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.id, row.workflow, row.status, row.params, row.output, row.error, row.paused_at,
+             row.code_version, row.created_at, row.updated_at, row.started_at, row.ended_at,
+             row.error_traceback, row.known_as, scope, rerun_of, rerun_from))
+        return True
+
+    def rerun_link(self, instance_id: str) -> tuple[str | None, str | None]:
+        """``(rerun_of, rerun_from JSON)`` of an instance: where a rerun came from."""
+        row = self.conn.execute("SELECT rerun_of, rerun_from FROM instances WHERE id = ?",
+                                (instance_id,)).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def reruns_of(self, instance_id: str) -> list[tuple[str, str | None, str]]:
+        """``(key, rerun_from JSON, status)`` of each rerun made from the instance, oldest first."""
+        return list(self.conn.execute("SELECT id, rerun_from, status FROM instances WHERE "
+                                      "rerun_of = ? ORDER BY seq", (instance_id,)))
+
+    def scope_of(self, instance_id: str) -> str | None:
+        row = self.conn.execute("SELECT scope FROM instances WHERE id = ?",
+                                (instance_id,)).fetchone()
+        return row[0] if row else None
+
+    def buffered_event_rows(self, instance_id: str) -> list[tuple[str, str, int]]:
+        """``(type, payload JSON, received_at)`` of each buffered event, oldest first."""
+        return list(self.conn.execute("SELECT type, payload, received_at FROM events WHERE "
+                                      "instance_id = ? ORDER BY seq", (instance_id,)))
+
     def step_seq(self, instance_id: str, key: StepKey) -> int | None:
         """Where step ``key`` stands in the order the instance first reached its steps."""
         row = self.conn.execute("SELECT seq FROM steps WHERE instance_id = ? AND kind = ? AND "

@@ -1,6 +1,6 @@
 """The isolates' zygote started ahead of its pool, by a command about to start a host.
 
-``dynwf run`` and ``dynwf dev`` spend their first ~0.1-0.2 s importing and parsing, and the
+``dynwf run``, ``dev`` and ``replay`` spend their first ~0.1-0.2 s importing and parsing, and the
 zygote takes about as long to boot (an interpreter, the runtime's preload, the guard's
 preparation). Started first, it boots on the other core meanwhile: the pool's :class:`Zygote`
 adopts it (``zygote.start_early``) instead of starting one then. This module imports only what

@@ -93,6 +93,8 @@ class StepBackend(Protocol):
         """The rollback phase ran what it could: the engine writes its outcome and ends the
         instance (this never returns)."""
 
+    async def history_end(self, key: StepKey) -> None:
+        """A replay check reached ``key``, past what the history holds (replay checks only)."""
 
 
 class CachedStep:
@@ -136,7 +138,7 @@ class StepClient:
                  step_limit: int, on_replay: Callable[[StepKey], None] | None = None,
                  code_version: str | None = None, running_version: str | None = None,
                  mocks: StepMocks | None = None,
-                 rollback_phase: dict[str, Any] | None = None) -> None:
+                 rollback_phase: dict[str, Any] | None = None, replay_only: bool = False) -> None:
         self.backend = backend
         self.instance_id = instance_id
         self.cache = cache              # in the order the steps were first reached
@@ -161,6 +163,10 @@ class StepClient:
                        and getattr(cache.get(rollback_key(k)), "status", None) != "done"}
             self.rollbacks = RollbackPhase(rollback_phase.get("trigger"), pending)
         self._order: dict[StepKey, int] = {}
+        #: a replay check (``dynwf replay``): every step is answered from the cache, in the order
+        #: recorded, and the run stops where the history ends; no body runs, nothing is written
+        self.replay_only = replay_only
+        self._position = {k: i for i, k in enumerate(cache)}
 
     def _key(self, kind: str, name: str) -> StepKey:
         count = self._counts.get((kind, name), 0) + 1
@@ -199,6 +205,37 @@ class StepClient:
                    "steps' results")
         raise ReplayMismatchError(expected=show_step(expected), reached=show_step(key), why=why)
 
+    async def _check_order(self, key: StepKey) -> None:
+        """A replay check also wants the recorded steps in their recorded order: a step answered
+        from the cache while a step recorded before it was never reached means the code now
+        runs them in another order (or no longer runs the earlier one). Gathered siblings get
+        the same few loop iterations as in :meth:`_check_replay`."""
+        position = self._position.get(key)
+        if position is None:
+            return
+        def earlier_unreached() -> StepKey | None:
+            return next((k for k in self.cache if self._position[k] < position
+                         and k not in self._visited
+                         and self.cache[k].status in ("done", "failed")), None)
+        for _ in range(_SIBLING_ITERATIONS):
+            if earlier_unreached() is None:
+                return
+            await asyncio.sleep(0)
+        earlier = earlier_unreached()
+        if earlier is None:
+            return
+        raise ReplayMismatchError(
+            expected=show_step(earlier), reached=show_step(key),
+            why="the code now reaches the recorded steps in another order, or no longer runs "
+                "the step expected; a step run on changed code would get results computed "
+                "for another path")
+
+    async def _history_end(self, key: StepKey) -> None:
+        """A replay check reached a step the history holds no outcome for: the instance had not
+        got this far, so what follows is new ground; the run stops here."""
+        await self.backend.history_end(key)   # type: ignore[attr-defined]
+        await asyncio.get_running_loop().create_future()
+
     def _next_recorded(self) -> StepKey | None:
         return next((k for k, step in self.cache.items()
                      if k not in self._visited and step.status in ("done", "failed")), None)
@@ -222,6 +259,10 @@ class StepClient:
             return await self._do_in_rollback(key, cached, rollback)
         if cached is None:
             await self._check_replay(key)
+        if self.replay_only:
+            await self._check_order(key)
+            if cached is None or cached.status not in ("done", "failed"):
+                await self._history_end(key)
         if cached is not None and cached.status == "done":
             self._replayed(key)
             return decode_json(cached.result) if cached.result is not None else None
@@ -414,6 +455,12 @@ class StepClient:
     async def _sleep(self, key: StepKey, ms: int | None, due: int | None) -> None:
         """``due`` is None for a relative sleep: the engine's clock decides when it ends."""
         cached = self.cache.get(key)
+        if self.replay_only:
+            if cached is None:
+                await self._check_replay(key)
+            await self._check_order(key)
+            if cached is None or cached.status != "done":
+                await self._history_end(key)
         if cached is not None and cached.status == "done":
             self._replayed(key)
             return
@@ -442,6 +489,10 @@ class StepClient:
             await self._roll_back()    # the replay has reached the present
         if cached is None:
             await self._check_replay(key)
+        if self.replay_only:
+            await self._check_order(key)
+            if cached is None or cached.status not in ("done", "failed"):
+                await self._history_end(key)
         if cached is not None and cached.status in ("done", "failed"):
             self._replayed(key)
             outcome = {"status": cached.status, "result": cached.result, "error": cached.error}

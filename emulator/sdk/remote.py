@@ -87,6 +87,8 @@ class StepBackendTarget(RpcTarget):
         phase = getattr(self._backend, "rollback_phase", None)
         if phase is not None:   # a replay in rollback mode (sdk/rollbacks.py)
             init["rollback"] = {"trigger": phase.get("trigger")}
+        if self._client.replay_only:  # a replay check: the isolate's client runs no body
+            init["replay"] = True
         return STEP_KIND, init
 
     # ---- what an isolate may call ------------------------------------------------------------
@@ -180,6 +182,14 @@ class StepBackendTarget(RpcTarget):
         _typed(level, str, "a log level")
         _typed(message, str, "a log line")
         self._backend.log(step, LogLevel.parse(level).value, message[:MAX_LOG_LINE_CHARS])
+
+    def history_end(self, key: Any) -> Awaitable[None]:
+        """A replay check's client reached a step past the history (only in a replay check:
+        a normal run has no such point, and asking is refused)."""
+        key = self._step_key(key, None)
+        if not self._client.replay_only:
+            raise StepCallError("history_end is only part of a replay check")
+        return self._backend.history_end(key)
 
     def replayed(self, key: Any) -> None:
         key = self._step_key(key, None)
@@ -313,6 +323,8 @@ class StepBackendTarget(RpcTarget):
         """An outbound request from inside step ``key``'s body, sent by the calling isolate's
         outbound policy (installed by ``isolates/outbound.py``: the host's, never the isolate's)."""
         step = self._step_key(key, "do")
+        if self._client.replay_only:    # no step body runs in a replay check: nothing to send
+            raise StepCallError("a replay check runs no step body, so sends no request")
         if _outbound_of_caller is None:
             raise RuntimeError("this host has no outbound policy installed")
         outbound = _outbound_of_caller()
@@ -400,6 +412,9 @@ class RemoteStepBackend:
     async def fetch(self, key: StepKey, request: Any) -> Any:
         return await self._stub.fetch(list(key), request)
 
+    async def history_end(self, key: StepKey) -> None:
+        await self._stub.history_end(list(key))
+
 
 def step_proxy(implicit_dependencies: bool, fingerprint: str | None = None):
     """The factory the isolate registers for incoming ``step`` references."""
@@ -413,6 +428,7 @@ def step_proxy(implicit_dependencies: bool, fingerprint: str | None = None):
                             on_replay=lambda key: stub.replayed.send(list(key)),
                             code_version=recorded, running_version=fingerprint,
                             mocks=StepMocks.from_wire(init.get("mocks")),
-                            rollback_phase=init.get("rollback"))
+                            rollback_phase=init.get("rollback"),
+                            replay_only=init.get("replay") is True)
         return WorkflowStep(client, implicit_dependencies=implicit_dependencies)
     return build

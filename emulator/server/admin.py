@@ -10,6 +10,7 @@ over HTTP, for the dashboard and for scripts.
 | GET | `/__dynwf/api/schedules` | each cron schedule with its next 3 firing times (epoch ms) |
 | POST | `/__dynwf/api/instances/{id}/{pause,resume,wake}` | lifecycle |
 | POST | `/__dynwf/api/instances/{id}/restart` `{"from"?: {"name", "count"?, "type"?}}` | run again |
+| POST | `/__dynwf/api/instances/{id}/rerun` `{"from", "id"?, "output"?}` | a new instance from its history |
 | POST | `/__dynwf/api/instances/{id}/delete` | stop and erase one instance |
 | POST | `/__dynwf/api/instances/delete` `{"ids": [...]}` | delete 1-100 instances, each reported |
 | POST | `/__dynwf/api/instances/{id}/terminate` `{"rollback"?: true}` | terminate (rollback first) |
@@ -59,6 +60,7 @@ MAX_LIST = 10_000
 CREATE_FIELDS = ("tenant", "params", "id", "workflow", "metadata")
 EVENT_FIELDS = ("type", "payload")
 RESTART_FIELDS = ("from",)
+RERUN_FIELDS = ("from", "id", "output")
 DELETE_FIELDS = ("ids",)
 TERMINATE_FIELDS = ("rollback",)
 PLAYGROUND_FIELDS = ("code", "params")
@@ -142,6 +144,22 @@ def admin_routes(host: ProjectHost, token: str, *,
         data = await read_object(request, RESTART_FIELDS)
         return JSONResponse(ops.restart(request.path_params["id"], tenant=param(request, "tenant"),
                                         start_from=data.get("from")))
+
+    async def rerun(request: Request) -> Response:
+        """A new instance from this one's history up to a step (``ops.rerun``)."""
+        ops.resolve(request.path_params["id"], param(request, "tenant"))
+        data = await read_object(request, RERUN_FIELDS)
+        start = data.get("from")
+        if not isinstance(start, dict):
+            raise AdminError("give 'from': {\"name\", \"count\"?, \"type\"?}, the step to run "
+                             "again from")
+        new_id = data.get("id")
+        if new_id is not None and not isinstance(new_id, str):
+            raise AdminError(f"'id' must be a string, not {shown(new_id)}")
+        output = json.dumps(data["output"]) if "output" in data else None
+        result = ops.rerun(request.path_params["id"], start, tenant=param(request, "tenant"),
+                           new_id=new_id, output=output)
+        return JSONResponse(result, status_code=201)
 
     async def delete(request: Request) -> Response:
         return JSONResponse(ops.delete(request.path_params["id"], tenant=param(request, "tenant")))
@@ -251,6 +269,7 @@ def admin_routes(host: ProjectHost, token: str, *,
         Route(f"{API}/instances/{{id}}", guarded(describe, changes=False), methods=["GET"]),
         Route(f"{API}/instances/{{id}}/events", guarded(send_event, changes=True), methods=["POST"]),
         Route(f"{API}/instances/{{id}}/restart", guarded(restart, changes=True), methods=["POST"]),
+        Route(f"{API}/instances/{{id}}/rerun", guarded(rerun, changes=True), methods=["POST"]),
         Route(f"{API}/instances/{{id}}/delete", guarded(delete, changes=True), methods=["POST"]),
         Route(f"{API}/instances/{{id}}/logs", guarded(logs, changes=False), methods=["GET"]),
         Route(f"{API}/events", guarded(events, changes=False), methods=["GET"]),

@@ -43,6 +43,7 @@ export const api = {
   logs: (id, after) => call("GET", `/instances/${enc(id)}/logs` + q({ after })),
   act: (id, action) => call("POST", `/instances/${enc(id)}/${action}`),
   terminate: (id, options) => call("POST", `/instances/${enc(id)}/terminate`, options),
+  rerun: (id, from) => call("POST", `/instances/${enc(id)}/rerun`, { from }),
   sendEvent: (id, type, payload) => call("POST", `/instances/${enc(id)}/events`, { type, payload }),
   sample: () => call("GET", "/playground/sample"),
   playground: (code, params) => call("POST", "/playground", { code, params }),

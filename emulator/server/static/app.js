@@ -276,6 +276,20 @@ function instanceView(id) {
     h("label", {}, "Payload (JSON) ", eventPayload),
     h("button", { type: "submit", id: "send-event" }, "Send event"), eventError);
 
+  // "rerun from here": a new instance with this one's history up to the step, on the current code
+  const STEP_TYPES = { do: "do", sleep: "sleep", wait: "waitForEvent" };
+  const rerunFrom = (step) => async () => {
+    const label = step.count > 1 ? `${step.name} #${step.count}` : step.name;
+    const question = `Rerun from "${label}"? A new instance gets this one's history up to that `
+      + "step and runs it and every later step with the code as it is now; this instance is not changed.";
+    if (!(await confirmed(question, "rerun"))) return;
+    try {
+      const result = await api.rerun(id, { name: step.name, count: step.count, type: STEP_TYPES[step.kind] });
+      toast(`rerun ${result.tenant_instance_id || result.id} made (${result.steps_kept} step(s) kept)`);
+      location.hash = `#/instances/${encodeURIComponent(result.id)}`;
+    } catch (error) { toast(`rerun failed: ${errorText(error)}`, "error"); }
+  };
+
   const opened = new Set();     // outputs the user expanded stay expanded across updates
   const rowKey = (row) => `${row.kind}/${row.name}/${row.count}`;
   const renderRow = (row, instanceError, runFrames) => {
@@ -306,7 +320,10 @@ function instanceView(id) {
         h("span", { class: "name" }, row.label, row.count > 1 ? h("span", { class: "muted" }, ` #${row.count}`) : ""),
         kind,
         h("span", { class: "state" }, row.state === "skipped" ? "not run" : row.state),
-        h("span", { class: "detail" }, stepDetail(row))),
+        h("span", { class: "detail" }, stepDetail(row)),
+        step ? h("button", { type: "button", class: "rerun small", title: "a new instance from "
+                             + "this instance's history up to this step, on the current code",
+                             onclick: rerunFrom(step) }, "rerun from here") : ""),
       details);
   };
 
@@ -343,6 +360,12 @@ function instanceView(id) {
         h("dt", {}, "Created"), h("dd", {}, when(info.created_at)),
         h("dt", {}, "Updated"), h("dd", {}, when(info.updated_at)),
         "rollback" in info ? [h("dt", {}, "Rollback"), h("dd", { id: "instance-rollback" }, rollbackText(info.rollback))] : [],
+        info.rerun_of ? [h("dt", {}, "Rerun of"), h("dd", { id: "rerun-of" },
+          h("a", { href: `#/instances/${encodeURIComponent(info.rerun_of)}` }, info.rerun_of),
+          h("span", { class: "muted" }, ` from ${info.rerun_from?.name ?? "?"}`))] : [],
+        info.reruns?.length ? [h("dt", {}, "Reruns"), h("dd", { id: "reruns" }, info.reruns.map((r) =>
+          h("div", {}, h("a", { href: `#/instances/${encodeURIComponent(r.id)}` }, r.id),
+            h("span", { class: "muted" }, ` from ${r.from?.name ?? "?"} (${r.status})`))))] : [],
         outlineFile ? [h("dt", {}, "Code"), h("dd", { class: "mono" }, outlineFile)] : []));
     params.textContent = json(info.params);
     output.textContent = info.output === null || info.output === undefined ? (FINISHED.has(info.status) ? "null" : "—") : json(info.output);
