@@ -4,7 +4,8 @@ Writers run inside ``Store.write()`` (``BEGIN IMMEDIATE``, so a writer takes the
 instead of failing half-way on upgrade). Functions that must be called inside that transaction
 end in ``_txn``. The schema lives in ``migrations/NNNN_*.sql``, applied once each through
 sqlite-utils' ``Migrations`` under the same immediate lock, so two processes opening a new file
-at the same moment do not race.
+at the same moment do not race. A file whose every migration is recorded already (every open but
+the first) is opened without importing sqlite-utils, a third of a short command's start-up.
 
 Durability: ``synchronous=NORMAL`` in WAL mode survives any process crash (the guarantee this
 engine promises: a killed engine loses no committed step); only an operating-system crash or
@@ -19,16 +20,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
-
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from emulator.rules import states
 from emulator.errors import InstanceNotFoundError, InvalidTransitionError
 from emulator.rules.redaction import is_output_sensitive, shown_result
 from emulator.rules.steps import StepKey
 from emulator.rules.values import display_json
+
+if TYPE_CHECKING:
+    import sqlite_utils
+    from sqlite_utils.migrations import Migrations
 
 BUSY_TIMEOUT_MS = 10_000  # the 5 s default is exceeded when many engines share one slow disk
 
@@ -138,17 +140,36 @@ _STEP_COLS = ("kind, name, count, status, attempts, config, result, error, event
               "started_at, ended_at, rollback")
 
 
-def _migrations() -> Migrations:
-    migrations = Migrations("dynwf.engine")
+#: The name of the engine's set of migrations in sqlite-utils' table of applied ones.
+MIGRATION_SET = "dynwf.engine"
+
+
+def _migration_files() -> list[Any]:
     folder = resources.files("emulator.engine") / "migrations"
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".sql"):
-            migrations(name=entry.name)(_sql_migration(entry.read_text()))
+    return sorted((e for e in folder.iterdir() if e.name.endswith(".sql")), key=lambda e: e.name)
+
+
+def _migrations() -> "Migrations":
+    from sqlite_utils.migrations import Migrations
+    migrations = Migrations(MIGRATION_SET)
+    for entry in _migration_files():
+        migrations(name=entry.name)(_sql_migration(entry.read_text()))
     return migrations
 
 
+def _all_applied(conn: sqlite3.Connection) -> bool:
+    """Whether sqlite-utils' table of applied migrations already holds every file (read only)."""
+    try:
+        rows = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?",
+                            (MIGRATION_SET,)).fetchall()
+    except sqlite3.OperationalError:   # no such table: a new file
+        return False
+    applied = {name for (name,) in rows}
+    return all(entry.name in applied for entry in _migration_files())
+
+
 def _sql_migration(script: str):
-    def apply(db: sqlite_utils.Database) -> None:
+    def apply(db: "sqlite_utils.Database") -> None:
         for statement in _statements(script):
             db.execute(statement)
     return apply
@@ -203,6 +224,9 @@ class Store:
         self._migrate()
 
     def _migrate(self) -> None:
+        if _all_applied(self.conn):
+            return
+        import sqlite_utils
         db = sqlite_utils.Database(self.conn)
         migrations = _migrations()
         self.conn.execute("BEGIN IMMEDIATE")
