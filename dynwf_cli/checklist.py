@@ -34,12 +34,14 @@ from rich.text import Text
 from emulator import OutlineStep, Progress, StepKey, format_ms, format_traceback
 from emulator import progress as events
 
-__all__ = ["Checklist", "ChecklistStep", "GLYPHS", "to_ndjson"]
+__all__ = ["Checklist", "ChecklistStep", "GLYPHS", "ROLLBACK_MARK", "to_ndjson"]
 
 # step states
 PENDING, RUNNING, DONE, RETRYING = "pending", "running", "done", "retrying"
 FAILED, SLEEPING, WAITING, REPLAYED = "failed", "sleeping", "waiting", "replayed"
 CANCELLED = "cancelled"
+#: Marks a rollback step (a compensation handler's run) wherever steps are listed.
+ROLLBACK_MARK = "↶"
 
 #: One glyph per state: one cell wide, except the hourglass (two cells in every terminal).
 GLYPHS = {PENDING: "○", RUNNING: "◐", DONE: "✓", RETRYING: "↻", FAILED: "✗", SLEEPING: "☾",
@@ -116,6 +118,7 @@ class Checklist:
         self.output: Any = None
         self.error: Any = None
         self.error_traceback: list[dict[str, Any]] | None = None   # the frames run() raised it from
+        self.rollback: dict[str, Any] | None = None   # the rollback phase's {"outcome", "error"}
         self.logs: deque[tuple[str, str]] = deque(maxlen=log_lines)   # logged outside any step
         self.log_count = 0
         self._rows: list[ChecklistStep] = []
@@ -180,6 +183,8 @@ class Checklist:
         if not isinstance(status, str):
             return
         self.status = status
+        if isinstance(data.get("rollback"), dict):   # the rollback phase's outcome
+            self.rollback = data["rollback"]
         if status == "complete":
             self.output = data.get("output")
             for row in self._rows:
@@ -193,14 +198,21 @@ class Checklist:
             self.error = data.get("error")
             frames = data.get("traceback")
             self.error_traceback = frames if isinstance(frames, list) else None
-        elif status in ("queued", "running"):  # a restart runs again from the top
-            self.output = self.error = self.error_traceback = None
+        elif status in ("queued", "running") and "rollback" not in data:
+            # a restart runs again from the top (a rollback phase queues the instance too)
+            self.output = self.error = self.error_traceback = self.rollback = None
 
     def _row_for(self, key: StepKey) -> ChecklistStep:
         row = self._by_key.get(key)
         if row is not None:
             return row
         kind, name, count = key
+        if kind == "rollback":   # the rollback phase comes after every step, in its own order
+            row = self._new_row(kind, name, count, f"{ROLLBACK_MARK} rollback {name}", None)
+            self._rows.append(row)
+            self._by_key[key] = row
+            row.touched = True
+            return row
         row = self._new_row(kind, name, count, name, None)
         position = self._frontier
         for index in range(position, len(self._rows)):  # untouched outline rows only
@@ -253,7 +265,12 @@ class Checklist:
                 shown = f"{shown[:_OUTPUT_CHARS]}… ({len(shown)} characters)"
             return Text("output", style="ok"), Text(shown)
         if self.status == "errored" and self.error is not None:
-            return Text("error", style="error"), Text(_error_text(self.error), style="error")
+            text = Text(_error_text(self.error), style="error")
+            if self.rollback is not None:
+                text += Text(f"  ({_rollback_note(self.rollback)})", style="muted")
+            return Text("error", style="error"), text
+        if self.status == "terminated" and self.rollback is not None:
+            return Text("rollback", style="muted"), Text(_rollback_note(self.rollback))
         return None
 
     def _detail(self, row: ChecklistStep, now: int | None) -> Text:
@@ -433,6 +450,13 @@ _HANDLERS = {
 
 
 # ---- text helpers ------------------------------------------------------------------------------
+
+def _rollback_note(rollback: dict[str, Any]) -> str:
+    if rollback.get("outcome") == "complete":
+        return "rollback complete"
+    error = rollback.get("error")
+    return "rollback failed" + (f": {_error_text(error)}" if error else "")
+
 
 def _label(row: ChecklistStep) -> str:
     return row.label if row.count == 1 else f"{row.label} #{row.count}"

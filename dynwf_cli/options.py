@@ -81,6 +81,9 @@ TenantOfIdOption = Annotated[Optional[str], typer.Option(
     help="The tenant (its tenantId) that knows the instance as ID.")]
 TenantFilterOption = Annotated[Optional[str], typer.Option(
     "--tenant", "-t", metavar="TENANT", help="Only the instances of this tenant (its tenantId).")]
+#: the same filter, given several times (dynwf replay)
+TenantsFilterOption = Annotated[Optional[list[str]], typer.Option(
+    "--tenant", "-t", metavar="TENANT", help="Only the instances of this tenant (its tenantId).")]
 
 WorkflowOption = Annotated[Optional[str], typer.Option(
     "--workflow", "-w", metavar="NAME",
@@ -130,3 +133,30 @@ EventTypeOption = Annotated[str, typer.Option(
 StepTypeOption = Annotated[StepType, typer.Option(
     "--type", metavar="TYPE", case_sensitive=True,
     help="With --from: the kind of step, " + ", ".join(RESTART_STEP_TYPES) + " (default: do).")]
+
+
+class OutputFormat(str, Enum):
+    """``--format``'s choices, for the commands that check things (check, replay)."""
+
+    text = "text"
+    json = "json"
+    github = "github"
+
+
+FormatOption = Annotated[OutputFormat, typer.Option(
+    "--format", "-f", case_sensitive=False,
+    help="text for people, json for tools, github for GitHub Actions annotations.")]
+
+
+# ``--id`` names the id a new instance gets: the one dynwf run creates, or a rerun's.
+NewIdOption = Annotated[Optional[str], typer.Option(
+    "--id", help="The id the tenant gives it.")]
+RerunIdOption = Annotated[Optional[str], typer.Option(
+    "--id", metavar="NEW",
+    help="The new instance's id (the tenant's id, for a tenant's instance; default: random).")]
+
+# ``--from`` names the step a restart or a rerun runs again from.
+_FROM_HELP = "The name of the step to run again from; the steps reached before it keep their results."
+FromStepOption = Annotated[Optional[str], typer.Option("--from", metavar="STEP", help=_FROM_HELP)]
+RequiredFromStepOption = Annotated[str, typer.Option("--from", metavar="STEP", show_default=False,
+                                                     help=_FROM_HELP)]

@@ -24,9 +24,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
 
-from emulator import (ISOLATION, ISOLATIONS, HostOptions, ProjectConfig, ProjectHost, UsageError,
-                      VirtualClock, WorkflowBinding, WorkflowConfig, drive_to_end, find_config,
-                      load_config, parse_duration, states, to_datetime, waiting_event_types)
+from emulator import (ISOLATION, ISOLATIONS, HostOptions, ProjectConfig, ProjectHost,
+                      ReplayDivergedError, ReplayOutcome, UsageError, VirtualClock,
+                      WorkflowBinding, WorkflowConfig, drive_to_end, find_config, load_config,
+                      parse_duration, parse_history, replay_history, states, to_datetime,
+                      waiting_event_types)
 
 from dynwf_pytest.driver import driver_for
 from dynwf_pytest.introspection import (InstanceIntrospector, Modifier, Target,
@@ -282,6 +284,30 @@ class Emulator:
             if method == "GET":
                 method = "POST"
         return await self.host.fetch(Request(url, method=method, headers=headers, body=body))
+
+    async def replay(self, history: str | Path) -> ReplayOutcome:
+        """Replay a history file (``dynwf instances export``) against the project's current
+        code, answering every step from it (no body runs, nothing is written): a real run kept
+        as a regression test. Returns the outcome when compatible; raises
+        :class:`~emulator.errors.ReplayDivergedError` with the step expected, the step the code
+        runs now and its file and line otherwise. A relative path is read from the project."""
+        path = Path(history)
+        if not path.is_absolute() and not path.is_file():
+            path = self.root / path
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read the history {history}: {exc.strerror or exc}",
+                             hint="export one: dynwf instances export ID > FILE") from None
+        outcome = await replay_history(self.host, parse_history(text, where=str(history)))
+        if not outcome.ok:
+            where = outcome.path or outcome.file
+            raise ReplayDivergedError(
+                f"{history}: instance {outcome.instance} {outcome.verdict.replace('_', ' ')}: "
+                f"{outcome.message}" + (f" (at {where}:{outcome.line})" if where else ""),
+                hint="a compatible change keeps the recorded steps in their order; to move such "
+                     "an instance on, rerun it from the changed step (dynwf instances rerun)")
+        return outcome
 
     def introspect_instance(self, binding_or_tenant: Any, instance_id: str) -> InstanceIntrospector:
         """Like :func:`dynwf_pytest.introspect_instance`; a bare tenant id is this emulator's."""

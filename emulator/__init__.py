@@ -8,8 +8,9 @@ rich; the command line renders what it returns.
 Names load on first use (a module ``__getattr__``), never when the package is imported: an
 isolate's zygote imports ``emulator.rpc`` and ``emulator.sdk``, which runs this file first, and
 must not load the host, the dev server or the engine's store (whose SQLite tooling brings
-``ctypes``, a native-call capability no isolate may hold). ``dynwf --help`` loads what its
-commands import either way, so the face costs it nothing.
+``ctypes``, a native-call capability no isolate may hold). The command line imports only the
+invoked command's module, so a command loads the names it takes and nothing else of the package
+(``dynwf --help`` none of the engine's).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "DynwfError", "UsageError", "ConfigError", "ValidationError", "PayloadError",
         "PayloadTooLargeError", "InstanceError", "InstanceNotFoundError",
         "InstanceAlreadyExistsError", "InstanceFinishedError", "InvalidTransitionError",
-        "StepLimitError"),
+        "StepLimitError", "HistoryError", "ReplayDivergedError"),
     # a project: its wrangler file, its state folder, a new one from a template
     "emulator.project": ("DATABASE_NAME", "Project", "STATE_DIR_ENV", "STATE_DIR_NAME",
                          "open_project"),
@@ -41,6 +42,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     # the defaults every command and the plugin share
     "emulator.defaults": ("DEV_IP", "DEV_PORT", "ISOLATION", "ISOLATIONS", "POLL_MS"),
     "emulator.ops": ("InstanceOps", "StateNotFoundError"),
+    # changing tenant code safely: replay checks, histories as files
+    "emulator.replay": ("ReplayOutcome", "replay_history", "replay_project"),
+    "emulator.engine.history": ("History", "parse_history"),
     "emulator.engine": ("Engine", "WorkflowBinding"),
     "emulator.engine.stores": ("DATABASE_ENV",),
     "emulator.clock": ("Clock", "SystemClock", "VirtualClock", "to_datetime"),
@@ -64,6 +68,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "emulator.tracebacks": ("format_traceback",),
     # the kernel layers of isolation this machine can put in place
     "emulator.isolates.sandbox": ("Layers", "describe_missing", "missing_layers"),
+    # a command about to start a host: its isolates' zygote started first, to boot meanwhile
+    "emulator.isolates.early": ("start_isolates_early", "stop_unadopted"),
 }
 
 #: Modules offered whole: vocabularies of named constants.

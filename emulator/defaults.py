@@ -69,3 +69,7 @@ RETRY_IN_INVOCATION_MS: Final = 5 * 60_000
 DEV_IP: Final = "127.0.0.1"
 #: The port ``wrangler dev`` uses, so a project's scripts and habits carry over.
 DEV_PORT: Final = 8787
+
+#: The workflow ``dynwf dev``'s playground runs scratch tenants through (server/playground.py):
+#: its code lives in the state folder, so only a dev server can run (or replay) its instances.
+PLAYGROUND_WORKFLOW: Final = "__playground"

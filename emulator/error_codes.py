@@ -133,6 +133,12 @@ class Code(StrEnum):
                           "an instance of a workflow the engine has no definition of")
     REPLAY_MISMATCH = ("replay.mismatch", 500, EXIT_FAILED, False,
                        "the code reached a step other than the one the instance recorded")
+    REPLAY_DIVERGED = ("replay.diverged", 500, EXIT_FAILED, False,
+                       "a recorded history replayed against the current code reaches another "
+                       "step than it recorded (dynwf replay, the pytest plugin's replay)")
+    HISTORY_INVALID = ("history.invalid", 400, EXIT_FAILED, False,
+                       "a history file to import or replay is not the documented format, or holds "
+                       "a value out of range")
     STEP_LIMIT_EXCEEDED = ("step.limit_exceeded", 500, EXIT_FAILED, False,
                            "the instance reached its limit of steps")
     STEP_NOT_SERIALISABLE = ("step.not_serialisable", 500, EXIT_FAILED, False,

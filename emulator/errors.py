@@ -223,6 +223,20 @@ class StepLimitError(DynwfError):
                          "changed in your worker configuration.")
 
 
+
+class HistoryError(ValidationError):
+    """A history file (``dynwf instances import``, ``dynwf replay --history``) that is not the
+    documented format: nothing was written."""
+
+    code = Code.HISTORY_INVALID
+
+
+class ReplayDivergedError(DynwfError):
+    """A recorded history, replayed against the current code, left the path it recorded."""
+
+    code = Code.REPLAY_DIVERGED
+
+
 #: This module's class for each code (the first, where a subclass keeps its parent's): an error
 #: sent over RPC with one of these codes is rebuilt as its class. These are the errors of the APIs
 #: tenant code calls; any other comes back as the RPC's ``RemoteError``, carrying its code.
@@ -244,6 +258,7 @@ __all__ = [
     "InstanceFinishedError", "InstanceNotFoundError", "InstanceNotRunningError",
     "InvalidEventTypeError", "InvalidIdError", "InvalidStepNameError", "InvalidTransitionError",
     "NotSerialisableError", "PayloadError", "PayloadTooDeepError", "PayloadTooLargeError",
-    "StepCallError", "StepConfigError", "StepLimitError", "UnknownStatusError", "UsageError",
-    "ValidationError", "class_of",
+    "HistoryError", "ReplayDivergedError", "StepCallError", "StepConfigError", "StepLimitError",
+    "UnknownStatusError", "UsageError", "ValidationError", "class_of",
 ]
+

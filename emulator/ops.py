@@ -25,7 +25,10 @@ from emulator.rules.durations import format_ms
 from emulator.rules import states
 from emulator.rules.values import display_json
 from emulator.clock import Clock, SystemClock
-from emulator.engine.control import Control, check_batch_ids
+from emulator.engine.control import (Control, check_batch_ids, parse_restart_options,
+                                     rollback_status)
+from emulator.engine.history import import_history_txn, parse_history, read_history
+from emulator.engine.history import to_json as history_json
 from emulator.rules.limits import is_valid_id
 from emulator.engine.store import InstanceRow, StepRow, Store, TimerRow
 from emulator.engine.stores import open_store as open_store_at, sqlite_path
@@ -227,6 +230,12 @@ class InstanceOps:
         """Ops on the project's state file (which must exist); close() when done."""
         return cls(open_store(project), clock, tenants_dir=project.tenants_dir)
 
+    @classmethod
+    def create(cls, project: Project, clock: Clock | None = None) -> "InstanceOps":
+        """Ops on the project's database (``--database``, else the state folder's file, made when
+        there is none yet: an import into a new state folder); close() when done."""
+        return cls(open_store_at(project.store_url), clock, tenants_dir=project.tenants_dir)
+
     def close(self) -> None:
         self.store.close()
 
@@ -270,26 +279,41 @@ class InstanceOps:
             "output": public["output"], "error": public["error"],
             # the user's frames run() raised its error from (emulator/tracebacks.py's shape)
             "error_traceback": json.loads(row.error_traceback) if row.error_traceback else None,
+            # the rollback phase as status() shows it; absent when none began
+            **({"rollback": rollback_status(row.rollback)} if row.rollback is not None else {}),
             "started_at": row.started_at, "ended_at": row.ended_at,
             "steps": [_step(step, attempts.get(step.key, []))
                       for step in self.store.list_steps(row.id)],
             "timers": [_timer(timer, now) for timer in self.store.timers_of(row.id)],
             "events_buffered": sum(buffered.values()), "events_buffered_by_type": buffered,
             "current_code_version": self._current_code_version(tenant_of(metadata)),
+            **self._rerun_links(row),
             "now": now,
         }
+
+    def _rerun_links(self, row: InstanceRow) -> dict[str, Any]:
+        """What a rerun knows of its original, and the original of its reruns."""
+        rerun_of, rerun_from = self.store.rerun_link(row.id)
+        return {"rerun_of": rerun_of,
+                "rerun_from": json.loads(rerun_from) if rerun_from else None,
+                "reruns": [{"id": key, "from": json.loads(start) if start else None,
+                            "status": status}
+                           for key, start, status in self.store.reruns_of(row.id)]}
 
     def _current_code_version(self, tenant: str | None) -> str | None:
         """The fingerprint of ``tenants/<tenant>/`` now, as the template's dispatcher loads it
         (every ``.py`` file, keyed by its path in the folder); None when there is no such folder."""
+        modules = self._tenant_modules(tenant)
+        return code_fingerprint(modules) if modules else None
+
+    def _tenant_modules(self, tenant: str | None) -> dict[str, str] | None:
         if self.tenants_dir is None or not tenant or not is_valid_id(str(tenant)):
             return None             # a tenant id that is not an id never names a folder
         folder = self.tenants_dir / str(tenant)
         if not folder.is_dir():
             return None
-        modules = {path.relative_to(folder).as_posix(): path.read_text(encoding="utf-8")
-                   for path in sorted(folder.rglob("*.py")) if "__pycache__" not in path.parts}
-        return code_fingerprint(modules) if modules else None
+        return {path.relative_to(folder).as_posix(): path.read_text(encoding="utf-8")
+                for path in sorted(folder.rglob("*.py")) if "__pycache__" not in path.parts}
 
     def logs(self, given: str, *, tenant: str | None = None, workflow: str | None = None,
              after_seq: int | None = None) -> dict[str, Any]:
@@ -340,10 +364,15 @@ class InstanceOps:
         return self._result(row, status=self.control.resume(row.id))
 
     def terminate(self, given: str, *, tenant: str | None = None,
-                  workflow: str | None = None) -> dict[str, Any]:
+                  workflow: str | None = None, rollback: bool = False) -> dict[str, Any]:
+        """Stop the instance for good; with ``rollback``, an engine first runs the rollback
+        handlers of its steps (docs/semantics.md, "Rollbacks"), and the result says so."""
         row = self.resolve(given, tenant, workflow)
-        self.control.terminate(row.id)
-        return self._result(row)
+        self.control.terminate(row.id, rollback=rollback)
+        result = self._result(row)
+        if rollback:
+            result["rollback"] = "pending" if result["status"] == states.QUEUED else "none"
+        return result
 
     def restart(self, given: str, *, tenant: str | None = None,
                 workflow: str | None = None,
@@ -359,6 +388,45 @@ class InstanceOps:
                               "type": start_from.get("type", "do")}
             result["steps_kept"] = len(self.store.list_steps(row.id))
         return result
+
+    def rerun(self, given: str, start_from: dict[str, Any], *, tenant: str | None = None,
+              workflow: str | None = None, new_id: str | None = None,
+              output: str | None = None) -> dict[str, Any]:
+        """A new instance with the original's history up to and excluding ``start_from``
+        (``{"name", "count"?, "type"?}``), optionally that step's result replaced by ``output``
+        (JSON text), continuing with the current code; the original is untouched."""
+        row = self.resolve(given, tenant, workflow)
+        start = parse_restart_options({"from": start_from})
+        key = self.control.rerun(row.id, start, new_id=new_id, output=output)
+        new = self.store.get_instance(key)
+        result = self._result(new)
+        result["rerun_of"] = self._result(row, status=self.store.get_instance(row.id).status)
+        result["from"] = {"name": start.name, "count": start.count, "type": start.type}
+        result["steps_kept"] = len(self.store.list_steps(key))
+        result["output_replaced"] = output is not None
+        return result
+
+    def export(self, given: str, *, tenant: str | None = None,
+               workflow: str | None = None) -> dict[str, Any]:
+        """The instance's history in the documented file format (``engine/history.py``); with
+        the tenant's modules when ``tenants/<tenant>/`` is still the code it started on."""
+        row = self.resolve(given, tenant, workflow)
+        history = read_history(self.store, row.id)
+        metadata, _params = envelope_of(row)
+        modules = self._tenant_modules(tenant_of(metadata))
+        if modules and row.code_version and code_fingerprint(modules) == row.code_version:
+            history.source = {"fingerprint": row.code_version, "modules": modules}
+        return history_json(history)
+
+    def import_history(self, text: str | bytes, *, where: str = "the history") -> dict[str, Any]:
+        """Write a history file's instance into this store: checked whole first, then written in
+        one transaction (nothing half-written on failure)."""
+        history = parse_history(text, where=where)
+        with self.store.write():
+            key = import_history_txn(self.store, history, self.clock.now_ms())
+        self.control.on_change(key, "created")
+        return {**self._result(self.store.get_instance(key)),
+                "steps": len(history.steps)}
 
     def delete(self, given: str, *, tenant: str | None = None,
                workflow: str | None = None) -> dict[str, Any]:
@@ -521,6 +589,8 @@ def _step(step: StepRow, failed_attempts: list[dict[str, Any]]) -> dict[str, Any
         # {"attempt", "error": {"name", "message", "traceback"?}, "at"}
         "failed_attempts": failed_attempts,
         "started_at": step.started_at, "ended_at": step.ended_at,
+        # a do step that registered a rollback handler (a rollback step is kind "rollback")
+        "has_rollback": step.rollback is not None,
     }
 
 

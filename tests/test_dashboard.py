@@ -285,3 +285,70 @@ def test_the_instance_page_says_what_applies_asks_before_losing_work_and_marks_t
             assert page.evaluate("document.documentElement.scrollWidth") <= 380
         finally:
             browser.close()
+
+
+PAYER = '''
+from workers import WorkflowEntrypoint
+from workers.workflows import NonRetryableError
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("reserve")
+        async def reserve():
+            return {"held": 5}
+
+        @step.do("charge")
+        async def charge(reserve):
+            raise NonRetryableError("gateway refused")
+
+        return await charge()
+'''
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(),
+                    reason="Debian's Chromium is not installed at /usr/bin/chromium")
+def test_rerun_from_here_on_a_step_makes_a_new_instance_that_continues_on_the_current_code(
+        tmp_path, servers):
+    """docs/semantics.md §4.10: every recorded step of the timeline offers "rerun from here";
+    confirmed, a new instance keeps the steps before it, runs the fixed code and completes, and
+    each instance's page links to the other."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    project = copy_hello(tmp_path)
+    (project / "tenants" / "payer").mkdir()
+    index = project / "tenants" / "payer" / "index.py"
+    index.write_text(PAYER)
+    dev = start(servers, project)
+    token = token_of(project)
+    assert call(dev, "POST", f"{API}/instances", {"tenant": "payer", "id": "pay-1"},
+                token=token)[0] == 201
+    # the route checks its input before anything is written
+    status, body = call(dev, "POST", f"{API}/instances/pay-1/rerun", {"from": "charge"},
+                        token=token)
+    assert status == 400 and "from" in body["error"]["message"]
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                             headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(20_000)
+            page.goto(dev.url + "/__dynwf/#/instances/pay-1")
+            expect(page.locator("#instance-status")).to_have_text("errored", timeout=30_000)
+            expect(page.locator("#checklist button.rerun")).to_have_count(2)
+            index.write_text(PAYER.replace('raise NonRetryableError("gateway refused")',
+                                           'return {"paid": reserve["held"]}'))
+            page.locator('[data-step="charge"] button.rerun').click()
+            expect(page.locator("#confirm")).to_contain_text('Rerun from "charge"?')
+            page.click("#confirm-yes")
+            page.wait_for_url(re.compile(r"#/instances/[0-9a-f]{12}-[0-9a-f]{32}$"))
+            expect(page.locator("#instance-status")).to_have_text("complete", timeout=30_000)
+            expect(page.locator("#instance-output")).to_contain_text('"paid": 5')
+            expect(page.locator("#rerun-of")).to_contain_text("pay-1")
+            expect(page.locator("#rerun-of")).to_contain_text("from charge")
+            expect(page.locator('[data-step="reserve"]')).to_have_attribute("data-state", "done")
+            page.locator("#rerun-of a").click()
+            expect(page.locator("#instance-status")).to_have_text("errored")
+            expect(page.locator("#reruns")).to_contain_text("from charge (complete)")
+        finally:
+            browser.close()

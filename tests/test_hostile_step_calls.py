@@ -62,6 +62,11 @@ def value_attacks(stub):
                                                       True, -1),
         "retry delay for a fixed delay": lambda: stub.settle(["do", "d", 1], 1, CONFIG, None,
                                                              FAILED, True, 1000),
+        "a rollback attempt outside a rollback phase": lambda: stub.begin(["rollback", "x", 1], 1,
+                                                                          CONFIG),
+        "a rollback config with sensitive": lambda: stub.begin(
+            ["do", "x", 1], 1, CONFIG, json.dumps({**json.loads(CONFIG), "sensitive": "output"})),
+        "ending a rollback phase there is not": lambda: stub.end_rollbacks(),
     }
 
 
@@ -75,7 +80,8 @@ TYPE_ATTACKS = {
     "an attempt as text": lambda stub: stub.begin(["do", "x", 1], "1", CONFIG),
     "a traceback entry that is text": lambda stub: stub.settle(
         ["do", "e", 1], 1, CONFIG, None, {"name": "E", "message": "m", "traceback": ["x"]}, True),
-    "one argument too many": lambda stub: stub.begin(["do", "x", 1], 1, CONFIG, "extra"),
+    "one argument too many": lambda stub: stub.begin(["do", "x", 1], 1, CONFIG, None, "extra"),
+    "a rollback config that is a number": lambda stub: stub.begin(["do", "x", 1], 1, CONFIG, 5),
     "an unknown step kind": lambda stub: stub.begin(["jump", "x", 1], 1, CONFIG),
     "a retry delay as text": lambda stub: stub.settle(["do", "d", 1], 1, DYNAMIC, None,
                                                       FAILED, True, "1000"),
@@ -198,6 +204,14 @@ def test_values_the_platform_refuses_raise_its_errors_and_store_nothing(project,
         "retry delay for a fixed delay": ("StepCallError", "step.invalid_call",
                                           "only a retryable failure of a step whose "
                                           "retries.delay is a function has one"),
+        # docs/semantics.md §2.12: a handler runs only in a rollback phase; its config is
+        # retries and timeout only
+        "a rollback attempt outside a rollback phase": ("StepCallError", "step.invalid_call",
+                                                        "the instance is not in a rollback phase"),
+        "a rollback config with sensitive": ("StepConfigError", "step.invalid_config",
+                                             "takes only 'retries' and 'timeout'"),
+        "ending a rollback phase there is not": ("StepCallError", "step.invalid_call",
+                                                 "the instance is not in a rollback phase"),
     }
     for name, (kind, code, fragment) in expected.items():
         got_kind, got_code, message = outcomes[name]
@@ -217,7 +231,8 @@ def test_values_the_platform_refuses_raise_its_errors_and_store_nothing(project,
     ("a result and an error", "settle needs either a result or an error"),
     ("an attempt as text", "an attempt number is a str, not int"),
     ("a traceback entry that is text", "a traceback entry is a str, not an object"),
-    ("one argument too many", "a call of StepBackendTarget.begin with 4 arguments (it takes 3"),
+    ("one argument too many", "a call of StepBackendTarget.begin with 5 arguments (it takes"),
+    ("a rollback config that is a number", "a rollback config is a int, not str"),
     ("an unknown step kind", "step kind 'jump' is not one of do, sleep, wait"),
     ("a retry delay as text", "a retry delay is a str, not int"),
 ])

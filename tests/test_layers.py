@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("emulator.engine",),
     ("emulator.isolates", "emulator.loader"),
     ("emulator.project", "emulator.templates", "emulator.host"),
-    ("emulator.ops", "emulator.runner", "emulator.analysis"),
+    ("emulator.ops", "emulator.runner", "emulator.replay", "emulator.analysis"),
     ("emulator.server",),
     ("dynwf_cli", "dynwf_pytest", "emulator"),
 )

@@ -9,15 +9,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import replace
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.text import Text
 
+from dynwf_cli.commands import COMMANDS
 from dynwf_cli.console import console, err_console
-from dynwf_cli.options import ConfigOption
+from dynwf_cli.options import ConfigOption, FormatOption, OutputFormat
 from emulator import DEFAULT_ENTRY_CLASS, CheckReport, Diagnostic, Project, run_check
 
 HELP = """Check a project without running it: the wrangler file, the dispatcher module, every
@@ -33,12 +33,6 @@ Example:
 """
 
 
-class OutputFormat(str, Enum):
-    text = "text"
-    json = "json"
-    github = "github"
-
-
 def check(
     config: ConfigOption = None,
     tenants: Optional[Path] = typer.Option(
@@ -47,9 +41,7 @@ def check(
     entrypoint: str = typer.Option(
         DEFAULT_ENTRY_CLASS, "--entrypoint", metavar="CLASS",
         help="The class each tenant's index.py must define."),
-    output: OutputFormat = typer.Option(
-        OutputFormat.text, "--format", "-f", case_sensitive=False,
-        help="text for people, json for tools, github for GitHub Actions annotations."),
+    output: FormatOption = OutputFormat.text,
     strict: bool = typer.Option(False, "--strict", help="Fail (exit 1) on warnings too."),
 ) -> None:
     report = run_check(config, tenants_dir=tenants, entry_class=entrypoint)
@@ -78,8 +70,10 @@ def _print_plain(text: str) -> None:
 def refuse_check_errors(project: Project, *, command: str, tenant: str | None = None) -> None:
     """Exit 1 with the findings of ``dynwf check`` when any is an error that would make
     ``command`` fail, before anything starts: the wrangler file's, the dispatcher's, and those of
-    ``tenant`` (every tenant's when None would be too strict: ``dev`` serves the others on)."""
-    report = run_check(project.config.path)
+    ``tenant`` (every tenant's when None would be too strict: ``dev`` serves the others on).
+    The other tenants' folders are not read, nor the wrangler file again."""
+    report = run_check(project.config.path, config=project.config,
+                       tenants=() if tenant is None else (tenant,))
     relevant = [d for d in report.diagnostics if _concerns(d, tenant)]
     errors = sum(d.severity == "error" for d in relevant)
     if not errors:
@@ -154,4 +148,4 @@ def _escape_property(text: str) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("check", help=HELP)(check)
+    app.command("check", help=HELP, short_help=COMMANDS["check"])(check)

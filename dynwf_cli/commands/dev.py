@@ -25,6 +25,7 @@ from rich.live import Live
 from rich.text import Text
 
 from dynwf_cli.checklist import Checklist, to_ndjson
+from dynwf_cli.commands import COMMANDS
 from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.console import console
 from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, DatabaseOption, IpOption,
@@ -323,6 +324,26 @@ class _PlainOutput(_Output):
         else:
             self._print(Text(f"dispatcher not reloaded, the previous code keeps serving: "
                              f"{event.error}", style="error"))
+        self._replay_lines(event)
+
+    def _replay_lines(self, event: ReloadEvent) -> None:
+        """Which in-flight instances the new code would break, before they wake on it."""
+        if not event.replay and not event.unchecked:
+            return
+        breaking = event.breaking
+        checked = len(event.replay)
+        more = f" ({event.unchecked} more not checked)" if event.unchecked else ""
+        if not breaking:
+            self._print(Text(f"  replay: the new code is compatible with the {checked} in-flight "
+                             f"instance(s){more}", style="muted"))
+            return
+        self._print(Text(f"  replay: the new code would break {len(breaking)} of {checked} "
+                         f"in-flight instance(s){more}:", style="error"))
+        for outcome in breaking:
+            where = outcome.path or outcome.file
+            self._print(Text(f"    {outcome.instance} {outcome.verdict.replace('_', ' ')}: "
+                             f"{outcome.message}" + (f" (at {where}:{outcome.line})"
+                                                     if where else ""), style="error"))
 
     def progress(self, event: Progress) -> None:
         _emit(to_ndjson(event))
@@ -442,4 +463,4 @@ def _relative(path: Path) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("dev", help=HELP, short_help="Serve the project locally with hot reload.")(dev)
+    app.command("dev", help=HELP, short_help=COMMANDS["dev"])(dev)

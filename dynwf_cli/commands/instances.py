@@ -21,10 +21,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from dynwf_cli.checklist import GLYPHS
+from dynwf_cli.checklist import GLYPHS, ROLLBACK_MARK
+from dynwf_cli.commands import COMMANDS
 from dynwf_cli.console import THEME, console
 from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, EventTypeOption,
-                               FollowInstanceOption, JsonOption, StateDirOption, DatabaseOption, StepType,
+                               DatabaseOption, FollowInstanceOption, FromStepOption, JsonOption,
+                               RequiredFromStepOption, RerunIdOption, StateDirOption, StepType,
                                StepTypeOption, TenantFilterOption, TenantOfIdOption,
                                TimeoutOption, WaitOption, WorkflowFilterOption,
                                WorkflowOfIdOption)
@@ -38,7 +40,8 @@ UNLIMITED_WIDTH = 100_000
 _RESULT_CHARS = 200  # step results may be up to 1 MiB; --json has all of it
 
 HELP = f"""List, inspect and control workflow instances: pause, resume, terminate, restart (from a
-step), delete, send events, wake sleepers, read logs.
+step), rerun from a step as a new instance, export and import histories, delete, send events,
+wake sleepers, read logs.
 
 The commands act on the project's state file ({STATE_DIR_NAME}/{DATABASE_NAME} beside the
 config) whether or not dynwf dev is running; a running engine notices within {POLL_MS} ms.
@@ -207,6 +210,16 @@ def _print_description(info: dict[str, Any]) -> None:
         fields.add_row("code", code)
     fields.add_row("created", _when(info["created_at"]))
     fields.add_row("updated", _when(info["updated_at"]))
+    if info.get("rerun_of"):
+        start = info.get("rerun_from") or {}
+        fields.add_row("rerun of", Text(info["rerun_of"], style="bold") + Text(
+            f"  from {start.get('kind', 'do')} '{start.get('name')}' #{start.get('count', 1)}"
+            + (" (its output replaced)" if start.get("output_replaced") else ""), style="muted"))
+    for rerun in info.get("reruns") or []:
+        start = rerun.get("from") or {}
+        fields.add_row("rerun", Text(rerun["id"], style="bold") + Text(
+            f"  from {start.get('kind', 'do')} '{start.get('name')}' #{start.get('count', 1)} "
+            f"({rerun['status']})", style="muted"))
     if info["metadata"] is not None and set(info["metadata"]) != {"tenantId"}:
         fields.add_row("metadata", _json_text(info["metadata"]))
     fields.add_row("params", _json_text(info["params"]))
@@ -218,6 +231,8 @@ def _print_description(info: dict[str, Any]) -> None:
             fields.add_row("", Text("\n".join(["run() raised it (most recent call last):",
                                                *format_traceback(info["error_traceback"])]),
                                     style="muted"))
+    if "rollback" in info:
+        fields.add_row("rollback", _rollback_text(info["rollback"]))
     console.print(fields)
 
     console.print()
@@ -234,6 +249,10 @@ def _print_description(info: dict[str, Any]) -> None:
         for step in info["steps"]:
             state = _STEP_STATES.get(step["status"], "pending")
             label = step["name"] if step["count"] == 1 else f"{step['name']} #{step['count']}"
+            if step["kind"] == "rollback":
+                label = f"{ROLLBACK_MARK} {label}"
+            elif step.get("has_rollback"):
+                label += f"  ({ROLLBACK_MARK} has rollback)"
             steps.add_row(Text(" " + GLYPHS[state], style=f"step.{state}"), step["kind"], label,
                           Text(step["status"], style=f"step.{state}"), _step_detail(step))
             for line in _attempt_lines(step):
@@ -262,9 +281,21 @@ def _print_description(info: dict[str, Any]) -> None:
         console.print(Text(f"events buffered: {info['events_buffered']} ({by_type})"))
 
 
+def _rollback_text(rollback: dict[str, Any] | None) -> Text:
+    """The instance's rollback phase: under way, complete, or failed with the handler's error."""
+    if rollback is None:
+        return Text("running its rollback handlers", style="warning")
+    if rollback["outcome"] == "complete":
+        return Text("complete: every handler ran", style="ok")
+    text = Text("failed", style="error")
+    if rollback.get("error"):
+        text += Text(f": {_error_line(rollback['error'])}", style="error")
+    return text
+
+
 def _step_detail(step: dict[str, Any]) -> Text:
     parts: list[Text] = []
-    if step["kind"] == "do" and step["attempts"]:
+    if step["kind"] in ("do", "rollback") and step["attempts"]:
         parts.append(Text(f"{step['attempts']} attempt{'s' if step['attempts'] != 1 else ''}",
                           style="muted"))
     if step["kind"] == "sleep" and step["requested_ms"] is not None:
@@ -374,12 +405,50 @@ _control_command(
     "dynwf instances resume order-1 --tenant acme --wait", "resumed",
     lambda ops, instance, tenant, workflow: ops.resume(instance, tenant=tenant,
                                                         workflow=workflow), waits=True)
-_control_command(
-    "terminate", "Stop an instance for good (status terminated). Refused for an instance that "
-    "already finished.",
-    "dynwf instances terminate order-1 --tenant acme", "terminated",
-    lambda ops, instance, tenant, workflow: ops.terminate(instance, tenant=tenant,
-                                                        workflow=workflow))
+
+
+@instances_app.command("terminate", help=_help(
+    "Stop an instance for good (status terminated). Refused for an instance that already "
+    "finished. With --rollback, a running dynwf dev first runs the rollback handlers of its "
+    "steps, latest-started first, then terminates it; --wait waits for that.",
+    "dynwf instances terminate order-1 --tenant acme --rollback --wait"))
+def terminate_command(
+    instance: IdArgument,
+    tenant: TenantOfIdOption = None,
+    workflow: WorkflowOfIdOption = None,
+    rollback: Annotated[bool, typer.Option(
+        "--rollback", help="Run the rollback handlers of the instance's steps before it ends "
+                           "(none registered: a plain terminate).")] = False,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = WAIT_TIMEOUT_S,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    with _ops(config, state_dir, database) as ops:
+        result = ops.terminate(instance, tenant=tenant, workflow=workflow, rollback=rollback)
+        pending = result.get("rollback") == "pending"
+        if not (wait and as_json):
+            _print_outcome(result, "rolling back, then terminating" if pending else "terminated",
+                           as_json)
+        if not (wait and pending):
+            return
+        final = ops.settle(result["id"], workflow=result.get("workflow"), timeout_s=timeout)
+        final["rollback"] = ops.control.status(final["id"]).get("rollback")
+        if as_json:
+            _print_json(final)
+        else:
+            _print_outcome(final, "now", False)
+            outcome = final["rollback"]
+            if outcome is not None:
+                style = "ok" if outcome["outcome"] == "complete" else "error"
+                line = f"  rollback: {outcome['outcome']}"
+                if outcome.get("error"):
+                    line += f" ({_error_line(outcome['error'])})"
+                console.print(Text(line, style=style), soft_wrap=True)
+    if final["rollback"] is None or final["rollback"]["outcome"] != "complete":
+        raise typer.Exit(1)
 
 
 @instances_app.command("restart", help=_help(
@@ -390,9 +459,7 @@ _control_command(
     "dynwf instances restart order-1 --tenant acme --from charge --count 1 --type do --wait"))
 def restart_command(
     instance: IdArgument,
-    start_from: Annotated[Optional[str], typer.Option(
-        "--from", metavar="STEP",
-        help="The name of the step to run again from; earlier steps keep their results.")] = None,
+    start_from: FromStepOption = None,
     count: Annotated[Optional[int], typer.Option(
         "--count", metavar="N", min=1,
         help="With --from: which occurrence of that step name, from 1 (default: 1).")] = None,
@@ -419,6 +486,87 @@ def restart_command(
             f"restarted from {target['type']} '{start_from}' #{target['count']} " \
             f"({result['steps_kept']} step{'s' * (result['steps_kept'] != 1)} kept)"
         _report_change(ops, result, verb, as_json, wait=wait, timeout=timeout)
+
+
+@instances_app.command("rerun", help=_help(
+    "Make a NEW instance from this one's history: the steps it reached before STEP keep their "
+    "results (with --output, STEP itself too, with that result), and the new instance continues "
+    "from there with the code the tenant runs now. The original is not touched; each names the "
+    "other (describe, the dashboard). The new id is printed (--id to choose the tenant's id)."
+    + _WAIT_HELP,
+    "dynwf instances rerun order-1 --tenant acme --from charge --id order-1-fixed --wait\n  "
+    "dynwf instances rerun order-1 --tenant acme --from charge --output '{\"paid\": true}'"))
+def rerun_command(
+    instance: IdArgument,
+    start_from: RequiredFromStepOption,
+    index: Annotated[int, typer.Option(
+        "--index", metavar="N", min=1,
+        help="Which occurrence of that step name, from 1.")] = 1,
+    step_type: StepTypeOption = StepType("do"),
+    output: Annotated[Optional[str], typer.Option(
+        "--output", metavar="JSON",
+        help="Keep STEP (a do step) as done with this result instead of running it.")] = None,
+    new_id: RerunIdOption = None,
+    tenant: TenantOfIdOption = None,
+    workflow: WorkflowOfIdOption = None,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = WAIT_TIMEOUT_S,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    chosen_type = step_type.value if isinstance(step_type, StepType) else str(step_type)
+    target = {"name": start_from, "count": index, "type": chosen_type}
+    with _ops(config, state_dir, database) as ops:
+        result = ops.rerun(instance, target, tenant=tenant, workflow=workflow, new_id=new_id,
+                           output=output)
+        kept = result["steps_kept"]
+        original = result["rerun_of"]
+        verb = (f"rerun of {original['tenant_instance_id'] or original['id']} from "
+                f"{chosen_type} '{start_from}' #{index} ({kept} step{'s' * (kept != 1)} kept"
+                + (", its output replaced" if output is not None else "") + "):")
+        _report_change(ops, result, verb, as_json, wait=wait, timeout=timeout)
+
+
+@instances_app.command("export", help=_help(
+    "Print an instance's history as JSON (the documented format dynwf.history, version 1): "
+    "params, every step with its attempts, result or error, buffered events, timers, the code "
+    "fingerprint and, when tenants/<tenant>/ is still the code it started on, that source. Keep "
+    "it as a test fixture (the pytest plugin's replay), replay it (dynwf replay --history), or "
+    "import it elsewhere. Sensitive step outputs are in it as they are: replay needs them.",
+    "dynwf instances export order-42 --tenant acme > tests/histories/order-42.json"))
+def export_command(
+    instance: IdArgument,
+    tenant: TenantOfIdOption = None,
+    workflow: WorkflowOfIdOption = None,
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    with _ops(config, state_dir, database) as ops:
+        history = ops.export(instance, tenant=tenant, workflow=workflow)
+    sys.stdout.write(json.dumps(history, indent=2, ensure_ascii=False) + "\n")
+
+
+@instances_app.command("import", help=_help(
+    "Write the instance of a history file (dynwf instances export) into this project's state: "
+    "everything is checked first (format, types, sizes, ids, step names), then written in one "
+    "transaction, so a refused file leaves nothing behind. An instance that was running is "
+    "queued, to be replayed from its last committed step.",
+    "dynwf instances import history.json --state-dir /tmp/other"))
+def import_command(
+    file: Annotated[Path, typer.Argument(metavar="FILE", exists=True, dir_okay=False,
+                                         show_default=False, help="The history file.")],
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    project = open_project(config, state_dir, database=database)
+    with InstanceOps.create(project) as ops:
+        result = ops.import_history(file.read_bytes(), where=str(file))
+    _print_outcome(result, f"imported {result['steps']} step(s) as", as_json)
 
 
 @instances_app.command("delete", help=_help(
@@ -640,4 +788,4 @@ def _print_plain(text: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(instances_app, name="instances", help=HELP)
+    app.add_typer(instances_app, name="instances", help=HELP, short_help=COMMANDS["instances"])

@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from dynwf_cli.commands import COMMANDS
 from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.options import (ConfigOption, IpOption, MaxInflightOption, MaxQueuedOption,
                                PortOption, StateDirOption, DatabaseOption, VarOption)
@@ -171,5 +172,4 @@ async def _serve(project: Project, sock, log: JsonLog, *, token: str | None,
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve", help=HELP, short_help="Run the project in production (health, "
-                                               "metrics, graceful stop).")(serve)
+    app.command("serve", help=HELP, short_help=COMMANDS["serve"])(serve)

@@ -137,6 +137,9 @@ def _check_step_call(call: ast.Call, method: str, file: str) -> list[Diagnostic]
         config = next((kw.value for kw in call.keywords if kw.arg == "config"), None)
         if config is not None:
             findings += _check_step_config(config, _literal_name(call), file)
+        rollback = next((kw.value for kw in call.keywords if kw.arg == "rollback_config"), None)
+        if rollback is not None:
+            findings += _check_step_config(rollback, _literal_name(call), file, rollback=True)
     return findings
 
 
@@ -193,10 +196,12 @@ def _check_event_type(node: ast.expr | None, file: str) -> list[Diagnostic]:
     return []
 
 
-def _check_step_config(node: ast.expr, step_name: str | None, file: str) -> list[Diagnostic]:
+def _check_step_config(node: ast.expr, step_name: str | None, file: str, *,
+                       rollback: bool = False) -> list[Diagnostic]:
     """Durations inside the dict are judged one by one (DW303/DW304, at their own line); the
     rest of the config only when all of it is literal (DW305), with bad durations set aside so
-    that one mistake is reported once."""
+    that one mistake is reported once. A ``rollback_config`` takes only retries and timeout
+    (docs/semantics.md §2.12)."""
     findings: list[Diagnostic] = []
     timeout, retries = _dict_item(node, "timeout"), _dict_item(node, "retries")
     delay = _dict_item(retries, "delay") if retries is not None else None
@@ -205,8 +210,15 @@ def _check_step_config(node: ast.expr, step_name: str | None, file: str) -> list
     config = literal_value(_with_delay_function_set_aside(node, retries, delay))
     if config is NOT_LITERAL:
         return findings
-    label = f'step config for "{step_name}"' if step_name else "step config"
-    for problem in step_config_problems(_without_bad_durations(config)):
+    what = "rollback config" if rollback else "step config"
+    label = f'{what} for "{step_name}"' if step_name else what
+    problems = step_config_problems(_without_bad_durations(config))
+    if rollback and isinstance(config, dict):
+        problems = [f"unknown key '{key}' (allowed: retries, timeout)"
+                    for key in config if key not in ("retries", "timeout")] + \
+            [p for p in problems if not p.startswith("unknown key 'sensitive'")
+             and "sensitive may only" not in p]
+    for problem in problems:
         findings.append(at(node, "DW305", "error", f"{label} is invalid: {problem}", file,
                            hint=_DOCS_RETRIES))
     return findings

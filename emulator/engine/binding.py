@@ -36,8 +36,11 @@ class WorkflowInstance:
     async def resume(self) -> None:
         self._engine.control.resume(self.key)
 
-    async def terminate(self) -> None:
-        self._engine.control.terminate(self.key)
+    async def terminate(self, options: Any = None, *, rollback: Any = None) -> None:
+        """Stop the instance; ``terminate(rollback=True)`` or ``terminate({"rollback": True})``
+        runs its rollback handlers first (docs/semantics.md, "Rollbacks")."""
+        from emulator.engine.control import terminate_rollback
+        self._engine.control.terminate(self.key, rollback=terminate_rollback(options, rollback))
 
     async def restart(self, options: dict[str, Any] | None = None) -> None:
         """Run again from the top, or with ``{"from": {"name", "count"?, "type"?}}`` from that

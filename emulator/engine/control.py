@@ -17,7 +17,7 @@ from emulator.rules import states
 from emulator.clock import Clock
 from emulator.rules.limits import (MAX_BATCH, MAX_ID_LENGTH, MAX_PAYLOAD_BYTES, check_event_type,
                                    check_instance_id, check_step_name, encode_json, is_valid_id)
-from emulator.engine.store import InstanceRow, StepKey, Store
+from emulator.engine.store import InstanceRow, StepKey, StepRow, Store
 from emulator.rules.steps import RESTART_STEP_TYPES as RESTART_TYPES
 from emulator.rules.tenant_scope import PREFIX_LENGTH, scope_of
 from emulator.rules.values import decode_json
@@ -145,6 +145,36 @@ def _keys(keys: set[str]) -> str:
     return ", ".join(sorted(map(repr, keys)))
 
 
+def terminate_rollback(options: Any = None, rollback: Any = None) -> bool:
+    """Whether ``terminate(options, rollback=...)`` asks for a rollback: ``{"rollback": bool}``
+    or the keyword, checked."""
+    if options is not None:
+        if not isinstance(options, dict):
+            raise ValidationError("terminate options must be a dict like {'rollback': True}, "
+                                  f"not {type(options).__name__}")
+        unknown = set(options) - {"rollback"}
+        if unknown:
+            raise ValidationError(f"terminate options have unknown key(s): "
+                                  f"{', '.join(sorted(map(str, unknown)))} (allowed: rollback)")
+        if rollback is not None and options.get("rollback", rollback) != rollback:
+            raise ValidationError("terminate got rollback both in its options and as a keyword, "
+                                  "with different values; give it once")
+        rollback = options.get("rollback", rollback)
+    if rollback is None:
+        return False
+    if not isinstance(rollback, bool):
+        raise ValidationError(f"terminate's rollback must be True or False, not {rollback!r}")
+    return rollback
+
+
+def rollback_status(column: str) -> dict[str, Any] | None:
+    """The status record's ``rollback``: None while the phase runs, then ``{"outcome", "error"}``."""
+    phase = json.loads(column)
+    if phase.get("outcome") is None:
+        return None
+    return {"outcome": phase["outcome"], "error": phase.get("error")}
+
+
 def event_value(payload: Any, type: str, at: int) -> dict[str, Any]:
     return {"payload": payload, "timestamp": at, "type": type}
 
@@ -216,13 +246,17 @@ class Control:
     # ---- read ------------------------------------------------------------------------------
 
     def status(self, instance_id: str) -> dict[str, Any]:
-        """The platform's InstanceStatus: ``{"status", "error", "output"}``."""
+        """The platform's InstanceStatus: ``{"status", "error", "output"}``, and ``rollback`` once
+        a rollback phase has begun (docs/semantics.md, "Rollbacks")."""
         row = self.store.get_instance(instance_id)
-        return {
+        status = {
             "status": row.status,
             "error": json.loads(row.error) if row.error is not None else None,
             "output": decode_json(row.output) if row.output is not None else None,
         }
+        if row.rollback is not None:
+            status["rollback"] = rollback_status(row.rollback)
+        return status
 
     def get(self, instance_id: str) -> InstanceRow:
         return self.store.get_instance(instance_id)
@@ -273,14 +307,37 @@ class Control:
         self.on_change(instance_id, "resume")
         return new
 
-    def terminate(self, instance_id: str) -> None:
+    def terminate(self, instance_id: str, *, rollback: bool = False) -> None:
+        """Stop the instance at once; with ``rollback`` and a step that registered a handler,
+        first run its rollback phase (the instance is queued for it and ends ``terminated``)."""
         now = self.clock.now_ms()
         with self.store.write():
             row = self._locked(instance_id)
             if states.is_finished(row.status):
                 raise CannotTerminateError(instance_id=instance_id, status=row.status)
-            self.store.finish_txn(instance_id, row.status, states.TERMINATED, now)
-        self.on_change(instance_id, "terminate")
+            if rollback and row.rollback is None and row.status != states.UNKNOWN \
+                    and self.store.has_rollback_handlers(instance_id):
+                phase = {"trigger": None, "trigger_traceback": None, "outcome": None,
+                         "error": None}
+                self.store.set_rollback_txn(instance_id, json.dumps(phase), now)
+                self.store.delete_timers_txn(instance_id)   # its waits end with the phase
+                fields = {"lease_owner": None, "lease_expiry": None, "paused_at": None}
+                if row.status == states.QUEUED:
+                    self.store.unlease_txn(instance_id, now)
+                else:
+                    self.store.set_status_txn(instance_id, row.status, states.QUEUED, now, **fields)
+                what = "terminate_rollback"
+            else:
+                extra = {}
+                if row.rollback is not None and json.loads(row.rollback).get("outcome") is None:
+                    # a plain terminate cuts a rollback phase short: it did not complete
+                    cut = {**json.loads(row.rollback), "outcome": "failed",
+                           "error": {"name": "Terminated",
+                                     "message": "the instance was terminated during its rollback"}}
+                    extra["rollback"] = json.dumps(cut)
+                self.store.finish_txn(instance_id, row.status, states.TERMINATED, now, **extra)
+                what = "terminate"
+        self.on_change(instance_id, what)
 
     def restart(self, instance_id: str, options: Any = None) -> None:
         """Run again with the same params, from any status. Without ``{"from": ...}`` every
@@ -291,14 +348,75 @@ class Control:
         start = parse_restart_options(options)
         with self.store.write():
             row = self._locked(instance_id)
-            from_seq = None
-            if start is not None:
-                from_seq = self.store.step_seq(instance_id, start.key)
-                if from_seq is None:
-                    raise CannotRestartError(instance_id=instance_id, name=start.name,
-                                             count=start.count, type=start.type)
+            from_seq = self._from_seq_txn(instance_id, start) if start is not None else None
             self.store.reset_txn(instance_id, row.status, self.clock.now_ms(), from_seq=from_seq)
         self.on_change(instance_id, "restart")
+
+    def _from_seq_txn(self, instance_id: str, start: RestartFrom) -> int:
+        """Where ``start`` stands in the order the instance first reached its steps: the steps
+        before it are what a restart from it keeps and a rerun from it copies. A step the
+        history does not hold is :class:`CannotRestartError`."""
+        from_seq = self.store.step_seq(instance_id, start.key)
+        if from_seq is None:
+            raise CannotRestartError(instance_id=instance_id, name=start.name,
+                                     count=start.count, type=start.type)
+        return from_seq
+
+    def rerun(self, instance_id: str, start: RestartFrom, *, new_id: str | None = None,
+              output: str | None = None) -> str:
+        """A new instance whose history is the original's up to and excluding ``start`` (the
+        steps first reached before it, with their failed attempts), queued to continue with the
+        code the workflow runs now; with ``output``, ``start`` itself (a ``do`` step) is kept as
+        done with that result (JSON text). The original is not touched; the new one names it
+        (``rerun_of``) and the step. Returns the new instance's key (docs/semantics.md §4.10)."""
+        if output is not None and start.type != "do":
+            raise ValidationError(f"--output replaces a do step's result; {start.name!r} is a "
+                                  f"{start.type} step")
+        result = None
+        if output is not None:
+            try:
+                value = json.loads(output)
+            except ValueError as exc:
+                raise ValidationError(f"the output to replace the step's with is not JSON: {exc}",
+                                      hint="""--output '{"ok": true}'""") from None
+            result = encode_json(value, what="the replaced output")
+        if new_id is not None:
+            check_instance_id(new_id)
+        now = self.clock.now_ms()
+        with self.store.write():
+            row = self.store.get_instance(instance_id)
+            from_seq = self._from_seq_txn(instance_id, start)
+            scope = self.store.scope_of(instance_id)
+            given = new_id or uuid.uuid4().hex
+            key = f"{scope}-{given}" if scope else given
+            kept = [step for step in self.store.steps_before(instance_id, from_seq)
+                    if step.status in ("done", "failed")]
+            if result is not None:
+                replaced = self.store.get_step(instance_id, start.key)
+                kept.append(StepRow("do", start.name, start.count, "done",
+                                    max(replaced.attempts if replaced else 1, 1),
+                                    replaced.config if replaced else None, result, None, None,
+                                    None, now, now))
+            copy = InstanceRow(key, row.workflow, states.QUEUED, row.params, None, None, 1, None,
+                               None, None, None, row.created_at, now, None, None,
+                               binding_id=key)
+            link = json.dumps({"kind": start.key[0], "name": start.name, "count": start.count,
+                               **({"output_replaced": True} if result is not None else {})})
+            if not self.store.insert_copied_instance_txn(copy, scope, rerun_of=instance_id,
+                                                         rerun_from=link):
+                raise InstanceAlreadyExistsError(
+                    f"Instance '{given}' already exists", instance_id=given,
+                    hint="choose another id with --id, or leave it out for a random one")
+            attempts = self.store.list_attempts(instance_id)
+            for step in kept:
+                self.store.insert_step_txn(key, step)
+                if step.key == start.key:
+                    continue        # the replaced step: its result is the one given, alone
+                for attempt in attempts.get(step.key, []):
+                    self.store.add_attempt_txn(key, step.key, attempt["attempt"],
+                                               json.dumps(attempt["error"]), attempt["at"])
+        self.on_change(key, "created")
+        return key
 
     def delete(self, instance_id: str) -> None:
         """Stop the instance without rollback and erase everything stored about it (its row,

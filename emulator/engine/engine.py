@@ -569,8 +569,17 @@ class Engine:
             lifetime.task = asyncio.get_running_loop().create_task(
                 _call_run(runner, event, lifetime.step))
             await asyncio.wait({lifetime.task})
-            if lifetime.task.cancelled():
+            if lifetime.task.cancelled() and lifetime.stop_reason != "rollback":
                 await self._stopped(lifetime)
+                return
+            if lifetime.rollback_phase is not None:
+                # the phase ran (or run() ended before it could): its outcome, from the store
+                exc = None if lifetime.task.cancelled() else lifetime.task.exception()
+                if exc is not None and is_isolate_fault(exc) and (
+                        lifetime.attempting or self._replays_after_crash(lifetime, exc)):
+                    await self._isolate_lost(lifetime, exc)   # a handler's attempt was cut off
+                else:
+                    await self._end_rollback_phase(lifetime)
                 return
             output = lifetime.task.result()
             await self._finish(lifetime, states.COMPLETE, output=output)
@@ -588,7 +597,9 @@ class Engine:
                 await self._isolate_lost(lifetime, exc)
             elif is_isolate_fault(exc):  # the run itself failed, outside any step
                 await self._finish(lifetime, states.ERRORED, error=isolate_error(exc))
-            else:  # its error as the platform shows it, and the user's frames it came from
+            elif not await self._begin_rollback_phase(lifetime, error_dict(exc),
+                                                      traceback_of(exc)):
+                # its error as the platform shows it, and the user's frames it came from
                 await self._finish(lifetime, states.ERRORED, error=error_dict(exc),
                                    frames=traceback_of(exc))
         finally:
@@ -629,6 +640,70 @@ class Engine:
                 data["traceback"] = frames
             self.progress.publish(progress.Progress(progress.INSTANCE_STATUS, lifetime.id, now, None,
                                                     data))
+
+    # ---- rollbacks (docs/semantics.md, "Rollbacks"; sdk/rollbacks.py) -------------------------
+
+    async def _begin_rollback_phase(self, lifetime: Lifetime, error: dict[str, str],
+                                    frames: list[dict[str, Any]] | None) -> bool:
+        """``run()`` failed: when a step registered a handler, record the phase on the instance and
+        queue it, so the next lifetime replays ``run()`` in rollback mode. False when no step has
+        a handler (or this lifetime was already the phase's)."""
+        if lifetime.rollback_phase is not None or lifetime.stop_reason == "abandon":
+            return False
+        self.writes.flush_notes()   # a handler's step may have begun just now
+        if not self.store.has_rollback_handlers(lifetime.id):
+            return False
+        owner, generation, now = self.owner, lifetime.generation, self.clock.now_ms()
+        phase = json.dumps({"trigger": error, "trigger_traceback": frames or None,
+                            "outcome": None, "error": None})
+
+        def begin(store: Store) -> bool:
+            row = store.lock_instance_txn(lifetime.id)
+            if not self._owns(row, generation):
+                return False
+            store.set_rollback_txn(lifetime.id, phase, now)
+            store.set_status_txn(lifetime.id, row.status, states.QUEUED, now)
+            store.release_txn(lifetime.id, owner)
+            return True
+        if not await self.writes.submit(begin):
+            return True   # no longer this engine's to finish
+        self.progress.publish(progress.Progress(progress.INSTANCE_STATUS, lifetime.id, now, None,
+                                                {"status": states.QUEUED, "rollback": None}))
+        return True
+
+    async def _end_rollback_phase(self, lifetime: Lifetime) -> None:
+        """Write the phase's outcome from the store's rows (whatever the workflow's side claimed)
+        and end the instance: ``errored`` with the error that started the phase, or
+        ``terminated``. Handlers are walked latest-started first; the first that did not end
+        well decides a failed outcome (one that never ran: its handler was not registered again
+        by the replay)."""
+        if lifetime.stop_reason == "abandon":
+            return
+        phase = lifetime.rollback_phase
+        assert phase is not None
+        generation, now = lifetime.generation, self.clock.now_ms()
+        self.writes.flush_notes()
+        trigger = phase.get("trigger")
+        status = states.ERRORED if trigger is not None else states.TERMINATED
+
+        def end(store: Store) -> dict[str, Any] | None:
+            row = store.lock_instance_txn(lifetime.id)
+            if not self._owns(row, generation):
+                return None
+            outcome = rollback_outcome(store, lifetime.id, now)
+            record = {**phase, **outcome}
+            frames = phase.get("trigger_traceback")
+            store.finish_txn(lifetime.id, row.status, status, now,
+                             error=json.dumps(trigger) if trigger is not None else None,
+                             error_traceback=json.dumps(frames) if frames else None,
+                             rollback=json.dumps(record))
+            return outcome
+        self._settle_logs(lifetime.id, ended=True)
+        outcome = await self.writes.submit(end)
+        if outcome is not None:
+            self.progress.publish(progress.Progress(
+                progress.INSTANCE_STATUS, lifetime.id, now, None,
+                {"status": status, "output": None, "error": trigger, "rollback": outcome}))
 
     async def _stopped(self, lifetime: Lifetime) -> None:
         """The run task was cancelled on purpose: write what that means."""
@@ -704,13 +779,16 @@ class Engine:
             for key, (attempt, config_json, _started) in attempting.items():
                 delay = lifetime.retry_delay(key, config_from_json(config_json), attempt)
                 store.add_attempt_txn(lifetime.id, key, attempt, error_json, now)
+                known = lifetime.steps.get(key)
+                rollback = known.rollback if known is not None else None
                 if delay is not None:
                     store.put_step_txn(lifetime.id, key, "backoff", now, attempts=attempt,
-                                       config=config_json, error=error_json)
+                                       config=config_json, error=error_json, rollback=rollback)
                     store.add_timer_txn(lifetime.id, "retry", key, now + delay)
                 else:
                     store.put_step_txn(lifetime.id, key, "failed", now, attempts=attempt,
-                                       config=config_json, error=error_json, ended=True)
+                                       config=config_json, error=error_json, ended=True,
+                                       rollback=rollback)
             new = states.PAUSED if row.status == states.WAITING_FOR_PAUSE else \
                 states.WAITING if store.timers_of(lifetime.id) else states.QUEUED
             store.set_status_txn(lifetime.id, row.status, new, now,
@@ -782,6 +860,27 @@ def _early(sleep: StepRow | None, now: int) -> int:
     if sleep is None or sleep.started_at is None or sleep.duration_ms is None:
         return 0
     return max(sleep.started_at + sleep.duration_ms - now, 0)
+def rollback_outcome(store: Store, instance_id: str, now: int) -> dict[str, Any]:
+    """``{"outcome", "error"}`` of an instance's rollback phase, from its rows (inside the
+    writer's transaction: a handler that never ran to an end is recorded as failed here)."""
+    steps = store.list_steps(instance_id)
+    by_key = {s.key: s for s in steps}
+    for step in reversed([s for s in steps if s.kind == "do" and s.rollback is not None]):
+        ran = by_key.get(("rollback", step.name, step.count))
+        if ran is not None and ran.status == "done":
+            continue
+        if ran is not None and ran.status == "failed" and ran.error is not None:
+            return {"outcome": "failed", "error": json.loads(ran.error)}
+        error = {"name": "RollbackMissing",
+                 "message": f'the rollback handler of step "{step.name}" (occurrence '
+                            f"{step.count}) was not registered again when run() was replayed"}
+        store.put_step_txn(instance_id, ("rollback", step.name, step.count), "failed", now,
+                           attempts=ran.attempts if ran is not None else 0,
+                           error=json.dumps(error), ended=True)
+        return {"outcome": "failed", "error": error}
+    return {"outcome": "complete", "error": None}
+
+
 def _rewrite_marker(seq: int, text: str, store: Store) -> None:
     store.rewrite_log_txn(seq, text)
 

@@ -54,11 +54,14 @@ class Lifetime:
         self.id = row.id
         self.generation = row.generation
         self.steps = steps
-        cache = {key: CachedStep(r.status, r.attempts, r.config, r.result, r.error)
+        cache = {key: CachedStep(r.status, r.attempts, r.config, r.result, r.error, r.rollback)
                  for key, r in steps.items()}
+        #: the rollback phase this lifetime runs, when its instance is in one (sdk/rollbacks.py)
+        self.rollback_phase: dict[str, Any] | None = rollback_in_progress(row.rollback)
         self.client = StepClient(self, row.id, cache, step_limit=step_limit,
                                  on_replay=self._on_replay, code_version=row.code_version,
-                                 mocks=engine.modifiers.step_mocks(row.id))
+                                 mocks=engine.modifiers.step_mocks(row.id),
+                                 rollback_phase=self.rollback_phase)
         self.step = WorkflowStep(self.client, implicit_dependencies=implicit_dependencies)
         self.attempting: dict[StepKey, tuple[int, str, int]] = {}  # key -> attempt, config, start
         #: steps whose attempt has ended and whose outcome is being committed: still in flight
@@ -140,10 +143,14 @@ class Lifetime:
                     config: str | None, *, result: str | None = None, error: str | None = None,
                     event_type: str | None = None, duration_ms: int | None = None,
                     ended: bool = False) -> StepRow:
+        before = self.steps.get(key)
+        # the rollback config too: the attempt's start note that carried it may be superseded
         store.put_step_txn(self.id, key, status, now, attempts=attempts, config=config, result=result,
-                           error=error, event_type=event_type, duration_ms=duration_ms, ended=ended)
+                           error=error, event_type=event_type, duration_ms=duration_ms, ended=ended,
+                           rollback=before.rollback if before is not None else None)
         row = StepRow(key[0], key[1], key[2], status, attempts, config, result, error, event_type,
-                      duration_ms, now, now if ended else None)
+                      duration_ms, now, now if ended else None,
+                      before.rollback if before is not None else None)
         self.steps[key] = row
         return row
 
@@ -243,11 +250,18 @@ class Lifetime:
             self.row.code_version = version
             self.engine.writes.submit(lambda s: s.set_code_version_txn(self.id, version), wait=False)
 
-    def begin(self, key: StepKey, attempt: int, config_json: str) -> None:
+    def begin(self, key: StepKey, attempt: int, config_json: str,
+              rollback_json: str | None = None) -> None:
         started = self.clock.now_ms()
         self.attempting[key] = (attempt, config_json, started)
+        before = self.steps.get(key)
+        if rollback_json is not None and before is None:
+            self.steps[key] = StepRow(key[0], key[1], key[2], "running", attempt, config_json,
+                                      None, None, None, None, started, None, rollback_json)
+        elif rollback_json is not None and before is not None and before.rollback is None:
+            before.rollback = rollback_json
         self._note(lambda s: s.put_step_txn(self.id, key, "running", started, attempts=attempt,
-                                            config=config_json), key)
+                                            config=config_json, rollback=rollback_json), key)
         self._publish(progress.STEP_STARTED, key, attempt=attempt,
                       max_attempts=config_from_json(config_json).limit + 1)
 
@@ -266,6 +280,14 @@ class Lifetime:
         self._publish(progress.STEP_CANCELLED, key, attempt=attempt,
                       duration_ms=now - started if started is not None else None)
         self.schedule_check()
+
+    async def end_rollbacks(self) -> None:
+        """The step client ran the rollback phase: the engine writes its outcome and ends the
+        instance (``Engine._end_rollback_phase``)."""
+        self._enter()
+        if self.rollback_phase is not None:
+            self.stop("rollback")
+        await asyncio.get_running_loop().create_future()
 
     async def settle(self, key: StepKey, attempt: int, config_json: str, result: str | None,
                      error: dict[str, str] | None, retryable: bool,
@@ -413,6 +435,14 @@ class Lifetime:
                           timeout_at=self._timer_due(key))
             row = await self._wait(key)
         return await self._answer({"status": row.status, "result": row.result, "error": row.error})
+
+
+def rollback_in_progress(column: str | None) -> dict[str, Any] | None:
+    """The instance's rollback phase (its ``rollback`` column) while it has no outcome yet."""
+    if column is None:
+        return None
+    phase = json.loads(column)
+    return phase if phase.get("outcome") is None else None
 
 
 def timeout_error(timeout_ms: int | None) -> dict[str, str]:

@@ -4,7 +4,8 @@ Writers run inside ``Store.write()`` (``BEGIN IMMEDIATE``, so a writer takes the
 instead of failing half-way on upgrade). Functions that must be called inside that transaction
 end in ``_txn``. The schema lives in ``migrations/NNNN_*.sql``, applied once each through
 sqlite-utils' ``Migrations`` under the same immediate lock, so two processes opening a new file
-at the same moment do not race.
+at the same moment do not race. A file whose every migration is recorded already (every open but
+the first) is opened without importing sqlite-utils, a third of a short command's start-up.
 
 Durability: ``synchronous=NORMAL`` in WAL mode survives any process crash (the guarantee this
 engine promises: a killed engine loses no committed step); only an operating-system crash or
@@ -19,16 +20,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
-
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from emulator.rules import states
 from emulator.errors import InstanceNotFoundError, InvalidTransitionError
 from emulator.rules.redaction import is_output_sensitive, shown_result
 from emulator.rules.steps import StepKey
 from emulator.rules.values import display_json
+
+if TYPE_CHECKING:
+    import sqlite_utils
+    from sqlite_utils.migrations import Migrations
 
 BUSY_TIMEOUT_MS = 10_000  # the 5 s default is exceeded when many engines share one slow disk
 
@@ -59,6 +61,7 @@ class InstanceRow:
     def known_as(self) -> str:
         """The id its workflow's binding, and its code's ``event["instanceId"]``, know it by."""
         return self.binding_id if self.binding_id is not None else self.id
+    rollback: str | None = None          # JSON: the rollback phase, once one began (0005_rollbacks)
 
     def __post_init__(self) -> None:
         # a status this version does not know (a newer writer's, a damaged row) reads as the
@@ -92,6 +95,7 @@ class StepRow:
     duration_ms: int | None
     started_at: int | None
     ended_at: int | None
+    rollback: str | None = None   # JSON: the resolved rollback config of a do step with a handler
 
     @property
     def key(self) -> StepKey:
@@ -116,7 +120,7 @@ class StepRow:
             "result": self.shown_result(), "sensitive": self.is_sensitive,
             "error": json.loads(self.error) if self.error is not None else None,
             "event_type": self.event_type, "started_at": self.started_at,
-            "ended_at": self.ended_at,
+            "ended_at": self.ended_at, "has_rollback": self.rollback is not None,
         }
 
 
@@ -131,22 +135,41 @@ class TimerRow:
 
 _INSTANCE_COLS = ("id, workflow, status, params, output, error, generation, lease_owner, "
                   "lease_expiry, paused_at, code_version, created_at, updated_at, started_at, ended_at, "
-                  "error_traceback, binding_id")
+                  "error_traceback, binding_id, rollback")
 _STEP_COLS = ("kind, name, count, status, attempts, config, result, error, event_type, duration_ms, "
-              "started_at, ended_at")
+              "started_at, ended_at, rollback")
 
 
-def _migrations() -> Migrations:
-    migrations = Migrations("dynwf.engine")
+#: The name of the engine's set of migrations in sqlite-utils' table of applied ones.
+MIGRATION_SET = "dynwf.engine"
+
+
+def _migration_files() -> list[Any]:
     folder = resources.files("emulator.engine") / "migrations"
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".sql"):
-            migrations(name=entry.name)(_sql_migration(entry.read_text()))
+    return sorted((e for e in folder.iterdir() if e.name.endswith(".sql")), key=lambda e: e.name)
+
+
+def _migrations() -> "Migrations":
+    from sqlite_utils.migrations import Migrations
+    migrations = Migrations(MIGRATION_SET)
+    for entry in _migration_files():
+        migrations(name=entry.name)(_sql_migration(entry.read_text()))
     return migrations
 
 
+def _all_applied(conn: sqlite3.Connection) -> bool:
+    """Whether sqlite-utils' table of applied migrations already holds every file (read only)."""
+    try:
+        rows = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?",
+                            (MIGRATION_SET,)).fetchall()
+    except sqlite3.OperationalError:   # no such table: a new file
+        return False
+    applied = {name for (name,) in rows}
+    return all(entry.name in applied for entry in _migration_files())
+
+
 def _sql_migration(script: str):
-    def apply(db: sqlite_utils.Database) -> None:
+    def apply(db: "sqlite_utils.Database") -> None:
         for statement in _statements(script):
             db.execute(statement)
     return apply
@@ -201,6 +224,9 @@ class Store:
         self._migrate()
 
     def _migrate(self) -> None:
+        if _all_applied(self.conn):
+            return
+        import sqlite_utils
         db = sqlite_utils.Database(self.conn)
         migrations = _migrations()
         self.conn.execute("BEGIN IMMEDIATE")
@@ -460,10 +486,11 @@ class Store:
                           "WHERE lease_owner = ?", (owner,))
 
     def finish_txn(self, row_id: str, old: str, new: str, now: int, *, output: str | None = None,
-                   error: str | None = None, error_traceback: str | None = None) -> None:
+                   error: str | None = None, error_traceback: str | None = None,
+                   **fields: Any) -> None:
         self.set_status_txn(row_id, old, new, now, output=output, error=error,
                             error_traceback=error_traceback, ended_at=now,
-                            lease_owner=None, lease_expiry=None)
+                            lease_owner=None, lease_expiry=None, **fields)
         self.conn.execute("DELETE FROM timers WHERE instance_id = ?", (row_id,))
 
     def reset_txn(self, id: str, old: str, now: int, *, from_seq: int | None = None) -> None:
@@ -484,7 +511,7 @@ class Store:
         guard, args = _status_guard(old)
         cursor = self.conn.execute(
             "UPDATE instances SET status = 'running', output = NULL, error = NULL, "
-            "error_traceback = NULL, paused_at = NULL, "
+            "error_traceback = NULL, rollback = NULL, paused_at = NULL, "
             "generation = generation + 1, lease_owner = NULL, lease_expiry = 0, "
             f"updated_at = ?, started_at = ?, ended_at = NULL WHERE id = ? AND {guard}",
             (now, now, id, *args))
@@ -504,6 +531,62 @@ class Store:
                           f"{discarded})", (id, id, from_seq))
         self.conn.execute("DELETE FROM events WHERE instance_id = ?", (id,))
         self.conn.execute("DELETE FROM steps WHERE instance_id = ? AND seq >= ?", (id, from_seq))
+
+    def steps_before(self, instance_id: str, from_seq: int) -> list[StepRow]:
+        """The steps first reached before the one at ``from_seq``, in the order reached: what a
+        restart from a step keeps and what a rerun from it copies."""
+        rows = self.conn.execute(f"SELECT {_STEP_COLS} FROM steps WHERE instance_id = ? AND "
+                                 "seq < ? ORDER BY seq", (instance_id, from_seq))
+        return [StepRow(*r) for r in rows]
+
+    def insert_step_txn(self, instance_id: str, step: StepRow) -> None:
+        """A step row written whole (a rerun's copy, an imported history), after the others."""
+        self.conn.execute(
+            "INSERT INTO steps (instance_id, kind, name, count, status, attempts, config, result, "
+            "error, event_type, duration_ms, started_at, ended_at, rollback) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (instance_id, step.kind, step.name, step.count, step.status, step.attempts,
+             step.config, step.result, step.error, step.event_type, step.duration_ms,
+             step.started_at, step.ended_at, step.rollback))
+
+    def insert_copied_instance_txn(self, row: InstanceRow, scope: str | None, *,
+                                   rerun_of: str | None = None,
+                                   rerun_from: str | None = None) -> bool:
+        """An instance row written whole (a rerun, an imported history); False when its key or
+        its workflow's id is taken."""
+        if self.find_instance(row.id) is not None or \
+                self.find_in_workflow(row.workflow, row.known_as) is not None:
+            return False
+        self.conn.execute(
+            "INSERT INTO instances (id, workflow, status, params, output, error, generation, "
+            "paused_at, code_version, created_at, updated_at, started_at, ended_at, "
+            "error_traceback, binding_id, scope, rerun_of, rerun_from) "
+            "VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.id, row.workflow, row.status, row.params, row.output, row.error, row.paused_at,
+             row.code_version, row.created_at, row.updated_at, row.started_at, row.ended_at,
+             row.error_traceback, row.known_as, scope, rerun_of, rerun_from))
+        return True
+
+    def rerun_link(self, instance_id: str) -> tuple[str | None, str | None]:
+        """``(rerun_of, rerun_from JSON)`` of an instance: where a rerun came from."""
+        row = self.conn.execute("SELECT rerun_of, rerun_from FROM instances WHERE id = ?",
+                                (instance_id,)).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def reruns_of(self, instance_id: str) -> list[tuple[str, str | None, str]]:
+        """``(key, rerun_from JSON, status)`` of each rerun made from the instance, oldest first."""
+        return list(self.conn.execute("SELECT id, rerun_from, status FROM instances WHERE "
+                                      "rerun_of = ? ORDER BY seq", (instance_id,)))
+
+    def scope_of(self, instance_id: str) -> str | None:
+        row = self.conn.execute("SELECT scope FROM instances WHERE id = ?",
+                                (instance_id,)).fetchone()
+        return row[0] if row else None
+
+    def buffered_event_rows(self, instance_id: str) -> list[tuple[str, str, int]]:
+        """``(type, payload JSON, received_at)`` of each buffered event, oldest first."""
+        return list(self.conn.execute("SELECT type, payload, received_at FROM events WHERE "
+                                      "instance_id = ? ORDER BY seq", (instance_id,)))
 
     def step_seq(self, instance_id: str, key: StepKey) -> int | None:
         """Where step ``key`` stands in the order the instance first reached its steps."""
@@ -539,6 +622,26 @@ class Store:
                                  (instance_id,))
         return {(r[0], r[1], r[2]): StepRow(*r) for r in rows}
 
+    def has_rollback_handlers(self, instance_id: str) -> bool:
+        """Whether any do step of the instance registered a rollback handler."""
+        return self.conn.execute(
+            "SELECT 1 FROM steps WHERE instance_id = ? AND kind = 'do' AND rollback IS NOT NULL "
+            "LIMIT 1", (instance_id,)).fetchone() is not None
+
+    def delete_timers_txn(self, id: str) -> None:
+        self.conn.execute("DELETE FROM timers WHERE instance_id = ?", (id,))
+
+    def unlease_txn(self, id: str, now: int) -> None:
+        """Clear an instance's lease and pause time, its status unchanged (a queued instance
+        handed to whichever engine claims it next)."""
+        self.conn.execute("UPDATE instances SET lease_owner = NULL, lease_expiry = NULL, "
+                          "paused_at = NULL, updated_at = ? WHERE id = ?", (now, id))
+
+    def set_rollback_txn(self, id: str, rollback: str | None, now: int) -> None:
+        """Record the instance's rollback phase (JSON; see 0005_rollbacks.sql)."""
+        self.conn.execute("UPDATE instances SET rollback = ?, updated_at = ? WHERE id = ?",
+                          (rollback, now, id))
+
     def count_done_steps(self, instance_id: str) -> int:
         return self.conn.execute("SELECT count(*) FROM steps WHERE instance_id = ? AND status = 'done'",
                                  (instance_id,)).fetchone()[0]
@@ -557,21 +660,24 @@ class Store:
     def put_step_txn(self, instance_id: str, key: StepKey, status: str, now: int, *,
                      attempts: int = 0, config: str | None = None, result: str | None = None,
                      error: str | None = None, event_type: str | None = None,
-                     duration_ms: int | None = None, ended: bool = False) -> None:
-        """Create or update one step's row (the step's whole state is rewritten each time)."""
+                     duration_ms: int | None = None, ended: bool = False,
+                     rollback: str | None = None) -> None:
+        """Create or update one step's row (the step's whole state is rewritten each time; its
+        config and rollback config are kept from the first attempt)."""
         ended_at = now if ended else None
         self.conn.execute(
             "INSERT INTO steps (instance_id, kind, name, count, status, attempts, config, result, "
-            "error, event_type, duration_ms, started_at, ended_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "error, event_type, duration_ms, started_at, ended_at, rollback) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (instance_id, kind, name, count) DO UPDATE SET status = excluded.status, "
             "attempts = excluded.attempts, config = coalesce(excluded.config, steps.config), "
             "result = excluded.result, error = excluded.error, "
             "event_type = coalesce(excluded.event_type, steps.event_type), "
             "duration_ms = coalesce(steps.duration_ms, excluded.duration_ms), "
-            "ended_at = excluded.ended_at",
+            "ended_at = excluded.ended_at, "
+            "rollback = coalesce(steps.rollback, excluded.rollback)",
             (instance_id, *key, status, attempts, config, result, error, event_type, duration_ms,
-             now, ended_at))
+             now, ended_at, rollback))
 
     def add_attempt_txn(self, instance_id: str, key: StepKey, attempt: int, error: str,
                         now: int) -> None:

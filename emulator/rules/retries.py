@@ -193,6 +193,27 @@ def _retries_problems(retries: object) -> list[str]:
     return problems
 
 
+_ROLLBACK_KEYS = ("retries", "timeout")
+
+
+def resolve_rollback_config(config: object, step_name: str) -> StepConfig:
+    """A rollback handler's config: only ``retries`` and ``timeout`` (the platform's
+    ``Pick<WorkflowStepConfig, 'retries' | 'timeout'>``), merged over the step defaults."""
+    if isinstance(config, dict):
+        unknown = [key for key in config if key not in _ROLLBACK_KEYS]
+        if unknown:
+            raise StepConfigError(
+                f"Rollback config for \"{step_name}\" is invalid: "
+                + "; ".join(f"unknown key '{key}' (allowed: {', '.join(_ROLLBACK_KEYS)})"
+                            for key in unknown),
+                hint="see https://developers.cloudflare.com/workflows/build/sleeping-and-retrying/")
+    try:
+        return resolve_step_config(config, step_name)
+    except StepConfigError as exc:
+        raise StepConfigError(exc.message.replace("Step config", "Rollback config", 1),
+                              hint=exc.hint) from None
+
+
 def resolve_step_config(config: object, step_name: str) -> StepConfig:
     """Validate ``config`` and merge it over the defaults; StepConfigError names the step."""
     problems = step_config_problems(config)

@@ -13,6 +13,7 @@ class StepKind(StrEnum):
     DO = "do"
     SLEEP = "sleep"
     WAIT = "wait"          # wait_for_event
+    ROLLBACK = "rollback"  # a compensation handler's run, keyed like the do step it undoes
 
 
 #: ``restart({"from": {"type"}})``: the platform's names of step types, and the kind each is.

@@ -145,8 +145,9 @@ class InstanceStub(RpcTarget):
     """A tenant's handle on one of its instances: the library's ``InstanceStub``.
 
     ``id`` is the id the tenant knows. Methods forward to the real instance. Beyond the library,
-    which forwards ``restart`` without options and offers no ``delete``, ``restart`` takes
-    ``{"from": ...}`` and ``delete`` is here: both act on the tenant's own instance only.
+    which forwards ``restart`` without options, drops ``terminate``'s and offers no ``delete``:
+    ``restart`` takes ``{"from": ...}``, ``terminate`` forwards ``rollback`` (docs/semantics.md,
+    "Rollbacks") and ``delete`` is here, each acting on the tenant's own instance only.
     """
 
     __rpc_props__ = ("id",)
@@ -175,8 +176,13 @@ class InstanceStub(RpcTarget):
     async def resume(self) -> None:
         await _forward(lambda: self._instance.resume(), self._ids)
 
-    async def terminate(self) -> None:
-        await _forward(lambda: self._instance.terminate(), self._ids)
+    async def terminate(self, options: Any = None, *, rollback: Any = None) -> None:
+        """``terminate()``, ``terminate(rollback=True)`` or ``terminate({"rollback": True})``;
+        the engine's binding checks the options."""
+        if options is None and rollback is None:
+            await _forward(lambda: self._instance.terminate(), self._ids)
+            return
+        await _forward(lambda: self._instance.terminate(options, rollback=rollback), self._ids)
 
     async def restart(self, options: dict[str, Any] | None = None) -> None:
         if options is None:

@@ -36,6 +36,8 @@ from emulator.rules.retries import StepConfig, delay_function_arguments, resolve
 from emulator.rules.values import decode_json
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError, StepLimitError
 from emulator.rules.steps import StepKey
+from emulator.rules.retries import resolve_rollback_config
+from emulator.sdk.rollbacks import Registration, RollbackHandler, RollbackPhase, rollback_key
 
 #: How long a step's delay function may take to return (the platform's 5 seconds).
 DELAY_FUNCTION_TIMEOUT_S = 5.0
@@ -57,8 +59,10 @@ current_step: contextvars.ContextVar[tuple[str, StepKey, Any] | None] = \
 class StepBackend(Protocol):
     """What the engine offers the client; every method is about one step key."""
 
-    def begin(self, key: StepKey, attempt: int, config_json: str) -> None:
-        """An attempt starts (one-way)."""
+    def begin(self, key: StepKey, attempt: int, config_json: str,
+              rollback_json: str | None = None) -> None:
+        """An attempt starts (one-way); ``rollback_json`` is the rollback config of a do step
+        that registered a handler."""
 
     async def settle(self, key: StepKey, attempt: int, config_json: str, result: str | None,
                      error: dict[str, str] | None, retryable: bool,
@@ -85,20 +89,27 @@ class StepBackend(Protocol):
     def log(self, key: StepKey | None, level: str, message: str) -> None:
         """A line the step's code printed or logged (one-way)."""
 
+    async def end_rollbacks(self) -> None:
+        """The rollback phase ran what it could: the engine writes its outcome and ends the
+        instance (this never returns)."""
+
+    async def history_end(self, key: StepKey) -> None:
+        """A replay check reached ``key``, past what the history holds (replay checks only)."""
 
 
 class CachedStep:
     """What the client knows of a step from before this run (a row of the step table)."""
 
-    __slots__ = ("status", "attempts", "config", "result", "error")
+    __slots__ = ("status", "attempts", "config", "result", "error", "rollback")
 
     def __init__(self, status: str, attempts: int = 0, config: str | None = None,
-                 result: str | None = None, error: str | None = None) -> None:
+                 result: str | None = None, error: str | None = None,
+                 rollback: str | None = None) -> None:
         self.status, self.attempts, self.config = status, attempts, config
-        self.result, self.error = result, error
+        self.result, self.error, self.rollback = result, error, rollback
 
     def to_wire(self) -> list[Any]:
-        return [self.status, self.attempts, self.config, self.result, self.error]
+        return [self.status, self.attempts, self.config, self.result, self.error, self.rollback]
 
     @classmethod
     def from_wire(cls, data: list[Any]) -> "CachedStep":
@@ -107,7 +118,8 @@ class CachedStep:
 
 def show_step(key: StepKey) -> str:
     """How errors name a step: ``step.do "fetch" (occurrence 2)``."""
-    kind = {"do": "step.do", "sleep": "step.sleep", "wait": "step.wait_for_event"}[key[0]]
+    kind = {"do": "step.do", "sleep": "step.sleep", "wait": "step.wait_for_event",
+            "rollback": "rollback of"}[key[0]]
     return f'{kind} "{key[1]}"' + (f" (occurrence {key[2]})" if key[2] > 1 else "")
 
 
@@ -125,7 +137,8 @@ class StepClient:
     def __init__(self, backend: StepBackend, instance_id: str, cache: dict[StepKey, CachedStep], *,
                  step_limit: int, on_replay: Callable[[StepKey], None] | None = None,
                  code_version: str | None = None, running_version: str | None = None,
-                 mocks: StepMocks | None = None) -> None:
+                 mocks: StepMocks | None = None,
+                 rollback_phase: dict[str, Any] | None = None, replay_only: bool = False) -> None:
         self.backend = backend
         self.instance_id = instance_id
         self.cache = cache              # in the order the steps were first reached
@@ -143,11 +156,23 @@ class StepClient:
         # replay check costs nothing per step until one is left behind
         self._recorded = {k for k, step in cache.items() if step.status in ("done", "failed")}
         self._unreached = len(self._recorded)
+        #: set when this run is a replay in rollback mode (docs/semantics.md, "Rollbacks")
+        self.rollbacks: RollbackPhase | None = None
+        if rollback_phase is not None:
+            pending = {k for k, step in cache.items() if k[0] == "do" and step.rollback
+                       and getattr(cache.get(rollback_key(k)), "status", None) != "done"}
+            self.rollbacks = RollbackPhase(rollback_phase.get("trigger"), pending)
+        self._order: dict[StepKey, int] = {}
+        #: a replay check (``dynwf replay``): every step is answered from the cache, in the order
+        #: recorded, and the run stops where the history ends; no body runs, nothing is written
+        self.replay_only = replay_only
+        self._position = {k: i for i, k in enumerate(cache)}
 
     def _key(self, kind: str, name: str) -> StepKey:
         count = self._counts.get((kind, name), 0) + 1
         self._counts[(kind, name)] = count
         key = (kind, name, count)
+        self._order.setdefault(key, len(self._order))
         if key not in self._visited:
             self._visited.add(key)
             if key in self._recorded:
@@ -180,6 +205,37 @@ class StepClient:
                    "steps' results")
         raise ReplayMismatchError(expected=show_step(expected), reached=show_step(key), why=why)
 
+    async def _check_order(self, key: StepKey) -> None:
+        """A replay check also wants the recorded steps in their recorded order: a step answered
+        from the cache while a step recorded before it was never reached means the code now
+        runs them in another order (or no longer runs the earlier one). Gathered siblings get
+        the same few loop iterations as in :meth:`_check_replay`."""
+        position = self._position.get(key)
+        if position is None:
+            return
+        def earlier_unreached() -> StepKey | None:
+            return next((k for k in self.cache if self._position[k] < position
+                         and k not in self._visited
+                         and self.cache[k].status in ("done", "failed")), None)
+        for _ in range(_SIBLING_ITERATIONS):
+            if earlier_unreached() is None:
+                return
+            await asyncio.sleep(0)
+        earlier = earlier_unreached()
+        if earlier is None:
+            return
+        raise ReplayMismatchError(
+            expected=show_step(earlier), reached=show_step(key),
+            why="the code now reaches the recorded steps in another order, or no longer runs "
+                "the step expected; a step run on changed code would get results computed "
+                "for another path")
+
+    async def _history_end(self, key: StepKey) -> None:
+        """A replay check reached a step the history holds no outcome for: the instance had not
+        got this far, so what follows is new ground; the run stops here."""
+        await self.backend.history_end(key)   # type: ignore[attr-defined]
+        await asyncio.get_running_loop().create_future()
+
     def _next_recorded(self) -> StepKey | None:
         return next((k for k, step in self.cache.items()
                      if k not in self._visited and step.status in ("done", "failed")), None)
@@ -191,7 +247,7 @@ class StepClient:
     # ---- step.do ---------------------------------------------------------------------------
 
     async def do(self, name: str, body: Callable[[dict[str, Any]], Awaitable[Any]],
-                 raw_config: Any) -> Any:
+                 raw_config: Any, rollback: RollbackHandler | None = None) -> Any:
         try:
             check_step_name(name)
         except DynwfError as exc:
@@ -199,8 +255,14 @@ class StepClient:
         key = self._key("do", name)
         self._do_steps += 1  # replayed steps count too: the limit is per instance, not per run
         cached = self.cache.get(key)
+        if self.rollbacks is not None:
+            return await self._do_in_rollback(key, cached, rollback)
         if cached is None:
             await self._check_replay(key)
+        if self.replay_only:
+            await self._check_order(key)
+            if cached is None or cached.status not in ("done", "failed"):
+                await self._history_end(key)
         if cached is not None and cached.status == "done":
             self._replayed(key)
             return decode_json(cached.result) if cached.result is not None else None
@@ -222,8 +284,26 @@ class StepClient:
                 config = resolve_step_config(raw_config, name)
             except DynwfError as exc:
                 raise fatal(exc) from None
-        config_json = config.json
+        rollback_json = None
+        if rollback is not None:
+            if cached is not None and cached.rollback:
+                rollback_json = cached.rollback
+            else:
+                try:
+                    rollback_json = resolve_rollback_config(rollback.config, name).json
+                except DynwfError as exc:
+                    raise fatal(exc) from None
         delay_function = _delay_function(raw_config) if config.dynamic_delay else None
+        return await self._attempts(key, config, cached, body, rollback_json, delay_function)
+
+    async def _attempts(self, key: StepKey, config: StepConfig, cached: CachedStep | None,
+                        body: Callable[[dict[str, Any]], Awaitable[Any]],
+                        rollback_json: str | None = None,
+                        delay_function: Callable[..., Any] | None = None) -> Any:
+        """Run ``body`` under ``config``'s retries and timeout until it succeeds or fails for
+        good, each attempt recorded by the engine; a do step's and a rollback handler's alike."""
+        name = key[1]
+        config_json = config.json
         attempts = cached.attempts if cached is not None else 0
         if cached is not None and cached.status == "running":
             # The attempt was cut off (engine or isolate died): it counts as a failed attempt.
@@ -233,16 +313,20 @@ class StepClient:
                 raise rebuild(INTERNAL_ATTEMPT_ERROR)
         elif cached is not None and cached.status == "backoff":
             await self.backend.await_retry(key)
+        mocks = self.mocks if key[0] == "do" else None
         while True:
             attempts += 1
-            self.backend.begin(key, attempts, config_json)
+            if rollback_json is None:
+                self.backend.begin(key, attempts, config_json)
+            else:
+                self.backend.begin(key, attempts, config_json, rollback_json)
             ctx = {"step": {"name": name, "count": key[2]}, "attempt": attempts,
                    "config": config.ctx_dict()}
             token = current_step.set((self.instance_id, key, self.backend))
             try:
                 async with asyncio.timeout(config.timeout_ms / 1000):
-                    value = await (body(ctx) if self.mocks is None
-                                   else self.mocks.run(key, attempts, body, ctx))
+                    value = await (body(ctx) if mocks is None
+                                   else mocks.run(key, attempts, body, ctx))
                 encoded = encode_json(value, what=f'The output of step "{name}"')
             except asyncio.CancelledError:
                 # the code cancelled the task awaiting this step (a lost race, a timeout around
@@ -281,6 +365,68 @@ class StepClient:
             await self.backend.settle(key, attempts, config_json, encoded, None, False)
             return decode_json(encoded)
 
+    # ---- rollback mode (docs/semantics.md, "Rollbacks"; sdk/rollbacks.py) ------------------
+
+    async def _do_in_rollback(self, key: StepKey, cached: CachedStep | None,
+                              rollback: RollbackHandler | None) -> Any:
+        """A do step reached by a replay in rollback mode: register its handler again; run the
+        phase once every expected handler is back, or here, where the replay meets the present."""
+        phase = self.rollbacks
+        assert phase is not None
+        ended = cached is not None and cached.status in ("done", "failed")
+        if cached is not None and cached.rollback and rollback is not None:
+            output = decode_json(cached.result) if ended and cached.status == "done" \
+                and cached.result is not None else None
+            # as the body's ctx shows it: a delay function is left out (docs/semantics.md §2.4)
+            config = StepConfig.from_dict(json.loads(cached.config)).ctx_dict() \
+                if cached.config else None
+            phase.register(Registration(
+                key, self._order[key], rollback,
+                {"step": {"name": key[1], "count": key[2]}, "attempt": max(cached.attempts, 1),
+                 "config": config}, output, cached.rollback))
+        if cached is not None and cached.status == "cancelled":
+            # as in any replay (docs/semantics.md, "Cancelled steps"): pending until the code
+            # cancels it again, while its siblings go on registering their handlers
+            self._replayed(key)
+            if phase.ready:
+                await self._roll_back()
+            await asyncio.get_running_loop().create_future()
+        if not ended:
+            await self._roll_back()
+        assert cached is not None
+        self._replayed(key)
+        if phase.ready:
+            await self._roll_back()
+        if cached.status == "done":
+            return decode_json(cached.result) if cached.result is not None else None
+        raise rebuild(json.loads(cached.error))
+
+    async def _roll_back(self) -> None:
+        """Run the registered handlers, latest-started first, each a durable step of kind
+        ``rollback``; stop at the first that fails for good. Never returns: the engine ends the
+        instance."""
+        phase = self.rollbacks
+        assert phase is not None
+        if not phase.started:
+            phase.started = True
+            for registration in phase.latest_first():
+                key = rollback_key(registration.key)
+                cached = self.cache.get(key)
+                if cached is not None and cached.status == "done":
+                    continue                      # ran to its end before: never again
+                if cached is not None and cached.status == "failed":
+                    break
+                config = StepConfig.from_dict(json.loads(registration.config_json))
+
+                async def body(_ctx: dict[str, Any], registration: Registration = registration) -> None:
+                    await registration.call(phase.trigger)
+                try:
+                    await self._attempts(key, config, cached, body)
+                except Exception:  # noqa: BLE001 - recorded by the engine; the phase halts
+                    break
+            await self.backend.end_rollbacks()
+        await asyncio.get_running_loop().create_future()   # the engine stops this run
+
     # ---- sleeps ----------------------------------------------------------------------------
 
     async def sleep(self, name: str, duration: Any) -> None:
@@ -311,9 +457,17 @@ class StepClient:
     async def _sleep(self, key: StepKey, ms: int | None, due: int | None) -> None:
         """``due`` is None for a relative sleep: the engine's clock decides when it ends."""
         cached = self.cache.get(key)
+        if self.replay_only:
+            if cached is None:
+                await self._check_replay(key)
+            await self._check_order(key)
+            if cached is None or cached.status != "done":
+                await self._history_end(key)
         if cached is not None and cached.status == "done":
             self._replayed(key)
             return
+        if self.rollbacks is not None:
+            await self._roll_back()    # the replay has reached the present
         if cached is None:
             await self._check_replay(key)
         await self.backend.boundary()
@@ -333,8 +487,14 @@ class StepClient:
                         "of 1 second to 365 days")
         key = self._key("wait", name)
         cached = self.cache.get(key)
+        if self.rollbacks is not None and (cached is None or cached.status not in ("done", "failed")):
+            await self._roll_back()    # the replay has reached the present
         if cached is None:
             await self._check_replay(key)
+        if self.replay_only:
+            await self._check_order(key)
+            if cached is None or cached.status not in ("done", "failed"):
+                await self._history_end(key)
         if cached is not None and cached.status in ("done", "failed"):
             self._replayed(key)
             outcome = {"status": cached.status, "result": cached.result, "error": cached.error}

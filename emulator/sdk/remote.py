@@ -33,7 +33,9 @@ from emulator.tracebacks import traceback_fault
 STEP_KIND = "step"
 
 
-KINDS = ("do", "sleep", "wait")
+KINDS = ("do", "sleep", "wait", "rollback")
+#: The kinds whose attempts an isolate begins and settles: a do step's body, a rollback handler.
+ATTEMPTED = ("do", "rollback")
 _CODE_VERSION = re.compile(r"[0-9A-Za-z._:-]{1,%d}" % MAX_CODE_VERSION_CHARS)
 
 
@@ -82,6 +84,11 @@ class StepBackendTarget(RpcTarget):
                 "limit": self._client.step_limit, "code_version": self._client.code_version}
         if self._client.mocks:  # test modifiers: decided here, so a mocked body never runs there
             init["mocks"] = self._client.mocks.to_wire()
+        phase = getattr(self._backend, "rollback_phase", None)
+        if phase is not None:   # a replay in rollback mode (sdk/rollbacks.py)
+            init["rollback"] = {"trigger": phase.get("trigger")}
+        if self._client.replay_only:  # a replay check: the isolate's client runs no body
+            init["replay"] = True
         return STEP_KIND, init
 
     # ---- what an isolate may call ------------------------------------------------------------
@@ -94,18 +101,24 @@ class StepBackendTarget(RpcTarget):
                                 "letters, digits and ._:-")
         self._backend.record_code_version(version)
 
-    def begin(self, key: Any, attempt: int, config_json: str) -> None:
-        key = self._step_key(key, "do")
+    def begin(self, key: Any, attempt: int, config_json: str,
+              rollback_json: str | None = None) -> None:
+        key = self._step_key(key, ATTEMPTED)
         config = self._config(config_json)
         self._check_attempt(attempt, config)
-        self._backend.begin(key, attempt, config.json)
+        self._check_rollback(key, config, rollback_json)
+        if rollback_json is None:
+            self._backend.begin(key, attempt, config.json)
+        else:
+            self._backend.begin(key, attempt, config.json, rollback_json)
 
     def settle(self, key: Any, attempt: int, config_json: str, result: str | None,
                error: dict[str, str] | None, retryable: bool,
                delay_ms: int | None = None) -> Awaitable[dict[str, Any]]:
-        key = self._step_key(key, "do")
+        key = self._step_key(key, ATTEMPTED)
         config = self._config(config_json)
         self._check_attempt(attempt, config)
+        self._check_rollback(key, config, None)
         if type(retryable) is not bool:
             _typed(retryable, bool, "retryable")
         if delay_ms is not None:
@@ -118,15 +131,21 @@ class StepBackendTarget(RpcTarget):
             raise ProtocolViolation("settle needs either a result or an error")
         return self._backend.settle(key, attempt, config.json, result, error, retryable, delay_ms)
 
+    def end_rollbacks(self) -> Awaitable[None]:
+        """The isolate ran the rollback phase; the engine judges its outcome from its own rows."""
+        if getattr(self._backend, "rollback_phase", None) is None:
+            raise StepCallError("the instance is not in a rollback phase")
+        return self._backend.end_rollbacks()
+
     def await_retry(self, key: Any) -> Awaitable[None]:
-        key = self._step_key(key, "do")
+        key = self._step_key(key, ATTEMPTED)
         row = self._backend.steps.get(key)
         if row is None or row.status not in ("backoff", "ready"):
             raise StepCallError(f"{show_step(key)} is not waiting to retry")
         return self._backend.await_retry(key)
 
     def cancelled(self, key: Any, attempt: int) -> None:
-        key = self._step_key(key, "do")
+        key = self._step_key(key, ATTEMPTED)
         _typed(attempt, int, "an attempt number")
         self._backend.cancelled(key, attempt)
 
@@ -164,6 +183,14 @@ class StepBackendTarget(RpcTarget):
         _typed(message, str, "a log line")
         self._backend.log(step, LogLevel.parse(level).value, message[:MAX_LOG_LINE_CHARS])
 
+    def history_end(self, key: Any) -> Awaitable[None]:
+        """A replay check's client reached a step past the history (only in a replay check:
+        a normal run has no such point, and asking is refused)."""
+        key = self._step_key(key, None)
+        if not self._client.replay_only:
+            raise StepCallError("history_end is only part of a replay check")
+        return self._backend.history_end(key)
+
     def replayed(self, key: Any) -> None:
         key = self._step_key(key, None)
         on_replay = self._client.on_replay
@@ -172,7 +199,36 @@ class StepBackendTarget(RpcTarget):
 
     # ---- checks ------------------------------------------------------------------------------
 
-    def _step_key(self, data: Any, kind: str | None) -> StepKey:
+    def _check_rollback(self, key: StepKey, config: StepConfig, rollback_json: Any) -> None:
+        """A do step's rollback config is a resolved config of retries and timeout only; a
+        rollback attempt runs only in a rollback phase, for a do step that registered a handler,
+        under the config recorded for that handler."""
+        phase = getattr(self._backend, "rollback_phase", None)
+        if key[0] == "do":
+            if phase is not None:
+                raise StepCallError(f"{show_step(key)} cannot start during a rollback phase")
+            if rollback_json is None:
+                return
+            _typed(rollback_json, str, "a rollback config")
+            if len(rollback_json) > MAX_CONFIG_JSON_BYTES:
+                raise StepConfigError(f"a rollback config of {len(rollback_json):,} characters is "
+                                      f"over the limit of {MAX_CONFIG_JSON_BYTES:,}")
+            if config_from_wire(rollback_json).sensitive is not None:
+                raise StepConfigError("a rollback config takes only 'retries' and 'timeout'")
+            return
+        if rollback_json is not None:
+            raise ProtocolViolation("a rollback attempt carries no rollback config")
+        if phase is None:
+            raise StepCallError(f"{show_step(key)}: the instance is not in a rollback phase")
+        undone = self._backend.steps.get(("do", key[1], key[2]))
+        if undone is None or undone.rollback is None:
+            raise StepCallError(f"{show_step(key)}: step.do {_shown(key[1])} (occurrence "
+                                f"{key[2]}) registered no rollback handler")
+        if config.json != undone.rollback:
+            raise StepCallError(f"{show_step(key)}: its config is not the one recorded for the "
+                                "handler")
+
+    def _step_key(self, data: Any, kind: str | tuple[str, ...] | None) -> StepKey:
         if type(data) is not list or len(data) != 3:
             raise ProtocolViolation(f"a step key is {_type_name(data)}, not [kind, name, count]")
         key = (data[0], data[1], data[2])
@@ -185,8 +241,10 @@ class StepBackendTarget(RpcTarget):
             if len(self._keys) >= 10_000:
                 self._keys.clear()
             self._keys.add(key)
-        if kind is not None and key[0] != kind:
-            raise StepCallError(f"{show_step(key)} cannot be used here: a {kind!r} step is expected")
+        kinds = (kind,) if isinstance(kind, str) else kind
+        if kinds is not None and key[0] not in kinds:
+            raise StepCallError(f"{show_step(key)} cannot be used here: a "
+                                f"{' or '.join(map(repr, kinds))} step is expected")
         return key
 
     def _check_key(self, key: tuple[Any, Any, Any]) -> None:
@@ -196,7 +254,7 @@ class StepBackendTarget(RpcTarget):
         if step_kind not in KINDS:
             raise ProtocolViolation(f"step kind {_shown(step_kind)} is not one of {', '.join(KINDS)}")
         check_step_name(name)
-        limit = self._client.step_limit if step_kind == "do" else MAX_WAIT_OCCURRENCES
+        limit = self._client.step_limit if step_kind in ATTEMPTED else MAX_WAIT_OCCURRENCES
         if not 1 <= count <= limit:
             raise StepCallError(f"step {step_kind} {_shown(name)}: occurrence {_shown_int(count)} is "
                                 f"outside 1 to {limit:,}")
@@ -265,6 +323,8 @@ class StepBackendTarget(RpcTarget):
         """An outbound request from inside step ``key``'s body, sent by the calling isolate's
         outbound policy (installed by ``isolates/outbound.py``: the host's, never the isolate's)."""
         step = self._step_key(key, "do")
+        if self._client.replay_only:    # no step body runs in a replay check: nothing to send
+            raise StepCallError("a replay check runs no step body, so sends no request")
         if _outbound_of_caller is None:
             raise RuntimeError("this host has no outbound policy installed")
         outbound = _outbound_of_caller()
@@ -314,9 +374,16 @@ class RemoteStepBackend:
     def __init__(self, stub: Any) -> None:
         self._stub = stub
 
-    def begin(self, key: StepKey, attempt: int, config_json: str) -> None:
+    def begin(self, key: StepKey, attempt: int, config_json: str,
+              rollback_json: str | None = None) -> None:
         # out before the body runs: a body that kills the isolate still counts as an attempt
-        self._stub.begin.send_now(list(key), attempt, config_json)
+        if rollback_json is None:
+            self._stub.begin.send_now(list(key), attempt, config_json)
+        else:
+            self._stub.begin.send_now(list(key), attempt, config_json, rollback_json)
+
+    async def end_rollbacks(self) -> None:
+        await self._stub.end_rollbacks()
 
     async def settle(self, key: StepKey, attempt: int, config_json: str, result: str | None,
                      error: dict[str, str] | None, retryable: bool,
@@ -345,6 +412,9 @@ class RemoteStepBackend:
     async def fetch(self, key: StepKey, request: Any) -> Any:
         return await self._stub.fetch(list(key), request)
 
+    async def history_end(self, key: StepKey) -> None:
+        await self._stub.history_end(list(key))
+
 
 def step_proxy(implicit_dependencies: bool, fingerprint: str | None = None):
     """The factory the isolate registers for incoming ``step`` references."""
@@ -357,6 +427,8 @@ def step_proxy(implicit_dependencies: bool, fingerprint: str | None = None):
                             step_limit=init["limit"],
                             on_replay=lambda key: stub.replayed.send(list(key)),
                             code_version=recorded, running_version=fingerprint,
-                            mocks=StepMocks.from_wire(init.get("mocks")))
+                            mocks=StepMocks.from_wire(init.get("mocks")),
+                            rollback_phase=init.get("rollback"),
+                            replay_only=init.get("replay") is True)
         return WorkflowStep(client, implicit_dependencies=implicit_dependencies)
     return build

@@ -21,6 +21,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from emulator.rules.limits import DEFAULT_EVENT_TIMEOUT
+from emulator.sdk.rollbacks import RollbackHandler
 
 if TYPE_CHECKING:
     from emulator.sdk.client import StepClient
@@ -41,8 +42,11 @@ class StepCallable:
     """What ``@step.do(...)`` returns: call and await it to run (or replay) the step."""
 
     def __init__(self, step: "WorkflowStep", name: str, func: Callable[..., Any], *,
-                 concurrent: bool, config: Any, depends: list["StepCallable"] | None) -> None:
+                 concurrent: bool, config: Any, depends: list["StepCallable"] | None,
+                 rollback: RollbackHandler | None = None, rollback_config: Any = None) -> None:
         self._step = step
+        self._rollback = rollback
+        self._rollback_config = rollback_config
         self._step_name = name
         self._func = func
         self._concurrent = concurrent
@@ -61,6 +65,17 @@ class StepCallable:
 
     def __call__(self) -> Awaitable[Any]:
         return self._step._run(self)
+
+    def rollback(self, handler: Callable[..., Any] | None = None, *, config: Any = None) -> Any:
+        """Register the step's compensation handler: ``@charge.rollback`` or
+        ``@charge.rollback(config={"retries": ..., "timeout": ...})``. The handler takes any of
+        ``ctx``, ``output``, ``error`` by name (docs/semantics.md, "Rollbacks")."""
+        if handler is None:
+            return lambda fn: self.rollback(fn, config=config)
+        if config is None:
+            config = self._rollback_config
+        self._rollback = RollbackHandler(handler, config)
+        return handler
 
     async def _arguments(self) -> list[Any]:
         """Dependency values in parameter order; ``ctx`` slots hold a placeholder filled later."""
@@ -122,10 +137,15 @@ class WorkflowStep:
     # ---- the SDK surface -------------------------------------------------------------------
 
     def do(self, name: Any = None, depends: Any = None, concurrent: bool = False,
-           config: Any = None) -> Any:
-        """Decorate a step function. ``@step.do``, ``@step.do()`` and ``@step.do("name")`` all work."""
+           config: Any = None, *, rollback: Callable[..., Any] | None = None,
+           rollback_config: Any = None) -> Any:
+        """Decorate a step function. ``@step.do``, ``@step.do()`` and ``@step.do("name")`` all work.
+        ``rollback=`` registers a compensation handler, ``rollback_config=`` its retries and
+        timeout (docs/semantics.md, "Rollbacks")."""
         if callable(name) and not isinstance(name, str) and depends is None:
             return self.do()(name)  # bare @step.do
+        # rollback_config alone is kept for a handler registered later with @<step>.rollback
+        handler = RollbackHandler(rollback, rollback_config) if rollback is not None else None
         if self._implicit and depends is not None:
             raise TypeError("step.do() got 'depends', which needs a compatibility_date before "
                             "2026-02-25; name the earlier steps as parameters instead")
@@ -136,7 +156,8 @@ class WorkflowStep:
         def decorator(func: Callable[..., Any]) -> StepCallable:
             step_name = name if name is not None else getattr(func, "__name__", None)
             callable_ = StepCallable(self, step_name, func, concurrent=concurrent, config=config,
-                                     depends=legacy_depends)
+                                     depends=legacy_depends, rollback=handler,
+                                     rollback_config=rollback_config)
             self._closures[step_name] = callable_
             return callable_
         return decorator
@@ -180,7 +201,7 @@ class WorkflowStep:
                     result = await result
                 return result
 
-            value = await self._client.do(name, body, callable_._config)
+            value = await self._client.do(name, body, callable_._config, callable_._rollback)
         except BaseException as exc:
             if not future.done():
                 future.set_exception(exc)

@@ -8,10 +8,12 @@ over HTTP, for the dashboard and for scripts.
 | GET | `/__dynwf/api/instances/{id}?tenant=` | describe |
 | GET | `/__dynwf/api/tenants` | the project's tenants (folders of `tenants/`), to start one |
 | GET | `/__dynwf/api/schedules` | each cron schedule with its next 3 firing times (epoch ms) |
-| POST | `/__dynwf/api/instances/{id}/{pause,resume,terminate,wake}` | lifecycle |
+| POST | `/__dynwf/api/instances/{id}/{pause,resume,wake}` | lifecycle |
 | POST | `/__dynwf/api/instances/{id}/restart` `{"from"?: {"name", "count"?, "type"?}}` | run again |
+| POST | `/__dynwf/api/instances/{id}/rerun` `{"from", "id"?, "output"?}` | a new instance from its history |
 | POST | `/__dynwf/api/instances/{id}/delete` | stop and erase one instance |
 | POST | `/__dynwf/api/instances/delete` `{"ids": [...]}` | delete 1-100 instances, each reported |
+| POST | `/__dynwf/api/instances/{id}/terminate` `{"rollback"?: true}` | terminate (rollback first) |
 | POST | `/__dynwf/api/instances/{id}/events` `{"type", "payload"?}` | send an event |
 | GET | `/__dynwf/api/instances/{id}/logs?after=` | log lines |
 | GET | `/__dynwf/api/events?instance=` | progress as server-sent events |
@@ -58,7 +60,9 @@ MAX_LIST = 10_000
 CREATE_FIELDS = ("tenant", "params", "id", "workflow", "metadata")
 EVENT_FIELDS = ("type", "payload")
 RESTART_FIELDS = ("from",)
+RERUN_FIELDS = ("from", "id", "output")
 DELETE_FIELDS = ("ids",)
+TERMINATE_FIELDS = ("rollback",)
 PLAYGROUND_FIELDS = ("code", "params")
 #: Firing times the schedules route gives for each schedule.
 UPCOMING_FIRINGS = 3
@@ -141,6 +145,22 @@ def admin_routes(host: ProjectHost, token: str, *,
         return JSONResponse(ops.restart(request.path_params["id"], tenant=param(request, "tenant"),
                                         start_from=data.get("from")))
 
+    async def rerun(request: Request) -> Response:
+        """A new instance from this one's history up to a step (``ops.rerun``)."""
+        ops.resolve(request.path_params["id"], param(request, "tenant"))
+        data = await read_object(request, RERUN_FIELDS)
+        start = data.get("from")
+        if not isinstance(start, dict):
+            raise AdminError("give 'from': {\"name\", \"count\"?, \"type\"?}, the step to run "
+                             "again from")
+        new_id = data.get("id")
+        if new_id is not None and not isinstance(new_id, str):
+            raise AdminError(f"'id' must be a string, not {shown(new_id)}")
+        output = json.dumps(data["output"]) if "output" in data else None
+        result = ops.rerun(request.path_params["id"], start, tenant=param(request, "tenant"),
+                           new_id=new_id, output=output)
+        return JSONResponse(result, status_code=201)
+
     async def delete(request: Request) -> Response:
         return JSONResponse(ops.delete(request.path_params["id"], tenant=param(request, "tenant")))
 
@@ -149,6 +169,16 @@ def admin_routes(host: ProjectHost, token: str, *,
         if not isinstance(data.get("ids"), list):
             raise AdminError("give 'ids', a list of 1 to 100 instance ids")
         return JSONResponse(ops.delete_many(data["ids"], tenant=param(request, "tenant")))
+
+    async def terminate(request: Request) -> Response:
+        # an unknown instance is said before anything about the body, as for the other actions
+        ops.resolve(request.path_params["id"], param(request, "tenant"))
+        data = await read_object(request, TERMINATE_FIELDS)
+        rollback = data.get("rollback", False)
+        if not isinstance(rollback, bool):
+            raise AdminError("give 'rollback' as true or false")
+        return JSONResponse(ops.terminate(request.path_params["id"],
+                                          tenant=param(request, "tenant"), rollback=rollback))
 
     async def send_event(request: Request) -> Response:
         data = await read_object(request, EVENT_FIELDS)
@@ -241,13 +271,16 @@ def admin_routes(host: ProjectHost, token: str, *,
         Route(f"{API}/instances/{{id}}", guarded(describe, changes=False), methods=["GET"]),
         Route(f"{API}/instances/{{id}}/events", guarded(send_event, changes=True), methods=["POST"]),
         Route(f"{API}/instances/{{id}}/restart", guarded(restart, changes=True), methods=["POST"]),
+        Route(f"{API}/instances/{{id}}/rerun", guarded(rerun, changes=True), methods=["POST"]),
         Route(f"{API}/instances/{{id}}/delete", guarded(delete, changes=True), methods=["POST"]),
         Route(f"{API}/instances/{{id}}/logs", guarded(logs, changes=False), methods=["GET"]),
         Route(f"{API}/events", guarded(events, changes=False), methods=["GET"]),
     ]
     if not with_playground:
         routes = [route for route in routes if not route.path.startswith(f"{API}/playground")]
-    for action in ("pause", "resume", "terminate", "wake"):
+    for action in ("pause", "resume", "wake"):
         routes.append(Route(f"{API}/instances/{{id}}/{action}", guarded(lifecycle(action), changes=True),
                             methods=["POST"]))
+    routes.append(Route(f"{API}/instances/{{id}}/terminate", guarded(terminate, changes=True),
+                        methods=["POST"]))
     return routes

@@ -27,13 +27,13 @@ from emulator.config.model import Diagnostic
 from emulator.engine import WorkflowDefinition
 from emulator.server.errors import PlaygroundCodeMissingError
 from emulator.host import ProjectHost
+from emulator.defaults import PLAYGROUND_WORKFLOW
 from emulator.loader import WorkerLoader
 
 __all__ = ["MAX_CODE_BYTES", "PLAYGROUND_WORKFLOW", "SAMPLE_PARAMS", "SCRATCH_PREFIX", "code_hash",
            "create_playground_instance", "install_playground", "lint_playground",
            "playground_source", "sample_code", "save_playground"]
 
-PLAYGROUND_WORKFLOW = "__playground"
 PLAYGROUND_LOADER = "PLAYGROUND"
 SCRATCH_PREFIX = "scratch-"
 PLAYGROUND_FILE = "index.py"

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -41,11 +41,18 @@ from emulator.config import load_config
 from emulator.errors import DynwfError
 from emulator.host import ProjectHost
 from emulator.project import STATE_DIR_NAME
+from emulator.replay import ReplayOutcome, replay_history, select_histories
 
 __all__ = ["ProjectFilter", "ReloadEvent", "Reloader", "TENANTS_DIR", "compile_errors",
            "load_error_line"]
 
 TENANTS_DIR = "tenants"
+#: In-flight instances one reload replays at most: a check must not hold up the next request
+#: for long (each replay takes milliseconds once the tenant's isolate is loaded).
+REPLAY_CHECK_BOUND = 200
+#: How long one instance's replay may take on a reload (``dynwf replay`` allows 30 s): code that
+#: waits on something outside its history must not hold the watcher up.
+REPLAY_CHECK_TIMEOUT_S = 5.0
 logger = logging.getLogger("dynwf.reload")
 
 
@@ -60,12 +67,23 @@ class ReloadEvent:
     seconds: float
     paths: tuple[str, ...] = ()
     error: str | None = None
+    #: the replay check of the in-flight instances the new code will run (emulator/replay.py)
+    replay: tuple[ReplayOutcome, ...] = ()
+    #: in-flight instances past the bound of one check, not replayed
+    unchecked: int = 0
+
+    @property
+    def breaking(self) -> list[ReplayOutcome]:
+        return [outcome for outcome in self.replay if not outcome.ok]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"target": self.target, "name": self.name,
                                "ms": round(self.seconds * 1000, 2), "paths": list(self.paths)}
         if self.error is not None:
             out["error"] = self.error
+        if self.replay or self.unchecked:
+            out["replay"] = {"checked": len(self.replay), "unchecked": self.unchecked,
+                             "breaking": [o.to_json() for o in self.breaking]}
         return out
 
 
@@ -99,7 +117,7 @@ class Reloader:
 
     def __init__(self, host: ProjectHost, on_reload: Callable[[ReloadEvent], None], *,
                  state_dir: Path | None = None, step_ms: int = 30, debounce_ms: int = 300,
-                 force_polling: bool | None = None) -> None:
+                 force_polling: bool | None = None, replay_check: bool = True) -> None:
         self.host = host
         self.on_reload = on_reload
         self.root = host.config.root.resolve()
@@ -108,6 +126,8 @@ class Reloader:
         self.debounce_ms = debounce_ms
         self.force_polling = force_polling
         self.polling = False
+        #: replay the in-flight instances against each reload (``dynwf dev``)
+        self.replay_check = replay_check
 
     # ---- watching ----------------------------------------------------------------------------
 
@@ -143,9 +163,30 @@ class Reloader:
             events.append(self._reload_every_isolate(tuple(sorted(batch.code))))
         for tenant_id, changed in sorted(batch.tenants.items()):
             events.append(self._reload_tenant(tenant_id, tuple(sorted(changed))))
+        if self.replay_check:
+            events = [await self._check_in_flight(event) for event in events]
         for event in events:
             self.on_reload(event)
         return events
+
+    async def _check_in_flight(self, event: ReloadEvent) -> ReloadEvent:
+        """Replay the histories of the in-flight instances the reloaded code will run (a
+        tenant's, or every tenant's after a dispatcher reload), before any of them wakes on it:
+        which would break is said with the reload. Code that did not load is not checked (the
+        reload already reports why)."""
+        if event.error is not None:
+            return event
+        tenants = [event.name] if event.target == "tenant" else []
+        try:
+            histories = select_histories(self.host.engine.store, tenants=tenants,
+                                         with_playground=True)
+        except DynwfError as exc:      # a state file that cannot be read: say so, check nothing
+            logger.warning("replay check skipped: %s", exc)
+            return event
+        checked = [await replay_history(self.host, history, timeout_s=REPLAY_CHECK_TIMEOUT_S)
+                   for history in histories[:REPLAY_CHECK_BOUND]]
+        return replace(event, replay=tuple(checked),
+                       unchecked=max(len(histories) - REPLAY_CHECK_BOUND, 0))
 
     def _classify(self, paths: Iterable[str | Path]) -> _Batch:
         batch = _Batch()

@@ -10,6 +10,7 @@ const APPLIES = {
   pause: (status) => ["running", "waiting", "queued"].includes(status),
   resume: (status) => ["paused", "waitingForPause"].includes(status),
   terminate: (status) => !FINISHED.has(status),
+  "terminate-rollback": (status) => !FINISHED.has(status),
   restart: () => true,
   wake: (status) => !FINISHED.has(status),
   delete: () => true,
@@ -17,6 +18,7 @@ const APPLIES = {
 // The actions that throw work away ask first.
 const CONFIRM = {
   terminate: "Terminate this instance? It stops for good: steps not run yet never run.",
+  "terminate-rollback": "Run this instance's rollback handlers (latest-started step first), then terminate it? It stops for good.",
   restart: "Restart this instance? Every step's result is erased and it runs again from the first step.",
   delete: "Delete this instance? It stops at once, without rollback, and everything stored about it "
           + "(steps, events, logs) is erased. This cannot be undone.",
@@ -64,6 +66,13 @@ function errorLine(error) {
   if (typeof error === "string") return error;
   if (error?.message !== undefined) return `${error.name || "Error"}: ${error.message}`;
   return JSON.stringify(error);
+}
+
+// The rollback phase (docs/semantics.md, "Rollbacks"): under way, or its outcome.
+function rollbackText(rollback) {
+  if (rollback === null) return "running its rollback handlers";
+  if (rollback.outcome === "complete") return "complete: every handler ran";
+  return "failed" + (rollback.error ? `: ${errorLine(rollback.error)}` : "");
 }
 
 // An in-page confirmation (window.confirm would block the page and every test that drives it).
@@ -224,7 +233,8 @@ function instanceView(id) {
   const act = (action) => async () => {
     if (CONFIRM[action] && !(await confirmed(CONFIRM[action], action))) return;
     try {
-      const result = await api.act(id, action);
+      const result = action === "terminate-rollback" ? await api.terminate(id, { rollback: true })
+                                                     : await api.act(id, action);
       if (action === "delete") {      // nothing is left to show: back to the list
         toast(`deleted ${result.tenant_instance_id || result.id}`);
         location.hash = "#/instances";
@@ -236,7 +246,8 @@ function instanceView(id) {
   };
   const buttons = h("div", { class: "actions" }, Object.keys(APPLIES).map(
     (action) => h("button", { type: "button", "data-action": action, onclick: act(action),
-                              class: CONFIRM[action] ? "danger" : "" }, action)));
+                              class: CONFIRM[action] ? "danger" : "" },
+                   action === "terminate-rollback" ? "terminate + rollback" : action)));
   const enableActions = (status) => {
     for (const button of buttons.querySelectorAll("button")) {
       const applies = APPLIES[button.dataset.action](status);
@@ -264,6 +275,20 @@ function instanceView(id) {
     h("label", {}, "Type ", eventType),
     h("label", {}, "Payload (JSON) ", eventPayload),
     h("button", { type: "submit", id: "send-event" }, "Send event"), eventError);
+
+  // "rerun from here": a new instance with this one's history up to the step, on the current code
+  const STEP_TYPES = { do: "do", sleep: "sleep", wait: "waitForEvent" };
+  const rerunFrom = (step) => async () => {
+    const label = step.count > 1 ? `${step.name} #${step.count}` : step.name;
+    const question = `Rerun from "${label}"? A new instance gets this one's history up to that `
+      + "step and runs it and every later step with the code as it is now; this instance is not changed.";
+    if (!(await confirmed(question, "rerun"))) return;
+    try {
+      const result = await api.rerun(id, { name: step.name, count: step.count, type: STEP_TYPES[step.kind] });
+      toast(`rerun ${result.tenant_instance_id || result.id} made (${result.steps_kept} step(s) kept)`);
+      location.hash = `#/instances/${encodeURIComponent(result.id)}`;
+    } catch (error) { toast(`rerun failed: ${errorText(error)}`, "error"); }
+  };
 
   const opened = new Set();     // outputs the user expanded stay expanded across updates
   const rowKey = (row) => `${row.kind}/${row.name}/${row.count}`;
@@ -295,7 +320,10 @@ function instanceView(id) {
         h("span", { class: "name" }, row.label, row.count > 1 ? h("span", { class: "muted" }, ` #${row.count}`) : ""),
         kind,
         h("span", { class: "state" }, row.state === "skipped" ? "not run" : row.state),
-        h("span", { class: "detail" }, stepDetail(row))),
+        h("span", { class: "detail" }, stepDetail(row)),
+        step ? h("button", { type: "button", class: "rerun small", title: "a new instance from "
+                             + "this instance's history up to this step, on the current code",
+                             onclick: rerunFrom(step) }, "rerun from here") : ""),
       details);
   };
 
@@ -306,7 +334,7 @@ function instanceView(id) {
     const { rows, loose: looseLines } = buildChecklist(outline, info.steps, logs.lines, info.status);
     // the instance's error goes under the step that failed last; only an error raised outside
     // every step is shown on its own
-    const failing = info.error ? rows.findLast((r) => r.state === "failed") : undefined;
+    const failing = info.error ? rows.findLast((r) => r.state === "failed" && r.kind !== "rollback") : undefined;
     const runFrames = info.error_traceback?.length
       ? ["run() raised it (most recent call last):", ...frameLines(info.error_traceback)] : [];
     checklist.replaceChildren(...rows.map((row) =>
@@ -331,6 +359,13 @@ function instanceView(id) {
             : info.current_code_version && info.code_version ? h("span", { class: "muted" }, " (same as tenants/ now)") : ""),
         h("dt", {}, "Created"), h("dd", {}, when(info.created_at)),
         h("dt", {}, "Updated"), h("dd", {}, when(info.updated_at)),
+        "rollback" in info ? [h("dt", {}, "Rollback"), h("dd", { id: "instance-rollback" }, rollbackText(info.rollback))] : [],
+        info.rerun_of ? [h("dt", {}, "Rerun of"), h("dd", { id: "rerun-of" },
+          h("a", { href: `#/instances/${encodeURIComponent(info.rerun_of)}` }, info.rerun_of),
+          h("span", { class: "muted" }, ` from ${info.rerun_from?.name ?? "?"}`))] : [],
+        info.reruns?.length ? [h("dt", {}, "Reruns"), h("dd", { id: "reruns" }, info.reruns.map((r) =>
+          h("div", {}, h("a", { href: `#/instances/${encodeURIComponent(r.id)}` }, r.id),
+            h("span", { class: "muted" }, ` from ${r.from?.name ?? "?"} (${r.status})`))))] : [],
         outlineFile ? [h("dt", {}, "Code"), h("dd", { class: "mono" }, outlineFile)] : []));
     params.textContent = json(info.params);
     output.textContent = info.output === null || info.output === undefined ? (FINISHED.has(info.status) ? "null" : "—") : json(info.output);

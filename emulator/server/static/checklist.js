@@ -55,7 +55,9 @@ export function buildChecklist(outline, steps, logs, instanceStatus) {
       const loopSibling = rows.findLastIndex((r) => r.name === step.name && r.kind === step.kind);
       const at = holder >= 0 ? holder : loopSibling >= 0 ? loopSibling + 1 : lastTouched + 1;
       if (holder >= 0) rows[holder].hidden = true;
-      rows.splice(at, 0, { kind: step.kind, name: step.name, count: step.count, label: step.name,
+      // a rollback step (a compensation handler's run) reads "↶ rollback NAME"
+      const label = step.kind === "rollback" ? `\u21b6 rollback ${step.name}` : step.name;
+      rows.splice(at, 0, { kind: step.kind, name: step.name, count: step.count, label,
                            outline: holder >= 0 ? rows[holder].outline : null, step: null,
                            state: "pending", logs: [], hidden: false });
       index = at;
