@@ -206,9 +206,10 @@ def test_three_serve_hosts_killed_cut_off_and_restarted_lose_nothing(cluster):
     waits.append(launch(waves[2]))
     waits.append(in_background([lambda item=item: client.send_event(item, deadline)
                                 for item in late[len(late) // 2:]]))
-    exits = []
+    exits, unfinished_at_stop = [], []
     for host in hosts:
         client.down.add(host.index)
+        unfinished_at_stop.append(_unfinished(admin))
         exits.append(host.proc.stop(signal.SIGTERM))
         host.start()
         client.down.discard(host.index)
@@ -238,11 +239,13 @@ def test_three_serve_hosts_killed_cut_off_and_restarted_lose_nothing(cluster):
     assert finished, f"not finished: {Counter(r[0] for r in rows.values())}: {stuck}"
     assert exits == [0] * HOSTS, exits
     assert during_work >= KILLS - 1, during_work
+    assert unfinished_at_stop[0] > 0, "the rolling restart began with no work running"
     figures = check_nothing_lost(rows, steps, timers, log, planned, client)
     print(f"\ncluster: {WORKFLOWS} workflows over 20 tenants on {HOSTS} serve hosts, {KILLS} "
           f"SIGKILLs ({during_work} during work, {takeovers} lease takeovers), {cut} backends "
-          f"of one host cut, a rolling restart; {seconds:.1f}s; {figures}; {client.retried} "
-          f"requests retried on another host")
+          f"of one host cut, a rolling restart ({unfinished_at_stop} unfinished at each "
+          f"SIGTERM); {seconds:.1f}s; {figures}; {client.retried} requests retried on another "
+          f"host")
 
 
 # ---- helpers -------------------------------------------------------------------------------------
