@@ -200,6 +200,8 @@ def test_three_serve_hosts_killed_cut_off_and_restarted_lose_nothing(cluster):
     assert wait_until(lambda: _steps_committed(cut_host) > committed_before, 30), \
         "the cut host never committed a step again"
     assert cut_host.proc.get("/readyz")[0] == 200
+    metrics = parse_metrics(cut_host.proc.get("/metrics")[1])
+    assert metrics["dynwf_wakeups_listening"] == 1 and metrics["dynwf_wakeups_lost_total"] >= 1
 
     phases.append(("cut", time.monotonic() - started))
     # ---- 3. a rolling restart, while work runs -------------------------------------------------
