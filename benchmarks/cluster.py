@@ -1,5 +1,5 @@
 """``dynwf serve`` hosts on one PostgreSQL schema: ``python -m benchmarks.cluster [--hosts 1,2,4]
-[--seconds S] [--no-peers] [URL]``.
+[--seconds S] [--no-peers] [URL]``, or ``python -m benchmarks --only cluster``.
 
 For each number of hosts, real ``dynwf serve`` processes on the schema ``dynwf_bench_cluster``
 (dropped first) run a project whose two workflows are in its main module (no isolate in the
@@ -373,7 +373,8 @@ async def _dbos(url: str) -> dict[str, Any]:
         await subject.close()
 
 
-def table(results: list[dict[str, Any]], dbos: dict[str, Any] | None) -> str:
+def table(results: list[dict[str, Any]], dbos: dict[str, Any] | None,
+          events: dict[str, Any] | None = None) -> str:
     lines = ["| serve hosts | steps/s (per host; target >= 2,000) | CPU, steps (cores) "
              "| 3-step workflows/s (per host; target >= 500) | CPU, workflows (cores) "
              "| create to complete across hosts, median / p99 |",
@@ -396,7 +397,25 @@ def table(results: list[dict[str, Any]], dbos: dict[str, Any] | None) -> str:
                          f"dynwf's best {best} workflows/s = "
                          f"{best / dbos['workflows_per_s']:.1f}x (target >= "
                          f"{TARGETS['dbos_ratio']:.0f}x)")
+    if events is not None:
+        lines.append(f"\nan event sent through A to a lifetime on B, to B's commit of the next step "
+                     f"({events['samples']} instances): median {events['median_ms']} ms, p99 "
+                     f"{events['p99_ms']} ms, max {events['max_ms']} ms (without the push: up to "
+                     f"a {events['poll_ms_without']} ms poll)")
     return "\n".join(lines)
+
+
+def run(*, quick: bool = False, peers: bool = True, url: str = DEFAULT_URL) -> dict[str, Any]:
+    """The figures as ``python -m benchmarks --only cluster`` reports them (an error, not a
+    failure, when PostgreSQL cannot be reached)."""
+    try:
+        events = asyncio.run(_event_latency(url, 50 if quick else 200))
+        results = measure(url, [1, 2] if quick else [1, 2, 4], 3.0 if quick else 8.0)
+    except psycopg.OperationalError as exc:
+        return {"error": f"PostgreSQL at {url} is unavailable: {exc}"}
+    dbos = asyncio.run(_dbos(url)) if peers else None
+    return {"cluster": results, "events": events, "dbos": dbos, "targets": TARGETS,
+            "table": table(results, dbos, events)}
 
 
 def main() -> None:
@@ -417,11 +436,7 @@ def main() -> None:
         print(json.dumps({"cluster": results, "events": events, "dbos": dbos,
                           "targets": TARGETS}, indent=2))
     else:
-        print(table(results, dbos))
-        print(f"\nan event sent through A to a lifetime on B, to B's commit of the next step "
-              f"({events['samples']} instances): median {events['median_ms']} ms, p99 "
-              f"{events['p99_ms']} ms, max {events['max_ms']} ms (without the push: up to a "
-              f"{events['poll_ms_without']} ms poll)")
+        print(table(results, dbos, events))
 
 
 if __name__ == "__main__":
