@@ -54,6 +54,9 @@ RunnerFactory = Callable[[InstanceRow], Any]  # -> an object with (async) run(ev
 #: While cross-host wake-ups are heard, how often every live lifetime is still checked against
 #: the database (a missed notification costs at most this); without them, every ``poll_ms``.
 LISTENING_SYNC_MS = 2_000
+#: How soon the scheduler looks again at a due timer it left to another engine (or found held by
+#: another transaction): soon, but not at once, which would spin the loop on database round trips.
+TIMER_RECHECK_MS = 5
 #: Isolate crashes outside any step, with no step committed in between, that an instance
 #: survives by replaying; one more errors it (see Engine._replays_after_crash).
 CRASH_REPLAYS = 3
@@ -117,6 +120,7 @@ class Engine:
         self.tick_failures = 0
         self.on_tick_failure: Callable[[BaseException], None] | None = None
         self._next_sync = 0
+        self._left_due = False
 
     # ---- registration and bindings ---------------------------------------------------------
 
@@ -417,6 +421,8 @@ class Engine:
         due = self.store.next_timer_due()
         if due is not None:
             wait = min(wait, due - now)
+            if self._left_due:
+                wait = max(wait, TIMER_RECHECK_MS)
         if self.live:
             wait = min(wait, self._next_renewal - real)
         return max(0, wait)
@@ -463,6 +469,7 @@ class Engine:
                                      real + self.lease_ms // 3)
 
     def _fire_timers(self, now: int, real: int) -> None:
+        self._left_due = False
         timers = [t for t in self.store.due_timers(now)
                   if self.only is None or t.instance_id in self.only]
         if not timers:
@@ -474,7 +481,10 @@ class Engine:
                 # is left for the next round rather than waited for
                 row = self.store.lock_instance_txn(timer.instance_id, skip_locked=True)
                 if row is None or self._owned_elsewhere(row, real):
-                    continue  # its timers are that engine's to fire
+                    # that engine's to fire (or held just now): the scheduler looks again
+                    # shortly, not at once, or it would spin until the other one fires it
+                    self._left_due = True
+                    continue
                 if not self.store.delete_timer_txn(timer.id):
                     continue
                 step = self.store.get_step(timer.instance_id, timer.step) \
