@@ -61,6 +61,9 @@ def main() -> None:
         print(json.dumps(results, indent=2))
     else:
         print(table(results))
+        cluster = raw.get("cluster") or {}
+        if cluster.get("table"):
+            print("\nServe hosts on PostgreSQL (docs/benchmarks.md):\n" + cluster["table"])
 
 
 def _run_group(name: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -57,6 +57,16 @@ def _flood(args: argparse.Namespace) -> dict[str, Any]:
     return flood.run(quick=args.quick)
 
 
+def _devloop(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks import devloop
+    return devloop.run(quick=args.quick)
+
+
+def _cluster(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks import cluster
+    return cluster.run(quick=args.quick, peers=not args.no_peers and "dbos" in args.peers)
+
+
 #: name -> (what it measures, runner); in the order ``python -m benchmarks`` runs them
 GROUPS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] = {
     "engine": ("in-process engine, no isolates (reference)", _engine),
@@ -67,6 +77,10 @@ GROUPS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] = 
     "scale": ("50,000 instances waiting for an event; wake-up lag at 1,000 events/s", _scale),
     "idle": ("idle tenants: one sleeping instance each", _idle),
     "flood": ("a hostile tenant floods the host: a neighbour's latency, host RSS", _flood),
+    "devloop": ("dynwf --help, check, run and dev's first response, as whole processes",
+                _devloop),
+    "cluster": ("serve hosts on PostgreSQL: 1, 2, 4 hosts, an event across hosts, DBOS on "
+                "PostgreSQL", _cluster),
 }
 
 

@@ -10,6 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 PEERS = ("dbos", "wrangler")
+#: the dev loop's commands and their targets in seconds (whole processes, median)
+DEVLOOP_TARGETS_S = {"help": 0.12, "check": 0.25, "run": 0.4, "dev": 0.6}
+DEVLOOP_LABELS = {"help": "dynwf --help", "check": "dynwf check (template)",
+                  "run": "dynwf run --tenant acme (template)",
+                  "dev": "dynwf dev: start to first response"}
 
 
 def _get(data: Any, *path: str) -> Any:
@@ -117,6 +122,10 @@ def summarise(raw: dict[str, Any], *, quick: bool) -> dict[str, Any]:
         "frame_costs_ms": flood.get("frame_costs_ms"),
     }
 
+    devloop = raw.get("devloop", {})
+    figures["devloop"] = failed(devloop) or {
+        name: figure for name, figure in (devloop.get("figures") or {}).items()}
+
     peers: dict[str, Any] = {}
     for name in PEERS:
         entry = compare.get(name) if isinstance(compare, dict) else None
@@ -157,6 +166,8 @@ def summarise(raw: dict[str, Any], *, quick: bool) -> dict[str, Any]:
         _target("memory", "growth_kb_per_instance_second_half", "<=", 1.0, figures),
         _target("flood", "neighbour_p99_ms_worst", "<=", 50, figures),
         _target("flood", "host_rss_growth_mb", "<=", 100, figures),
+        *[_target("devloop", f"{name}.median_s", "<=", limit, figures)
+          for name, limit in DEVLOOP_TARGETS_S.items()],
     ]
     if quick and "tenants" in figures["idle_tenants"]:
         for t in targets:
@@ -176,7 +187,7 @@ def _second_half_growth(series: list[list[float]]) -> float | None:
 
 
 def _target(figure: str, field: str, op: str, target: float, figures: dict[str, Any]) -> dict:
-    value = _get(figures, figure, field)
+    value = _get(figures, figure, *field.split("."))
     met = None
     if isinstance(value, (int, float)):
         met = value >= target if op == ">=" else value <= target
@@ -288,6 +299,14 @@ def table(results: dict[str, Any]) -> str:
         row("  ... host RSS under flood",
             f"{_fmt(s['host_rss_mb_quiet'])} -> {_fmt(s['host_rss_mb_peak'])} MB",
             "peak over every phase: oversized, dense, text, costliest, logs, step logs, all")
+    if not err("devloop"):
+        for name, limit in DEVLOOP_TARGETS_S.items():
+            s = f["devloop"].get(name)
+            if s is None:
+                continue
+            row(f"10 dev loop: {DEVLOOP_LABELS[name]}", _fmt(s["median_s"], " s"),
+                f"target <= {limit} s; median of {s['runs']} processes (min {_fmt(s['min_s'])}, "
+                f"max {_fmt(s['max_s'])}); cpu {_fmt(s['cpu_median_s'])} s")
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     lines = [f"{label:<{width}}  {value:>{vwidth}}  {note}".rstrip() for label, value, note in rows]

@@ -1,25 +1,24 @@
-"""The root ``dynwf`` command; each sub-command lives in its own module under ``commands/``."""
+"""The root ``dynwf`` command; each sub-command lives in its own module under ``commands/``,
+imported only when that command runs (``dynwf_cli/lazy.py``)."""
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
 
 import typer
 
-from dynwf_cli.console import print_error
+from dynwf_cli.lazy import SETTINGS, LazyGroup
 from emulator import DynwfError, __version__
 
 app = typer.Typer(
     name="dynwf",
+    cls=LazyGroup,
     help="Local emulator and dev loop for Dynamic Workflows: durable workflows whose code is "
          "different for every tenant.\n\nExample:\n\n  dynwf check --config wrangler.jsonc",
     no_args_is_help=True,
     add_completion=True,
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    **SETTINGS,
 )
 
 
@@ -31,18 +30,11 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
-                                           help="Print the version and exit."),
+    # a plain bool: typer then has no value to convert when the flag is absent
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
     """Local emulator and dev loop for Dynamic Workflows."""
-
-
-def _register() -> None:
-    from dynwf_cli.commands import register_all
-    register_all(app)
-
-
-_register()
 
 
 def main() -> None:
@@ -53,6 +45,7 @@ def main() -> None:
     except DynwfError as exc:
         if os.environ.get("DYNWF_DEBUG") == "1":
             raise
+        from dynwf_cli.console import print_error
         print_error(exc)
         sys.exit(exit_code_for(exc))
     except typer.Exit as exc:

@@ -8,8 +8,9 @@ rich; the command line renders what it returns.
 Names load on first use (a module ``__getattr__``), never when the package is imported: an
 isolate's zygote imports ``emulator.rpc`` and ``emulator.sdk``, which runs this file first, and
 must not load the host, the dev server or the engine's store (whose SQLite tooling brings
-``ctypes``, a native-call capability no isolate may hold). ``dynwf --help`` loads what its
-commands import either way, so the face costs it nothing.
+``ctypes``, a native-call capability no isolate may hold). The command line imports only the
+invoked command's module, so a command loads the names it takes and nothing else of the package
+(``dynwf --help`` none of the engine's).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "emulator.tracebacks": ("format_traceback",),
     # the kernel layers of isolation this machine can put in place
     "emulator.isolates.sandbox": ("Layers", "describe_missing", "missing_layers"),
+    # a command about to start a host: its isolates' zygote started first, to boot meanwhile
+    "emulator.isolates.early": ("start_isolates_early", "stop_unadopted"),
 }
 
 #: Modules offered whole: vocabularies of named constants.

@@ -52,6 +52,8 @@ class HostOptions:
     concurrency: int = ENGINE_CONCURRENCY
     isolation: str = ISOLATION             # or "inline": tenant code in this process, for pdb
     vars: dict[str, str] = field(default_factory=dict)   # --var: over .dev.vars over config vars
+    #: how a PostgreSQL store's connections name themselves (``dynwf serve`` names each host)
+    application_name: str | None = None
 
 
 class ExecutionContext:
@@ -94,7 +96,9 @@ class ProjectHost:
                                 idle_timeout_s=self.options.idle_timeout_s,
                                 limits=self.options.limits, log_sink=self._isolate_log,
                                 isolation=self.options.isolation)
-        self.engine = Engine(open_store(self.database), clock=self.options.clock,
+        self.engine = Engine(open_store(self.database,
+                                        application_name=self.options.application_name),
+                             clock=self.options.clock,
                              lease_ms=self.options.lease_ms, concurrency=self.options.concurrency)
         #: the config's cron schedules; ``dynwf dev`` runs it (``Scheduler.run``), nothing else does
         self.scheduler = Scheduler(self.engine.control, self.engine.clock,

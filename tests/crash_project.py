@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from emulator.runtime.dynamic_workflows import scoped_instance_id
 from proc_workflows import instance_statuses, wait_until
 
 LOG_ENV = "DYNWF_CRASH_LOG"
@@ -68,14 +69,41 @@ ROOT = Path(__file__).resolve().parent.parent
 _reader = None
 
 
+STEP_DONE = ("SELECT status FROM steps WHERE instance_id = ? AND kind = 'do' AND name = ? "
+             "AND count = ?")
+
+
 def _committed(instance_id, name, count):
+    if os.environ.get("DYNWF_DATABASE_URL", "").startswith("postgresql://"):
+        return _committed_postgres(instance_id, name, count)
     global _reader
     if _reader is None:
         _reader = sqlite3.connect(f"file:{ROOT / '.dynwf' / 'state.sqlite'}?mode=ro", uri=True,
                                   timeout=10, isolation_level=None)
-    row = _reader.execute("SELECT status FROM steps WHERE instance_id = ? AND kind = 'do' "
-                          "AND name = ? AND count = ?", (instance_id, name, count)).fetchone()
+    row = _reader.execute(STEP_DONE, (instance_id, name, count)).fetchone()
     return row is not None and row[0] == "done"
+
+
+def _committed_postgres(instance_id, name, count):
+    """The same question of the hosts' shared PostgreSQL schema, on a connection of the
+    witness's own (named apart from the host's, so cutting the host's connections spares it)."""
+    global _reader
+    import psycopg
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+    for _ in range(20):
+        try:
+            if _reader is None or _reader.closed:
+                parts = urlsplit(os.environ["DYNWF_DATABASE_URL"])
+                query = dict(parse_qsl(parts.query))
+                schema = query.pop("schema", "dynwf")
+                query["application_name"] = "crash-witness"
+                _reader = psycopg.connect(urlunsplit(parts._replace(query=urlencode(query))),
+                                          autocommit=True, options=f"-c search_path={schema}")
+            row = _reader.execute(STEP_DONE.replace("?", "%s"), (instance_id, name, count)).fetchone()
+            return row is not None and row[0] == "done"
+        except psycopg.OperationalError:
+            _reader = None
+    raise RuntimeError("the witness cannot read the database")
 
 
 def _append(line):
@@ -354,3 +382,33 @@ def connect(db: Path) -> closing[sqlite3.Connection]:
 def statuses(db: Path) -> dict[str, str]:
     """Each instance's status; none before the first server has made the database."""
     return instance_statuses(db) if db.exists() else {}
+
+
+def check_nothing_lost(rows: dict[str, tuple], steps: Counter, timers: int, log_path: Path,
+                       planned: list[Planned], client: Client) -> str:
+    """What every crash test checks at its end, from the store's instances (id -> status, output,
+    error), step rows (instance, kind, name, count, status) and timer count; its figures as text."""
+    log = Log.read(log_path)
+    assert not log.violations, f"committed steps executed again: {log.violations[:10]}"
+    assert set(client.created) == {item.id for item in planned}
+    assert all(answer in (item_id, "existing") for item_id, answer in client.created.items())
+    real = {item.id: scoped_instance_id({"tenantId": item.tenant}, item.id) for item in planned}
+    assert set(rows) == set(real.values()), "instances missing or unexpected"
+    for item in planned:
+        status, output, error = rows[real[item.id]]
+        assert (status, output and json.loads(output)) == ("complete", item.expected_output()), \
+            (item, error)
+    expected = Counter((real[item.id], *key, "done") for item in planned
+                       for key, n in item.step_rows().items() for _ in range(n))
+    assert steps == expected, (f"missing: {list((expected - steps).items())[:10]} "
+                               f"unexpected: {list((steps - expected).items())[:10]}")
+    assert timers == 0
+    wanted = {(real[item.id], step) for item in planned for step in item.do_steps()}
+    assert set(log.execs) == wanted, "a step body never ran, or an unknown one did"
+    runs = sum(log.execs.values())
+    planned_failures = sum(item.planned_failures for item in planned)
+    cut_off = sum(max(0, log.execs[k] - log.spans[k]) for k in log.execs)
+    return (f"{runs} step-body executions of {len(wanted)} steps: {runs - len(wanted)} repeats = "
+            f"{planned_failures} planned first-attempt failures + "
+            f"{runs - len(wanted) - planned_failures} after kills ({cut_off} cut off mid-body); "
+            f"0 committed steps run again, 0 lost")

@@ -24,10 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from crash_project import (FINISHED, LOG_ENV, Client, Log, Planned, connect, exec_count,
-                           in_background, plan, statuses, write_project)
+from crash_project import (FINISHED, LOG_ENV, Client, Log, Planned, check_nothing_lost, connect,
+                           exec_count, in_background, plan, statuses, write_project)
 from dev_harness import alive, descendants, start
-from emulator.runtime.dynamic_workflows import scoped_instance_id
 from proc_workflows import wait_until
 
 SOAK = int(os.environ.get("DYNWF_CRASH_SOAK", "1"))
@@ -183,33 +182,10 @@ def _get(url: str) -> bytes:
 
 
 def _assert_nothing_lost(db: Path, log_path: Path, planned: list[Planned], client: Client) -> str:
-    """The checks both tests share; returns their figures as text."""
-    log = Log.read(log_path)
-    assert not log.violations, f"committed steps executed again: {log.violations[:10]}"
-    assert set(client.created) == {item.id for item in planned}
-    assert all(answer in (item_id, "existing") for item_id, answer in client.created.items())
-    real = {item.id: scoped_instance_id({"tenantId": item.tenant}, item.id) for item in planned}
+    """The checks both tests share (``crash_project.check_nothing_lost``), on the state file."""
     with connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         rows = {r[0]: r[1:] for r in conn.execute("SELECT id, status, output, error FROM instances")}
         steps = Counter(conn.execute("SELECT instance_id, kind, name, count, status FROM steps"))
         timers = conn.execute("SELECT count(*) FROM timers").fetchone()[0]
-    assert set(rows) == set(real.values()), "instances missing or unexpected"
-    for item in planned:
-        status, output, error = rows[real[item.id]]
-        assert (status, output and json.loads(output)) == ("complete", item.expected_output()), \
-            (item, error)
-    expected = Counter((real[item.id], *key, "done") for item in planned
-                       for key, n in item.step_rows().items() for _ in range(n))
-    assert steps == expected, (f"missing: {list((expected - steps).items())[:10]} "
-                               f"unexpected: {list((steps - expected).items())[:10]}")
-    assert timers == 0
-    wanted = {(real[item.id], step) for item in planned for step in item.do_steps()}
-    assert set(log.execs) == wanted, "a step body never ran, or an unknown one did"
-    runs = sum(log.execs.values())
-    planned_failures = sum(item.planned_failures for item in planned)
-    cut_off = sum(max(0, log.execs[k] - log.spans[k]) for k in log.execs)
-    return (f"{runs} step-body executions of {len(wanted)} steps: {runs - len(wanted)} repeats = "
-            f"{planned_failures} planned first-attempt failures + "
-            f"{runs - len(wanted) - planned_failures} after kills ({cut_off} cut off mid-body); "
-            f"0 committed steps run again, 0 lost")
+    return check_nothing_lost(rows, steps, timers, log_path, planned, client)

@@ -333,6 +333,44 @@ def test_replays_cached_failed_steps_before_terminate_rollback_when_registry_is_
     assert status["rollback"] == {"outcome": "complete", "error": None}
 
 
+def test_omits_dynamic_delay_from_rollback_ctx_config_on_cached_error_replay(tmp_path):
+    """follows workers-sdk packages/workflows-shared/tests/engine.test.ts, 'omits dynamic delay
+    from rollback ctx.config on cached-error replay': a step whose retry delay is a function
+    (docs/semantics.md §2.4) failed and was cached; the terminate's rollback replays it with a
+    new engine, and the handler's ``ctx["config"]["retries"]`` has no ``delay``, no marker."""
+    seen: list = []
+
+    def delay(ctx, error):
+        return 1000
+
+    async def undo(ctx):
+        seen.append(ctx["config"]["retries"])
+        if "delay" in ctx["config"]["retries"]:
+            raise RuntimeError("dynamic delay marker leaked into rollback ctx.config")
+
+    async def run(event, step):
+        try:
+            @step.do("failed-setup", rollback=undo,
+                     config={"retries": {"limit": 0, "delay": delay, "backoff": "constant"}})
+            async def failed_setup():
+                raise Exception("step-boom")
+            await failed_setup()
+        except Exception:  # noqa: BLE001 - kept running so that terminate can roll it back
+            pass
+        await step.sleep("wait-forever", "1 hour")
+
+    async def main():
+        h = Harness(tmp_path / "db.sqlite", run)
+        await sleeping(h)
+        h.restart_engine()
+        await terminate_with_rollback(h)
+        return rollback_steps(h), await h.status()
+    steps, status = arun(main())
+    assert steps == [("failed-setup-1", "done", 1)]
+    assert status["rollback"] == {"outcome": "complete", "error": None}
+    assert seen and all("delay" not in retries for retries in seen)
+
+
 def test_runs_terminate_rollback_while_paused_with_an_empty_registry(tmp_path):
     """follows workers-sdk packages/workflows-shared/tests/engine.test.ts, 'runs terminate
     rollback while paused with an empty registry'"""

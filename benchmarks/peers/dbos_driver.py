@@ -3,7 +3,8 @@
 The benchmark sends one JSON request per line on stdin and reads one JSON answer per line on the
 protocol stream (the process's original stdout; DBOS's own output is sent to stderr). Workloads
 mirror dynwf's: a 3-step workflow and a 100-step workflow of ``@DBOS.step`` functions, on the
-SQLite system database. "Create to complete" is ``DBOS.start_workflow`` then ``get_result()``.
+SQLite system database (PostgreSQL with ``DYNWF_DBOS_DATABASE_URL``). "Create to complete" is
+``DBOS.start_workflow`` then ``get_result()``.
 
     python dbos_driver.py STATE_DIR
 """
@@ -24,8 +25,9 @@ def main(state_dir: str) -> None:
     import dbos as dbos_module
 
     database = os.path.join(os.path.abspath(state_dir), "dbos.sqlite")
-    DBOS(config={"name": "dynwf-bench", "system_database_url": f"sqlite:///{database}",
-                 "log_level": "WARNING"})
+    # DYNWF_DBOS_DATABASE_URL: DBOS's native backend, PostgreSQL (the cluster benchmark)
+    url = os.environ.get("DYNWF_DBOS_DATABASE_URL") or f"sqlite:///{database}"
+    DBOS(config={"name": "dynwf-bench", "system_database_url": url, "log_level": "WARNING"})
 
     @DBOS.step()
     def add_one(value: int) -> int:

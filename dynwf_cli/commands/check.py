@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 from rich.text import Text
 
+from dynwf_cli.commands import COMMANDS
 from dynwf_cli.console import console, err_console
 from dynwf_cli.options import ConfigOption, FormatOption, OutputFormat
 from emulator import DEFAULT_ENTRY_CLASS, CheckReport, Diagnostic, Project, run_check
@@ -69,8 +70,10 @@ def _print_plain(text: str) -> None:
 def refuse_check_errors(project: Project, *, command: str, tenant: str | None = None) -> None:
     """Exit 1 with the findings of ``dynwf check`` when any is an error that would make
     ``command`` fail, before anything starts: the wrangler file's, the dispatcher's, and those of
-    ``tenant`` (every tenant's when None would be too strict: ``dev`` serves the others on)."""
-    report = run_check(project.config.path)
+    ``tenant`` (every tenant's when None would be too strict: ``dev`` serves the others on).
+    The other tenants' folders are not read, nor the wrangler file again."""
+    report = run_check(project.config.path, config=project.config,
+                       tenants=() if tenant is None else (tenant,))
     relevant = [d for d in report.diagnostics if _concerns(d, tenant)]
     errors = sum(d.severity == "error" for d in relevant)
     if not errors:
@@ -145,4 +148,4 @@ def _escape_property(text: str) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("check", help=HELP)(check)
+    app.command("check", help=HELP, short_help=COMMANDS["check"])(check)

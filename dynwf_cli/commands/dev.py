@@ -25,6 +25,7 @@ from rich.live import Live
 from rich.text import Text
 
 from dynwf_cli.checklist import Checklist, to_ndjson
+from dynwf_cli.commands import COMMANDS
 from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.console import console
 from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, DatabaseOption, IpOption,
@@ -462,4 +463,4 @@ def _relative(path: Path) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("dev", help=HELP, short_help="Serve the project locally with hot reload.")(dev)
+    app.command("dev", help=HELP, short_help=COMMANDS["dev"])(dev)

@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
+from dynwf_cli.commands import COMMANDS
 from dynwf_cli.console import console
 from dynwf_cli.options import JsonOption
 from emulator import DEFAULT_TEMPLATE, backup_folder, plan_template, write_template
@@ -104,4 +105,4 @@ def _print_text(directory: Path, template: str, written: list[Path], overwriting
 
 
 def register(app: typer.Typer) -> None:
-    app.command("init", help=HELP, short_help="Create a project from a template.")(init)
+    app.command("init", help=HELP, short_help=COMMANDS["init"])(init)

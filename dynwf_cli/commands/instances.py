@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dynwf_cli.checklist import GLYPHS, ROLLBACK_MARK
+from dynwf_cli.commands import COMMANDS
 from dynwf_cli.console import THEME, console
 from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, EventTypeOption,
                                DatabaseOption, FollowInstanceOption, FromStepOption, JsonOption,
@@ -787,4 +788,4 @@ def _print_plain(text: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(instances_app, name="instances", help=HELP)
+    app.add_typer(instances_app, name="instances", help=HELP, short_help=COMMANDS["instances"])

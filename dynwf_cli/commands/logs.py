@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from dynwf_cli.commands import COMMANDS
 from dynwf_cli.commands.instances import FOLLOW_INTERVAL_S, _ops, _print_plain, _when
 from dynwf_cli.console import console
 from dynwf_cli.options import (ConfigOption, FollowAllOption, JsonOption, StateDirOption, DatabaseOption,
@@ -72,4 +73,4 @@ def _print(line: dict, as_json: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("logs", help=HELP)(logs)
+    app.command("logs", help=HELP, short_help=COMMANDS["logs"])(logs)

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.text import Text
 
+from dynwf_cli.commands import COMMANDS
 from dynwf_cli.console import console
 from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, DatabaseOption, FormatOption,
                                IsolationOption,
@@ -107,4 +108,4 @@ def _escape(text: str, is_property: bool) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("replay", help=HELP)(replay)
+    app.command("replay", help=HELP, short_help=COMMANDS["replay"])(replay)

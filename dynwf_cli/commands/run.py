@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.live import Live
-from rich.syntax import Syntax
 from rich.text import Text
 
 from dynwf_cli.checklist import Checklist, to_ndjson
+from dynwf_cli.commands import COMMANDS
 from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.console import console, err_console
 from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, DatabaseOption, IsolationOption,
@@ -127,13 +126,14 @@ def run(
                          "matching ^[a-zA-Z0-9_][a-zA-Z0-9-_]*$")
     project = open_project(config, state_dir, database=database)
     refuse_check_errors(project, command="run", tenant=tenant)
-    _warn_unawaited_events(options.events, _outline(project, tenant), tenant)
+    outline = _outline(project, tenant)
+    _warn_unawaited_events(options.events, outline, tenant)
     if options.isolation == "process":
         _warn_missing_layers()
     live_view = not as_json and console.is_terminal
     started: dict[str, str] = {}
     try:
-        result = asyncio.run(_run(project, options, live_view, started))
+        result = asyncio.run(_run(project, options, outline, live_view, started))
     except KeyboardInterrupt:
         _report_interrupt(project, started)
         raise typer.Exit(130) from None
@@ -189,14 +189,15 @@ def _warn_missing_layers() -> None:
                           soft_wrap=True)
 
 
-async def _run(project, options: RunOptions, live_view: bool,
+async def _run(project, options: RunOptions, outline: list, live_view: bool,
                started: dict[str, str]) -> RunResult:
     session = RunSession(project, options)
-    checklist = Checklist(_outline(project, options.tenant), tenant=options.tenant,
+    checklist = Checklist(outline, tenant=options.tenant,
                           workflow=session.workflow.name, fast_forward=not options.real_time)
     async with session:
         checklist.instance_id = session.instance_id
         if live_view:
+            from rich.live import Live
             session.subscribe(checklist.apply)
             live = Live(console=console, refresh_per_second=12, get_renderable=lambda: checklist.render(
                 now=session.host.engine.clock.now_ms()))
@@ -259,6 +260,7 @@ def _report(result: RunResult, project, as_json: bool, live_view: bool) -> int:
                          separators=(",", ":")), flush=True)   # the events' own form
     if result.status == "complete":
         if not as_json and live_view:
+            from rich.syntax import Syntax   # pygments: only for a terminal
             console.print(Text("output", style="ok"))
             console.print(Syntax(json.dumps(result.output, indent=2, ensure_ascii=False, default=str),
                                  "json", background_color="default"))
@@ -280,5 +282,4 @@ def _report(result: RunResult, project, as_json: bool, live_view: bool) -> int:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run", help=HELP, no_args_is_help=True,
-                short_help="Run one instance in a tenant's code, with a live step checklist.")(run)
+    app.command("run", help=HELP, no_args_is_help=True, short_help=COMMANDS["run"])(run)

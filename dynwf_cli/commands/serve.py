@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from dynwf_cli.commands import COMMANDS
 from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.options import (ConfigOption, IpOption, MaxInflightOption, MaxQueuedOption,
                                PortOption, StateDirOption, DatabaseOption, VarOption)
@@ -111,9 +113,13 @@ def serve(
 def open_host(project: Project, env_vars: dict[str, str]) -> ProjectHost:
     """The host on the project's store: the one place ``dynwf serve`` chooses its database
     (``--database`` / ``DYNWF_DATABASE_URL``, else the SQLite file in the state folder)."""
+    # each host's connections carry its name, so an operator can tell them apart (and cut one
+    # host off) in pg_stat_activity; a URL's own application_name wins
+    name = f"dynwf serve {socket.gethostname()} {os.getpid()}"[:63]
     return ProjectHost(project.config, HostOptions(state_dir=project.state_dir,
                                                    database=project.store_url, clock=SystemClock(),
-                                                   isolation="process", vars=env_vars))
+                                                   isolation="process", vars=env_vars,
+                                                   application_name=name))
 
 
 async def _serve(project: Project, sock, log: JsonLog, *, token: str | None,
@@ -166,5 +172,4 @@ async def _serve(project: Project, sock, log: JsonLog, *, token: str | None,
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve", help=HELP, short_help="Run the project in production (health, "
-                                               "metrics, graceful stop).")(serve)
+    app.command("serve", help=HELP, short_help=COMMANDS["serve"])(serve)

@@ -58,6 +58,7 @@ import difflib
 import os
 import re
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -102,9 +103,15 @@ def check_project(config_path: Path | None, *, tenants_dir: Path | None = None,
 
 
 def run_check(config_path: Path | None, *, tenants_dir: Path | None = None,
-              entry_class: str = DEFAULT_ENTRY_CLASS) -> CheckReport:
-    """Like :func:`check_project`, also saying which files were read (for the summary line)."""
-    path = find_config(explicit=config_path)
+              entry_class: str = DEFAULT_ENTRY_CLASS, tenants: Collection[str] | None = None,
+              config: ProjectConfig | None = None) -> CheckReport:
+    """Like :func:`check_project`, also saying which files were read (for the summary line).
+
+    ``tenants`` names the only tenant folders to check (None: every one), for a command that
+    runs some tenants' code and refuses only their errors; ``config`` is the project's config
+    already loaded from ``config_path`` (its file is then not read again).
+    """
+    path = config.path if config is not None else find_config(explicit=config_path)
     root = path.parent
     if tenants_dir is not None and not Path(tenants_dir).is_dir():
         raise UsageError(f"tenants folder {tenants_dir} does not exist",
@@ -112,7 +119,8 @@ def run_check(config_path: Path | None, *, tenants_dir: Path | None = None,
     project = _Project(root)
     project.files.append(project.shown(path))
     try:
-        config = load_config(path)
+        if config is None:
+            config = load_config(path)
     except ConfigNotFoundError:
         raise
     except ConfigError as exc:
@@ -121,7 +129,7 @@ def run_check(config_path: Path | None, *, tenants_dir: Path | None = None,
         project.report(*(replace(d, file=project.shown(root / d.file)) for d in config.warnings))
         _check_dispatcher(project, config)
     _check_tenants(project, Path(tenants_dir) if tenants_dir is not None else root / "tenants",
-                   entry_class)
+                   entry_class, tenants)
     found = sorted(project.diagnostics, key=lambda d: (d.file, d.line, d.column, d.code))
     return CheckReport(root, found, project.files)
 
@@ -320,10 +328,12 @@ def _missing_name_message(subject: str, shown: str, bindings: dict[str, ast.AST]
 
 # --- tenants ---------------------------------------------------------------------------------
 
-def _check_tenants(project: _Project, folder: Path, entry_class: str) -> None:
+def _check_tenants(project: _Project, folder: Path, entry_class: str,
+                   only: Collection[str] | None = None) -> None:
     if not folder.is_dir():
         return  # a project may load its tenants' code from elsewhere (run_check checked --tenants)
-    for tenant in sorted(p for p in folder.iterdir() if p.is_dir() and not _is_ignored(p)):
+    for tenant in sorted(p for p in folder.iterdir() if p.is_dir() and not _is_ignored(p)
+                         and (only is None or p.name in only)):
         shown_dir = project.shown(tenant)
         if not is_valid_id(tenant.name):
             project.report(Diagnostic(

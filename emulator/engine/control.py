@@ -193,6 +193,14 @@ class Control:
         self.store.changed(instance_id, what)
         self._react(instance_id, what)
 
+    def _locked(self, instance_id: str) -> InstanceRow:
+        """The instance's row, locked for the rest of the transaction (``lock_instance_txn``)."""
+        row = self.store.lock_instance_txn(instance_id)
+        if row is None:
+            raise InstanceNotFoundError(f"Instance '{instance_id}' does not exist",
+                                        instance_id=instance_id, hint="dynwf instances list")
+        return row
+
     # ---- create ----------------------------------------------------------------------------
 
     def create(self, workflow: str, options: Any = None, *, code_version: str | None = None) -> str:
@@ -229,8 +237,10 @@ class Control:
                                                      code_version, item.scope)
                 if key is not None:
                     created.append((key, item.id))
+        if created:   # other hosts need no id to claim new work: one announcement for the batch
+            self.store.changed("*", "created")
         for key, _id in created:
-            self.on_change(key, "created")
+            self._react(key, "created")
         return created
 
     # ---- read ------------------------------------------------------------------------------
@@ -266,7 +276,7 @@ class Control:
         a queued or waiting one pauses at once and its timers stop. Otherwise a no-op."""
         now = self.clock.now_ms()
         with self.store.write():
-            row = self.store.get_instance(instance_id)
+            row = self._locked(instance_id)
             if row.status == states.RUNNING and row.lease_owner is not None:
                 self.store.set_status_txn(instance_id, row.status, states.WAITING_FOR_PAUSE, now)
                 new = states.WAITING_FOR_PAUSE
@@ -284,7 +294,7 @@ class Control:
         pause. A no-op in any other status (what the local platform does)."""
         now = self.clock.now_ms()
         with self.store.write():
-            row = self.store.get_instance(instance_id)
+            row = self._locked(instance_id)
             if row.status == states.PAUSED:
                 self.store.shift_timers_txn(instance_id, now - (row.paused_at or now))
                 self.store.set_status_txn(instance_id, row.status, states.QUEUED, now, paused_at=None)
@@ -302,7 +312,7 @@ class Control:
         first run its rollback phase (the instance is queued for it and ends ``terminated``)."""
         now = self.clock.now_ms()
         with self.store.write():
-            row = self.store.get_instance(instance_id)
+            row = self._locked(instance_id)
             if states.is_finished(row.status):
                 raise CannotTerminateError(instance_id=instance_id, status=row.status)
             if rollback and row.rollback is None and row.status != states.UNKNOWN \
@@ -337,7 +347,7 @@ class Control:
         The instance reads ``running`` as soon as this returns."""
         start = parse_restart_options(options)
         with self.store.write():
-            row = self.store.get_instance(instance_id)
+            row = self._locked(instance_id)
             from_seq = self._from_seq_txn(instance_id, start) if start is not None else None
             self.store.reset_txn(instance_id, row.status, self.clock.now_ms(), from_seq=from_seq)
         self.on_change(instance_id, "restart")
@@ -453,7 +463,7 @@ class Control:
         """End the current sleep or retry back-off now; returns how many waits were cut short."""
         now = self.clock.now_ms()
         with self.store.write():
-            row = self.store.get_instance(instance_id)
+            row = self._locked(instance_id)
             if states.is_finished(row.status):
                 raise InstanceNotRunningError(f"Instance '{instance_id}' is {row.status}: nothing to "
                                               "wake", instance_id=instance_id)
@@ -470,7 +480,7 @@ class Control:
         encoded = encode_json(event_value(payload, type, now), what="event",
                               limit=MAX_PAYLOAD_BYTES + 1024)  # the record adds < 200 bytes
         with self.store.write():
-            row = self.store.get_instance(instance_id)
+            row = self._locked(instance_id)
             if states.is_finished(row.status):
                 raise InstanceNotRunningError(
                     f"Cannot send event to instance '{instance_id}': it is {row.status}",

@@ -11,7 +11,10 @@ Several engines (processes) may share one database file: an engine claims an ins
 lease (wall-clock expiry, renewed while it runs) and every commit of a lifetime re-checks that
 lease and the instance's generation, so a terminated, restarted or stolen instance is never
 written by a stale engine. Changes made by other processes are noticed through SQLite's
-``PRAGMA data_version`` on each poll.
+``PRAGMA data_version`` on each poll. On PostgreSQL the other hosts' changes are also pushed
+(``engine/wakeups.py``): while that channel listens, the engine hears a create, an event, a pause
+or a released lease at once, brings only the named instance's lifetime in line, and keeps the
+full look at every live lifetime for a slower safety poll (:data:`LISTENING_SYNC_MS`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,12 @@ from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeErr
 from emulator.error_codes import ISOLATE_FAULTS, Code, code_of
 
 RunnerFactory = Callable[[InstanceRow], Any]  # -> an object with (async) run(event, step)
+#: While cross-host wake-ups are heard, how often every live lifetime is still checked against
+#: the database (a missed notification costs at most this); without them, every ``poll_ms``.
+LISTENING_SYNC_MS = 2_000
+#: How soon the scheduler looks again at a due timer it left to another engine (or found held by
+#: another transaction): soon, but not at once, which would spin the loop on database round trips.
+TIMER_RECHECK_MS = 5
 #: Isolate crashes outside any step, with no step committed in between, that an instance
 #: survives by replaying; one more errors it (see Engine._replays_after_crash).
 CRASH_REPLAYS = 3
@@ -99,6 +108,19 @@ class Engine:
         self.lease_takeovers = 0
         #: told (instance id, the previous owner) of each such takeover
         self.on_takeover: Callable[[str, str], None] | None = None
+        #: whether other hosts' changes are pushed to this engine now (PostgreSQL's LISTEN)
+        self.listening = False
+        #: how many times that channel was lost (polling meanwhile), and changes heard through it
+        self.listen_losses = 0
+        self.changes_heard = 0
+        #: told (listening, reason) each time the channel comes up or goes down
+        self.on_listen: Callable[[bool, str | None], None] | None = None
+        self._listener: Any = None
+        #: scheduler rounds that raised (the scheduler goes on), and who is told of each
+        self.tick_failures = 0
+        self.on_tick_failure: Callable[[BaseException], None] | None = None
+        self._next_sync = 0
+        self._left_due = False
 
     # ---- registration and bindings ---------------------------------------------------------
 
@@ -175,6 +197,55 @@ class Engine:
         self._publish_status(instance_id, "queued" if what == "created" else None)
         self._signal()
 
+    def _heard(self, instance_id: str, what: str) -> None:
+        """Another process changed ``instance_id`` (``what``: created, event, pause, ...; or
+        ``released``, leases handed back by a stopping host): react as to a change made here."""
+        self.changes_heard += 1
+        if what == "delete":
+            self.log_quota.forget(instance_id)
+            self._crashes_outside_steps.pop(instance_id, None)
+        lifetime = self.live.get(instance_id)
+        if lifetime is not None:
+            self._sync_lifetime(lifetime)
+        self._signal()
+
+    def _listen_state(self, listening: bool, reason: str | None) -> None:
+        if listening == self.listening:
+            return
+        self.listening = listening
+        if not listening:
+            self.listen_losses += 1
+        # heard nothing meanwhile, or about to poll: look at everything at once
+        self._data_version = -1
+        self._next_poll = 0
+        self._signal()
+        if self.on_listen is not None:
+            try:
+                self.on_listen(listening, reason)
+            except Exception:  # a broken listener must never stop the engine
+                pass
+
+    def _start_listening(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def on_change(instance_id: str, what: str) -> None:
+            loop.call_soon_threadsafe(self._heard, instance_id, what)
+
+        def on_state(listening: bool, reason: str | None) -> None:
+            loop.call_soon_threadsafe(self._listen_state, listening, reason)
+        self._listener = self.store.listen(on_change, on_state)
+
+    @property
+    def has_wakeups(self) -> bool:
+        """Whether this engine's store pushes other processes' changes to it (PostgreSQL)."""
+        return self._listener is not None
+
+    def _stop_listening(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        self.listening = False
+
     def _publish_status(self, instance_id: str, status: str | None = None) -> None:
         """Tell subscribers the instance's status (read from the store unless given)."""
         if not self.progress.active:
@@ -233,12 +304,33 @@ class Engine:
     async def serve(self, stop: asyncio.Event | None = None) -> None:
         """Run until ``stop`` is set (or forever), then hand every lease back."""
         self._wake = asyncio.Event()
+        self._start_listening()
+        waker = None
+        if stop is not None:   # a stop ends the scheduler's sleep, however long the poll
+            waker = asyncio.get_running_loop().create_task(stop.wait())
+            waker.add_done_callback(lambda _: self._wake.set() if self._wake else None)
         try:
             while stop is None or not stop.is_set():
-                delay = self.tick()
+                try:
+                    delay = self.tick()
+                except Exception as exc:  # noqa: BLE001 - the scheduler outlives a failed round
+                    # (a database that went away, a deadlock the server broke): say so, and try
+                    # again after a poll; every write of a round is one transaction, undone whole
+                    self.tick_failures += 1
+                    if self.on_tick_failure is not None:
+                        try:
+                            self.on_tick_failure(exc)
+                        except Exception:  # a broken listener must never stop the engine
+                            pass
+                    delay = self.poll_ms
                 await self._sleep(delay, stop)
         finally:
-            await self.shutdown()
+            if waker is not None:
+                waker.cancel()
+            try:
+                await self.shutdown()
+            finally:
+                await asyncio.to_thread(self._stop_listening)
 
     async def drain(self, *, jump: bool = True, until: Callable[[], bool] | None = None,
                     jump_kinds: tuple[str, ...] = ("sleep", "retry")) -> None:
@@ -329,6 +421,8 @@ class Engine:
         due = self.store.next_timer_due()
         if due is not None:
             wait = min(wait, due - now)
+            if self._left_due:
+                wait = max(wait, TIMER_RECHECK_MS)
         if self.live:
             wait = min(wait, self._next_renewal - real)
         return max(0, wait)
@@ -341,8 +435,12 @@ class Engine:
         if version != self._data_version:
             self._data_version = version
             self._maybe_runnable = True
-            for lifetime in list(self.live.values()):
-                self._sync_lifetime(lifetime)
+            # while changes are pushed (each named instance is synced as it is heard), the full
+            # look is only a safety net: on PostgreSQL every commit, ours too, moves the version
+            if not self.listening or real >= self._next_sync:
+                self._next_sync = real + LISTENING_SYNC_MS
+                for lifetime in list(self.live.values()):
+                    self._sync_lifetime(lifetime)
         elif real >= self._next_poll - self.poll_ms:
             # leases of dead engines expire without any write: look for orphans now and then
             self._maybe_runnable = True
@@ -371,6 +469,7 @@ class Engine:
                                      real + self.lease_ms // 3)
 
     def _fire_timers(self, now: int, real: int) -> None:
+        self._left_due = False
         timers = [t for t in self.store.due_timers(now)
                   if self.only is None or t.instance_id in self.only]
         if not timers:
@@ -378,9 +477,14 @@ class Engine:
         woken: list[tuple[str, StepKey]] = []
         with self.store.write():
             for timer in timers:
-                row = self.store.find_instance(timer.instance_id)
+                # a row another transaction holds (its owner committing, a control operation)
+                # is left for the next round rather than waited for
+                row = self.store.lock_instance_txn(timer.instance_id, skip_locked=True)
                 if row is None or self._owned_elsewhere(row, real):
-                    continue  # its timers are that engine's to fire
+                    # that engine's to fire (or held just now): the scheduler looks again
+                    # shortly, not at once, or it would spin until the other one fires it
+                    self._left_due = True
+                    continue
                 if not self.store.delete_timer_txn(timer.id):
                     continue
                 step = self.store.get_step(timer.instance_id, timer.step) \
@@ -410,7 +514,7 @@ class Engine:
         fired: list[StepKey] = []
         early: dict[StepKey, int] = {}
         with self.store.write():
-            row = self.store.find_instance(instance_id)
+            row = self.store.lock_instance_txn(instance_id)
             if row is None or row.status == states.PAUSED or states.is_finished(row.status):
                 return 0
             for timer in self.store.timers_of(instance_id):
@@ -529,7 +633,7 @@ class Engine:
         generation, now = lifetime.generation, self.clock.now_ms()
 
         def finish(store: Store) -> bool:
-            row = store.find_instance(lifetime.id)
+            row = store.lock_instance_txn(lifetime.id)
             if not self._owns(row, generation):
                 return False
             store.finish_txn(lifetime.id, row.status, status, now,
@@ -564,7 +668,7 @@ class Engine:
                             "outcome": None, "error": None})
 
         def begin(store: Store) -> bool:
-            row = store.find_instance(lifetime.id)
+            row = store.lock_instance_txn(lifetime.id)
             if not self._owns(row, generation):
                 return False
             store.set_rollback_txn(lifetime.id, phase, now)
@@ -593,7 +697,7 @@ class Engine:
         status = states.ERRORED if trigger is not None else states.TERMINATED
 
         def end(store: Store) -> dict[str, Any] | None:
-            row = store.find_instance(lifetime.id)
+            row = store.lock_instance_txn(lifetime.id)
             if not self._owns(row, generation):
                 return None
             outcome = rollback_outcome(store, lifetime.id, now)
@@ -620,7 +724,7 @@ class Engine:
         waits = lifetime.hibernated_waits if reason == "hibernate" else []
 
         def stop(store: Store) -> str | None:
-            row = store.find_instance(lifetime.id)
+            row = store.lock_instance_txn(lifetime.id)
             if not self._owns(row, generation):
                 return None
             if reason == "shutdown":
@@ -679,7 +783,7 @@ class Engine:
         owner, generation, now = self.owner, lifetime.generation, self.clock.now_ms()
 
         def lost(store: Store) -> str | None:
-            row = store.find_instance(lifetime.id)
+            row = store.lock_instance_txn(lifetime.id)
             if not self._owns(row, generation):
                 return None
             for key, (attempt, config_json, _started) in attempting.items():
@@ -742,6 +846,8 @@ class Engine:
                 if row.lease_owner == self.owner:
                     self.store.set_status_txn(row.id, row.status, states.PAUSED, now, paused_at=now)
             self.store.release_all_txn(self.owner)
+        # another host takes these instances at once, not at its next poll
+        self.store.changed("*", "released")
 
     def close(self) -> None:
         self.writes.close()

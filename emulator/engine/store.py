@@ -4,7 +4,8 @@ Writers run inside ``Store.write()`` (``BEGIN IMMEDIATE``, so a writer takes the
 instead of failing half-way on upgrade). Functions that must be called inside that transaction
 end in ``_txn``. The schema lives in ``migrations/NNNN_*.sql``, applied once each through
 sqlite-utils' ``Migrations`` under the same immediate lock, so two processes opening a new file
-at the same moment do not race.
+at the same moment do not race. A file whose every migration is recorded already (every open but
+the first) is opened without importing sqlite-utils, a third of a short command's start-up.
 
 Durability: ``synchronous=NORMAL`` in WAL mode survives any process crash (the guarantee this
 engine promises: a killed engine loses no committed step); only an operating-system crash or
@@ -19,16 +20,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
-
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from emulator.rules import states
 from emulator.errors import InstanceNotFoundError, InvalidTransitionError
 from emulator.rules.redaction import is_output_sensitive, shown_result
 from emulator.rules.steps import StepKey
 from emulator.rules.values import display_json
+
+if TYPE_CHECKING:
+    import sqlite_utils
+    from sqlite_utils.migrations import Migrations
 
 BUSY_TIMEOUT_MS = 10_000  # the 5 s default is exceeded when many engines share one slow disk
 
@@ -138,17 +140,36 @@ _STEP_COLS = ("kind, name, count, status, attempts, config, result, error, event
               "started_at, ended_at, rollback")
 
 
-def _migrations() -> Migrations:
-    migrations = Migrations("dynwf.engine")
+#: The name of the engine's set of migrations in sqlite-utils' table of applied ones.
+MIGRATION_SET = "dynwf.engine"
+
+
+def _migration_files() -> list[Any]:
     folder = resources.files("emulator.engine") / "migrations"
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".sql"):
-            migrations(name=entry.name)(_sql_migration(entry.read_text()))
+    return sorted((e for e in folder.iterdir() if e.name.endswith(".sql")), key=lambda e: e.name)
+
+
+def _migrations() -> "Migrations":
+    from sqlite_utils.migrations import Migrations
+    migrations = Migrations(MIGRATION_SET)
+    for entry in _migration_files():
+        migrations(name=entry.name)(_sql_migration(entry.read_text()))
     return migrations
 
 
+def _all_applied(conn: sqlite3.Connection) -> bool:
+    """Whether sqlite-utils' table of applied migrations already holds every file (read only)."""
+    try:
+        rows = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?",
+                            (MIGRATION_SET,)).fetchall()
+    except sqlite3.OperationalError:   # no such table: a new file
+        return False
+    applied = {name for (name,) in rows}
+    return all(entry.name in applied for entry in _migration_files())
+
+
 def _sql_migration(script: str):
-    def apply(db: sqlite_utils.Database) -> None:
+    def apply(db: "sqlite_utils.Database") -> None:
         for statement in _statements(script):
             db.execute(statement)
     return apply
@@ -203,6 +224,9 @@ class Store:
         self._migrate()
 
     def _migrate(self) -> None:
+        if _all_applied(self.conn):
+            return
+        import sqlite_utils
         db = sqlite_utils.Database(self.conn)
         migrations = _migrations()
         self.conn.execute("BEGIN IMMEDIATE")
@@ -246,8 +270,17 @@ class Store:
 
     def changed(self, instance_id: str, what: str) -> None:
         """Called after a create, event, pause, resume, terminate, restart or delete of
-        ``instance_id`` committed: the hook for waking engines on other hosts. A no-op on SQLite,
-        where engines share one file and poll ``data_version``."""
+        ``instance_id`` committed (and by a stopping engine with ``"released"`` once it handed its
+        leases back): the hook for waking engines on other hosts. A no-op on SQLite, where
+        engines share one file and poll ``data_version``."""
+
+    def listen(self, on_change: Callable[[str, str], None],
+               on_state: Callable[[bool, str | None], None]) -> Any:
+        """Hear the changes other processes announce through :meth:`changed` (``on_change(
+        instance_id, what)``, called from another thread) and whether they can be heard now
+        (``on_state(listening, reason)``); an object with ``close()``, or None when this store
+        has no such channel (SQLite: engines poll ``data_version``)."""
+        return None
 
     def data_version(self) -> int:
         """Changes whenever another connection commits (cheap cross-process change detection)."""
@@ -280,6 +313,19 @@ class Store:
 
     def find_instance(self, id: str) -> InstanceRow | None:
         row = self.conn.execute(f"SELECT {_INSTANCE_COLS} FROM instances WHERE id = ?",
+                                (id,)).fetchone()
+        return InstanceRow(*row) if row else None
+
+    def lock_instance_txn(self, id: str, *, skip_locked: bool = False) -> InstanceRow | None:
+        """The instance's row, locked until the transaction ends (PostgreSQL: ``FOR UPDATE``;
+        SQLite's ``BEGIN IMMEDIATE`` already holds the whole file). Whoever decides from the row's
+        status and its steps together (a lifetime that hibernates, a control operation, a timer
+        that fires) reads it this way, so two such decisions never interleave: one of them sees
+        the other's commit (else an event arriving while its lifetime hibernates on another host
+        could leave the instance ``waiting`` with its wait already resolved). ``skip_locked``:
+        None instead of waiting when another transaction holds the row."""
+        lock = (self.CLAIM_LOCK if skip_locked else self.OWNED_LOCK)
+        row = self.conn.execute(f"SELECT {_INSTANCE_COLS} FROM instances WHERE id = ?{lock}",
                                 (id,)).fetchone()
         return InstanceRow(*row) if row else None
 
@@ -407,9 +453,13 @@ class Store:
         return claimed
 
     def renew_leases_txn(self, owner: str, real_now: int, lease_until: int) -> None:
-        """Extend ``owner``'s leases to ``lease_until`` (``real_now`` plus the lease's length)."""
+        """Extend ``owner``'s leases to ``lease_until`` (``real_now`` plus the lease's length).
+        A row another transaction holds (this engine's own group commit, most often) is left for
+        the next renewal, a third of a lease later: waiting for it while holding the rows already
+        renewed is how two transactions deadlock on PostgreSQL."""
         _, lease_until = self._lease_window_txn(real_now, lease_until)
-        self.conn.execute("UPDATE instances SET lease_expiry = ? WHERE lease_owner = ?",
+        self.conn.execute("UPDATE instances SET lease_expiry = ? WHERE id IN (SELECT id FROM "
+                          f"instances WHERE lease_owner = ?{self.CLAIM_LOCK})",
                           (lease_until, owner))
 
     def _lease_window_txn(self, real_now: int, lease_until: int) -> tuple[int, int]:

@@ -7,12 +7,13 @@ both classes match these signatures and that the package calls no store method m
 Groups: transactions (``write``, ``savepoint``: ``_txn`` methods run inside ``write()``);
 instances and their statuses; leases (``claim_txn``, ``owned_txn``, ``renew_leases_txn``,
 ``lease_clock_ms``: whose clock judges expiry is the store's to say); steps, attempts, timers,
-events, logs; change detection (``data_version``) and the cross-host hook (``changed``).
+events, logs; change detection (``data_version``) and the cross-host wake-ups (``changed``
+announces, ``listen`` hears).
 """
 
 from __future__ import annotations
 
-from typing import Any, ContextManager, Iterable, Protocol
+from typing import Any, Callable, ContextManager, Iterable, Protocol
 
 from emulator.engine.store import InstanceRow, StepRow, TimerRow
 from emulator.rules.steps import StepKey
@@ -33,6 +34,9 @@ class EngineStore(Protocol):
 
     def changed(self, instance_id: str, what: str) -> None: ...
 
+    def listen(self, on_change: Callable[[str, str], None],
+               on_state: Callable[[bool, str | None], None]) -> Any: ...
+
     def data_version(self) -> int: ...
 
     def insert_instance_txn(self, id: str, workflow: str, params: str, now: int,
@@ -41,6 +45,8 @@ class EngineStore(Protocol):
     def get_instance(self, id: str) -> InstanceRow: ...
 
     def find_instance(self, id: str) -> InstanceRow | None: ...
+
+    def lock_instance_txn(self, id: str, *, skip_locked: bool = False) -> InstanceRow | None: ...
 
     def find_in_workflow(self, workflow: str, binding_id: str) -> InstanceRow | None: ...
 

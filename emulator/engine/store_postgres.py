@@ -19,6 +19,8 @@ Chosen for many hosts, where SQLite's one writer lock no longer serialises anyth
   never a host's: a host whose clock is off neither steals leases nor loses its own. The engine
   still passes its wall clock; only the lease's length is taken from it. Timers stay on the
   engine's clock (the virtual clock in tests).
+- **Wake-ups across hosts**: :meth:`PostgresStore.changed` sends ``pg_notify`` on the schema's
+  channel and :meth:`PostgresStore.listen` hears the other hosts' (``engine/wakeups.py``).
 - **Migrations** (``migrations_postgres/NNNN_*.sql``, numbered as SQLite's) run under a
   session advisory lock, each in its own transaction, so hosts starting together apply each once.
 """
@@ -30,13 +32,15 @@ import threading
 import zlib
 from contextlib import contextmanager
 from importlib import resources
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
+from emulator.engine import wakeups
 from emulator.engine.store import Store
 from emulator.errors import DatabaseUnavailableError, DatabaseUrlError
 
@@ -47,7 +51,8 @@ DEFAULT_SCHEMA = "dynwf"
 CONNECT_TIMEOUT_S = 5
 #: connections per store: the engine's loop, the group commit's worker and a reader at once
 POOL_MAX = 4
-#: how the store's connections name themselves in pg_stat_activity
+#: how the store's connections name themselves in pg_stat_activity, unless the URL's
+#: ``application_name`` or the store's caller names them (``dynwf serve`` names each host)
 APPLICATION_NAME = "dynwf"
 _DB_NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 
@@ -158,11 +163,19 @@ class PostgresStore(Store):
     OWNED_LOCK = " FOR UPDATE"
     OFFLOAD_COMMITS = True
 
-    def __init__(self, url: str) -> None:  # noqa: D107 - no file, unlike Store's
+    def __init__(self, url: str, *, application_name: str | None = None) -> None:  # noqa: D107
         self.url = redact(url)
         self.path = None  # type: ignore[assignment]
         conninfo, self.schema = split_url(url)
         self._clock_offset_ms = 0
+        self.channel = wakeups.channel_for(self.schema)
+        self.origin = wakeups.new_origin()
+        self._conninfo = conninfo
+        # the URL's application_name wins (libpq's own parameter); else the caller's, else ours
+        named = "application_name" in conninfo_to_dict(conninfo) or bool(os.environ.get("PGAPPNAME"))
+        self._connect_kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        if not named:
+            self._connect_kwargs["application_name"] = application_name or APPLICATION_NAME
         try:
             # one direct connection first: an unreachable server fails here, at once, with
             # libpq's reason, instead of as a pool timeout
@@ -177,8 +190,7 @@ class PostgresStore(Store):
             conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(schema)))
 
         self.pool = ConnectionPool(conninfo, min_size=1, max_size=POOL_MAX, open=False,
-                                   kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S,
-                                           "application_name": APPLICATION_NAME},
+                                   kwargs={"autocommit": True, **self._connect_kwargs},
                                    configure=configure, check=ConnectionPool.check_connection,
                                    name=f"dynwf-{schema}")
         try:
@@ -216,6 +228,24 @@ class PostgresStore(Store):
         assert conn is not None, "savepoint() outside write()"
         with conn.transaction():
             yield
+
+    def changed(self, instance_id: str, what: str) -> None:
+        """Tell every engine listening on this schema (``engine/wakeups.py``): one ``pg_notify``,
+        in the caller's transaction when inside ``write()`` (then sent only if it commits), else
+        on its own. Best effort: an engine that misses it sees the change at its next poll."""
+        try:
+            self.conn.execute("SELECT pg_notify(?, ?)", (
+                self.channel, wakeups.payload(self.origin, instance_id, what)))
+        except DatabaseUnavailableError:
+            if self.conn.current is not None:
+                raise   # the transaction it belongs to is lost anyway: say so
+            # the change itself committed: the other engines will see it when they poll
+
+    def listen(self, on_change: Callable[[str, str], None],
+               on_state: Callable[[bool, str | None], None]) -> wakeups.Listener:
+        """Hear the other processes' :meth:`changed` on a dedicated connection, in a thread."""
+        return wakeups.Listener(self._conninfo, self._connect_kwargs, self.channel, self.origin,
+                                on_change, on_state)
 
     def data_version(self) -> int:
         """The database's next transaction id: it moves whenever any writer commits (this

@@ -46,12 +46,13 @@ def check_url(url: str | Path) -> None:
                                 "or a file path")
 
 
-def open_store(url: str | Path) -> Store:
-    """The store ``url`` names (see the module's note)."""
+def open_store(url: str | Path, *, application_name: str | None = None) -> Store:
+    """The store ``url`` names (see the module's note); ``application_name`` names a
+    PostgreSQL store's connections in ``pg_stat_activity`` unless the URL names them."""
     check_url(url)
     if is_postgres(url):
         from emulator.engine.store_postgres import PostgresStore
-        return PostgresStore(str(url))
+        return PostgresStore(str(url), application_name=application_name)
     path = sqlite_path(url)
     assert path is not None
     return Store(path)

@@ -35,6 +35,7 @@ from emulator.defaults import (ISOLATE_CPU_MS, ISOLATE_IDLE_TIMEOUT_S, ISOLATE_M
 from emulator.rules.limits import MAX_LOG_LINE_CHARS, utf8_size
 from emulator.engine.logs import LogWindow
 from emulator.rules.logs import LogLevel
+from emulator.isolates.early import spare_profile
 from emulator.isolates.child import EXIT_CPU_LIMIT, EXIT_MEMORY_LIMIT, guard_profile
 from emulator.isolates.outbound import NO_OUTBOUND, Outbound, OutboundPolicy
 from emulator.isolates.output import OutputReader
@@ -165,10 +166,7 @@ class IsolatePool:
         self.limits = limits or IsolateLimits()
         self.log_sink = log_sink
         self.layers = layers or Layers.from_environment()
-        # spares are prepared for the usual case: the pool's memory limit, no network
-        self.zygote = Zygote(spare_profile=asdict(guard_profile(
-            {"memory_mb": self.limits.memory_mb, "allow_network": False,
-             "layers": self.layers.to_dict()})))
+        self.zygote = Zygote(spare_profile=spare_profile(self.limits.memory_mb, self.layers))
         self._live: OrderedDict[str, Isolate] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Isolate]] = {}
         self._retired: set[Isolate] = set()

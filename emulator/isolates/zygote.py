@@ -72,24 +72,11 @@ class Zygote:
         self._stderr_tail: collections.deque[bytes] = collections.deque(maxlen=40)
 
     async def start(self) -> None:
-        host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        from emulator.runtime import RUNTIME_PATH
-        root = str(Path(__file__).resolve().parents[2])
-        env = {name: os.environ[name] for name in _PASSED_ENVIRONMENT if name in os.environ}
-        env["PYTHONPATH"] = os.pathsep.join([root, RUNTIME_PATH])
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-        env["PATH"] = os.defpath
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "emulator.isolates.zygote", str(zygote_end.fileno()),
-             json.dumps(self.spare_profile)],
-            pass_fds=[zygote_end.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, env=env, start_new_session=True)
-        zygote_end.close()
-        host_end.setblocking(False)
+        adopted = _early.pop(json.dumps(self.spare_profile, sort_keys=True), None)
+        self.process, host_end = adopted if adopted is not None else _spawn(self.spare_profile)
         self._ctrl = host_end
         loop = asyncio.get_running_loop()
         assert self.process.stderr is not None
-        os.set_blocking(self.process.stderr.fileno(), False)
         loop.add_reader(self.process.stderr.fileno(), self._read_stderr)
         try:
             first = await asyncio.wait_for(loop.sock_recv(host_end, 65536), timeout=30)
@@ -201,6 +188,61 @@ class Zygote:
             if self.process.stderr is not None:
                 self.process.stderr.close()
             self.process = None
+
+
+def _spawn(spare_profile: dict[str, Any] | None) -> tuple[subprocess.Popen[bytes], socket.socket]:
+    """The zygote process, started, and the host's end of its control channel."""
+    host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    from emulator.runtime import RUNTIME_PATH
+    root = str(Path(__file__).resolve().parents[2])
+    env = {name: os.environ[name] for name in _PASSED_ENVIRONMENT if name in os.environ}
+    env["PYTHONPATH"] = os.pathsep.join([root, RUNTIME_PATH])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PATH"] = os.defpath
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emulator.isolates.zygote", str(zygote_end.fileno()),
+         json.dumps(spare_profile)],
+        pass_fds=[zygote_end.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, env=env, start_new_session=True)
+    zygote_end.close()
+    host_end.setblocking(False)
+    assert process.stderr is not None
+    os.set_blocking(process.stderr.fileno(), False)
+    return process, host_end
+
+
+#: Zygotes started ahead of their pool (:func:`start_early`), by spare profile (as JSON).
+_early: dict[str, tuple[subprocess.Popen[bytes], socket.socket]] = {}
+_stopped_at_exit = False
+
+
+def start_early(spare_profile: dict[str, Any] | None) -> None:
+    """Start the zygote now, before this process has an event loop or a pool: it preloads the
+    runtime on another core while this process does the rest of its start-up (imports, the
+    project's check, the database), and the first :class:`Zygote` of this process with the same
+    spare profile adopts it instead of starting one. The same process, environment and
+    arguments as :meth:`Zygote.start` would start; one nobody adopts is stopped by
+    :func:`stop_unadopted`, at the latest when this process exits."""
+    key = json.dumps(spare_profile, sort_keys=True)
+    if key in _early:
+        return
+    global _stopped_at_exit
+    if not _stopped_at_exit:
+        import atexit
+        atexit.register(stop_unadopted)
+        _stopped_at_exit = True
+    _early[key] = _spawn(spare_profile)
+
+
+def stop_unadopted() -> None:
+    """Stop the zygotes :func:`start_early` started that no pool adopted (the command ended
+    before it started its host: a usage error, a refusal)."""
+    while _early:
+        process, host_end = _early.popitem()[1]
+        host_end.close()          # it exits at its next look at the channel; do not wait for it
+        process.terminate()
+        if process.stderr is not None:
+            process.stderr.close()
 
 
 async def _writable(sock: socket.socket) -> None:

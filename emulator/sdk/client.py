@@ -375,9 +375,11 @@ class StepClient:
         assert phase is not None
         ended = cached is not None and cached.status in ("done", "failed")
         if cached is not None and cached.rollback and rollback is not None:
-            output = json.loads(cached.result) if ended and cached.status == "done" \
+            output = decode_json(cached.result) if ended and cached.status == "done" \
                 and cached.result is not None else None
-            config = json.loads(cached.config) if cached.config else None
+            # as the body's ctx shows it: a delay function is left out (docs/semantics.md §2.4)
+            config = StepConfig.from_dict(json.loads(cached.config)).ctx_dict() \
+                if cached.config else None
             phase.register(Registration(
                 key, self._order[key], rollback,
                 {"step": {"name": key[1], "count": key[2]}, "attempt": max(cached.attempts, 1),

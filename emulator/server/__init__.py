@@ -1,22 +1,32 @@
 """The dev server (``dynwf dev``): the dispatcher behind HTTP, the engine running beside it,
 and hot reload of tenant and dispatcher code; and the production server (``dynwf serve``).
-``private_listener`` keeps tenant code's outbound requests off the server's own address."""
+``private_listener`` keeps tenant code's outbound requests off the server's own address.
 
-from emulator.isolates.outbound import private_listener
-from emulator.server.app import (ADMIN_PREFIX, MAX_INFLIGHT, MAX_QUEUED, TENANT_HEADER, Admission,
-                                 DevServer, DispatcherLoadError, RequestRecord, create_app,
-                                 error_body, fast_forward_idle, listen, server_config)
-from emulator.server.exposure import is_loopback_ip
-from emulator.server.jsonlog import JsonLog
-from emulator.server.production import (ADMIN_TOKEN_ENV, DRAIN_TIMEOUT_S, ProductionServer,
-                                        admin_token, check_isolation, require_admin_token)
-from emulator.server.reload import ReloadEvent, Reloader, compile_errors, load_error_line
+Names load on first use (``emulator.lazy``): ``dynwf dev`` does not load the production server's
+metrics and logs, nor ``dynwf serve`` the reloader.
+"""
 
-__all__ = [
-    "ADMIN_PREFIX", "Admission", "DRAIN_TIMEOUT_S", "DevServer", "DispatcherLoadError",
-    "ADMIN_TOKEN_ENV", "JsonLog", "ProductionServer", "admin_token", "check_isolation",
-    "is_loopback_ip", "require_admin_token",
-    "MAX_INFLIGHT", "MAX_QUEUED", "ReloadEvent",
-    "Reloader", "RequestRecord", "TENANT_HEADER", "compile_errors", "create_app", "error_body",
-    "fast_forward_idle", "listen", "load_error_line", "private_listener", "server_config",
-]
+from emulator.lazy import lazy_names
+
+#: Where each name lives.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "emulator.isolates.outbound": ("private_listener",),
+    "emulator.server.app": ("ADMIN_PREFIX", "MAX_INFLIGHT", "MAX_QUEUED", "TENANT_HEADER",
+                            "Admission", "DevServer", "DispatcherLoadError", "RequestRecord",
+                            "create_app", "error_body", "fast_forward_idle", "listen",
+                            "server_config"),
+    "emulator.server.exposure": ("is_loopback_ip",),
+    "emulator.server.jsonlog": ("JsonLog",),
+    "emulator.server.production": ("ADMIN_TOKEN_ENV", "DRAIN_TIMEOUT_S", "ProductionServer",
+                                   "admin_token", "check_isolation", "require_admin_token"),
+    "emulator.server.reload": ("ReloadEvent", "Reloader", "compile_errors", "load_error_line"),
+}
+_HOMES = {name: home for home, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_HOMES)
+
+__getattr__ = lazy_names("emulator.server", globals(), _HOMES)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

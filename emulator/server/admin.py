@@ -171,6 +171,8 @@ def admin_routes(host: ProjectHost, token: str, *,
         return JSONResponse(ops.delete_many(data["ids"], tenant=param(request, "tenant")))
 
     async def terminate(request: Request) -> Response:
+        # an unknown instance is said before anything about the body, as for the other actions
+        ops.resolve(request.path_params["id"], param(request, "tenant"))
         data = await read_object(request, TERMINATE_FIELDS)
         rollback = data.get("rollback", False)
         if not isinstance(rollback, bool):

@@ -68,8 +68,12 @@ class _Handler(logging.Handler):
         self._log.line(level if level in LEVELS else "error", "server.log", **fields)
 
 
-def capture_logging(log: JsonLog, names: tuple[str, ...] = ("uvicorn", "uvicorn.error",
-                                                             "uvicorn.access", "asyncio")) -> None:
+#: the loggers of libraries the server runs: uvicorn's, asyncio's, and psycopg's (its pool says
+#: when it discards a connection the database closed)
+CAPTURED = ("uvicorn", "uvicorn.error", "uvicorn.access", "asyncio", "psycopg", "psycopg.pool")
+
+
+def capture_logging(log: JsonLog, names: tuple[str, ...] = CAPTURED) -> None:
     """Send what these loggers write to ``log`` as JSON lines, and nowhere else (no plain-text
     handler, no propagation to the root logger's last-resort handler)."""
     handler = _Handler(log)

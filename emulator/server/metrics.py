@@ -127,6 +127,18 @@ class _StateCollector(Collector):
             "dynwf_lease_takeovers",
             "Instances this host claimed from another host whose lease had expired.",
             value=self.host.engine.lease_takeovers)
+        engine = self.host.engine
+        if engine.has_wakeups:   # a store that pushes other hosts' changes (PostgreSQL)
+            yield GaugeMetricFamily(
+                "dynwf_wakeups_listening",
+                "1 while other hosts' changes are pushed to this host (LISTEN); 0 while it "
+                "polls for them instead.", value=1 if engine.listening else 0)
+            yield CounterMetricFamily(
+                "dynwf_wakeups_lost", "Times the connection that hears other hosts' changes "
+                "was lost (this host polled until it was back).", value=engine.listen_losses)
+            yield CounterMetricFamily(
+                "dynwf_wakeups_heard", "Changes to instances heard from other hosts.",
+                value=engine.changes_heard)
         weakened = GaugeMetricFamily(
             "dynwf_isolation_weakened",
             "1 when a kernel layer of tenant isolation is missing (--allow-weak-isolation); "

@@ -256,6 +256,8 @@ class ProductionServer:
         self.metrics.attach()
         unsubscribe = host.engine.progress.subscribe(self._instance_status)
         host.engine.on_takeover = self._takeover
+        host.engine.on_listen = self._listen
+        host.engine.on_tick_failure = self._tick_failed
         host.tenant_log_listeners.append(self._tenant_log)
         engine_stop = asyncio.Event()
         engine_task = loop.create_task(host.engine.serve(engine_stop))
@@ -298,6 +300,8 @@ class ProductionServer:
             unsubscribe()
             self.metrics.detach()
             host.engine.on_takeover = None
+            host.engine.on_listen = None
+            host.engine.on_tick_failure = None
             await host.close()
 
     async def _drain(self) -> bool:
@@ -327,6 +331,18 @@ class ProductionServer:
 
     def _takeover(self, instance_id: str, previous_owner: str) -> None:
         self.log.warning("lease.takeover", instance=instance_id, previous_owner=previous_owner)
+
+    def _listen(self, listening: bool, reason: str | None) -> None:
+        if listening:
+            self.log.info("wakeups.listening", message="other hosts' changes are pushed here")
+        else:
+            self.log.warning("wakeups.lost", reason=reason,
+                             message=f"not hearing other hosts' changes: polling every "
+                                     f"{self.host.engine.poll_ms} ms until reconnected")
+
+    def _tick_failed(self, exc: BaseException) -> None:
+        self.log.error("engine.round_failed", error=f"{type(exc).__name__}: {exc}",
+                       message=f"the scheduler tries again in {self.host.engine.poll_ms} ms")
 
     def _tenant_log(self, label: str, level: str, message: str) -> None:
         self.log.info("tenant.log", tenant=label.split(":", 1)[-1], tenant_level=level,
