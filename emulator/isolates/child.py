@@ -120,6 +120,7 @@ async def _serve(sock: socket.socket, request: dict[str, Any]) -> None:
     # the host would take for a protocol violation gets a payload error here instead
     peer = Peer(transport.write, root, name=f"isolate:{root.label}",
                 proxies={STEP_KIND: root.build_step}, flush=transport.flush,
+                write_now=transport.write_now,
                 outgoing=FROM_ISOLATE, send_tracebacks=True)
     root.peer = peer
     await transport.serve(peer)

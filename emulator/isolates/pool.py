@@ -251,7 +251,8 @@ class IsolatePool:
             os.close(output)
             raise
         peer = Peer(transport.write, HostRoot(key, self.log_sink, outbound),
-                    name=f"the isolate of '{key}'", incoming=FROM_ISOLATE)
+                    name=f"the isolate of '{key}'", incoming=FROM_ISOLATE,
+                    write_now=transport.write_now)
         isolate = Isolate(key, pid, peer, transport, on_idle=self._room_changed)
         isolate.output = OutputReader.start(output, key, self.log_sink)
         peer.on_break = lambda error: self._broke(isolate)   # now, not when the reader runs

@@ -187,8 +187,10 @@ class Peer:
     def __init__(self, write: Callable[[bytes], None], root: Any = None, *, name: str = "peer",
                  proxies: dict[str, Callable[[Stub, Any], Any]] | None = None,
                  flush: Callable[[], None] | None = None, incoming: FrameRules = FROM_HOST,
-                 outgoing: FrameRules | None = None, send_tracebacks: bool = False) -> None:
+                 outgoing: FrameRules | None = None, send_tracebacks: bool = False,
+                 write_now: Callable[[bytes], None] | None = None) -> None:
         self._write = write
+        self._write_now = write_now
         # an isolate's answers carry them (the host keeps those of a tenant's run()); the host's
         # never do, so no line of the host's code (the dispatcher's) reaches a tenant
         self.send_tracebacks = send_tracebacks
@@ -304,11 +306,16 @@ class Peer:
         if self._flush is not None and self.closed is None:
             self._flush()
 
-    def _send(self, message: dict[str, Any], what: str = "the message") -> None:
+    def _send(self, message: dict[str, Any], what: str = "the message", now: bool = False) -> None:
+        """``now``: out at once when the transport can (an answer made by a task: its caller
+        waits for nothing else, and waiting for the loop's next iteration costs one more)."""
         data = _JSON.encode(message).encode()
         if self.outgoing is not None:
             frames.check_outgoing(data, message, self.outgoing, what)
-        self._write(data)
+        if now and self._write_now is not None:
+            self._write_now(data)
+        else:
+            self._write(data)
 
     async def call(self, ref: int, method: str, args: tuple, kwargs: dict[str, Any]) -> Any:
         """Call ``method`` on the other side's object ``ref``; cancelling the caller cancels the
@@ -511,11 +518,7 @@ class Peer:
                 result = await result
             if call_id is not None:
                 self._send({"t": "ok", "id": call_id, "v": codec.encode(result, self, "result")},
-                           f"the result of {message['m']}()")
-                # out now rather than a loop iteration later: one iteration less per call
-                # answered by a task (a step's settle), measured to cost no throughput with
-                # 100 instances in flight (docs/benchmarks.md)
-                self.flush()
+                           f"the result of {message['m']}()", now=True)
         except asyncio.CancelledError:
             if call_id is not None and self.closed is None and call_id in self._handling:
                 self._send({"t": "err", "id": call_id,

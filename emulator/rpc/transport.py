@@ -65,6 +65,13 @@ class StreamTransport:
         if self._scheduled is None:
             self._scheduled = asyncio.get_running_loop().call_soon(self.flush)
 
+    def write_now(self, data: bytes) -> None:
+        """Like :meth:`write`, handed to the operating system at once with whatever is queued
+        (no flush scheduled for the next loop iteration)."""
+        self._out.append(_LENGTH.pack(len(data)))
+        self._out.append(data)
+        self.flush()
+
     def flush(self) -> None:
         if self._scheduled is not None:
             self._scheduled.cancel()
