@@ -130,3 +130,30 @@ def test_an_isolate_fault_code_from_the_other_side_is_not_believed() -> None:
     assert getattr(forged, "code", None) is None and str(forged) == "I crashed, honestly"
     kept = error_from_wire({"name": "X", "message": "m", "code": "instance.not_found"})
     assert kept.code == "instance.not_found"
+
+
+class Holder(RpcTarget):
+    """Hands out one object by reference."""
+
+    def __init__(self) -> None:
+        self.inner = Echo()
+
+    def give(self) -> Any:
+        return self.inner
+
+
+def test_a_released_stub_is_let_go_of_at_once_and_cannot_be_called() -> None:
+    async def main() -> tuple[int, int, bool, str]:
+        here, there = memory_pair(None, Holder())
+        stub = await here.remote.give()
+        again = await here.remote.give()          # the same object twice: one stub, counted twice
+        held = there.export_count
+        here.release(stub)
+        for _ in range(10):                        # the drop is a one-way frame
+            await asyncio.sleep(0)
+        with pytest.raises(AttributeError) as refused:
+            stub.echo
+        return held, there.export_count, again is stub, str(refused.value)
+    held, after, same, message = asyncio.run(main())
+    assert same and held == 2 and after == 1      # the root is all the other side still exports
+    assert "released" in message
