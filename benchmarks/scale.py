@@ -47,8 +47,9 @@ async def _measure(engine: Engine, database: Path, instances: int, rate: int,
     ids: list[str] = []
     started = time.perf_counter()
     for first in range(0, instances, 100):
-        ids += engine.control.create_batch(
+        created = engine.control.create_batch(
             "waiter", [{"id": f"w{i}"} for i in range(first, min(instances, first + 100))])
+        ids += [key for key, _id in created]
     await engine.drain(jump=False)
     setup_s = time.perf_counter() - started
     counts = engine.store.count_by_status()
