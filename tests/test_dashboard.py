@@ -37,6 +37,7 @@ def test_the_page_carries_the_session_token_and_only_local_resources(tmp_path, s
     status, headers, page = get(dev, "/__dynwf/")
     assert status == 200 and headers["content-type"].startswith("text/html")
     assert f'<meta name="dynwf-token" content="{token_of(project)}">' in page
+    assert 'href="#/playground"' in page and "{{" not in page   # dev offers the playground
     assert "connect-src 'self'" in headers["content-security-policy"]
     # every script, style and link is served by dynwf itself
     for url in re.findall(r'(?:src|href)="([^"#]+)"', page):

@@ -278,6 +278,7 @@ def test_health_ready_and_metrics_move_when_a_workflow_runs(tmp_path, servers):
     basic = base64.b64encode(f"admin:{TOKEN}".encode()).decode()
     status, page, _ = server.request("/__dynwf/", headers={"authorization": f"Basic {basic}"})
     assert status == 200 and b"<html" in page.lower()
+    assert b'href="#/playground"' not in page and b'content="off"' in page   # no tab to a 404
     assert server.request("/__dynwf/")[0] == 401
     # no playground in production
     assert server.request("/__dynwf/api/playground/sample",

@@ -45,10 +45,16 @@ SECURITY_HEADERS = {
 }
 
 
+#: The navigation link to the playground, on pages of a server that mounts it.
+_PLAYGROUND_LINK = '<a href="#/playground" data-nav="playground">Playground</a>'
+
+
 def dashboard_routes(host: ProjectHost, token: str, prefix: str = "/__dynwf", *,
-                     check: Callable[[Request, str, bool], None] | None = None) -> list[Route]:
+                     check: Callable[[Request, str, bool], None] | None = None,
+                     with_playground: bool = True) -> list[Route]:
     """``GET {prefix}/`` (the page) and ``GET {prefix}/static/{file}`` (its modules);
-    ``check`` guards them (default: loopback only)."""
+    ``check`` guards them (default: loopback only). Without ``with_playground`` (``dynwf
+    serve``, which mounts no playground) the page offers no Playground tab."""
 
     def refused(request: Request) -> Response | None:
         try:
@@ -66,7 +72,9 @@ def dashboard_routes(host: ProjectHost, token: str, prefix: str = "/__dynwf", *,
             return denied
         page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
         page = page.replace("{{TOKEN}}", html.escape(token, quote=True)).replace(
-            "{{PROJECT}}", html.escape(host.config.name or "dynwf", quote=True))
+            "{{PROJECT}}", html.escape(host.config.name or "dynwf", quote=True)).replace(
+            "{{PLAYGROUND}}", "on" if with_playground else "off").replace(
+            "{{PLAYGROUND_LINK}}", _PLAYGROUND_LINK if with_playground else "")
         return HTMLResponse(page, headers=SECURITY_HEADERS)
 
     async def static(request: Request) -> Response:

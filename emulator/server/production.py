@@ -224,7 +224,8 @@ class ProductionServer:
         if self.token is not None:
             check = serve_check(self.token)
             routes += [*admin_routes(host, self.token, check=check, with_playground=False),
-                       *dashboard_routes(host, self.token, ADMIN_PREFIX, check=check),
+                       *dashboard_routes(host, self.token, ADMIN_PREFIX, check=check,
+                                        with_playground=False),
                        Route(ADMIN_PREFIX + "/{rest:path}", unknown, methods=methods)]
         else:
             routes += [Route(ADMIN_PREFIX, admin_off, methods=methods),

@@ -522,6 +522,9 @@ function playgroundView() {
 
 // ---- routing ----------------------------------------------------------------------------------
 
+// dynwf serve mounts no playground: its page says so, and #/playground shows the instances
+const HAS_PLAYGROUND = document.querySelector('meta[name="dynwf-playground"]')?.content !== "off";
+
 function route() {
   cleanup();
   const hash = location.hash.replace(/^#/, "") || "/instances";
@@ -530,7 +533,7 @@ function route() {
   const parts = path.split("/").filter(Boolean);
   for (const a of document.querySelectorAll("[data-nav]"))
     a.classList.toggle("active", a.dataset.nav === (parts[0] || "instances"));
-  if (parts[0] === "playground") { setLive(null); cleanup = playgroundView(); }
+  if (parts[0] === "playground" && HAS_PLAYGROUND) { setLive(null); cleanup = playgroundView(); }
   else if (parts[0] === "instances" && parts[1]) cleanup = instanceView(decodeURIComponent(parts[1]));
   else cleanup = instancesView(query);
 }
