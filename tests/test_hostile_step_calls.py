@@ -67,6 +67,8 @@ def value_attacks(stub):
         "a rollback config with sensitive": lambda: stub.begin(
             ["do", "x", 1], 1, CONFIG, json.dumps({**json.loads(CONFIG), "sensitive": "output"})),
         "ending a rollback phase there is not": lambda: stub.end_rollbacks(),
+        "a rollback config of 100,000 characters": lambda: stub.begin(
+            ["do", "x", 1], 1, CONFIG, "x" * 100_000),
     }
 
 
@@ -85,6 +87,8 @@ TYPE_ATTACKS = {
     "an unknown step kind": lambda stub: stub.begin(["jump", "x", 1], 1, CONFIG),
     "a retry delay as text": lambda stub: stub.settle(["do", "d", 1], 1, DYNAMIC, None,
                                                       FAILED, True, "1000"),
+    "a rollback config on a rollback attempt": lambda stub: stub.begin(["rollback", "x", 1], 1,
+                                                                       CONFIG, CONFIG),
 }
 
 
@@ -212,6 +216,9 @@ def test_values_the_platform_refuses_raise_its_errors_and_store_nothing(project,
                                              "takes only 'retries' and 'timeout'"),
         "ending a rollback phase there is not": ("StepCallError", "step.invalid_call",
                                                  "the instance is not in a rollback phase"),
+        "a rollback config of 100,000 characters": ("StepConfigError", "step.invalid_config",
+                                                    "a rollback config of 100,000 characters "
+                                                    "is over the limit"),
     }
     for name, (kind, code, fragment) in expected.items():
         got_kind, got_code, message = outcomes[name]
@@ -235,6 +242,7 @@ def test_values_the_platform_refuses_raise_its_errors_and_store_nothing(project,
     ("a rollback config that is a number", "a rollback config is a int, not str"),
     ("an unknown step kind", "step kind 'jump' is not one of do, sleep, wait"),
     ("a retry delay as text", "a retry delay is a str, not int"),
+    ("a rollback config on a rollback attempt", "a rollback attempt carries no rollback config"),
 ])
 def test_arguments_of_the_wrong_type_kill_the_isolate_and_error_only_its_instance(
         project, tmp_path, attack, fragment):
