@@ -81,3 +81,23 @@ async def test_an_event_mocked_while_the_instance_waits_survives_restart(dynwf, 
     await handle.restart()
     await r2.wait_for_status("complete")
     assert (await r2.get_output())["approval"] == 2
+
+
+async def test_a_deleted_instance_leaves_no_mocks_to_an_instance_created_again_with_its_id(
+        dynwf, where):
+    """§1.6, §7.3: delete() erases everything about an instance, its test modifiers too: an
+    instance created again with the id runs its real code (the real ``fetch`` fails it)."""
+    async def modify(m):
+        await m.mock_step_result("fetch", "m")
+        await m.disable_sleeps()
+        await m.mock_event({"type": "approved", "payload": 3})
+        await m.force_event_timeout("second")
+
+    r3 = dynwf.introspect_instance(target_of(dynwf, where), "r3")
+    await r3.modify(modify)
+    handle = await binding_of(dynwf, where).create({"id": "r3"})
+    await r3.wait_for_status("complete")
+    await handle.delete()
+    await binding_of(dynwf, where).create({"id": "r3"})
+    await r3.wait_for_status("errored")
+    assert "the real body ran" in (await r3.get_error())["message"]

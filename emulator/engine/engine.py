@@ -187,8 +187,7 @@ class Engine:
         if what == "created":
             self.modifiers.instance_created(instance_id)
         elif what == "delete":
-            self.log_quota.forget(instance_id)
-            self._crashes_outside_steps.pop(instance_id, None)
+            self._forget(instance_id)
         elif what == "restart":
             self.modifiers.instance_restarted(instance_id)
         lifetime = self.live.get(instance_id)
@@ -202,12 +201,18 @@ class Engine:
         ``released``, leases handed back by a stopping host): react as to a change made here."""
         self.changes_heard += 1
         if what == "delete":
-            self.log_quota.forget(instance_id)
-            self._crashes_outside_steps.pop(instance_id, None)
+            self._forget(instance_id)
         lifetime = self.live.get(instance_id)
         if lifetime is not None:
             self._sync_lifetime(lifetime)
         self._signal()
+
+    def _forget(self, instance_id: str) -> None:
+        """A deleted instance leaves nothing behind in this engine: its log quota, its crash
+        count and its test modifiers (an instance created again with the id starts afresh)."""
+        self.log_quota.forget(instance_id)
+        self._crashes_outside_steps.pop(instance_id, None)
+        self.modifiers.discard(instance_id)
 
     def _listen_state(self, listening: bool, reason: str | None) -> None:
         if listening == self.listening:
