@@ -17,12 +17,20 @@ from proc_workflows import (EVENT_TYPE, KINDS, Worker, do_steps, event_payload, 
 
 PER_KIND = 50   # 200 instances
 
+# Leases exclude only while their holder can renew them: an engine whose process stalls longer
+# than its lease (a loaded machine, a slow fsync) loses the lease, and another engine may start
+# the stalled engine's step while it still runs (at least once; only commits are fenced,
+# docs/semantics.md §7.4). The exclusion test gives each lease room for such stalls; the
+# takeover after a real loss is proven by the crash tests with the 1 s default of the harness.
+EXCLUSION_LEASE_MS = 5000
+
 
 def test_two_engines_share_the_work_and_never_run_one_instance_at_once(tmp_path):
     db, log = tmp_path / "engine.db", tmp_path / "steps.log"
     store = Store(db)
     control = Control(store, SystemClock())
-    workers = [Worker(db, log, owner, tmp_path) for owner in ("engine-a", "engine-b")]
+    workers = [Worker(db, log, owner, tmp_path, lease_ms=EXCLUSION_LEASE_MS)
+               for owner in ("engine-a", "engine-b")]
     try:
         for worker in workers:
             worker.wait_ready()
