@@ -57,6 +57,21 @@ import os, socket, sys, time
 from disarm import attempt
 
 
+NATIVE_CALL_MODULES = ("_ctypes", "ctypes", "_testcapi", "_testinternalcapi", "_testmultiphase",
+                       "_cffi_backend", "cffi", "_xxsubinterpreters")
+
+
+def _native_call_module():
+    """Any module that can call native code, among those loaded (the guard's own included)."""
+    import gc
+    found = sorted(name for name in sys.modules if name.split(".")[0] in NATIVE_CALL_MODULES)
+    found += sorted({type(obj).__module__ for obj in gc.get_objects()
+                     if type(obj).__module__ in NATIVE_CALL_MODULES})
+    if found:
+        return found
+    raise LookupError("none is loaded")
+
+
 def run_attacks(target, in_thread=False):
     import fcntl, resource, termios
     secret, host = target["secret"], target["host_pid"]
@@ -79,6 +94,12 @@ def run_attacks(target, in_thread=False):
         "Unix socket of the host": lambda: socket.socket(socket.AF_UNIX).connect(
             target["unix_socket"]),
         "Unix datagram pair": lambda: socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM),
+        "raw IPv4 socket": lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, 1),
+        # the kernel itself answers EOPNOTSUPP to these pairs: EPERM is the filter's answer
+        "IPv4 socket pair": lambda: socket.socketpair(socket.AF_INET, socket.SOCK_STREAM),
+        "IPv6 socket pair": lambda: socket.socketpair(socket.AF_INET6, socket.SOCK_DGRAM),
+        "packet socket pair": lambda: socket.socketpair(socket.AF_PACKET, socket.SOCK_RAW),
+        "netlink socket pair": lambda: socket.socketpair(socket.AF_NETLINK, socket.SOCK_RAW),
         "fork": lambda: os.fork(),
         "spawn a program": lambda: os.posix_spawn("/bin/true", ["true"], {}),
         "signal the host": lambda: os.kill(host, 0),
@@ -94,6 +115,7 @@ def run_attacks(target, in_thread=False):
         "an anonymous in-memory file": lambda: os.memfd_create("hidden"),
         "become root": lambda: os.setuid(0),
         "load ctypes": lambda: __import__("ctypes").CDLL(None),
+        "find a native-call module already loaded": _native_call_module,
         "read the ctypes extension": lambda: open(target["ctypes_extension"], "rb").read(4),
         "type into a terminal": lambda: fcntl.ioctl(2, termios.TIOCSTI, b"x"),
     }
