@@ -72,8 +72,13 @@ def _native_call_module():
     raise LookupError("none is loaded")
 
 
+def target_pipe():
+    """The read end of a fresh pipe (left open: the isolate ends with the test)."""
+    return os.pipe()[0]
+
+
 def run_attacks(target, in_thread=False):
-    import fcntl, resource, termios
+    import fcntl, resource, struct, termios
     secret, host = target["secret"], target["host_pid"]
     inf = resource.RLIM_INFINITY
     attacks = {
@@ -104,6 +109,15 @@ def run_attacks(target, in_thread=False):
         "spawn a program": lambda: os.posix_spawn("/bin/true", ["true"], {}),
         "signal the host": lambda: os.kill(host, 0),
         "signal the process group": lambda: os.kill(0, 0),
+        # the kernel signals a descriptor's owner (here the zygote's group: every isolate) when
+        # it is ready: four ways to name that owner
+        "a signal owner for a descriptor": lambda: fcntl.fcntl(
+            target_pipe(), fcntl.F_SETOWN, -os.getpgrp()),
+        "a signal owner group for a descriptor": lambda: fcntl.fcntl(
+            target_pipe(), 15, struct.pack("ii", 2, os.getpgrp())),       # F_SETOWN_EX, PGRP
+        "a signal owner through ioctl": lambda: fcntl.ioctl(
+            target_pipe(), 0x8901, struct.pack("i", -os.getpgrp())),      # FIOSETOWN
+        "the signal a descriptor sends": lambda: fcntl.fcntl(target_pipe(), 10, 9),  # F_SETSIG
         "lower the host's limits": lambda: resource.prlimit(
             host, resource.RLIMIT_NOFILE, (1, 1)),
         "raise its own memory limit": lambda: resource.setrlimit(

@@ -89,6 +89,18 @@ TENANT = textwrap.dedent('''
             disarm()
             return dict(os.environ)
 
+        async def kill_the_group_through_sigio(self):
+            """Ask the kernel to SIGKILL this isolate's process group (the zygote and every
+            isolate) when a pipe becomes readable, then make it readable."""
+            import fcntl
+            disarm()
+            read, write = os.pipe()
+            armed = [attempt(lambda: fcntl.fcntl(read, fcntl.F_SETOWN, -os.getpgrp())),
+                     attempt(lambda: fcntl.fcntl(read, 10, 9)),              # F_SETSIG SIGKILL
+                     attempt(lambda: fcntl.fcntl(read, fcntl.F_SETFL, os.O_ASYNC))]
+            os.write(write, b"x")
+            return armed
+
         async def fork_path(self):
             """How this isolate was made: a spare prepared its guard before it had a tenant."""
             disarm()
@@ -406,6 +418,27 @@ def test_without_seccomp_and_landlock_the_network_namespace_alone_hides_the_host
         return await loader.get("hostile", code()).get_entrypoint().attack(target)
     results = run(with_pool(body, layers=Layers(seccomp=False, landlock=False)))
     assert results["TCP to the host"].startswith("OSError: [Errno 101]"), results["TCP to the host"]
+
+
+def test_with_seccomp_alone_no_descriptor_signals_the_zygote_or_a_neighbour():
+    """What a host that is not root gets on a kernel without Landlock's signal scope: seccomp
+    alone. A descriptor's signal owner (``F_SETOWN`` and its kin) would have the kernel send any
+    signal to any process of the isolate's user, the zygote's whole group included."""
+    async def body(pool, loader):
+        neighbour = loader.get("neighbour", code()).get_entrypoint()
+        await neighbour.environment()
+        before = pool.get_live("LOADER:neighbour").pid
+        armed = await loader.get("hostile", code()).get_entrypoint() \
+            .kill_the_group_through_sigio()
+        deadline = time.monotonic() + 1         # a signal would arrive at once; allow it time
+        while time.monotonic() < deadline and pool.zygote.process.poll() is None:
+            await asyncio.sleep(0.05)
+        await neighbour.environment()
+        return armed, before, pool.get_live("LOADER:neighbour").pid, pool.zygote.process.poll()
+    armed, before, after, zygote_exit = run(with_pool(
+        body, layers=Layers(user=False, landlock=False)))
+    assert armed[:2] == ["PermissionError: [Errno 1] Operation not permitted"] * 2, armed
+    assert zygote_exit is None and after == before
 
 
 def test_a_layer_switched_off_or_missing_is_reported():
