@@ -77,6 +77,15 @@ def target_pipe():
     return os.pipe()[0]
 
 
+_HELD = []
+
+
+def target_socket():
+    """One end of a Unix stream pair, the one kind of socket an isolate may make (kept open)."""
+    _HELD.append(socket.socketpair())
+    return _HELD[-1][0].fileno()
+
+
 def run_attacks(target, in_thread=False):
     import fcntl, resource, struct, termios
     secret, host = target["secret"], target["host_pid"]
@@ -115,8 +124,10 @@ def run_attacks(target, in_thread=False):
             target_pipe(), fcntl.F_SETOWN, -os.getpgrp()),
         "a signal owner group for a descriptor": lambda: fcntl.fcntl(
             target_pipe(), 15, struct.pack("ii", 2, os.getpgrp())),       # F_SETOWN_EX, PGRP
-        "a signal owner through ioctl": lambda: fcntl.ioctl(
-            target_pipe(), 0x8901, struct.pack("i", -os.getpgrp())),      # FIOSETOWN
+        "a signal owner through ioctl": lambda: fcntl.ioctl(                # FIOSETOWN
+            target_socket(), 0x8901, struct.pack("i", -os.getpgrp())),
+        "a signal owner group through ioctl": lambda: fcntl.ioctl(          # SIOCSPGRP
+            target_socket(), 0x8902, struct.pack("i", -os.getpgrp())),
         "the signal a descriptor sends": lambda: fcntl.fcntl(target_pipe(), 10, 9),  # F_SETSIG
         "lower the host's limits": lambda: resource.prlimit(
             host, resource.RLIMIT_NOFILE, (1, 1)),
