@@ -254,8 +254,10 @@ def test_every_thread_of_an_isolate_is_sandboxed_before_tenant_code_runs(target,
         assert status["Seccomp"] == "2" and status["NoNewPrivs"] == "1", (tid, status)
         assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0, (tid, status)
         assert int(status["CapPrm"], 16) == 0 and int(status["CapAmb"], 16) == 0, (tid, status)
-        if IS_ROOT:
-            assert int(status["Uid"].split()[0]) >= sandbox.ISOLATE_ID_BASE, (tid, status)
+        if IS_ROOT:   # real, effective, saved and file-system ids alike; no other group
+            ids = status["Uid"].split() + status["Gid"].split()
+            assert len(set(ids)) == 1 and int(ids[0]) >= sandbox.ISOLATE_ID_BASE, (tid, status)
+            assert status["Groups"] == "", (tid, status)
     if IS_ROOT:   # each thread holds exactly the filter the seccomp test below exercises
         expected = [_reference_filter(pid)]
         assert filters.keys() == threads.keys()
@@ -269,7 +271,8 @@ def _thread_credentials(pid: int) -> dict[str, dict[str, str]]:
         with open(f"/proc/{pid}/task/{tid}/status") as status:
             fields = dict(line.split(":", 1) for line in status.read().splitlines() if ":" in line)
         threads[tid] = {key: fields[key].strip() for key in
-                        ("Seccomp", "NoNewPrivs", "CapEff", "CapBnd", "CapPrm", "CapAmb", "Uid")}
+                        ("Seccomp", "NoNewPrivs", "CapEff", "CapBnd", "CapPrm", "CapAmb", "Uid",
+                         "Gid", "Groups")}
     return threads
 
 
