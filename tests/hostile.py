@@ -83,7 +83,7 @@ _HELD = []
 def target_socket():
     """One end of a Unix stream pair, the one kind of socket an isolate may make (kept open)."""
     _HELD.append(socket.socketpair())
-    return _HELD[-1][0].fileno()
+    return _HELD[-1][0]
 
 
 def run_attacks(target, in_thread=False):
@@ -133,6 +133,13 @@ def run_attacks(target, in_thread=False):
             host, resource.RLIMIT_NOFILE, (1, 1)),
         "raise its own memory limit": lambda: resource.setrlimit(
             resource.RLIMIT_AS, (inf, inf)),
+        "raise its own memory limit through prlimit": lambda: resource.prlimit(
+            0, resource.RLIMIT_AS, (inf, inf)),
+        # past the system's maxima only with a capability (CAP_NET_ADMIN; CAP_SYS_RESOURCE)
+        "force a socket buffer past the system's maximum": lambda: target_socket().setsockopt(
+            socket.SOL_SOCKET, 33, 64 << 20),  # SO_RCVBUFFORCE
+        "grow a pipe past the system's maximum": lambda: fcntl.fcntl(
+            target_pipe(), 1031, 64 << 20),
         "renice the host": lambda: os.setpriority(os.PRIO_PROCESS, host, 19),
         "pin the host to a CPU": lambda: os.sched_setaffinity(host, {0}),
         "set the clock": lambda: time.clock_settime(time.CLOCK_REALTIME, time.time() + 3600),

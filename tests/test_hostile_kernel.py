@@ -624,3 +624,21 @@ def test_dynwf_dev_says_once_at_start_which_layers_are_off_and_serves_on(tmp_pat
     assert "seccomp (no sockets, processes or machine-changing calls): switched off" in warnings[0]
     assert "a private network namespace: switched off" in warnings[0]
     assert "Landlock" not in warnings[0]
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="capabilities to lose need root")
+def test_with_the_user_layer_off_an_isolate_still_holds_no_capability(target):
+    """Switched off (``DYNWF_WEAKEN_ISOLATION=user``), isolates keep the host's user, as under a
+    host that is not root, and like there hold no capability: root's would let a tenant raise its
+    own limits, or reconfigure the host's network through the socket it talks to the host on."""
+    async def body(pool, loader):
+        stub = loader.get("hostile", code()).get_entrypoint()
+        results = await stub.attack(target)
+        return results, _thread_credentials(pool.get_live("LOADER:hostile").pid)
+    results, threads = run(with_pool(body, layers=Layers(user=False)))
+    assert results["__uid"] == 0
+    assert results["force a socket buffer past the system's maximum"] == \
+        "PermissionError: [Errno 1] Operation not permitted"
+    for tid, status in threads.items():
+        for field in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
+            assert int(status[field], 16) == 0, (tid, field, status)
