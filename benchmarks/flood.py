@@ -279,9 +279,12 @@ def run(quick: bool = False) -> dict[str, Any]:
     return asyncio.run(flood(quick, log=lambda line: print(f"  {line}", file=sys.stderr, flush=True)))
 
 
-def main() -> None:
-    quick = "--quick" in sys.argv
-    result = run(quick)
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.flood", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="4 s a phase instead of 15 s")
+    result = run(parser.parse_args(argv).quick)
     print(f"neighbour p99 quiet {result['quiet_p99_ms']} ms; worst under flood "
           f"{result['worst_p99_ms']} ms ({result['worst_flood']}), target <= {P99_TARGET_MS} ms")
     print(f"host RSS quiet {result['host_rss_mb_quiet']} MB, peak {result['host_rss_mb_peak']} MB "

@@ -57,8 +57,37 @@ import os, socket, sys, time
 from disarm import attempt
 
 
+NATIVE_CALL_MODULES = ("_ctypes", "ctypes", "_testcapi", "_testinternalcapi", "_testmultiphase",
+                       "_cffi_backend", "cffi", "_xxsubinterpreters")
+
+
+def _native_call_module():
+    """Any module that can call native code, among those loaded (the guard's own included)."""
+    import gc
+    found = sorted(name for name in sys.modules if name.split(".")[0] in NATIVE_CALL_MODULES)
+    found += sorted({type(obj).__module__ for obj in gc.get_objects()
+                     if type(obj).__module__ in NATIVE_CALL_MODULES})
+    if found:
+        return found
+    raise LookupError("none is loaded")
+
+
+def target_pipe():
+    """The read end of a fresh pipe (left open: the isolate ends with the test)."""
+    return os.pipe()[0]
+
+
+_HELD = []
+
+
+def target_socket():
+    """One end of a Unix stream pair, the one kind of socket an isolate may make (kept open)."""
+    _HELD.append(socket.socketpair())
+    return _HELD[-1][0]
+
+
 def run_attacks(target, in_thread=False):
-    import fcntl, resource, termios
+    import fcntl, resource, struct, termios
     secret, host = target["secret"], target["host_pid"]
     inf = resource.RLIM_INFINITY
     attacks = {
@@ -79,14 +108,38 @@ def run_attacks(target, in_thread=False):
         "Unix socket of the host": lambda: socket.socket(socket.AF_UNIX).connect(
             target["unix_socket"]),
         "Unix datagram pair": lambda: socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM),
+        "raw IPv4 socket": lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, 1),
+        # the kernel itself answers EOPNOTSUPP to these pairs: EPERM is the filter's answer
+        "IPv4 socket pair": lambda: socket.socketpair(socket.AF_INET, socket.SOCK_STREAM),
+        "IPv6 socket pair": lambda: socket.socketpair(socket.AF_INET6, socket.SOCK_DGRAM),
+        "packet socket pair": lambda: socket.socketpair(socket.AF_PACKET, socket.SOCK_RAW),
+        "netlink socket pair": lambda: socket.socketpair(socket.AF_NETLINK, socket.SOCK_RAW),
         "fork": lambda: os.fork(),
         "spawn a program": lambda: os.posix_spawn("/bin/true", ["true"], {}),
         "signal the host": lambda: os.kill(host, 0),
         "signal the process group": lambda: os.kill(0, 0),
+        # the kernel signals a descriptor's owner (here the zygote's group: every isolate) when
+        # it is ready: four ways to name that owner
+        "a signal owner for a descriptor": lambda: fcntl.fcntl(
+            target_pipe(), fcntl.F_SETOWN, -os.getpgrp()),
+        "a signal owner group for a descriptor": lambda: fcntl.fcntl(
+            target_pipe(), 15, struct.pack("ii", 2, os.getpgrp())),       # F_SETOWN_EX, PGRP
+        "a signal owner through ioctl": lambda: fcntl.ioctl(                # FIOSETOWN
+            target_socket(), 0x8901, struct.pack("i", -os.getpgrp())),
+        "a signal owner group through ioctl": lambda: fcntl.ioctl(          # SIOCSPGRP
+            target_socket(), 0x8902, struct.pack("i", -os.getpgrp())),
+        "the signal a descriptor sends": lambda: fcntl.fcntl(target_pipe(), 10, 9),  # F_SETSIG
         "lower the host's limits": lambda: resource.prlimit(
             host, resource.RLIMIT_NOFILE, (1, 1)),
         "raise its own memory limit": lambda: resource.setrlimit(
             resource.RLIMIT_AS, (inf, inf)),
+        "raise its own memory limit through prlimit": lambda: resource.prlimit(
+            0, resource.RLIMIT_AS, (inf, inf)),
+        # past the system's maxima only with a capability (CAP_NET_ADMIN; CAP_SYS_RESOURCE)
+        "force a socket buffer past the system's maximum": lambda: target_socket().setsockopt(
+            socket.SOL_SOCKET, 33, 64 << 20),  # SO_RCVBUFFORCE
+        "grow a pipe past the system's maximum": lambda: fcntl.fcntl(
+            target_pipe(), 1031, 64 << 20),
         "renice the host": lambda: os.setpriority(os.PRIO_PROCESS, host, 19),
         "pin the host to a CPU": lambda: os.sched_setaffinity(host, {0}),
         "set the clock": lambda: time.clock_settime(time.CLOCK_REALTIME, time.time() + 3600),
@@ -94,6 +147,7 @@ def run_attacks(target, in_thread=False):
         "an anonymous in-memory file": lambda: os.memfd_create("hidden"),
         "become root": lambda: os.setuid(0),
         "load ctypes": lambda: __import__("ctypes").CDLL(None),
+        "find a native-call module already loaded": _native_call_module,
         "read the ctypes extension": lambda: open(target["ctypes_extension"], "rb").read(4),
         "type into a terminal": lambda: fcntl.ioctl(2, termios.TIOCSTI, b"x"),
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import json
 import os
 import socket
 import sys
@@ -88,6 +89,28 @@ TENANT = textwrap.dedent('''
             disarm()
             return dict(os.environ)
 
+        async def kill_the_group_through_sigio(self):
+            """Ask the kernel to SIGKILL this isolate's process group (the zygote and every
+            isolate) when a pipe becomes readable, then make it readable."""
+            import fcntl
+            disarm()
+            read, write = os.pipe()
+            armed = [attempt(lambda: fcntl.fcntl(read, fcntl.F_SETOWN, -os.getpgrp())),
+                     attempt(lambda: fcntl.fcntl(read, 10, 9)),              # F_SETSIG SIGKILL
+                     attempt(lambda: fcntl.fcntl(read, fcntl.F_SETFL, os.O_ASYNC))]
+            os.write(write, b"x")
+            return armed
+
+        async def fork_path(self):
+            """How this isolate was made: a spare prepared its guard before it had a tenant."""
+            disarm()
+            from emulator.isolates import child
+            return "spare" if child._Prepared.base is not None else "on demand"
+
+        async def read_stdin(self):
+            disarm()
+            return os.read(0, 100).decode()
+
 
 ''')
 
@@ -96,10 +119,16 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 120))
 
 
+OMITTED = object()   # a code dict's key left out
+
+
 def code(**extra):
-    return lambda: {"compatibility_date": "2026-04-01", "main_module": "index.py",
-                    "modules": {"index.py": TENANT, "disarm.py": DISARM, "attacks.py": ATTACKS},
-                    "global_outbound": None, **extra}
+    def build():
+        built = {"compatibility_date": "2026-04-01", "main_module": "index.py",
+                 "modules": {"index.py": TENANT, "disarm.py": DISARM, "attacks.py": ATTACKS},
+                 "global_outbound": None, **extra}
+        return {key: value for key, value in built.items() if value is not OMITTED}
+    return build
 
 
 async def with_pool(body, *, logs=None, layers: Layers | None = None, memory_mb: int = 128):
@@ -159,14 +188,33 @@ def test_the_attacker_really_switches_off_the_python_checks():
     assert undone["emulator"] == "emulator"
 
 
-# a spare child (the pool's memory limit) and a child forked on demand (another profile)
-FORK_PATHS = {"spare": {}, "on demand": {"limits": {"memory_mb": 96}}}
+# Every way the zygote makes an isolate: (the hostile tenant's code dict, the code dict of a tenant
+# loaded just before it, the path its isolate must have taken). Spares are prepared for one guard
+# profile (the pool's memory limit, no network); another memory limit or the network on (no
+# global_outbound) is forked on demand, and the zygote then prepares its spares for that profile.
+SWITCHED = {"limits": {"memory_mb": 96}}
+FORK_PATHS = {
+    "spare": ({}, None, "spare"),
+    "on demand": (SWITCHED, None, "on demand"),
+    "on demand with the network on": ({"global_outbound": OMITTED}, None, "on demand"),
+    "spare after a profile switch": (SWITCHED, SWITCHED, "spare"),
+}
+
+
+async def hostile_on(loader, path):
+    """The hostile tenant's stub, its isolate made by fork path ``path`` (checked)."""
+    extra, before, expected = FORK_PATHS[path]
+    if before is not None:
+        await loader.get("switcher", code(**before)).get_entrypoint().environment()
+    stub = loader.get("hostile", code(**extra)).get_entrypoint()
+    assert await stub.fork_path() == expected
+    return stub
 
 
 @pytest.mark.parametrize("path", FORK_PATHS, ids=list(FORK_PATHS))
 def test_with_the_python_checks_off_every_attack_is_refused(target, path):
     async def body(pool, loader):
-        stub = loader.get("hostile", code(**FORK_PATHS[path])).get_entrypoint()
+        stub = await hostile_on(loader, path)
         results = await stub.attack(target)
         neighbour = loader.get("neighbour", code()).get_entrypoint()
         return results, await neighbour.environment()
@@ -174,12 +222,15 @@ def test_with_the_python_checks_off_every_attack_is_refused(target, path):
     _refused(results)
     sockets = [name for name in results if "socket" in name.lower() or name in (
         "TCP to the host", "UDP out", "Unix datagram pair")]
+    assert len(sockets) >= 12, sockets
     for name in sockets:   # refused by seccomp before any address is looked at
         assert results[name] == "PermissionError: [Errno 1] Operation not permitted", name
     assert results["fork"] == "PermissionError: [Errno 1] Operation not permitted"
     assert results["set the clock"] == "PermissionError: [Errno 1] Operation not permitted"
     assert results["an anonymous in-memory file"] == "PermissionError: [Errno 1] Operation not permitted"
     assert results["load ctypes"].startswith(("ImportError", "PermissionError", "OSError"))
+    assert results["find a native-call module already loaded"] == "LookupError: none is loaded"
+    assert results["type into a terminal"] == "PermissionError: [Errno 1] Operation not permitted"
     if IS_ROOT:
         assert results["__uid"] >= sandbox.ISOLATE_ID_BASE
     assert neighbour_env.keys() <= {"LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED",
@@ -189,19 +240,29 @@ def test_with_the_python_checks_off_every_attack_is_refused(target, path):
 @pytest.mark.parametrize("path", FORK_PATHS, ids=list(FORK_PATHS))
 def test_every_thread_of_an_isolate_is_sandboxed_before_tenant_code_runs(target, path):
     async def body(pool, loader):
-        stub = loader.get("hostile", code(**FORK_PATHS[path])).get_entrypoint()
+        stub = await hostile_on(loader, path)
         from_thread = await stub.attack_from_the_watchdog_thread(target)
         pid = pool.get_live("LOADER:hostile").pid
-        return from_thread, _thread_credentials(pid)
-    from_thread, threads = run(with_pool(body))
+        filters = {tid: _seccomp_filters(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")} \
+            if IS_ROOT else {}
+        return pid, from_thread, _thread_credentials(pid), filters
+    pid, from_thread, threads, filters = run(with_pool(body))
     assert from_thread, "the hijacked watchdog thread never ran"
     _refused(from_thread)
     assert len(threads) >= 2, threads   # the main thread and the CPU watchdog
     for tid, status in threads.items():
         assert status["Seccomp"] == "2" and status["NoNewPrivs"] == "1", (tid, status)
         assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0, (tid, status)
-        if IS_ROOT:
-            assert int(status["Uid"].split()[0]) >= sandbox.ISOLATE_ID_BASE, (tid, status)
+        assert int(status["CapPrm"], 16) == 0 and int(status["CapAmb"], 16) == 0, (tid, status)
+        if IS_ROOT:   # real, effective, saved and file-system ids alike; no other group
+            ids = status["Uid"].split() + status["Gid"].split()
+            assert len(set(ids)) == 1 and int(ids[0]) >= sandbox.ISOLATE_ID_BASE, (tid, status)
+            assert status["Groups"] == "", (tid, status)
+    if IS_ROOT:   # each thread holds exactly the filter the seccomp test below exercises
+        expected = [_reference_filter(pid)]
+        assert filters.keys() == threads.keys()
+        for tid, programs in filters.items():
+            assert programs == expected, tid
 
 
 def _thread_credentials(pid: int) -> dict[str, dict[str, str]]:
@@ -210,8 +271,117 @@ def _thread_credentials(pid: int) -> dict[str, dict[str, str]]:
         with open(f"/proc/{pid}/task/{tid}/status") as status:
             fields = dict(line.split(":", 1) for line in status.read().splitlines() if ":" in line)
         threads[tid] = {key: fields[key].strip() for key in
-                        ("Seccomp", "NoNewPrivs", "CapEff", "CapBnd", "Uid")}
+                        ("Seccomp", "NoNewPrivs", "CapEff", "CapBnd", "CapPrm", "CapAmb", "Uid",
+                         "Gid", "Groups")}
     return threads
+
+
+_PTRACE_DETACH, _PTRACE_SEIZE, _PTRACE_INTERRUPT, _PTRACE_SECCOMP_GET_FILTER = \
+    17, 0x4206, 0x4207, 0x420c
+_WALL = 0x40000000
+
+
+def _seccomp_filters(tid: int) -> list[bytes]:
+    """The seccomp programs thread ``tid`` carries, newest first, as the kernel holds them (read
+    with ptrace, which needs root)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    libc.ptrace.restype = ctypes.c_long
+    if libc.ptrace(_PTRACE_SEIZE, tid, None, None) != 0:
+        raise OSError(ctypes.get_errno(), f"cannot trace thread {tid}")
+    programs = []
+    try:
+        libc.ptrace(_PTRACE_INTERRUPT, tid, None, None)
+        os.waitpid(tid, _WALL)
+        while True:
+            count = libc.ptrace(_PTRACE_SECCOMP_GET_FILTER, tid, len(programs), None)
+            if count < 0:
+                assert ctypes.get_errno() == errno.ENOENT, ctypes.get_errno()
+                return programs
+            program = ctypes.create_string_buffer(count * 8)
+            assert libc.ptrace(_PTRACE_SECCOMP_GET_FILTER, tid, len(programs), program) == count
+            programs.append(program.raw)
+    finally:
+        libc.ptrace(_PTRACE_DETACH, tid, None, None)
+
+
+def _reference_filter(isolate_pid: int) -> bytes:
+    """The program ``seccomp_isolate`` installs for ``isolate_pid``, installed in a child of this
+    test (the filter test below checks what it refuses) and read back from the kernel."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(write)
+            sandbox._sandbox.seccomp_isolate(isolate_pid)
+            os.read(read, 1)
+        finally:
+            os._exit(0)
+    os.close(read)
+    try:
+        deadline = time.monotonic() + 10
+        while True:   # until the child carries its filter
+            with open(f"/proc/{pid}/status") as status:
+                if "Seccomp:\t2" in status.read():
+                    break
+            assert time.monotonic() < deadline, "the child never installed its filter"
+        programs = _seccomp_filters(pid)
+    finally:
+        os.close(write)
+        os.waitpid(pid, 0)
+    assert len(programs) == 1
+    return programs[0]
+
+
+def test_an_isolate_inherits_nothing_but_its_channel_and_empty_input():
+    """Standard input reads empty; descriptors 1 and 2 are one pipe whose other end only the host
+    holds; nothing of the host's or the zygote's (terminal, output, files, sockets) is open in the
+    isolate. What else is open is its own: its RPC channel, its event loop's epoll and self-pipe
+    pair, and path-only handles on the import folders (``sandbox._reach_import_paths...``)."""
+    async def body(pool, loader):
+        stub = loader.get("hostile", code()).get_entrypoint()
+        stdin = await stub.read_stdin()
+        pid = pool.get_live("LOADER:hostile").pid
+        return stdin, _descriptors(pid), _descriptors(os.getpid()), \
+            _descriptors(pool.zygote.process.pid)
+    stdin, isolate, host, zygote = run(with_pool(body))
+    assert stdin == ""
+    assert isolate[0][0] == "/dev/null"
+    output = isolate[1][0]
+    assert output.startswith("pipe:") and isolate[2][0] == output
+    assert [fd for fd, (link, _) in host.items() if link == output] != []   # the host reads it
+    assert output not in {link for link, _ in zygote.values()}
+    host_stdio = {host[fd][0] for fd in (0, 1, 2) if fd in host} - {"/dev/null"}
+    zygote_own = {link for fd, (link, flags) in zygote.items() if not flags & os.O_PATH}
+    kinds: dict[str, list[int]] = {}
+    for fd, (link, flags) in isolate.items():
+        assert link not in host_stdio, (fd, link)
+        if fd in (0, 1, 2):
+            continue
+        assert link not in zygote_own - {"anon_inode:[eventpoll]"}, (fd, link)
+        if flags & os.O_PATH:
+            assert os.path.isdir(link), (fd, link)     # a handle to look up names, not to read
+            kind = "folder"
+        else:
+            kind = link.split(":")[0]
+        kinds.setdefault(kind, []).append(fd)
+    assert set(kinds) <= {"socket", "anon_inode", "folder"}, kinds
+    assert len(kinds["socket"]) == 3, kinds   # the RPC channel and the event loop's pair
+    assert len(kinds["anon_inode"]) == 1, kinds
+
+
+def _descriptors(pid: int) -> dict[int, tuple[str, int]]:
+    """Each open descriptor of ``pid``: what it points to and its open flags."""
+    found = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                flags = next(int(line.split()[1], 8) for line in info if line.startswith("flags:"))
+        except FileNotFoundError:     # closed meanwhile (this process's own listing)
+            continue
+        found[int(fd)] = (link, flags)
+    return found
 
 
 def test_what_an_isolate_writes_to_its_descriptors_is_its_own(capfd):
@@ -253,6 +423,27 @@ def test_without_seccomp_and_landlock_the_network_namespace_alone_hides_the_host
     assert results["TCP to the host"].startswith("OSError: [Errno 101]"), results["TCP to the host"]
 
 
+def test_with_seccomp_alone_no_descriptor_signals_the_zygote_or_a_neighbour():
+    """What a host that is not root gets on a kernel without Landlock's signal scope: seccomp
+    alone. A descriptor's signal owner (``F_SETOWN`` and its kin) would have the kernel send any
+    signal to any process of the isolate's user, the zygote's whole group included."""
+    async def body(pool, loader):
+        neighbour = loader.get("neighbour", code()).get_entrypoint()
+        await neighbour.environment()
+        before = pool.get_live("LOADER:neighbour").pid
+        armed = await loader.get("hostile", code()).get_entrypoint() \
+            .kill_the_group_through_sigio()
+        deadline = time.monotonic() + 1         # a signal would arrive at once; allow it time
+        while time.monotonic() < deadline and pool.zygote.process.poll() is None:
+            await asyncio.sleep(0.05)
+        await neighbour.environment()
+        return armed, before, pool.get_live("LOADER:neighbour").pid, pool.zygote.process.poll()
+    armed, before, after, zygote_exit = run(with_pool(
+        body, layers=Layers(user=False, landlock=False)))
+    assert armed[:2] == ["PermissionError: [Errno 1] Operation not permitted"] * 2, armed
+    assert zygote_exit is None and after == before
+
+
 def test_a_layer_switched_off_or_missing_is_reported():
     missing = sandbox.missing_layers(Layers(landlock=False, seccomp=False))
     assert missing["landlock"] == "switched off" and missing["seccomp"] == "switched off"
@@ -261,25 +452,74 @@ def test_a_layer_switched_off_or_missing_is_reported():
 
 # ---- the seccomp filter alone, for calls no standard-library module makes -----------------------
 
-_NR = {"x86_64": {"io_uring_setup": 425, "bpf": 321, "perf_event_open": 298, "reboot": 169,
-                  "syslog": 103, "init_module": 175, "keyctl": 250, "shmget": 29, "ptrace": 101,
-                  "process_vm_readv": 310, "unshare": 272, "settimeofday": 164, "mount": 165,
-                  "pidfd_open": 434, "personality": 135, "userfaultfd": 323, "add_key": 248}}
+_NR = {"x86_64": {
+    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "bpf": 321,
+    "perf_event_open": 298, "reboot": 169, "syslog": 103, "init_module": 175, "finit_module": 313,
+    "delete_module": 176, "kexec_load": 246, "kexec_file_load": 320, "keyctl": 250, "add_key": 248,
+    "request_key": 249, "shmget": 29, "ptrace": 101, "process_vm_readv": 310,
+    "process_vm_writev": 311, "kcmp": 312, "unshare": 272, "setns": 308, "mount": 165,
+    "umount2": 166, "pivot_root": 155, "chroot": 161, "open_tree": 428, "fsopen": 430,
+    "settimeofday": 164, "clock_settime": 227, "clock_adjtime": 305, "adjtimex": 159,
+    "sethostname": 170, "setdomainname": 171, "pidfd_open": 434, "personality": 135,
+    "userfaultfd": 323, "memfd_create": 319, "prlimit64": 302, "setrlimit": 160,
+    "setpriority": 141, "sched_setaffinity": 203, "kill": 62, "tkill": 200, "execve": 59,
+    "setuid": 105, "capset": 126, "swapon": 167, "acct": 163, "socket": 41, "socketpair": 53,
+}}
+_AF_INET, _AF_INET6, _AF_NETLINK, _AF_PACKET, _SOCK_STREAM, _SOCK_DGRAM, _SOCK_RAW = \
+    2, 10, 16, 17, 1, 2, 3
 
 
 @pytest.mark.skipif(os.uname().machine not in _NR, reason="system call numbers of x86-64 only")
 def test_the_seccomp_filter_refuses_privileged_calls_even_to_root():
-    """In a forked child of this test, with the filter and nothing else (still root, with every
-    capability), each call gets EPERM; the arguments are harmless ones that would otherwise
-    succeed or fail with another error."""
+    """The calls no standard-library function makes (a tenant reaches them only through native
+    code, which no module of an isolate offers): in a forked child of this test, with the filter
+    and nothing else (still root, with every capability), each call gets EPERM. The arguments are
+    harmless ones that would otherwise succeed or fail with another error (a null pointer: EFAULT;
+    a bad descriptor: EBADF; a bad flag: EINVAL; a socket pair of a family that has none:
+    EOPNOTSUPP). The isolates' threads carry this very program: the thread test above compares."""
     numbers = _NR[os.uname().machine]
+    parent, nobody = os.getppid(), 0xFFFFFFFF
     calls = {
-        "io_uring_setup": (1, 0), "bpf": (0, 0, 0), "perf_event_open": (0, 0, -1, -1, 0),
-        "reboot": (0, 0, 0, 0), "syslog": (10, 0, 0), "init_module": (0, 0, 0),
-        "keyctl": (0, -3, 0), "shmget": (0, 4096, 0), "ptrace": (2, os.getppid(), 0, 0),
-        "process_vm_readv": (os.getppid(), 0, 0, 0, 0, 0), "unshare": (0,),
-        "settimeofday": (0, 0), "mount": (0, 0, 0, 0, 0), "pidfd_open": (os.getppid(), 0),
-        "personality": (0xFFFFFFFF,), "userfaultfd": (0,), "add_key": (0, 0, 0, 0, 0),
+        "io_uring_setup": ("io_uring_setup", (1, 0)),
+        "io_uring_enter": ("io_uring_enter", (-1, 0, 0, 0, 0, 0)),
+        "io_uring_register": ("io_uring_register", (-1, 0, 0, 0)),
+        "bpf": ("bpf", (0, 0, 0)), "perf_event_open": ("perf_event_open", (0, 0, -1, -1, 0)),
+        "reboot": ("reboot", (0, 0, 0, 0)), "syslog": ("syslog", (10, 0, 0)),
+        "init_module": ("init_module", (0, 0, 0)), "finit_module": ("finit_module", (-1, 0, 0)),
+        "delete_module": ("delete_module", (0, 0)),
+        "kexec_load": ("kexec_load", (0, 0, 0, nobody)),
+        "kexec_file_load": ("kexec_file_load", (-1, -1, 0, 0, nobody)),
+        "keyctl": ("keyctl", (0, -3, 0)), "add_key": ("add_key", (0, 0, 0, 0, 0)),
+        "request_key": ("request_key", (0, 0, 0, 0)), "shmget": ("shmget", (0, 4096, 0)),
+        "ptrace": ("ptrace", (2, parent, 0, 0)),
+        "process_vm_readv": ("process_vm_readv", (parent, 0, 0, 0, 0, 0)),
+        "process_vm_writev": ("process_vm_writev", (parent, 0, 0, 0, 0, 0)),
+        "kcmp": ("kcmp", (parent, parent, 0, 0, 0)),
+        "unshare": ("unshare", (0,)), "setns": ("setns", (-1, 0)),
+        "mount": ("mount", (0, 0, 0, 0, 0)), "umount2": ("umount2", (0, 0)),
+        "pivot_root": ("pivot_root", (0, 0)), "chroot": ("chroot", (0,)),
+        "open_tree": ("open_tree", (-1, 0, 0)), "fsopen": ("fsopen", (0, 0)),
+        "settimeofday": ("settimeofday", (0, 0)), "clock_settime": ("clock_settime", (0, 0)),
+        "clock_adjtime": ("clock_adjtime", (0, 0)), "adjtimex": ("adjtimex", (0,)),
+        "sethostname": ("sethostname", (0, 1)), "setdomainname": ("setdomainname", (0, 1)),
+        "pidfd_open": ("pidfd_open", (parent, 0)), "personality": ("personality", (0xFFFFFFFF,)),
+        "userfaultfd": ("userfaultfd", (0,)), "memfd_create": ("memfd_create", (0, 0)),
+        "prlimit64 of another process": ("prlimit64", (parent, 7, 0, 0)),
+        "setrlimit": ("setrlimit", (7, 0)),
+        "setpriority of another process": ("setpriority", (0, parent, os.getpriority(0, 0))),
+        "sched_setaffinity of another process": ("sched_setaffinity", (parent, 0, 0)),
+        "kill another process": ("kill", (parent, 0)), "tkill": ("tkill", (parent, 0)),
+        "execve": ("execve", (0, 0, 0)), "setuid": ("setuid", (0,)), "capset": ("capset", (0, 0)),
+        "swapon": ("swapon", (0, 0)), "acct": ("acct", (0,)),
+        "IPv4 raw socket": ("socket", (_AF_INET, _SOCK_RAW, 1)),
+        "IPv4 UDP socket": ("socket", (_AF_INET, _SOCK_DGRAM, 0)),
+        "IPv6 MPTCP socket": ("socket", (_AF_INET6, _SOCK_STREAM, 262)),
+        "packet socket": ("socket", (_AF_PACKET, _SOCK_RAW, 0)),
+        "netlink socket": ("socket", (_AF_NETLINK, _SOCK_RAW, 0)),
+        "IPv4 socket pair": ("socketpair", (_AF_INET, _SOCK_STREAM, 0, 0)),
+        "IPv6 socket pair": ("socketpair", (_AF_INET6, _SOCK_DGRAM, 0, 0)),
+        "packet socket pair": ("socketpair", (_AF_PACKET, _SOCK_RAW, 0, 0)),
+        "netlink socket pair": ("socketpair", (_AF_NETLINK, _SOCK_RAW, 0, 0)),
     }
     read, write = os.pipe()
     pid = os.fork()
@@ -289,9 +529,10 @@ def test_the_seccomp_filter_refuses_privileged_calls_even_to_root():
             sandbox._sandbox.seccomp_isolate(os.getpid())
             libc = ctypes.CDLL(None, use_errno=True)
             outcome = []
-            for name, args in calls.items():
+            for label, (name, args) in calls.items():
+                ctypes.set_errno(0)
                 result = libc.syscall(numbers[name], *[ctypes.c_long(a) for a in args])
-                outcome.append(f"{name}={result}/{ctypes.get_errno()}")
+                outcome.append(f"{label.replace(' ', '_')}={result}/{ctypes.get_errno()}")
             tty = os.openpty()[1]
             import fcntl
             import termios
@@ -307,7 +548,7 @@ def test_the_seccomp_filter_refuses_privileged_calls_even_to_root():
     with os.fdopen(read) as pipe:
         outcome = dict(item.split("=") for item in pipe.read().split())
     os.waitpid(pid, 0)
-    assert set(outcome) == {*calls, "TIOCSTI"}
+    assert set(outcome) == {*(label.replace(" ", "_") for label in calls), "TIOCSTI"}
     assert {name: value for name, value in outcome.items()
             if value != f"-1/{errno.EPERM}"} == {}
 
@@ -357,3 +598,47 @@ def test_dynwf_dev_keeps_serving_every_other_tenant_while_one_attacks(tmp_path, 
     assert secret.read_text() == "the project's secret"
     assert not (project / "planted").exists()
     assert dev.proc.poll() is None                       # the dev server itself never fell
+
+
+def test_dynwf_dev_says_once_at_start_which_layers_are_off_and_serves_on(tmp_path, servers,
+                                                                       monkeypatch):
+    """README, 'Where the kernel cannot do its part': a layer missing (here switched off on
+    purpose) is named once at start, with what it means (the start record under NDJSON, the
+    banner's warning line on a terminal); tenants are served in the layers that remain."""
+    from dev_harness import copy_hello, start
+    from dynwf_cli.commands.dev import _PlainOutput
+    from dynwf_cli.console import console
+    project = copy_hello(tmp_path)
+    monkeypatch.setenv("DYNWF_WEAKEN_ISOLATION", "seccomp,network_namespace")
+    dev = start(servers, project, "--no-reload")
+    assert dev.post("acme", {"items": [{"price": 2.5, "quantity": 2}]})[0] == 200
+    ready = dev.wait_for_record(kind="server.ready")
+    assert ready["isolation_missing"] == {"seccomp": "switched off",
+                                          "network_namespace": "switched off"}
+    assert [line for line in dev.lines if "switched off" in line] == [json.dumps(
+        ready, ensure_ascii=False, separators=(",", ":"))]
+    with console.capture() as captured:      # what a person sees on a terminal, from that record
+        _PlainOutput(None, False).banner(ready)   # type: ignore[arg-type]
+    warnings = [line for line in captured.get().splitlines() if "isolation is weaker" in line]
+    assert len(warnings) == 1, captured.get()
+    assert "seccomp (no sockets, processes or machine-changing calls): switched off" in warnings[0]
+    assert "a private network namespace: switched off" in warnings[0]
+    assert "Landlock" not in warnings[0]
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="capabilities to lose need root")
+def test_with_the_user_layer_off_an_isolate_still_holds_no_capability(target):
+    """Switched off (``DYNWF_WEAKEN_ISOLATION=user``), isolates keep the host's user, as under a
+    host that is not root, and like there hold no capability: root's would let a tenant raise its
+    own limits, or reconfigure the host's network through the socket it talks to the host on."""
+    async def body(pool, loader):
+        stub = loader.get("hostile", code()).get_entrypoint()
+        results = await stub.attack(target)
+        return results, _thread_credentials(pool.get_live("LOADER:hostile").pid)
+    results, threads = run(with_pool(body, layers=Layers(user=False)))
+    assert results["__uid"] == 0
+    assert results["force a socket buffer past the system's maximum"] == \
+        "PermissionError: [Errno 1] Operation not permitted"
+    for tid, status in threads.items():
+        for field in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
+            assert int(status[field], 16) == 0, (tid, field, status)

@@ -39,6 +39,18 @@
 #ifndef TIOCLINUX
 #define TIOCLINUX 0x541C
 #endif
+#ifndef F_SETSIG
+#define F_SETSIG 10
+#endif
+#ifndef F_SETOWN_EX
+#define F_SETOWN_EX 15
+#endif
+#ifndef FIOSETOWN
+#define FIOSETOWN 0x8901
+#endif
+#ifndef SIOCSPGRP
+#define SIOCSPGRP 0x8902
+#endif
 
 /* ---- Landlock (uapi values, so that older headers still build) -------------------------------- */
 
@@ -318,11 +330,23 @@ static int isolate_program(struct sock_filter *p, uint32_t self_pid) {
     p[n++] = JEQ(SOCK_STREAM, 1, 0);
     p[n++] = RET_EPERM;
     p[n++] = RET_ALLOW;
-    /* ioctl: no typing into a terminal */
-    p[n++] = JEQ(__NR_ioctl, 0, 5);
+    /* fcntl: no signal owner for a descriptor, nor the signal it sends: the kernel would signal
+     * that process or group (the zygote's, every isolate in it) when the descriptor is ready,
+     * past the rule on kill above */
+    p[n++] = JEQ(__NR_fcntl, 0, 6);
     p[n++] = LOAD(ARG_LOW(1));
-    p[n++] = JEQ(TIOCSTI, 2, 0);
-    p[n++] = JEQ(TIOCLINUX, 1, 0);
+    p[n++] = JEQ(F_SETOWN, 3, 0);
+    p[n++] = JEQ(F_SETOWN_EX, 2, 0);
+    p[n++] = JEQ(F_SETSIG, 1, 0);
+    p[n++] = RET_ALLOW;
+    p[n++] = RET_EPERM;
+    /* ioctl: no typing into a terminal, no signal owner (the fcntl rule's ioctl twins) */
+    p[n++] = JEQ(__NR_ioctl, 0, 7);
+    p[n++] = LOAD(ARG_LOW(1));
+    p[n++] = JEQ(TIOCSTI, 4, 0);
+    p[n++] = JEQ(TIOCLINUX, 3, 0);
+    p[n++] = JEQ(FIOSETOWN, 2, 0);
+    p[n++] = JEQ(SIOCSPGRP, 1, 0);
     p[n++] = RET_ALLOW;
     p[n++] = RET_EPERM;
     p[n++] = RET_ALLOW;

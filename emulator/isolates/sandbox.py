@@ -339,6 +339,9 @@ def enter(memory_mb: int | None) -> Applied:
         _sandbox.no_new_privs()
         if prepared.layers.user:
             uid = _switch_user(pid, missing)
+        else:  # the host's user, as under a host that is not root: never its capabilities
+            _sandbox.drop_capabilities()
+            _sandbox.clear_capabilities()
         if prepared.ruleset is not None:
             _sandbox.landlock_enforce(prepared.ruleset)
             os.close(prepared.ruleset)
