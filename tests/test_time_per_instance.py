@@ -119,3 +119,37 @@ def test_dynwf_run_of_a_waiting_tenant_is_not_timed_out_by_another_instances_sle
     assert completed.returncode == 3, completed.stdout + completed.stderr
     result = json.loads(completed.stdout.splitlines()[-1])
     assert result["status"] == "waiting" and result["waiting_for"] == ["deploy-approval"]
+
+
+def test_dynwf_run_is_not_held_by_another_instances_timer_woken_by_hand(tmp_path):
+    """`dynwf instances wake` with no engine running leaves that instance's timer due now for the
+    next engine that serves it; a `dynwf run` of another instance works on its own instance only,
+    so it runs to the end rather than spin on a timer it may not fire (docs/semantics.md §4.8)."""
+    assert CliRunner().invoke(app, ["init", str(tmp_path / "demo")]).exit_code == 0
+    root = tmp_path / "demo"
+    from emulator.host import HostOptions, ProjectHost
+    from emulator.project import open_project
+    project = open_project(root / "wrangler.jsonc", None)
+
+    async def leave_acme_asleep():
+        host = ProjectHost(project.config, HostOptions(state_dir=project.state_dir))
+        await host.start()
+        try:
+            await host.create_as_tenant({"tenantId": "acme"}, {"id": "asleep",
+                                                               "params": {"name": "Ann"}})
+            deadline = time.monotonic() + 30
+            while host.engine.store.count_by_status().get("waiting", 0) < 1:
+                assert time.monotonic() < deadline
+                await host.engine.drain(jump=False)
+        finally:
+            await host.close()
+    asyncio.run(leave_acme_asleep())
+    woken = CliRunner().invoke(app, ["instances", "wake", "asleep", "--tenant", "acme",
+                                     "--config", str(root)])
+    assert woken.exit_code == 0, woken.output
+    completed = subprocess.run([DYNWF, "run", "--tenant", "acme", "--params", '{"name": "Bo"}'],
+                               capture_output=True, text=True, timeout=60, cwd=root,
+                               stdin=subprocess.DEVNULL)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    result = json.loads(completed.stdout.splitlines()[-1])
+    assert result["status"] == "complete", result
