@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from dynwf_cli.app import app
@@ -153,3 +154,36 @@ def test_dynwf_run_is_not_held_by_another_instances_timer_woken_by_hand(tmp_path
     assert completed.returncode == 0, completed.stdout + completed.stderr
     result = json.loads(completed.stdout.splitlines()[-1])
     assert result["status"] == "complete", result
+
+
+SLEEPY_TENANT = '''\
+from workers import WorkflowEntrypoint
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        await step.sleep("a day or two", "2 days")
+        return "rested"
+'''
+
+
+@pytest.fixture
+def dynwf_project(tmp_path):
+    from plugin_projects import EVENTS_TENANT, write_lab
+    return write_lab(tmp_path / "lab", {"sleepy": SLEEPY_TENANT, "events": EVENTS_TENANT})
+
+
+async def test_the_pytest_plugins_time_skipping_leaves_another_instances_event_wait_alone(dynwf):
+    """docs/semantics.md §4.8 through the pytest plugin: skipping one instance's two-day sleep
+    neither moves the test's clock nor times out another instance's event wait."""
+    started = dynwf.now()
+    waits = dynwf.introspect_instance("events", "e1")
+    await dynwf.tenant("events").binding.create({"id": "e1"})
+    await waits.wait_for_status("waiting")
+    sleeps = dynwf.introspect_instance("sleepy", "s1")
+    await dynwf.tenant("sleepy").binding.create({"id": "s1"})
+    await sleeps.wait_for_status("complete")    # two days skipped; the wait's timeout is one
+    assert dynwf.now() == started
+    assert (await waits.status())["status"] == "waiting"
+    approval = next(s for s in waits.steps() if s["name"] == "approval")
+    assert approval["status"] == "waiting"
