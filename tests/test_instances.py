@@ -405,6 +405,12 @@ def test_wake_ends_the_sleep_and_the_engine_proceeds(state: State):
     assert info["status"] == "complete" and info["output"] == {"slept": "awake"}
     assert [s["status"] for s in info["steps"]] == ["done", "done", "done"]
     assert info["timers"] == []
+    # a sleep cut short says so (docs/semantics.md §4.8): in describe's data, which the dashboard
+    # and the admin API show, and in its text
+    nap = info["steps"][1]
+    assert nap["woken_early"] is True and nap["requested_ms"] == 86_400_000
+    assert 0 <= nap["duration_ms"] < nap["requested_ms"]
+    assert "woken after 0ms of 24h" in state.ok("describe", "sleeper")
     assert "nothing to wake in" in state.ok("wake", "order-1", "--tenant", "acme")
     assert state.error("wake", "sleeper").code == "instance.not_running"
 

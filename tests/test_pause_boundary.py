@@ -67,8 +67,15 @@ def test_a_pause_during_a_step_lets_it_commit_and_starts_no_further_body(project
                 while engine.store.get_instance(session.instance_id).status != states.PAUSED:
                     assert time.monotonic() < deadline, "the pause never landed"
                     await asyncio.sleep(0.02)
+                # it stays paused for a while: nothing of the next step may start meanwhile
+                quiet_until = time.monotonic() + 0.5
+                while time.monotonic() < quiet_until:
+                    assert engine.store.get_instance(session.instance_id).status == states.PAUSED
+                    await asyncio.sleep(0.05)
                 steps_when_paused = {s.name: (s.status, s.attempts)
                                      for s in engine.store.list_steps(session.instance_id)}
+                logs_when_paused = [line["message"]
+                                    for line in engine.store.list_logs(session.instance_id)]
                 engine.control.resume(session.instance_id)
                 while not states.is_finished(engine.store.get_instance(session.instance_id).status):
                     assert time.monotonic() < deadline + 30, "never finished after resume"
@@ -80,10 +87,13 @@ def test_a_pause_during_a_step_lets_it_commit_and_starts_no_further_body(project
             steps = {s.name: (s.status, s.attempts)
                      for s in engine.store.list_steps(session.instance_id)}
             logs = [line["message"] for line in engine.store.list_logs(session.instance_id)]
-            return steps_when_paused, row.status, json.loads(row.output), steps, logs
+            return steps_when_paused, logs_when_paused, row.status, json.loads(row.output), \
+                steps, logs
 
-    paused, status, output, steps, logs = asyncio.run(asyncio.wait_for(scenario(), 120))
+    paused, logs_paused, status, output, steps, logs = \
+        asyncio.run(asyncio.wait_for(scenario(), 120))
     assert paused == {"first": ("done", 1)}          # it committed; "second" never started
+    assert "second body started" not in logs_paused
     assert status == "complete" and output == [1, 2]
     assert steps == {"first": ("done", 1), "second": ("done", 1)}
     if isolation == "process":  # inline isolates print to the host's own output

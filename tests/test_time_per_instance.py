@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from dynwf_cli.app import app
@@ -119,3 +120,70 @@ def test_dynwf_run_of_a_waiting_tenant_is_not_timed_out_by_another_instances_sle
     assert completed.returncode == 3, completed.stdout + completed.stderr
     result = json.loads(completed.stdout.splitlines()[-1])
     assert result["status"] == "waiting" and result["waiting_for"] == ["deploy-approval"]
+
+
+def test_dynwf_run_is_not_held_by_another_instances_timer_woken_by_hand(tmp_path):
+    """`dynwf instances wake` with no engine running leaves that instance's timer due now for the
+    next engine that serves it; a `dynwf run` of another instance works on its own instance only,
+    so it runs to the end rather than spin on a timer it may not fire (docs/semantics.md §4.8)."""
+    assert CliRunner().invoke(app, ["init", str(tmp_path / "demo")]).exit_code == 0
+    root = tmp_path / "demo"
+    from emulator.host import HostOptions, ProjectHost
+    from emulator.project import open_project
+    project = open_project(root / "wrangler.jsonc", None)
+
+    async def leave_acme_asleep():
+        host = ProjectHost(project.config, HostOptions(state_dir=project.state_dir))
+        await host.start()
+        try:
+            await host.create_as_tenant({"tenantId": "acme"}, {"id": "asleep",
+                                                               "params": {"name": "Ann"}})
+            deadline = time.monotonic() + 30
+            while host.engine.store.count_by_status().get("waiting", 0) < 1:
+                assert time.monotonic() < deadline
+                await host.engine.drain(jump=False)
+        finally:
+            await host.close()
+    asyncio.run(leave_acme_asleep())
+    woken = CliRunner().invoke(app, ["instances", "wake", "asleep", "--tenant", "acme",
+                                     "--config", str(root)])
+    assert woken.exit_code == 0, woken.output
+    completed = subprocess.run([DYNWF, "run", "--tenant", "acme", "--params", '{"name": "Bo"}'],
+                               capture_output=True, text=True, timeout=60, cwd=root,
+                               stdin=subprocess.DEVNULL)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    result = json.loads(completed.stdout.splitlines()[-1])
+    assert result["status"] == "complete", result
+
+
+SLEEPY_TENANT = '''\
+from workers import WorkflowEntrypoint
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        await step.sleep("a day or two", "2 days")
+        return "rested"
+'''
+
+
+@pytest.fixture
+def dynwf_project(tmp_path):
+    from plugin_projects import EVENTS_TENANT, write_lab
+    return write_lab(tmp_path / "lab", {"sleepy": SLEEPY_TENANT, "events": EVENTS_TENANT})
+
+
+async def test_the_pytest_plugins_time_skipping_leaves_another_instances_event_wait_alone(dynwf):
+    """docs/semantics.md §4.8 through the pytest plugin: skipping one instance's two-day sleep
+    neither moves the test's clock nor times out another instance's event wait."""
+    started = dynwf.now()
+    waits = dynwf.introspect_instance("events", "e1")
+    await dynwf.tenant("events").binding.create({"id": "e1"})
+    await waits.wait_for_status("waiting")
+    sleeps = dynwf.introspect_instance("sleepy", "s1")
+    await dynwf.tenant("sleepy").binding.create({"id": "s1"})
+    await sleeps.wait_for_status("complete")    # two days skipped; the wait's timeout is one
+    assert dynwf.now() == started
+    assert (await waits.status())["status"] == "waiting"
+    approval = next(s for s in waits.steps() if s["name"] == "approval")
+    assert approval["status"] == "waiting"

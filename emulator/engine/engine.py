@@ -350,10 +350,12 @@ class Engine:
             if self.is_working():
                 await self._sleep(delay, None)
                 continue
-            due = self.store.next_timer_due()
+            due = self._next_due()
             if due is None:
                 break
             if due <= self.clock.now_ms():
+                if self._left_due:  # another engine's (or a held row): look again shortly
+                    await self._sleep(TIMER_RECHECK_MS, None)
                 continue
             if jump:
                 if not self.skip_ahead(jump_kinds):
@@ -361,6 +363,18 @@ class Engine:
                 continue
             break
         await self._settle()
+
+    def _next_due(self) -> int | None:
+        """When this engine's next timer is due: the earliest of all, or of its own instances'
+        when it works on some only (a timer of another instance, due or not, is not its to fire;
+        one woken by hand would otherwise read as due forever)."""
+        if self.only is None:
+            return self.store.next_timer_due()
+        dues = [timer.due for instance_id in self.only
+                for timer in self.store.timers_of(instance_id)
+                if (row := self.store.find_instance(instance_id)) is not None
+                and row.status != states.PAUSED]
+        return min(dues, default=None)
 
     def is_working(self) -> bool:
         """Whether anything here can run now: an instance to claim, or a lifetime doing more

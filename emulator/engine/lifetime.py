@@ -64,6 +64,8 @@ class Lifetime:
                                  rollback_phase=self.rollback_phase)
         self.step = WorkflowStep(self.client, implicit_dependencies=implicit_dependencies)
         self.attempting: dict[StepKey, tuple[int, str, int]] = {}  # key -> attempt, config, start
+        # steps the code cancelled in this lifetime: known at once, before the write lands
+        self.cancelled_keys: set[StepKey] = set()
         #: steps whose attempt has ended and whose outcome is being committed: still in flight
         #: for a pause or a hibernation, which must not land before the outcome is recorded
         self.committing: set[StepKey] = set()
@@ -254,6 +256,7 @@ class Lifetime:
               rollback_json: str | None = None) -> None:
         started = self.clock.now_ms()
         self.attempting[key] = (attempt, config_json, started)
+        self.cancelled_keys.discard(key)
         before = self.steps.get(key)
         if rollback_json is not None and before is None:
             self.steps[key] = StepRow(key[0], key[1], key[2], "running", attempt, config_json,
@@ -274,6 +277,7 @@ class Lifetime:
             return
         # the attempt this lifetime began is the one recorded: the caller's number is not trusted
         attempt, config_json, started = self.attempting.pop(key)
+        self.cancelled_keys.add(key)
         now = self.clock.now_ms()
         self._note(lambda s: self._store_step(s, key, "cancelled", now, attempt, config_json,
                                               ended=True), key)
@@ -293,8 +297,8 @@ class Lifetime:
                      error: dict[str, str] | None, retryable: bool,
                      delay_ms: int | None = None) -> dict[str, Any]:
         self._enter()
-        if key not in self.attempting and self.steps.get(key) is not None \
-                and self.steps[key].status == "cancelled":
+        if key not in self.attempting and (key in self.cancelled_keys or (
+                self.steps.get(key) is not None and self.steps[key].status == "cancelled")):
             return {"status": "cancelled"}   # its code gave up on it: the outcome is dropped
         started = self.attempting.pop(key, (0, "", None))[2]
         now = self.clock.now_ms()
