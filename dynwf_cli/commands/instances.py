@@ -31,7 +31,8 @@ from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, EventTypeOption,
                                TimeoutOption, WaitOption, WorkflowFilterOption,
                                WorkflowOfIdOption)
 from emulator import (DATABASE_NAME, POLL_MS, STATE_DIR_NAME, InstanceOps, StateNotFoundError,
-                      format_ms, format_traceback, open_project, states)
+                      format_ms, format_traceback, open_project, states,
+                      traceback_heading)
 
 #: How often ``logs --follow`` looks for new lines.
 FOLLOW_INTERVAL_S = 0.25
@@ -228,7 +229,7 @@ def _print_description(info: dict[str, Any]) -> None:
     if info["error"] is not None:
         fields.add_row("error", Text(_error_line(info["error"]), style="error"))
         if info.get("error_traceback"):
-            fields.add_row("", Text("\n".join(["run() raised it (most recent call last):",
+            fields.add_row("", Text("\n".join([traceback_heading(info["error_traceback"]),
                                                *format_traceback(info["error_traceback"])]),
                                     style="muted"))
     if "rollback" in info:
