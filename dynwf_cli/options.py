@@ -111,7 +111,9 @@ WAIT_TIMEOUT_S = 60.0
 WaitOption = Annotated[bool, typer.Option(
     "--wait", help="Then wait until a running engine (dynwf dev) has moved the instance on to "
     "where it rests (finished, waiting or paused) and say where: exit 0 complete, waiting or "
-    "paused, 1 errored or terminated, or nothing moved it within --timeout.")]
+    "paused, 1 errored or terminated, or nothing moved it within --timeout. When no engine "
+    "takes a tenant's instance within a second, it is run here instead, as dynwf run --resume "
+    "does.")]
 TimeoutOption = Annotated[float, typer.Option(
     "--timeout", metavar="SECONDS", min=0, help="How long --wait waits.")]
 

@@ -338,8 +338,10 @@ def test_send_event_payload_from_a_file_and_buffering(state: State, tmp_path: Pa
     payload.write_text('{"from": "file"}')
     result = state.json("send-event", "sleeper", "--type", "later", "--payload", f"@{payload}")
     # the sleep is a day long, on an engine clock an hour ahead of the command line's
-    assert result.pop("next") == ("waiting: due again in 25h, then a running dynwf dev runs it; "
-                                  "to run it now: dynwf instances wake sleeper --tenant acme")
+    assert result.pop("next") == (
+        "waiting: due again in 25h, then a running dynwf dev runs it (none runs? dynwf run "
+        "--resume sleeper --tenant acme); to run it now: dynwf instances wake sleeper --tenant "
+        "acme --wait")
     assert result == {"id": state.id("acme", "sleeper"), "workflow": WORKFLOW, "tenant": "acme",
                       "tenant_instance_id": "sleeper", "status": "waiting", "type": "later"}
     info = state.json("describe", "sleeper")

@@ -209,6 +209,12 @@ def test_ctrl_c_says_where_the_instance_was_left_and_exits_130(project):
     described = subprocess.run([DYNWF, "instances", "describe", "nap-1", "--tenant", "sleepy",
                                 "--json"], capture_output=True, text=True, timeout=60, cwd=project)
     assert json.loads(described.stdout)["status"] == "waiting"
+    # with no engine running, the next move names the run that takes it on here; wake --wait
+    # does it
+    assert "dynwf run --resume nap-1 --tenant sleepy" in stderr
+    woken = runner.invoke(app, ["instances", "wake", "nap-1", "--tenant", "sleepy", "--wait"])
+    assert woken.exit_code == 0, woken.output
+    assert "running it here" in woken.output and "(status complete)" in woken.output
 
 
 def test_a_config_with_check_errors_is_refused_with_its_diagnostics(project):
@@ -375,3 +381,26 @@ def test_resume_takes_on_an_instance_queued_by_an_interrupted_run(project):
                              capture_output=True, text=True, timeout=60, cwd=project)
     assert resumed.returncode == 0, resumed.stderr
     assert result_line(resumed.stdout)["output"] == {"after": 20}
+
+
+def test_instances_wait_with_no_engine_running_drives_the_instance_here(project):
+    """send-event/restart ... --wait: nothing else runs the instance, so the command runs it
+    here (as dynwf run --resume does) to its end or next wait, and says where it rests."""
+    assert runner.invoke(app, ["run", "--tenant", "globex", "--id", "deploy-9"]).exit_code == 3
+    sent = runner.invoke(app, ["instances", "send-event", "deploy-9", "--tenant", "globex",
+                               "--type", "deploy-approval", "--payload", '{"ok": true}',
+                               "--wait", "--timeout", "30"])
+    assert sent.exit_code == 0, sent.output
+    assert "no running dynwf dev took it: running it here" in sent.output
+    assert "now" in sent.output and "(status complete)" in sent.output
+    described = runner.invoke(app, ["instances", "describe", "deploy-9", "--tenant", "globex",
+                                    "--json"])
+    assert json.loads(described.stdout)["output"]["deployed"] is True
+
+    restarted = runner.invoke(app, ["instances", "restart", "deploy-9", "--tenant", "globex",
+                                    "--wait", "--json"])
+    assert restarted.exit_code == 0, restarted.output
+    # --json: the one document of where it rests, nothing else on stdout
+    rests = json.loads(restarted.stdout)
+    assert rests["status"] == "waiting"
+    assert rests["next"].startswith("waiting for an event 'deploy-approval'")
