@@ -2,6 +2,7 @@
 Typer's CliRunner and through the installed ``dynwf`` (docs/architecture.md §9 exit codes)."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -404,3 +405,33 @@ def test_instances_wait_with_no_engine_running_drives_the_instance_here(project)
     rests = json.loads(restarted.stdout)
     assert rests["status"] == "waiting"
     assert rests["next"].startswith("waiting for an event 'deploy-approval'")
+
+
+def test_piped_output_is_whole_rows_and_one_json_style(project):
+    """Without a terminal: instances list prints each row whole (a long name is found by grep
+    on the same line as its tenant), and run's result line is in the same compact JSON form as
+    its event lines."""
+    name = "nightly-deploy-of-the-globex-storefront-" + "x" * 40
+    ran = subprocess.run([DYNWF, "run", "--tenant", "globex", "--id", name], capture_output=True,
+                         text=True, timeout=120, cwd=project, stdin=subprocess.DEVNULL,
+                         env={**os.environ, "COLUMNS": "80"})
+    assert ran.returncode == 3, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines and all(line == json.dumps(json.loads(line), ensure_ascii=False,
+                                            separators=(",", ":")) for line in lines), lines
+    assert json.loads(lines[-1])["kind"] == "result"
+    listed = subprocess.run([DYNWF, "instances", "list"], capture_output=True, text=True,
+                            timeout=60, cwd=project, env={**os.environ, "COLUMNS": "80"})
+    row = [line for line in listed.stdout.splitlines() if name in line]
+    assert len(row) == 1 and " globex " in row[0] and " waiting " in row[0], listed.stdout
+
+
+@pytest.mark.parametrize(("command", "said"), [
+    (["run"], "otherwise (piped, in CI) or with --json, NDJSON"),
+    (["dev"], "when stdout is not a terminal, or with --json, everything is printed as NDJSON"),
+    (["logs"], "Without a terminal, or with --json, one JSON object per line"),
+    (["instances", "list"], "Without a terminal each row is printed whole"),
+])
+def test_help_says_what_is_printed_without_a_terminal(command, said):
+    shown = " ".join(runner.invoke(app, [*command, "--help"]).stdout.split())
+    assert said in shown, shown

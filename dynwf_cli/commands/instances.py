@@ -97,7 +97,9 @@ def _ops(config: Optional[Path], state_dir: Optional[Path], database: Optional[s
 
 @instances_app.command("list", help=_help(
     "List instances, newest first: id (the part the tenant knows in bold), tenant, status, when "
-    "created and last changed; the workflow and code version too when they differ between rows.",
+    "created and last changed; the workflow and code version too when they differ between rows. "
+    "Without a terminal each row is printed whole, never cut or wrapped to a width, so grep "
+    "finds a row by any of its values.",
     "dynwf instances list --tenant acme --status errored --limit 20"))
 def list_command(
     tenant: TenantFilterOption = None,
