@@ -679,3 +679,13 @@ def test_dynwf_logs_tails_every_instance_and_filters_by_tenant(tmp_path, monkeyp
     last = runner.invoke(app, ["logs", "--lines", "1"])
     assert [json.loads(line)["message"] for line in last.stdout.splitlines()] == [
         "quiet says hello"]
+
+
+def test_dynwf_logs_on_a_terminal_says_when_there_is_nothing_to_show(state: State, monkeypatch):
+    from dynwf_cli.console import console
+    monkeypatch.setattr(console, "_force_terminal", True)
+    monkeypatch.chdir(state.root)
+    shown = runner.invoke(app, ["logs", "--tenant", "initech"])
+    assert shown.exit_code == 0 and shown.stdout == "no log lines of tenant initech yet\n"
+    monkeypatch.setattr(console, "_force_terminal", False)
+    assert runner.invoke(app, ["logs", "--tenant", "initech"]).stdout == ""  # a script: nothing
