@@ -435,3 +435,17 @@ def test_piped_output_is_whole_rows_and_one_json_style(project):
 def test_help_says_what_is_printed_without_a_terminal(command, said):
     shown = " ".join(runner.invoke(app, [*command, "--help"]).stdout.split())
     assert said in shown, shown
+
+
+def test_a_long_output_is_wrapped_on_a_terminal_not_cut(monkeypatch):
+    from dynwf_cli.commands.run import _report
+    from dynwf_cli.console import console
+    from emulator import RunResult
+    reason = "the requirements did not install: " + " ".join(f"word{n}" for n in range(40))
+    monkeypatch.setattr(console, "_width", 60)
+    with console.capture() as captured:
+        _report(RunResult("i-1", "i-1", "ci", "complete", {"reason": reason}), None,
+                as_json=False, live_view=True)
+    shown = captured.get()
+    assert all(len(line) <= 60 for line in shown.splitlines())
+    assert "word39" in shown and " ".join(shown.split()).count("word") == 40

@@ -281,7 +281,7 @@ def _report(result: RunResult, project, as_json: bool, live_view: bool) -> int:
             from rich.syntax import Syntax   # pygments: only for a terminal
             console.print(Text("output", style="ok"))
             console.print(Syntax(json.dumps(result.output, indent=2, ensure_ascii=False, default=str),
-                                 "json", background_color="default"))
+                                 "json", background_color="default", word_wrap=True))
         return 0
     if result.waiting_for:
         named, event_type = f"{result.tenant_instance_id} --tenant {result.tenant}", result.waiting_for[0]
