@@ -96,9 +96,10 @@ def run(tenant: str, *args: str):
     return runner.invoke(app, ["run", "--tenant", tenant, "--id", f"{tenant}-1", *args])
 
 
-def checklist_text(stdout: str) -> str:
-    """The checklist a terminal shows for the run whose NDJSON progress is ``stdout``."""
-    checklist = Checklist(fast_forward=True)
+def checklist_text(stdout: str, **names: str) -> str:
+    """The checklist a terminal shows for the run whose NDJSON progress is ``stdout`` (``names``:
+    its tenant and workflow, named in its first line)."""
+    checklist = Checklist(fast_forward=True, **names)
     for line in stdout.splitlines():
         data = json.loads(line)
         kind = data.pop("kind")
@@ -313,3 +314,33 @@ def test_a_carried_traceback_follows_the_callers_own_frames():
         "test_a_carried_traceback_follows_the_callers_own_frames", "dispatcher_fetch", None,
         "fetch"]
     assert frames[2] == {"elided": 2, "of": "dynwf"} and frames[-1]["file"] == "acme/index.py"
+
+
+README_ORDER = '''"""Acme's order workflow."""
+
+from workers import WorkflowEntrypoint
+from lib.prices import price_of
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("price", config={"retries": {"limit": 1, "delay": "1 second"}})
+        async def price(ctx):
+            return price_of(7)
+        return await price()
+'''
+
+
+def test_the_readme_shows_the_checklist_of_a_failing_step_as_run_prints_it(project):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    command = "$ dynwf run --tenant acme --id order-7\n"
+    shown = readme[readme.index(command) + len(command):]
+    shown = shown[:shown.index("```")].splitlines()
+    (project / "tenants" / "acme" / "index.py").write_text(README_ORDER)
+    (project / "tenants" / "acme" / "lib").mkdir()
+    (project / "tenants" / "acme" / "lib" / "prices.py").write_text(PRICES.lstrip("\n"))
+    result = runner.invoke(app, ["run", "--tenant", "acme", "--id", "order-7", "--json"])
+    assert result.exit_code == 1
+    printed = [line.rstrip() for line in checklist_text(
+        result.stdout, tenant="acme", workflow="tenant-workflows").splitlines()]
+    assert shown[:-1] == [line for line in printed if line], printed
+    assert shown[-1] == "errored: KeyError: 7" and shown[-1] in result.stderr
