@@ -344,3 +344,18 @@ def test_the_readme_shows_the_checklist_of_a_failing_step_as_run_prints_it(proje
         result.stdout, tenant="acme", workflow="tenant-workflows").splitlines()]
     assert shown[:-1] == [line for line in printed if line], printed
     assert shown[-1] == "errored: KeyError: 7" and shown[-1] in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_dashboard_heads_the_frames_as_the_cli_does(project):
+    from emulator.tracebacks import traceback_heading
+    for tenant in ("runfails", "loadfails"):
+        run(tenant)
+        frames = describe(tenant)["error_traceback"]
+        code = (f"import {{ tracebackHeading }} from "
+                f"{json.dumps((STATIC / 'checklist.js').as_uri())};\n"
+                f"console.log(tracebackHeading({json.dumps(frames)}));")
+        shown = subprocess.run(["node", "--input-type=module", "-e", code], capture_output=True,
+                               text=True, timeout=30, check=True).stdout.strip()
+        assert shown == traceback_heading(frames)
+    assert shown.startswith("loading the code raised it")
