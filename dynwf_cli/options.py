@@ -27,8 +27,9 @@ StepType = Enum("StepType", {name: name for name in RESTART_STEP_TYPES}, type=st
 
 ConfigOption = Annotated[Optional[Path], typer.Option(
     "--config", "-c", metavar="FILE",
-    help="The wrangler file, or the folder holding it (default: "
-         + ", ".join(f"./{name}" for name in CONFIG_NAMES) + ").")]
+    help="The wrangler file, or the folder holding it (default: the first of "
+         + ", ".join(CONFIG_NAMES) + " in the current folder or, as wrangler does, the "
+         "nearest folder above it).")]
 
 StateDirOption = Annotated[Optional[Path], typer.Option(
     "--state-dir", metavar="DIR",

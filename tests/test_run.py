@@ -431,6 +431,7 @@ def test_piped_output_is_whole_rows_and_one_json_style(project):
     (["dev"], "when stdout is not a terminal, or with --json, everything is printed as NDJSON"),
     (["logs"], "Without a terminal, or with --json, one JSON object per line"),
     (["instances", "list"], "Without a terminal each row is printed whole"),
+    (["check"], "in the current folder or, as wrangler does, the nearest folder above it"),
 ])
 def test_help_says_what_is_printed_without_a_terminal(command, said):
     shown = " ".join(runner.invoke(app, [*command, "--help"]).stdout.split())
