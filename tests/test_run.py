@@ -3,6 +3,7 @@ Typer's CliRunner and through the installed ``dynwf`` (docs/architecture.md §9 
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -107,6 +108,15 @@ def test_waiting_for_an_event_exits_3_with_the_command_to_continue(project):
     assert completed.returncode == 3, completed.stderr
     assert result_line(completed.stdout)["waiting_for"] == ["deploy-approval"]
     assert "dynwf instances send-event deploy-1 --tenant globex --type deploy-approval" in completed.stderr
+    # the command printed to continue it here does continue it, as printed
+    lines = completed.stderr.splitlines()
+    printed = lines[lines.index("waiting for event 'deploy-approval'; continue it here with:") + 1]
+    args = shlex.split(printed)
+    assert args[0] == "dynwf", printed
+    continued = subprocess.run([DYNWF, *args[1:]], capture_output=True, text=True, timeout=60,
+                               cwd=project, stdin=subprocess.DEVNULL)
+    assert continued.returncode == 0, continued.stderr
+    assert result_line(continued.stdout)["status"] == "complete"
 
 
 def test_a_given_event_is_sent_when_the_instance_waits_for_it(project):
