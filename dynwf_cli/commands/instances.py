@@ -391,8 +391,8 @@ def _report_change(ops: InstanceOps, result: dict[str, Any], verb: str, as_json:
     a good place (complete, waiting, paused) or not (errored, terminated).
 
     When no running engine takes the instance within a moment and its tenant's code is in the
-    project (``opened``: the options that name it), this command runs it here (as ``dynwf run --resume`` does), so ``--wait``
-    never just waits on nothing."""
+    project (``opened``: the options that name it), this command runs it here (as ``dynwf run
+    --resume`` does), so ``--wait`` never just waits on nothing."""
     if not (wait and as_json):
         _print_outcome(result, verb, as_json)
     if not wait:
