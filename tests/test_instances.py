@@ -424,6 +424,8 @@ def test_pause_resume_terminate_restart(state: State):
     state.run_engine()
     assert state.status("globex", "order-1") == "waiting"   # back at its event wait
     assert state.json("resume", *target)["status"] == "waiting"  # not paused: a no-op
+    assert "✓ not paused, left as it is: " in state.ok("resume", *target)
+    assert "_verb" not in state.json("resume", *target)
 
     assert state.json("terminate", *target)["status"] == "terminated"
     assert state.error("terminate", *target).code == "instance.cannot_terminate"

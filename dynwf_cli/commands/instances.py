@@ -450,8 +450,18 @@ _control_command(
     "resume", "Resume a paused instance; its sleeps keep the time they had left. A no-op for an "
     "instance that is not paused.",
     "dynwf instances resume order-1 --tenant acme --wait", "resumed",
-    lambda ops, instance, tenant, workflow: ops.resume(instance, tenant=tenant,
-                                                        workflow=workflow), waits=True)
+    lambda ops, instance, tenant, workflow: _resume(ops, instance, tenant, workflow), waits=True)
+
+
+def _resume(ops: InstanceOps, instance: str, tenant: Optional[str],
+            workflow: Optional[str]) -> dict[str, Any]:
+    """Resume; an instance that was not paused is left as it was, and the outcome says so
+    rather than "resumed"."""
+    before = ops.where(instance, tenant=tenant, workflow=workflow)["status"]
+    result = ops.resume(instance, tenant=tenant, workflow=workflow)
+    if before not in (states.PAUSED, states.WAITING_FOR_PAUSE):
+        result[_VERB] = "not paused, left as it is:"
+    return result
 
 
 @instances_app.command("terminate", help=_help(
@@ -786,7 +796,12 @@ def _print_log_line(line: dict[str, Any], as_json: bool) -> None:
 
 # ---- rendering helpers ------------------------------------------------------------------------
 
+#: A result's own wording of its outcome, over the command's (never printed as a field).
+_VERB = "_verb"
+
+
 def _print_outcome(result: dict[str, Any], verb: str, as_json: bool) -> None:
+    verb = result.pop(_VERB, verb)
     if as_json:
         _print_json(result)
         return
