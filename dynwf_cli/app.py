@@ -40,6 +40,7 @@ def root(
 def main() -> None:
     """Console-script entry: run the app, turning DynwfError into one red line and exit code."""
     from typer.exceptions import TyperException
+    _name_the_shell_given()
     try:
         code = app(standalone_mode=False)
     except DynwfError as exc:
@@ -59,6 +60,21 @@ def main() -> None:
         sys.exit(exc.exit_code)
     # standalone_mode=False hands typer.Exit(n) back as a return value
     sys.exit(code if isinstance(code, int) else 0)
+
+
+#: The shells typer writes a completion script for.
+_SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+def _name_the_shell_given() -> None:
+    """``dynwf --show-completion bash`` (or ``--install-completion zsh``): the shell named is
+    the one used. Typer's flags otherwise detect the shell from the parent process and ignore
+    the name, which fails ("Shell  not supported") where there is no parent shell to detect (a
+    setup script, CI); typer's switch below makes the flags take the name instead."""
+    args = sys.argv[1:]
+    if len(args) == 2 and args[0] in ("--show-completion", "--install-completion") \
+            and args[1] in _SHELLS:
+        os.environ["_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION"] = "1"
 
 
 def exit_code_for(exc: DynwfError) -> int:

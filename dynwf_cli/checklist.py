@@ -31,7 +31,8 @@ from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.text import Text
 
-from emulator import OutlineStep, Progress, StepKey, format_ms, format_traceback
+from emulator import (OutlineStep, Progress, StepKey, format_ms, format_traceback,
+                      traceback_heading)
 from emulator import progress as events
 
 __all__ = ["Checklist", "ChecklistStep", "GLYPHS", "ROLLBACK_MARK", "to_ndjson"]
@@ -348,7 +349,7 @@ class _View:
         if footer is not None:
             lines += _columns(console, width, Text(""), footer[0], len("output"), footer[1])
             if checklist.status == "errored" and checklist.error_traceback:
-                lines += _frame_lines(["run() raised it (most recent call last):",
+                lines += _frame_lines([traceback_heading(checklist.error_traceback),
                                        *format_traceback(checklist.error_traceback)],
                                       indent=_LOG_INDENT, width=width)
         return lines

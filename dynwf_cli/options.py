@@ -27,8 +27,9 @@ StepType = Enum("StepType", {name: name for name in RESTART_STEP_TYPES}, type=st
 
 ConfigOption = Annotated[Optional[Path], typer.Option(
     "--config", "-c", metavar="FILE",
-    help="The wrangler file, or the folder holding it (default: "
-         + ", ".join(f"./{name}" for name in CONFIG_NAMES) + ").")]
+    help="The wrangler file, or the folder holding it (default: the first of "
+         + ", ".join(CONFIG_NAMES) + " in the current folder or, as wrangler does, the "
+         "nearest folder above it).")]
 
 StateDirOption = Annotated[Optional[Path], typer.Option(
     "--state-dir", metavar="DIR",
@@ -111,7 +112,9 @@ WAIT_TIMEOUT_S = 60.0
 WaitOption = Annotated[bool, typer.Option(
     "--wait", help="Then wait until a running engine (dynwf dev) has moved the instance on to "
     "where it rests (finished, waiting or paused) and say where: exit 0 complete, waiting or "
-    "paused, 1 errored or terminated, or nothing moved it within --timeout.")]
+    "paused, 1 errored or terminated, or nothing moved it within --timeout. When no engine "
+    "takes a tenant's instance within a second, it is run here instead, as dynwf run --resume "
+    "does.")]
 TimeoutOption = Annotated[float, typer.Option(
     "--timeout", metavar="SECONDS", min=0, help="How long --wait waits.")]
 

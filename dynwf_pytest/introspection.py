@@ -24,7 +24,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Mapping
 
-from emulator import Engine, InstanceNotFoundError, WorkflowBinding, format_traceback, states
+from emulator import (Engine, InstanceNotFoundError, WorkflowBinding, format_traceback, states,
+                      traceback_heading)
 from emulator.engine.modifiers import PREFIX, InstanceModifiers, ModifierError, selector
 from emulator.sdk.failures import rebuild
 from emulator.rules.values import decode_json
@@ -262,11 +263,25 @@ class InstanceIntrospector(_Awaitable):
         if now == status:
             return
         if states.is_finished(now):
-            raise IntrospectorError(
+            failure = IntrospectorError(
                 f"{PREFIX} The Workflow instance {self.id} has reached status '{now}'. This is a "
                 f"finite status that prevents it from ever reaching the expected status of "
                 f"'{status}'.")
+            if now == states.ERRORED:
+                failure.add_note(self._error_note())
+            raise failure
         raise IntrospectorError(self._stuck(f"status '{status}'"))
+
+    def _error_note(self) -> str:
+        """The instance's error and the user's frames it was raised from, for pytest to print
+        under a failure (the platform's message alone does not say why)."""
+        row = self._row()
+        error = json.loads(row.error or "{}")
+        lines = [f"the instance's error: {error.get('name')}: {error.get('message')}"]
+        frames = json.loads(row.error_traceback) if row.error_traceback else []
+        if frames:
+            lines += [traceback_heading(frames), *format_traceback(frames)]
+        return "\n".join(lines)
 
     # ---- reads -----------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "emulator.rules.durations": ("format_ms", "parse_duration"),
     "emulator.rules.limits": ("check_event_type", "is_valid_id"),
     # a failed attempt's traceback, in the user's frames, as lines to read
-    "emulator.tracebacks": ("format_traceback",),
+    "emulator.tracebacks": ("format_traceback", "traceback_heading"),
     # the kernel layers of isolation this machine can put in place
     "emulator.isolates.sandbox": ("Layers", "describe_missing", "missing_layers"),
     # a command about to start a host: its isolates' zygote started first, to boot meanwhile

@@ -543,8 +543,12 @@ class InstanceOps:
             timers = sorted(self.store.timers_of(instance_id), key=lambda t: t.due)
             if timers:
                 due_in = max(timers[0].due - self.clock.now_ms(), 0)
+                # no dev running: dynwf run --resume takes it on here (wake --wait does too)
+                alone = f" (none runs? dynwf run --resume {named})" if has_tenant else ""
+                if due_in == 0:
+                    return f"waiting: due now, a running dynwf dev runs it{alone}"
                 return (f"waiting: due again in {format_ms(due_in)}, then a running dynwf dev "
-                        f"runs it; to run it now: dynwf instances wake {named}")
+                        f"runs it{alone}; to run it now: dynwf instances wake {named} --wait")
             return "waiting: a running dynwf dev runs it when its wait ends"
         if status == states.WAITING_FOR_PAUSE:
             return "pausing: it pauses once its steps in flight finish"

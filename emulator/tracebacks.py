@@ -87,12 +87,27 @@ def user_traceback(exc: BaseException) -> list[dict[str, Any]]:
                 "line": frame.lineno or 0,
                 "function": cut_text(frame.name, MAX_TRACEBACK_FUNCTION_CHARS),
                 "source": cut_text((frame.line or "").strip(), MAX_TRACEBACK_SOURCE_CHARS)})
-        elif entries and entries[-1].get("of") == owner:
-            entries[-1]["elided"] += 1
         else:
-            entries.append({"elided": 1, "of": owner})
+            _elide(entries, 1, owner)
     if not users:
         return []
+    return _bounded(entries)
+
+
+def _elide(entries: list[dict[str, Any]], count: int, owner: str) -> None:
+    """Add ``count`` frames of ``owner`` left out: one entry per run of frames that are not the
+    user's, whoever's they are (``dynwf and Python``), so a gap reads as one line."""
+    if entries and "elided" in entries[-1] and entries[-1]["of"] != "the traceback":
+        last = entries[-1]
+        last["elided"] += count
+        owners = last["of"].split(" and ")
+        if owner not in owners:
+            last["of"] = " and ".join([*owners, owner])
+    else:
+        entries.append({"elided": count, "of": owner})
+
+
+def _bounded(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if len(entries) > MAX_TRACEBACK_FRAMES:
         # the outermost entry says where the user's code was entered, the innermost where it
         # failed: the middle of a deep recursion goes
@@ -100,6 +115,29 @@ def user_traceback(exc: BaseException) -> list[dict[str, Any]]:
         dropped = len(entries) - len(tail) - 1
         entries = [entries[0], {"elided": dropped, "of": "the traceback"}, *tail]
     return entries
+
+
+def joined(outer: list[dict[str, Any]], inner: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One traceback of ``outer`` (the frames of the side that called) then ``inner`` (those
+    the other side raised from): a dispatcher's ``fetch`` then the tenant's it called."""
+    entries: list[dict[str, Any]] = []
+    for entry in (*outer, *inner):
+        if "elided" in entry and entry["of"] != "the traceback":
+            for owner in entry["of"].split(" and "):
+                _elide(entries, 0, owner)
+            entries[-1]["elided"] += entry["elided"]
+        else:
+            entries.append(dict(entry))
+    return _bounded(entries)
+
+
+def traceback_heading(frames: list[dict[str, Any]]) -> str:
+    """The line over the frames an instance's error was raised from: loading the tenant's
+    modules (the first user frame is a module's top level) or ``run()``."""
+    first = next((entry for entry in frames if "file" in entry), None)
+    if first is not None and first["function"] == "<module>":
+        return "loading the code raised it (most recent call last):"
+    return "run() raised it (most recent call last):"
 
 
 def format_traceback(entries: list[dict[str, Any]], indent: str = "  ") -> list[str]:
@@ -172,9 +210,13 @@ def carry(exc: BaseException, frames: list[dict[str, Any]]) -> BaseException:
 
 
 def traceback_of(exc: BaseException) -> list[dict[str, Any]]:
-    """The user's traceback of ``exc``: the one it carries from another process, else its own."""
+    """The user's traceback of ``exc``: its own user frames (a dispatcher's), then those it
+    carries from the process that raised it (a tenant's isolate)."""
     carried = getattr(exc, _CARRIED, None)
-    return carried if isinstance(carried, list) else user_traceback(exc)
+    own = user_traceback(exc)
+    if not isinstance(carried, list):
+        return own
+    return joined(own, carried) if own else carried
 
 
 def with_traceback(error: dict[str, Any], exc: BaseException) -> dict[str, Any]:
@@ -183,5 +225,5 @@ def with_traceback(error: dict[str, Any], exc: BaseException) -> dict[str, Any]:
     return {**error, "traceback": frames} if frames else error
 
 
-__all__ = ["carry", "format_traceback", "shown_file", "traceback_fault", "traceback_of",
-           "user_traceback", "with_traceback"]
+__all__ = ["carry", "format_traceback", "joined", "shown_file", "traceback_fault",
+           "traceback_heading", "traceback_of", "user_traceback", "with_traceback"]

@@ -443,3 +443,29 @@ def test_a_delay_function_is_accepted_and_its_siblings_still_checked():
         "        return await a() + await b()\n")
     found = [(d.code, d.line) for d in lint_tenant_source(source, "index.py")]
     assert found == [("DW305", 9)], found
+
+
+def test_config_typos_get_a_did_you_mean_and_wranglers_own_keys_are_not_unknown(tmp_path):
+    config = project("base", tmp_path)
+    text = config.read_text()
+    assert text.count('"main"') == 1 and text.count('"compatibility_date"') == 1
+    config.write_text(text.replace('"compatibility_date"', '"compatability_date"').replace(
+        '"main"', '"observability": {"enabled": true}, "worker_loader": [], "main"'))
+    by_message = {d.message: (d.code, d.severity, d.hint) for d in check_project(config)}
+    assert by_message["unknown key 'compatability_date' is ignored; did you mean "
+                      "'compatibility_date'?"] == ("DW001", "warning",
+                                                   "rename it to 'compatibility_date'")
+    assert by_message["unknown key 'worker_loader' is ignored; did you mean "
+                      "'worker_loaders'?"][2] == "rename it to 'worker_loaders'"
+    assert by_message["wrangler key 'observability' is not emulated by dynwf; ignored"][:2] == (
+        "DW005", "warning")
+    assert not any("unknown key 'observability'" in message for message in by_message)
+
+
+def test_a_missing_main_says_what_to_add(tmp_path):
+    config = project("base", tmp_path)
+    text = config.read_text()
+    config.write_text(text.replace('"main": "src/entry.py",', ""))
+    found = only(config, "DW002")
+    assert found.message == "main is required"
+    assert found.hint.startswith('add "main": "src/entry.py"')

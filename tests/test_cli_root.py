@@ -44,6 +44,10 @@ def test_shell_completion_is_offered_and_completes_commands(tmp_path):
     script = subprocess.run([dynwf, "--show-completion", "bash"], capture_output=True, text=True,
                             timeout=30)
     assert script.returncode == 0 and "_dynwf_completion" in script.stdout
+    # the shell named is the one used, whatever shell (if any) started this process
+    zsh = subprocess.run([dynwf, "--show-completion", "zsh"], capture_output=True, text=True,
+                         timeout=30, start_new_session=True, stdin=subprocess.DEVNULL)
+    assert zsh.returncode == 0 and zsh.stdout.startswith("#compdef dynwf"), zsh.stderr
     env = dict(os.environ, _DYNWF_COMPLETE="complete_bash", COMP_WORDS="dynwf instances se",
                COMP_CWORD="2")
     completed = subprocess.run([dynwf], capture_output=True, text=True, env=env, timeout=30)

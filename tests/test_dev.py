@@ -321,7 +321,11 @@ def test_a_tenants_failing_fetch_answers_and_logs_the_tenants_own_frames(tmp_pat
         urllib.request.urlopen(request, timeout=10)
     body = json.loads(answer.value.read())
     assert answer.value.code == 500 and body["error"]["code"] == "worker.exception"
+    # named as the tenant's code raised it, not as the class that carried it from the isolate
+    assert body["error"]["message"].startswith("JSONDecodeError: Expecting value"), body
     frames = [f for f in body["error"]["traceback"] if "file" in f]
+    # the dispatcher's fetch that called the tenant comes first, outermost call first
+    assert [f["file"] for f in frames][:2] == ["src/entry.py", "acme/index.py"], frames
     # the tenant's frame as the tenant knows it, then the dispatcher's, relative to the project
     assert {"file": "acme/index.py", "function": "fetch",
             "source": 'instance = await self.env.WORKFLOWS.create({"params": await request.json()})',

@@ -338,8 +338,10 @@ def test_send_event_payload_from_a_file_and_buffering(state: State, tmp_path: Pa
     payload.write_text('{"from": "file"}')
     result = state.json("send-event", "sleeper", "--type", "later", "--payload", f"@{payload}")
     # the sleep is a day long, on an engine clock an hour ahead of the command line's
-    assert result.pop("next") == ("waiting: due again in 25h, then a running dynwf dev runs it; "
-                                  "to run it now: dynwf instances wake sleeper --tenant acme")
+    assert result.pop("next") == (
+        "waiting: due again in 25h, then a running dynwf dev runs it (none runs? dynwf run "
+        "--resume sleeper --tenant acme); to run it now: dynwf instances wake sleeper --tenant "
+        "acme --wait")
     assert result == {"id": state.id("acme", "sleeper"), "workflow": WORKFLOW, "tenant": "acme",
                       "tenant_instance_id": "sleeper", "status": "waiting", "type": "later"}
     info = state.json("describe", "sleeper")
@@ -428,6 +430,8 @@ def test_pause_resume_terminate_restart(state: State):
     state.run_engine()
     assert state.status("globex", "order-1") == "waiting"   # back at its event wait
     assert state.json("resume", *target)["status"] == "waiting"  # not paused: a no-op
+    assert "✓ not paused, left as it is: " in state.ok("resume", *target)
+    assert "_verb" not in state.json("resume", *target)
 
     assert state.json("terminate", *target)["status"] == "terminated"
     assert state.error("terminate", *target).code == "instance.cannot_terminate"
@@ -683,3 +687,13 @@ def test_dynwf_logs_tails_every_instance_and_filters_by_tenant(tmp_path, monkeyp
     last = runner.invoke(app, ["logs", "--lines", "1"])
     assert [json.loads(line)["message"] for line in last.stdout.splitlines()] == [
         "quiet says hello"]
+
+
+def test_dynwf_logs_on_a_terminal_says_when_there_is_nothing_to_show(state: State, monkeypatch):
+    from dynwf_cli.console import console
+    monkeypatch.setattr(console, "_force_terminal", True)
+    monkeypatch.chdir(state.root)
+    shown = runner.invoke(app, ["logs", "--tenant", "initech"])
+    assert shown.exit_code == 0 and shown.stdout == "no log lines of tenant initech yet\n"
+    monkeypatch.setattr(console, "_force_terminal", False)
+    assert runner.invoke(app, ["logs", "--tenant", "initech"]).stdout == ""  # a script: nothing

@@ -360,6 +360,11 @@ async def test_wait_for_status_fails_fast_on_another_finite_status(dynwf):
     with pytest.raises(IntrospectorError) as caught:
         await o1.wait_for_status("complete")
     assert str(caught.value) == finite_status_text("o1", "errored", "complete")
+    # pytest prints the notes under it: the instance's error and the tenant's frames
+    note = "\n".join(caught.value.__notes__)
+    assert note.startswith("the instance's error: NonRetryableError: the real body ran\n"
+                           "run() raised it (most recent call last):"), note
+    assert "steps/index.py:" in note and "emulator/rpc/peer.py" not in note
     with pytest.raises(IntrospectorError) as caught:
         await o1.wait_for_status("waiting")
     assert str(caught.value) == finite_status_text("o1", "errored", "waiting")

@@ -2,6 +2,8 @@
 Typer's CliRunner and through the installed ``dynwf`` (docs/architecture.md §9 exit codes)."""
 
 import json
+import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -106,6 +108,15 @@ def test_waiting_for_an_event_exits_3_with_the_command_to_continue(project):
     assert completed.returncode == 3, completed.stderr
     assert result_line(completed.stdout)["waiting_for"] == ["deploy-approval"]
     assert "dynwf instances send-event deploy-1 --tenant globex --type deploy-approval" in completed.stderr
+    # the command printed to continue it here does continue it, as printed
+    lines = completed.stderr.splitlines()
+    printed = lines[lines.index("waiting for event 'deploy-approval'; continue it here with:") + 1]
+    args = shlex.split(printed)
+    assert args[0] == "dynwf", printed
+    continued = subprocess.run([DYNWF, *args[1:]], capture_output=True, text=True, timeout=60,
+                               cwd=project, stdin=subprocess.DEVNULL)
+    assert continued.returncode == 0, continued.stderr
+    assert result_line(continued.stdout)["status"] == "complete"
 
 
 def test_a_given_event_is_sent_when_the_instance_waits_for_it(project):
@@ -209,6 +220,12 @@ def test_ctrl_c_says_where_the_instance_was_left_and_exits_130(project):
     described = subprocess.run([DYNWF, "instances", "describe", "nap-1", "--tenant", "sleepy",
                                 "--json"], capture_output=True, text=True, timeout=60, cwd=project)
     assert json.loads(described.stdout)["status"] == "waiting"
+    # with no engine running, the next move names the run that takes it on here; wake --wait
+    # does it
+    assert "dynwf run --resume nap-1 --tenant sleepy" in stderr
+    woken = runner.invoke(app, ["instances", "wake", "nap-1", "--tenant", "sleepy", "--wait"])
+    assert woken.exit_code == 0, woken.output
+    assert "running it here" in woken.output and "(status complete)" in woken.output
 
 
 def test_a_config_with_check_errors_is_refused_with_its_diagnostics(project):
@@ -375,3 +392,71 @@ def test_resume_takes_on_an_instance_queued_by_an_interrupted_run(project):
                              capture_output=True, text=True, timeout=60, cwd=project)
     assert resumed.returncode == 0, resumed.stderr
     assert result_line(resumed.stdout)["output"] == {"after": 20}
+
+
+def test_instances_wait_with_no_engine_running_drives_the_instance_here(project):
+    """send-event/restart ... --wait: nothing else runs the instance, so the command runs it
+    here (as dynwf run --resume does) to its end or next wait, and says where it rests."""
+    assert runner.invoke(app, ["run", "--tenant", "globex", "--id", "deploy-9"]).exit_code == 3
+    sent = runner.invoke(app, ["instances", "send-event", "deploy-9", "--tenant", "globex",
+                               "--type", "deploy-approval", "--payload", '{"ok": true}',
+                               "--wait", "--timeout", "30"])
+    assert sent.exit_code == 0, sent.output
+    assert "no running dynwf dev took it: running it here" in sent.output
+    assert "now" in sent.output and "(status complete)" in sent.output
+    described = runner.invoke(app, ["instances", "describe", "deploy-9", "--tenant", "globex",
+                                    "--json"])
+    assert json.loads(described.stdout)["output"]["deployed"] is True
+
+    restarted = runner.invoke(app, ["instances", "restart", "deploy-9", "--tenant", "globex",
+                                    "--wait", "--json"])
+    assert restarted.exit_code == 0, restarted.output
+    # --json: the one document of where it rests, nothing else on stdout
+    rests = json.loads(restarted.stdout)
+    assert rests["status"] == "waiting"
+    assert rests["next"].startswith("waiting for an event 'deploy-approval'")
+
+
+def test_piped_output_is_whole_rows_and_one_json_style(project):
+    """Without a terminal: instances list prints each row whole (a long name is found by grep
+    on the same line as its tenant), and run's result line is in the same compact JSON form as
+    its event lines."""
+    name = "nightly-deploy-of-the-globex-storefront-" + "x" * 40
+    ran = subprocess.run([DYNWF, "run", "--tenant", "globex", "--id", name], capture_output=True,
+                         text=True, timeout=120, cwd=project, stdin=subprocess.DEVNULL,
+                         env={**os.environ, "COLUMNS": "80"})
+    assert ran.returncode == 3, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines and all(line == json.dumps(json.loads(line), ensure_ascii=False,
+                                            separators=(",", ":")) for line in lines), lines
+    assert json.loads(lines[-1])["kind"] == "result"
+    listed = subprocess.run([DYNWF, "instances", "list"], capture_output=True, text=True,
+                            timeout=60, cwd=project, env={**os.environ, "COLUMNS": "80"})
+    row = [line for line in listed.stdout.splitlines() if name in line]
+    assert len(row) == 1 and " globex " in row[0] and " waiting " in row[0], listed.stdout
+
+
+@pytest.mark.parametrize(("command", "said"), [
+    (["run"], "otherwise (piped, in CI) or with --json, NDJSON"),
+    (["dev"], "when stdout is not a terminal, or with --json, everything is printed as NDJSON"),
+    (["logs"], "Without a terminal, or with --json, one JSON object per line"),
+    (["instances", "list"], "Without a terminal each row is printed whole"),
+    (["check"], "in the current folder or, as wrangler does, the nearest folder above it"),
+])
+def test_help_says_what_is_printed_without_a_terminal(command, said):
+    shown = " ".join(runner.invoke(app, [*command, "--help"]).stdout.split())
+    assert said in shown, shown
+
+
+def test_a_long_output_is_wrapped_on_a_terminal_not_cut(monkeypatch):
+    from dynwf_cli.commands.run import _report
+    from dynwf_cli.console import console
+    from emulator import RunResult
+    reason = "the requirements did not install: " + " ".join(f"word{n}" for n in range(40))
+    monkeypatch.setattr(console, "_width", 60)
+    with console.capture() as captured:
+        _report(RunResult("i-1", "i-1", "ci", "complete", {"reason": reason}), None,
+                as_json=False, live_view=True)
+    shown = captured.get()
+    assert all(len(line) <= 60 for line in shown.splitlines())
+    assert "word39" in shown and " ".join(shown.split()).count("word") == 40

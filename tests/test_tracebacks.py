@@ -57,6 +57,15 @@ class TenantWorkflow(WorkflowEntrypoint):
         return await price()
 '''
 
+LOAD_FAILS = '''
+from workers import WorkflowEntrypoint
+import settings
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        return settings.VALUE
+'''
+
 RUN_FAILS = '''
 from workers import WorkflowEntrypoint
 from lib.prices import price_of
@@ -75,6 +84,10 @@ def project(tmp_path, monkeypatch):
         (root / "tenants" / name / "lib").mkdir(parents=True)
         (root / "tenants" / name / "index.py").write_text(source)
         (root / "tenants" / name / "lib" / "prices.py").write_text(PRICES)
+    (root / "tenants" / "loadfails").mkdir()
+    (root / "tenants" / "loadfails" / "index.py").write_text(LOAD_FAILS)
+    (root / "tenants" / "loadfails" / "settings.py").write_text(
+        'CONFIG = {}\nVALUE = CONFIG["region"]\n')
     monkeypatch.chdir(root)
     return root
 
@@ -83,9 +96,10 @@ def run(tenant: str, *args: str):
     return runner.invoke(app, ["run", "--tenant", tenant, "--id", f"{tenant}-1", *args])
 
 
-def checklist_text(stdout: str) -> str:
-    """The checklist a terminal shows for the run whose NDJSON progress is ``stdout``."""
-    checklist = Checklist(fast_forward=True)
+def checklist_text(stdout: str, **names: str) -> str:
+    """The checklist a terminal shows for the run whose NDJSON progress is ``stdout`` (``names``:
+    its tenant and workflow, named in its first line)."""
+    checklist = Checklist(fast_forward=True, **names)
     for line in stdout.splitlines():
         data = json.loads(line)
         kind = data.pop("kind")
@@ -265,3 +279,83 @@ def test_only_an_isolates_error_answers_carry_frames(in_isolate):
     except ValueError as exc:
         peer._answer_error(1, exc)
     assert (b'"traceback"' in b"".join(sent)) is in_isolate
+
+
+def test_a_module_failing_to_load_names_loading_and_each_gap_in_one_line(project):
+    result = run("loadfails", "--json")
+    assert result.exit_code == 1
+    frames = describe("loadfails")["error_traceback"]
+    # the tenant's two module frames; each gap before them (dynwf's and Python's import
+    # machinery) is one entry
+    assert [f.get("file") for f in frames] == [None, "loadfails/index.py", None,
+                                              "loadfails/settings.py"]
+    assert frames[-1]["source"] == 'VALUE = CONFIG["region"]'
+    assert all(set(f["of"].split(" and ")) <= {"dynwf", "Python"} for f in frames if "of" in f)
+    text = checklist_text(result.stdout)
+    assert "loading the code raised it (most recent call last):" in text
+    assert "run() raised it" not in text
+    described = runner.invoke(app, ["instances", "describe", "loadfails-1"]).stdout
+    assert "loading the code raised it" in described
+
+
+def test_a_carried_traceback_follows_the_callers_own_frames():
+    from emulator.tracebacks import carry, traceback_of
+    tenant = [{"elided": 2, "of": "dynwf"},
+              {"file": "acme/index.py", "line": 4, "function": "fetch", "source": "x()"}]
+
+    def dispatcher_fetch():
+        raise carry(ValueError("no"), tenant)
+    try:
+        dispatcher_fetch()
+    except ValueError as exc:
+        frames = traceback_of(exc)
+    # this test's frame (a user's here) called the raising one; then the carried gap and frame
+    assert [f.get("function") for f in frames] == [
+        "test_a_carried_traceback_follows_the_callers_own_frames", "dispatcher_fetch", None,
+        "fetch"]
+    assert frames[2] == {"elided": 2, "of": "dynwf"} and frames[-1]["file"] == "acme/index.py"
+
+
+README_ORDER = '''"""Acme's order workflow."""
+
+from workers import WorkflowEntrypoint
+from lib.prices import price_of
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("price", config={"retries": {"limit": 1, "delay": "1 second"}})
+        async def price(ctx):
+            return price_of(7)
+        return await price()
+'''
+
+
+def test_the_readme_shows_the_checklist_of_a_failing_step_as_run_prints_it(project):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    command = "$ dynwf run --tenant acme --id order-7\n"
+    shown = readme[readme.index(command) + len(command):]
+    shown = shown[:shown.index("```")].splitlines()
+    (project / "tenants" / "acme" / "index.py").write_text(README_ORDER)
+    (project / "tenants" / "acme" / "lib").mkdir()
+    (project / "tenants" / "acme" / "lib" / "prices.py").write_text(PRICES.lstrip("\n"))
+    result = runner.invoke(app, ["run", "--tenant", "acme", "--id", "order-7", "--json"])
+    assert result.exit_code == 1
+    printed = [line.rstrip() for line in checklist_text(
+        result.stdout, tenant="acme", workflow="tenant-workflows").splitlines()]
+    assert shown[:-1] == [line for line in printed if line], printed
+    assert shown[-1] == "errored: KeyError: 7" and shown[-1] in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_dashboard_heads_the_frames_as_the_cli_does(project):
+    from emulator.tracebacks import traceback_heading
+    for tenant in ("runfails", "loadfails"):
+        run(tenant)
+        frames = describe(tenant)["error_traceback"]
+        code = (f"import {{ tracebackHeading }} from "
+                f"{json.dumps((STATIC / 'checklist.js').as_uri())};\n"
+                f"console.log(tracebackHeading({json.dumps(frames)}));")
+        shown = subprocess.run(["node", "--input-type=module", "-e", code], capture_output=True,
+                               text=True, timeout=30, check=True).stdout.strip()
+        assert shown == traceback_heading(frames)
+    assert shown.startswith("loading the code raised it")

@@ -31,7 +31,8 @@ from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, EventTypeOption,
                                TimeoutOption, WaitOption, WorkflowFilterOption,
                                WorkflowOfIdOption)
 from emulator import (DATABASE_NAME, POLL_MS, STATE_DIR_NAME, InstanceOps, StateNotFoundError,
-                      format_ms, format_traceback, open_project, states)
+                      format_ms, format_traceback, open_project, states,
+                      traceback_heading)
 
 #: How often ``logs --follow`` looks for new lines.
 FOLLOW_INTERVAL_S = 0.25
@@ -96,7 +97,9 @@ def _ops(config: Optional[Path], state_dir: Optional[Path], database: Optional[s
 
 @instances_app.command("list", help=_help(
     "List instances, newest first: id (the part the tenant knows in bold), tenant, status, when "
-    "created and last changed; the workflow and code version too when they differ between rows.",
+    "created and last changed; the workflow and code version too when they differ between rows. "
+    "Without a terminal each row is printed whole, never cut or wrapped to a width, so grep "
+    "finds a row by any of its values.",
     "dynwf instances list --tenant acme --status errored --limit 20"))
 def list_command(
     tenant: TenantFilterOption = None,
@@ -228,7 +231,7 @@ def _print_description(info: dict[str, Any]) -> None:
     if info["error"] is not None:
         fields.add_row("error", Text(_error_line(info["error"]), style="error"))
         if info.get("error_traceback"):
-            fields.add_row("", Text("\n".join(["run() raised it (most recent call last):",
+            fields.add_row("", Text("\n".join([traceback_heading(info["error_traceback"]),
                                                *format_traceback(info["error_traceback"])]),
                                     style="muted"))
     if "rollback" in info:
@@ -338,7 +341,9 @@ def _attempt_lines(step: dict[str, Any]) -> list[Text]:
 
 # ---- control ----------------------------------------------------------------------------------
 
-_WAIT_HELP = " With --wait, wait until a running dynwf dev has moved it on and say where it rests."
+_WAIT_HELP = (" With --wait, wait until a running dynwf dev has moved it on and say where it "
+              "rests; when none takes it within a second, run it here to its end or next wait "
+              "(as dynwf run --resume does, with its live checklist on a terminal).")
 
 
 def _control_command(name: str, text: str, example: str, verb: str,
@@ -371,25 +376,67 @@ def _control_command(name: str, text: str, example: str, verb: str,
     ) -> None:
         with _ops(config, state_dir, database) as ops:
             _report_change(ops, call(ops, instance, tenant, workflow), verb, as_json,
-                           wait=wait, timeout=timeout)
+                           wait=wait, timeout=timeout, opened=(config, state_dir, database))
     chosen = waiting_command if waits else command
     chosen.__name__ = f"{name}_command"
     instances_app.command(name, help=_help(text + (_WAIT_HELP if waits else ""), example))(chosen)
 
 
 def _report_change(ops: InstanceOps, result: dict[str, Any], verb: str, as_json: bool, *,
-                   wait: bool, timeout: float) -> None:
+                   wait: bool, timeout: float,
+                   opened: tuple[Optional[Path], Optional[Path], Optional[str]] | None = None,
+                   ) -> None:
     """Print a change's outcome; with ``--wait`` also where the instance rests once an engine
     moved it on (with ``--json`` only that: one document). The exit status says whether that is
-    a good place (complete, waiting, paused) or not (errored, terminated)."""
+    a good place (complete, waiting, paused) or not (errored, terminated).
+
+    When no running engine takes the instance within a moment and its tenant's code is in the
+    project (``opened``: the options that name it), this command runs it here (as ``dynwf run
+    --resume`` does), so ``--wait`` never just waits on nothing."""
     if not (wait and as_json):
         _print_outcome(result, verb, as_json)
     if not wait:
         return
+    project = open_project(opened[0], opened[1], database=opened[2]) if opened else None
+    if project is not None and _runs_here(ops, result, project):
+        if not as_json:
+            console.print(Text("  no running dynwf dev took it: running it here", style="muted"))
+        from dynwf_cli.commands.run import drive_here
+        drive_here(project, result["tenant"], result["tenant_instance_id"],
+                   live_view=not as_json and console.is_terminal)
     final = ops.settle(result["id"], workflow=result["workflow"], timeout_s=timeout)
     _print_outcome(final, "now", as_json)
     if final["status"] in (states.ERRORED, states.TERMINATED):
         raise typer.Exit(1)
+
+
+#: How long a changed instance is given for a running engine to take it before ``--wait``
+#: runs it here: a few of an engine's polls.
+ENGINE_NOTICE_S = 4 * POLL_MS / 1000
+
+
+def _runs_here(ops: InstanceOps, result: dict[str, Any], project: Any) -> bool:
+    """True when the instance waits for an engine, none took it within ENGINE_NOTICE_S, and
+    this process can run it (a tenant's instance whose code is in the project)."""
+    tenant, visible = result.get("tenant"), result.get("tenant_instance_id")
+    if not (tenant and visible and (project.tenants_dir / tenant / "index.py").is_file()):
+        return False
+    deadline = time.monotonic() + ENGINE_NOTICE_S
+    while True:
+        row = ops.store.get_instance(result["id"])
+        if row.lease_owner is not None or not (
+                row.status in (states.QUEUED, states.RUNNING)
+                or (row.status == states.WAITING and _due(ops, row.id))):
+            return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(POLL_MS / 4000)
+
+
+def _due(ops: InstanceOps, instance_id: str) -> bool:
+    """A waiting instance whose next timer has fired (woken): an engine would run it now."""
+    timers = ops.store.timers_of(instance_id)
+    return bool(timers) and min(t.due for t in timers) <= ops.clock.now_ms()
 
 
 _control_command(
@@ -403,8 +450,18 @@ _control_command(
     "resume", "Resume a paused instance; its sleeps keep the time they had left. A no-op for an "
     "instance that is not paused.",
     "dynwf instances resume order-1 --tenant acme --wait", "resumed",
-    lambda ops, instance, tenant, workflow: ops.resume(instance, tenant=tenant,
-                                                        workflow=workflow), waits=True)
+    lambda ops, instance, tenant, workflow: _resume(ops, instance, tenant, workflow), waits=True)
+
+
+def _resume(ops: InstanceOps, instance: str, tenant: Optional[str],
+            workflow: Optional[str]) -> dict[str, Any]:
+    """Resume; an instance that was not paused is left as it was, and the outcome says so
+    rather than "resumed"."""
+    before = ops.where(instance, tenant=tenant, workflow=workflow)["status"]
+    result = ops.resume(instance, tenant=tenant, workflow=workflow)
+    if before not in (states.PAUSED, states.WAITING_FOR_PAUSE):
+        result[_VERB] = "not paused, left as it is:"
+    return result
 
 
 @instances_app.command("terminate", help=_help(
@@ -485,7 +542,8 @@ def restart_command(
         verb = "restarted" if target is None else \
             f"restarted from {target['type']} '{start_from}' #{target['count']} " \
             f"({result['steps_kept']} step{'s' * (result['steps_kept'] != 1)} kept)"
-        _report_change(ops, result, verb, as_json, wait=wait, timeout=timeout)
+        _report_change(ops, result, verb, as_json, wait=wait, timeout=timeout,
+                       opened=(config, state_dir, database))
 
 
 @instances_app.command("rerun", help=_help(
@@ -526,7 +584,8 @@ def rerun_command(
         verb = (f"rerun of {original['tenant_instance_id'] or original['id']} from "
                 f"{chosen_type} '{start_from}' #{index} ({kept} step{'s' * (kept != 1)} kept"
                 + (", its output replaced" if output is not None else "") + "):")
-        _report_change(ops, result, verb, as_json, wait=wait, timeout=timeout)
+        _report_change(ops, result, verb, as_json, wait=wait, timeout=timeout,
+                       opened=(config, state_dir, database))
 
 
 @instances_app.command("export", help=_help(
@@ -618,12 +677,14 @@ def delete_command(
 
 @instances_app.command("wake", help=_help(
     "End an instance's current sleeps and retry back-offs now (event timeouts are kept), so "
-    "the engine runs it at once instead of when the timer would have fired.",
-    "dynwf instances wake order-1 --tenant acme"))
+    "the engine runs it at once instead of when the timer would have fired." + _WAIT_HELP,
+    "dynwf instances wake order-1 --tenant acme --wait"))
 def wake_command(
     instance: IdArgument,
     tenant: TenantOfIdOption = None,
     workflow: WorkflowOfIdOption = None,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = WAIT_TIMEOUT_S,
     as_json: JsonOption = False,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
@@ -631,9 +692,11 @@ def wake_command(
 ) -> None:
     with _ops(config, state_dir, database) as ops:
         result = ops.wake(instance, tenant=tenant, workflow=workflow)
-    woken = result["woken"]
-    verb = f"woke {woken} timer{'s' if woken != 1 else ''} of" if woken else "nothing to wake in"
-    _print_outcome(result, verb, as_json)
+        woken = result["woken"]
+        verb = f"woke {woken} timer{'s' if woken != 1 else ''} of" if woken else \
+            "nothing to wake in"
+        _report_change(ops, result, verb, as_json, wait=wait, timeout=timeout,
+                       opened=(config, state_dir, database))
 
 
 def _payload(value: Optional[str]) -> Any:
@@ -680,7 +743,8 @@ def send_event_command(
     with _ops(config, state_dir, database) as ops:
         _report_change(ops, ops.send_event(instance, event_type, value, tenant=tenant,
                                            workflow=workflow),
-                       f"sent '{event_type}' to", as_json, wait=wait, timeout=timeout)
+                       f"sent '{event_type}' to", as_json, wait=wait, timeout=timeout,
+                       opened=(config, state_dir, database))
 
 
 # ---- logs -------------------------------------------------------------------------------------
@@ -732,7 +796,12 @@ def _print_log_line(line: dict[str, Any], as_json: bool) -> None:
 
 # ---- rendering helpers ------------------------------------------------------------------------
 
+#: A result's own wording of its outcome, over the command's (never printed as a field).
+_VERB = "_verb"
+
+
 def _print_outcome(result: dict[str, Any], verb: str, as_json: bool) -> None:
+    verb = result.pop(_VERB, verb)
     if as_json:
         _print_json(result)
         return

@@ -40,6 +40,11 @@ def logs(
     as_json = as_json or not console.is_terminal
     with _ops(config, state_dir, database) as ops:
         chunk = ops.tail(tenant=tenant, lines=lines)
+        if not as_json and not chunk["lines"]:
+            # a person reading an empty screen would not know whether anything is coming
+            whose = f" of tenant {tenant}" if tenant else ""
+            console.print(Text(f"no log lines{whose} yet" + (
+                "; waiting for new ones (Ctrl-C to stop)" if follow else ""), style="muted"))
         try:
             while True:
                 for line in chunk["lines"]:

@@ -189,8 +189,24 @@ def _warn_missing_layers() -> None:
                           soft_wrap=True)
 
 
+def drive_here(project, tenant: str, instance: str, *, live_view: bool) -> RunResult:
+    """Run an instance the state file holds, in this process, to its end or its next wait (as
+    --resume does, with the same live checklist on a terminal, but asking for no event and
+    printing nothing else): what ``dynwf instances ... --wait`` does when no running engine
+    takes the instance it changed."""
+    refuse_check_errors(project, command="run", tenant=tenant)
+    started: dict[str, str] = {}
+    try:
+        return asyncio.run(_run(project, RunOptions(tenant=tenant, resume=instance),
+                                _outline(project, tenant), live_view, started,
+                                prompt=False, echo=False))
+    except KeyboardInterrupt:
+        _report_interrupt(project, started)
+        raise typer.Exit(130) from None
+
+
 async def _run(project, options: RunOptions, outline: list, live_view: bool,
-               started: dict[str, str]) -> RunResult:
+               started: dict[str, str], *, prompt: bool = True, echo: bool = True) -> RunResult:
     session = RunSession(project, options)
     checklist = Checklist(outline, tenant=options.tenant,
                           workflow=session.workflow.name, fast_forward=not options.real_time)
@@ -206,7 +222,8 @@ async def _run(project, options: RunOptions, outline: list, live_view: bool,
                 started.update(id=session.tenant_instance_id, tenant=options.tenant,
                                workflow=session.workflow.name)
                 result = await session.drive()
-                while not result.finished and result.waiting_for and sys.stdin.isatty():
+                while prompt and not result.finished and result.waiting_for \
+                        and sys.stdin.isatty():
                     live.stop()  # the prompt needs the terminal to itself
                     payload = await _prompt(result.waiting_for[0])
                     live.start()
@@ -215,7 +232,8 @@ async def _run(project, options: RunOptions, outline: list, live_view: bool,
                     session.send_event(result.waiting_for[0], payload)
                     result = await session.drive()
         else:
-            session.subscribe(lambda p: print(to_ndjson(p), flush=True))
+            if echo:
+                session.subscribe(lambda p: print(to_ndjson(p), flush=True))
             await _start(session)
             started.update(id=session.tenant_instance_id, tenant=options.tenant,
                            workflow=session.workflow.name)
@@ -263,7 +281,7 @@ def _report(result: RunResult, project, as_json: bool, live_view: bool) -> int:
             from rich.syntax import Syntax   # pygments: only for a terminal
             console.print(Text("output", style="ok"))
             console.print(Syntax(json.dumps(result.output, indent=2, ensure_ascii=False, default=str),
-                                 "json", background_color="default"))
+                                 "json", background_color="default", word_wrap=True))
         return 0
     if result.waiting_for:
         named, event_type = f"{result.tenant_instance_id} --tenant {result.tenant}", result.waiting_for[0]

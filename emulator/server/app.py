@@ -40,6 +40,7 @@ import uvicorn
 
 from emulator.engine import Engine
 from emulator.error_codes import Code
+from emulator.error_wire import to_wire
 from emulator.errors import DynwfError
 from emulator.host import ProjectHost
 from emulator.server.admin import admin_routes
@@ -153,9 +154,12 @@ def error_body(exc: BaseException) -> dict[str, Any]:
         body: dict[str, Any] = {"code": str(exc.code), "message": exc.message}
     else:
         code = getattr(exc, "code", None)
-        message = str(exc) or type(exc).__name__
-        if not message.startswith(type(exc).__name__):
-            message = f"{type(exc).__name__}: {message}"
+        # a tenant's error comes back from its isolate rebuilt: named as the tenant raised it
+        # (JSONDecodeError), not as the class that carries it (RemoteError)
+        name = to_wire(exc)["name"] or type(exc).__name__
+        message = str(exc) or name
+        if not message.startswith(name):
+            message = f"{name}: {message}"
         body = {"code": str(code) if isinstance(code, str) else str(Code.WORKER_EXCEPTION),
                 "message": message}
     frames = traceback_of(exc)

@@ -1,6 +1,6 @@
 // The dashboard: instances, one instance's checklist, and the playground. Plain DOM, no build.
 import { api, progress, ApiError } from "./api.js";
-import { GLYPHS, attemptLines, buildChecklist, frameLines, stepDetail, formatMs, words } from "./checklist.js";
+import { GLYPHS, attemptLines, buildChecklist, frameLines, stepDetail, formatMs, tracebackHeading, words } from "./checklist.js";
 
 const STATUSES = ["queued", "running", "paused", "errored", "terminated", "complete", "waiting",
                   "waitingForPause", "unknown"];
@@ -336,7 +336,7 @@ function instanceView(id) {
     // every step is shown on its own
     const failing = info.error ? rows.findLast((r) => r.state === "failed" && r.kind !== "rollback") : undefined;
     const runFrames = info.error_traceback?.length
-      ? ["run() raised it (most recent call last):", ...frameLines(info.error_traceback)] : [];
+      ? [tracebackHeading(info.error_traceback), ...frameLines(info.error_traceback)] : [];
     checklist.replaceChildren(...rows.map((row) =>
       renderRow(row, row === failing ? info.error : null, runFrames)));
     enableActions(info.status);

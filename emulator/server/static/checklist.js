@@ -138,6 +138,14 @@ export function attemptLines(step) {
 }
 
 // A traceback (emulator/tracebacks.py's entries) as the terminal prints it, innermost call last.
+// the line over the frames an instance's error was raised from (emulator/tracebacks.py
+// traceback_heading): loading the tenant's modules, or run()
+export function tracebackHeading(frames) {
+  const first = (Array.isArray(frames) ? frames : []).find((frame) => "file" in frame);
+  return first?.function === "<module>" ? "loading the code raised it (most recent call last):"
+    : "run() raised it (most recent call last):";
+}
+
 export function frameLines(frames) {
   const lines = [];
   for (const frame of Array.isArray(frames) ? frames : []) {
