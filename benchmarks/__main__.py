@@ -2,7 +2,7 @@
 
 Each group of figures runs in a process of its own (``benchmarks.figures``), one after the other;
 progress goes to stderr. The result is a table, or with ``--json`` one JSON object whose keys are
-stable: ``figures`` (one entry per figure of the issue), ``peers``, ``targets`` (each with
+stable: ``figures`` (one entry per figure of docs/benchmarks.md), ``peers``, ``targets`` (each with
 ``met``), ``machine``, ``groups`` (every group's raw output) and ``elapsed_s``.
 
 Peers (DBOS with SQLite, ``wrangler dev``) are installed on first use into ``--peers-dir``

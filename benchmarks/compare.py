@@ -8,9 +8,9 @@ the per-round ratios, which is what survives a noisy machine. Figures:
 - ``latency``: create-to-complete of a 3-step instance, one at a time (median over the pooled
   samples of all rounds; the ratio uses each round's median);
 - ``throughput``: 3-step instances per second. dynwf: 2,000 created at once over 50 tenants (the
-  issue's workload). Peers: 16 concurrent clients each creating an instance and waiting for it,
-  their best shape measured here (DBOS starts a thread per workflow; wrangler's local status has no
-  push), with fewer instances so a round stays short.
+  throughput workload of docs/benchmarks.md). Peers: 16 concurrent clients each creating an
+  instance and waiting for it, their best shape measured here (DBOS starts a thread per workflow;
+  wrangler's local status has no push), with fewer instances so a round stays short.
 
 The peers' processes stay idle while dynwf runs and the other way round.
 """

@@ -1,4 +1,4 @@
-"""From the groups' raw outputs to the issue's figures, the targets, and a table.
+"""From the groups' raw outputs to the figures of docs/benchmarks.md, the targets, and a table.
 
 ``summarise`` is where the JSON keys are fixed: ``figures.<name>.<field>``, ``peers.<name>`` and
 ``targets[]`` (``figure``, ``field``, ``target``, ``value``, ``met``). A figure whose group failed

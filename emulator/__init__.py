@@ -53,8 +53,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "emulator.error_codes": ("Code", "exit_code", "http_status"),
     # what happens as it runs: progress events and their kinds, instance statuses, step keys
     "emulator.engine.progress": ("Progress",),
-    "emulator.engine.store": ("StepKey",),
-    "emulator.rules.steps": ("RESTART_STEP_TYPES",),
+    "emulator.rules.steps": ("RESTART_STEP_TYPES", "StepKey"),
     # a cron schedule's firing, as dynwf dev reports it
     "emulator.engine.scheduler": ("Firing",),
     # checking code without running it

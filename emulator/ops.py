@@ -37,8 +37,8 @@ from emulator.errors import (AmbiguousInstanceError, DynwfError, InstanceError,
                              InstanceNotFoundError, InvalidIdError, UnknownStatusError,
                              ValidationError)
 from emulator.project import Project
-from emulator.rules.tenant_scope import tenant_prefix
-from emulator.runtime.dynamic_workflows import scoped_instance_id, tenant_instance_id, unwrap_params
+from emulator.rules.tenant_scope import scoped_instance_id, tenant_instance_id, tenant_prefix
+from emulator.runtime.dynamic_workflows import unwrap_params
 
 LIST_HINT = "dynwf instances list"
 #: Candidates named in an ``instance.ambiguous`` message (the rest are counted).

@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable
 from emulator.clock import SystemClock, VirtualClock
 from emulator.rules import states
 from emulator.rules.steps import StepKind, StepStatus
+from emulator.rules.tenant_scope import scoped_instance_id
 from emulator.rules.values import display_json
 from emulator.engine import Engine
 from emulator.engine.progress import Progress
@@ -190,7 +191,6 @@ class RunSession:
         return self._resumed_id is not None
 
     async def __aenter__(self) -> "RunSession":
-        from emulator.runtime.dynamic_workflows import scoped_instance_id
         # ids are per workflow: the engine's key differs from the id when another workflow's
         # instance had it first (docs/semantics.md §1.2)
         self.instance_id = self._resumed_id or self.host.engine.store.key_for(

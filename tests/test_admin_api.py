@@ -1,5 +1,5 @@
 """The admin API of ``dynwf dev`` over real HTTP: the ops of the CLI, local-only, token-guarded
-(docs/architecture.md §1 ops.py; issue: dev server exposure)."""
+(docs/architecture.md §1 ops.py; docs/reliability.md, "dev server exposure")."""
 
 from __future__ import annotations
 

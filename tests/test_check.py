@@ -425,8 +425,8 @@ def test_console_script_rejects_an_unknown_format():
 
 
 def test_a_delay_function_is_accepted_and_its_siblings_still_checked():
-    """§2.3/§2.4: ``retries.delay`` may be a function (a lambda or a name); the rest of the config
-    is still judged."""
+    """docs/semantics.md §2.3/§2.4: ``retries.delay`` may be a function (a lambda or a name); the
+    rest of the config is still judged."""
     source = (
         "from workers import WorkflowEntrypoint\n"
         "def wait(ctx, error):\n"

@@ -1,5 +1,5 @@
 """Every instance records the tenant code it started on; a replay on changed code that takes a
-different path fails with the expected and the actual step (issue: code versions)."""
+different path fails with the expected and the actual step (docs/semantics.md §4.10)."""
 
 import asyncio
 from pathlib import Path

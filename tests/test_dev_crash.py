@@ -1,4 +1,4 @@
-"""Crash consistency of a real ``dynwf dev`` process (issue: reliability, crash consistency).
+"""Crash consistency of a real ``dynwf dev`` process (docs/reliability.md).
 
 500 instances across 20 tenants (plain steps, a step that fails its first attempt, real sleeps,
 event waits) are created through the dispatcher over HTTP while, in one test, the dev process is

@@ -1,7 +1,7 @@
 """The admin API of ``dynwf dev``, fuzzed (hypothesis): malformed JSON, wrong types, unknown ids,
 bad query values and oversized bodies each get a coded 4xx, never a 5xx, and leave the state
 database consistent: intact, and holding exactly the instances whose create was answered 2xx
-(issue: reliability, fuzzing of the admin API).
+(docs/reliability.md, "admin API fuzzed").
 
 Most properties drive the Starlette app in this process, built as ``dynwf dev`` builds it
 (``ProjectHost`` + ``create_app`` on a copy of examples/hello, lifespan and engine running);

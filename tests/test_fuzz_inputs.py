@@ -1,5 +1,5 @@
 """Bad input, fuzzed (hypothesis): whatever the bytes or values, the readers answer with a value or
-a coded, located error, never a crash, and nothing half-written (issue: reliability, fuzzing)."""
+a coded, located error, never a crash, and nothing half-written (docs/reliability.md, "fuzzed input")."""
 
 import asyncio
 import json

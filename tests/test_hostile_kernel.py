@@ -569,9 +569,10 @@ MALLORY = textwrap.dedent('''
 
 
 def test_dynwf_dev_keeps_serving_every_other_tenant_while_one_attacks(tmp_path, servers):
-    """The issue's bar: under a real `dynwf dev`, a tenant that switches off the Python checks and
-    tries every attack is refused each time (by the kernel or the host), while another tenant's
-    requests are served before, between and after."""
+    """Under a real `dynwf dev`, a tenant that switches off the Python checks and tries every
+    attack is refused each time (by the kernel or the host), while another tenant's requests are
+    served before, between and after (docs/reliability.md, "Hostile tenant code with the Python
+    checks off")."""
     from dev_harness import copy_hello, start
     project = copy_hello(tmp_path)
     mallory = project / "tenants" / "mallory"

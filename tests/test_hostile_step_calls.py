@@ -2,7 +2,7 @@
 arguments the client never sends. Values the platform refuses come back as the platform's coded
 errors and store nothing; arguments of the wrong type break the protocol and the isolate is
 killed. Either way the shared clock stays where it was and a neighbour's instance completes
-(issue: reliability, the host trusts nothing an isolate sends)."""
+(docs/reliability.md, "The host trusts nothing an isolate sends")."""
 
 import asyncio
 import sqlite3

@@ -1,5 +1,5 @@
 """Hostile tenant code, in its isolate, trying to reach what is not its own: each attempt is
-refused with a clear error and changes nothing (issue: reliability, hostile tenant code).
+refused with a clear error and changes nothing (docs/reliability.md, "hostile tenant code in its isolate").
 
 What is forged inside the isolate stays there: the dispatcher metadata is added in the host, so
 an instance a tenant creates is its own whatever it patches or sends."""

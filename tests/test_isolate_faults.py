@@ -1,6 +1,6 @@
 """Isolate faults inside workflow steps, with a neighbour tenant running at the same time: each
 fault becomes a coded failed attempt under the step's retry policy, and the neighbour completes
-(issue: reliability, isolate faults)."""
+(docs/reliability.md)."""
 
 import asyncio
 import json

@@ -1,7 +1,7 @@
 """A tenant that writes its own bytes to its RPC socket: whatever it sends that our side never
 sends breaks the protocol, the host kills its isolate, the calls in flight in it fail with
 ``isolate.protocol`` naming what was wrong, and a neighbour's call in flight answers as if
-nothing happened (issue: reliability, hostile tenant frames).
+nothing happened (docs/reliability.md, "The host trusts nothing an isolate sends").
 
 The tenant finds its connection the way hostile code would: by walking the garbage collector's
 objects of its own interpreter, where the runtime's transport lives."""

@@ -27,11 +27,16 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 
 
+#: Prefixes that name one module only, not the modules under it: the package's face is on top,
+#: but a new module of the package must still be placed in a layer of its own.
+EXACT = frozenset({"emulator"})
+
+
 def layer_of(module: str) -> int | None:
     best: tuple[int, int] | None = None          # (length of the matching prefix, layer)
     for rank, prefixes in enumerate(LAYERS):
         for prefix in prefixes:
-            if module == prefix or module.startswith(prefix + "."):
+            if module == prefix or (prefix not in EXACT and module.startswith(prefix + ".")):
                 if best is None or len(prefix) > best[0]:
                     best = (len(prefix), rank)
     return None if best is None else best[1]
@@ -101,3 +106,17 @@ def test_the_check_catches_an_arrow_that_points_up(tmp_path, monkeypatch):
         bad.unlink()
     assert any("emulator.rules._layer_probe" in line and "emulator.engine.store" in line
                for line in found), found
+
+
+def test_a_module_in_no_layer_is_caught():
+    """A new module of the package is not put on top unnoticed: the walk asks for its layer."""
+    bad = ROOT / "emulator" / "_layer_probe.py"
+    bad.write_text("import json\n")
+    try:
+        arrows_against_the_layers()
+    except AssertionError as exc:
+        assert "emulator._layer_probe belongs to no layer" in str(exc)
+    else:
+        raise AssertionError("a module outside every layer went unnoticed")
+    finally:
+        bad.unlink()

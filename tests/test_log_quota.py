@@ -1,7 +1,6 @@
 """Each tenant's log is bounded: 64 KiB per step and 1 MiB per instance, and lines printed outside
 any step 1 MiB a minute per isolate. Past a quota lines are dropped behind one marker line that
-names the quota, and says how much was dropped once the run stops (issue: reliability, per-tenant
-log quota)."""
+names the quota, and says how much was dropped once the run stops (docs/reliability.md)."""
 
 import asyncio
 import re

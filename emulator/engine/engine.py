@@ -36,7 +36,7 @@ from emulator.defaults import ENGINE_CONCURRENCY, LEASE_MS, POLL_MS
 from emulator.engine.control import Control, check_batch_ids
 from emulator.sdk.failures import UnknownWorkflowError, WorkflowFatalError, error_dict
 from emulator.tracebacks import traceback_of
-from emulator.engine.lifetime import RESOLVED, Lifetime, timeout_error
+from emulator.engine.lifetime import RESOLVED, Lifetime, StopReason, timeout_error
 from emulator.engine.modifiers import Modifiers
 from emulator.engine.writes import WriteBatcher
 from emulator.rules.limits import DEFAULT_STEP_LIMIT, MAX_LOG_LINE_CHARS, encode_json, utf8_size
@@ -267,7 +267,7 @@ class Engine:
         """Bring a live lifetime in line with what the database says about its instance."""
         row = self.store.find_instance(lifetime.id)
         if not self._owns(row, lifetime.generation):
-            lifetime.stop("abandon")
+            lifetime.stop(StopReason.ABANDON)
             return
         lifetime.request_pause(row.status == states.WAITING_FOR_PAUSE)
         for key in list(lifetime.waits):
@@ -598,7 +598,7 @@ class Engine:
             lifetime.task = asyncio.get_running_loop().create_task(
                 _call_run(runner, event, lifetime.step))
             await asyncio.wait({lifetime.task})
-            if lifetime.task.cancelled() and lifetime.stop_reason != "rollback":
+            if lifetime.task.cancelled() and lifetime.stop_reason != StopReason.ROLLBACK:
                 await self._stopped(lifetime)
                 return
             if lifetime.rollback_phase is not None:
@@ -613,7 +613,7 @@ class Engine:
             output = lifetime.task.result()
             await self._finish(lifetime, states.COMPLETE, output=output)
         except asyncio.CancelledError:
-            lifetime.stop("shutdown")
+            lifetime.stop(StopReason.SHUTDOWN)
             if lifetime.task is not None:
                 lifetime.task.cancel()
             raise
@@ -640,7 +640,7 @@ class Engine:
     async def _finish(self, lifetime: Lifetime, status: str, *, output: Any = None,
                       error: dict[str, str] | None = None,
                       frames: list[dict[str, Any]] | None = None) -> None:
-        if lifetime.stop_reason == "abandon":
+        if lifetime.stop_reason == StopReason.ABANDON:
             return
         if status == states.COMPLETE:
             try:
@@ -677,7 +677,7 @@ class Engine:
         """``run()`` failed: when a step registered a handler, record the phase on the instance and
         queue it, so the next lifetime replays ``run()`` in rollback mode. False when no step has
         a handler (or this lifetime was already the phase's)."""
-        if lifetime.rollback_phase is not None or lifetime.stop_reason == "abandon":
+        if lifetime.rollback_phase is not None or lifetime.stop_reason == StopReason.ABANDON:
             return False
         self.writes.flush_notes()   # a handler's step may have begun just now
         if not self.store.has_rollback_handlers(lifetime.id):
@@ -706,7 +706,7 @@ class Engine:
         ``terminated``. Handlers are walked latest-started first; the first that did not end
         well decides a failed outcome (one that never ran: its handler was not registered again
         by the replay)."""
-        if lifetime.stop_reason == "abandon":
+        if lifetime.stop_reason == StopReason.ABANDON:
             return
         phase = lifetime.rollback_phase
         assert phase is not None
@@ -737,22 +737,22 @@ class Engine:
     async def _stopped(self, lifetime: Lifetime) -> None:
         """The run task was cancelled on purpose: write what that means."""
         reason = lifetime.stop_reason
-        if reason in (None, "abandon"):
+        if reason in (None, StopReason.ABANDON):
             return
         owner, generation, now = self.owner, lifetime.generation, self.clock.now_ms()
-        waits = lifetime.hibernated_waits if reason == "hibernate" else []
+        waits = lifetime.hibernated_waits if reason == StopReason.HIBERNATE else []
 
         def stop(store: Store) -> str | None:
             row = store.lock_instance_txn(lifetime.id)
             if not self._owns(row, generation):
                 return None
-            if reason == "shutdown":
+            if reason == StopReason.SHUTDOWN:
                 # a pause waiting for steps in flight lands now: shutdown cut them off (they
                 # count as interrupted attempts when the instance is resumed, §4.4); left
                 # ``waitingForPause`` without a lease, no engine would ever claim it again
                 new = states.QUEUED if row.status == states.RUNNING else \
                     states.PAUSED if row.status == states.WAITING_FOR_PAUSE else row.status
-            elif row.status == states.WAITING_FOR_PAUSE or reason == "pause":
+            elif row.status == states.WAITING_FOR_PAUSE or reason == StopReason.PAUSE:
                 new = states.PAUSED
             else:
                 new = states.WAITING
@@ -795,7 +795,7 @@ class Engine:
         """The isolate running this instance died with steps in flight: each of them failed an
         attempt with the isolate's error (their retry policy decides what next), and the
         instance is replayed, in a fresh isolate, when its next step may run."""
-        lifetime.stop("isolate")
+        lifetime.stop(StopReason.ISOLATE)
         attempting, lifetime.attempting = dict(lifetime.attempting), {}
         error = isolate_error(exc)
         error_json = json.dumps(error)
@@ -850,7 +850,7 @@ class Engine:
     async def shutdown(self) -> None:
         """Stop every lifetime and hand its lease back, so another engine can start at once."""
         for lifetime in list(self.live.values()):
-            lifetime.stop("shutdown")
+            lifetime.stop(StopReason.SHUTDOWN)
         tasks = [t for t in self._lifetime_tasks if not t.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=5)

@@ -25,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Callable
 
 from emulator.defaults import RETRY_IN_INVOCATION_MS
 from emulator.engine import progress
 from emulator.sdk.client import CachedStep, StepClient
 from emulator.engine.control import event_value
+from emulator.rules import states
 from emulator.rules.redaction import is_output_sensitive
 from emulator.rules.limits import encode_json
 from emulator.rules.retries import StepConfig, config_from_json
@@ -42,6 +44,17 @@ if TYPE_CHECKING:
     from emulator.engine.engine import Engine
 
 RESOLVED = frozenset({"done", "failed", "ready"})
+
+
+class StopReason(StrEnum):
+    """Why a lifetime cancelled its run; the engine writes what each means (``Engine._stopped``)."""
+
+    HIBERNATE = "hibernate"   # every wait of the run is long: the run ends, a timer or event resumes it
+    PAUSE = "pause"           # a pause was requested and no step is in flight
+    ABANDON = "abandon"       # the lease is lost (another engine, a restart): write nothing more
+    SHUTDOWN = "shutdown"     # the engine stops: the instance is left for the next to claim
+    ISOLATE = "isolate"       # the isolate died under the run (``Engine._isolate_lost``)
+    ROLLBACK = "rollback"     # the rollback phase is over: the engine ends the instance
 
 
 class Lifetime:
@@ -71,8 +84,8 @@ class Lifetime:
         self.committing: set[StepKey] = set()
         self.waits: dict[StepKey, asyncio.Future[StepRow]] = {}
         self.held: set[StepKey] = set()   # waits that keep the invocation: short back-offs
-        self.pause_requested = row.status == "waitingForPause"
-        self.stop_reason: str | None = None   # hibernate | pause | abandon | shutdown | isolate
+        self.pause_requested = row.status == states.WAITING_FOR_PAUSE
+        self.stop_reason: StopReason | None = None
         self.task: asyncio.Task[Any] | None = None       # run()'s own task
         self.runner: asyncio.Task[Any] | None = None     # the engine's task around it
         self.handlers: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
@@ -127,7 +140,7 @@ class Lifetime:
             return await self.engine.writes.submit(op, guard=self._guard,
                                                    key=(self.id, key) if key else None)
         except LostOwnership:
-            self.stop("abandon")
+            self.stop(StopReason.ABANDON)
             raise asyncio.CancelledError() from None
 
     async def _commit_outcome(self, op: Callable[[Store], Any], key: StepKey) -> Any:
@@ -194,14 +207,14 @@ class Lifetime:
                 or self.committing:
             return
         if self.pause_requested:
-            self.stop("pause")
+            self.stop(StopReason.PAUSE)
         elif self.waits and not self.held and all(not f.done() for f in self.waits.values()):
             # cancelling empties self.waits: keep the keys, so the engine can see whether one of
             # them was resolved while the lifetime was stopping
             self.hibernated_waits = list(self.waits)
-            self.stop("hibernate")
+            self.stop(StopReason.HIBERNATE)
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: StopReason) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
             for task in (self.task, *self.handlers):
@@ -290,7 +303,7 @@ class Lifetime:
         instance (``Engine._end_rollback_phase``)."""
         self._enter()
         if self.rollback_phase is not None:
-            self.stop("rollback")
+            self.stop(StopReason.ROLLBACK)
         await asyncio.get_running_loop().create_future()
 
     async def settle(self, key: StepKey, attempt: int, config_json: str, result: str | None,

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from emulator.rules.limits import check_event_type, encode_json
 from emulator.sdk.failures import error_dict
-from emulator.sdk.mocks import PREFIX, ModifierError, Selector, StepMocks, _times, selector
+from emulator.sdk.mocks import PREFIX, ModifierError, Selector, StepMocks, check_times, selector
 from emulator.rules.steps import StepKey
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class InstanceModifiers:
         if not isinstance(error, BaseException):
             raise ModifierError(f"{PREFIX} mock_step_error takes an exception instance such as "
                                 f"ValueError('boom'), not {type(error).__name__}")
-        count = _times(times, chosen[0])
+        count = check_times(times, chosen[0])
         mock = self.steps.get(chosen)
         if mock.has_result:
             raise ModifierError(f"{PREFIX} Trying to mock error on step '{chosen[0]}' after "
@@ -114,7 +114,7 @@ class InstanceModifiers:
     def force_step_timeout(self, step: Any, times: int | None = None) -> None:
         """Attempts of the step time out at once: every attempt, or ``times`` of them."""
         chosen = selector(step)
-        count = _times(times, chosen[0])
+        count = check_times(times, chosen[0])
         mock = self.steps.get(chosen)
         if mock.has_result:
             raise ModifierError(f"{PREFIX} Trying to force timeout on step '{chosen[0]}' after "

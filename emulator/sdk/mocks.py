@@ -52,7 +52,8 @@ def selector(step: Any, *, what: str = "step") -> Selector:
     return name, index
 
 
-def _times(times: Any, name: str) -> int | None:
+def check_times(times: Any, name: str) -> int | None:
+    """A mock's ``times``: a positive number of attempts, or None for every attempt."""
     if times is None:
         return None
     if not isinstance(times, int) or isinstance(times, bool) or times < 1:
