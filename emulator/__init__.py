@@ -53,7 +53,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "emulator.error_codes": ("Code", "exit_code", "http_status"),
     # what happens as it runs: progress events and their kinds, instance statuses, step keys
     "emulator.engine.progress": ("Progress",),
-    "emulator.rules.steps": ("RESTART_STEP_TYPES", "StepKey"),
+    "emulator.rules.steps": ("RESTART_STEP_TYPES", "StepKey", "StepKind", "StepStatus", "TimerKind"),
     # a cron schedule's firing, as dynwf dev reports it
     "emulator.engine.scheduler": ("Firing",),
     # checking code without running it

@@ -19,6 +19,8 @@ class StepKind(StrEnum):
 #: ``restart({"from": {"type"}})``: the platform's names of step types, and the kind each is.
 RESTART_STEP_TYPES: dict[str, StepKind] = {"do": StepKind.DO, "sleep": StepKind.SLEEP,
                                            "waitForEvent": StepKind.WAIT}
+#: The type of step ``restart({"from": ...})`` means when it names none.
+RESTART_DEFAULT_TYPE = "do"
 
 
 class StepStatus(StrEnum):
