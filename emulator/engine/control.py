@@ -18,6 +18,7 @@ from emulator.clock import Clock
 from emulator.rules.limits import (MAX_BATCH, MAX_ID_LENGTH, MAX_PAYLOAD_BYTES, check_event_type,
                                    check_instance_id, check_step_name, encode_json, is_valid_id)
 from emulator.engine.store import InstanceRow, StepKey, StepRow, Store
+from emulator.rules.steps import ENDED, RESTART_DEFAULT_TYPE, StepKind, StepStatus
 from emulator.rules.steps import RESTART_STEP_TYPES as RESTART_TYPES
 from emulator.rules.tenant_scope import PREFIX_LENGTH, scope_of
 from emulator.rules.values import decode_json
@@ -67,7 +68,7 @@ class RestartFrom:
 
     name: str
     count: int = 1
-    type: str = "do"
+    type: str = RESTART_DEFAULT_TYPE
 
     @property
     def key(self) -> StepKey:
@@ -103,7 +104,7 @@ def parse_restart_options(options: Any) -> RestartFrom | None:
     if type(count) is not int or count < 1:
         raise ValidationError(f"restart 'from' count must be a whole number from 1 (the step's "
                               f"occurrence), not {count!r}")
-    kind = start.get("type", "do")
+    kind = start.get("type", RESTART_DEFAULT_TYPE)
     if not isinstance(kind, str) or kind not in RESTART_TYPES:
         raise ValidationError(f"restart 'from' type must be one of {', '.join(RESTART_TYPES)}, "
                               f"not {kind!r}")
@@ -390,10 +391,10 @@ class Control:
             given = new_id or uuid.uuid4().hex
             key = f"{scope}-{given}" if scope else given
             kept = [step for step in self.store.steps_before(instance_id, from_seq)
-                    if step.status in ("done", "failed")]
+                    if step.status in ENDED]
             if result is not None:
                 replaced = self.store.get_step(instance_id, start.key)
-                kept.append(StepRow("do", start.name, start.count, "done",
+                kept.append(StepRow(StepKind.DO, start.name, start.count, StepStatus.DONE,
                                     max(replaced.attempts if replaced else 1, 1),
                                     replaced.config if replaced else None, result, None, None,
                                     None, now, now))
@@ -489,7 +490,8 @@ class Control:
             if waiter is None:
                 self.store.buffer_event_txn(instance_id, type, payload_json, now)
             else:
-                self.store.resolve_step_txn(instance_id, waiter, "waiting", "done", now, result=encoded)
+                self.store.resolve_step_txn(instance_id, waiter, StepStatus.WAITING, StepStatus.DONE,
+                                            now, result=encoded)
                 self.store.delete_step_timers_txn(instance_id, waiter)
                 if row.status == states.WAITING:
                     self.store.set_status_txn(instance_id, row.status, states.QUEUED, now)

@@ -43,6 +43,7 @@ from emulator.rules.limits import DEFAULT_STEP_LIMIT, MAX_LOG_LINE_CHARS, encode
 from emulator.engine.logs import LogQuota, Marker
 from emulator.rules.logs import LogLevel
 from emulator.rules.retries import config_from_json
+from emulator.rules.steps import SKIPPABLE, StepKind, StepStatus, TimerKind
 from emulator.rules.values import decode_json, display_json
 from emulator.sdk.step import uses_implicit_dependencies
 from emulator.engine.store import InstanceRow, StepKey, StepRow, Store, TimerRow
@@ -193,7 +194,7 @@ class Engine:
         lifetime = self.live.get(instance_id)
         if lifetime is not None:
             self._sync_lifetime(lifetime)
-        self._publish_status(instance_id, "queued" if what == "created" else None)
+        self._publish_status(instance_id, states.QUEUED if what == "created" else None)
         self._signal()
 
     def _heard(self, instance_id: str, what: str) -> None:
@@ -338,7 +339,7 @@ class Engine:
                 await asyncio.to_thread(self._stop_listening)
 
     async def drain(self, *, jump: bool = True, until: Callable[[], bool] | None = None,
-                    jump_kinds: tuple[str, ...] = ("sleep", "retry")) -> None:
+                    jump_kinds: tuple[str, ...] = SKIPPABLE) -> None:
         """Run until nothing is left to do now. With a virtual clock (``jump``), jump to each next
         due timer of ``jump_kinds`` while nothing else is runnable; instances waiting for events
         are left waiting unless ``event_timeout`` is among ``jump_kinds``."""
@@ -390,7 +391,7 @@ class Engine:
         """Lifetimes here that hold only back-offs (``running``, waiting for a timer)."""
         return sum(1 for lt in self.live.values() if lt.is_holding)
 
-    def skip_ahead(self, kinds: tuple[str, ...] = ("sleep", "retry")) -> bool:
+    def skip_ahead(self, kinds: tuple[str, ...] = SKIPPABLE) -> bool:
         """Fast-forward: end the wait of the one instance whose timer of ``kinds`` is due first,
         now, instead of at its time. No clock moves: every other instance's time, and each
         recorded time, stays true (docs/semantics.md, "Time"). Returns False when there is no
@@ -507,7 +508,7 @@ class Engine:
                 if not self.store.delete_timer_txn(timer.id):
                     continue
                 step = self.store.get_step(timer.instance_id, timer.step) \
-                    if timer.kind == "sleep" else None
+                    if timer.kind == TimerKind.SLEEP else None
                 if not self._resolve_timer_txn(timer, now):
                     continue
                 if row.status == states.WAITING:  # written only once its lifetime has stopped
@@ -558,16 +559,17 @@ class Engine:
         return len(fired)
 
     def _resolve_timer_txn(self, timer: TimerRow, now: int) -> bool:
-        if timer.kind == "sleep":
-            return self.store.resolve_step_txn(timer.instance_id, timer.step, "sleeping", "done", now)
-        if timer.kind == "retry":
-            return self.store.resolve_step_txn(timer.instance_id, timer.step, "backoff", "ready", now,
-                                               error=None)
-        if timer.kind == "event_timeout":
+        if timer.kind == TimerKind.SLEEP:
+            return self.store.resolve_step_txn(timer.instance_id, timer.step, StepStatus.SLEEPING,
+                                               StepStatus.DONE, now)
+        if timer.kind == TimerKind.RETRY:
+            return self.store.resolve_step_txn(timer.instance_id, timer.step, StepStatus.BACKOFF,
+                                               StepStatus.READY, now, error=None)
+        if timer.kind == TimerKind.EVENT_TIMEOUT:
             step = self.store.get_step(timer.instance_id, timer.step)
             error = json.dumps(timeout_error(step.duration_ms if step else None))
-            return self.store.resolve_step_txn(timer.instance_id, timer.step, "waiting", "failed",
-                                               now, error=error)
+            return self.store.resolve_step_txn(timer.instance_id, timer.step, StepStatus.WAITING,
+                                               StepStatus.FAILED, now, error=error)
         return False
 
     # ---- lifetimes -------------------------------------------------------------------------
@@ -811,11 +813,11 @@ class Engine:
                 known = lifetime.steps.get(key)
                 rollback = known.rollback if known is not None else None
                 if delay is not None:
-                    store.put_step_txn(lifetime.id, key, "backoff", now, attempts=attempt,
+                    store.put_step_txn(lifetime.id, key, StepStatus.BACKOFF, now, attempts=attempt,
                                        config=config_json, error=error_json, rollback=rollback)
-                    store.add_timer_txn(lifetime.id, "retry", key, now + delay)
+                    store.add_timer_txn(lifetime.id, TimerKind.RETRY, key, now + delay)
                 else:
-                    store.put_step_txn(lifetime.id, key, "failed", now, attempts=attempt,
+                    store.put_step_txn(lifetime.id, key, StepStatus.FAILED, now, attempts=attempt,
                                        config=config_json, error=error_json, ended=True,
                                        rollback=rollback)
             new = states.PAUSED if row.status == states.WAITING_FOR_PAUSE else \
@@ -894,16 +896,16 @@ def rollback_outcome(store: Store, instance_id: str, now: int) -> dict[str, Any]
     writer's transaction: a handler that never ran to an end is recorded as failed here)."""
     steps = store.list_steps(instance_id)
     by_key = {s.key: s for s in steps}
-    for step in reversed([s for s in steps if s.kind == "do" and s.rollback is not None]):
-        ran = by_key.get(("rollback", step.name, step.count))
-        if ran is not None and ran.status == "done":
+    for step in reversed([s for s in steps if s.kind == StepKind.DO and s.rollback is not None]):
+        ran = by_key.get((StepKind.ROLLBACK, step.name, step.count))
+        if ran is not None and ran.status == StepStatus.DONE:
             continue
-        if ran is not None and ran.status == "failed" and ran.error is not None:
+        if ran is not None and ran.status == StepStatus.FAILED and ran.error is not None:
             return {"outcome": "failed", "error": json.loads(ran.error)}
         error = {"name": "RollbackMissing",
                  "message": f'the rollback handler of step "{step.name}" (occurrence '
                             f"{step.count}) was not registered again when run() was replayed"}
-        store.put_step_txn(instance_id, ("rollback", step.name, step.count), "failed", now,
+        store.put_step_txn(instance_id, (StepKind.ROLLBACK, step.name, step.count), StepStatus.FAILED, now,
                            attempts=ran.attempts if ran is not None else 0,
                            error=json.dumps(error), ended=True)
         return {"outcome": "failed", "error": error}

@@ -26,7 +26,7 @@ from emulator.rules import states
 from emulator.rules.limits import (MAX_CODE_VERSION_CHARS, MAX_PAYLOAD_BYTES, check_event_type,
                                    check_step_name, is_valid_id, is_valid_workflow_name, utf8_size)
 from emulator.rules.retries import config_from_wire
-from emulator.rules.steps import StepKey, StepStatus
+from emulator.rules.steps import StepKey, StepKind, StepStatus, TimerKind
 from emulator.rules.tenant_scope import PREFIX_LENGTH, scope_of
 from emulator.tracebacks import traceback_fault
 
@@ -35,8 +35,8 @@ VERSION = 1
 #: The largest history file read: a step limit's worth of results would be far more, but a
 #: history that size is not one a person reviews or a test keeps.
 MAX_HISTORY_BYTES = 64 * 1024 * 1024
-_KINDS = ("do", "sleep", "wait", "rollback")
-_TIMER_KINDS = ("sleep", "retry", "event_timeout")
+_KINDS = tuple(StepKind)
+_TIMER_KINDS = tuple(TimerKind)
 _MAX_MODULES_BYTES = 64 * 1024 * 1024
 _MAX_NUMBER = 2 ** 53
 
@@ -298,7 +298,7 @@ class _History:
             rollback = v.get("rollback")
             rollback_text = None
             if rollback is not None:
-                if kind != "do":
+                if kind != StepKind.DO:
                     raise self.fail(path + ".rollback", "is set on a step that is not a do step")
                 rollback_text = json.dumps(self.typed(rollback, (dict,), path + ".rollback"))
                 try:

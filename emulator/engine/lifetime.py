@@ -36,6 +36,7 @@ from emulator.rules import states
 from emulator.rules.redaction import is_output_sensitive
 from emulator.rules.limits import encode_json
 from emulator.rules.retries import StepConfig, config_from_json
+from emulator.rules.steps import StepStatus, TimerKind
 from emulator.sdk.step import WorkflowStep
 from emulator.engine.store import InstanceRow, StepKey, StepRow, Store
 from emulator.engine.writes import LostOwnership
@@ -43,7 +44,7 @@ from emulator.engine.writes import LostOwnership
 if TYPE_CHECKING:
     from emulator.engine.engine import Engine
 
-RESOLVED = frozenset({"done", "failed", "ready"})
+RESOLVED = frozenset({StepStatus.DONE, StepStatus.FAILED, StepStatus.READY})
 
 
 class StopReason(StrEnum):
@@ -272,11 +273,11 @@ class Lifetime:
         self.cancelled_keys.discard(key)
         before = self.steps.get(key)
         if rollback_json is not None and before is None:
-            self.steps[key] = StepRow(key[0], key[1], key[2], "running", attempt, config_json,
+            self.steps[key] = StepRow(key[0], key[1], key[2], StepStatus.RUNNING, attempt, config_json,
                                       None, None, None, None, started, None, rollback_json)
         elif rollback_json is not None and before is not None and before.rollback is None:
             before.rollback = rollback_json
-        self._note(lambda s: s.put_step_txn(self.id, key, "running", started, attempts=attempt,
+        self._note(lambda s: s.put_step_txn(self.id, key, StepStatus.RUNNING, started, attempts=attempt,
                                             config=config_json, rollback=rollback_json), key)
         self._publish(progress.STEP_STARTED, key, attempt=attempt,
                       max_attempts=config_from_json(config_json).limit + 1)
@@ -292,7 +293,7 @@ class Lifetime:
         attempt, config_json, started = self.attempting.pop(key)
         self.cancelled_keys.add(key)
         now = self.clock.now_ms()
-        self._note(lambda s: self._store_step(s, key, "cancelled", now, attempt, config_json,
+        self._note(lambda s: self._store_step(s, key, StepStatus.CANCELLED, now, attempt, config_json,
                                               ended=True), key)
         self._publish(progress.STEP_CANCELLED, key, attempt=attempt,
                       duration_ms=now - started if started is not None else None)
@@ -311,20 +312,20 @@ class Lifetime:
                      delay_ms: int | None = None) -> dict[str, Any]:
         self._enter()
         if key not in self.attempting and (key in self.cancelled_keys or (
-                self.steps.get(key) is not None and self.steps[key].status == "cancelled")):
-            return {"status": "cancelled"}   # its code gave up on it: the outcome is dropped
+                self.steps.get(key) is not None and self.steps[key].status == StepStatus.CANCELLED)):
+            return {"status": StepStatus.CANCELLED}   # its code gave up on it: the outcome is dropped
         started = self.attempting.pop(key, (0, "", None))[2]
         now = self.clock.now_ms()
         if error is None:
             await self._commit_outcome(lambda s: self._store_step(
-                s, key, "done", now, attempt, config_json, result=result, ended=True), key)
+                s, key, StepStatus.DONE, now, attempt, config_json, result=result, ended=True), key)
             # a progress event never carries a step's output; a sensitive one says it is
             # redacted, so a viewer can say why none is shown (rules/redaction.py)
             flags = {"sensitive": True} if is_output_sensitive(config_json) else {}
             self._publish(progress.STEP_COMMITTED, key, at=now, attempt=attempt,
                           duration_ms=now - started if started is not None else None, **flags)
             self.schedule_check()
-            return await self._answer({"status": "done"})
+            return await self._answer({"status": StepStatus.DONE})
         config = config_from_json(config_json)
         # the step's row keeps the platform's {"name", "message"} (what replays raise and
         # status() shows); the attempt's row keeps all of it, its traceback too
@@ -334,12 +335,12 @@ class Lifetime:
         if delay is None:
             def failed(s: Store) -> StepRow:
                 s.add_attempt_txn(self.id, key, attempt, attempt_json, now)
-                return self._store_step(s, key, "failed", now, attempt, config_json,
+                return self._store_step(s, key, StepStatus.FAILED, now, attempt, config_json,
                                         error=error_json, ended=True)
             await self._commit_outcome(failed, key)
             self._publish(progress.STEP_FAILED, key, attempt=attempt, error=error)
             self.schedule_check()
-            return await self._answer({"status": "failed"})
+            return await self._answer({"status": StepStatus.FAILED})
         due = now + delay
         self._publish(progress.STEP_ATTEMPT_FAILED, key, at=now, attempt=attempt,
                       max_attempts=config.limit + 1, error=error, next_attempt_at=due)
@@ -350,8 +351,8 @@ class Lifetime:
 
         def backoff(s: Store) -> StepRow:
             s.add_attempt_txn(self.id, key, attempt, attempt_json, now)
-            row = self._store_step(s, key, "backoff", now, attempt, config_json, error=error_json)
-            s.add_timer_txn(self.id, "retry", key, due)
+            row = self._store_step(s, key, StepStatus.BACKOFF, now, attempt, config_json, error=error_json)
+            s.add_timer_txn(self.id, TimerKind.RETRY, key, due)
             return row
         await self._commit(backoff, key)
         self.engine.timer_added(due)
@@ -386,7 +387,7 @@ class Lifetime:
                 self.engine.log(self.id, key, "warning",
                                 f'sleep "{key[1]}" changed from {row.duration_ms}ms to {duration_ms}ms '
                                 "since it started; the original duration is kept")
-            if row.status == "done":
+            if row.status == StepStatus.DONE:
                 return await self._answer()
             self._publish(progress.STEP_SLEEPING, key, until=self._timer_due(key))
             await self._wait(key)
@@ -397,7 +398,7 @@ class Lifetime:
         if self.engine.modifiers.sleep_disabled(self.id, key):
             due = now  # a test modifier: the sleep ends at once
         if due <= now:
-            await self._commit(lambda s: self._store_step(s, key, "done", now, 0, None,
+            await self._commit(lambda s: self._store_step(s, key, StepStatus.DONE, now, 0, None,
                                                           duration_ms=duration_ms, ended=True))
             return await self._answer()
 
@@ -406,8 +407,8 @@ class Lifetime:
         asked = duration_ms if duration_ms is not None else due - now
 
         def start(s: Store) -> None:
-            self._store_step(s, key, "sleeping", now, 0, None, duration_ms=asked)
-            s.add_timer_txn(self.id, "sleep", key, due)
+            self._store_step(s, key, StepStatus.SLEEPING, now, 0, None, duration_ms=asked)
+            s.add_timer_txn(self.id, TimerKind.SLEEP, key, due)
         await self._commit(start)
         self.engine.timer_added(due)
         self._publish(progress.STEP_SLEEPING, key, at=now, until=due)
@@ -431,7 +432,7 @@ class Lifetime:
 
             def start(s: Store) -> StepRow:
                 if forced:
-                    return self._store_step(s, key, "failed", now, 0, None,
+                    return self._store_step(s, key, StepStatus.FAILED, now, 0, None,
                                             error=json.dumps(timeout_error(timeout_ms)),
                                             event_type=event_type, duration_ms=timeout_ms,
                                             ended=True)
@@ -439,15 +440,15 @@ class Lifetime:
                     else s.take_event_txn(self.id, event_type)
                 if taken is not None:
                     value = event_value(json.loads(taken[0]), event_type, taken[1])
-                    return self._store_step(s, key, "done", now, 0, None, result=json.dumps(value),
+                    return self._store_step(s, key, StepStatus.DONE, now, 0, None, result=json.dumps(value),
                                             event_type=event_type, ended=True)
-                s.add_timer_txn(self.id, "event_timeout", key, now + timeout_ms)
-                return self._store_step(s, key, "waiting", now, 0, None, event_type=event_type,
+                s.add_timer_txn(self.id, TimerKind.EVENT_TIMEOUT, key, now + timeout_ms)
+                return self._store_step(s, key, StepStatus.WAITING, now, 0, None, event_type=event_type,
                                         duration_ms=timeout_ms)
             row = await self._commit(start)
-            if row.status == "waiting":
+            if row.status == StepStatus.WAITING:
                 self.engine.timer_added(now + timeout_ms)
-        if row.status == "waiting":
+        if row.status == StepStatus.WAITING:
             self._publish(progress.STEP_WAITING, key, event_type=event_type,
                           timeout_at=self._timer_due(key))
             row = await self._wait(key)

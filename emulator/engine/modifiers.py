@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 from emulator.rules.limits import check_event_type, encode_json
 from emulator.sdk.failures import error_dict
 from emulator.sdk.mocks import PREFIX, ModifierError, Selector, StepMocks, check_times, selector
-from emulator.rules.steps import StepKey
+from emulator.rules.steps import StepKey, TimerKind
 
 if TYPE_CHECKING:
     from emulator.engine.engine import Engine
@@ -73,7 +73,7 @@ class InstanceModifiers:
             self.all_sleeps_disabled = True
         else:
             self.sleeps_disabled.update(selector(s, what="sleep") for s in _listed(steps))
-        self._fire_now("sleep", lambda key: self.sleep_disabled(key))
+        self._fire_now(TimerKind.SLEEP, lambda key: self.sleep_disabled(key))
 
     def disable_retry_delays(self, steps: Iterable[Any] | None = None) -> None:
         """Retry failed attempts at once: every ``step.do``, or only the selected ones."""
@@ -81,7 +81,7 @@ class InstanceModifiers:
             self.all_retry_delays_disabled = True
         else:
             self.retry_delays_disabled.update(selector(s) for s in _listed(steps))
-        self._fire_now("retry", lambda key: self.retry_delay_disabled(key))
+        self._fire_now(TimerKind.RETRY, lambda key: self.retry_delay_disabled(key))
 
     def mock_step_result(self, step: Any, result: Any) -> None:
         """The step returns ``result`` without running its body."""
@@ -146,7 +146,7 @@ class InstanceModifiers:
     def force_event_timeout(self, step: Any) -> None:
         """The selected ``wait_for_event`` times out at once (now, if it is already waiting)."""
         self.event_timeouts.add(selector(step, what="wait_for_event"))
-        self._fire_now("event_timeout", lambda key: self.event_timeout_forced(key))
+        self._fire_now(TimerKind.EVENT_TIMEOUT, lambda key: self.event_timeout_forced(key))
 
     # ---- what the engine asks --------------------------------------------------------------------
 
