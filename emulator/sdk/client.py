@@ -35,7 +35,7 @@ from emulator.tracebacks import with_traceback
 from emulator.rules.retries import StepConfig, delay_function_arguments, resolve_step_config
 from emulator.rules.values import decode_json
 from emulator.errors import DynwfError, NotSerialisableError, PayloadTooLargeError, StepLimitError
-from emulator.rules.steps import StepKey
+from emulator.rules.steps import ENDED, StepKey, StepKind, StepStatus
 from emulator.rules.retries import resolve_rollback_config
 from emulator.sdk.rollbacks import Registration, RollbackHandler, RollbackPhase, rollback_key
 
@@ -118,8 +118,8 @@ class CachedStep:
 
 def show_step(key: StepKey) -> str:
     """How errors name a step: ``step.do "fetch" (occurrence 2)``."""
-    kind = {"do": "step.do", "sleep": "step.sleep", "wait": "step.wait_for_event",
-            "rollback": "rollback of"}[key[0]]
+    kind = {StepKind.DO: "step.do", StepKind.SLEEP: "step.sleep", StepKind.WAIT: "step.wait_for_event",
+            StepKind.ROLLBACK: "rollback of"}[key[0]]
     return f'{kind} "{key[1]}"' + (f" (occurrence {key[2]})" if key[2] > 1 else "")
 
 
@@ -154,13 +154,13 @@ class StepClient:
         self._visited: set[StepKey] = set()
         # recorded steps (done or failed) this run has not reached yet: a count, so that the
         # replay check costs nothing per step until one is left behind
-        self._recorded = {k for k, step in cache.items() if step.status in ("done", "failed")}
+        self._recorded = {k for k, step in cache.items() if step.status in ENDED}
         self._unreached = len(self._recorded)
         #: set when this run is a replay in rollback mode (docs/semantics.md, "Rollbacks")
         self.rollbacks: RollbackPhase | None = None
         if rollback_phase is not None:
-            pending = {k for k, step in cache.items() if k[0] == "do" and step.rollback
-                       and getattr(cache.get(rollback_key(k)), "status", None) != "done"}
+            pending = {k for k, step in cache.items() if k[0] == StepKind.DO and step.rollback
+                       and getattr(cache.get(rollback_key(k)), "status", None) != StepStatus.DONE}
             self.rollbacks = RollbackPhase(rollback_phase.get("trigger"), pending)
         self._order: dict[StepKey, int] = {}
         #: a replay check (``dynwf replay``): every step is answered from the cache, in the order
@@ -216,7 +216,7 @@ class StepClient:
         def earlier_unreached() -> StepKey | None:
             return next((k for k in self.cache if self._position[k] < position
                          and k not in self._visited
-                         and self.cache[k].status in ("done", "failed")), None)
+                         and self.cache[k].status in ENDED), None)
         for _ in range(_SIBLING_ITERATIONS):
             if earlier_unreached() is None:
                 return
@@ -238,7 +238,7 @@ class StepClient:
 
     def _next_recorded(self) -> StepKey | None:
         return next((k for k, step in self.cache.items()
-                     if k not in self._visited and step.status in ("done", "failed")), None)
+                     if k not in self._visited and step.status in ENDED), None)
 
     def _replayed(self, key: StepKey) -> None:
         if self.on_replay is not None:
@@ -252,7 +252,7 @@ class StepClient:
             check_step_name(name)
         except DynwfError as exc:
             raise fatal(exc) from None
-        key = self._key("do", name)
+        key = self._key(StepKind.DO, name)
         self._do_steps += 1  # replayed steps count too: the limit is per instance, not per run
         cached = self.cache.get(key)
         if self.rollbacks is not None:
@@ -261,15 +261,15 @@ class StepClient:
             await self._check_replay(key)
         if self.replay_only:
             await self._check_order(key)
-            if cached is None or cached.status not in ("done", "failed"):
+            if cached is None or cached.status not in ENDED:
                 await self._history_end(key)
-        if cached is not None and cached.status == "done":
+        if cached is not None and cached.status == StepStatus.DONE:
             self._replayed(key)
             return decode_json(cached.result) if cached.result is not None else None
-        if cached is not None and cached.status == "failed":
+        if cached is not None and cached.status == StepStatus.FAILED:
             self._replayed(key)
             raise rebuild(json.loads(cached.error))
-        if cached is not None and cached.status == "cancelled":
+        if cached is not None and cached.status == StepStatus.CANCELLED:
             # as on its first run: pending until the code cancels it again (docs/semantics.md,
             # "Cancelled steps"); its body never runs again
             self._replayed(key)
@@ -305,15 +305,15 @@ class StepClient:
         name = key[1]
         config_json = config.json
         attempts = cached.attempts if cached is not None else 0
-        if cached is not None and cached.status == "running":
+        if cached is not None and cached.status == StepStatus.RUNNING:
             # The attempt was cut off (engine or isolate died): it counts as a failed attempt.
             outcome = await self.backend.settle(key, attempts, config_json, None,
                                                 INTERNAL_ATTEMPT_ERROR, True)
-            if outcome["status"] == "failed":
+            if outcome["status"] == StepStatus.FAILED:
                 raise rebuild(INTERNAL_ATTEMPT_ERROR)
-        elif cached is not None and cached.status == "backoff":
+        elif cached is not None and cached.status == StepStatus.BACKOFF:
             await self.backend.await_retry(key)
-        mocks = self.mocks if key[0] == "do" else None
+        mocks = self.mocks if key[0] == StepKind.DO else None
         while True:
             attempts += 1
             if rollback_json is None:
@@ -357,7 +357,7 @@ class StepClient:
                         error, retryable = with_traceback(error_dict(broken), raised), False
                 outcome = await self.backend.settle(key, attempts, config_json, None, error,
                                                     retryable, delay_ms)
-                if outcome["status"] == "failed":
+                if outcome["status"] == StepStatus.FAILED:
                     raise rebuild(error, exc) from exc
                 continue
             finally:
@@ -373,9 +373,9 @@ class StepClient:
         phase once every expected handler is back, or here, where the replay meets the present."""
         phase = self.rollbacks
         assert phase is not None
-        ended = cached is not None and cached.status in ("done", "failed")
+        ended = cached is not None and cached.status in ENDED
         if cached is not None and cached.rollback and rollback is not None:
-            output = decode_json(cached.result) if ended and cached.status == "done" \
+            output = decode_json(cached.result) if ended and cached.status == StepStatus.DONE \
                 and cached.result is not None else None
             # as the body's ctx shows it: a delay function is left out (docs/semantics.md §2.4)
             config = StepConfig.from_dict(json.loads(cached.config)).ctx_dict() \
@@ -384,7 +384,7 @@ class StepClient:
                 key, self._order[key], rollback,
                 {"step": {"name": key[1], "count": key[2]}, "attempt": max(cached.attempts, 1),
                  "config": config}, output, cached.rollback))
-        if cached is not None and cached.status == "cancelled":
+        if cached is not None and cached.status == StepStatus.CANCELLED:
             # as in any replay (docs/semantics.md, "Cancelled steps"): pending until the code
             # cancels it again, while its siblings go on registering their handlers
             self._replayed(key)
@@ -397,7 +397,7 @@ class StepClient:
         self._replayed(key)
         if phase.ready:
             await self._roll_back()
-        if cached.status == "done":
+        if cached.status == StepStatus.DONE:
             return decode_json(cached.result) if cached.result is not None else None
         raise rebuild(json.loads(cached.error))
 
@@ -412,9 +412,9 @@ class StepClient:
             for registration in phase.latest_first():
                 key = rollback_key(registration.key)
                 cached = self.cache.get(key)
-                if cached is not None and cached.status == "done":
+                if cached is not None and cached.status == StepStatus.DONE:
                     continue                      # ran to its end before: never again
-                if cached is not None and cached.status == "failed":
+                if cached is not None and cached.status == StepStatus.FAILED:
                     break
                 config = StepConfig.from_dict(json.loads(registration.config_json))
 
@@ -437,7 +437,7 @@ class StepClient:
             raise fatal(exc) from None
         if ms > MAX_SLEEP_MS:
             raise fatal(f'sleep "{name}" of {duration!r} is longer than the limit of 365 days')
-        await self._sleep(self._key("sleep", name), ms, None)
+        await self._sleep(self._key(StepKind.SLEEP, name), ms, None)
 
     async def sleep_until(self, name: str, timestamp: Any) -> None:
         try:
@@ -452,7 +452,7 @@ class StepClient:
         else:
             raise fatal(f'sleep_until "{name}" needs a datetime or epoch milliseconds, '
                         f"not {type(timestamp).__name__}")
-        await self._sleep(self._key("sleep", name), None, due)
+        await self._sleep(self._key(StepKind.SLEEP, name), None, due)
 
     async def _sleep(self, key: StepKey, ms: int | None, due: int | None) -> None:
         """``due`` is None for a relative sleep: the engine's clock decides when it ends."""
@@ -461,9 +461,9 @@ class StepClient:
             if cached is None:
                 await self._check_replay(key)
             await self._check_order(key)
-            if cached is None or cached.status != "done":
+            if cached is None or cached.status != StepStatus.DONE:
                 await self._history_end(key)
-        if cached is not None and cached.status == "done":
+        if cached is not None and cached.status == StepStatus.DONE:
             self._replayed(key)
             return
         if self.rollbacks is not None:
@@ -485,23 +485,23 @@ class StepClient:
         if not MIN_EVENT_TIMEOUT_MS <= timeout_ms <= MAX_SLEEP_MS:
             raise fatal(f'wait_for_event "{name}" timeout {timeout!r} is outside the allowed range '
                         "of 1 second to 365 days")
-        key = self._key("wait", name)
+        key = self._key(StepKind.WAIT, name)
         cached = self.cache.get(key)
-        if self.rollbacks is not None and (cached is None or cached.status not in ("done", "failed")):
+        if self.rollbacks is not None and (cached is None or cached.status not in ENDED):
             await self._roll_back()    # the replay has reached the present
         if cached is None:
             await self._check_replay(key)
         if self.replay_only:
             await self._check_order(key)
-            if cached is None or cached.status not in ("done", "failed"):
+            if cached is None or cached.status not in ENDED:
                 await self._history_end(key)
-        if cached is not None and cached.status in ("done", "failed"):
+        if cached is not None and cached.status in ENDED:
             self._replayed(key)
             outcome = {"status": cached.status, "result": cached.result, "error": cached.error}
         else:
             await self.backend.boundary()
             outcome = await self.backend.wait_for_event(key, event_type, timeout_ms)
-        if outcome["status"] == "failed":
+        if outcome["status"] == StepStatus.FAILED:
             raise _crossed(rebuild(json.loads(outcome["error"])))
         value = decode_json(outcome["result"])
         value["timestamp"] = to_datetime(value["timestamp"])

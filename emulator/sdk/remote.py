@@ -22,6 +22,7 @@ from emulator.rules.limits import (MAX_CODE_VERSION_CHARS, MAX_CONFIG_JSON_BYTES
                                     MAX_WAIT_OCCURRENCES, MIN_EVENT_TIMEOUT_MS, check_event_type,
                                     check_step_name, step_output_too_large, utf8_size)
 from emulator.rules.logs import LogLevel
+from emulator.rules.steps import StepKind, StepStatus
 from emulator.sdk.mocks import StepMocks
 from emulator.rules.retries import DEFAULT_STEP_CONFIG, StepConfig, config_from_wire
 from emulator.sdk.step import WorkflowStep
@@ -33,9 +34,9 @@ from emulator.tracebacks import traceback_fault
 STEP_KIND = "step"
 
 
-KINDS = ("do", "sleep", "wait", "rollback")
+KINDS = tuple(StepKind)
 #: The kinds whose attempts an isolate begins and settles: a do step's body, a rollback handler.
-ATTEMPTED = ("do", "rollback")
+ATTEMPTED = (StepKind.DO, StepKind.ROLLBACK)
 _CODE_VERSION = re.compile(r"[0-9A-Za-z._:-]{1,%d}" % MAX_CODE_VERSION_CHARS)
 
 
@@ -140,7 +141,7 @@ class StepBackendTarget(RpcTarget):
     def await_retry(self, key: Any) -> Awaitable[None]:
         key = self._step_key(key, ATTEMPTED)
         row = self._backend.steps.get(key)
-        if row is None or row.status not in ("backoff", "ready"):
+        if row is None or row.status not in (StepStatus.BACKOFF, StepStatus.READY):
             raise StepCallError(f"{show_step(key)} is not waiting to retry")
         return self._backend.await_retry(key)
 
@@ -150,7 +151,7 @@ class StepBackendTarget(RpcTarget):
         self._backend.cancelled(key, attempt)
 
     def sleep(self, key: Any, duration_ms: int | None, due: int | None) -> Awaitable[None]:
-        key = self._step_key(key, "sleep")
+        key = self._step_key(key, StepKind.SLEEP)
         if duration_ms is not None:
             _typed(duration_ms, int, "a sleep's duration")
         if due is not None:
@@ -168,7 +169,7 @@ class StepBackendTarget(RpcTarget):
         return self._backend.sleep(key, duration_ms, due)
 
     def wait_for_event(self, key: Any, event_type: str, timeout_ms: int) -> Awaitable[dict[str, Any]]:
-        key = self._step_key(key, "wait")
+        key = self._step_key(key, StepKind.WAIT)
         _typed(event_type, str, "an event type")
         _typed(timeout_ms, int, "an event wait's timeout")
         check_event_type(event_type)
@@ -204,7 +205,7 @@ class StepBackendTarget(RpcTarget):
         rollback attempt runs only in a rollback phase, for a do step that registered a handler,
         under the config recorded for that handler."""
         phase = getattr(self._backend, "rollback_phase", None)
-        if key[0] == "do":
+        if key[0] == StepKind.DO:
             if phase is not None:
                 raise StepCallError(f"{show_step(key)} cannot start during a rollback phase")
             if rollback_json is None:
@@ -220,7 +221,7 @@ class StepBackendTarget(RpcTarget):
             raise ProtocolViolation("a rollback attempt carries no rollback config")
         if phase is None:
             raise StepCallError(f"{show_step(key)}: the instance is not in a rollback phase")
-        undone = self._backend.steps.get(("do", key[1], key[2]))
+        undone = self._backend.steps.get((StepKind.DO, key[1], key[2]))
         if undone is None or undone.rollback is None:
             raise StepCallError(f"{show_step(key)}: step.do {_shown(key[1])} (occurrence "
                                 f"{key[2]}) registered no rollback handler")
@@ -244,7 +245,7 @@ class StepBackendTarget(RpcTarget):
         kinds = (kind,) if isinstance(kind, str) else kind
         if kinds is not None and key[0] not in kinds:
             raise StepCallError(f"{show_step(key)} cannot be used here: a "
-                                f"{' or '.join(map(repr, kinds))} step is expected")
+                                f"{' or '.join(repr(str(k)) for k in kinds)} step is expected")
         return key
 
     def _check_key(self, key: tuple[Any, Any, Any]) -> None:
@@ -322,7 +323,7 @@ class StepBackendTarget(RpcTarget):
     async def fetch(self, key: Any, request: Any) -> Any:
         """An outbound request from inside step ``key``'s body, sent by the calling isolate's
         outbound policy (installed by ``isolates/outbound.py``: the host's, never the isolate's)."""
-        step = self._step_key(key, "do")
+        step = self._step_key(key, StepKind.DO)
         if self._client.replay_only:    # no step body runs in a replay check: nothing to send
             raise StepCallError("a replay check runs no step body, so sends no request")
         if _outbound_of_caller is None:

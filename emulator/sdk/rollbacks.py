@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from emulator.rules.steps import StepKey
+from emulator.rules.steps import StepKey, StepKind
 
 #: The parameters a handler may declare; each is filled by name.
 HANDLER_PARAMETERS = ("ctx", "output", "error")
@@ -96,4 +96,4 @@ class RollbackPhase:
 
 def rollback_key(key: StepKey) -> StepKey:
     """The key of the rollback step that undoes do step ``key``."""
-    return ("rollback", key[1], key[2])
+    return (StepKind.ROLLBACK, key[1], key[2])
