@@ -30,6 +30,7 @@ from emulator.engine.control import (Control, check_batch_ids, parse_restart_opt
 from emulator.engine.history import import_history_txn, parse_history, read_history
 from emulator.engine.history import to_json as history_json
 from emulator.rules.limits import is_valid_id
+from emulator.rules.steps import RESTART_DEFAULT_TYPE, StepKind, StepStatus
 from emulator.engine.store import InstanceRow, StepRow, Store, TimerRow
 from emulator.engine.stores import open_store as open_store_at, sqlite_path
 from emulator.error_codes import Code
@@ -385,7 +386,7 @@ class InstanceOps:
         result = self._result(row)
         if start_from is not None:
             result["from"] = {"name": start_from.get("name"), "count": start_from.get("count", 1),
-                              "type": start_from.get("type", "do")}
+                              "type": start_from.get("type", RESTART_DEFAULT_TYPE)}
             result["steps_kept"] = len(self.store.list_steps(row.id))
         return result
 
@@ -536,7 +537,7 @@ class InstanceOps:
                     f"{POLL_MS} ms); none runs? start one: dynwf dev{alone}")
         if status == states.WAITING:
             waits = [step.event_type for step in self.store.list_steps(instance_id)
-                     if step.status == "waiting" and step.event_type]
+                     if step.status == StepStatus.WAITING and step.event_type]
             if waits:
                 return (f"waiting for an event '{waits[0]}': "
                         f"dynwf instances send-event {named} --type {waits[0]}")
@@ -584,7 +585,7 @@ def _step(step: StepRow, failed_attempts: list[dict[str, Any]]) -> dict[str, Any
         # the sleep's length, or the event wait's timeout, as the code asked for it
         "requested_ms": step.duration_ms,
         # a sleep ended ahead of its time (fast-forward, instances wake): how long it really took
-        "woken_early": bool(step.kind == "sleep" and ended and step.duration_ms is not None
+        "woken_early": bool(step.kind == StepKind.SLEEP and ended and step.duration_ms is not None
                             and step.ended_at - step.started_at < step.duration_ms),
         "event_type": step.event_type,
         # a sensitive step's output reads "[redacted]" (rules/redaction.py), and says so

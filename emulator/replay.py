@@ -37,7 +37,7 @@ from emulator.clock import to_datetime
 from emulator.defaults import PLAYGROUND_WORKFLOW
 from emulator.engine.history import History
 from emulator.error_codes import ISOLATE_FAULTS, Code, code_of
-from emulator.rules.steps import StepKey
+from emulator.rules.steps import ENDED, StepKey
 from emulator.rules.values import decode_json
 from emulator.sdk.client import CachedStep, StepClient, show_step
 from emulator.sdk.step import WorkflowStep, uses_implicit_dependencies
@@ -203,7 +203,7 @@ def _verdict(outcome: ReplayOutcome, history: History, task: asyncio.Task[Any],
     if exc is not None:
         return _raised(outcome, history, exc, host)
     unreached = [s for s in history.steps
-                 if s.status in ("done", "failed") and s.key not in set(backend.replayed)]
+                 if s.status in ENDED and s.key not in set(backend.replayed)]
     if unreached:
         outcome.verdict = DIVERGES
         outcome.expected = show_step(unreached[0].key)

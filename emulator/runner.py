@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable
 
 from emulator.clock import SystemClock, VirtualClock
 from emulator.rules import states
-from emulator.rules.steps import StepKind, StepStatus
+from emulator.rules.steps import StepKind, StepStatus, TimerKind
 from emulator.rules.tenant_scope import scoped_instance_id
 from emulator.rules.values import display_json
 from emulator.engine import Engine
@@ -248,7 +248,7 @@ class RunSession:
         store = self.host.engine.store
         row = store.get_instance(self.instance_id)
         return row.status == states.WAITING and \
-            {t.kind for t in store.timers_of(self.instance_id)} <= {"event_timeout"} and \
+            {t.kind for t in store.timers_of(self.instance_id)} <= {TimerKind.EVENT_TIMEOUT} and \
             bool(self._waiting_types())
 
     def _waiting_types(self) -> list[str]:

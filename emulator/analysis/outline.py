@@ -32,12 +32,14 @@ from emulator.analysis.ast_tools import (NOT_LITERAL, call_argument, literal_val
 from emulator.analysis.lint import step_method
 from emulator.error_codes import Code
 from emulator.errors import DynwfError
+from emulator.rules.steps import StepKind
 from emulator.rules.limits import DEFAULT_EVENT_TIMEOUT
 
 __all__ = ["DEFAULT_ENTRY_CLASS", "OutlineStep", "TenantSourceError", "outline_steps"]
 
 #: Step-handle method -> the kind in the engine's step key (``StepKey[0]``).
-KIND_OF_METHOD = {"do": "do", "sleep": "sleep", "sleep_until": "sleep", "wait_for_event": "wait"}
+KIND_OF_METHOD = {"do": StepKind.DO, "sleep": StepKind.SLEEP, "sleep_until": StepKind.SLEEP,
+                  "wait_for_event": StepKind.WAIT}
 
 
 class TenantSourceError(DynwfError):

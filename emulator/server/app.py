@@ -42,6 +42,7 @@ from emulator.engine import Engine
 from emulator.error_codes import Code
 from emulator.error_wire import to_wire
 from emulator.errors import DynwfError
+from emulator.rules import states
 from emulator.host import ProjectHost
 from emulator.server.admin import admin_routes
 from emulator.server.dashboard import dashboard_routes
@@ -344,8 +345,8 @@ async def fast_forward_idle(engine: Engine, stop: asyncio.Event, *, every_s: flo
         counts = engine.store.count_by_status()
         # an instance holding a retry back-off in its invocation is running, and waits for a
         # timer like a sleeping one (docs/semantics.md §4.9)
-        counts["running"] = counts.get("running", 0) - engine.holding()
-        if any(counts.get(status) for status in ("queued", "running", "waitingForPause")):
+        counts[states.RUNNING] = counts.get(states.RUNNING, 0) - engine.holding()
+        if any(counts.get(status) for status in (states.QUEUED, states.RUNNING, states.WAITING_FOR_PAUSE)):
             continue
         engine.skip_ahead()
 
