@@ -31,8 +31,8 @@ from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.text import Text
 
-from emulator import (OutlineStep, Progress, StepKey, format_ms, format_traceback,
-                      traceback_heading)
+from emulator import (OutlineStep, Progress, StepKey, StepKind, StepStatus, format_ms,
+                      format_traceback, states, traceback_heading)
 from emulator import progress as events
 
 __all__ = ["Checklist", "ChecklistStep", "GLYPHS", "ROLLBACK_MARK", "to_ndjson"]
@@ -48,10 +48,10 @@ ROLLBACK_MARK = "↶"
 GLYPHS = {PENDING: "○", RUNNING: "◐", DONE: "✓", RETRYING: "↻", FAILED: "✗", SLEEPING: "☾",
           WAITING: "⏳", REPLAYED: "↷", CANCELLED: "⊘"}
 _STYLES = {state: f"step.{state}" for state in GLYPHS}
-_STATUS_STYLES = {"queued": "muted", "running": "step.running", "waiting": "step.waiting",
-                  "paused": "warning", "waitingForPause": "warning", "complete": "ok",
-                  "errored": "error", "terminated": "error", "unknown": "muted"}
-_FINISHED = frozenset({"complete", "errored", "terminated"})
+_STATUS_STYLES = {states.QUEUED: "muted", states.RUNNING: "step.running", states.WAITING: "step.waiting",
+                  states.PAUSED: "warning", states.WAITING_FOR_PAUSE: "warning", states.COMPLETE: "ok",
+                  states.ERRORED: "error", states.TERMINATED: "error", states.UNKNOWN: "muted"}
+_FINISHED = states.FINISHED
 _QUIET_LEVELS = frozenset({"info", "log", "stdout", "print"})  # shown without a level prefix
 _LABEL_WIDTH = (8, 28)            # the name column: at least, at most (longer names end in "…")
 _GLYPH_WIDTH = 2
@@ -186,7 +186,7 @@ class Checklist:
         self.status = status
         if isinstance(data.get("rollback"), dict):   # the rollback phase's outcome
             self.rollback = data["rollback"]
-        if status == "complete":
+        if status == states.COMPLETE:
             self.output = data.get("output")
             for row in self._rows:
                 # A wait resolved while its run was still live sends no step event; the run
@@ -195,11 +195,11 @@ class Checklist:
                     row.state, row.note = DONE, "event received"
                 elif row.state == SLEEPING:
                     _end_sleep(row, at)
-        elif status == "errored":
+        elif status == states.ERRORED:
             self.error = data.get("error")
             frames = data.get("traceback")
             self.error_traceback = frames if isinstance(frames, list) else None
-        elif status in ("queued", "running") and "rollback" not in data:
+        elif status in (states.QUEUED, states.RUNNING) and "rollback" not in data:
             # a restart runs again from the top (a rollback phase queues the instance too)
             self.output = self.error = self.error_traceback = self.rollback = None
 
@@ -208,7 +208,7 @@ class Checklist:
         if row is not None:
             return row
         kind, name, count = key
-        if kind == "rollback":   # the rollback phase comes after every step, in its own order
+        if kind == StepKind.ROLLBACK:   # the rollback phase comes after every step, in its own order
             row = self._new_row(kind, name, count, f"{ROLLBACK_MARK} rollback {name}", None)
             self._rows.append(row)
             self._by_key[key] = row
@@ -260,17 +260,17 @@ class Checklist:
 
     def _footer(self) -> tuple[Text, Text] | None:
         """(label, text) of the line under the steps: the output, or the instance's error."""
-        if self.status == "complete":
+        if self.status == states.COMPLETE:
             shown = _json(self.output)
             if len(shown) > _OUTPUT_CHARS:
                 shown = f"{shown[:_OUTPUT_CHARS]}… ({len(shown)} characters)"
             return Text("output", style="ok"), Text(shown)
-        if self.status == "errored" and self.error is not None:
+        if self.status == states.ERRORED and self.error is not None:
             text = Text(_error_text(self.error), style="error")
             if self.rollback is not None:
                 text += Text(f"  ({_rollback_note(self.rollback)})", style="muted")
             return Text("error", style="error"), text
-        if self.status == "terminated" and self.rollback is not None:
+        if self.status == states.TERMINATED and self.rollback is not None:
             return Text("rollback", style="muted"), Text(_rollback_note(self.rollback))
         return None
 
@@ -348,7 +348,7 @@ class _View:
         footer = checklist._footer()
         if footer is not None:
             lines += _columns(console, width, Text(""), footer[0], len("output"), footer[1])
-            if checklist.status == "errored" and checklist.error_traceback:
+            if checklist.status == states.ERRORED and checklist.error_traceback:
                 lines += _frame_lines([traceback_heading(checklist.error_traceback),
                                        *format_traceback(checklist.error_traceback)],
                                       indent=_LOG_INDENT, width=width)
@@ -416,15 +416,15 @@ def _on_waiting(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> No
 
 def _on_woken(row: ChecklistStep, event: Progress, data: dict[str, Any]) -> None:
     status = data.get("status")
-    if row.kind == "sleep" and status == "done":
+    if row.kind == StepKind.SLEEP and status == StepStatus.DONE:
         _end_sleep(row, event.at, data.get("early_ms") or 0)
-    elif row.kind == "wait" and status == "failed":
+    elif row.kind == StepKind.WAIT and status == StepStatus.FAILED:
         row.state, row.note = FAILED, None
         row.error = f'timed out waiting for event "{row.event_type}"' if row.event_type \
             else "timed out waiting for an event"
-    elif status == "ready":       # a retry's back-off ended: the next attempt starts now
+    elif status == StepStatus.READY:       # a retry's back-off ended: the next attempt starts now
         row.next_attempt_at = event.at
-    elif status == "done":
+    elif status == StepStatus.DONE:
         row.state = DONE
 
 
@@ -560,7 +560,7 @@ def _pending_extra(row: ChecklistStep) -> str:
             extra.append(f"sleep {entry.duration}")
         elif entry.method == "sleep_until":
             extra.append("sleep until a time")
-        elif entry.kind == "wait":
+        elif entry.kind == StepKind.WAIT:
             extra.append(f'event "{entry.event_type}"' if entry.event_type else "an event")
         if entry.in_loop:
             extra.append("in a loop")
@@ -576,7 +576,7 @@ def _attempts(row: ChecklistStep) -> str:
 
 
 def _done_text(row: ChecklistStep, fast_forward: bool) -> str:
-    if row.kind == "sleep":
+    if row.kind == StepKind.SLEEP:
         if row.slept_ms is None:
             return "done"
         if fast_forward:
@@ -585,7 +585,7 @@ def _done_text(row: ChecklistStep, fast_forward: bool) -> str:
             return (f"done · woken after {format_ms(row.woke_after_ms)} of "
                     f"{format_ms(row.slept_ms)}")
         return f"done · slept {format_ms(row.slept_ms)}"
-    if row.kind == "wait":
+    if row.kind == StepKind.WAIT:
         return f"done · {row.note}" if row.note else "done"
     text = "done" if row.duration_ms is None else f"done in {format_ms(row.duration_ms)}"
     if row.attempt and row.attempt > 1:

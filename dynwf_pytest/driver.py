@@ -21,10 +21,10 @@ import asyncio
 import weakref
 from typing import Callable
 
-from emulator import Engine, UsageError
+from emulator import Engine, TimerKind, UsageError
 
 #: Timer kinds a wait may jump over when time skipping is on.
-SKIPPED_KINDS = ("sleep", "retry")
+SKIPPED_KINDS = (TimerKind.SLEEP, TimerKind.RETRY)
 #: Real seconds a stuck wait gives other tasks to send an event or resume the instance.
 STALL_GRACE_S = 0.2
 

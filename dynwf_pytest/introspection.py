@@ -24,8 +24,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Mapping
 
-from emulator import (Engine, InstanceNotFoundError, WorkflowBinding, format_traceback, states,
-                      traceback_heading)
+from emulator import (Engine, InstanceNotFoundError, StepKind, StepStatus, WorkflowBinding,
+                      format_traceback, states, traceback_heading)
 from emulator.engine.modifiers import PREFIX, InstanceModifiers, ModifierError, selector
 from emulator.sdk.failures import rebuild
 from emulator.rules.values import decode_json
@@ -213,20 +213,21 @@ class InstanceIntrospector(_Awaitable):
                                         "index=, not both")
             step = {"name": step, "index": index}
         name, count = selector(step)
-        key = ("do", name, count)
+        key = (StepKind.DO, name, count)
         store = self._engine.store
 
         def done() -> bool:
             row = store.get_step(self.instance_id, key)
-            return (row is not None and row.status in ("done", "failed")) or self._finished()
+            ended = row is not None and row.status in (StepStatus.DONE, StepStatus.FAILED)
+            return ended or self._finished()
 
         await driver_for(self._engine).run_until(done)
         row = store.get_step(self.instance_id, key)
-        if row is not None and row.status == "done":
+        if row is not None and row.status == StepStatus.DONE:
             # a sensitive step's output is redacted here too: a test's failure message lands in
             # CI logs (docs/semantics.md §2.3); later steps and run() still get the real value
             return row.shown_result(read=decode_json)
-        if row is not None and row.status == "failed":
+        if row is not None and row.status == StepStatus.FAILED:
             error = rebuild(json.loads(row.error or "{}"))
             frames = (store.list_attempts(self.instance_id).get(key) or [{}])[-1] \
                 .get("error", {}).get("traceback")
@@ -351,7 +352,7 @@ class InstanceIntrospector(_Awaitable):
         if row.status == states.PAUSED:
             return f"{head} is paused (resume it)."
         waits = [s for s in store.list_steps(self.instance_id)
-                 if s.kind == "wait" and s.status == "waiting"]
+                 if s.kind == StepKind.WAIT and s.status == StepStatus.WAITING]
         if waits:
             which = ", ".join(f"event '{s.event_type}' (step '{s.name}')" for s in waits)
             return (f"{head} is waiting for {which}. Send the event, mock_event() it, "

@@ -34,7 +34,7 @@ from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, DatabaseOption, 
 from emulator import (DEV_IP, DEV_PORT, DynwfError, Firing, HostOptions, Progress, Project,
                       ProjectHost, SystemClock, TenantSourceError, VirtualClock, describe_missing,
                       format_traceback, missing_layers, open_project, outline_steps, parse_var,
-                      tune_for_serving)
+                      states, tune_for_serving)
 from emulator import progress as events
 from emulator.runtime.dynamic_workflows import unwrap_params
 from emulator.server import (MAX_INFLIGHT, MAX_QUEUED, Admission, DevServer, DispatcherLoadError,
@@ -77,7 +77,7 @@ Example:
   curl -X POST localhost:8787 -H 'x-tenant-id: acme' -d '{{"items": [{{"price": 2}}]}}'
 """
 
-_FINISHED = frozenset({"complete", "errored", "terminated"})
+_FINISHED = states.FINISHED
 _MAX_LIVE = 6  # checklists shown at once; the rest are counted on one line
 
 
@@ -194,8 +194,9 @@ def _banner(project: Project, host: ProjectHost, ip: str, port: int, *, reload: 
             "tenants": tenants, "reload": reload, "fast_forward": fast_forward,
             "pid": os.getpid(),
             "isolation_missing": _missing_layers(host),
-            "resuming": sum(counts.get(s, 0) for s in ("queued", "running", "waitingForPause")),
-            "waiting": counts.get("waiting", 0),
+            "resuming": sum(counts.get(s, 0)
+                            for s in (states.QUEUED, states.RUNNING, states.WAITING_FOR_PAUSE)),
+            "waiting": counts.get(states.WAITING, 0),
             # each cron schedule and its next firing (epoch ms, UTC): they follow the real clock
             "schedules": host.scheduler.upcoming(1)}
 

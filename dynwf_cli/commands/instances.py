@@ -31,7 +31,7 @@ from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, EventTypeOption,
                                TimeoutOption, WaitOption, WorkflowFilterOption,
                                WorkflowOfIdOption)
 from emulator import (DATABASE_NAME, POLL_MS, STATE_DIR_NAME, InstanceOps, StateNotFoundError,
-                      format_ms, format_traceback, open_project, states,
+                      StepKind, StepStatus, format_ms, format_traceback, open_project, states,
                       traceback_heading)
 
 #: How often ``logs --follow`` looks for new lines.
@@ -63,8 +63,9 @@ Example:
 IdArgument = Annotated[str, typer.Argument(
     metavar="ID", show_default=False, help="The instance id, or the id its tenant knows it by.")]
 
-_STEP_STATES = {"running": "running", "backoff": "retrying", "ready": "retrying",
-                "sleeping": "sleeping", "waiting": "waiting", "done": "done", "failed": "failed"}
+_STEP_STATES = {StepStatus.RUNNING: "running", StepStatus.BACKOFF: "retrying", StepStatus.READY: "retrying",
+                StepStatus.SLEEPING: "sleeping", StepStatus.WAITING: "waiting", StepStatus.DONE: "done",
+                StepStatus.FAILED: "failed"}
 _STATUS_STYLES = {states.QUEUED: "muted", states.RUNNING: "step.running",
                   states.WAITING: "step.waiting", states.PAUSED: "warning",
                   states.WAITING_FOR_PAUSE: "warning", states.COMPLETE: "ok",
@@ -252,7 +253,7 @@ def _print_description(info: dict[str, Any]) -> None:
         for step in info["steps"]:
             state = _STEP_STATES.get(step["status"], "pending")
             label = step["name"] if step["count"] == 1 else f"{step['name']} #{step['count']}"
-            if step["kind"] == "rollback":
+            if step["kind"] == StepKind.ROLLBACK:
                 label = f"{ROLLBACK_MARK} {label}"
             elif step.get("has_rollback"):
                 label += f"  ({ROLLBACK_MARK} has rollback)"
@@ -298,21 +299,21 @@ def _rollback_text(rollback: dict[str, Any] | None) -> Text:
 
 def _step_detail(step: dict[str, Any]) -> Text:
     parts: list[Text] = []
-    if step["kind"] in ("do", "rollback") and step["attempts"]:
+    if step["kind"] in (StepKind.DO, StepKind.ROLLBACK) and step["attempts"]:
         parts.append(Text(f"{step['attempts']} attempt{'s' if step['attempts'] != 1 else ''}",
                           style="muted"))
-    if step["kind"] == "sleep" and step["requested_ms"] is not None:
+    if step["kind"] == StepKind.SLEEP and step["requested_ms"] is not None:
         if step.get("woken_early"):
             parts.append(Text(f"woken after {format_ms(step['duration_ms'])} of "
                               f"{format_ms(step['requested_ms'])}", style="muted"))
         else:
             parts.append(Text(f"sleep {format_ms(step['requested_ms'])}", style="muted"))
-    if step["kind"] == "wait":
+    if step["kind"] == StepKind.WAIT:
         wait = f"for '{step['event_type']}'"
-        if step["requested_ms"] is not None and step["status"] == "waiting":
+        if step["requested_ms"] is not None and step["status"] == StepStatus.WAITING:
             wait += f", timeout {format_ms(step['requested_ms'])}"
         parts.append(Text(wait, style="muted"))
-    if step["duration_ms"] is not None and step["kind"] == "do":
+    if step["duration_ms"] is not None and step["kind"] == StepKind.DO:
         parts.append(Text(format_ms(step["duration_ms"]), style="muted"))
     if step["error"] is not None:
         parts.append(Text(_error_line(step["error"]), style="error"))
@@ -334,7 +335,7 @@ def _attempt_lines(step: dict[str, Any]) -> list[Text]:
         frames = error.get("traceback") if isinstance(error, dict) else None
         if isinstance(frames, list):
             lines += [Text(line, style="muted") for line in format_traceback(frames)]
-    if lines and step["status"] == "done":
+    if lines and step["status"] == StepStatus.DONE:
         lines.append(Text(f"attempt {step['attempts']} done", style="step.done"))
     return lines
 

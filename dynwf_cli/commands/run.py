@@ -20,8 +20,8 @@ from dynwf_cli.options import (DEFAULT_ISOLATION, ConfigOption, DatabaseOption, 
                                JsonOption, NewIdOption, StateDirOption, TenantOption, VarOption,
                                WorkflowOption)
 from emulator import (InstanceOps, Layers, RunOptions, RunResult, RunSession, TenantSourceError,
-                      UsageError, describe_missing, is_valid_id, missing_layers, open_project,
-                      outline_steps, parse_var)
+                      StepKind, UsageError, describe_missing, is_valid_id, missing_layers, open_project,
+                      outline_steps, parse_var, states)
 
 HELP = """Create one workflow instance the way tenant TENANT would, and run it to the end with a
 live per-step checklist. Sleeps and retry back-offs are skipped (fast-forwarded) unless
@@ -167,7 +167,7 @@ def _report_interrupt(project, started: dict[str, str]) -> None:
 def _warn_unawaited_events(events: list[tuple[str, Any]], outline: list, tenant: str) -> None:
     """Name an --event type no ``wait_for_event`` of the tenant's ``run()`` waits for, with the
     closest type one does: a misspelt type would otherwise leave the instance waiting."""
-    waits = [s for s in outline if s.kind == "wait"]
+    waits = [s for s in outline if s.kind == StepKind.WAIT]
     if not waits or any(s.event_type is None for s in waits):
         return  # no waits seen, or one whose type is computed: any type may be the right one
     awaited = sorted({s.event_type for s in waits})
@@ -276,7 +276,7 @@ def _report(result: RunResult, project, as_json: bool, live_view: bool) -> int:
     if as_json or not live_view:
         print(json.dumps({"kind": "result", **result.to_dict()}, ensure_ascii=False, default=str,
                          separators=(",", ":")), flush=True)   # the events' own form
-    if result.status == "complete":
+    if result.status == states.COMPLETE:
         if not as_json and live_view:
             from rich.syntax import Syntax   # pygments: only for a terminal
             console.print(Text("output", style="ok"))
