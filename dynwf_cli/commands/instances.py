@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -23,7 +22,7 @@ from rich.text import Text
 
 from dynwf_cli.checklist import GLYPHS, ROLLBACK_MARK
 from dynwf_cli.commands import COMMANDS
-from dynwf_cli.console import THEME, console
+from dynwf_cli.console import THEME, console, print_plain, utc_time
 from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, EventTypeOption,
                                DatabaseOption, FollowInstanceOption, FromStepOption, JsonOption,
                                RequiredFromStepOption, RerunIdOption, StateDirOption, StepType,
@@ -70,6 +69,9 @@ _STATUS_STYLES = {states.QUEUED: "muted", states.RUNNING: "step.running",
                   states.WAITING_FOR_PAUSE: "warning", states.COMPLETE: "ok",
                   states.ERRORED: "error", states.TERMINATED: "error", states.UNKNOWN: "muted"}
 
+#: What a timer waits for, in words (the dashboard says the same).
+_TIMER_WORDS = {"sleep": "sleep", "retry": "retry back-off", "event_timeout": "event timeout"}
+
 #: The statuses --status accepts, spelled as the platform spells them (case matters).
 Status = Enum("Status", {name: name for name in states.ALL}, type=str)
 
@@ -83,6 +85,18 @@ def _unlimited_console() -> Console:
     """The console's twin for output no terminal reads: as wide as any row needs."""
     return Console(theme=THEME, highlight=False, width=UNLIMITED_WIDTH, soft_wrap=True,
                    no_color=console.no_color or None, file=console.file)
+
+
+def _print_whole(renderable: Any) -> None:
+    """On a terminal, as the terminal's width allows; piped (grep, a file), every row whole:
+    never cut or wrapped to a width, and no padding after a line's last character."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    wide = _unlimited_console()
+    with wide.capture() as captured:
+        wide.print(renderable)
+    print_plain("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
 def _help(text: str, example: str) -> str:
@@ -148,19 +162,12 @@ def list_command(
         cells = [id_text, Text(str(row["tenant"]) if row["tenant"] is not None else "-")]
         if with_workflow:
             cells.append(Text(row["workflow"]))
-        cells += [_status_text(row["status"]), Text(_when(row["created_at"]), style="muted"),
-                  Text(_when(row["updated_at"]), style="muted")]
+        cells += [_status_text(row["status"]), Text(utc_time(row["created_at"]), style="muted"),
+                  Text(utc_time(row["updated_at"]), style="muted")]
         if with_code:
             cells.append(Text(row["code_version"] or "-", style="muted"))
         table.add_row(*cells)
-    # Piped (grep, a file), rows are printed whole: never cut or wrapped to a terminal's width.
-    if console.is_terminal:
-        console.print(table)
-    else:
-        wide = _unlimited_console()
-        with wide.capture() as captured:
-            wide.print(table)
-        _print_plain("\n".join(line.rstrip() for line in captured.get().splitlines()))
+    _print_whole(table)
     if len(rows) == limit:
         console.print(Text(f"showing the newest {limit}; use --limit for more", style="muted"))
 
@@ -211,8 +218,8 @@ def _print_description(info: dict[str, Any]) -> None:
         elif current:
             code += Text("  (same as tenants/ now)", style="muted")
         fields.add_row("code", code)
-    fields.add_row("created", _when(info["created_at"]))
-    fields.add_row("updated", _when(info["updated_at"]))
+    fields.add_row("created", utc_time(info["created_at"]))
+    fields.add_row("updated", utc_time(info["updated_at"]))
     if info.get("rerun_of"):
         start = info.get("rerun_from") or {}
         fields.add_row("rerun of", Text(info["rerun_of"], style="bold") + Text(
@@ -236,7 +243,7 @@ def _print_description(info: dict[str, Any]) -> None:
                                     style="muted"))
     if "rollback" in info:
         fields.add_row("rollback", _rollback_text(info["rollback"]))
-    console.print(fields)
+    _print_whole(fields)
 
     console.print()
     console.print(Text("steps", style="bold"))
@@ -260,7 +267,7 @@ def _print_description(info: dict[str, Any]) -> None:
                           Text(step["status"], style=f"step.{state}"), _step_detail(step))
             for line in _attempt_lines(step):
                 steps.add_row("", "", "", "", line)
-        console.print(steps)
+        _print_whole(steps)
 
     if info["timers"]:
         console.print()
@@ -274,8 +281,9 @@ def _print_description(info: dict[str, Any]) -> None:
             label = step["name"] if step["count"] == 1 else f"{step['name']} #{step['count']}"
             due_in = timer["due_in_ms"]
             relative = f"in {format_ms(due_in)}" if due_in > 0 else "now"
-            timers.add_row("  " + timer["kind"], label, f"due {_when(timer['due_at'])} ({relative})")
-        console.print(timers)
+            timers.add_row("  " + _TIMER_WORDS.get(timer["kind"], timer["kind"]), label,
+                           f"due {utc_time(timer['due_at'])} ({relative})")
+        _print_whole(timers)
 
     if info["events_buffered"]:
         by_type = ", ".join(f"{kind}: {count}" for kind, count in
@@ -780,9 +788,9 @@ def logs_command(
 
 def _print_log_line(line: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        _print_plain(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
+        print_plain(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
         return
-    text = Text(_when(line["at"], precise=True), style="muted") + Text(" ")
+    text = Text(utc_time(line["at"], precise=True), style="muted") + Text(" ")
     step = line["step"]
     if step is not None:
         label = step["name"] if step["count"] == 1 else f"{step['name']} #{step['count']}"
@@ -824,17 +832,6 @@ def _status_text(status: str) -> Text:
     return Text(status, style=_STATUS_STYLES.get(status, "muted"))
 
 
-def _when(ms: int | None, *, precise: bool = False) -> str:
-    """Epoch ms as UTC (the engine's clock, which may run ahead under fast-forward); ``precise``:
-    the time of day to the millisecond, for log lines."""
-    if ms is None:
-        return "-"
-    moment = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    if precise:
-        return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _error_line(error: Any) -> str:
     if isinstance(error, dict) and "message" in error:
         return f"{error.get('name') or 'Error'}: {error['message']}"
@@ -849,11 +846,7 @@ def _json_text(value: Any, *, limit: int | None = None) -> Text:
 
 
 def _print_json(value: Any) -> None:
-    _print_plain(json.dumps(value, indent=2, ensure_ascii=False))
-
-
-def _print_plain(text: str) -> None:
-    console.print(text, markup=False, emoji=False, highlight=False, soft_wrap=True)
+    print_plain(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def register(app: typer.Typer) -> None:
