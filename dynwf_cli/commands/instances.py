@@ -405,6 +405,16 @@ def _report_change(ops: InstanceOps, result: dict[str, Any], verb: str, as_json:
         _print_outcome(result, verb, as_json)
     if not wait:
         return
+    final = _moved_on(ops, result, as_json=as_json, timeout=timeout, opened=opened)
+    _print_outcome(final, "now", as_json)
+    if final["status"] in (states.ERRORED, states.TERMINATED):
+        raise typer.Exit(1)
+
+
+def _moved_on(ops: InstanceOps, result: dict[str, Any], *, as_json: bool, timeout: float,
+              opened: tuple[Optional[Path], Optional[Path], Optional[str]] | None) -> dict[str, Any]:
+    """The instance of ``result`` where it rests once moved on: by a running engine, or, when
+    none takes it within a moment and its tenant's code is in the project, by this process."""
     project = open_project(opened[0], opened[1], database=opened[2]) if opened else None
     if project is not None and _runs_here(ops, result, project):
         if not as_json:
@@ -412,10 +422,7 @@ def _report_change(ops: InstanceOps, result: dict[str, Any], verb: str, as_json:
         from dynwf_cli.commands.run import drive_here
         drive_here(project, result["tenant"], result["tenant_instance_id"],
                    live_view=not as_json and console.is_terminal)
-    final = ops.settle(result["id"], workflow=result["workflow"], timeout_s=timeout)
-    _print_outcome(final, "now", as_json)
-    if final["status"] in (states.ERRORED, states.TERMINATED):
-        raise typer.Exit(1)
+    return ops.settle(result["id"], workflow=result["workflow"], timeout_s=timeout)
 
 
 #: How long a changed instance is given for a running engine to take it before ``--wait``
@@ -475,7 +482,8 @@ def _resume(ops: InstanceOps, instance: str, tenant: Optional[str],
 @instances_app.command("terminate", help=_help(
     "Stop an instance for good (status terminated). Refused for an instance that already "
     "finished. With --rollback, a running dynwf dev first runs the rollback handlers of its "
-    "steps, latest-started first, then terminates it; --wait waits for that.",
+    "steps, latest-started first, then terminates it; --wait waits for that, and when no "
+    "dynwf dev takes it within a second, runs the handlers here (as dynwf run --resume does).",
     "dynwf instances terminate order-1 --tenant acme --rollback --wait"))
 def terminate_command(
     instance: IdArgument,
@@ -499,7 +507,8 @@ def terminate_command(
                            as_json)
         if not (wait and pending):
             return
-        final = ops.settle(result["id"], workflow=result.get("workflow"), timeout_s=timeout)
+        final = _moved_on(ops, result, as_json=as_json, timeout=timeout,
+                          opened=(config, state_dir, database))
         final["rollback"] = ops.control.status(final["id"]).get("rollback")
         if as_json:
             _print_json(final)
