@@ -21,6 +21,24 @@ err_console = Console(stderr=True, theme=THEME, highlight=False,
                       no_color=bool(os.environ.get("NO_COLOR")) or None)
 
 
+def print_plain(text: str) -> None:
+    """Text exactly as given on stdout: no markup, emoji or highlighting, never wrapped to a width
+    (piped output stays whole for scripts)."""
+    console.print(text, markup=False, emoji=False, highlight=False, soft_wrap=True)
+
+
+def utc_time(ms: int | None, *, precise: bool = False) -> str:
+    """Epoch ms as UTC, as every table of the CLI shows it (``-`` for none); ``precise``: the time
+    of day to the millisecond, for log lines."""
+    from datetime import datetime, timezone
+    if ms is None:
+        return "-"
+    moment = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    if precise:
+        return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def print_error(exc: Exception) -> None:
     """One red line: ``error [code] message (hint: ...)``, never a traceback."""
     from rich.text import Text

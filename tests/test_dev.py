@@ -152,6 +152,8 @@ def test_changes_map_to_the_tenant_or_the_dispatcher_and_noise_is_ignored(tmp_pa
     assert batch.dispatcher == {"src/entry.py"} and not batch.config
     assert batch.code == set()                   # README.md and notes.txt reload nothing
     assert reloader._classify([root / "wrangler.jsonc"]).config
+    assert reloader._classify([root / ".dev.vars"]).dev_vars     # the dispatcher's env anew
+    assert not reloader._classify([root / "tenants/acme/.dev.vars"]).dev_vars
     other = reloader._classify([root / "agents/planner/plan.py", root / "data/runs.jsonl"])
     assert other.code == {"agents/planner/plan.py"} and not other.tenants and not other.dispatcher
 
@@ -309,6 +311,19 @@ def test_var_options_and_dev_vars_reach_the_dispatchers_env(tmp_path, servers):
     (project / ".dev.vars").write_text("TOKEN=from-dev-vars\nMODE=from-dev-vars\n")
     dev = start(servers, project, "--var", "MODE:from-cli")
     assert dev.post(None, {}) == (200, {"token": "from-dev-vars", "mode": "from-cli"})
+
+    # An edited .dev.vars is seen without a restart, as wrangler dev restarts on it; --var
+    # still wins. A .dev.vars that does not parse leaves the old values serving, and says why.
+    mark = len(dev.lines)
+    (project / ".dev.vars").write_text("TOKEN=edited\nMODE=edited\n")
+    reload = dev.wait_for_record(kind="reload", target="dispatcher", after=mark)
+    assert reload["paths"] == [".dev.vars"] and "error" not in reload, reload
+    assert dev.post(None, {}) == (200, {"token": "edited", "mode": "from-cli"})
+    mark = len(dev.lines)
+    (project / ".dev.vars").write_text("TOKEN edited twice\n")
+    broken = dev.wait_for_record(kind="reload", target="dispatcher", after=mark)
+    assert ".dev.vars" in broken["error"] and "KEY=VALUE" in broken["error"], broken
+    assert dev.post(None, {}) == (200, {"token": "edited", "mode": "from-cli"})
 
 
 def test_a_tenants_failing_fetch_answers_and_logs_the_tenants_own_frames(tmp_path, servers):

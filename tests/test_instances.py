@@ -249,13 +249,25 @@ def test_describe_a_sleeping_instance(state: State):
     assert "due " in text and "(its id: sleeper)" in text
 
 
+def test_describe_piped_prints_every_line_whole_and_unpadded(state: State):
+    """Piped (CliRunner's output is no terminal), describe is as script-safe as list: the id and
+    a value longer than 80 columns stay on one line, and no line ends in padding."""
+    text = state.ok("describe", state.id("globex", "order-1"))
+    long_id = state.id("globex", "order-1")
+    assert any(line.startswith("instance") and line.endswith(long_id) for line in text.splitlines())
+    assert [line for line in text.splitlines() if line != line.rstrip()] == []
+
+
 def test_describe_waiting_errored_and_raw_instances(state: State):
     waiting = state.json("describe", state.id("globex", "order-1"))
     assert [(s["kind"], s["name"], s["status"], s["event_type"]) for s in waiting["steps"]] == [
         ("do", "prepare", "done", None), ("wait", "approval", "waiting", "approval")]
     assert waiting["steps"][1]["requested_ms"] == 3_600_000
     assert [t["kind"] for t in waiting["timers"]] == ["event_timeout"]
-    assert "⏳" in state.ok("describe", state.id("globex", "order-1"))
+    text = state.ok("describe", state.id("globex", "order-1"))
+    assert "⏳" in text
+    # the timer in words, as the dashboard says it, not the store's label
+    assert "event timeout" in text and "event_timeout" not in text
 
     broken = state.json("describe", "broken")
     assert broken["status"] == "errored"

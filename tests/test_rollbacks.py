@@ -336,6 +336,33 @@ def test_handlers_run_where_the_code_runs_and_describe_shows_them(tmp_path, isol
     assert "complete: every handler ran" in text
 
 
+def test_cli_terminate_rollback_wait_with_no_engine_runs_the_handlers_here(tmp_path):
+    """docs/semantics.md, "Rollbacks": with no engine running, ``terminate --rollback --wait``
+    does not wait on nothing: it runs the tenant's handlers here, as ``dynwf run --resume``
+    would, and says how the phase ended (exit 0: every handler ran)."""
+    root = _project(tmp_path)
+    project = open_project(root / "wrangler.jsonc", None)
+
+    async def asleep() -> str:
+        async with RunSession(project, RunOptions(tenant="saga", params={"sleep": True},
+                                                  isolation="process")) as session:
+            await session.create()
+            await asyncio.wait_for(session.host.engine.drain(jump=False), 60)   # a day's sleep
+            return session.instance_id
+    instance_id = asyncio.run(asleep())
+    out = CliRunner().invoke(app, ["instances", "terminate", instance_id, "--rollback", "--wait",
+                                   "--timeout", "60", "--config", str(root / "wrangler.jsonc")])
+    assert out.exit_code == 0, out.output
+    assert "running it here" in out.output and "rollback: complete" in out.output, out.output
+    info = json.loads(CliRunner().invoke(app, ["instances", "describe", instance_id, "--json",
+                                               "--config", str(root / "wrangler.jsonc")]).output)
+    assert info["status"] == "terminated"
+    assert info["rollback"] == {"outcome": "complete", "error": None}
+    assert [(s["kind"], s["name"], s["status"]) for s in info["steps"]
+            if s["kind"] == "rollback"] == [("rollback", "charge", "done"),
+                                            ("rollback", "reserve", "done")]
+
+
 @pytest.mark.parametrize("wait", [False, True])
 def test_cli_terminate_rollback_with_a_running_engine(tmp_path, wait):
     """docs/semantics.md, "Rollbacks": ``dynwf instances terminate ID --rollback`` queues the

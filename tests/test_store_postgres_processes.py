@@ -25,17 +25,19 @@ from pg_span_workflows import LOG_ENV, OWNER_ENV, STEPS  # noqa: E402
 
 HOUR_MS = 3_600_000
 INSTANCES = 30
+SKEW_LEASE_MS = 5000
 
 
 class Worker:
-    def __init__(self, url: str, owner: str, folder: Path, log: Path, *, skew_ms: int = 0) -> None:
+    def __init__(self, url: str, owner: str, folder: Path, log: Path, *, skew_ms: int = 0,
+                 lease_ms: int = 1000) -> None:
         self.owner, self.out = owner, folder / f"{owner}.out"
         env = dict(os.environ, **{LOG_ENV: str(log), OWNER_ENV: owner})
         env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
         with open(self.out, "wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "emulator.engine.worker", "--db", url, "--workflows",
-                 "pg_span_workflows:WORKFLOWS", "--owner", owner, "--lease-ms", "1000",
+                 "pg_span_workflows:WORKFLOWS", "--owner", owner, "--lease-ms", str(lease_ms),
                  "--poll-ms", "50", "--clock-skew-ms", str(skew_ms)],
                 stdout=out, stderr=subprocess.STDOUT, env=env)
 
@@ -88,13 +90,17 @@ def test_a_host_with_a_wrong_clock_neither_steals_nor_loses_leases(postgres_url,
     clock, the first batch stays with its engine."""
     store, log = open_store(postgres_url), tmp_path / "spans.log"
     control = Control(store, SystemClock())
-    first = Worker(postgres_url, "first", tmp_path, log, skew_ms=first_skew)
+    # Leases of 5 s: room for a host that stalls on a loaded machine (one that stalls past its
+    # lease loses it, and its step may run again elsewhere: at least once), and still nothing
+    # beside the hour of skew the test is about.
+    first = Worker(postgres_url, "first", tmp_path, log, skew_ms=first_skew, lease_ms=SKEW_LEASE_MS)
     workers = [first]
     try:
         first.wait_ready()
         control.create_batch("spans", [{"id": f"a{n}"} for n in range(INSTANCES)])
         wait_for_spans(log, INSTANCES)   # every instance of the batch has run a step
-        second = Worker(postgres_url, "second", tmp_path, log, skew_ms=second_skew)
+        second = Worker(postgres_url, "second", tmp_path, log, skew_ms=second_skew,
+                        lease_ms=SKEW_LEASE_MS)
         workers.append(second)
         second.wait_ready()
         control.create_batch("spans", [{"id": f"b{n}"} for n in range(INSTANCES)])

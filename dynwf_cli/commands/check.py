@@ -16,7 +16,7 @@ import typer
 from rich.text import Text
 
 from dynwf_cli.commands import COMMANDS
-from dynwf_cli.console import console, err_console
+from dynwf_cli.console import console, err_console, print_plain
 from dynwf_cli.options import ConfigOption, FormatOption, OutputFormat
 from emulator import DEFAULT_ENTRY_CLASS, CheckReport, Diagnostic, Project, run_check
 
@@ -47,10 +47,10 @@ def check(
     report = run_check(config, tenants_dir=tenants, entry_class=entrypoint)
     shown = [_relative_to_cwd(report, d) for d in report.diagnostics]
     if output is OutputFormat.json:
-        _print_plain(json.dumps([d.to_dict() for d in shown], indent=2, ensure_ascii=False))
+        print_plain(json.dumps([d.to_dict() for d in shown], indent=2, ensure_ascii=False))
     elif output is OutputFormat.github:
         for diagnostic in shown:
-            _print_plain(_github_command(diagnostic))
+            print_plain(_github_command(diagnostic))
     else:
         _print_text(report, shown)
     failed = report.errors > 0 or (strict and report.warnings > 0)
@@ -61,10 +61,6 @@ def _relative_to_cwd(report: CheckReport, diagnostic: Diagnostic) -> Diagnostic:
     """Paths as the user can open them from where they ran the command; GitHub annotations
     also need them relative to the checkout, which is the working folder in CI."""
     return replace(diagnostic, file=Path(os.path.relpath(report.root / diagnostic.file)).as_posix())
-
-
-def _print_plain(text: str) -> None:
-    console.print(text, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 
 def refuse_check_errors(project: Project, *, command: str, tenant: str | None = None) -> None:

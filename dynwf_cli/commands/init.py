@@ -16,7 +16,7 @@ import typer
 from rich.text import Text
 
 from dynwf_cli.commands import COMMANDS
-from dynwf_cli.console import console
+from dynwf_cli.console import console, print_plain
 from dynwf_cli.options import JsonOption
 from emulator import DEFAULT_TEMPLATE, backup_folder, plan_template, write_template
 
@@ -60,7 +60,7 @@ def init(
                write_template(template, directory, force=force, backup_to=backup)]
     kept = backup if overwriting and any(p in overwriting for p in written) else None
     if as_json:
-        _print_plain(json.dumps({
+        print_plain(json.dumps({
             "directory": os.path.abspath(directory), "template": template,
             "files": [p.as_posix() for p in written],
             "overwritten": [p.as_posix() for p in written if p in overwriting],
@@ -69,10 +69,6 @@ def init(
         }, indent=2))
         return
     _print_text(directory, template, written, overwriting, unchanged, kept)
-
-
-def _print_plain(text: str) -> None:
-    console.print(text, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 
 def _print_text(directory: Path, template: str, written: list[Path], overwriting: set[Path],
@@ -101,7 +97,7 @@ def _print_text(directory: Path, template: str, written: list[Path], overwriting
     console.print("Next:")
     steps = ([] if shown == Path(".") else [f"cd {shlex.quote(shown.as_posix())}"]) + NEXT_STEPS
     for step in steps:
-        _print_plain(f"  {step}")
+        print_plain(f"  {step}")
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -23,7 +22,7 @@ from rich.text import Text
 
 from dynwf_cli.checklist import GLYPHS, ROLLBACK_MARK
 from dynwf_cli.commands import COMMANDS
-from dynwf_cli.console import THEME, console
+from dynwf_cli.console import THEME, console, print_plain, utc_time
 from dynwf_cli.options import (WAIT_TIMEOUT_S, ConfigOption, EventTypeOption,
                                DatabaseOption, FollowInstanceOption, FromStepOption, JsonOption,
                                RequiredFromStepOption, RerunIdOption, StateDirOption, StepType,
@@ -71,6 +70,9 @@ _STATUS_STYLES = {states.QUEUED: "muted", states.RUNNING: "step.running",
                   states.WAITING_FOR_PAUSE: "warning", states.COMPLETE: "ok",
                   states.ERRORED: "error", states.TERMINATED: "error", states.UNKNOWN: "muted"}
 
+#: What a timer waits for, in words (the dashboard says the same).
+_TIMER_WORDS = {"sleep": "sleep", "retry": "retry back-off", "event_timeout": "event timeout"}
+
 #: The statuses --status accepts, spelled as the platform spells them (case matters).
 Status = Enum("Status", {name: name for name in states.ALL}, type=str)
 
@@ -84,6 +86,18 @@ def _unlimited_console() -> Console:
     """The console's twin for output no terminal reads: as wide as any row needs."""
     return Console(theme=THEME, highlight=False, width=UNLIMITED_WIDTH, soft_wrap=True,
                    no_color=console.no_color or None, file=console.file)
+
+
+def _print_whole(renderable: Any) -> None:
+    """On a terminal, as the terminal's width allows; piped (grep, a file), every row whole:
+    never cut or wrapped to a width, and no padding after a line's last character."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    wide = _unlimited_console()
+    with wide.capture() as captured:
+        wide.print(renderable)
+    print_plain("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
 def _help(text: str, example: str) -> str:
@@ -149,19 +163,12 @@ def list_command(
         cells = [id_text, Text(str(row["tenant"]) if row["tenant"] is not None else "-")]
         if with_workflow:
             cells.append(Text(row["workflow"]))
-        cells += [_status_text(row["status"]), Text(_when(row["created_at"]), style="muted"),
-                  Text(_when(row["updated_at"]), style="muted")]
+        cells += [_status_text(row["status"]), Text(utc_time(row["created_at"]), style="muted"),
+                  Text(utc_time(row["updated_at"]), style="muted")]
         if with_code:
             cells.append(Text(row["code_version"] or "-", style="muted"))
         table.add_row(*cells)
-    # Piped (grep, a file), rows are printed whole: never cut or wrapped to a terminal's width.
-    if console.is_terminal:
-        console.print(table)
-    else:
-        wide = _unlimited_console()
-        with wide.capture() as captured:
-            wide.print(table)
-        _print_plain("\n".join(line.rstrip() for line in captured.get().splitlines()))
+    _print_whole(table)
     if len(rows) == limit:
         console.print(Text(f"showing the newest {limit}; use --limit for more", style="muted"))
 
@@ -212,8 +219,8 @@ def _print_description(info: dict[str, Any]) -> None:
         elif current:
             code += Text("  (same as tenants/ now)", style="muted")
         fields.add_row("code", code)
-    fields.add_row("created", _when(info["created_at"]))
-    fields.add_row("updated", _when(info["updated_at"]))
+    fields.add_row("created", utc_time(info["created_at"]))
+    fields.add_row("updated", utc_time(info["updated_at"]))
     if info.get("rerun_of"):
         start = info.get("rerun_from") or {}
         fields.add_row("rerun of", Text(info["rerun_of"], style="bold") + Text(
@@ -237,7 +244,7 @@ def _print_description(info: dict[str, Any]) -> None:
                                     style="muted"))
     if "rollback" in info:
         fields.add_row("rollback", _rollback_text(info["rollback"]))
-    console.print(fields)
+    _print_whole(fields)
 
     console.print()
     console.print(Text("steps", style="bold"))
@@ -261,7 +268,7 @@ def _print_description(info: dict[str, Any]) -> None:
                           Text(step["status"], style=f"step.{state}"), _step_detail(step))
             for line in _attempt_lines(step):
                 steps.add_row("", "", "", "", line)
-        console.print(steps)
+        _print_whole(steps)
 
     if info["timers"]:
         console.print()
@@ -275,8 +282,9 @@ def _print_description(info: dict[str, Any]) -> None:
             label = step["name"] if step["count"] == 1 else f"{step['name']} #{step['count']}"
             due_in = timer["due_in_ms"]
             relative = f"in {format_ms(due_in)}" if due_in > 0 else "now"
-            timers.add_row("  " + timer["kind"], label, f"due {_when(timer['due_at'])} ({relative})")
-        console.print(timers)
+            timers.add_row("  " + _TIMER_WORDS.get(timer["kind"], timer["kind"]), label,
+                           f"due {utc_time(timer['due_at'])} ({relative})")
+        _print_whole(timers)
 
     if info["events_buffered"]:
         by_type = ", ".join(f"{kind}: {count}" for kind, count in
@@ -398,6 +406,16 @@ def _report_change(ops: InstanceOps, result: dict[str, Any], verb: str, as_json:
         _print_outcome(result, verb, as_json)
     if not wait:
         return
+    final = _moved_on(ops, result, as_json=as_json, timeout=timeout, opened=opened)
+    _print_outcome(final, "now", as_json)
+    if final["status"] in (states.ERRORED, states.TERMINATED):
+        raise typer.Exit(1)
+
+
+def _moved_on(ops: InstanceOps, result: dict[str, Any], *, as_json: bool, timeout: float,
+              opened: tuple[Optional[Path], Optional[Path], Optional[str]] | None) -> dict[str, Any]:
+    """The instance of ``result`` where it rests once moved on: by a running engine, or, when
+    none takes it within a moment and its tenant's code is in the project, by this process."""
     project = open_project(opened[0], opened[1], database=opened[2]) if opened else None
     if project is not None and _runs_here(ops, result, project):
         if not as_json:
@@ -405,10 +423,7 @@ def _report_change(ops: InstanceOps, result: dict[str, Any], verb: str, as_json:
         from dynwf_cli.commands.run import drive_here
         drive_here(project, result["tenant"], result["tenant_instance_id"],
                    live_view=not as_json and console.is_terminal)
-    final = ops.settle(result["id"], workflow=result["workflow"], timeout_s=timeout)
-    _print_outcome(final, "now", as_json)
-    if final["status"] in (states.ERRORED, states.TERMINATED):
-        raise typer.Exit(1)
+    return ops.settle(result["id"], workflow=result["workflow"], timeout_s=timeout)
 
 
 #: How long a changed instance is given for a running engine to take it before ``--wait``
@@ -468,7 +483,8 @@ def _resume(ops: InstanceOps, instance: str, tenant: Optional[str],
 @instances_app.command("terminate", help=_help(
     "Stop an instance for good (status terminated). Refused for an instance that already "
     "finished. With --rollback, a running dynwf dev first runs the rollback handlers of its "
-    "steps, latest-started first, then terminates it; --wait waits for that.",
+    "steps, latest-started first, then terminates it; --wait waits for that, and when no "
+    "dynwf dev takes it within a second, runs the handlers here (as dynwf run --resume does).",
     "dynwf instances terminate order-1 --tenant acme --rollback --wait"))
 def terminate_command(
     instance: IdArgument,
@@ -492,7 +508,8 @@ def terminate_command(
                            as_json)
         if not (wait and pending):
             return
-        final = ops.settle(result["id"], workflow=result.get("workflow"), timeout_s=timeout)
+        final = _moved_on(ops, result, as_json=as_json, timeout=timeout,
+                          opened=(config, state_dir, database))
         final["rollback"] = ops.control.status(final["id"]).get("rollback")
         if as_json:
             _print_json(final)
@@ -781,9 +798,9 @@ def logs_command(
 
 def _print_log_line(line: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        _print_plain(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
+        print_plain(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
         return
-    text = Text(_when(line["at"], precise=True), style="muted") + Text(" ")
+    text = Text(utc_time(line["at"], precise=True), style="muted") + Text(" ")
     step = line["step"]
     if step is not None:
         label = step["name"] if step["count"] == 1 else f"{step['name']} #{step['count']}"
@@ -825,17 +842,6 @@ def _status_text(status: str) -> Text:
     return Text(status, style=_STATUS_STYLES.get(status, "muted"))
 
 
-def _when(ms: int | None, *, precise: bool = False) -> str:
-    """Epoch ms as UTC (the engine's clock, which may run ahead under fast-forward); ``precise``:
-    the time of day to the millisecond, for log lines."""
-    if ms is None:
-        return "-"
-    moment = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    if precise:
-        return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _error_line(error: Any) -> str:
     if isinstance(error, dict) and "message" in error:
         return f"{error.get('name') or 'Error'}: {error['message']}"
@@ -850,11 +856,7 @@ def _json_text(value: Any, *, limit: int | None = None) -> Text:
 
 
 def _print_json(value: Any) -> None:
-    _print_plain(json.dumps(value, indent=2, ensure_ascii=False))
-
-
-def _print_plain(text: str) -> None:
-    console.print(text, markup=False, emoji=False, highlight=False, soft_wrap=True)
+    print_plain(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def register(app: typer.Typer) -> None:

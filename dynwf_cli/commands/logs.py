@@ -11,8 +11,9 @@ import typer
 from rich.text import Text
 
 from dynwf_cli.commands import COMMANDS
-from dynwf_cli.commands.instances import FOLLOW_INTERVAL_S, _ops, _print_plain, _when
-from dynwf_cli.console import console
+from dynwf_cli.commands.instances import FOLLOW_INTERVAL_S
+from emulator import InstanceOps, open_project
+from dynwf_cli.console import console, print_plain, utc_time
 from dynwf_cli.options import (ConfigOption, FollowAllOption, JsonOption, StateDirOption, DatabaseOption,
                                TenantFilterOption)
 
@@ -38,7 +39,7 @@ def logs(
     database: DatabaseOption = None,
 ) -> None:
     as_json = as_json or not console.is_terminal
-    with _ops(config, state_dir, database) as ops:
+    with InstanceOps.open(open_project(config, state_dir, database=database)) as ops:
         chunk = ops.tail(tenant=tenant, lines=lines)
         if not as_json and not chunk["lines"]:
             # a person reading an empty screen would not know whether anything is coming
@@ -59,9 +60,9 @@ def logs(
 
 def _print(line: dict, as_json: bool) -> None:
     if as_json:
-        _print_plain(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
+        print_plain(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
         return
-    text = Text(_when(line["at"], precise=True), style="muted") + Text(" ")
+    text = Text(utc_time(line["at"], precise=True), style="muted") + Text(" ")
     if line["tenant"] is not None:
         text += Text(f"{line['tenant']} ", style="bold")
     text += Text(line["tenant_instance_id"] or line["instance"], style="code")

@@ -21,7 +21,7 @@ from dynwf_cli.commands import COMMANDS
 from dynwf_cli.commands.check import refuse_check_errors
 from dynwf_cli.options import (ConfigOption, IpOption, MaxInflightOption, MaxQueuedOption,
                                PortOption, StateDirOption, DatabaseOption, VarOption)
-from emulator import (DynwfError, HostOptions, Project, ProjectHost, SystemClock,
+from emulator import (DEV_IP, DEV_PORT, DynwfError, HostOptions, Project, ProjectHost, SystemClock,
                       __version__, describe_missing, open_project, parse_var, tune_for_serving)
 from emulator.server import (ADMIN_PREFIX, ADMIN_TOKEN_ENV, DRAIN_TIMEOUT_S, MAX_INFLIGHT,
                              MAX_QUEUED, Admission, DispatcherLoadError, JsonLog, ProductionServer,
@@ -55,7 +55,7 @@ step starts, the steps in flight get --drain-timeout seconds to commit, then HTT
 lease is handed back; a second signal stops waiting for the steps. Every line written is one
 JSON object on stderr (time, level, event, ...).
 
---ip and --port default to the config's "dev" section, else 127.0.0.1:8787 (loopback only).
+--ip and --port default to the config's "dev" section, else {DEV_IP}:{DEV_PORT} (loopback only).
 
 Exit status: 0 when stopped by SIGTERM, 130 by Ctrl-C, 1 when the server cannot start (a dynwf
 check error, missing isolation, the port in use, the dispatcher failing to load), 2 on a usage

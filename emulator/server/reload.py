@@ -13,9 +13,11 @@ What a change means:
   files are also compiled here (never run), only to report a syntax error with its file and
   line at once; the other tenants never notice, and the next request for this one fails with
   the same error.
-- the dispatcher (the ``main`` module, or any ``.py`` beside it) or the wrangler file: the
-  dispatcher is imported again (:meth:`ProjectHost.reload_dispatcher`); if the new code or
-  config does not load, the old dispatcher keeps serving and the error is reported.
+- the dispatcher (the ``main`` module, or any ``.py`` beside it), the wrangler file or the
+  ``.dev.vars`` beside it: the dispatcher is imported again with its ``env`` built anew
+  (:meth:`ProjectHost.reload_dispatcher`), as ``wrangler dev`` restarts on either file; if the
+  new code, config or values do not load, the old dispatcher keeps serving and the error is
+  reported.
 - any other ``.py`` file of the project: a dispatcher may read tenant code from any folder
   (``agents/<id>/``, ``repos/<name>/``), and which tenant a file belongs to is its business, so
   every isolate is marked stale and reloads at its next call. Other files (data, output a
@@ -38,6 +40,7 @@ from typing import Any, Callable, Iterable
 import watchfiles
 
 from emulator.config import load_config
+from emulator.config.dev_vars import DEV_VARS_NAME
 from emulator.errors import DynwfError
 from emulator.host import ProjectHost
 from emulator.project import STATE_DIR_NAME
@@ -109,6 +112,7 @@ class _Batch:
     tenants: dict[str, set[str]] = field(default_factory=dict)
     dispatcher: set[str] = field(default_factory=set)
     config: bool = False
+    dev_vars: bool = False
     code: set[str] = field(default_factory=set)      # other .py files of the project
 
 
@@ -155,9 +159,11 @@ class Reloader:
         """Reload what ``paths`` (changed files, absolute) touch; report and return each reload."""
         batch = self._classify(paths)
         events = []
-        if batch.config or batch.dispatcher:
-            paths_shown = sorted(batch.dispatcher | ({self._shown(self.host.config.path)}
-                                                     if batch.config else set()))
+        if batch.config or batch.dispatcher or batch.dev_vars:
+            paths_shown = sorted(batch.dispatcher
+                                 | ({self._shown(self.host.config.path)} if batch.config else set())
+                                 | ({self._shown(self.host.config.root.resolve() / DEV_VARS_NAME)}
+                                    if batch.dev_vars else set()))
             events.append(await self._reload_dispatcher(batch.config, tuple(paths_shown)))
         elif batch.code:              # a dispatcher reload has marked every isolate stale already
             events.append(self._reload_every_isolate(tuple(sorted(batch.code))))
@@ -191,6 +197,7 @@ class Reloader:
     def _classify(self, paths: Iterable[str | Path]) -> _Batch:
         batch = _Batch()
         config_path = self.host.config.path.resolve()
+        dev_vars = self.host.config.root.resolve() / DEV_VARS_NAME
         main_folder = self.host.config.main_path.resolve().parent
         tenants = self.root / TENANTS_DIR
         for raw in paths:
@@ -199,6 +206,8 @@ class Reloader:
                 path = self.root / path
             if path == config_path:
                 batch.config = True
+            elif path == dev_vars:
+                batch.dev_vars = True
             elif path.is_relative_to(tenants):
                 parts = path.relative_to(tenants).parts
                 if len(parts) >= 2:            # a file inside a tenant's folder
