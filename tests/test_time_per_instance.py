@@ -95,25 +95,7 @@ def test_dev_fast_forward_skips_sleeps_but_never_an_event_timeout(tmp_path):
 def test_dynwf_run_of_a_waiting_tenant_is_not_timed_out_by_another_instances_sleep(tmp_path):
     """The report's case: `dynwf run` of the template's globex (an approval wait of 1 hour) while
     an acme instance sleeps a day in the same state ended "not approved within 1 hour"."""
-    assert CliRunner().invoke(app, ["init", str(tmp_path / "demo")]).exit_code == 0
-    root = tmp_path / "demo"
-    from emulator.host import HostOptions, ProjectHost
-    from emulator.project import open_project
-    project = open_project(root / "wrangler.jsonc", None)
-
-    async def leave_acme_asleep():
-        host = ProjectHost(project.config, HostOptions(state_dir=project.state_dir))
-        await host.start()
-        try:
-            await host.create_as_tenant({"tenantId": "acme"}, {"id": "asleep",
-                                                               "params": {"name": "Ann"}})
-            deadline = time.monotonic() + 30
-            while host.engine.store.count_by_status().get("waiting", 0) < 1:
-                assert time.monotonic() < deadline
-                await host.engine.drain(jump=False)
-        finally:
-            await host.close()
-    asyncio.run(leave_acme_asleep())
+    root = _template_with_acme_asleep(tmp_path)
     completed = subprocess.run([DYNWF, "run", "--tenant", "globex", "--params", '{"ref": "v1"}'],
                                capture_output=True, text=True, timeout=60, cwd=root,
                                stdin=subprocess.DEVNULL)
@@ -126,25 +108,7 @@ def test_dynwf_run_is_not_held_by_another_instances_timer_woken_by_hand(tmp_path
     """`dynwf instances wake` with no engine running leaves that instance's timer due now for the
     next engine that serves it; a `dynwf run` of another instance works on its own instance only,
     so it runs to the end rather than spin on a timer it may not fire (docs/semantics.md §4.8)."""
-    assert CliRunner().invoke(app, ["init", str(tmp_path / "demo")]).exit_code == 0
-    root = tmp_path / "demo"
-    from emulator.host import HostOptions, ProjectHost
-    from emulator.project import open_project
-    project = open_project(root / "wrangler.jsonc", None)
-
-    async def leave_acme_asleep():
-        host = ProjectHost(project.config, HostOptions(state_dir=project.state_dir))
-        await host.start()
-        try:
-            await host.create_as_tenant({"tenantId": "acme"}, {"id": "asleep",
-                                                               "params": {"name": "Ann"}})
-            deadline = time.monotonic() + 30
-            while host.engine.store.count_by_status().get("waiting", 0) < 1:
-                assert time.monotonic() < deadline
-                await host.engine.drain(jump=False)
-        finally:
-            await host.close()
-    asyncio.run(leave_acme_asleep())
+    root = _template_with_acme_asleep(tmp_path)
     woken = CliRunner().invoke(app, ["instances", "wake", "asleep", "--tenant", "acme",
                                      "--config", str(root)])
     assert woken.exit_code == 0, woken.output
@@ -187,3 +151,28 @@ async def test_the_pytest_plugins_time_skipping_leaves_another_instances_event_w
     assert (await waits.status())["status"] == "waiting"
     approval = next(s for s in waits.steps() if s["name"] == "approval")
     assert approval["status"] == "waiting"
+
+
+def _template_with_acme_asleep(tmp_path: Path) -> Path:
+    """A `dynwf init` project whose state holds acme's instance ``asleep`` in its day's sleep,
+    left by an engine that has stopped; the project's folder."""
+    assert CliRunner().invoke(app, ["init", str(tmp_path / "demo")]).exit_code == 0
+    root = tmp_path / "demo"
+    from emulator.host import HostOptions, ProjectHost
+    from emulator.project import open_project
+    project = open_project(root / "wrangler.jsonc", None)
+
+    async def leave_acme_asleep():
+        host = ProjectHost(project.config, HostOptions(state_dir=project.state_dir))
+        await host.start()
+        try:
+            await host.create_as_tenant({"tenantId": "acme"}, {"id": "asleep",
+                                                               "params": {"name": "Ann"}})
+            deadline = time.monotonic() + 30
+            while host.engine.store.count_by_status().get("waiting", 0) < 1:
+                assert time.monotonic() < deadline
+                await host.engine.drain(jump=False)
+        finally:
+            await host.close()
+    asyncio.run(leave_acme_asleep())
+    return root
