@@ -14,11 +14,14 @@ may hold secrets), no standard input, and output the host reads; each isolate ge
 of its own for its descriptors 1 and 2, so nothing it writes reaches the host's terminal.
 
 The control channel is a ``SOCK_SEQPACKET`` pair (message boundaries kept, file descriptors passed
-with ``SCM_RIGHTS``): the host sends ``{"req": n, "label": ..., "profile": ...}`` plus the child's
-end of a fresh socket pair and the write end of its output pipe; the zygote answers
-``{"req": n, "pid": pid}``, and ``{"exit": pid,
-"code": c}`` when a child ends (``c`` as ``os.waitstatus_to_exitcode``: negative for a signal;
-the memory-limit exit code when the kernel's OOM killer ended it in its memory cgroup).
+with ``SCM_RIGHTS``): the host sends ``{"req": n, "label": ..., "profile": ...}`` plus the write
+end of the child's output pipe; the zygote makes the socket pair of the child's RPC connection and
+answers ``{"req": n, "pid": pid}`` with the host's end of it, and ``{"exit": pid, "code": c}``
+when a child ends (``c`` as ``os.waitstatus_to_exitcode``: negative for a signal; the
+memory-limit exit code when the kernel's OOM killer ended it in its memory cgroup). The zygote
+makes the pair, not the host, because a socket belongs to the network namespace it was made in:
+made in the zygote's empty one, the isolate's only socket shows nothing of the host's network
+(its interfaces and addresses) to an interface query.
 
 Spare children install the tenant-independent part of the guard while they wait, for one guard
 *profile* (memory limit, network on or off): a request with that profile gets a spare, any other
@@ -108,10 +111,15 @@ class Zygote:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                data = await loop.sock_recv(self._ctrl, 65536)
-            except (OSError, asyncio.CancelledError):
-                data = b""
+                await _readable(self._ctrl)
+                data, fds, _flags, _addr = socket.recv_fds(self._ctrl, 65536, 1)
+            except BlockingIOError:
+                continue
+            except (OSError, ValueError, asyncio.CancelledError):   # ValueError: closed here
+                data, fds = b"", []
             if not data:
+                for fd in fds:
+                    os.close(fd)
                 error = RuntimeError("the isolate zygote exited")
                 for future in self._pending.values():
                     if not future.done():
@@ -120,9 +128,15 @@ class Zygote:
             message = json.loads(data)
             if "pid" in message:
                 future = self._pending.pop(message["req"], None)
-                if future is not None and not future.done():
-                    future.set_result(message["pid"])
-            elif "exit" in message:
+                if future is not None and not future.done() and len(fds) == 1:
+                    future.set_result((message["pid"], socket.socket(fileno=fds[0])))
+                else:          # nobody waits for it any more: its isolate sees the end at once
+                    for fd in fds:
+                        os.close(fd)
+                continue
+            for fd in fds:     # only a child's start carries a descriptor
+                os.close(fd)
+            if "exit" in message:
                 future = self._exits.setdefault(message["exit"], loop.create_future())
                 if not future.done():
                     future.set_result(message["code"])
@@ -134,7 +148,6 @@ class Zygote:
         if self._ctrl is None:
             await self.start()
         assert self._ctrl is not None
-        host_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         output_read, output_write = os.pipe2(os.O_CLOEXEC)
         request = self._next
         self._next += 1
@@ -144,7 +157,7 @@ class Zygote:
         try:
             while True:
                 try:
-                    socket.send_fds(self._ctrl, [message], [child_sock.fileno(), output_write])
+                    socket.send_fds(self._ctrl, [message], [output_write])
                     break
                 except BlockingIOError:  # many forks at once filled the channel: wait, not fail
                     await _writable(self._ctrl)
@@ -152,9 +165,8 @@ class Zygote:
             os.close(output_read)
             raise
         finally:
-            child_sock.close()
             os.close(output_write)
-        pid = await future
+        pid, host_sock = await future
         return pid, host_sock, output_read
 
     async def exit_code(self, pid: int, timeout: float = 1.0) -> int | None:
@@ -245,14 +257,26 @@ def stop_unadopted() -> None:
             process.stderr.close()
 
 
-async def _writable(sock: socket.socket) -> None:
+async def _readable(sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
-    loop.add_writer(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+    fd = sock.fileno()        # kept: the socket may be closed while this waits
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
     try:
         await ready
     finally:
-        loop.remove_writer(sock.fileno())
+        loop.remove_reader(fd)
+
+
+async def _writable(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    fd = sock.fileno()        # kept: the socket may be closed while this waits
+    loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_writer(fd)
 
 
 # ---- the zygote process ------------------------------------------------------------------------
@@ -296,22 +320,28 @@ def serve(ctrl_fd: int, spare_profile: dict[str, Any] | None = None) -> None:
             return
         request: dict[str, Any] = json.loads(data)
         profile = request.get("profile")
-        if len(fds) != 2:  # a malformed request: nothing to hand over
+        if len(fds) != 1:  # a malformed request: nothing to hand over
             for fd in fds:
                 os.close(fd)
             continue
-        pid = _hand_to_spare(spares, data, fds) if profile == spare_profile else None
+        # the RPC connection, made here in the zygote's network namespace (see the top)
+        host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        handed = [child_end.fileno(), fds[0]]
+        pid = _hand_to_spare(spares, data, handed) if profile == spare_profile else None
         if pid is None:
             pid = os.fork()
             if pid == 0:
                 ctrl.close()
+                host_end.close()
                 for _, spare in spares:
                     spare.close()
                 from emulator.isolates import child
-                child.main(fds[0], request, output=fds[1])  # never returns
-        for fd in fds:
-            os.close(fd)
-        ctrl.sendall(json.dumps({"req": request["req"], "pid": pid}).encode())
+                child.main(handed[0], request, output=handed[1])  # never returns
+        child_end.close()
+        os.close(fds[0])
+        socket.send_fds(ctrl, [json.dumps({"req": request["req"], "pid": pid}).encode()],
+                        [host_end.fileno()])
+        host_end.close()
         if profile != spare_profile:  # prepare for the profile asked for now
             spare_profile = profile
             _discard(spares)
