@@ -111,7 +111,7 @@ class Zygote:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                await _readable(self._ctrl)
+                await _ready(self._ctrl)
                 data, fds, _flags, _addr = socket.recv_fds(self._ctrl, 65536, 1)
             except BlockingIOError:
                 continue
@@ -160,7 +160,7 @@ class Zygote:
                     socket.send_fds(self._ctrl, [message], [output_write])
                     break
                 except BlockingIOError:  # many forks at once filled the channel: wait, not fail
-                    await _writable(self._ctrl)
+                    await _ready(self._ctrl, writing=True)
         except BaseException:
             os.close(output_read)
             raise
@@ -257,26 +257,18 @@ def stop_unadopted() -> None:
             process.stderr.close()
 
 
-async def _readable(sock: socket.socket) -> None:
+async def _ready(sock: socket.socket, *, writing: bool = False) -> None:
+    """Wait until ``sock`` can be read (or, ``writing``, written) without blocking."""
     loop = asyncio.get_running_loop()
+    add, remove = (loop.add_writer, loop.remove_writer) if writing else \
+        (loop.add_reader, loop.remove_reader)
     ready = loop.create_future()
     fd = sock.fileno()        # kept: the socket may be closed while this waits
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    add(fd, lambda: ready.done() or ready.set_result(None))
     try:
         await ready
     finally:
-        loop.remove_reader(fd)
-
-
-async def _writable(sock: socket.socket) -> None:
-    loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-    fd = sock.fileno()        # kept: the socket may be closed while this waits
-    loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
-    try:
-        await ready
-    finally:
-        loop.remove_writer(fd)
+        remove(fd)
 
 
 # ---- the zygote process ------------------------------------------------------------------------
