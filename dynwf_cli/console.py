@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from typing import Iterable
 
 from rich.console import Console
+from rich.segment import Segment
 from rich.theme import Theme
 
 THEME = Theme({
@@ -16,9 +18,32 @@ THEME = Theme({
     "step.waiting": "magenta", "step.replayed": "grey50", "step.cancelled": "grey62", "step.log": "grey62",
 })
 
-console = Console(theme=THEME, highlight=False, no_color=bool(os.environ.get("NO_COLOR")) or None)
-err_console = Console(stderr=True, theme=THEME, highlight=False,
-                      no_color=bool(os.environ.get("NO_COLOR")) or None)
+#: Control characters as what a terminal shows for them, never as what it obeys: C0 but newline and
+#: tab as their control pictures (ESC as ␛), DEL as ␡, C1 as the replacement character.
+_SHOWN_CONTROLS = {code: 0x2400 + code for code in range(0x20) if code not in (0x09, 0x0A)} | \
+    {0x7F: 0x2421} | {code: 0xFFFD for code in range(0x80, 0xA0)}
+
+
+class TerminalConsole(Console):
+    """A console that never lets text it prints drive the terminal: a tenant's log lines, error
+    messages and outputs are the tenant's to choose, and an escape sequence among them could set
+    the window title, write the clipboard or redraw the screen (with the Python checks switched
+    off, an isolate writes any bytes it likes into its log). On a terminal the text's control
+    characters are shown, not sent; rich's own styling and cursor control are kept. Piped output
+    is left as it is (JSON escapes control characters itself; a script gets the text it asked for)."""
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        if self.is_terminal:
+            buffer = [segment if segment.control else
+                      Segment(segment.text.translate(_SHOWN_CONTROLS), segment.style)
+                      for segment in buffer]
+        return super()._render_buffer(buffer)
+
+
+console = TerminalConsole(theme=THEME, highlight=False,
+                          no_color=bool(os.environ.get("NO_COLOR")) or None)
+err_console = TerminalConsole(stderr=True, theme=THEME, highlight=False,
+                              no_color=bool(os.environ.get("NO_COLOR")) or None)
 
 
 def print_plain(text: str) -> None:

@@ -460,3 +460,51 @@ def test_a_long_output_is_wrapped_on_a_terminal_not_cut(monkeypatch):
     shown = captured.get()
     assert all(len(line) <= 60 for line in shown.splitlines())
     assert "word39" in shown and " ".join(shown.split()).count("word") == 40
+
+
+ESCAPING = '''
+from workers import WorkflowEntrypoint
+from workers.workflows import NonRetryableError
+
+
+class TenantWorkflow(WorkflowEntrypoint):
+    async def run(self, event, step):
+        @step.do("loud")
+        async def loud():
+            print("title \\x1b]0;pwned\\x07 then a clipboard write \\x1b]52;c;cGF3bmVk\\x07")
+            raise NonRetryableError("and the screen cleared \\x1b[2J\\x1b[H in an error")
+        return await loud()
+'''
+
+
+def test_a_tenants_escape_sequences_are_shown_on_the_terminal_never_obeyed(project):
+    """A tenant's log lines and error messages are its own text (any bytes, once it has switched
+    off the Python checks): on a terminal, `dynwf run` shows their control characters (␛) and
+    sends none of them, so no tenant sets the window title, writes the clipboard or clears the
+    screen (docs/reliability.md, hostile tenant code)."""
+    import pty
+    import select
+    (project / "tenants" / "escaping").mkdir()
+    (project / "tenants" / "escaping" / "index.py").write_text(ESCAPING)
+    pid, fd = pty.fork()
+    if pid == 0:   # the child: a terminal on both ends, as a person would have
+        os.execve(DYNWF, [DYNWF, "run", "--tenant", "escaping", "--params", "{}"],
+                  {**os.environ, "NO_COLOR": "1"})
+    deadline, seen = time.monotonic() + 60, b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+        assert ready, f"no end in time: {seen!r}"
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:    # the child closed its terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 1, seen
+    shown = seen.decode()
+    # what the tenant wrote is there, its control characters drawn, not sent
+    assert "title ␛]0;pwned" in shown and "screen cleared ␛[2J␛[H" in shown, shown
+    for sent in ("\x1b]0;pwned", "\x1b]52;", "\x1b[2J", "\x07"):
+        assert sent not in shown, (sent, shown)
