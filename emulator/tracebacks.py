@@ -99,10 +99,10 @@ def _elide(entries: list[dict[str, Any]], count: int, owner: str) -> None:
     user's, whoever's they are (``dynwf and Python``), so a gap reads as one line."""
     if entries and "elided" in entries[-1] and entries[-1]["of"] != "the traceback":
         last = entries[-1]
-        last["elided"] += count
+        last["elided"] = min(last["elided"] + count, MAX_TRACEBACK_NUMBER)
         owners = last["of"].split(" and ")
-        if owner not in owners:
-            last["of"] = " and ".join([*owners, owner])
+        if owner not in owners:   # within the bounds a traceback is checked against
+            last["of"] = cut_text(" and ".join([*owners, owner]), MAX_TRACEBACK_FUNCTION_CHARS)
     else:
         entries.append({"elided": count, "of": owner})
 
@@ -125,7 +125,7 @@ def joined(outer: list[dict[str, Any]], inner: list[dict[str, Any]]) -> list[dic
         if "elided" in entry and entry["of"] != "the traceback":
             for owner in entry["of"].split(" and "):
                 _elide(entries, 0, owner)
-            entries[-1]["elided"] += entry["elided"]
+            _elide(entries, entry["elided"], entries[-1]["of"].split(" and ")[0])
         else:
             entries.append(dict(entry))
     return _bounded(entries)

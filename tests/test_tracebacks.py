@@ -316,6 +316,21 @@ def test_a_carried_traceback_follows_the_callers_own_frames():
     assert frames[2] == {"elided": 2, "of": "dynwf"} and frames[-1]["file"] == "acme/index.py"
 
 
+def test_a_carried_traceback_joined_stays_within_the_checked_bounds():
+    """The frames an isolate sends are checked on the host (each owner name at most 128
+    characters, each count at most 10,000,000); joining them to the host's own merges runs of
+    elided entries, and the merge stays within the same bounds however the isolate chose them."""
+    from emulator.rules.limits import MAX_TRACEBACK_FRAMES, MAX_TRACEBACK_NUMBER
+    from emulator.tracebacks import joined, traceback_fault
+    carried = [{"elided": MAX_TRACEBACK_NUMBER, "of": f"{n:03d}" * 42}
+               for n in range(MAX_TRACEBACK_FRAMES)]
+    assert traceback_fault(carried) is None      # as the host received and accepted it
+    own = [{"file": "src/entry.py", "line": 3, "function": "fetch", "source": "x()"}]
+    frames = joined(own, carried)
+    assert traceback_fault(frames) is None, traceback_fault(frames)
+    assert frames[1]["elided"] == MAX_TRACEBACK_NUMBER and len(frames[1]["of"]) == 128
+
+
 README_ORDER = '''"""Acme's order workflow."""
 
 from workers import WorkflowEntrypoint
