@@ -371,10 +371,11 @@ class Engine:
         one woken by hand would otherwise read as due forever)."""
         if self.only is None:
             return self.store.next_timer_due()
-        dues = [timer.due for instance_id in self.only
-                for timer in self.store.timers_of(instance_id)
-                if (row := self.store.find_instance(instance_id)) is not None
-                and row.status != states.PAUSED]
+        dues: list[int] = []
+        for instance_id in self.only:
+            row = self.store.find_instance(instance_id)
+            if row is not None and row.status != states.PAUSED:
+                dues += (timer.due for timer in self.store.timers_of(instance_id))
         return min(dues, default=None)
 
     def is_working(self) -> bool:
